@@ -1,0 +1,173 @@
+"""Training objectives: hard labels, label smoothing, teacher-free KD and online label smoothing.
+
+Every loss here is an ``nn.Module`` called as ``loss(logits, targets)`` and exposes
+``soft_labels``: the K x K matrix of targets it trains against (row = true class), so
+that the soft-label view can show CE, LS and TF-KD as well as OLS. ``next_epoch()`` is
+called by the trainer at every epoch end; only OLS does something with it.
+Formulas follow REFERENCE.md.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSS_NAMES = ("ce", "ls", "tfkd", "ols")
+
+
+class SoftTargetLoss(nn.Module):
+    """Base class: holds the K x K target matrix as a buffer."""
+
+    soft_labels: torch.Tensor
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError("a classifier needs at least two classes")
+        self.num_classes = num_classes
+
+    def next_epoch(self) -> None:
+        """Called once at every epoch end. Fixed-target losses do nothing."""
+
+
+class HardLabelLoss(SoftTargetLoss):
+    """Plain cross-entropy against one-hot labels."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes)
+        self.register_buffer("soft_labels", torch.eye(num_classes))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), targets)
+
+
+class LabelSmoothingLoss(SoftTargetLoss):
+    """Cross-entropy against ``(1 - eps) * onehot + eps / K`` (PyTorch's convention)."""
+
+    def __init__(self, num_classes: int, epsilon: float = 0.1) -> None:
+        super().__init__(num_classes)
+        if not 0.0 <= epsilon < 1.0:
+            raise ValueError("label smoothing epsilon must be in [0, 1)")
+        self.epsilon = epsilon
+        matrix = (1.0 - epsilon) * torch.eye(num_classes) + epsilon / num_classes
+        self.register_buffer("soft_labels", matrix)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.epsilon)
+
+
+class TeacherFreeKDLoss(SoftTargetLoss):
+    """Teacher-free KD, regularisation form (Yuan et al., CVPR 2020), as its official code.
+
+    The virtual teacher puts ``a`` on the true class and ``(1 - a) / (K - 1)`` elsewhere;
+    those *probabilities* are divided by T and passed through a softmax. The loss is
+    ``(1 - alpha) * CE + alpha * multiplier * KLDiv(mean over N*K)``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        alpha: float = 0.95,
+        temperature: float = 6.0,
+        correct_prob: float = 0.99,
+        multiplier: float = 1.0,
+    ) -> None:
+        super().__init__(num_classes)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError("TF-KD alpha must be in [0, 1]")
+        if temperature <= 0:
+            raise ValueError("TF-KD temperature must be positive")
+        if not 0.0 < correct_prob < 1.0:
+            raise ValueError("the virtual teacher's correct-class probability must be in (0, 1)")
+        self.alpha = alpha
+        self.temperature = temperature
+        self.correct_prob = correct_prob
+        self.multiplier = multiplier
+        off = (1.0 - correct_prob) / (num_classes - 1)
+        teacher = torch.full((num_classes, num_classes), off)
+        teacher.fill_diagonal_(correct_prob)
+        self.register_buffer("soft_labels", torch.softmax(teacher / temperature, dim=1))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_probs = F.log_softmax(logits.float(), dim=1)
+        ce = F.nll_loss(log_probs, targets)
+        teacher = self.soft_labels[targets]
+        # KLDivLoss with 'mean' reduction: the sum divided by N*K, as the official code.
+        kl = (teacher * (teacher.log() - log_probs)).sum() / teacher.numel()
+        return (1.0 - self.alpha) * ce + self.alpha * self.multiplier * kl
+
+
+class OnlineLabelSmoothing(SoftTargetLoss):
+    """Online label smoothing (Zhang et al., IEEE TIP 2021).
+
+    ``soft_labels`` (row = true class) is the matrix in use this epoch. In training mode
+    every call adds the softmax of each *correctly* classified sample to row ``y`` of
+    ``soft_label_sum`` and counts it; ``next_epoch()`` turns the sums into the next
+    matrix (a class never predicted correctly gets the uniform row) and resets them.
+    """
+
+    def __init__(self, num_classes: int, alpha: float = 0.5, init: str = "uniform") -> None:
+        super().__init__(num_classes)
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError("OLS alpha must be in [0, 1]")
+        if init not in ("uniform", "zeros"):
+            raise ValueError("OLS init must be 'uniform' or 'zeros'")
+        self.alpha = alpha
+        self.init = init
+        start = torch.full((num_classes, num_classes), 1.0 / num_classes)
+        if init == "zeros":
+            start.zero_()
+        self.register_buffer("soft_labels", start)
+        self.register_buffer("soft_label_sum", torch.zeros(num_classes, num_classes))
+        self.register_buffer("correct_count", torch.zeros(num_classes))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_probs = F.log_softmax(logits.float(), dim=1)
+        ce = F.nll_loss(log_probs, targets)
+        soft = -(self.soft_labels[targets] * log_probs).sum(dim=1).mean()
+        if self.training:
+            self._accumulate(log_probs.detach(), targets)
+        return self.alpha * ce + (1.0 - self.alpha) * soft
+
+    @torch.no_grad()
+    def _accumulate(self, log_probs: torch.Tensor, targets: torch.Tensor) -> None:
+        probs = log_probs.exp()
+        correct = probs.argmax(dim=1) == targets
+        rows = targets[correct]
+        # index_add_ sums repeated labels; fancy-index += would drop all but one.
+        self.soft_label_sum.index_add_(0, rows, probs[correct].to(self.soft_label_sum.dtype))
+        self.correct_count.index_add_(
+            0, rows, torch.ones_like(rows, dtype=self.correct_count.dtype)
+        )
+
+    @torch.no_grad()
+    def next_epoch(self) -> None:
+        """Swap in the matrix built from this epoch's correct predictions; reset the sums."""
+        seen = self.correct_count > 0
+        uniform = torch.full_like(self.soft_labels, 1.0 / self.num_classes)
+        averaged = self.soft_label_sum / self.correct_count.clamp(min=1).unsqueeze(1)
+        self.soft_labels.copy_(torch.where(seen.unsqueeze(1), averaged, uniform))
+        self.soft_label_sum.zero_()
+        self.correct_count.zero_()
+
+
+def build_loss(
+    name: str,
+    num_classes: int,
+    *,
+    alpha: float | None = None,
+    epsilon: float = 0.1,
+    temperature: float = 6.0,
+    ols_init: str = "uniform",
+) -> SoftTargetLoss:
+    """The loss called ``name`` (one of LOSS_NAMES); ``alpha`` defaults per loss."""
+    if name == "ce":
+        return HardLabelLoss(num_classes)
+    if name == "ls":
+        return LabelSmoothingLoss(num_classes, epsilon)
+    if name == "tfkd":
+        return TeacherFreeKDLoss(num_classes, 0.95 if alpha is None else alpha, temperature)
+    if name == "ols":
+        return OnlineLabelSmoothing(num_classes, 0.5 if alpha is None else alpha, ols_init)
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")

@@ -1,0 +1,161 @@
+"""Losses against hand-computed values (REFERENCE.md formulas)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from olsdesk.core.losses import (
+    HardLabelLoss,
+    LabelSmoothingLoss,
+    OnlineLabelSmoothing,
+    TeacherFreeKDLoss,
+    build_loss,
+)
+
+
+def logits_for(probs):
+    """Logits whose softmax is exactly ``probs``."""
+    return torch.log(torch.tensor(probs, dtype=torch.float32))
+
+
+def test_ols_loss_value_for_a_known_matrix():
+    ols = OnlineLabelSmoothing(3, alpha=0.5)
+    ols.soft_labels.copy_(torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]]))
+    # logits [2, 0, 0]: log Z = log(e^2 + 2) = 2.239554; log p = [-0.239554, -2.239554, -2.239554]
+    # CE = 0.239554; soft = 0.6*0.239554 + 0.3*2.239554 + 0.1*2.239554 = 1.039554
+    loss = ols.eval()(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert loss.item() == pytest.approx(0.5 * 0.239554 + 0.5 * 1.039554, abs=1e-5)
+
+
+def test_ols_alpha_weights_the_two_terms():
+    ols = OnlineLabelSmoothing(3, alpha=0.2).eval()
+    ols.soft_labels.copy_(torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]]))
+    loss = ols(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert loss.item() == pytest.approx(0.2 * 0.239554 + 0.8 * 1.039554, abs=1e-5)
+
+
+def test_ols_accumulates_repeated_labels_and_only_correct_samples():
+    ols = OnlineLabelSmoothing(3).train()
+    probs = [
+        [0.1, 0.7, 0.2],  # label 1, correct
+        [0.2, 0.6, 0.2],  # label 1 again, correct: both must count
+        [0.8, 0.1, 0.1],  # label 0, correct
+        [0.5, 0.3, 0.2],  # label 2, wrong: must not count
+    ]
+    ols(logits_for(probs), torch.tensor([1, 1, 0, 2]))
+    assert ols.correct_count.tolist() == [1.0, 2.0, 0.0]
+    np.testing.assert_allclose(ols.soft_label_sum[1].numpy(), [0.3, 1.3, 0.4], atol=1e-6)
+    ols.next_epoch()
+    expected = np.array([[0.8, 0.1, 0.1], [0.15, 0.65, 0.2], [1 / 3, 1 / 3, 1 / 3]])
+    np.testing.assert_allclose(ols.soft_labels.numpy(), expected, atol=1e-6)
+    # The accumulators start again from nothing: only the previous epoch counts.
+    assert ols.correct_count.sum().item() == 0
+    assert ols.soft_label_sum.abs().sum().item() == 0
+
+
+def test_ols_class_never_correct_gets_uniform_row_and_rows_sum_to_one():
+    ols = OnlineLabelSmoothing(4).train()
+    ols(logits_for([[0.7, 0.1, 0.1, 0.1]]), torch.tensor([0]))
+    ols.next_epoch()
+    s = ols.soft_labels.numpy()
+    np.testing.assert_allclose(s[1:], 0.25)
+    np.testing.assert_allclose(s.sum(axis=1), 1.0, atol=1e-6)
+
+
+def test_ols_only_previous_epoch_counts():
+    ols = OnlineLabelSmoothing(2).train()
+    ols(logits_for([[0.9, 0.1]]), torch.tensor([0]))
+    ols.next_epoch()
+    ols(logits_for([[0.6, 0.4]]), torch.tensor([0]))
+    ols.next_epoch()
+    np.testing.assert_allclose(ols.soft_labels[0].numpy(), [0.6, 0.4], atol=1e-6)
+
+
+def test_ols_eval_mode_does_not_accumulate():
+    ols = OnlineLabelSmoothing(3).eval()
+    ols(logits_for([[0.8, 0.1, 0.1]]), torch.tensor([0]))
+    assert ols.correct_count.sum().item() == 0
+    assert ols.soft_label_sum.abs().sum().item() == 0
+
+
+def test_ols_matrix_is_constant_no_gradient_flows_into_it():
+    ols = OnlineLabelSmoothing(3).train()
+    logits = torch.randn(5, 3, requires_grad=True)
+    ols(logits, torch.tensor([0, 1, 2, 0, 1])).backward()
+    assert logits.grad is not None
+    assert not ols.soft_labels.requires_grad
+
+
+def test_ols_zeros_init_makes_first_epoch_alpha_ce():
+    ols = OnlineLabelSmoothing(3, alpha=0.5, init="zeros").eval()
+    logits = torch.tensor([[2.0, 0.0, 0.0]])
+    assert ols(logits, torch.tensor([0])).item() == pytest.approx(0.5 * 0.239554, abs=1e-5)
+
+
+def test_ols_state_dict_round_trips_matrix_and_accumulators():
+    ols = OnlineLabelSmoothing(3).train()
+    ols(logits_for([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1]]), torch.tensor([0, 1]))
+    ols.next_epoch()
+    ols(logits_for([[0.1, 0.2, 0.7]]), torch.tensor([2]))
+    other = OnlineLabelSmoothing(3)
+    other.load_state_dict(ols.state_dict())
+    for name in ("soft_labels", "soft_label_sum", "correct_count"):
+        assert torch.equal(getattr(other, name), getattr(ols, name))
+
+
+def test_ols_accepts_half_precision_logits():
+    ols = OnlineLabelSmoothing(3).train()
+    loss = ols(torch.tensor([[2.0, 0.0, 0.0]], dtype=torch.float16), torch.tensor([0]))
+    assert loss.dtype == torch.float32
+    assert ols.correct_count[0].item() == 1
+
+
+def test_hard_label_loss_is_cross_entropy():
+    # CE for logits [2, 0, 0], label 0 = 0.239554 (see above)
+    loss = HardLabelLoss(3)(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert loss.item() == pytest.approx(0.239554, abs=1e-5)
+
+
+def test_label_smoothing_value():
+    # target (1 - 0.1) * onehot + 0.1/3 = [0.9333, 0.0333, 0.0333]
+    # loss = 0.9333*0.239554 + 2 * 0.0333*2.239554 = 0.223584 + 0.149304
+    loss = LabelSmoothingLoss(3, 0.1)(torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([0]))
+    assert loss.item() == pytest.approx(0.223584 + 0.149304, abs=1e-5)
+
+
+def test_tfkd_value_against_the_formula():
+    k, a, t, alpha = 3, 0.99, 6.0, 0.95
+    loss_fn = TeacherFreeKDLoss(k, alpha=alpha, temperature=t, correct_prob=a)
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.5]])
+    targets = torch.tensor([0, 2])
+    # teacher probabilities divided by T, then softmax (as the official code does)
+    q = np.full((k, k), (1 - a) / (k - 1))
+    np.fill_diagonal(q, a)
+    soft = np.exp(q / t) / np.exp(q / t).sum(axis=1, keepdims=True)
+    logp = logits.numpy() - np.log(np.exp(logits.numpy()).sum(axis=1, keepdims=True))
+    y = targets.numpy()
+    ce = -logp[np.arange(2), y].mean()
+    kl = (soft[y] * (np.log(soft[y]) - logp)).sum() / (2 * k)  # KLDivLoss 'mean': N*K
+    expected = (1 - alpha) * ce + alpha * kl
+    assert loss_fn(logits, targets).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_fixed_target_matrices():
+    np.testing.assert_allclose(HardLabelLoss(3).soft_labels.numpy(), np.eye(3))
+    ls = LabelSmoothingLoss(4, 0.2).soft_labels.numpy()
+    assert ls[0, 0] == pytest.approx(0.85) and ls[0, 1] == pytest.approx(0.05)
+    tf = TeacherFreeKDLoss(3).soft_labels.numpy()
+    np.testing.assert_allclose(tf.sum(axis=1), 1.0, rtol=1e-6)
+    assert tf[0, 0] > tf[0, 1]
+
+
+def test_build_loss_defaults_and_errors():
+    assert build_loss("ols", 5).alpha == 0.5
+    assert build_loss("tfkd", 5).alpha == 0.95
+    with pytest.raises(ValueError, match="unknown loss"):
+        build_loss("focal", 5)
+    with pytest.raises(ValueError):
+        OnlineLabelSmoothing(3, init="random")
+    assert math.isclose(build_loss("ls", 4, epsilon=0.2).epsilon, 0.2)
