@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSS_NAMES = ("ce", "ls", "tfkd", "ols")
+from olsdesk.config import LOSS_NAMES
+
 
 
 class SoftTargetLoss(nn.Module):

@@ -1,0 +1,302 @@
+"""Datasets users bring, opened into one shape: ``Dataset`` with train and validation samples.
+
+- the demo set (``"demo"``), generated in memory;
+- an image folder, torchvision's ImageFolder layout or RadImageNet's nested one, where
+  a class is the leaf folder's path relative to the root (``CT/lung/normal``), with
+  optional split CSVs (``filename,label``);
+- a MedMNIST ``.npz`` archive.
+
+Samples are read lazily; a file that cannot be read is skipped at load time by the
+trainer and named in the run's log. Mistakes a user can make (no such folder, a single
+class, no images) raise ``DataError`` with one sentence.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from olsdesk.core.data.images import IMAGE_SUFFIXES, ImageReadError, is_dicom, read_image
+
+DEMO = "demo"
+
+
+class DataError(ValueError):
+    """The data a user pointed to cannot be used; the message says why in one sentence."""
+
+
+class FileSamples:
+    """Images on disk, read when asked."""
+
+    def __init__(self, paths: list[str], labels: np.ndarray, max_side: int | None = None) -> None:
+        self.paths = list(paths)
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.max_side = max_side
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> np.ndarray:
+        return read_image(self.paths[index], self.max_side)
+
+    def describe(self, index: int) -> str:
+        return self.paths[index]
+
+    def subset(self, indices: np.ndarray) -> FileSamples:
+        return FileSamples([self.paths[i] for i in indices], self.labels[indices], self.max_side)
+
+
+class ArraySamples:
+    """Images held in memory as uint8 (N x H x W or N x H x W x 3)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.prefix = prefix
+        self.ids = np.arange(len(images))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> np.ndarray:
+        return self.images[index].astype(np.float32) / 255.0
+
+    def describe(self, index: int) -> str:
+        return f"{self.prefix} #{self.ids[index]}"
+
+    def subset(self, indices: np.ndarray) -> ArraySamples:
+        out = ArraySamples(self.images[indices], self.labels[indices], self.prefix)
+        out.ids = self.ids[indices]
+        return out
+
+
+Samples = FileSamples | ArraySamples
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset ready for training: class names, two splits, channel count."""
+
+    source: str  # "demo" or the path the user gave
+    kind: str  # demo | folder | medmnist
+    class_names: tuple[str, ...]
+    train: Samples
+    val: Samples
+    channels: int  # 1 for grayscale, 3 for colour
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def per_class_counts(self) -> dict[str, tuple[int, int]]:
+        """Class name -> (train images, validation images)."""
+        tr = np.bincount(self.train.labels, minlength=self.num_classes)
+        va = np.bincount(self.val.labels, minlength=self.num_classes)
+        return {n: (int(a), int(b)) for n, a, b in zip(self.class_names, tr, va, strict=True)}
+
+
+def open_dataset(
+    data: str,
+    *,
+    split_csv: str | None = None,
+    val_fraction: float = 0.2,
+    split_seed: int = 0,
+    demo_per_class: int = 200,
+    max_side: int | None = None,
+) -> Dataset:
+    """Open ``data`` ("demo", a folder or a ``.npz``) and split it if it has no split."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError("the validation fraction must be between 0 and 1.")
+    if data == DEMO:
+        return _open_demo(demo_per_class, val_fraction, split_seed)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(f"{data} does not exist.")
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return _open_medmnist(path, val_fraction, split_seed)
+        raise DataError(f"{data} is a file; give an image folder or a MedMNIST .npz archive.")
+    if split_csv:
+        return _open_csv_split(path, Path(split_csv).expanduser(), max_side)
+    return _open_folder(path, val_fraction, split_seed, max_side)
+
+
+def stratified_split(
+    labels: np.ndarray, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation indices holding ``val_fraction`` of every class (at least one
+    validation sample for each class with two or more), seeded and order-independent."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        idx = idx[rng.permutation(len(idx))]
+        n_val = 0 if len(idx) < 2 else max(1, int(round(len(idx) * val_fraction)))
+        n_val = min(n_val, len(idx) - 1)
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _open_demo(per_class: int, val_fraction: float, split_seed: int) -> Dataset:
+    from olsdesk.core.data.demo import make_demo
+
+    demo = make_demo(per_class)
+    samples = ArraySamples(demo.images, demo.labels, "demo")
+    tr, va = stratified_split(demo.labels, val_fraction, split_seed)
+    return Dataset(DEMO, "demo", demo.class_names, samples.subset(tr), samples.subset(va), 1)
+
+
+def _open_medmnist(path: Path, val_fraction: float, split_seed: int) -> Dataset:
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path.name} is not a readable .npz archive ({exc}).") from exc
+    with archive:
+        keys = set(archive.files)
+        if "train_images" not in keys or "train_labels" not in keys:
+            raise DataError(f"{path.name} has no train_images/train_labels: not a MedMNIST archive.")
+        images = {s: archive[f"{s}_images"] for s in ("train", "val") if f"{s}_images" in keys}
+        labels = {s: archive[f"{s}_labels"] for s in ("train", "val") if f"{s}_labels" in keys}
+    for split, y in labels.items():
+        if y.ndim == 2 and y.shape[1] > 1:
+            raise DataError(f"{path.name} is multi-label ({y.shape[1]} labels an image); "
+                            "olsdesk trains single-label classifiers.")
+        labels[split] = y.reshape(-1).astype(np.int64)
+    for split, x in images.items():
+        if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+            raise DataError(f"{path.name} holds {split} images of shape {x.shape[1:]}; "
+                            "olsdesk reads 2-D MedMNIST (N x H x W or N x H x W x 3).")
+        if x.ndim == 4 and x.shape[-1] == 1:
+            images[split] = x[..., 0]
+        if images[split].dtype != np.uint8:
+            images[split] = np.clip(images[split], 0, 255).astype(np.uint8)
+    num_classes = int(max(int(y.max()) for y in labels.values())) + 1
+    if num_classes < 2:
+        raise DataError(f"{path.name} has only one class; a classifier needs two or more.")
+    names = tuple(f"class {i}" for i in range(num_classes))
+    channels = 3 if images["train"].ndim == 4 else 1
+    train = ArraySamples(images["train"], labels["train"], f"{path.name}:train")
+    if "val_images" in keys and "val_labels" in keys:
+        val = ArraySamples(images["val"], labels["val"], f"{path.name}:val")
+    else:
+        tr, va = stratified_split(train.labels, val_fraction, split_seed)
+        train, val = train.subset(tr), train.subset(va)
+    return Dataset(str(path), "medmnist", names, train, val, channels)
+
+
+def _is_image_file(path: Path) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return True
+    return suffix == "" and is_dicom(path)
+
+
+def scan_folder(root: Path) -> tuple[list[str], list[str]]:
+    """(image paths, class names): a class is the image's folder relative to ``root``."""
+    paths, classes = [], []
+    root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if here == root:
+            continue
+        rel = here.relative_to(root).as_posix()
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            if _is_image_file(here / name):
+                paths.append(str(here / name))
+                classes.append(rel)
+    return paths, classes
+
+
+def _open_folder(root: Path, val_fraction: float, split_seed: int, max_side: int | None) -> Dataset:
+    paths, classes = scan_folder(root)
+    if not paths:
+        loose = [p for p in root.iterdir() if p.is_file() and _is_image_file(p)]
+        if loose:
+            raise DataError(f"{root} holds images but no class folders; put each class's "
+                            "images in a sub-folder named after the class.")
+        raise DataError(f"{root} contains no images (PNG, JPEG, TIFF, BMP or DICOM).")
+    names = tuple(sorted(set(classes)))
+    if len(names) < 2:
+        raise DataError(f"{root} has only one class folder ({names[0]}); a classifier needs "
+                        "two or more.")
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.array([index[c] for c in classes])
+    samples = FileSamples(paths, labels, max_side)
+    tr, va = stratified_split(labels, val_fraction, split_seed)
+    return Dataset(str(root), "folder", names, samples.subset(tr), samples.subset(va),
+                   _detect_channels(samples))
+
+
+def _find_split_csv(csv_dir: Path, split: str) -> Path | None:
+    if csv_dir.is_file():
+        return csv_dir if split == "train" else None
+    matches = sorted(p for p in csv_dir.glob("*.csv") if split in p.stem.lower())
+    return matches[0] if matches else None
+
+
+def _read_split_csv(path: Path) -> list[tuple[str, str]]:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            fields = {f.strip().lower(): f for f in reader.fieldnames or []}
+            file_key = next((fields[k] for k in ("filename", "path", "file") if k in fields), None)
+            label_key = next((fields[k] for k in ("label", "class") if k in fields), None)
+            if file_key is None or label_key is None:
+                raise DataError(f"{path.name} needs the columns filename and label.")
+            return [(row[file_key].strip(), row[label_key].strip()) for row in reader
+                    if row.get(file_key)]
+    except OSError as exc:
+        raise DataError(f"{path.name} cannot be read ({exc.strerror}).") from exc
+
+
+def _resolve_base(root: Path, filenames: list[str]) -> Path:
+    """The folder the CSV's filenames are relative to: the root, or its parent."""
+    probe = filenames[: min(20, len(filenames))]
+    for base in (root, root.parent):
+        if any((base / f).exists() for f in probe):
+            return base
+    raise DataError(f"the split files name images (e.g. {probe[0]}) that are not under {root}.")
+
+
+def _open_csv_split(root: Path, csv_dir: Path, max_side: int | None) -> Dataset:
+    if not csv_dir.exists():
+        raise DataError(f"{csv_dir} does not exist.")
+    train_csv, val_csv = _find_split_csv(csv_dir, "train"), _find_split_csv(csv_dir, "val")
+    if train_csv is None or val_csv is None:
+        raise DataError(f"{csv_dir} needs a train and a val CSV (e.g. RadiologyAI_train.csv).")
+    rows = {"train": _read_split_csv(train_csv), "val": _read_split_csv(val_csv)}
+    if not rows["train"] or not rows["val"]:
+        raise DataError(f"a split file in {csv_dir} lists no images.")
+    base = _resolve_base(root, [f for f, _ in rows["train"]])
+    names = tuple(sorted({label for split in rows.values() for _, label in split}))
+    if len(names) < 2:
+        raise DataError(f"the split files in {csv_dir} name only one class.")
+    index = {n: i for i, n in enumerate(names)}
+    splits = {
+        s: FileSamples([str(base / f) for f, _ in r], np.array([index[lab] for _, lab in r]),
+                       max_side)
+        for s, r in rows.items()
+    }
+    return Dataset(str(root), "folder", names, splits["train"], splits["val"],
+                   _detect_channels(splits["train"]))
+
+
+def _detect_channels(samples: FileSamples, probe: int = 16) -> int:
+    """3 if any of a few evenly spaced images is in colour, else 1."""
+    n = len(samples)
+    for i in np.unique(np.linspace(0, n - 1, min(probe, n)).astype(int)):
+        try:
+            if samples.load(int(i)).ndim == 3:
+                return 3
+        except ImageReadError:
+            continue
+    return 1

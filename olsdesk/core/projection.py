@@ -1,0 +1,35 @@
+"""2-D projections of penultimate features for the embedding view."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def pca_2d(features: np.ndarray) -> np.ndarray:
+    """The first two principal components (M x 2), signs fixed so that epochs line up:
+    each axis points the way its largest-magnitude loading is positive."""
+    x = np.asarray(features, dtype=np.float64)
+    if len(x) < 2:
+        return np.zeros((len(x), 2))
+    x = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    axes = vt[:2]
+    signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
+    coords = x @ (axes * signs[:, None]).T
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    return coords
+
+
+def tsne_2d(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """t-SNE (scikit-learn) on PCA-reduced features; seconds for a couple of thousand points."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = np.asarray(features, dtype=np.float64)
+    if len(x) < 5:
+        return pca_2d(x)
+    if x.shape[1] > 50:
+        x = PCA(50, random_state=seed).fit_transform(x)
+    perplexity = min(perplexity, (len(x) - 1) / 3)
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)

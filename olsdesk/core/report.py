@@ -1,0 +1,106 @@
+"""The messages training yields: ``BatchProgress`` while an epoch runs, ``EpochReport`` after it.
+
+``EpochReport`` is the one payload that flows from the trainer to disk, the panels and
+the CLI. It holds plain floats and read-only numpy arrays that nobody mutates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BatchProgress:
+    """Where an epoch stands; yielded after every batch."""
+
+    epoch: int  # 1-based
+    epochs: int
+    phase: str  # "train" or "validate"
+    batch: int  # 1-based, within the phase
+    batches: int
+    loss: float  # running mean over the epoch so far (train phase)
+    images_per_second: float
+    elapsed_seconds: float  # since the run (this session of it) started
+
+    @property
+    def fraction_of_epoch(self) -> float:
+        """0..1 across the training and validation phases (training weighs 80 %)."""
+        part = self.batch / max(self.batches, 1)
+        return 0.8 * part if self.phase == "train" else 0.8 + 0.2 * part
+
+
+ARRAY_FIELDS = (
+    "soft_labels", "mean_prediction",
+    "reliability_counts", "reliability_accuracy", "reliability_confidence",
+    "confidence_histogram",
+    "embedding", "embedding_indices", "embedding_labels", "embedding_predictions",
+    "embedding_confidences",
+)
+
+
+@dataclass(frozen=True)
+class EpochReport:
+    """Everything measured at one epoch's end."""
+
+    epoch: int  # 1-based
+    epochs: int
+    train_loss: float
+    train_top1: float
+    train_top5: float
+    val_loss: float  # cross-entropy on the validation set (= NLL)
+    val_top1: float
+    val_top5: float
+    val_nll: float
+    val_brier: float
+    ece: float
+    mce: float
+    adaptive_ece: float
+    classwise_ece: float
+    silhouette: float
+    intra_inter_ratio: float
+    lr: float
+    epoch_seconds: float
+    images_per_second: float
+    skipped_files: int
+    # K x K: the targets the loss trained against this epoch (OLS's S; fixed for the rest)
+    soft_labels: np.ndarray = field(repr=False)
+    # K x K: row = true class, mean predicted distribution on the validation set
+    mean_prediction: np.ndarray = field(repr=False)
+    reliability_counts: np.ndarray = field(repr=False)
+    reliability_accuracy: np.ndarray = field(repr=False)  # NaN in empty bins
+    reliability_confidence: np.ndarray = field(repr=False)  # NaN in empty bins
+    confidence_histogram: np.ndarray = field(repr=False)
+    embedding: np.ndarray = field(repr=False)  # M x 2, PCA of penultimate features
+    embedding_indices: np.ndarray = field(repr=False)  # M, positions in the validation set
+    embedding_labels: np.ndarray = field(repr=False)
+    embedding_predictions: np.ndarray = field(repr=False)
+    embedding_confidences: np.ndarray = field(repr=False)
+    class_names: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ARRAY_FIELDS:
+            array = np.array(getattr(self, name), copy=True)
+            array.flags.writeable = False
+            object.__setattr__(self, name, array)
+
+    def scalars(self) -> dict[str, float | int]:
+        """The scalar fields, as written to metrics.jsonl."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in ARRAY_FIELDS and f.name != "class_names"}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in ARRAY_FIELDS}
+
+    @classmethod
+    def from_parts(cls, scalars: dict, arrays: dict, class_names: tuple[str, ...]) -> EpochReport:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in scalars.items() if k in known}
+        values.update({k: arrays[k] for k in ARRAY_FIELDS})
+        return cls(**values, class_names=tuple(class_names))
+
+    @property
+    def reliability_gap(self) -> np.ndarray:
+        """Per bin: accuracy minus mean confidence (NaN where empty)."""
+        return self.reliability_accuracy - self.reliability_confidence

@@ -1,0 +1,441 @@
+"""``Trainer.fit()``: a generator that trains and yields ``BatchProgress`` and ``EpochReport``.
+
+The same trainer serves the app (from a worker thread), the CLI, the benchmarks and the
+tests. Stop and pause are ``threading.Event``s checked at every batch. Every epoch
+ends with the analysis the panels show (metrics, calibration, soft labels, a PCA of
+the validation embedding), a line in the run directory and an atomic checkpoint, so a
+resumed run continues exactly where the last finished epoch left it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from olsdesk import __version__
+from olsdesk.config import ConfigError, RunConfig
+from olsdesk.core import metrics
+from olsdesk.core.data.images import ImageReadError
+from olsdesk.core.data.sources import Dataset, open_dataset
+from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.losses import build_loss
+from olsdesk.core.models import build_model
+from olsdesk.core.projection import pca_2d
+from olsdesk.core.report import BatchProgress, EpochReport
+from olsdesk.core.runs import CHECKPOINT_FORMAT, LATEST, RunError, RunStore, load_checkpoint
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, say); one sentence for the user."""
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then the CPU; an explicit choice that is absent is an error."""
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if preference == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if preference == "cuda" and not cuda:
+        raise ConfigError("CUDA was asked for, but this PyTorch sees no CUDA GPU.")
+    if preference == "mps" and not mps:
+        raise ConfigError("Apple MPS was asked for, but this PyTorch cannot use it here.")
+    return torch.device(preference)
+
+
+def describe_device(device: torch.device) -> str:
+    """A short human name for a device, e.g. 'cuda (NVIDIA H100)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+class _TorchSamples(torch.utils.data.Dataset):
+    """Samples -> (tensor, label, index); an unreadable sample becomes (None, message)."""
+
+    def __init__(self, samples, preprocessing: Preprocessing, train: bool) -> None:
+        self.samples = samples
+        self.preprocessing = preprocessing
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        try:
+            image = self.samples.load(index)
+        except ImageReadError as exc:
+            return None, str(exc), index
+        return self.preprocessing(image, train=self.train), int(self.samples.labels[index]), index
+
+
+def _collate(batch):
+    good = [b for b in batch if b[0] is not None]
+    failed = [(index, message) for image, message, index in batch if image is None]
+    if not good:
+        return None, None, None, failed
+    images = torch.stack([b[0] for b in good])
+    labels = torch.tensor([b[1] for b in good], dtype=torch.long)
+    indices = torch.tensor([b[2] for b in good], dtype=torch.long)
+    return images, labels, indices, failed
+
+
+def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
+    """Learning-rate multiplier for 0-based ``epoch``: cosine to zero, or x0.1 at 45 % and
+    80 % of training (the published recipe's 45 and 80 of 100 epochs)."""
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if schedule == "step":
+        return 0.1 ** sum(epoch >= round(epochs * m) for m in (0.45, 0.8))
+    return 1.0
+
+
+@dataclass
+class _EpochTotals:
+    loss: float = 0.0
+    seen: int = 0
+    top1: float = 0.0
+    top5: float = 0.0
+
+
+class Trainer:
+    """Trains one run. Create, optionally ``prepare()`` to surface data errors early, then
+    iterate ``fit()``. ``request_stop()``, ``pause()`` and ``resume()`` may be called
+    from any thread."""
+
+    def __init__(self, config: RunConfig, runs_dir: str | Path | None = None,
+                 store: RunStore | None = None, dataset: Dataset | None = None) -> None:
+        self.config = config.validated()
+        self.runs_dir = runs_dir
+        self.store = store
+        self.dataset = dataset
+        self.stop_event = threading.Event()
+        self.pause_event = threading.Event()
+        self.prepared = False
+        self.start_epoch = 0  # epochs already done (non-zero when resuming)
+        self.best_top1 = -1.0
+        self.skipped: dict[str, str] = {}
+        self.stopped = False
+
+    @classmethod
+    def resume(cls, run: str | Path, runs_dir: str | Path | None = None,
+               epochs: int | None = None) -> Trainer:
+        """A trainer that continues the run at ``run`` (a path or a name in runs_dir)."""
+        store = RunStore.find(str(run), runs_dir)
+        config = store.config()
+        if epochs is not None:
+            config = config.replace(epochs=epochs)
+        if not store.checkpoint_path(LATEST).exists():
+            raise RunError(f"{store.path.name} has no checkpoint yet; start it again instead.")
+        return cls(config, store=store)
+
+    # --- control from other threads -------------------------------------------
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    def pause(self) -> None:
+        self.pause_event.set()
+
+    def resume_training(self) -> None:
+        self.pause_event.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self.pause_event.is_set()
+
+    # --- set-up -----------------------------------------------------------------
+    def prepare(self) -> None:
+        """Open the data, build model, loss and optimiser, create or reopen the run."""
+        if self.prepared:
+            return
+        cfg = self.config
+        self.device = choose_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        if self.dataset is None:
+            self.dataset = open_dataset(
+                cfg.data, split_csv=cfg.split_csv, val_fraction=cfg.val_fraction,
+                split_seed=cfg.split_seed, demo_per_class=cfg.demo_per_class,
+                max_side=cfg.effective_image_size * 2)
+        data = self.dataset
+        self.preprocessing = Preprocessing.for_size(cfg.effective_image_size, data.channels)
+        self.model = build_model(cfg.model, data.num_classes, data.channels, cfg.weights)
+        self.model.to(self.device)
+        self.loss_fn = build_loss(cfg.loss, data.num_classes, alpha=cfg.alpha,
+                                  epsilon=cfg.epsilon, temperature=cfg.temperature,
+                                  ols_init=cfg.ols_init).to(self.device)
+        if cfg.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
+                                             momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr,
+                                               weight_decay=cfg.weight_decay)
+        epochs = cfg.epochs
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda e: _lr_factor(cfg.schedule, e, epochs))
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported()
+                          else torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        workers = cfg.num_workers
+        if workers is None:
+            in_memory = not hasattr(data.train, "paths")
+            workers = 0 if in_memory else min(4, max(0, (os.cpu_count() or 1) - 1))
+        self.num_workers = workers
+        self._build_loaders()
+        rng = np.random.default_rng(cfg.split_seed)
+        n_val = len(data.val)
+        keep = min(cfg.embedding_samples, n_val)
+        self.embed_mask = np.zeros(n_val, dtype=bool)
+        self.embed_mask[np.sort(rng.choice(n_val, keep, replace=False))] = True
+        if self.store is None:
+            self.store = RunStore.create(self.runs_dir, cfg, self._run_info())
+        else:
+            self._restore()
+        self.prepared = True
+
+    def _run_info(self) -> dict:
+        data = self.dataset
+        return {
+            "olsdesk_version": __version__,
+            "class_names": list(data.class_names),
+            "preprocessing": self.preprocessing.to_dict(),
+            "dataset": {"source": data.source, "kind": data.kind, "channels": data.channels,
+                        "train_images": len(data.train), "val_images": len(data.val),
+                        "per_class": data.per_class_counts()},
+            "validation_names": [data.val.describe(i) for i in range(len(data.val))],
+            "device": describe_device(self.device),
+        }
+
+    def _build_loaders(self) -> None:
+        data, cfg = self.dataset, self.config
+        common = dict(batch_size=cfg.batch_size, num_workers=self.num_workers,
+                      collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                      persistent_workers=self.num_workers > 0)
+        self.generator = torch.Generator()
+        self.train_loader = DataLoader(_TorchSamples(data.train, self.preprocessing, True),
+                                       shuffle=True, generator=self.generator, **common)
+        self.val_loader = DataLoader(_TorchSamples(data.val, self.preprocessing, False),
+                                     shuffle=False, **common)
+
+    def _restore(self) -> None:
+        state = load_checkpoint(self.store.checkpoint_path(LATEST))
+        names = tuple(state["class_names"])
+        if names != self.dataset.class_names:
+            raise RunError("the run's checkpoint was trained on other classes than the data "
+                           "found now; point --data at the run's dataset.")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loss_fn.load_state_dict(state["loss"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch = int(state["epoch"])
+        self.best_top1 = float(state.get("best_top1", -1.0))
+        self.store.truncate_to(self.start_epoch)
+        self.store.log(f"resumed after epoch {self.start_epoch}")
+
+    def checkpoint_state(self, epoch: int) -> dict:
+        """What a checkpoint holds: enough to resume training and to predict."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "olsdesk_version": __version__,
+            "epoch": epoch,
+            "model_name": self.config.model,
+            "num_classes": self.dataset.num_classes,
+            "in_channels": self.dataset.channels,
+            "class_names": list(self.dataset.class_names),
+            "preprocessing": self.preprocessing.to_dict(),
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loss_name": self.config.loss,
+            "loss": self.loss_fn.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "best_top1": self.best_top1,
+        }
+
+    # --- the loop ---------------------------------------------------------------
+    def fit(self) -> Iterator[BatchProgress | EpochReport]:
+        """Train from the first unfinished epoch to ``config.epochs``, yielding progress."""
+        self.prepare()
+        self.run_started = time.perf_counter()
+        self.store.update_info(status="training")
+        status = "stopped"
+        try:
+            for epoch in range(self.start_epoch, self.config.epochs):
+                report = yield from self._run_epoch(epoch)
+                if report is None:
+                    break
+                yield report
+            else:
+                status = "finished"
+        except BaseException as exc:
+            status = "failed"
+            if not isinstance(exc, GeneratorExit):
+                self.store.log(f"failed: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            self.stopped = status != "finished"
+            self.store.update_info(status=status)
+            self.store.log(f"training {status}")
+
+    def _wait_if_paused(self) -> bool:
+        """Block while paused; True when a stop was requested."""
+        while self.pause_event.is_set() and not self.stop_event.is_set():
+            self.stop_event.wait(0.05)
+        return self.stop_event.is_set()
+
+    def _note_failures(self, failed, samples) -> None:
+        for index, message in failed:
+            name = samples.describe(index)
+            if name not in self.skipped:
+                self.skipped[name] = message
+                self.store.log(f"skipped {name}: {message}")
+
+    def _run_epoch(self, epoch: int):
+        cfg, device = self.config, self.device
+        # Seed from (seed, epoch) alone: a resumed run draws the same batches and crops.
+        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        self.generator.manual_seed(cfg.seed * 100_019 + epoch)
+        soft_labels = self.loss_fn.soft_labels.detach().cpu().numpy().copy()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.model.train()
+        self.loss_fn.train()
+        totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, seen, top1, top5
+        started = time.perf_counter()
+        batches = len(self.train_loader)
+        sync_every = 1 if device.type == "cpu" else 20
+        running_loss, seen = float("nan"), 0
+        for step, (images, labels, _, failed) in enumerate(self.train_loader, start=1):
+            self._note_failures(failed, self.dataset.train)
+            if self._wait_if_paused():
+                return None
+            if images is None:
+                continue
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                logits = self.model(images)
+            loss = self.loss_fn(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            with torch.no_grad():
+                n = labels.numel()
+                top = logits.detach().topk(min(5, logits.shape[1]), dim=1).indices
+                hits = top == labels[:, None]
+                totals += torch.stack([loss.detach().double() * n,
+                                       torch.tensor(n, dtype=torch.float64, device=device),
+                                       hits[:, 0].sum().double(), hits.any(dim=1).sum().double()])
+            if step % sync_every == 0 or step == batches:
+                loss_sum, seen = totals[0].item(), int(totals[1].item())
+                running_loss = loss_sum / max(seen, 1)
+                if not math.isfinite(running_loss):
+                    raise TrainingError(
+                        f"the loss became {running_loss} in epoch {epoch + 1}; lower the "
+                        "learning rate or check the data.")
+            elapsed = time.perf_counter() - started
+            done = (step * cfg.batch_size) if device.type != "cpu" else int(totals[1].item())
+            yield BatchProgress(epoch + 1, cfg.epochs, "train", step, batches, running_loss,
+                                min(done, len(self.dataset.train)) / max(elapsed, 1e-9),
+                                time.perf_counter() - self.run_started)
+        train_seconds = time.perf_counter() - started
+        loss_sum, seen, top1, top5 = totals.tolist()
+        if seen == 0:
+            raise TrainingError("no training image of this epoch could be read; see log.txt.")
+        self.loss_fn.next_epoch()
+        self.scheduler.step()
+        val = yield from self._validate(epoch)
+        if val is None:
+            return None
+        report = self._report(epoch, soft_labels, lr, loss_sum / seen, top1 / seen, top5 / seen,
+                              val, time.perf_counter() - started, seen / train_seconds)
+        improved = report.val_top1 > self.best_top1
+        self.best_top1 = max(self.best_top1, report.val_top1)
+        self.store.write_epoch(report)
+        self.store.save_checkpoint(self.checkpoint_state(epoch + 1), best=improved)
+        self.store.save_embedding_features(val["features"])
+        return report
+
+    @torch.no_grad()
+    def _validate(self, epoch: int):
+        device = self.device
+        self.model.eval()
+        self.loss_fn.eval()
+        probs, labels, indices, feats = [], [], [], []
+        batches = len(self.val_loader)
+        started = time.perf_counter()
+        done = 0
+        for step, (images, y, idx, failed) in enumerate(self.val_loader, start=1):
+            self._note_failures(failed, self.dataset.val)
+            if self._wait_if_paused():
+                return None
+            if images is None:
+                continue
+            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+                logits, features = self.model.forward_with_features(images.to(device))
+            probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            labels.append(y)
+            indices.append(idx)
+            mask = torch.from_numpy(self.embed_mask[idx.numpy()])
+            feats.append(features[mask.to(device)].float().cpu())
+            done += len(y)
+            yield BatchProgress(epoch + 1, self.config.epochs, "validate", step, batches,
+                                float("nan"), done / max(time.perf_counter() - started, 1e-9),
+                                time.perf_counter() - self.run_started)
+        if not probs:
+            raise TrainingError("no validation image could be read; see log.txt.")
+        index = torch.cat(indices).numpy()
+        return {"probs": torch.cat(probs).double().numpy(), "labels": torch.cat(labels).numpy(),
+                "indices": index, "features": torch.cat(feats).numpy(),
+                "embedded": index[self.embed_mask[index]]}
+
+    def _report(self, epoch, soft_labels, lr, train_loss, train_top1, train_top5, val,
+                seconds, images_per_second) -> EpochReport:
+        cfg, k = self.config, self.dataset.num_classes
+        probs, labels = val["probs"], val["labels"]
+        probs = probs / probs.sum(axis=1, keepdims=True)
+        bins = metrics.reliability_bins(probs, labels, cfg.calibration_bins)
+        nll = metrics.negative_log_likelihood(probs, labels)
+        embedded = self.embed_mask[val["indices"]]
+        emb_probs, emb_labels = probs[embedded], labels[embedded]
+        separation = metrics.embedding_separation(val["features"], emb_labels)
+        return EpochReport(
+            epoch=epoch + 1, epochs=cfg.epochs,
+            train_loss=train_loss, train_top1=train_top1, train_top5=train_top5,
+            val_loss=nll, val_top1=metrics.topk_accuracy(probs, labels, 1),
+            val_top5=metrics.topk_accuracy(probs, labels, 5), val_nll=nll,
+            val_brier=metrics.brier_score(probs, labels),
+            ece=metrics.expected_calibration_error(probs, labels, cfg.calibration_bins),
+            mce=metrics.maximum_calibration_error(probs, labels, cfg.calibration_bins),
+            adaptive_ece=metrics.adaptive_calibration_error(probs, labels, cfg.calibration_bins),
+            classwise_ece=metrics.classwise_calibration_error(probs, labels,
+                                                              cfg.calibration_bins),
+            silhouette=separation.silhouette, intra_inter_ratio=separation.intra_inter_ratio,
+            lr=lr, epoch_seconds=seconds, images_per_second=images_per_second,
+            skipped_files=len(self.skipped),
+            soft_labels=soft_labels,
+            mean_prediction=metrics.mean_prediction_matrix(probs, labels, k),
+            reliability_counts=bins.counts, reliability_accuracy=bins.accuracy,
+            reliability_confidence=bins.confidence,
+            confidence_histogram=metrics.confidence_histogram(probs, cfg.calibration_bins),
+            embedding=pca_2d(val["features"]).astype(np.float32),
+            embedding_indices=val["embedded"],
+            embedding_labels=emb_labels,
+            embedding_predictions=emb_probs.argmax(axis=1),
+            embedding_confidences=emb_probs.max(axis=1).astype(np.float32),
+            class_names=self.dataset.class_names,
+        )
