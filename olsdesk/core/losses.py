@@ -16,7 +16,6 @@ from torch import nn
 from olsdesk.config import LOSS_NAMES
 
 
-
 class SoftTargetLoss(nn.Module):
     """Base class: holds the K x K target matrix as a buffer."""
 

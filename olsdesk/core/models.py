@@ -18,7 +18,6 @@ from torch import nn
 from olsdesk.config import MODEL_NAMES
 
 
-
 class WeightsError(ValueError):
     """A weights file that cannot be used for this model; one sentence for the user."""
 

@@ -79,7 +79,7 @@ class RunStore:
         else:
             raise RunError(f"cannot create a new run folder in {runs_dir}.")
         store = cls(path)
-        atomic_write_bytes(path / "config.json", config.to_json().encode())
+        store.write_config(config)
         store.write_info({**info, "status": "created", "created": time.time()})
         return store
 
@@ -106,6 +106,9 @@ class RunStore:
     # --- metadata -------------------------------------------------------------
     def config(self) -> RunConfig:
         return RunConfig.from_json((self.path / "config.json").read_text())
+
+    def write_config(self, config: RunConfig) -> None:
+        atomic_write_bytes(self.path / "config.json", config.to_json().encode())
 
     def info(self) -> dict:
         return json.loads((self.path / "run.json").read_text())

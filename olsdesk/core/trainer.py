@@ -133,8 +133,9 @@ class Trainer:
         """A trainer that continues the run at ``run`` (a path or a name in runs_dir)."""
         store = RunStore.find(str(run), runs_dir)
         config = store.config()
-        if epochs is not None:
+        if epochs is not None and epochs != config.epochs:
             config = config.replace(epochs=epochs)
+            store.write_config(config)
         if not store.checkpoint_path(LATEST).exists():
             raise RunError(f"{store.path.name} has no checkpoint yet; start it again instead.")
         return cls(config, store=store)
@@ -281,10 +282,11 @@ class Trainer:
                 yield report
             else:
                 status = "finished"
+        except (GeneratorExit, KeyboardInterrupt):
+            raise  # closed by its consumer: a stop, not a failure
         except BaseException as exc:
             status = "failed"
-            if not isinstance(exc, GeneratorExit):
-                self.store.log(f"failed: {type(exc).__name__}: {exc}")
+            self.store.log(f"failed: {type(exc).__name__}: {exc}")
             raise
         finally:
             self.stopped = status != "finished"

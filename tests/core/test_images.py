@@ -1,0 +1,106 @@
+"""read_image on every format, against hand-computed pixel values."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from olsdesk.core.data.images import ImageReadError, read_image
+from tests.helpers import truncate, write_dicom, write_png
+
+
+def test_png_gray_8bit(tmp_path):
+    arr = np.array([[0, 51], [102, 255]], dtype=np.uint8)
+    out = read_image(write_png(tmp_path / "a.png", arr))
+    np.testing.assert_allclose(out, arr / 255.0, atol=1e-6)
+    assert out.dtype == np.float32
+
+
+def test_rgb_png_with_equal_channels_is_gray_and_colour_stays_colour(tmp_path):
+    gray = np.repeat(np.arange(16, dtype=np.uint8).reshape(4, 4)[:, :, None] * 10, 3, axis=2)
+    assert read_image(write_png(tmp_path / "g.png", gray)).ndim == 2
+    colour = gray.copy()
+    colour[..., 0] = 200
+    out = read_image(write_png(tmp_path / "c.png", colour))
+    assert out.shape == (4, 4, 3)
+
+
+def test_16bit_png_is_stretched_to_its_range(tmp_path):
+    arr = np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)
+    path = tmp_path / "a16.png"
+    Image.fromarray(arr).save(path)
+    np.testing.assert_allclose(read_image(path), [[0, 0.25], [0.5, 1.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif", ".bmp"])
+def test_other_formats(tmp_path, suffix):
+    arr = np.full((8, 8), 128, dtype=np.uint8)
+    path = tmp_path / f"x{suffix}"
+    Image.fromarray(arr).save(path)
+    np.testing.assert_allclose(read_image(path), 128 / 255, atol=2 / 255)
+
+
+def test_truncated_png_raises_one_sentence(tmp_path):
+    rng = np.random.default_rng(0)
+    path = write_png(tmp_path / "t.png", rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    with pytest.raises(ImageReadError, match="t.png is truncated or corrupt"):
+        read_image(truncate(path))
+
+
+def test_empty_and_non_image_files(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty"):
+        read_image(tmp_path / "empty.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(ImageReadError, match="not an image"):
+        read_image(tmp_path / "notes.png")
+    with pytest.raises(ImageReadError, match="does not exist"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_dicom_16bit_rescale_and_window(tmp_path):
+    # stored 0, 1000, 2000, 3000 with slope 1, intercept -1024 -> HU -1024, -24, 976, 1976
+    stored = np.array([[0, 1000], [2000, 3000]], dtype=np.uint16)
+    path = write_dicom(tmp_path / "ct.dcm", stored, intercept=-1024, window=(40, 400))
+    # window 40/400: lo = 40 - 0.5 - 199.5 = -160, hi = 239 -> (HU + 160) / 399 clipped
+    expected = np.clip((np.array([[-1024, -24], [976, 1976]]) + 160) / 399, 0, 1)
+    np.testing.assert_allclose(read_image(path), expected, atol=1e-6)
+
+
+def test_dicom_without_window_uses_min_max(tmp_path):
+    stored = np.array([[10, 20], [30, 50]], dtype=np.uint16)
+    path = write_dicom(tmp_path / "mr.dcm", stored, slope=2.0)
+    np.testing.assert_allclose(read_image(path), [[0, 0.25], [0.5, 1.0]], atol=1e-6)
+
+
+def test_dicom_monochrome1_is_inverted(tmp_path):
+    stored = np.array([[0, 100], [200, 400]], dtype=np.uint16)
+    path = write_dicom(tmp_path / "cr.dcm", stored, photometric="MONOCHROME1")
+    np.testing.assert_allclose(read_image(path), [[1.0, 0.75], [0.5, 0.0]], atol=1e-6)
+
+
+def test_dicom_without_extension_is_recognised(tmp_path):
+    path = write_dicom(tmp_path / "IM0001", np.array([[0, 10]], dtype=np.uint16))
+    np.testing.assert_allclose(read_image(path), [[0, 1]])
+
+
+def test_dicom_without_pixel_data(tmp_path):
+    path = write_dicom(tmp_path / "sr.dcm", None)
+    with pytest.raises(ImageReadError, match="without pixel data"):
+        read_image(path)
+
+
+def test_dicom_with_compressed_syntax_and_no_decoder_names_the_package(tmp_path):
+    from pydicom.uid import JPEG2000Lossless
+
+    path = write_dicom(tmp_path / "j2k.dcm", np.zeros((8, 8), dtype=np.uint16),
+                       transfer_syntax=JPEG2000Lossless)
+    with pytest.raises(ImageReadError, match="pylibjpeg-openjpeg"):
+        read_image(path)
+
+
+def test_huge_image_is_read_reduced(tmp_path):
+    path = tmp_path / "big.png"
+    Image.fromarray(np.full((4000, 3000), 77, dtype=np.uint8)).save(path)
+    out = read_image(path, max_side=128)
+    assert max(out.shape) < 1000
+    assert out.mean() == pytest.approx(77 / 255, abs=1e-3)

@@ -1,0 +1,113 @@
+"""Dataset readers: folders (flat and RadImageNet-nested), CSV splits, MedMNIST, demo."""
+
+import numpy as np
+import pytest
+
+from olsdesk.core.data.demo import CLASS_NAMES, make_demo
+from olsdesk.core.data.sources import DataError, open_dataset, stratified_split
+from tests.helpers import make_class_folder, write_dicom
+
+
+def test_radimagenet_nested_layout_uses_leaf_path_as_class(tmp_path):
+    root = make_class_folder(tmp_path / "radiology_ai", {
+        "CT/lung/normal": 5, "CT/abdomen/normal": 5, "US/cyst": 5})
+    ds = open_dataset(str(root), val_fraction=0.2)
+    assert ds.class_names == ("CT/abdomen/normal", "CT/lung/normal", "US/cyst")
+    assert len(ds.train) + len(ds.val) == 15
+    assert ds.per_class_counts()["US/cyst"] == (4, 1)
+    assert ds.channels == 1
+
+
+def test_dicom_files_count_as_images(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 3, "b": 3})
+    write_dicom(root / "a" / "x.dcm", np.zeros((4, 4), dtype=np.uint16))
+    ds = open_dataset(str(root))
+    assert len(ds.train) + len(ds.val) == 7
+
+
+def test_csv_split_files(tmp_path):
+    root = make_class_folder(tmp_path / "radiology_ai", {"CT/lung/normal": 4, "MR/knee/tear": 4})
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    train, val = files[:3] + files[4:7], [files[3], files[7]]
+    # filenames relative to the dataset root's parent, as RadImageNet ships them
+    for name, rows in (("RadiologyAI_train.csv", train), ("RadiologyAI_val.csv", val)):
+        lines = ["filename,label"] + [f"radiology_ai/{f},{f.rsplit('/', 1)[0]}" for f in rows]
+        (splits / name).write_text("\n".join(lines) + "\n")
+    ds = open_dataset(str(root), split_csv=str(splits))
+    assert ds.class_names == ("CT/lung/normal", "MR/knee/tear")
+    assert (len(ds.train), len(ds.val)) == (6, 2)
+    assert ds.train.load(0).shape == (24, 24)
+
+
+def test_medmnist_npz_gray_and_rgb(tmp_path):
+    rng = np.random.default_rng(0)
+    for shape, channels in (((20, 28, 28), 1), ((20, 28, 28, 3), 3)):
+        path = tmp_path / f"m{channels}.npz"
+        np.savez(path, train_images=rng.integers(0, 255, shape, dtype=np.uint8),
+                 train_labels=np.arange(20).reshape(20, 1) % 4,
+                 val_images=rng.integers(0, 255, (8,) + shape[1:], dtype=np.uint8),
+                 val_labels=np.arange(8).reshape(8, 1) % 4)
+        ds = open_dataset(str(path))
+        assert ds.num_classes == 4 and ds.channels == channels
+        assert (len(ds.train), len(ds.val)) == (20, 8)
+        assert ds.train.load(3).shape == shape[1:]
+
+
+def test_medmnist_multilabel_is_refused(tmp_path):
+    path = tmp_path / "chest.npz"
+    np.savez(path, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.zeros((4, 14)))
+    with pytest.raises(DataError, match="multi-label"):
+        open_dataset(str(path))
+
+
+@pytest.mark.parametrize("layout,message", [
+    ({}, "contains no images"),
+    ({"only": 3}, "only one class"),
+])
+def test_folder_errors(tmp_path, layout, message):
+    root = make_class_folder(tmp_path / "data", layout)
+    root.mkdir(exist_ok=True)
+    with pytest.raises(DataError, match=message):
+        open_dataset(str(root))
+
+
+def test_missing_folder_and_loose_images(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        open_dataset(str(tmp_path / "nope"))
+    make_class_folder(tmp_path / "x", {"a": 2})
+    for p in (tmp_path / "x" / "a").iterdir():
+        p.rename(tmp_path / "x" / p.name)
+    (tmp_path / "x" / "a").rmdir()
+    with pytest.raises(DataError, match="no class folders"):
+        open_dataset(str(tmp_path / "x"))
+
+
+def test_stratified_split_is_seeded_and_keeps_every_class():
+    labels = np.repeat(np.arange(5), [10, 10, 3, 2, 1])
+    tr, va = stratified_split(labels, 0.2, seed=1)
+    assert set(tr).isdisjoint(va) and len(tr) + len(va) == len(labels)
+    assert np.bincount(labels[va], minlength=5).tolist() == [2, 2, 1, 1, 0]
+    tr2, va2 = stratified_split(labels, 0.2, seed=1)
+    assert np.array_equal(va, va2)
+    assert not np.array_equal(va, stratified_split(labels, 0.2, seed=2)[1])
+
+
+def test_demo_set_is_deterministic_and_shaped():
+    a, b = make_demo(3, seed=5), make_demo(3, seed=5)
+    assert np.array_equal(a.images, b.images)
+    assert a.images.shape == (36, 64, 64) and a.images.dtype == np.uint8
+    assert a.class_names == CLASS_NAMES and len(set(a.labels)) == 12
+    assert not np.array_equal(a.images, make_demo(3, seed=6).images)
+    # the first images of a class do not depend on how many are asked for
+    assert np.array_equal(make_demo(5, seed=5).images[:3], a.images[:3])
+
+
+def test_demo_modalities_differ_more_than_findings_within_one():
+    demo = make_demo(20)
+    means = np.array([demo.images[demo.labels == c].mean(axis=0).ravel() for c in range(12)])
+    dist = np.linalg.norm(means[:, None] - means[None], axis=2)
+    within = [dist[i, j] for i in range(12) for j in range(12) if i != j and i // 4 == j // 4]
+    across = [dist[i, j] for i in range(12) for j in range(12) if i // 4 != j // 4]
+    assert max(within) < min(across)

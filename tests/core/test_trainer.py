@@ -1,0 +1,195 @@
+"""Trainer.fit(): reports, run directory, stop/pause, resume, unreadable files."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from olsdesk.config import RunConfig
+from olsdesk.core.report import BatchProgress, EpochReport
+from olsdesk.core.runs import RunStore, load_checkpoint
+from olsdesk.core.trainer import Trainer, TrainingError, choose_device
+from tests.helpers import make_class_folder, truncate
+
+TINY = dict(demo_per_class=8, image_size=32, batch_size=16, epochs=2, device="cpu",
+            embedding_samples=20)
+
+
+def run_all(trainer):
+    items = list(trainer.fit())
+    return [i for i in items if isinstance(i, EpochReport)], items
+
+
+@pytest.fixture(scope="module")
+def ols_run(tmp_path_factory):
+    trainer = Trainer(RunConfig(loss="ols", **TINY), runs_dir=tmp_path_factory.mktemp("runs"))
+    reports, items = run_all(trainer)
+    return trainer, reports, items
+
+
+def test_fit_yields_progress_then_one_report_per_epoch(ols_run):
+    trainer, reports, items = ols_run
+    assert [r.epoch for r in reports] == [1, 2]
+    assert isinstance(items[0], BatchProgress)
+    phases = {i.phase for i in items if isinstance(i, BatchProgress)}
+    assert phases == {"train", "validate"}
+    r = reports[-1]
+    k = 12
+    assert r.soft_labels.shape == (k, k) and r.mean_prediction.shape == (k, k)
+    assert 0 <= r.val_top1 <= r.val_top5 <= 1 and 0 <= r.train_top1 <= r.train_top5 <= 1
+    for value in (r.ece, r.mce, r.adaptive_ece, r.classwise_ece, r.val_brier, r.val_nll):
+        assert np.isfinite(value) and value >= 0
+    assert r.reliability_counts.sum() == len(trainer.dataset.val)
+    assert r.confidence_histogram.sum() == len(trainer.dataset.val)
+    assert r.embedding.shape == (20, 2) and len(r.embedding_labels) == 20
+    assert r.images_per_second > 0 and r.epoch_seconds > 0
+    assert r.class_names[0] == "CT/lung/normal"
+
+
+def test_ols_matrix_in_reports_is_what_the_loss_trained_against(ols_run):
+    _, reports, _ = ols_run
+    # epoch 1 trains against the uniform start; epoch 2 against the matrix OLS built
+    np.testing.assert_allclose(reports[0].soft_labels, 1 / 12)
+    np.testing.assert_allclose(reports[1].soft_labels.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(reports[1].soft_labels, 1 / 12)
+
+
+def test_reports_are_read_only(ols_run):
+    with pytest.raises(ValueError):
+        ols_run[1][0].soft_labels[0, 0] = 5.0
+
+
+def test_run_directory_round_trips_the_reports(ols_run):
+    trainer, reports, _ = ols_run
+    path = trainer.store.path
+    assert {"config.json", "run.json", "metrics.jsonl", "log.txt"} <= {p.name for p in path.iterdir()}
+    assert len((path / "metrics.jsonl").read_text().splitlines()) == 2
+    assert RunConfig.from_json((path / "config.json").read_text()) == trainer.config
+    assert json.loads((path / "run.json").read_text())["status"] == "finished"
+    loaded = RunStore.load(path)
+    assert [r.epoch for r in loaded] == [1, 2]
+    for a, b in zip(loaded, reports, strict=True):
+        assert a.scalars() == pytest.approx(b.scalars(), nan_ok=True)
+        for name, array in a.arrays().items():
+            np.testing.assert_array_equal(array, b.arrays()[name])
+
+
+def test_checkpoint_is_safe_to_load_and_complete(ols_run):
+    trainer, _, _ = ols_run
+    state = load_checkpoint(trainer.store.checkpoint_path())
+    assert state["epoch"] == 2 and len(state["class_names"]) == 12
+    assert state["preprocessing"]["image_size"] == 32
+    assert set(state["loss"]) == {"soft_labels", "soft_label_sum", "correct_count"}
+    # the file really loads with the safe unpickler
+    torch.load(trainer.store.checkpoint_path(), weights_only=True)
+    assert (trainer.store.path / "checkpoints" / "best.pt").exists()
+
+
+def test_resume_continues_as_if_never_interrupted(tmp_path):
+    config = RunConfig(loss="ols", **{**TINY, "epochs": 3})
+    straight, _ = run_all(Trainer(config, runs_dir=tmp_path / "a"))
+
+    first = Trainer(config, runs_dir=tmp_path / "b")
+    fit = first.fit()
+    for item in fit:
+        if isinstance(item, EpochReport) and item.epoch == 2:
+            break
+    fit.close()  # interrupted after two epochs
+    assert json.loads((first.store.path / "run.json").read_text())["status"] == "stopped"
+    resumed = Trainer.resume(first.store.path)
+    rest, _ = run_all(resumed)
+    assert [r.epoch for r in rest] == [3]
+    assert rest[0].val_top1 == straight[2].val_top1
+    assert rest[0].train_loss == pytest.approx(straight[2].train_loss, rel=1e-6)
+    np.testing.assert_allclose(rest[0].soft_labels, straight[2].soft_labels, rtol=1e-6)
+    assert [r.epoch for r in RunStore.load(first.store.path)] == [1, 2, 3]
+
+
+def test_stop_is_honoured_within_one_batch(tmp_path):
+    trainer = Trainer(RunConfig(**{**TINY, "batch_size": 4}), runs_dir=tmp_path)
+    seen = 0
+    for _ in trainer.fit():
+        seen += 1
+        if seen == 2:
+            trainer.request_stop()
+        assert seen <= 3, "training went on more than one batch after the stop"
+    assert trainer.stopped
+    assert not (trainer.store.path / "metrics.jsonl").exists()
+
+
+def test_pause_blocks_until_resumed(tmp_path):
+    trainer = Trainer(RunConfig(**{**TINY, "epochs": 1}), runs_dir=tmp_path)
+    fit = trainer.fit()
+    next(fit)
+    trainer.pause()
+    got = []
+    worker = threading.Thread(target=lambda: got.append(next(fit)))
+    worker.start()
+    worker.join(0.3)
+    assert worker.is_alive() and not got  # paused: no batch comes
+    trainer.resume_training()
+    worker.join(10)
+    assert got
+    for _ in fit:
+        pass
+
+
+def test_each_loss_trains_and_fixed_matrices_are_reported(tmp_path):
+    for loss in ("ce", "ls", "tfkd"):
+        reports, _ = run_all(Trainer(RunConfig(loss=loss, **{**TINY, "epochs": 1}),
+                                     runs_dir=tmp_path))
+        s = reports[0].soft_labels
+        np.testing.assert_allclose(s.sum(axis=1), 1.0, atol=1e-5)
+        assert (np.argmax(s, axis=1) == np.arange(12)).all()
+
+
+def test_unreadable_files_are_skipped_counted_and_logged(tmp_path):
+    root = make_class_folder(tmp_path / "data", {"a": 6, "b": 6})
+    truncate(root / "a" / "img001.png", 0.3)
+    (root / "b" / "img002.png").write_text("not a png")
+    cfg = RunConfig(data=str(root), image_size=16, batch_size=4, epochs=1, device="cpu",
+                    val_fraction=0.34, num_workers=0)
+    trainer = Trainer(cfg, runs_dir=tmp_path / "runs")
+    reports, _ = run_all(trainer)
+    assert reports[0].skipped_files == 2
+    log = (trainer.store.path / "log.txt").read_text()
+    assert "img001.png" in log and "img002.png" in log
+
+
+def test_sgd_step_schedule_and_lr_reported(tmp_path):
+    cfg = RunConfig(**{**TINY, "epochs": 3}, optimizer="sgd", lr=0.01, schedule="step")
+    reports, _ = run_all(Trainer(cfg, runs_dir=tmp_path))
+    # x0.1 at round(0.45 * 3) = 1 and round(0.8 * 3) = 2
+    assert [r.lr for r in reports] == pytest.approx([0.01, 0.001, 0.0001])
+
+
+def test_nan_loss_becomes_a_training_error(tmp_path):
+    trainer = Trainer(RunConfig(**TINY), runs_dir=tmp_path)
+    trainer.prepare()
+    trainer.loss_fn.forward = lambda logits, y: logits.sum() * float("nan")
+    with pytest.raises(TrainingError, match="loss became nan"):
+        list(trainer.fit())
+
+
+def test_resume_against_other_classes_is_refused(tmp_path):
+    trainer = Trainer(RunConfig(**{**TINY, "epochs": 1}), runs_dir=tmp_path)
+    run_all(trainer)
+    data = make_class_folder(tmp_path / "other", {"x": 4, "y": 4})
+    cfg = json.loads((trainer.store.path / "config.json").read_text())
+    cfg["data"] = str(data)
+    (trainer.store.path / "config.json").write_text(json.dumps(cfg))
+    from olsdesk.core.runs import RunError
+
+    with pytest.raises(RunError, match="other classes"):
+        Trainer.resume(trainer.store.path).prepare()
+
+
+def test_device_auto_is_cpu_here_and_absent_devices_are_refused():
+    from olsdesk.config import ConfigError
+
+    if not torch.cuda.is_available():
+        assert choose_device("auto").type in ("cpu", "mps")
+        with pytest.raises(ConfigError, match="CUDA"):
+            choose_device("cuda")

@@ -1,0 +1,72 @@
+"""The olsdesk command: version without heavy imports, exit codes, train, demo-data."""
+
+import subprocess
+import sys
+
+import pytest
+
+from olsdesk.cli import main
+from tests.helpers import make_class_folder
+
+TINY = ["--demo-per-class", "4", "--image-size", "32", "--batch-size", "16", "--device", "cpu"]
+
+
+def test_version_imports_neither_torch_nor_qt():
+    code = ("import sys\nfrom olsdesk.cli import main\ntry:\n    main(['--version'])\n"
+            "except SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules and 'PySide6' not in sys.modules, 'heavy import'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("olsdesk ")
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["train", "--data", "/no/such/folder"], "does not exist"),
+    (["train", "--model", "alexnet"], "invalid choice"),
+    (["train", "--loss", "focal"], "invalid choice"),
+    (["train", "--epochs", "three"], "not a whole number"),
+    (["train", "--lr", "-0.1"], "positive"),
+    (["train", "--alpha", "1.5"], "between 0 and 1"),
+    (["train", "--resume", "/no/such/run"], "not a folder"),
+])
+def test_bad_invocations_exit_2_with_one_sentence(argv, fragment, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_folder_with_one_class_or_no_images_exits_2(tmp_path, capsys):
+    make_class_folder(tmp_path / "one", {"only": 3})
+    assert main(["train", "--data", str(tmp_path / "one")]) == 2
+    assert "only one class" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["train", "--data", str(tmp_path / "empty")]) == 2
+    assert "no images" in capsys.readouterr().err
+
+
+def test_train_prints_a_line_per_epoch_and_where_the_run_is(tmp_path, capsys):
+    assert main(["train", "--epochs", "2", "--runs-dir", str(tmp_path), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert out.count("epoch ") == 2 and "val top1" in out
+    run_line = out.strip().splitlines()[-1]
+    assert run_line.startswith("run written to ")
+    run = run_line.removeprefix("run written to ")
+    # resume with more epochs continues the same run
+    assert main(["train", "--resume", run, "--epochs", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming after epoch 2" in out and "epoch 3/3" in out
+
+
+def test_train_on_an_image_folder(tmp_path, capsys):
+    root = make_class_folder(tmp_path / "data", {"CT/a": 6, "CT/b": 6, "MR/c": 6})
+    assert main(["train", "--data", str(root), "--epochs", "1", "--image-size", "16",
+                 "--device", "cpu", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert "3 classes" in capsys.readouterr().out
+
+
+def test_demo_data_writes_png_class_folders(tmp_path, capsys):
+    assert main(["demo-data", "--out", str(tmp_path), "--per-class", "2"]) == 0
+    pngs = sorted(tmp_path.rglob("*.png"))
+    assert len(pngs) == 24
+    assert (tmp_path / "CT" / "lung" / "nodule" / "0001.png").exists()
