@@ -18,11 +18,11 @@ run: $(STAMP)
 	$(BIN)/olsdesk
 
 test: $(STAMP)
-	$(BIN)/ruff check olsdesk tests bench
+	$(BIN)/ruff check olsdesk tests bench tools
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check olsdesk tests bench
+	$(BIN)/ruff check olsdesk tests bench tools
 
 bench: $(STAMP)
 	$(BIN)/python bench/train_overhead.py

@@ -91,6 +91,8 @@ class RunConfig:
              f"{', '.join(SCHEDULES)}.")
         need(self.image_size is None or 16 <= self.image_size <= 1024,
              "the image size must be between 16 and 1024 pixels.")
+        need(self.model != "vgg19" or self.effective_image_size >= 32,
+             "VGG-19 halves its input five times, so it needs images of at least 32 pixels.")
         need(self.device in DEVICES, f"unknown device '{self.device}'; choose one of "
              f"{', '.join(DEVICES)}.")
         need(0.0 < self.val_fraction < 1.0, "the validation fraction must be between 0 and 1.")

@@ -29,7 +29,8 @@ def tsne_2d(features: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np
     x = np.asarray(features, dtype=np.float64)
     if len(x) < 5:
         return pca_2d(x)
-    if x.shape[1] > 50:
-        x = PCA(50, random_state=seed).fit_transform(x)
+    components = min(50, len(x), x.shape[1])
+    if x.shape[1] > components:
+        x = PCA(components, random_state=seed).fit_transform(x)
     perplexity = min(perplexity, (len(x) - 1) / 3)
     return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)

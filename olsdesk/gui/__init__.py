@@ -1,0 +1,1 @@
+"""Qt views on the core: they show EpochReports and never compute science themselves."""

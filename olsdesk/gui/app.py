@@ -1,0 +1,105 @@
+"""``run_app()``: the QApplication and the main window; ``--self-test`` runs it offscreen."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+NO_DISPLAY = ("olsdesk needs a display to open its window; use 'olsdesk train' on this "
+              "machine, or set QT_QPA_PLATFORM=offscreen.")
+
+
+def has_display() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM"):
+        return True
+    if sys.platform.startswith("linux") or "bsd" in sys.platform:
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def run_app(self_test: bool = False) -> int:
+    if self_test:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+        return self_test_main()
+    if not has_display():
+        print(NO_DISPLAY, file=sys.stderr)
+        return 2
+    from PySide6.QtWidgets import QApplication
+
+    from olsdesk.gui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv)
+    app.setApplicationName("olsdesk")
+    app.setOrganizationName("olsdesk")
+    window = MainWindow()
+    window.show()
+    return app.exec()
+
+
+def panel_is_blank(image) -> bool:
+    """True when a rendered panel is a single flat colour (nothing drawn)."""
+    import numpy as np
+    from PySide6.QtGui import QImage
+
+    image = image.toImage().convertToFormat(QImage.Format.Format_RGB32)
+    width, height = image.width(), image.height()
+    if width == 0 or height == 0:
+        return True
+    buffer = np.frombuffer(image.constBits(), dtype=np.uint8, count=image.sizeInBytes())
+    pixels = buffer.reshape(height, image.bytesPerLine())[:, : width * 4]
+    distinct = len(np.unique(pixels.reshape(-1, 4)[::7], axis=0))
+    return distinct < 8
+
+
+def self_test_main(timeout: float = 300.0) -> int:
+    """Build the window, train one tiny epoch through the worker, render every panel."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from olsdesk.gui.main_window import MainWindow
+
+    started = time.monotonic()
+    app = QApplication.instance() or QApplication(sys.argv)
+    with tempfile.TemporaryDirectory(prefix="olsdesk-selftest-") as tmp:
+        settings = QSettings(os.path.join(tmp, "settings.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(settings=settings, runs_dir=os.path.join(tmp, "runs"))
+        window.experiment.demo_per_class = 6
+        window.experiment.set_data("demo")
+        window.experiment.epochs.setValue(1)
+        window.experiment.batch_size.setValue(24)
+        window.experiment.image_size.setValue(32)
+        window.experiment.model.setCurrentIndex(window.experiment.model.findData("smallcnn"))
+        window.experiment.loss.setCurrentIndex(window.experiment.loss.findData("ols"))
+        window.experiment.device.setCurrentIndex(window.experiment.device.findData("cpu"))
+        window.show()
+        failures: list[str] = []
+        while window.experiment.dataset is None and time.monotonic() - started < timeout:
+            app.processEvents()
+            time.sleep(0.01)
+        window.experiment.train_button.click()
+        while (window.training or not window.last_status) and \
+                time.monotonic() - started < timeout:
+            app.processEvents()
+            time.sleep(0.01)
+        if window.last_status != "finished":
+            failures.append(f"training did not finish ({window.last_status or 'timed out'}"
+                            f"{': ' + window.last_error if window.last_error else ''})")
+        if len(window.reports) != 1:
+            failures.append(f"expected 1 epoch report, got {len(window.reports)}")
+        for name in window.PANELS:
+            window.tabs.setCurrentWidget(getattr(window, name))
+            app.processEvents()
+            if panel_is_blank(window.render_panel(name)):
+                failures.append(f"the {name} panel rendered blank")
+        window.close()
+        app.processEvents()
+    seconds = time.monotonic() - started
+    if failures:
+        for failure in failures:
+            print(f"self-test FAILED: {failure}", file=sys.stderr)
+        return 1
+    print(f"self-test passed: 1 epoch trained, {len(MainWindow.PANELS)} panels rendered "
+          f"in {seconds:.1f}s")
+    return 0

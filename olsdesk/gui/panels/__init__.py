@@ -1,0 +1,1 @@
+"""One widget per view: experiment, curves, soft labels, reliability, embedding."""

@@ -1,0 +1,53 @@
+"""Small helpers the panels share: class-name shortening, class colours, plot styling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtGui import QColor
+
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="w", foreground="k")
+
+# Colour-blind-friendly qualitative palette (Okabe-Ito first, then Tableau 20).
+_PALETTE = [
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+]
+
+SERIES = {"train": "#0072B2", "val": "#D55E00", "extra": "#009E73"}
+
+
+def class_color(index: int) -> QColor:
+    """A distinct colour per class; past the palette, evenly spaced hues."""
+    if index < len(_PALETTE):
+        return QColor(_PALETTE[index])
+    return pg.intColor(index, hues=max(index + 1, 24))
+
+
+def short_names(names: tuple[str, ...] | list[str], limit: int = 18) -> list[str]:
+    """The shortest path suffix that still tells classes apart: 'CT/lung/normal' becomes
+    'lung/normal' when another class ends in 'normal', else 'normal'."""
+    parts = [n.split("/") for n in names]
+    depth = [1] * len(names)
+    for _ in range(max((len(p) for p in parts), default=1)):
+        shown = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+        clashes = {s for s in shown if shown.count(s) > 1}
+        if not clashes:
+            break
+        depth = [d + 1 if s in clashes and d < len(p) else d
+                 for s, d, p in zip(shown, depth, parts, strict=True)]
+    shown = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
+    return [s if len(s) <= limit else "…" + s[-(limit - 1):] for s in shown]
+
+
+def finite(values) -> np.ndarray:
+    """Float array with None turned into NaN (pyqtgraph skips NaN with connect='finite')."""
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def style_plot(plot: pg.PlotItem, title: str, left: str, bottom: str = "epoch") -> None:
+    plot.setTitle(title, size="11pt")
+    plot.setLabel("left", left)
+    plot.setLabel("bottom", bottom)
+    plot.showGrid(x=True, y=True, alpha=0.2)

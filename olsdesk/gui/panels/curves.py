@@ -1,0 +1,88 @@
+"""Curves: train and validation loss, Top-1, Top-5 and ECE per epoch, values on hover."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from olsdesk.core.report import EpochReport
+from olsdesk.gui.panels.common import SERIES, style_plot
+
+# plot title, y label, [(legend name, report field, colour key)]
+PLOTS = (
+    ("Loss", "loss", [("train", "train_loss", "train"), ("validation (NLL)", "val_loss", "val")]),
+    ("Top-1 accuracy", "accuracy", [("train", "train_top1", "train"),
+                                     ("validation", "val_top1", "val")]),
+    ("Top-5 accuracy", "accuracy", [("train", "train_top5", "train"),
+                                     ("validation", "val_top5", "val")]),
+    ("Calibration error (validation)", "error", [("ECE", "ece", "val"),
+                                                 ("adaptive ECE", "adaptive_ece", "extra")]),
+)
+
+
+class CurvesPanel(QWidget):
+    """Four plots updated with every EpochReport; hovering shows the epoch's values."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.graphics = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+        self.plots: list[pg.PlotItem] = []
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.hover_labels: list[pg.TextItem] = []
+        self.reports: list[EpochReport] = []
+        for i, (title, ylabel, series) in enumerate(PLOTS):
+            plot = self.graphics.addPlot(row=i // 2, col=i % 2)
+            style_plot(plot, title, ylabel)
+            plot.addLegend(offset=(-10, 10))
+            for name, attr, colour in series:
+                pen = pg.mkPen(SERIES[colour], width=2)
+                self.curves[attr] = plot.plot([], [], pen=pen, name=name, symbol="o",
+                                              symbolSize=6, symbolBrush=SERIES[colour],
+                                              symbolPen=None, connect="finite")
+            label = pg.TextItem(anchor=(0, 1), color="k", fill=pg.mkBrush(255, 255, 255, 220))
+            label.setZValue(10)
+            label.hide()
+            plot.addItem(label, ignoreBounds=True)
+            self.hover_labels.append(label)
+            plot.scene().sigMouseMoved.connect(
+                lambda pos, p=plot, s=series, lab=label: self._hover(pos, p, s, lab))
+            self.plots.append(plot)
+
+    def set_reports(self, reports: list[EpochReport]) -> None:
+        """Show a whole run (replay) or the run so far."""
+        self.reports = list(reports)
+        epochs = np.array([r.epoch for r in self.reports], dtype=float)
+        for attr, curve in self.curves.items():
+            values = np.array([getattr(r, attr) for r in self.reports], dtype=float)
+            curve.setData(epochs, values)
+        for plot in self.plots:
+            plot.enableAutoRange()
+
+    def add_report(self, report: EpochReport) -> None:
+        self.set_reports([*self.reports, report])
+
+    def clear(self) -> None:
+        self.set_reports([])
+
+    def _hover(self, pos, plot: pg.PlotItem, series, label: pg.TextItem) -> None:
+        if not self.reports or not plot.sceneBoundingRect().contains(pos):
+            label.hide()
+            return
+        x = plot.vb.mapSceneToView(pos).x()
+        report = min(self.reports, key=lambda r: abs(r.epoch - x))
+        lines = [f"epoch {report.epoch}"] + [f"{name}: {getattr(report, attr):.4f}"
+                                             for name, attr, _ in series]
+        label.setText("\n".join(lines))
+        y_range = plot.vb.viewRange()[1]
+        label.setPos(report.epoch, y_range[0] + 0.02 * (y_range[1] - y_range[0]))
+        label.show()
+
+    def series_points(self, attr: str) -> tuple[np.ndarray, np.ndarray]:
+        """The (epochs, values) a curve shows; for tests and export."""
+        x, y = self.curves[attr].getData()
+        return (np.array([]), np.array([])) if x is None else (x, y)
+

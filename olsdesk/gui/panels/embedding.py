@@ -1,0 +1,209 @@
+"""Embedding: the validation embedding as a scatter coloured by true class.
+
+PCA arrives with every EpochReport; t-SNE of the latest epoch is computed on demand in a
+worker thread, never on the GUI thread. Misclassified points are drawn as crosses;
+hovering a point gives its class, prediction, confidence and file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from olsdesk.core.report import EpochReport
+from olsdesk.gui.panels.common import class_color, short_names
+
+LEGEND_LIMIT = 24
+
+
+class _TsneJob(QObject):
+    """Runs t-SNE off the GUI thread."""
+
+    finished = Signal(object, object)  # epoch, coords (or an error message)
+
+    def __init__(self, features: np.ndarray, epoch: int) -> None:
+        super().__init__()
+        self.features, self.epoch = features, epoch
+
+    @Slot()
+    def run(self) -> None:
+        from olsdesk.core.projection import tsne_2d
+
+        try:
+            self.finished.emit(self.epoch, tsne_2d(self.features))
+        except Exception as exc:  # noqa: BLE001 - reported to the user, app keeps running
+            self.finished.emit(self.epoch, f"t-SNE failed: {exc}")
+
+
+class EmbeddingPanel(QWidget):
+    tsne_finished = Signal(int)  # epoch; emitted once t-SNE coordinates are shown
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.report: EpochReport | None = None
+        self.latest_epoch = 0
+        self.names: list[str] = []
+        self.feature_source: Callable[[], np.ndarray | None] | None = None
+        self.tsne_cache: dict[int, np.ndarray] = {}
+        self._thread: QThread | None = None
+        self._job: _TsneJob | None = None
+
+        self.projection = QComboBox()
+        self.projection.addItem("PCA (every epoch)", "pca")
+        self.projection.addItem("t-SNE (latest epoch, on demand)", "tsne")
+        self.projection.currentIndexChanged.connect(self._projection_changed)
+        self.tsne_button = QPushButton("Compute t-SNE")
+        self.tsne_button.clicked.connect(self.compute_tsne)
+        self.separation = QLabel(" ")
+        self.status = QLabel(" ")
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Projection:"))
+        top.addWidget(self.projection)
+        top.addWidget(self.tsne_button)
+        top.addWidget(self.status)
+        top.addStretch(1)
+        top.addWidget(self.separation)
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.plot = self.graphics.addPlot()
+        self.plot.setTitle("Validation embedding", size="11pt")
+        self.plot.hideAxis("left")
+        self.plot.hideAxis("bottom")
+        self.scatter = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip,
+                                          hoverSize=11, hoverPen=pg.mkPen("k", width=2))
+        self.plot.addItem(self.scatter)
+        self.legend = pg.LegendItem(offset=(-10, 10), labelTextSize="8pt")
+        self.legend.setParentItem(self.plot.vb)
+        self._legend_classes: tuple[str, ...] = ()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.graphics, 1)
+
+    # --- inputs -----------------------------------------------------------------
+    def set_sample_names(self, names: list[str]) -> None:
+        """Validation sample names (files), indexed like EpochReport.embedding_indices."""
+        self.names = list(names)
+
+    def set_feature_source(self, source: Callable[[], np.ndarray | None] | None) -> None:
+        """Where the latest epoch's high-dimensional features come from (for t-SNE)."""
+        self.feature_source = source
+        self.tsne_cache.clear()
+
+    def set_latest_epoch(self, epoch: int) -> None:
+        self.latest_epoch = epoch
+
+    def show_report(self, report: EpochReport | None) -> None:
+        self.report = report
+        if report is None:
+            self.scatter.clear()
+            self.separation.setText(" ")
+            return
+        if report.class_names != self._legend_classes:
+            self._build_legend(report.class_names)
+        self.separation.setText(f"separation: silhouette {report.silhouette:.3f} · "
+                                f"intra/inter distance {report.intra_inter_ratio:.3f}")
+        self._draw()
+
+    # --- drawing ----------------------------------------------------------------
+    def _build_legend(self, names: tuple[str, ...]) -> None:
+        self.legend.clear()
+        self._legend_classes = tuple(names)
+        self._brushes = [pg.mkBrush(class_color(i)) for i in range(len(names))]
+        for i, short in enumerate(short_names(names)[:LEGEND_LIMIT]):
+            sample = pg.ScatterPlotItem(size=8, brush=self._brushes[i], pen=None)
+            self.legend.addItem(sample, short)
+        if len(names) > LEGEND_LIMIT:
+            self.legend.addItem(pg.ScatterPlotItem(), f"… {len(names) - LEGEND_LIMIT} more")
+        wrong = pg.ScatterPlotItem(size=9, symbol="x", brush="#555", pen=pg.mkPen("k"))
+        self.legend.addItem(wrong, "misclassified")
+
+    def coordinates(self) -> tuple[np.ndarray, str]:
+        """The coordinates shown and the projection's name."""
+        report = self.report
+        if self.projection.currentData() == "tsne" and report.epoch in self.tsne_cache:
+            return self.tsne_cache[report.epoch], "t-SNE"
+        return report.embedding, "PCA"
+
+    def _draw(self) -> None:
+        report = self.report
+        coords, name = self.coordinates()
+        labels = report.embedding_labels.astype(int)
+        wrong = report.embedding_predictions != report.embedding_labels
+        brushes = [self._brushes[c] for c in labels]
+        symbols = np.where(wrong, "x", "o").tolist()
+        pens = [pg.mkPen("k", width=1) if w else None for w in wrong]
+        self.scatter.setData(x=coords[:, 0], y=coords[:, 1], brush=brushes, symbol=symbols,
+                             pen=pens, data=np.arange(len(labels)))
+        self.plot.setTitle(f"Validation embedding ({name}), epoch {report.epoch}: "
+                           f"{len(labels)} images, {int(wrong.sum())} misclassified", size="11pt")
+        self.plot.enableAutoRange()
+
+    def _tip(self, x: float, y: float, data) -> str:
+        report = self.report
+        if report is None or data is None:
+            return ""
+        i = int(data)
+        names = report.class_names
+        true, pred = int(report.embedding_labels[i]), int(report.embedding_predictions[i])
+        index = int(report.embedding_indices[i])
+        source = self.names[index] if index < len(self.names) else f"validation #{index}"
+        mark = "" if true == pred else "  ✗"
+        return (f"true: {names[true]}\npredicted: {names[pred]}{mark}\n"
+                f"confidence: {report.embedding_confidences[i]:.3f}\nfile: {source}")
+
+    # --- t-SNE ------------------------------------------------------------------
+    def _projection_changed(self) -> None:
+        if self.report is None:
+            return
+        if self.projection.currentData() == "tsne" and self.report.epoch not in self.tsne_cache:
+            self.compute_tsne()
+        self._draw()
+
+    @Slot()
+    def compute_tsne(self) -> None:
+        """Start t-SNE of the latest epoch's features in a worker thread."""
+        if self._thread is not None or self.feature_source is None:
+            if self.feature_source is None:
+                self.status.setText("t-SNE needs a run with saved features.")
+            return
+        features = self.feature_source()
+        if features is None:
+            self.status.setText("no features saved yet; wait for an epoch to finish.")
+            return
+        self.status.setText(f"computing t-SNE of {len(features)} points…")
+        self.tsne_button.setEnabled(False)
+        self._thread = QThread()
+        self._job = _TsneJob(features, self.latest_epoch)
+        self._job.moveToThread(self._thread)
+        self._thread.started.connect(self._job.run)
+        self._job.finished.connect(self._tsne_done)
+        self._job.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
+        self._thread.start()
+
+    @Slot(object, object)
+    def _tsne_done(self, epoch: int, result) -> None:
+        self._thread.quit()
+        self._thread.wait()
+        self._thread = self._job = None
+        self.tsne_button.setEnabled(True)
+        if isinstance(result, str):
+            self.status.setText(result)
+            return
+        self.tsne_cache[epoch] = np.asarray(result)
+        self.status.setText(f"t-SNE of epoch {epoch} ready")
+        if self.projection.currentData() != "tsne":
+            self.projection.setCurrentIndex(1)  # redraws
+        elif self.report is not None:
+            self._draw()
+        self.tsne_finished.emit(epoch)
+
+    def shutdown(self) -> None:
+        """Wait for a running t-SNE before the window goes away."""
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait()

@@ -1,0 +1,505 @@
+"""Experiment: what to train (data, model, loss and its parameters, schedule, device) and
+the Train / Pause / Stop buttons. Choices are remembered between launches."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QObject, QSettings, Qt, QThread, Signal, Slot
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from olsdesk.config import (
+    DEFAULT_ALPHA,
+    LOSS_LABELS,
+    LOSS_NAMES,
+    MODEL_NAMES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    RunConfig,
+)
+from olsdesk.core.data.sources import DEMO, DataError, Dataset, open_dataset
+
+DATA_KINDS = (
+    ("demo", "Demo (built-in, 12 classes)"),
+    ("folder", "Image folder…"),
+    ("radimagenet", "RadImageNet folder with CSV splits…"),
+    ("npz", "MedMNIST .npz…"),
+)
+MODEL_HINTS = {
+    "smallcnn": "Small CNN: trains the demo set in seconds a epoch on a laptop CPU.",
+    "resnet18": "ResNet-18: a good middle ground; use a GPU for real data.",
+    "resnet50": "ResNet-50 (the paper's backbone): slow without a GPU.",
+    "mobilenet_v2": "MobileNetV2: light; a fair choice on a CPU.",
+    "vgg19": "VGG-19: very slow without a GPU; needs images of at least 32 pixels.",
+}
+
+
+class _DatasetLoader(QObject):
+    """Opens a dataset off the GUI thread (scanning a large folder takes time)."""
+
+    loaded = Signal(object, object)  # key, Dataset or error message
+
+    def __init__(self, key: tuple, kwargs: dict) -> None:
+        super().__init__()
+        self.key, self.kwargs = key, kwargs
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            self.loaded.emit(self.key, open_dataset(**self.kwargs))
+        except DataError as exc:
+            self.loaded.emit(self.key, str(exc))
+        except OSError as exc:
+            self.loaded.emit(self.key, f"the data could not be read ({exc}).")
+
+
+def _thumbnail(image: np.ndarray, size: int = 56) -> QPixmap:
+    array = np.ascontiguousarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+    if array.ndim == 2:
+        qimage = QImage(array.data, array.shape[1], array.shape[0], array.strides[0],
+                        QImage.Format.Format_Grayscale8)
+    else:
+        array = np.ascontiguousarray(array[..., :3])
+        qimage = QImage(array.data, array.shape[1], array.shape[0], array.strides[0],
+                        QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimage.copy()).scaled(
+        size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+
+
+class ExperimentPanel(QWidget):
+    train_requested = Signal()
+    pause_requested = Signal()
+    stop_requested = Signal()
+    dataset_loaded = Signal(object)  # Dataset
+
+    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.data_path = ""
+        self.split_csv = ""
+        self.dataset: Dataset | None = None
+        self.dataset_key: tuple | None = None
+        self._loader_thread: QThread | None = None
+        self._loader: _DatasetLoader | None = None
+        self._pending_key: tuple | None = None
+        self.demo_per_class = 200
+
+        # --- data
+        self.data_kind = QComboBox()
+        for key, label in DATA_KINDS:
+            self.data_kind.addItem(label, key)
+        self.data_kind.activated.connect(self._data_kind_chosen)
+        self.data_label = QLabel("built-in synthetic CT / MR / ultrasound set")
+        self.data_label.setWordWrap(True)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.thumbs = QGridLayout()
+        self.thumbs.setSpacing(2)
+        data_box = QGroupBox("Data")
+        data_layout = QVBoxLayout(data_box)
+        data_layout.addWidget(self.data_kind)
+        data_layout.addWidget(self.data_label)
+        data_layout.addWidget(self.summary)
+        data_layout.addLayout(self.thumbs)
+
+        # --- model
+        self.model = QComboBox()
+        for name in MODEL_NAMES:
+            self.model.addItem(name, name)
+        self.model.currentIndexChanged.connect(self._update_enabled)
+        self.model_hint = QLabel("")
+        self.model_hint.setWordWrap(True)
+        self.model_hint.setStyleSheet("color: #555;")
+        self.weights = QLineEdit()
+        self.weights.setPlaceholderText("none: train from scratch")
+        self.weights.setReadOnly(True)
+        weights_pick = QPushButton("…")
+        weights_pick.setFixedWidth(28)
+        weights_pick.setToolTip("A local state-dict file (ImageNet or RadImageNet weights)")
+        weights_pick.clicked.connect(self._choose_weights)
+        weights_clear = QPushButton("×")
+        weights_clear.setFixedWidth(28)
+        weights_clear.clicked.connect(self.weights.clear)
+        weights_row = QHBoxLayout()
+        weights_row.addWidget(self.weights, 1)
+        weights_row.addWidget(weights_pick)
+        weights_row.addWidget(weights_clear)
+
+        # --- loss
+        self.loss = QComboBox()
+        for name in LOSS_NAMES:
+            self.loss.addItem(LOSS_LABELS[name], name)
+        self.loss.setCurrentIndex(self.loss.findData("ols"))
+        self.loss.currentIndexChanged.connect(self._loss_changed)
+        self.alpha = self._double(0.0, 1.0, 0.05, 3, 0.5)
+        self.alpha.setToolTip("OLS: weight of hard-label CE (1 - alpha goes to the soft labels).\n"
+                              "TF-KD: weight of the virtual-teacher term.")
+        self.epsilon = self._double(0.0, 0.99, 0.05, 3, 0.1)
+        self.epsilon.setToolTip("Label smoothing: share of the target spread over all classes.")
+        self.temperature = self._double(0.1, 100.0, 1.0, 1, 6.0)
+        self.temperature.setToolTip("TF-KD temperature (6 for ResNet-50, 40 for MobileNetV2 in "
+                                    "the published recipe).")
+
+        # --- schedule
+        self.epochs = self._int(1, 1000, 10)
+        self.batch_size = self._int(1, 4096, 64)
+        self.lr = self._double(1e-5, 10.0, 0.0005, 5, 0.003)
+        self.optimizer = QComboBox()
+        for name in OPTIMIZERS:
+            self.optimizer.addItem({"sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}[name], name)
+        self.schedule = QComboBox()
+        for name in SCHEDULES:
+            self.schedule.addItem({"cosine": "cosine", "step": "step (×0.1 at 45 %, 80 %)",
+                                   "constant": "constant"}[name], name)
+        self.image_size = self._int(15, 1024, 15)
+        self.image_size.setSpecialValueText("auto")
+        self.image_size.setToolTip("auto: 64 for the demo set, 224 for your own data")
+        self.device = QComboBox()
+        self._fill_devices()
+        self.seed = self._int(0, 2**31 - 1, 0)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model)
+        form.addRow("", self.model_hint)
+        form.addRow("Start from", weights_row)
+        form.addRow("Loss", self.loss)
+        form.addRow("α", self.alpha)
+        form.addRow("ε", self.epsilon)
+        form.addRow("T", self.temperature)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Batch size", self.batch_size)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Optimizer", self.optimizer)
+        form.addRow("Schedule", self.schedule)
+        form.addRow("Image size", self.image_size)
+        form.addRow("Device", self.device)
+        form.addRow("Seed", self.seed)
+        self.form = form
+        train_box = QGroupBox("Training")
+        train_box.setLayout(form)
+
+        # --- buttons
+        self.train_button = QPushButton("Train")
+        self.train_button.setDefault(True)
+        self.train_button.clicked.connect(self.train_requested)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(self.pause_requested)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop_requested)
+        buttons = QHBoxLayout()
+        for b in (self.train_button, self.pause_button, self.stop_button):
+            buttons.addWidget(b)
+        self.error = QLabel("")
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #b00020;")
+
+        inner = QWidget()
+        column = QVBoxLayout(inner)
+        column.addWidget(data_box)
+        column.addWidget(train_box)
+        column.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(self.error)
+        outer.addLayout(buttons)
+
+        self.restore()
+        self._loss_changed()
+        self.set_state("idle")
+        self.load_dataset()
+
+    # --- small builders ----------------------------------------------------------
+    @staticmethod
+    def _double(lo, hi, step, decimals, value) -> QDoubleSpinBox:
+        box = QDoubleSpinBox()
+        box.setRange(lo, hi)
+        box.setDecimals(decimals)
+        box.setSingleStep(step)
+        box.setValue(value)
+        return box
+
+    @staticmethod
+    def _int(lo, hi, value) -> QSpinBox:
+        box = QSpinBox()
+        box.setRange(lo, hi)
+        box.setValue(value)
+        return box
+
+    def _fill_devices(self) -> None:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        found = (f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "Apple MPS" if mps
+                 else "CPU: no GPU found")
+        self.device.addItem(f"auto ({found})", "auto")
+        self.device.addItem("CPU", "cpu")
+        self.device.addItem("CUDA" if cuda else "CUDA (no CUDA GPU found)", "cuda")
+        self.device.addItem("Apple MPS" if mps else "Apple MPS (not available)", "mps")
+        model = self.device.model()
+        for row, ok in ((2, cuda), (3, mps)):
+            model.item(row).setEnabled(ok)
+
+    # --- data ----------------------------------------------------------------------
+    @property
+    def data_source(self) -> str:
+        return DEMO if self.data_kind.currentData() == "demo" else self.data_path
+
+    def _data_kind_chosen(self) -> None:
+        kind = self.data_kind.currentData()
+        if kind == "demo":
+            self.data_path, self.split_csv = "", ""
+        elif kind == "npz":
+            path, _ = QFileDialog.getOpenFileName(self, "MedMNIST archive", "", "NumPy (*.npz)")
+            if not path:
+                return self._revert_kind()
+            self.data_path, self.split_csv = path, ""
+        else:
+            path = QFileDialog.getExistingDirectory(self, "Image folder (one sub-folder a class)")
+            if not path:
+                return self._revert_kind()
+            split = ""
+            if kind == "radimagenet":
+                split = QFileDialog.getExistingDirectory(
+                    self, "Folder with the split CSVs (e.g. RadiologyAI_train.csv)", path)
+                if not split:
+                    return self._revert_kind()
+            self.data_path, self.split_csv = path, split
+        self.load_dataset()
+
+    def _revert_kind(self) -> None:
+        kind = ("demo" if not self.data_path else "npz" if self.data_path.endswith(".npz")
+                else "radimagenet" if self.split_csv else "folder")
+        self.data_kind.setCurrentIndex(self.data_kind.findData(kind))
+
+    def set_data(self, path: str, split_csv: str = "") -> None:
+        """Point at a dataset without a dialog (menus, tests, remembered settings)."""
+        if path == DEMO or not path:
+            self.data_kind.setCurrentIndex(0)
+            self.data_path = self.split_csv = ""
+        else:
+            kind = "npz" if path.endswith(".npz") else "radimagenet" if split_csv else "folder"
+            self.data_kind.setCurrentIndex(self.data_kind.findData(kind))
+            self.data_path, self.split_csv = path, split_csv
+        self.load_dataset()
+
+    def _dataset_kwargs(self) -> dict:
+        return dict(data=self.data_source, split_csv=self.split_csv or None, val_fraction=0.2,
+                    split_seed=0, demo_per_class=self.demo_per_class)
+
+    def load_dataset(self) -> None:
+        """Open the chosen data in a worker thread and show its summary when ready."""
+        kwargs = self._dataset_kwargs()
+        key = tuple(sorted(kwargs.items()))
+        if key == self.dataset_key:
+            return
+        self.data_label.setText(self.data_source if self.data_source != DEMO else
+                                "built-in synthetic CT / MR / ultrasound set")
+        self.summary.setText("<i>reading…</i>")
+        self.dataset = None
+        self.dataset_key = None
+        self._pending_key = key
+        if self._loader_thread is not None:
+            return  # the running load's result is discarded; a new one starts after it
+        self._start_loader(key, kwargs)
+
+    def _start_loader(self, key, kwargs) -> None:
+        self._loader_thread = QThread()
+        self._loader = _DatasetLoader(key, kwargs)
+        self._loader.moveToThread(self._loader_thread)
+        self._loader_thread.started.connect(self._loader.run)
+        self._loader.loaded.connect(self._dataset_ready)
+        self._loader.loaded.connect(self._loader_thread.quit, Qt.ConnectionType.DirectConnection)
+        self._loader_thread.start()
+
+    @Slot(object, object)
+    def _dataset_ready(self, key, result) -> None:
+        self._loader_thread.quit()
+        self._loader_thread.wait()
+        self._loader_thread = self._loader = None
+        if key != self._pending_key:  # the user chose other data meanwhile
+            self._start_loader(self._pending_key, dict(self._pending_key))
+            return
+        if isinstance(result, str):
+            self.summary.setText(f"<span style='color:#b00020'>{result}</span>")
+            self._clear_thumbs()
+            self._update_enabled()
+            return
+        self.dataset, self.dataset_key = result, key
+        self._show_summary(result)
+        self._update_enabled()
+        self.dataset_loaded.emit(result)
+
+    def _show_summary(self, data: Dataset) -> None:
+        counts = data.per_class_counts()
+        totals = [a + b for a, b in counts.values()]
+        rows = "".join(f"<tr><td>{name}</td><td align='right'>{a}</td><td align='right'>{b}</td>"
+                       f"</tr>" for name, (a, b) in list(counts.items())[:40])
+        more = f"<br>… and {len(counts) - 40} more classes" if len(counts) > 40 else ""
+        self.summary.setText(
+            f"<b>{len(data.train) + len(data.val):,}</b> images, <b>{data.num_classes}</b> "
+            f"classes ({min(totals)}–{max(totals)} a class), "
+            f"{'grayscale' if data.channels == 1 else 'colour'}<br>"
+            f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
+            f"<th>train</th><th>val</th></tr>{rows}</table>{more}")
+        self._clear_thumbs()
+        shown = 0
+        for c in range(data.num_classes):
+            if shown >= 12:
+                break
+            where = np.flatnonzero(data.train.labels == c)
+            if not len(where):
+                continue
+            try:
+                image = data.train.load(int(where[0]))
+            except Exception:  # noqa: BLE001 - a broken thumbnail is just not shown
+                continue
+            thumb = QLabel()
+            thumb.setPixmap(_thumbnail(image))
+            thumb.setToolTip(data.class_names[c])
+            self.thumbs.addWidget(thumb, shown // 4, shown % 4)
+            shown += 1
+
+    def _clear_thumbs(self) -> None:
+        while self.thumbs.count():
+            widget = self.thumbs.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+
+    def _choose_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Weights to start from", "",
+                                              "PyTorch weights (*.pt *.pth *.bin);;All files (*)")
+        if path:
+            self.weights.setText(path)
+
+    # --- state ---------------------------------------------------------------------
+    def _loss_changed(self) -> None:
+        loss = self.loss.currentData()
+        if loss in DEFAULT_ALPHA and self.sender() is self.loss:
+            self.alpha.setValue(DEFAULT_ALPHA[loss])
+        self._update_enabled()
+
+    def _update_enabled(self) -> None:
+        loss = self.loss.currentData()
+        self.alpha.setEnabled(loss in ("ols", "tfkd"))
+        self.epsilon.setEnabled(loss == "ls")
+        self.temperature.setEnabled(loss == "tfkd")
+        for box, used in ((self.alpha, "OLS and TF-KD"), (self.epsilon, "label smoothing"),
+                          (self.temperature, "TF-KD")):
+            box.setStatusTip("" if box.isEnabled() else f"used by {used} only")
+        self.model_hint.setText(MODEL_HINTS[self.model.currentData()])
+        idle = self.state == "idle" if hasattr(self, "state") else True
+        self.train_button.setEnabled(idle and self.dataset is not None)
+        self.train_button.setToolTip("" if self.dataset is not None else
+                                     "waiting for the data to be read")
+
+    def set_state(self, state: str) -> None:
+        """idle, training or paused: which buttons and settings are live."""
+        self.state = state
+        running = state != "idle"
+        self.pause_button.setEnabled(running)
+        self.pause_button.setText("Resume" if state == "paused" else "Pause")
+        self.stop_button.setEnabled(running)
+        for widget in (self.data_kind, self.model, self.weights, self.loss, self.epochs,
+                       self.batch_size, self.lr, self.optimizer, self.schedule, self.image_size,
+                       self.device, self.seed):
+            widget.setEnabled(not running)
+        if not running:
+            self._update_enabled()
+        else:
+            self.train_button.setEnabled(False)
+            for box in (self.alpha, self.epsilon, self.temperature):
+                box.setEnabled(False)
+
+    def show_error(self, message: str) -> None:
+        self.error.setText(message)
+
+    def config(self) -> RunConfig:
+        """The settings as a validated RunConfig (ConfigError says what is wrong)."""
+        loss = self.loss.currentData()
+        config = RunConfig(
+            data=self.data_source, split_csv=self.split_csv or None,
+            model=self.model.currentData(), weights=self.weights.text() or None, loss=loss,
+            alpha=self.alpha.value() if loss in ("ols", "tfkd") else None,
+            epsilon=self.epsilon.value(), temperature=self.temperature.value(),
+            epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
+            optimizer=self.optimizer.currentData(), schedule=self.schedule.currentData(),
+            image_size=None if self.image_size.value() == self.image_size.minimum()
+            else self.image_size.value(),
+            device=self.device.currentData(), seed=self.seed.value(),
+            demo_per_class=self.demo_per_class,
+        )
+        if not config.data:
+            raise ConfigError("choose a dataset first.")
+        return config.validated()
+
+    # --- remembering -----------------------------------------------------------------
+    FIELDS = ("model", "loss", "optimizer", "schedule", "device")
+    NUMBERS = ("alpha", "epsilon", "temperature", "epochs", "batch_size", "lr", "image_size",
+               "seed")
+
+    def save(self) -> None:
+        s = self.settings
+        for name in self.FIELDS:
+            s.setValue(f"experiment/{name}", getattr(self, name).currentData())
+        for name in self.NUMBERS:
+            s.setValue(f"experiment/{name}", getattr(self, name).value())
+        s.setValue("experiment/data", self.data_source)
+        s.setValue("experiment/split_csv", self.split_csv)
+        s.setValue("experiment/weights", self.weights.text())
+        s.sync()
+
+    def restore(self) -> None:
+        s = self.settings
+        for name in self.FIELDS:
+            value = s.value(f"experiment/{name}")
+            combo = getattr(self, name)
+            index = combo.findData(value) if value is not None else -1
+            if index >= 0 and combo.model().item(index).isEnabled():
+                combo.setCurrentIndex(index)
+        for name in self.NUMBERS:
+            value = s.value(f"experiment/{name}")
+            if value is not None:
+                box = getattr(self, name)
+                try:
+                    box.setValue(type(box.value())(value))
+                except (TypeError, ValueError):
+                    pass
+        self.weights.setText(str(s.value("experiment/weights", "") or ""))
+        data = str(s.value("experiment/data", DEMO) or DEMO)
+        if data != DEMO:
+            from pathlib import Path
+
+            if Path(data).exists():
+                self.data_path = data
+                self.split_csv = str(s.value("experiment/split_csv", "") or "")
+                kind = ("npz" if data.endswith(".npz") else
+                        "radimagenet" if self.split_csv else "folder")
+                self.data_kind.setCurrentIndex(self.data_kind.findData(kind))
+
+    def shutdown(self) -> None:
+        if self._loader_thread is not None:
+            self._loader_thread.quit()
+            self._loader_thread.wait()

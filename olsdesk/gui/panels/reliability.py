@@ -1,0 +1,96 @@
+"""Reliability: the diagram (accuracy bars, gap bars, dashed diagonal, ECE/MCE/ACE written
+on it) and the confidence histogram, for the epoch on the shared slider."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from olsdesk.core.report import EpochReport
+from olsdesk.gui.panels.common import style_plot
+
+ACCURACY = "#0072B2"
+GAP = "#D55E00"
+
+
+class ReliabilityPanel(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.report: EpochReport | None = None
+        self.graphics = pg.GraphicsLayoutWidget()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.graphics)
+
+        self.diagram = self.graphics.addPlot(row=0, col=0)
+        style_plot(self.diagram, "Reliability diagram (validation)", "accuracy", "confidence")
+        self.diagram.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
+        self.diagram.setMouseEnabled(False, False)
+        legend = self.diagram.addLegend(offset=(10, 10))
+        self.accuracy_bars = pg.BarGraphItem(x0=[], height=[], width=0.0, brush=ACCURACY,
+                                             pen=pg.mkPen("w"), name="accuracy")
+        self.gap_bars = pg.BarGraphItem(x0=[], y0=[], height=[], width=0.0,
+                                        brush=pg.mkBrush(213, 94, 0, 110),
+                                        pen=pg.mkPen(GAP, width=1), name="gap to confidence")
+        self.diagram.addItem(self.accuracy_bars)
+        self.diagram.addItem(self.gap_bars)
+        legend.addItem(self.accuracy_bars, "accuracy")
+        legend.addItem(self.gap_bars, "gap to mean confidence")
+        diagonal = pg.PlotDataItem([0, 1], [0, 1], pen=pg.mkPen("#444", width=1.5,
+                                                                style=Qt.PenStyle.DashLine))
+        self.diagram.addItem(diagonal)
+        legend.addItem(diagonal, "perfect calibration")
+        self.metrics_text = pg.TextItem(anchor=(1, 1), color="k",
+                                        fill=pg.mkBrush(255, 255, 255, 230))
+        self.metrics_text.setPos(0.98, 0.02)
+        self.diagram.addItem(self.metrics_text)
+
+        self.histogram = self.graphics.addPlot(row=1, col=0)
+        style_plot(self.histogram, "Confidence histogram", "images", "top-label confidence")
+        self.histogram.setXLink(self.diagram)
+        self.histogram_bars = pg.BarGraphItem(x0=[], height=[], width=0.0, brush="#7f7f7f",
+                                              pen=pg.mkPen("w"))
+        self.histogram.addItem(self.histogram_bars)
+        self.accuracy_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(ACCURACY, width=2),
+                                             label="accuracy", labelOpts={"position": 0.9})
+        self.confidence_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(
+            GAP, width=2, style=Qt.PenStyle.DashLine), label="mean confidence",
+            labelOpts={"position": 0.75})
+        for line in (self.accuracy_line, self.confidence_line):
+            self.histogram.addItem(line)
+            line.hide()
+        self.graphics.ci.layout.setRowStretchFactor(0, 3)
+        self.graphics.ci.layout.setRowStretchFactor(1, 2)
+
+    def show_report(self, report: EpochReport | None) -> None:
+        self.report = report
+        if report is None:
+            for bars in (self.accuracy_bars, self.gap_bars, self.histogram_bars):
+                bars.setOpts(x0=[], height=[], width=0.0)
+            self.metrics_text.setText("")
+            return
+        n = len(report.reliability_counts)
+        edges = np.linspace(0.0, 1.0, n + 1)
+        width = 1.0 / n
+        filled = report.reliability_counts > 0
+        acc = np.where(filled, report.reliability_accuracy, 0.0)
+        conf = np.where(filled, report.reliability_confidence, 0.0)
+        self.accuracy_bars.setOpts(x0=edges[:-1][filled], height=acc[filled], width=width)
+        low, high = np.minimum(acc, conf), np.maximum(acc, conf)
+        self.gap_bars.setOpts(x0=edges[:-1][filled], y0=low[filled],
+                              height=(high - low)[filled], width=width)
+        self.metrics_text.setText(
+            f"epoch {report.epoch}\nECE {report.ece:.4f}\nMCE {report.mce:.4f}\n"
+            f"adaptive ECE {report.adaptive_ece:.4f}\nclasswise ECE {report.classwise_ece:.4f}")
+        counts = report.confidence_histogram
+        self.histogram_bars.setOpts(x0=edges[:-1], height=counts, width=width)
+        total = max(int(counts.sum()), 1)
+        mean_conf = float(np.nansum(report.reliability_confidence * report.reliability_counts)
+                          / total)
+        self.accuracy_line.setValue(report.val_top1)
+        self.confidence_line.setValue(mean_conf)
+        self.accuracy_line.show()
+        self.confidence_line.show()
+        self.histogram.setYRange(0, max(counts.max(), 1) * 1.1)

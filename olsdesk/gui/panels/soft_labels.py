@@ -1,0 +1,111 @@
+"""Soft labels: the K x K matrix as a heatmap with a fixed 0-1 colour bar.
+
+Shows either the targets the loss trained against (OLS's evolving S) or the validation
+mean-prediction matrix, so CE and LS runs have a matrix worth looking at too. Hover
+reads "true CT/lung/nodule -> CT/lung/mass: 0.12".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from olsdesk.core.report import EpochReport
+from olsdesk.gui.panels.common import short_names
+
+MATRICES = (
+    ("soft_labels", "Soft labels the loss trained against"),
+    ("mean_prediction", "Validation mean prediction"),
+)
+
+
+class SoftLabelsPanel(QWidget):
+    """A heatmap of one epoch's matrix; the epoch comes from the shared epoch slider."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.report: EpochReport | None = None
+        self.class_names: tuple[str, ...] = ()
+        self.matrix_choice = QComboBox()
+        for key, label in MATRICES:
+            self.matrix_choice.addItem(label, key)
+        self.matrix_choice.currentIndexChanged.connect(self._redraw)
+        self.hover = QLabel(" ")
+        self.hover.setMinimumWidth(320)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("Show:"))
+        top.addWidget(self.matrix_choice)
+        top.addStretch(1)
+        top.addWidget(self.hover)
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.plot = self.graphics.addPlot()
+        self.plot.invertY(True)
+        self.plot.setAspectLocked(True)
+        self.plot.setMenuEnabled(False)
+        self.plot.setLabel("left", "true class")
+        self.plot.setLabel("bottom", "soft label over classes")
+        self.image = pg.ImageItem(axisOrder="row-major")
+        self.plot.addItem(self.image)
+        self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"),
+                                        interactive=False, label="probability")
+        self.colorbar.setImageItem(self.image, insert_in=self.plot)
+        self.title = pg.LabelItem("", size="11pt")
+        self.graphics.addItem(self.title, row=1, col=0)
+        self.graphics.scene().sigMouseMoved.connect(self._hover)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(self.graphics, 1)
+
+    @property
+    def matrix_key(self) -> str:
+        return self.matrix_choice.currentData()
+
+    def show_report(self, report: EpochReport | None) -> None:
+        self.report = report
+        if report is not None and report.class_names != self.class_names:
+            self._set_classes(report.class_names)
+        self._redraw()
+
+    def _set_classes(self, names: tuple[str, ...]) -> None:
+        self.class_names = tuple(names)
+        short = short_names(names)
+        ticks = [[(i + 0.5, s) for i, s in enumerate(short)]]
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).setTicks(ticks)
+        self.plot.getAxis("bottom").setStyle(tickTextOffset=4)
+        k = len(names)
+        self.plot.setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
+
+    def current_matrix(self) -> np.ndarray | None:
+        if self.report is None:
+            return None
+        return np.nan_to_num(getattr(self.report, self.matrix_key), nan=0.0)
+
+    def _redraw(self) -> None:
+        matrix = self.current_matrix()
+        if matrix is None:
+            self.image.clear()
+            self.title.setText("")
+            return
+        self.image.setImage(matrix, levels=(0.0, 1.0), autoLevels=False)
+        self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
+        label = dict(MATRICES)[self.matrix_key]
+        self.plot.setLabel("bottom", "soft label over classes" if self.matrix_key ==
+                           "soft_labels" else "predicted class (mean probability)")
+        self.title.setText(f"{label}, epoch {self.report.epoch} of {self.report.epochs}")
+
+    def _hover(self, pos) -> None:
+        matrix = self.current_matrix()
+        if matrix is None or not self.plot.sceneBoundingRect().contains(pos):
+            return
+        point = self.plot.vb.mapSceneToView(pos)
+        row, col = int(np.floor(point.y())), int(np.floor(point.x()))
+        if 0 <= row < matrix.shape[0] and 0 <= col < matrix.shape[1]:
+            text = (f"true {self.class_names[row]} → {self.class_names[col]}: "
+                    f"{matrix[row, col]:.3f}")
+            self.hover.setText(text)
+            self.image.setToolTip(text)

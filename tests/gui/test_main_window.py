@@ -1,0 +1,190 @@
+"""The app through its own controls, offscreen: train, panels, pause/stop, close, replay."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF, Qt
+
+from olsdesk.core.runs import RunStore
+from olsdesk.gui.app import panel_is_blank
+from tests.gui.conftest import train
+
+
+def test_training_through_the_window_fills_every_panel(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    reports = window.reports
+    assert [r.epoch for r in reports] == [1, 2]
+
+    # curves: two points per series
+    for attr in ("train_loss", "val_loss", "train_top1", "val_top1", "train_top5", "val_top5",
+                 "ece"):
+        x, y = window.curves.series_points(attr)
+        assert list(x) == [1, 2]
+        np.testing.assert_allclose(y, [getattr(r, attr) for r in reports])
+
+    # soft labels: the heatmap shows the chosen epoch's matrix, both kinds
+    panel = window.soft_labels
+    np.testing.assert_allclose(panel.image.image, reports[-1].soft_labels)
+    window.epoch_slider.setValue(1)
+    np.testing.assert_allclose(panel.image.image, reports[0].soft_labels)  # uniform start
+    panel.matrix_choice.setCurrentIndex(panel.matrix_choice.findData("mean_prediction"))
+    np.testing.assert_allclose(panel.image.image, np.nan_to_num(reports[0].mean_prediction))
+    assert panel.image.levels is not None and tuple(panel.image.levels) == (0.0, 1.0)
+
+    # reliability: bars for the non-empty bins of the chosen epoch
+    filled = int((reports[0].reliability_counts > 0).sum())
+    assert len(window.reliability.accuracy_bars.opts["x0"]) == filled
+    assert "ECE" in window.reliability.metrics_text.textItem.toPlainText()
+
+    # embedding: one point per embedded validation sample
+    assert len(window.embedding.scatter.data) == len(reports[0].embedding_labels)
+    assert "silhouette" in window.embedding.separation.text()
+
+    # the run on disk holds the same epochs
+    assert [r.epoch for r in RunStore.load(window.run_path)] == [1, 2]
+
+
+def test_soft_label_hover_names_both_classes(qtbot, window):
+    train(qtbot, window)
+    panel = window.soft_labels
+    window.tabs.setCurrentWidget(panel)
+    qtbot.wait(50)
+    scene_pos = panel.plot.vb.mapViewToScene(QPointF(2.5, 1.5))  # row 1 (nodule), col 2 (mass)
+    panel._hover(scene_pos)
+    value = panel.current_matrix()[1, 2]
+    assert panel.hover.text() == f"true CT/lung/nodule → CT/lung/mass: {value:.3f}"
+
+
+def test_embedding_hover_tip_and_tsne_off_the_gui_thread(qtbot, window):
+    train(qtbot, window)
+    panel = window.embedding
+    tip = panel._tip(0, 0, 0)
+    assert tip.startswith("true: ") and "confidence:" in tip and "demo #" in tip
+    with qtbot.waitSignal(panel.tsne_finished, timeout=60_000):
+        qtbot.mouseClick(panel.tsne_button, Qt.MouseButton.LeftButton)
+    assert panel.projection.currentData() == "tsne"
+    coords, name = panel.coordinates()
+    assert name == "t-SNE" and not np.allclose(coords, window.reports[-1].embedding)
+
+
+def test_pause_resume_and_stop(qtbot, window):
+    exp = window.experiment
+    exp.epochs.setValue(50)
+    exp.batch_size.setValue(4)
+    window.last_status = ""
+    qtbot.mouseClick(exp.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.worker is not None and window.run_path is not None,
+                    timeout=20_000)
+    qtbot.mouseClick(exp.pause_button, Qt.MouseButton.LeftButton)
+    assert window.worker.trainer.paused and exp.pause_button.text() == "Resume"
+    qtbot.wait(300)
+    text = window.message.text()
+    qtbot.wait(300)
+    assert window.message.text() == text  # nothing moves while paused
+    qtbot.mouseClick(exp.pause_button, Qt.MouseButton.LeftButton)
+    assert not window.worker.trainer.paused
+    qtbot.mouseClick(exp.stop_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.last_status == "stopped", timeout=20_000)
+    assert not window.training and exp.train_button.isEnabled()
+    assert json.loads((window.run_path / "run.json").read_text())["status"] == "stopped"
+
+
+def test_close_while_training_stops_cleanly_and_keeps_the_checkpoint(qtbot, window):
+    exp = window.experiment
+    exp.epochs.setValue(50)
+    qtbot.mouseClick(exp.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(window.reports) >= 1, timeout=60_000)
+    thread = window.thread
+    window.close()
+    assert not thread.isRunning()
+    assert (window.run_path / "checkpoints" / "latest.pt").exists()
+    assert json.loads((window.run_path / "run.json").read_text())["status"] == "stopped"
+
+
+def test_error_in_training_becomes_a_message_and_the_app_stays_usable(qtbot, window, tmp_path):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not weights")
+    window.experiment.weights.setText(str(junk))
+    assert train(qtbot, window) == "failed"
+    assert "junk.pth" in window.experiment.error.text()
+    assert window.experiment.train_button.isEnabled()
+    window.experiment.weights.clear()
+    assert train(qtbot, window) == "finished"
+
+
+def test_replay_a_run_and_export(qtbot, window, tmp_path):
+    train(qtbot, window)
+    from olsdesk.gui.main_window import MainWindow
+
+    other = MainWindow(settings=window.settings, runs_dir=tmp_path / "runs")
+    qtbot.addWidget(other)
+    assert other.open_run(window.run_path)
+    assert [r.epoch for r in other.reports] == [1, 2]
+    np.testing.assert_allclose(other.soft_labels.image.image, window.reports[-1].soft_labels)
+    written = other.export(tmp_path / "export")
+    names = sorted(p.name for p in written)
+    assert names == ["curves.png", "embedding.png", "metrics.csv", "reliability.png",
+                     "soft_labels.png"]
+    with open(tmp_path / "export" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and "ece" in rows[0]
+    for name in other.PANELS:
+        assert not panel_is_blank(other.render_panel(name)), name
+    assert not other.open_run(tmp_path)  # not a run: a message, no crash
+    assert "Cannot open" in other.message.text()
+    other.close()
+
+
+def test_choices_are_remembered(qtbot, settings):
+    from olsdesk.gui.panels.experiment import ExperimentPanel
+
+    first = ExperimentPanel(settings)
+    qtbot.addWidget(first)
+    first.model.setCurrentIndex(first.model.findData("resnet18"))
+    first.loss.setCurrentIndex(first.loss.findData("ls"))
+    first.epsilon.setValue(0.2)
+    first.epochs.setValue(7)
+    first.save()
+    first.shutdown()
+    second = ExperimentPanel(settings)
+    qtbot.addWidget(second)
+    assert second.model.currentData() == "resnet18" and second.loss.currentData() == "ls"
+    assert second.epsilon.value() == pytest.approx(0.2) and second.epochs.value() == 7
+    assert not second.alpha.isEnabled() and second.epsilon.isEnabled()
+    first.shutdown()
+    second.shutdown()
+
+
+def test_unavailable_devices_are_disabled(qtbot, settings):
+    import torch
+
+    from olsdesk.gui.panels.experiment import ExperimentPanel
+
+    panel = ExperimentPanel(settings)
+    qtbot.addWidget(panel)
+    cuda_row = panel.device.findData("cuda")
+    assert panel.device.model().item(cuda_row).isEnabled() == torch.cuda.is_available()
+    assert "auto (" in panel.device.itemText(0)
+    panel.shutdown()
+
+
+def test_without_a_display_the_app_says_what_to_do():
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    result = subprocess.run([sys.executable, "-m", "olsdesk"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2
+    assert "olsdesk train" in result.stderr and "QT_QPA_PLATFORM=offscreen" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_self_test_passes():
+    result = subprocess.run([sys.executable, "-m", "olsdesk", "--self-test"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "self-test passed" in result.stdout

@@ -1,0 +1,56 @@
+"""Make the README's screenshots: the real window after a few demo epochs, one per panel.
+
+Run under a virtual display:  xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python
+tools/screenshots.py [--epochs 8] [--out docs/images]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QApplication
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--out", default="docs/images")
+    args = parser.parse_args()
+    from olsdesk.gui.main_window import MainWindow
+
+    app = QApplication(sys.argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = QSettings(os.path.join(tmp, "s.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(settings=settings, runs_dir=os.path.join(tmp, "runs"))
+        window.experiment.epochs.setValue(args.epochs)
+        window.resize(1400, 880)
+        window.show()
+        while window.experiment.dataset is None:
+            app.processEvents()
+            time.sleep(0.02)
+        window.experiment.train_button.click()
+        while window.training or not window.last_status:
+            app.processEvents()
+            time.sleep(0.02)
+        print(window.message.text())
+        for name in ("curves", "soft_labels", "reliability", "embedding"):
+            window.tabs.setCurrentWidget(getattr(window, name))
+            for _ in range(20):
+                app.processEvents()
+                time.sleep(0.02)
+            window.grab().save(str(out / f"{name}.png"))
+            print("wrote", out / f"{name}.png")
+        window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
