@@ -114,7 +114,7 @@ class MainWindow(QMainWindow):
         splitter.addWidget(self.experiment)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([330, 950])
+        splitter.setSizes([380, 1000])
         self.setCentralWidget(splitter)
 
         # status bar: message, epoch and run progress, ETA, speed, device

@@ -8,11 +8,12 @@ from PySide6.QtGui import QColor
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="w", foreground="k")
 
-# Colour-blind-friendly qualitative palette (Okabe-Ito first, then Tableau 20).
+# Kelly's colours of maximum contrast (without white and black), reordered so the first
+# dozen are the most distinct; past them, evenly spaced hues.
 _PALETTE = [
-    "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94",
+    "#0067A5", "#F38400", "#008856", "#BE0032", "#875692", "#F3C300", "#A1CAF1", "#882D17",
+    "#8DB600", "#E68FAC", "#654522", "#848482", "#C2B280", "#604E97", "#F99379", "#B3446C",
+    "#DCD300", "#E25822", "#2B3D26", "#F6A600",
 ]
 
 SERIES = {"train": "#0072B2", "val": "#D55E00", "extra": "#009E73"}
@@ -51,3 +52,5 @@ def style_plot(plot: pg.PlotItem, title: str, left: str, bottom: str = "epoch") 
     plot.setLabel("left", left)
     plot.setLabel("bottom", bottom)
     plot.showGrid(x=True, y=True, alpha=0.2)
+    for axis in ("left", "bottom"):  # 0.52 must read 0.52, not 520 (x0.001)
+        plot.getAxis(axis).enableAutoSIPrefix(False)

@@ -37,7 +37,8 @@ class CurvesPanel(QWidget):
         for i, (title, ylabel, series) in enumerate(PLOTS):
             plot = self.graphics.addPlot(row=i // 2, col=i % 2)
             style_plot(plot, title, ylabel)
-            plot.addLegend(offset=(-10, 10))
+            # accuracy climbs towards the top right: keep its legend at the bottom right
+            plot.addLegend(offset=(-10, -10) if ylabel == "accuracy" else (-10, 10))
             for name, attr, colour in series:
                 pen = pg.mkPen(SERIES[colour], width=2)
                 self.curves[attr] = plot.plot([], [], pen=pen, name=name, symbol="o",

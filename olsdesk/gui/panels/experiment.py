@@ -146,7 +146,6 @@ class ExperimentPanel(QWidget):
         self.loss = QComboBox()
         for name in LOSS_NAMES:
             self.loss.addItem(LOSS_LABELS[name], name)
-        self.loss.setCurrentIndex(self.loss.findData("ols"))
         self.loss.currentIndexChanged.connect(self._loss_changed)
         self.alpha = self._double(0.0, 1.0, 0.05, 3, 0.5)
         self.alpha.setToolTip("OLS: weight of hard-label CE (1 - alpha goes to the soft labels).\n"
@@ -225,10 +224,21 @@ class ExperimentPanel(QWidget):
         outer.addWidget(self.error)
         outer.addLayout(buttons)
 
+        self._apply_defaults()
         self.restore()
         self._loss_changed()
         self.set_state("idle")
         self.load_dataset()
+
+    def _apply_defaults(self) -> None:
+        """Start from RunConfig's defaults, so the app and the CLI agree."""
+        d = RunConfig()
+        for name in ("model", "loss", "optimizer", "schedule", "device"):
+            combo = getattr(self, name)
+            combo.setCurrentIndex(max(combo.findData(getattr(d, name)), 0))
+        self.alpha.setValue(DEFAULT_ALPHA.get(d.loss, 0.5))
+        for name in ("epsilon", "temperature", "epochs", "batch_size", "lr", "seed"):
+            getattr(self, name).setValue(getattr(d, name))
 
     # --- small builders ----------------------------------------------------------
     @staticmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
@@ -30,10 +31,11 @@ class ReliabilityPanel(QWidget):
         self.diagram.setMouseEnabled(False, False)
         legend = self.diagram.addLegend(offset=(10, 10))
         self.accuracy_bars = pg.BarGraphItem(x0=[], height=[], width=0.0, brush=ACCURACY,
-                                             pen=pg.mkPen("w"), name="accuracy")
+                                             pen=pg.mkPen("w"))
+        # hatched, so the gap reads clearly whether it lies above or inside the accuracy bar
         self.gap_bars = pg.BarGraphItem(x0=[], y0=[], height=[], width=0.0,
-                                        brush=pg.mkBrush(213, 94, 0, 110),
-                                        pen=pg.mkPen(GAP, width=1), name="gap to confidence")
+                                        brush=QBrush(QColor(GAP), Qt.BrushStyle.BDiagPattern),
+                                        pen=pg.mkPen(GAP, width=1.5))
         self.diagram.addItem(self.accuracy_bars)
         self.diagram.addItem(self.gap_bars)
         legend.addItem(self.accuracy_bars, "accuracy")
@@ -42,9 +44,14 @@ class ReliabilityPanel(QWidget):
                                                                 style=Qt.PenStyle.DashLine))
         self.diagram.addItem(diagonal)
         legend.addItem(diagonal, "perfect calibration")
-        self.metrics_text = pg.TextItem(anchor=(1, 1), color="k",
-                                        fill=pg.mkBrush(255, 255, 255, 230))
-        self.metrics_text.setPos(0.98, 0.02)
+        # under the legend, at the left, where low-confidence bins are usually empty
+        self.metrics_text = pg.TextItem(anchor=(0, 0), color="k",
+                                        fill=pg.mkBrush(255, 255, 255, 230),
+                                        border=pg.mkPen("#999"))
+        font = self.metrics_text.textItem.font()
+        font.setPointSize(11)
+        self.metrics_text.setFont(font)
+        self.metrics_text.setPos(0.02, 0.8)
         self.diagram.addItem(self.metrics_text)
 
         self.histogram = self.graphics.addPlot(row=1, col=0)
@@ -54,10 +61,11 @@ class ReliabilityPanel(QWidget):
                                               pen=pg.mkPen("w"))
         self.histogram.addItem(self.histogram_bars)
         self.accuracy_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(ACCURACY, width=2),
-                                             label="accuracy", labelOpts={"position": 0.9})
+                                             label="accuracy", labelOpts={
+                                                 "position": 0.9, "color": ACCURACY})
         self.confidence_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(
             GAP, width=2, style=Qt.PenStyle.DashLine), label="mean confidence",
-            labelOpts={"position": 0.75})
+            labelOpts={"position": 0.75, "color": GAP})
         for line in (self.accuracy_line, self.confidence_line):
             self.histogram.addItem(line)
             line.hide()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
@@ -42,7 +43,6 @@ class SoftLabelsPanel(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.plot = self.graphics.addPlot()
         self.plot.invertY(True)
-        self.plot.setAspectLocked(True)
         self.plot.setMenuEnabled(False)
         self.plot.setLabel("left", "true class")
         self.plot.setLabel("bottom", "soft label over classes")
@@ -73,10 +73,18 @@ class SoftLabelsPanel(QWidget):
     def _set_classes(self, names: tuple[str, ...]) -> None:
         self.class_names = tuple(names)
         short = short_names(names)
-        ticks = [[(i + 0.5, s) for i, s in enumerate(short)]]
-        for axis in ("left", "bottom"):
-            self.plot.getAxis(axis).setTicks(ticks)
-        self.plot.getAxis("bottom").setStyle(tickTextOffset=4)
+        self.plot.getAxis("left").setTicks([[(i + 0.5, s) for i, s in enumerate(short)]])
+        # columns are narrow: break 'lung/normal' over two lines, and number them past 16
+        if len(names) <= 16:
+            columns = [s.replace("/", "/\n").replace("_", "_\n") for s in short]
+        else:
+            columns = [str(i + 1) for i in range(len(names))]
+        bottom = self.plot.getAxis("bottom")
+        bottom.setTicks([[(i + 0.5, s) for i, s in enumerate(columns)]])
+        font = QFont()
+        font.setPointSize(8)
+        bottom.setStyle(tickFont=font)
+        bottom.setHeight(60 if len(names) <= 16 else 40)
         k = len(names)
         self.plot.setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
 
