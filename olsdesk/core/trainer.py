@@ -38,6 +38,24 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, say); one sentence for the user."""
 
 
+def warm_up() -> None:
+    """Import now what training would otherwise import lazily, mid-run, on its thread.
+
+    An import holds the GIL for tens of milliseconds at a time; done on the training
+    thread it freezes the GUI thread that long (torch's optimisers pull in torch._dynamo,
+    the epoch-end analysis scikit-learn and SciPy). The app calls this before showing.
+    """
+    import sklearn.decomposition  # noqa: F401 - t-SNE's PCA
+    import sklearn.manifold  # noqa: F401 - t-SNE
+    import sklearn.metrics  # noqa: F401 - silhouette, pairwise distances
+    import torchvision.models  # noqa: F401
+
+    layer = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(layer.parameters())
+    layer(torch.zeros(1, 2)).sum().backward()
+    optimizer.step()
+
+
 def choose_device(preference: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then the CPU; an explicit choice that is absent is an error."""
     cuda = torch.cuda.is_available()

@@ -31,7 +31,7 @@ from olsdesk import __version__
 from olsdesk.config import ConfigError
 from olsdesk.core.report import BatchProgress, EpochReport
 from olsdesk.core.runs import RunError, RunStore, default_runs_dir
-from olsdesk.core.trainer import Trainer
+from olsdesk.core.trainer import Trainer, warm_up
 from olsdesk.gui.panels.curves import CurvesPanel
 from olsdesk.gui.panels.embedding import EmbeddingPanel
 from olsdesk.gui.panels.experiment import ExperimentPanel
@@ -56,6 +56,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: QSettings | None = None, runs_dir: str | Path | None = None):
         super().__init__()
+        warm_up()  # imports that would otherwise stall the GUI mid-training
         self.settings = settings or QSettings("olsdesk", "olsdesk")
         saved_runs = self.settings.value("runs_dir")
         self.runs_dir = Path(runs_dir or saved_runs or default_runs_dir())
@@ -237,6 +238,8 @@ class MainWindow(QMainWindow):
         self.run_path = Path(info["path"])
         self.device_label.setText(info["device"])
         self.embedding.set_sample_names(info["validation_names"])
+        self.embedding.set_classes(info["class_names"])
+        self.soft_labels.set_classes(info["class_names"])
         store = RunStore(self.run_path)
         self.embedding.set_feature_source(store.embedding_features)
         self.run_epochs = (info["start_epoch"], info["epochs"])

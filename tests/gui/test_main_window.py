@@ -42,7 +42,10 @@ def test_training_through_the_window_fills_every_panel(qtbot, window):
     assert "ECE" in window.reliability.metrics_text.textItem.toPlainText()
 
     # embedding: one point per embedded validation sample
-    assert len(window.embedding.scatter.data) == len(reports[0].embedding_labels)
+    emb = window.embedding
+    assert emb.point_count() == len(reports[0].embedding_labels)
+    wrong = reports[0].embedding_predictions != reports[0].embedding_labels
+    assert len(emb.wrong_item.data) == int(wrong.sum())
     assert "silhouette" in window.embedding.separation.text()
 
     # the run on disk holds the same epochs

@@ -73,11 +73,16 @@ class EmbeddingPanel(QWidget):
         self.plot.setTitle("Validation embedding", size="11pt")
         self.plot.hideAxis("left")
         self.plot.hideAxis("bottom")
-        self.scatter = pg.ScatterPlotItem(size=7, hoverable=True, tip=self._tip,
-                                          hoverSize=11, hoverPen=pg.mkPen("k", width=2))
-        self.plot.addItem(self.scatter)
         self.legend = pg.LegendItem(offset=(-10, 10), labelTextSize="8pt")
         self.legend.setParentItem(self.plot.vb)
+        # one uniformly styled item per class (pyqtgraph's fast path: no per-point styling),
+        # and one item of crosses on top for the misclassified points
+        self.class_items: list[pg.ScatterPlotItem] = []
+        self.wrong_item = pg.ScatterPlotItem(size=9, symbol="x", brush=pg.mkBrush("k"),
+                                             pen=pg.mkPen("k", width=1), hoverable=True,
+                                             tip=self._tip)
+        self.wrong_item.setZValue(5)
+        self.plot.addItem(self.wrong_item)
         self._legend_classes: tuple[str, ...] = ()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -94,13 +99,19 @@ class EmbeddingPanel(QWidget):
         self.feature_source = source
         self.tsne_cache.clear()
 
+    def set_classes(self, names) -> None:
+        """Build the per-class items ahead of the first report (at run start)."""
+        if tuple(names) != self._legend_classes:
+            self._build_legend(tuple(names))
+
     def set_latest_epoch(self, epoch: int) -> None:
         self.latest_epoch = epoch
 
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
         if report is None:
-            self.scatter.clear()
+            for item in (*self.class_items, self.wrong_item):
+                item.clear()
             self.separation.setText(" ")
             return
         if report.class_names != self._legend_classes:
@@ -111,16 +122,23 @@ class EmbeddingPanel(QWidget):
 
     # --- drawing ----------------------------------------------------------------
     def _build_legend(self, names: tuple[str, ...]) -> None:
+        """One scatter item and legend entry per class (legend capped at LEGEND_LIMIT)."""
+        for item in self.class_items:
+            self.plot.removeItem(item)
         self.legend.clear()
         self._legend_classes = tuple(names)
-        self._brushes = [pg.mkBrush(class_color(i)) for i in range(len(names))]
-        for i, short in enumerate(short_names(names)[:LEGEND_LIMIT]):
-            sample = pg.ScatterPlotItem(size=8, brush=self._brushes[i], pen=None)
-            self.legend.addItem(sample, short)
+        self.class_items = []
+        for i, short in enumerate(short_names(names)):
+            item = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(class_color(i)), pen=None,
+                                      hoverable=True, hoverSize=11,
+                                      hoverPen=pg.mkPen("k", width=2), tip=self._tip)
+            self.plot.addItem(item)
+            self.class_items.append(item)
+            if i < LEGEND_LIMIT:
+                self.legend.addItem(item, short)
         if len(names) > LEGEND_LIMIT:
             self.legend.addItem(pg.ScatterPlotItem(), f"… {len(names) - LEGEND_LIMIT} more")
-        wrong = pg.ScatterPlotItem(size=9, symbol="x", brush="#555", pen=pg.mkPen("k"))
-        self.legend.addItem(wrong, "misclassified")
+        self.legend.addItem(self.wrong_item, "misclassified")
 
     def coordinates(self) -> tuple[np.ndarray, str]:
         """The coordinates shown and the projection's name."""
@@ -134,14 +152,18 @@ class EmbeddingPanel(QWidget):
         coords, name = self.coordinates()
         labels = report.embedding_labels.astype(int)
         wrong = report.embedding_predictions != report.embedding_labels
-        brushes = [self._brushes[c] for c in labels]
-        symbols = np.where(wrong, "x", "o").tolist()
-        pens = [pg.mkPen("k", width=1) if w else None for w in wrong]
-        self.scatter.setData(x=coords[:, 0], y=coords[:, 1], brush=brushes, symbol=symbols,
-                             pen=pens, data=np.arange(len(labels)))
+        for c, item in enumerate(self.class_items):
+            index = np.flatnonzero(labels == c)
+            item.setData(x=coords[index, 0], y=coords[index, 1], data=index)
+        index = np.flatnonzero(wrong)
+        self.wrong_item.setData(x=coords[index, 0], y=coords[index, 1], data=index)
         self.plot.setTitle(f"Validation embedding ({name}), epoch {report.epoch}: "
                            f"{len(labels)} images, {int(wrong.sum())} misclassified", size="11pt")
         self.plot.enableAutoRange()
+
+    def point_count(self) -> int:
+        """How many validation points are drawn (each once, in its class's item)."""
+        return sum(len(item.data) for item in self.class_items)
 
     def _tip(self, x: float, y: float, data) -> str:
         report = self.report

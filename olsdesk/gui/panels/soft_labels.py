@@ -70,6 +70,11 @@ class SoftLabelsPanel(QWidget):
             self._set_classes(report.class_names)
         self._redraw()
 
+    def set_classes(self, names) -> None:
+        """Set the axes' class ticks (at run start, ahead of the first report)."""
+        if tuple(names) != self.class_names:
+            self._set_classes(tuple(names))
+
     def _set_classes(self, names: tuple[str, ...]) -> None:
         self.class_names = tuple(names)
         short = short_names(names)

@@ -1,0 +1,106 @@
+"""Does the window stay responsive while it trains?
+
+A 10 ms QTimer on the GUI thread records how late each tick fires, first with the app
+idle (the baseline), then while the app trains the demo set through its own worker, in
+the same run. Prints the 95th percentile and the worst stall of each and their ratio.
+Target: worst stall under 50 ms while training. Not a test: timings never fail a build.
+
+Usage: QT_QPA_PLATFORM=offscreen python bench/ui_latency.py [--epochs 3] [--idle 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from PySide6.QtCore import QElapsedTimer, QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+INTERVAL_MS = 10
+
+
+class LatencyProbe:
+    """Records, for every tick of a repeating timer, how late it fired."""
+
+    def __init__(self) -> None:
+        self.clock = QElapsedTimer()
+        self.late_ms: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(INTERVAL_MS)
+        self.timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self.late_ms.clear()
+        self.clock.start()
+        self.last = 0
+        self.timer.start()
+
+    def stop(self) -> np.ndarray:
+        self.timer.stop()
+        return np.array(self.late_ms)
+
+    def _tick(self) -> None:
+        now = self.clock.nsecsElapsed() / 1e6
+        if self.last:
+            self.late_ms.append(max(0.0, now - self.last - INTERVAL_MS))
+        self.last = now
+
+
+def summary(name: str, late: np.ndarray) -> tuple[float, float]:
+    p95, worst = float(np.percentile(late, 95)), float(late.max())
+    print(f"{name:>9}: {len(late)} ticks, median late {np.median(late):.1f} ms, "
+          f"p95 {p95:.1f} ms, worst stall {worst:.1f} ms")
+    return p95, worst
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle baseline")
+    args = parser.parse_args()
+    app = QApplication(sys.argv)
+    from olsdesk.gui.main_window import MainWindow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = QSettings(os.path.join(tmp, "s.ini"), QSettings.Format.IniFormat)
+        window = MainWindow(settings=settings, runs_dir=os.path.join(tmp, "runs"))
+        window.experiment.epochs.setValue(args.epochs)
+        window.resize(1400, 880)
+        window.show()
+        while window.experiment.dataset is None:
+            app.processEvents()
+        window.tabs.setCurrentWidget(window.embedding)  # the heaviest panel to redraw
+        probe = LatencyProbe()
+
+        probe.start()
+        end = time.monotonic() + args.idle
+        while time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.001)
+        idle = probe.stop()
+
+        probe.start()
+        window.experiment.train_button.click()
+        while window.training or not window.last_status:
+            app.processEvents()
+            time.sleep(0.001)
+        busy = probe.stop()
+        window.close()
+    print(f"olsdesk window, offscreen; training {args.epochs} demo epochs ({window.last_status})")
+    idle_p95, idle_worst = summary("idle", idle)
+    busy_p95, busy_worst = summary("training", busy)
+    print(f"ratio training/idle: p95 {busy_p95 / max(idle_p95, 0.1):.2f}, worst "
+          f"{busy_worst / max(idle_worst, 0.1):.2f}; target worst stall < 50 ms: "
+          f"{'met' if busy_worst < 50 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
