@@ -157,24 +157,40 @@ class Separation:
     intra_inter_ratio: float  # mean intra-class distance / mean inter-class distance
 
 
-def embedding_separation(features: np.ndarray, labels: np.ndarray) -> Separation:
-    """Silhouette score and the intra/inter mean-distance ratio of an embedding."""
-    from sklearn.metrics import pairwise_distances, silhouette_score
+def _pairwise_distances(x: np.ndarray) -> np.ndarray:
+    squared = np.einsum("ij,ij->i", x, x)
+    d2 = squared[:, None] + squared[None, :] - 2.0 * (x @ x.T)
+    np.fill_diagonal(d2, 0.0)
+    return np.sqrt(np.maximum(d2, 0.0))
 
-    features = np.asarray(features, dtype=np.float64)
-    labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2 or len(labels) < 3:
+
+def embedding_separation(features: np.ndarray, labels: np.ndarray) -> Separation:
+    """Silhouette score (Rousseeuw 1987, Euclidean; singletons score 0, as scikit-learn)
+    and the intra/inter mean-distance ratio of an embedding."""
+    x = np.asarray(features, dtype=np.float64)
+    _, labels = np.unique(np.asarray(labels), return_inverse=True)
+    k = labels.max() + 1 if len(labels) else 0
+    if k < 2 or len(labels) < 3:
         return Separation(float("nan"), float("nan"))
-    dist = pairwise_distances(features)
+    dist = _pairwise_distances(x)
+    onehot = np.eye(k)[labels]
+    sums = dist @ onehot  # N x K: summed distance from each point to each class
+    counts = onehot.sum(axis=0)
+    own = counts[labels]
+    a = sums[np.arange(len(labels)), labels] / np.maximum(own - 1, 1)
+    means = sums / counts
+    means[np.arange(len(labels)), labels] = np.inf
+    b = means.min(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sil = np.where(own > 1, (b - a) / np.maximum(a, b), 0.0)
+    silhouette = float(np.nanmean(sil)) if k < len(labels) else float("nan")
     same = labels[:, None] == labels[None, :]
-    off_diag = ~np.eye(len(labels), dtype=bool)
-    intra = dist[same & off_diag]
-    inter = dist[~same]
-    ratio = float(intra.mean() / inter.mean()) if intra.size and inter.mean() > 0 else float("nan")
-    if len(np.unique(labels)) >= len(labels):
-        return Separation(float("nan"), ratio)
-    sil = float(silhouette_score(dist, labels, metric="precomputed"))
-    return Separation(sil, ratio)
+    n = len(labels)
+    intra_pairs = same.sum() - n
+    intra = (dist * same).sum() / intra_pairs if intra_pairs else float("nan")
+    inter = (dist * ~same).sum() / (~same).sum()
+    ratio = float(intra / inter) if inter > 0 and intra == intra else float("nan")
+    return Separation(silhouette, ratio)
 
 
 def _check(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

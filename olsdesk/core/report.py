@@ -58,6 +58,8 @@ class EpochReport:
     mce: float
     adaptive_ece: float
     classwise_ece: float
+    temperature: float  # temperature-scaling T fitted on this epoch's validation set
+    ece_temperature_scaled: float  # ECE after that scaling (in-sample: optimistic)
     silhouette: float
     intra_inter_ratio: float
     lr: float

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from olsdesk import __version__
 from olsdesk.config import ConfigError, RunConfig
 from olsdesk.core import metrics
+from olsdesk.core.calibration import apply_temperature, fit_temperature
 from olsdesk.core.data.images import ImageReadError
 from olsdesk.core.data.sources import Dataset, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
@@ -144,6 +145,7 @@ class Trainer:
         self.best_top1 = -1.0
         self.skipped: dict[str, str] = {}
         self.stopped = False
+        self.temperature = 1.0  # fitted on the validation set at every epoch end
 
     @classmethod
     def resume(cls, run: str | Path, runs_dir: str | Path | None = None,
@@ -261,6 +263,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch = int(state["epoch"])
         self.best_top1 = float(state.get("best_top1", -1.0))
+        self.temperature = float(state.get("temperature", 1.0))
         self.store.truncate_to(self.start_epoch)
         self.store.log(f"resumed after epoch {self.start_epoch}")
 
@@ -283,6 +286,7 @@ class Trainer:
             "loss": self.loss_fn.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
             "best_top1": self.best_top1,
+            "temperature": self.temperature,
         }
 
     # --- the loop ---------------------------------------------------------------
@@ -433,6 +437,9 @@ class Trainer:
         embedded = self.embed_mask[val["indices"]]
         emb_probs, emb_labels = probs[embedded], labels[embedded]
         separation = metrics.embedding_separation(val["features"], emb_labels)
+        log_probs = np.log(np.clip(probs, 1e-12, None))
+        self.temperature = fit_temperature(log_probs, labels)
+        scaled = apply_temperature(log_probs, self.temperature)
         return EpochReport(
             epoch=epoch + 1, epochs=cfg.epochs,
             train_loss=train_loss, train_top1=train_top1, train_top5=train_top5,
@@ -444,6 +451,9 @@ class Trainer:
             adaptive_ece=metrics.adaptive_calibration_error(probs, labels, cfg.calibration_bins),
             classwise_ece=metrics.classwise_calibration_error(probs, labels,
                                                               cfg.calibration_bins),
+            temperature=self.temperature,
+            ece_temperature_scaled=metrics.expected_calibration_error(scaled, labels,
+                                                                      cfg.calibration_bins),
             silhouette=separation.silhouette, intra_inter_ratio=separation.intra_inter_ratio,
             lr=lr, epoch_seconds=seconds, images_per_second=images_per_second,
             skipped_files=len(self.skipped),

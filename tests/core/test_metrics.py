@@ -117,6 +117,16 @@ def test_embedding_separation():
     assert sep.silhouette > 0.8
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_silhouette_against_scikit_learn_on_random_clusters(seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 5, 300)
+    labels[:2] = [5, 6]  # two singleton classes: scored 0, as scikit-learn does
+    feats = rng.normal(size=(300, 16)) + labels[:, None] * 0.7
+    sep = m.embedding_separation(feats, labels)
+    assert sep.silhouette == pytest.approx(silhouette_score(feats, labels), abs=1e-9)
+
+
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError):
         m.expected_calibration_error(np.ones((3, 2)) / 2, np.array([0, 1]))

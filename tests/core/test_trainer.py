@@ -193,3 +193,20 @@ def test_device_auto_is_cpu_here_and_absent_devices_are_refused():
         assert choose_device("auto").type in ("cpu", "mps")
         with pytest.raises(ConfigError, match="CUDA"):
             choose_device("cuda")
+
+
+@pytest.mark.slow
+def test_ols_on_the_demo_set_grows_within_modality_blocks(tmp_path):
+    """The demo set's promise: confusions stay inside a modality, so S is block-diagonal."""
+    cfg = RunConfig(loss="ols", demo_per_class=40, image_size=48, epochs=3, device="cpu")
+    reports, _ = run_all(Trainer(cfg, runs_dir=tmp_path))
+    s = reports[-1].soft_labels
+    np.testing.assert_allclose(s.sum(axis=1), 1.0, atol=1e-5)
+    modality = np.arange(12) // 4
+    same = modality[:, None] == modality[None, :]
+    off_diagonal = same & ~np.eye(12, dtype=bool)
+    # mean soft label on another finding of the same modality (3 a row) vs on a class
+    # of another modality (8 a row)
+    within = (s * off_diagonal).sum() / off_diagonal.sum()
+    across = (s * ~same).sum() / (~same).sum()
+    assert within > 2 * across, (within, across)
