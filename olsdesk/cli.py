@@ -1,4 +1,4 @@
-"""The ``olsdesk`` command: the app with no arguments, or ``train``, ``demo-data``.
+"""The ``olsdesk`` command: the app with no arguments, or ``train``, ``predict``, ``demo-data``.
 
 Heavy libraries (torch, Qt) are imported inside the commands, so ``olsdesk --version``
 and argument errors answer at once. A wrong invocation exits 2 with one sentence on
@@ -106,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN",
                        help="continue a run (its folder, or its name in --runs-dir)")
 
+    predict = sub.add_parser("predict", help="predict the class of images with a checkpoint")
+    predict.add_argument("--checkpoint", required=True, metavar="PATH",
+                         help="an olsdesk checkpoint (a run's checkpoints/best.pt)")
+    predict.add_argument("paths", nargs="+", metavar="FILE_OR_DIR",
+                         help="images (PNG, JPEG, TIFF, BMP, DICOM) or folders of them")
+    predict.add_argument("--top-k", type=_positive_int, default=5)
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--device", choices=DEVICES, default="auto")
+
     demo = sub.add_parser("demo-data", help="write the built-in demo set as PNG class folders")
     demo.add_argument("--out", required=True, metavar="DIR")
     demo.add_argument("--per-class", type=_positive_int, default=200)
@@ -206,6 +215,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """One line (or JSON object) per file; exit 1 when any file failed."""
+    import json
+
+    from olsdesk.config import ConfigError
+    from olsdesk.core.predictor import Predictor, PredictorError
+
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    except (PredictorError, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    missing = [p for p in args.paths if not Path(p).expanduser().exists()]
+    if missing and len(missing) == len(args.paths):
+        raise UsageError(f"{missing[0]} does not exist.")
+    failed = 0
+    for prediction in predictor.predict(args.paths, top_k=args.top_k):
+        failed += not prediction.ok
+        if args.json:
+            print(json.dumps(prediction.to_dict()), flush=True)
+        elif prediction.ok:
+            top = "  ".join(f"{c} {p:.1%}" for c, p in
+                            zip(prediction.top_classes, prediction.top_probabilities, strict=True))
+            print(f"{prediction.path}: {top}  (calibrated {prediction.calibrated_confidence:.1%},"
+                  f" entropy {prediction.entropy:.2f})", flush=True)
+        else:
+            print(f"{prediction.path}: ERROR {prediction.error}", flush=True)
+    return 1 if failed else 0
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -230,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "predict":
+            return cmd_predict(args)
         if args.command == "demo-data":
             return cmd_demo_data(args)
         from olsdesk.gui.app import run_app

@@ -41,7 +41,7 @@ def write_dicom(path: Path, pixels: np.ndarray | None, *, photometric: str = "MO
         ds.PixelRepresentation = 1 if signed else 0
         if transfer_syntax is None:
             ds.PixelData = pixels.tobytes()
-        else:  # an encapsulated frame that no installed decoder can read
+        else:  # an encapsulated frame of garbage: undecodable, whatever is installed
             from pydicom.encaps import encapsulate
 
             ds.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])

@@ -186,6 +186,8 @@ def _dicom_decode_message(ds, name: str, exc: Exception) -> str:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     syntax_name = getattr(syntax, "name", str(syntax)) if syntax is not None else "unknown"
     if syntax is not None and getattr(syntax, "is_compressed", False):
+        if _decoder_available(syntax):
+            return f"{name} is compressed as {syntax_name} and its pixel data could not be decoded."
         for family, packages in _DICOM_DECODERS:
             if family.lower() in syntax_name.lower():
                 return (
@@ -194,6 +196,15 @@ def _dicom_decode_message(ds, name: str, exc: Exception) -> str:
                 )
         return f"{name} is compressed as {syntax_name}, which no installed decoder reads ({exc})."
     return f"{name} has pixel data that cannot be decoded ({exc})."
+
+
+def _decoder_available(syntax) -> bool:
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(syntax).is_available)
+    except Exception:  # noqa: BLE001 - an unknown syntax has no decoder
+        return False
 
 
 def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:

@@ -1,0 +1,173 @@
+"""``Predictor.from_checkpoint(path).predict(paths)``: class probabilities for image files.
+
+Class names, preprocessing and the temperature come from the checkpoint, so a
+prediction takes exactly the evaluation path the model was trained with. Every file
+gets a ``Prediction``: probabilities, or ``error``, one sentence saying why not.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from olsdesk.core.calibration import apply_temperature
+from olsdesk.core.data.images import ImageReadError, read_image
+from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.models import build_model
+from olsdesk.core.runs import RunError, load_checkpoint
+
+
+class PredictorError(ValueError):
+    """A checkpoint that cannot be used for prediction; one sentence for the user."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One file's prediction, or the reason there is none."""
+
+    path: str
+    top_classes: tuple[str, ...] = ()
+    top_probabilities: tuple[float, ...] = ()
+    probabilities: np.ndarray | None = field(default=None, repr=False)
+    calibrated_probabilities: np.ndarray | None = field(default=None, repr=False)
+    error: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def confidence(self) -> float:
+        """The top class's probability (NaN when the file failed)."""
+        return float(self.probabilities.max()) if self.probabilities is not None else math.nan
+
+    @property
+    def calibrated_confidence(self) -> float:
+        p = self.calibrated_probabilities
+        return float(p[np.argmax(self.probabilities)]) if p is not None else math.nan
+
+    @property
+    def entropy(self) -> float:
+        """Shannon entropy of the predicted distribution, in nats (0 = certain)."""
+        if self.probabilities is None:
+            return math.nan
+        p = np.clip(self.probabilities, 1e-12, 1.0)
+        return float(-(p * np.log(p)).sum())
+
+    def to_dict(self) -> dict:
+        out = {"path": self.path, "error": self.error}
+        if self.ok:
+            order = np.argsort(-self.probabilities)[: len(self.top_classes)]
+            out.update(top_classes=list(self.top_classes),
+                       top_probabilities=[round(float(p), 6) for p in self.top_probabilities],
+                       calibrated_top_probabilities=[
+                           round(float(self.calibrated_probabilities[i]), 6) for i in order],
+                       entropy=round(self.entropy, 6))
+        return out
+
+
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and every non-hidden file inside given folders (sorted)."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and
+                              not any(part.startswith(".") for part in p.relative_to(path).parts)))
+        else:
+            out.append(path)
+    return out
+
+
+class Predictor:
+    """A trained model with its class names, preprocessing and temperature."""
+
+    def __init__(self, model: torch.nn.Module, class_names: tuple[str, ...],
+                 preprocessing: Preprocessing, temperature: float = 1.0,
+                 device: torch.device | None = None, source: str = "",
+                 epoch: int | None = None) -> None:
+        self.device = device or torch.device("cpu")
+        self.model = model.to(self.device).eval()
+        self.class_names = tuple(class_names)
+        self.preprocessing = preprocessing
+        self.temperature = float(temperature)
+        self.source = source
+        self.epoch = epoch
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
+        """Load an olsdesk checkpoint; PredictorError says in one sentence what is wrong."""
+        from olsdesk.core.trainer import choose_device
+
+        path = Path(path)
+        try:
+            state = load_checkpoint(path)
+        except RunError as exc:
+            raise PredictorError(str(exc)) from None
+        try:
+            names = tuple(state["class_names"])
+            model = build_model(state["model_name"], len(names), int(state["in_channels"]))
+            model.load_state_dict(state["model"])
+            preprocessing = Preprocessing.from_dict(state["preprocessing"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PredictorError(f"{path.name} is an incomplete olsdesk checkpoint "
+                                 f"({type(exc).__name__}: {exc}).") from None
+        except RuntimeError:
+            raise PredictorError(
+                f"{path.name}'s weights do not fit a {state.get('model_name')} with "
+                f"{len(state.get('class_names', []))} classes; the file is damaged or was "
+                "edited.") from None
+        return cls(model, names, preprocessing, float(state.get("temperature", 1.0)),
+                   choose_device(device), str(path), int(state.get("epoch", 0)))
+
+    def predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
+                progress: Callable[[int, int], None] | None = None,
+                cancel: threading.Event | None = None,
+                keep_images: bool = False) -> list[Prediction]:
+        """A Prediction for every file (folders are expanded); stops early on ``cancel``."""
+        files = expand_paths(paths)
+        results: dict[int, Prediction] = {}
+        batch: list[tuple[int, Path, np.ndarray, torch.Tensor]] = []
+        max_side = self.preprocessing.resize_size * 2
+
+        def flush() -> None:
+            if not batch:
+                return
+            x = torch.stack([t for *_, t in batch]).to(self.device)
+            with torch.no_grad():
+                logits = self.model(x).float().cpu().numpy()
+            for (i, file, image, _), row in zip(batch, logits, strict=True):
+                results[i] = self._prediction(file, row, top_k, image if keep_images else None)
+            batch.clear()
+
+        for i, file in enumerate(files):
+            if cancel is not None and cancel.is_set():
+                break
+            try:
+                image = read_image(file, max_side)
+                tensor = self.preprocessing(image, train=False)
+            except ImageReadError as exc:
+                results[i] = Prediction(str(file), error=str(exc))
+            else:
+                batch.append((i, file, image, tensor))
+                if len(batch) >= batch_size:
+                    flush()
+            if progress is not None:
+                progress(i + 1, len(files))
+        flush()
+        return [results[i] for i in sorted(results)]
+
+    def _prediction(self, file: Path, logits: np.ndarray, top_k: int,
+                    image: np.ndarray | None) -> Prediction:
+        probs = apply_temperature(logits[None], 1.0)[0]
+        calibrated = apply_temperature(logits[None], self.temperature)[0]
+        order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
+        return Prediction(str(file), tuple(self.class_names[i] for i in order),
+                          tuple(float(probs[i]) for i in order), probs, calibrated, None, image)

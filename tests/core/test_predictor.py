@@ -1,0 +1,146 @@
+"""Predictor: good files, every kind of bad input, and wrong checkpoints."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from olsdesk.cli import main
+from olsdesk.config import RunConfig
+from olsdesk.core.predictor import Predictor, PredictorError
+from olsdesk.core.trainer import Trainer
+from tests.helpers import truncate, write_dicom, write_png
+
+SAMPLES = Path(__file__).resolve().parents[2] / "olsdesk" / "resources" / "samples"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    cfg = RunConfig(demo_per_class=8, image_size=32, batch_size=16, epochs=1, device="cpu")
+    trainer = Trainer(cfg, runs_dir=tmp_path_factory.mktemp("runs"))
+    for _ in trainer.fit():
+        pass
+    return trainer.store.checkpoint_path("best.pt")
+
+
+@pytest.fixture(scope="module")
+def predictor(checkpoint):
+    return Predictor.from_checkpoint(checkpoint, device="cpu")
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """Good PNGs and DICOMs beside every kind of broken file."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    for name in ("CT_lung_nodule.png", "MR_brain_tumor.png", "US_abdomen_cyst.png"):
+        (folder / name).write_bytes((SAMPLES / name).read_bytes())
+    write_dicom(folder / "ct16.dcm", rng.integers(0, 4000, (48, 48)).astype(np.uint16),
+                intercept=-1024, window=(40, 400))
+    write_dicom(folder / "cr_mono1.dcm", rng.integers(0, 1000, (40, 40)).astype(np.uint16),
+                photometric="MONOCHROME1")
+    Image.fromarray(rng.integers(0, 255, (3000, 2500), dtype=np.uint8)).save(folder / "big.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "empty.png").write_bytes(b"")
+    truncate(write_png(folder / "cut.png", rng.integers(0, 255, (64, 64), dtype=np.uint8)))
+    jpeg = folder / "cut.jpg"
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(jpeg, quality=90)
+    truncate(jpeg, 0.4)
+    write_dicom(folder / "no_pixels.dcm", None)
+    from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
+
+    write_dicom(folder / "j2k.dcm", np.zeros((8, 8), dtype=np.uint16),
+                transfer_syntax=JPEG2000Lossless)
+    write_dicom(folder / "jpegls.dcm", np.zeros((8, 8), dtype=np.uint16),
+                transfer_syntax=JPEGLSLossless)
+    return folder
+
+
+def test_predicts_good_files_with_class_names_and_probabilities(predictor):
+    results = predictor.predict([SAMPLES / "CT_lung_nodule.png", SAMPLES / "CT_lung_nodule.dcm"])
+    assert [r.ok for r in results] == [True, True]
+    for r in results:
+        assert len(r.top_classes) == 5 and r.top_classes[0] in predictor.class_names
+        assert r.probabilities.sum() == pytest.approx(1.0, abs=1e-6)
+        assert list(r.top_probabilities) == sorted(r.top_probabilities, reverse=True)
+        assert 0 <= r.entropy <= np.log(12) + 1e-9
+        assert r.calibrated_probabilities.sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_mixed_folder_gets_a_prediction_or_a_sentence_for_every_file(predictor, mixed_folder):
+    results = {Path(r.path).name: r for r in predictor.predict([mixed_folder])}
+    assert len(results) == 13
+    good = {"CT_lung_nodule.png", "MR_brain_tumor.png", "US_abdomen_cyst.png", "ct16.dcm",
+            "cr_mono1.dcm", "big.png"}
+    assert {n for n, r in results.items() if r.ok} == good
+    expected = {
+        "notes.txt": "not an image",
+        "empty.png": "empty",
+        "cut.png": "truncated or corrupt",
+        "cut.jpg": "truncated or corrupt",
+        "no_pixels.dcm": "without pixel data",
+        "j2k.dcm": "could not be decoded",
+        "jpegls.dcm": "pip install pylibjpeg pylibjpeg-libjpeg",
+    }
+    for name, fragment in expected.items():
+        assert fragment in results[name].error, (name, results[name].error)
+        assert results[name].error.startswith(name)  # one sentence that names the file
+
+
+def test_cancel_stops_early_and_progress_is_reported(predictor, mixed_folder):
+    import threading
+
+    cancel = threading.Event()
+    seen = []
+
+    def progress(done, total):
+        seen.append((done, total))
+        if done == 2:
+            cancel.set()
+
+    results = predictor.predict([mixed_folder], progress=progress, cancel=cancel)
+    assert len(results) == 2 and seen[-1] == (2, 13)
+
+
+def test_checkpoint_errors_are_one_sentence(tmp_path, checkpoint):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage")
+    with pytest.raises(PredictorError, match="not an olsdesk checkpoint"):
+        Predictor.from_checkpoint(junk)
+    from torchvision.models import resnet18
+
+    plain = tmp_path / "resnet18.pth"
+    torch.save(resnet18().state_dict(), plain)
+    with pytest.raises(PredictorError, match="not an olsdesk checkpoint"):
+        Predictor.from_checkpoint(plain)
+    state = torch.load(checkpoint, weights_only=True)
+    state["class_names"] = state["class_names"][:5]  # another class count than the weights
+    edited = tmp_path / "edited.pt"
+    torch.save(state, edited)
+    with pytest.raises(PredictorError, match="do not fit a smallcnn with 5 classes"):
+        Predictor.from_checkpoint(edited)
+    state["model_name"] = "resnet18"  # another architecture than the weights
+    state["class_names"] = state["class_names"] + ["x"] * 7
+    torch.save(state, edited)
+    with pytest.raises(PredictorError, match="do not fit a resnet18"):
+        Predictor.from_checkpoint(edited)
+
+
+def test_cli_predict_lines_json_and_exit_codes(checkpoint, mixed_folder, capsys):
+    good = str(mixed_folder / "ct16.dcm")
+    assert main(["predict", "--checkpoint", str(checkpoint), good, "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(good + ": ") and "calibrated" in line
+    assert main(["predict", "--checkpoint", str(checkpoint), str(mixed_folder), "--json",
+                 "--top-k", "3", "--device", "cpu"]) == 1
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 13
+    assert sum(r["error"] is None for r in rows) == 6
+    assert all(len(r["top_classes"]) == 3 for r in rows if r["error"] is None)
+    assert main(["predict", "--checkpoint", str(mixed_folder / "notes.txt"), good]) == 2
+    assert "not an olsdesk checkpoint" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(checkpoint), "/no/such/file.png"]) == 2
