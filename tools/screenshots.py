@@ -16,6 +16,8 @@ from pathlib import Path
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
+from olsdesk.gui.panels.predict import SAMPLES
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
@@ -41,7 +43,13 @@ def main() -> int:
             app.processEvents()
             time.sleep(0.02)
         print(window.message.text())
-        for name in ("curves", "soft_labels", "reliability", "embedding"):
+        window.predict.predict_paths([str(SAMPLES)])
+        while window.predict._thread is not None:
+            app.processEvents()
+            time.sleep(0.02)
+        window.predict.table.sortItems(2)  # least confident first
+        window.predict.table.selectRow(0)
+        for name in ("curves", "soft_labels", "reliability", "embedding", "predict"):
             window.tabs.setCurrentWidget(getattr(window, name))
             for _ in range(20):
                 app.processEvents()

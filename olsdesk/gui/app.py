@@ -6,7 +6,9 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
+SAMPLES = Path(__file__).resolve().parent.parent / "resources" / "samples"
 NO_DISPLAY = ("olsdesk needs a display to open its window; use 'olsdesk train' on this "
               "machine, or set QT_QPA_PLATFORM=offscreen.")
 
@@ -88,7 +90,16 @@ def self_test_main(timeout: float = 300.0) -> int:
                             f"{': ' + window.last_error if window.last_error else ''})")
         if len(window.reports) != 1:
             failures.append(f"expected 1 epoch report, got {len(window.reports)}")
-        for name in window.PANELS:
+        sample = SAMPLES / "CT_lung_nodule.dcm"
+        window.predict.predict_paths([str(sample)])
+        while window.predict._thread is not None and time.monotonic() - started < timeout:
+            app.processEvents()
+            time.sleep(0.01)
+        if not window.predict.predictions or not window.predict.predictions[0].ok:
+            failures.append(f"predicting {sample.name} failed: {window.predict.status.text()}")
+        else:
+            window.predict.table.selectRow(0)
+        for name in (*window.PANELS, "predict"):
             window.tabs.setCurrentWidget(getattr(window, name))
             app.processEvents()
             if panel_is_blank(window.render_panel(name)):
@@ -100,6 +111,6 @@ def self_test_main(timeout: float = 300.0) -> int:
         for failure in failures:
             print(f"self-test FAILED: {failure}", file=sys.stderr)
         return 1
-    print(f"self-test passed: 1 epoch trained, {len(MainWindow.PANELS)} panels rendered "
-          f"in {seconds:.1f}s")
+    print(f"self-test passed: 1 epoch trained, {sample.name} predicted, "
+          f"{len(MainWindow.PANELS) + 1} panels rendered in {seconds:.1f}s")
     return 0

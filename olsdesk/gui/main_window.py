@@ -35,6 +35,7 @@ from olsdesk.core.trainer import Trainer, warm_up
 from olsdesk.gui.panels.curves import CurvesPanel
 from olsdesk.gui.panels.embedding import EmbeddingPanel
 from olsdesk.gui.panels.experiment import ExperimentPanel
+from olsdesk.gui.panels.predict import PredictPanel
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 from olsdesk.gui.training_worker import TrainingWorker
@@ -80,11 +81,14 @@ class MainWindow(QMainWindow):
         self.soft_labels = SoftLabelsPanel()
         self.reliability = ReliabilityPanel()
         self.embedding = EmbeddingPanel()
+        self.predict = PredictPanel()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.curves, "Curves")
         self.tabs.addTab(self.soft_labels, "Soft labels")
         self.tabs.addTab(self.reliability, "Reliability")
         self.tabs.addTab(self.embedding, "Embedding")
+        self.tabs.addTab(self.predict, "Predict")
+        self.setAcceptDrops(True)  # files dropped anywhere go to the Predict panel
 
         # one epoch slider drives soft labels, reliability and embedding
         self.epoch_slider = QSlider(Qt.Orientation.Horizontal)
@@ -149,6 +153,7 @@ class MainWindow(QMainWindow):
         for text, slot, shortcut in (
             ("&Open run…", self.choose_run, QKeySequence.StandardKey.Open),
             ("&Export panels and metrics…", self.choose_export, QKeySequence("Ctrl+E")),
+            ("&Load checkpoint for prediction…", self._load_checkpoint, QKeySequence("Ctrl+L")),
             ("Runs &folder…", self.choose_runs_dir, None),
             ("&Quit", self.close, QKeySequence.StandardKey.Quit),
         ):
@@ -305,10 +310,38 @@ class MainWindow(QMainWindow):
         self.epoch_progress.setValue(0)
         self.run_progress.setValue(0)
 
+    def _use_run_checkpoint(self) -> None:
+        """Point the Predict panel at the run's best checkpoint (latest when none is best)."""
+        if self.run_path is None:
+            return
+        store = RunStore(self.run_path)
+        for which, label in (("best.pt", "best"), ("latest.pt", "latest")):
+            path = store.checkpoint_path(which)
+            if path.exists():
+                best = max(self.reports, key=lambda r: r.val_top1) if self.reports else None
+                detail = (f", epoch {best.epoch}, validation top-1 {best.val_top1:.1%}"
+                          if best is not None and which == "best.pt" else "")
+                self.predict.set_checkpoint(path, f"{self.run_path.name}, {label} checkpoint"
+                                                  f"{detail}")
+                return
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            return
+        event.acceptProposedAction()
+        self.tabs.setCurrentWidget(self.predict)
+        self.predict.predict_paths(paths)
+
     def add_report(self, report: EpochReport) -> None:
         following = not self.reports or self.epoch_slider.value() == len(self.reports)
         self.reports.append(report)
         self.curves.add_report(report)
+        self._use_run_checkpoint()
         self.embedding.set_latest_epoch(report.epoch)
         self.epoch_slider.setEnabled(True)
         self.play_button.setEnabled(len(self.reports) > 1)
@@ -441,6 +474,10 @@ class MainWindow(QMainWindow):
             widget.resize(self.tabs.currentWidget().size())
         return widget.grab()
 
+    def _load_checkpoint(self) -> None:
+        self.tabs.setCurrentWidget(self.predict)
+        self.predict.choose_checkpoint()
+
     def choose_runs_dir(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Folder for runs", str(self.runs_dir))
         if path:
@@ -456,6 +493,7 @@ class MainWindow(QMainWindow):
             self.message.setText("Stopping the training; the last checkpoint is kept…")
         self.wait_for_worker()
         self.embedding.shutdown()
+        self.predict.shutdown()
         self.experiment.shutdown()
         self.experiment.save()
         super().closeEvent(event)

@@ -1,0 +1,378 @@
+"""Predict: drop images, DICOMs or folders; see each prediction with its confidence.
+
+Files are predicted in a worker thread, with progress and Cancel. Each gets a row
+(sortable, so the least confident come first) with the raw and the temperature-scaled
+confidence side by side, the entropy and a low-confidence mark; the selected row shows
+its preview and top-5 bars. Failures are rows too, with their one-sentence reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from olsdesk.core.predictor import Prediction, Predictor, PredictorError
+from olsdesk.gui.panels.experiment import _thumbnail
+
+COLUMNS = ("file", "top-1", "confidence", "calibrated", "entropy", "note")
+SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
+
+
+class _PredictJob(QObject):
+    """Loads the checkpoint if needed and predicts files, off the GUI thread."""
+
+    progressed = Signal(int, int)
+    finished = Signal(object, object, object)  # predictor or None, [Prediction], error or None
+
+    def __init__(self, predictor: Predictor | None, checkpoint: str | None, paths: list[str],
+                 cancel: threading.Event) -> None:
+        super().__init__()
+        self.predictor, self.checkpoint, self.paths, self.cancel = (
+            predictor, checkpoint, paths, cancel)
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            predictor = self.predictor
+            if predictor is None or predictor.source != self.checkpoint:
+                predictor = Predictor.from_checkpoint(self.checkpoint)
+            results = predictor.predict(self.paths, progress=self.progressed.emit,
+                                        cancel=self.cancel, keep_images=True)
+            self.finished.emit(predictor, results, None)
+        except PredictorError as exc:
+            self.finished.emit(None, [], str(exc))
+        except (OSError, RuntimeError, MemoryError) as exc:
+            self.finished.emit(None, [], f"prediction failed: {exc}")
+
+
+class _NumberItem(QTableWidgetItem):
+    """A cell that sorts by number (NaN, a failed file, sorts last)."""
+
+    def __init__(self, value: float, text: str) -> None:
+        super().__init__(text)
+        self.value = value
+
+    def __lt__(self, other) -> bool:
+        a = self.value if not math.isnan(self.value) else math.inf
+        b = getattr(other, "value", math.inf)
+        return a < (b if not math.isnan(b) else math.inf)
+
+
+class PredictPanel(QWidget):
+    predictions_finished = Signal(int)  # how many files were handled
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAcceptDrops(True)
+        self.checkpoint: str | None = None
+        self.checkpoint_note = ""
+        self.predictor: Predictor | None = None
+        self.predictions: list[Prediction] = []
+        self.queue: list[str] = []
+        self._thread: QThread | None = None
+        self._job: _PredictJob | None = None
+        self._cancel = threading.Event()
+
+        self.model_label = QLabel("No model yet: train, or load a checkpoint.")
+        self.model_label.setWordWrap(True)
+        load = QPushButton("Load checkpoint…")
+        load.clicked.connect(self.choose_checkpoint)
+        add = QPushButton("Add images…")
+        add.clicked.connect(self.choose_files)
+        samples = QPushButton("Try the samples")
+        samples.setToolTip(str(SAMPLES))
+        samples.clicked.connect(lambda: self.predict_paths([str(SAMPLES)]))
+        self.threshold = QDoubleSpinBox()
+        self.threshold.setRange(0.0, 1.0)
+        self.threshold.setSingleStep(0.05)
+        self.threshold.setValue(0.5)
+        self.threshold.setToolTip("Predictions whose confidence is below this are marked")
+        self.threshold.valueChanged.connect(self._refresh_notes)
+        export = QPushButton("Export CSV…")
+        export.clicked.connect(self.choose_export)
+        clear = QPushButton("Clear")
+        clear.clicked.connect(self.clear)
+        top = QHBoxLayout()
+        top.addWidget(self.model_label, 1)
+        for w in (load, add, samples, QLabel("low confidence below"), self.threshold, export,
+                  clear):
+            top.addWidget(w)
+
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.table.setSortingEnabled(True)
+        self.table.itemSelectionChanged.connect(self._show_selected)
+        self.drop_hint = QLabel("Drop images, DICOMs or folders anywhere on the window")
+        self.drop_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.drop_hint.setStyleSheet("color: #666; border: 2px dashed #aaa; padding: 14px;")
+
+        self.preview = QLabel()
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumSize(220, 220)
+        self.detail = QLabel(" ")
+        self.detail.setWordWrap(True)
+        self.bars_view = pg.PlotWidget()
+        self.bars_view.setMouseEnabled(False, False)
+        self.bars_view.setXRange(0, 1, padding=0.02)
+        self.bars_view.getPlotItem().vb.disableAutoRange(pg.ViewBox.XAxis)
+        self.bars_view.setLabel("bottom", "probability")
+        self.bars_view.getAxis("bottom").enableAutoSIPrefix(False)
+        self.bars = pg.BarGraphItem(x0=0, y=[], height=0.6, width=[], brush="#0067A5")
+        self.calibrated_bars = pg.ScatterPlotItem(symbol="|", size=18, pen=pg.mkPen("#BE0032",
+                                                                                     width=3))
+        self.bars_view.addItem(self.bars)
+        self.bars_view.addItem(self.calibrated_bars)
+        self.bars_view.invertY(True)
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.addWidget(self.preview)
+        side_layout.addWidget(self.detail)
+        side_layout.addWidget(self.bars_view, 1)
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(self.drop_hint)
+        left_layout.addWidget(self.table, 1)
+        splitter = QSplitter()
+        splitter.addWidget(left)
+        splitter.addWidget(side)
+        splitter.setSizes([650, 350])
+
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m files")
+        self.progress.hide()
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancel)
+        self.status = QLabel(" ")
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.status, 1)
+        bottom.addWidget(self.progress)
+        bottom.addWidget(self.cancel_button)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(splitter, 1)
+        layout.addLayout(bottom)
+
+    # --- which model -------------------------------------------------------------------
+    def set_checkpoint(self, path: str | Path, note: str = "") -> None:
+        """Use this checkpoint for the next predictions (the current run's best, or a file)."""
+        path = str(path)
+        if path != self.checkpoint or note != self.checkpoint_note:
+            self.checkpoint, self.checkpoint_note = path, note
+            self.predictor = None  # reload: the file on disk may have changed
+            self.model_label.setText(f"Model: {note or Path(path).name}")
+
+    def choose_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "",
+                                              "olsdesk checkpoints (*.pt);;All files (*)")
+        if path:
+            self.set_checkpoint(path, f"{Path(path).parent.parent.name}/{Path(path).name}")
+
+    # --- input ---------------------------------------------------------------------------
+    def choose_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Images to predict", "",
+            "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.dcm);;All files (*)")
+        if paths:
+            self.predict_paths(paths)
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.predict_paths(paths)
+
+    def predict_paths(self, paths: list[str]) -> None:
+        """Predict files and folders in the worker; queued while another batch runs."""
+        if self.checkpoint is None:
+            self.status.setText("No model to predict with yet: train a run or load a checkpoint.")
+            return
+        self.queue.extend(paths)
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        paths, self.queue = self.queue, []
+        self._cancel.clear()
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.status.setText("Predicting…")
+        self._thread = QThread()
+        self._job = _PredictJob(self.predictor, self.checkpoint, paths, self._cancel)
+        self._job.moveToThread(self._thread)
+        self._thread.started.connect(self._job.run)
+        self._job.progressed.connect(self._progressed)
+        self._job.finished.connect(self._done)
+        self._job.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
+        self._thread.start()
+
+    @Slot()
+    def cancel(self) -> None:
+        self.queue.clear()
+        self._cancel.set()
+
+    @Slot(int, int)
+    def _progressed(self, done: int, total: int) -> None:
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+
+    @Slot(object, object, object)
+    def _done(self, predictor, results: list[Prediction], error) -> None:
+        self._thread.wait()
+        self._thread = self._job = None
+        self.progress.hide()
+        self.cancel_button.hide()
+        if error:
+            self.status.setText(error)
+            self.queue.clear()
+        else:
+            self.predictor = predictor
+            self._add(results)
+            failed = sum(not r.ok for r in results)
+            cancelled = " (cancelled)" if self._cancel.is_set() else ""
+            self.status.setText(f"{len(results) - failed} predicted, {failed} could not be read"
+                                f"{cancelled}; temperature T = {predictor.temperature:.2f}.")
+        self.predictions_finished.emit(len(results))
+        if self.queue:
+            self._start()
+
+    # --- the list ------------------------------------------------------------------------
+    def _add(self, results: list[Prediction]) -> None:
+        self.drop_hint.hide()
+        self.table.setSortingEnabled(False)
+        for result in results:
+            self.predictions.append(result)
+            row = self.table.rowCount()
+            self.table.insertRow(row)
+            name = QTableWidgetItem(Path(result.path).name)
+            name.setToolTip(result.path)
+            name.setData(Qt.ItemDataRole.UserRole, len(self.predictions) - 1)
+            self.table.setItem(row, 0, name)
+            if result.ok:
+                self.table.setItem(row, 1, QTableWidgetItem(result.top_classes[0]))
+                for col, value in ((2, result.confidence), (3, result.calibrated_confidence)):
+                    self.table.setItem(row, col, _NumberItem(value, f"{value:.1%}"))
+                self.table.setItem(row, 4, _NumberItem(result.entropy, f"{result.entropy:.2f}"))
+            else:
+                for col in (1, 2, 3, 4):
+                    self.table.setItem(row, col, _NumberItem(math.nan, "—"))
+            self.table.setItem(row, 5, QTableWidgetItem(""))
+        self.table.setSortingEnabled(True)
+        self._refresh_notes()
+
+    def _refresh_notes(self) -> None:
+        threshold = self.threshold.value()
+        for row in range(self.table.rowCount()):
+            result = self.predictions[self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)]
+            note = self.table.item(row, 5)
+            if not result.ok:
+                note.setText(result.error)
+                note.setForeground(QColor("#b00020"))
+            elif result.confidence < threshold:
+                note.setText("⚠ low confidence")
+                note.setForeground(QColor("#b36b00"))
+            else:
+                note.setText("")
+            note.setToolTip(note.text())
+
+    def low_confidence(self) -> list[Prediction]:
+        return [p for p in self.predictions if p.ok and p.confidence < self.threshold.value()]
+
+    def _show_selected(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if not rows:
+            return
+        result = self.predictions[self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)]
+        if result.image is not None:
+            self.preview.setPixmap(_thumbnail(result.image, 220))
+        else:
+            self.preview.clear()
+        if not result.ok:
+            self.detail.setText(f"<b>{Path(result.path).name}</b><br>{result.error}")
+            self.bars.setOpts(y=[], width=[])
+            self.calibrated_bars.clear()
+            return
+        self.detail.setText(
+            f"<b>{Path(result.path).name}</b>: {result.top_classes[0]}<br>confidence "
+            f"{result.confidence:.1%}, calibrated {result.calibrated_confidence:.1%} "
+            f"(T = {self.predictor.temperature:.2f}), entropy {result.entropy:.2f} nats"
+            + ("<br><span style='color:#b36b00'>⚠ low confidence</span>"
+               if result.confidence < self.threshold.value() else ""))
+        k = len(result.top_classes)
+        names = list(self.predictor.class_names)
+        calibrated = [result.calibrated_probabilities[names.index(c)] for c in result.top_classes]
+        self.bars.setOpts(x0=0, y=np.arange(k), height=0.6, width=list(result.top_probabilities))
+        self.calibrated_bars.setData(x=calibrated, y=np.arange(k))
+        self.bars_view.getAxis("left").setTicks([[(i, c) for i, c in
+                                                  enumerate(result.top_classes)]])
+        self.bars_view.setYRange(-0.5, k - 0.5)
+        self.bars_view.setTitle("top-5: bar raw, red mark calibrated", size="9pt")
+
+    def clear(self) -> None:
+        self.predictions.clear()
+        self.table.setRowCount(0)
+        self.drop_hint.show()
+
+    def choose_export(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export predictions", "predictions.csv",
+                                              "CSV (*.csv)")
+        if path:
+            self.export_csv(path)
+
+    def export_csv(self, path: str | Path) -> None:
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "top1", "confidence", "calibrated_confidence", "entropy",
+                             "low_confidence", "top5", "error"])
+            for p in self.predictions:
+                if p.ok:
+                    writer.writerow([p.path, p.top_classes[0], f"{p.confidence:.6f}",
+                                     f"{p.calibrated_confidence:.6f}", f"{p.entropy:.6f}",
+                                     p.confidence < self.threshold.value(),
+                                     "|".join(f"{c}:{v:.4f}" for c, v in
+                                              zip(p.top_classes, p.top_probabilities,
+                                                  strict=True)), ""])
+                else:
+                    writer.writerow([p.path, "", "", "", "", "", "", p.error])
+        self.status.setText(f"Exported {len(self.predictions)} rows to {path}.")
+
+    def shutdown(self) -> None:
+        self.cancel()
+        if self._thread is not None:
+            self._thread.quit()
+            self._thread.wait()

@@ -1,0 +1,99 @@
+"""Drops into the window (real QDragEnterEvent/QDropEvent), the prediction list, bad input."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from tests.gui.conftest import train
+from tests.helpers import truncate, write_dicom, write_png
+
+SAMPLES = Path(__file__).resolve().parents[2] / "olsdesk" / "resources" / "samples"
+
+
+def drop(widget, paths):
+    """Drag files from a 'file manager' and drop them on ``widget``."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(QPoint(20, 20), Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(QPointF(20, 20), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+    return event
+
+
+def test_drop_on_the_window_predicts_good_files_and_explains_bad_ones(qtbot, window, tmp_path):
+    assert train(qtbot, window) == "finished"
+    panel = window.predict
+    assert "best checkpoint" in panel.model_label.text()
+    rng = np.random.default_rng(0)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "readme.txt").write_text("hello")
+    truncate(write_png(bad / "broken.png", rng.integers(0, 255, (64, 64), dtype=np.uint8)))
+    write_dicom(bad / "mono1.dcm", rng.integers(0, 3000, (40, 40)).astype(np.uint16),
+                photometric="MONOCHROME1")
+    write_dicom(bad / "nopix.dcm", None)
+    window.tabs.setCurrentWidget(window.curves)
+    with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
+        drop(window, [SAMPLES / "CT_lung_nodule.png", SAMPLES / "CT_lung_nodule.dcm", bad])
+    assert window.tabs.currentWidget() is panel
+    assert panel.table.rowCount() == 6
+    by_name = {Path(p.path).name: p for p in panel.predictions}
+    assert {n for n, p in by_name.items() if p.ok} == {"CT_lung_nodule.png",
+                                                        "CT_lung_nodule.dcm", "mono1.dcm"}
+    notes = {panel.table.item(r, 0).text(): panel.table.item(r, 5).text()
+             for r in range(panel.table.rowCount())}
+    assert "not an image" in notes["readme.txt"]
+    assert "truncated or corrupt" in notes["broken.png"]
+    assert "without pixel data" in notes["nopix.dcm"]
+
+    # sorting by confidence puts the least confident first and failures last
+    panel.table.sortItems(2, Qt.SortOrder.AscendingOrder)
+    values = [panel.table.item(r, 2).value for r in range(panel.table.rowCount())]
+    finite = [v for v in values if v == v]
+    assert finite == sorted(finite) and all(v != v for v in values[len(finite):])
+
+    # selecting a row shows its preview and top-5 bars
+    panel.table.selectRow(0)
+    assert panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull()
+    assert len(panel.bars.opts["width"]) == 5
+
+    # the low-confidence mark follows the threshold
+    panel.threshold.setValue(1.0)
+    assert len(panel.low_confidence()) == 3
+    assert "low confidence" in panel.table.item(0, 5).text()
+
+    out = tmp_path / "predictions.csv"
+    panel.export_csv(out)
+    rows = list(csv.DictReader(open(out)))
+    assert len(rows) == 6 and sum(1 for r in rows if r["error"]) == 3
+
+
+def test_a_folder_dropped_on_the_panel_itself(qtbot, window, tmp_path):
+    assert train(qtbot, window) == "finished"
+    panel = window.predict
+    with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
+        drop(panel, [SAMPLES])
+    assert panel.table.rowCount() == len(list(SAMPLES.iterdir()))
+    assert all(p.ok for p in panel.predictions)
+
+
+def test_without_a_model_or_with_a_bad_checkpoint_a_sentence_and_nothing_lost(qtbot, window,
+                                                                              tmp_path):
+    panel = window.predict
+    drop(window, [SAMPLES / "CT_lung_nodule.png"])
+    assert "No model" in panel.status.text()
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    panel.set_checkpoint(junk)
+    with qtbot.waitSignal(panel.predictions_finished, timeout=30_000):
+        panel.predict_paths([str(SAMPLES / "CT_lung_nodule.png")])
+    assert "not an olsdesk checkpoint" in panel.status.text()
+    assert window.experiment.train_button.isEnabled()
