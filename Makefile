@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean bundle bundle-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,19 @@ bench: $(STAMP)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
+
+# --- the PyInstaller bundle ----------------------------------------------------------
+BUNDLE_DIR ?= dist
+BUNDLE_WORK ?= build
+BUNDLE_STAMP := $(VENV)/.installed-bundle
+
+$(BUNDLE_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bundle]'
+	touch $(BUNDLE_STAMP)
+
+bundle: $(BUNDLE_STAMP)
+	$(BIN)/pyinstaller olsdesk.spec --noconfirm --clean --log-level WARN \
+		--distpath $(BUNDLE_DIR) --workpath $(BUNDLE_WORK)
+
+bundle-check:
+	$(PYTHON) tools/bundle_check.py $(BUNDLE_DIR)/olsdesk
