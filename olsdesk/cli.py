@@ -115,6 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--device", choices=DEVICES, default="auto")
 
+    compare = sub.add_parser("compare", help="train several losses x seeds and report")
+    compare.add_argument("--data", default="demo")
+    compare.add_argument("--split-csv", metavar="DIR")
+    compare.add_argument("--model", choices=MODEL_NAMES, default="smallcnn")
+    compare.add_argument("--losses", default="ce,ls,tfkd,ols",
+                         help="comma-separated, from " + ",".join(LOSS_NAMES))
+    compare.add_argument("--seeds", type=_positive_int, default=3)
+    compare.add_argument("--epochs", type=_positive_int, default=10)
+    compare.add_argument("--batch-size", type=_positive_int, default=64)
+    compare.add_argument("--lr", type=_positive_float, default=0.003)
+    compare.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
+    compare.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    compare.add_argument("--image-size", type=_positive_int)
+    compare.add_argument("--device", choices=DEVICES, default="auto")
+    compare.add_argument("--demo-per-class", type=_positive_int, default=200)
+    compare.add_argument("--out", required=True, metavar="DIR",
+                         help="where runs, report.md, results.csv and figures go")
+
     demo = sub.add_parser("demo-data", help="write the built-in demo set as PNG class folders")
     demo.add_argument("--out", required=True, metavar="DIR")
     demo.add_argument("--per-class", type=_positive_int, default=200)
@@ -244,6 +262,70 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Train every loss x seed (resuming what is done), then write the report and figures."""
+    from olsdesk.config import ConfigError, RunConfig
+    from olsdesk.core import compare
+    from olsdesk.core.data.sources import DataError
+    from olsdesk.core.report import EpochReport
+    from olsdesk.core.runs import RunError
+
+    losses = [x.strip() for x in args.losses.split(",") if x.strip()]
+    unknown = [x for x in losses if x not in LOSS_NAMES]
+    if unknown or not losses:
+        raise UsageError(f"unknown loss '{unknown[0] if unknown else ''}' in --losses; choose "
+                         f"from {', '.join(LOSS_NAMES)}.")
+    try:
+        base = RunConfig(data=args.data, split_csv=args.split_csv, model=args.model,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         optimizer=args.optimizer, schedule=args.schedule,
+                         image_size=args.image_size, device=args.device,
+                         demo_per_class=args.demo_per_class).validated()
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    out = Path(args.out).expanduser()
+    printer = ProgressPrinter()
+
+    def on_item(name, index, total, item):
+        if isinstance(item, EpochReport):
+            print(f"[{index + 1}/{total}] {name} ", end="", flush=True)
+            printer.epoch(item)
+        elif isinstance(item, str):
+            print(f"[{index + 1}/{total}] {name}: {item}", flush=True)
+        else:
+            printer.batch(item)
+
+    try:
+        stores = compare.run_comparison(base, losses, args.seeds, out, on_item)
+    except (DataError, RunError, ConfigError) as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print(f"\nstopped; run the same command again to continue in {out}", file=sys.stderr)
+        return 130
+    paths = write_comparison(stores, base, args.seeds, out)
+    print(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    return 0
+
+
+def write_comparison(stores, base, seeds: int, out: Path) -> list[Path]:
+    """report.md, results.csv and the figures for finished comparison runs."""
+    from olsdesk.core import compare
+    from olsdesk.gui.figures import write_comparison_figures
+
+    histories: dict[str, list] = {}
+    for store in stores:
+        histories.setdefault(store.config().loss, []).append(store.load_reports())
+    finals = {loss: [r[-1] for r in runs] for loss, runs in histories.items()}
+    rows = compare.summarise(finals)
+    compare.write_results_csv(rows, out / "results.csv")
+    figures = write_comparison_figures(histories, out)
+    info = stores[0].info()["dataset"]
+    line = (f"{info['source']} ({info['train_images']} training and {info['val_images']} "
+            f"validation images, {len(stores[0].class_names)} classes)")
+    compare.write_report(rows, base, seeds, figures, out / "report.md", line)
+    return [out / "report.md", out / "results.csv", *(out / f for f in figures)]
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -268,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "train":
             return cmd_train(args)
+        if args.command == "compare":
+            return cmd_compare(args)
         if args.command == "predict":
             return cmd_predict(args)
         if args.command == "demo-data":

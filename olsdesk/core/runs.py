@@ -64,11 +64,12 @@ class RunStore:
 
     # --- creating and opening -------------------------------------------------
     @classmethod
-    def create(cls, runs_dir: str | Path | None, config: RunConfig, info: dict) -> RunStore:
+    def create(cls, runs_dir: str | Path | None, config: RunConfig, info: dict,
+               name: str | None = None) -> RunStore:
         """A new, uniquely named run directory holding ``config`` and ``info``."""
         runs_dir = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        base = f"{stamp}-{config.model}-{config.loss}-s{config.seed}"
+        base = name or f"{stamp}-{config.model}-{config.loss}-s{config.seed}"
         for n in range(1000):
             path = runs_dir / (base if n == 0 else f"{base}-{n}")
             try:

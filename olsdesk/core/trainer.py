@@ -133,11 +133,13 @@ class Trainer:
     from any thread."""
 
     def __init__(self, config: RunConfig, runs_dir: str | Path | None = None,
-                 store: RunStore | None = None, dataset: Dataset | None = None) -> None:
+                 store: RunStore | None = None, dataset: Dataset | None = None,
+                 run_name: str | None = None) -> None:
         self.config = config.validated()
         self.runs_dir = runs_dir
         self.store = store
         self.dataset = dataset
+        self.run_name = run_name
         self.stop_event = threading.Event()
         self.pause_event = threading.Event()
         self.prepared = False
@@ -149,7 +151,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, run: str | Path, runs_dir: str | Path | None = None,
-               epochs: int | None = None) -> Trainer:
+               epochs: int | None = None, dataset: Dataset | None = None) -> Trainer:
         """A trainer that continues the run at ``run`` (a path or a name in runs_dir)."""
         store = RunStore.find(str(run), runs_dir)
         config = store.config()
@@ -158,7 +160,7 @@ class Trainer:
             store.write_config(config)
         if not store.checkpoint_path(LATEST).exists():
             raise RunError(f"{store.path.name} has no checkpoint yet; start it again instead.")
-        return cls(config, store=store)
+        return cls(config, store=store, dataset=dataset)
 
     # --- control from other threads -------------------------------------------
     def request_stop(self) -> None:
@@ -220,7 +222,7 @@ class Trainer:
         self.embed_mask = np.zeros(n_val, dtype=bool)
         self.embed_mask[np.sort(rng.choice(n_val, keep, replace=False))] = True
         if self.store is None:
-            self.store = RunStore.create(self.runs_dir, cfg, self._run_info())
+            self.store = RunStore.create(self.runs_dir, cfg, self._run_info(), self.run_name)
         else:
             self._restore()
         self.prepared = True

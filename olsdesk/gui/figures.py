@@ -1,0 +1,98 @@
+"""A comparison's figures as PNG, drawn by the app's own panels (offscreen is fine)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from olsdesk.config import LOSS_LABELS
+from olsdesk.core.report import EpochReport
+
+SIZE = (1200, 800)
+
+
+def _app():
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # figures need no screen
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+def _save(widget, path: Path, size=SIZE) -> str:
+    widget.resize(*size)
+    widget.show()
+    _app().processEvents()
+    widget.grab().save(str(path))
+    widget.close()
+    return path.name
+
+
+def write_comparison_figures(histories: dict[str, list[list[EpochReport]]],
+                             out: str | Path) -> list[str]:
+    """Loss -> [each seed's reports]. Writes curves, reliability, OLS matrix, embeddings."""
+    import pyqtgraph as pg
+    from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
+
+    from olsdesk.gui.panels.common import class_color, style_plot
+    from olsdesk.gui.panels.embedding import EmbeddingPanel
+    from olsdesk.gui.panels.reliability import ReliabilityPanel
+    from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+
+    _app()
+    out = Path(out)
+    written = []
+
+    graphics = pg.GraphicsLayoutWidget()
+    for col, (attr, title) in enumerate((("val_top1", "Validation Top-1"),
+                                         ("ece", "Validation ECE"))):
+        plot = graphics.addPlot(row=0, col=col)
+        style_plot(plot, f"{title} (mean over seeds)", title.split()[-1])
+        plot.addLegend(offset=(-10, -10) if attr == "val_top1" else (-10, 10))
+        for i, (loss, runs) in enumerate(histories.items()):
+            length = min(len(r) for r in runs)
+            values = np.array([[getattr(rep, attr) for rep in r[:length]] for r in runs])
+            epochs = np.arange(1, length + 1)
+            colour = class_color(i)
+            plot.plot(epochs, values.mean(axis=0), pen=pg.mkPen(colour, width=2.5),
+                      symbol="o", symbolSize=5, symbolBrush=colour, name=LOSS_LABELS[loss])
+            if len(runs) > 1:
+                lo, hi = values.min(axis=0), values.max(axis=0)
+                band = pg.FillBetweenItem(pg.PlotDataItem(epochs, lo), pg.PlotDataItem(epochs, hi),
+                                          brush=pg.mkBrush(colour.red(), colour.green(),
+                                                           colour.blue(), 40))
+                plot.addItem(band)
+    written.append(_save(graphics, out / "curves.png", (1400, 560)))
+
+    def grid(panels: list[tuple[str, QWidget]]) -> QWidget:
+        holder = QWidget()
+        layout = QGridLayout(holder)
+        columns = 2 if len(panels) > 2 else len(panels)
+        for i, (title, panel) in enumerate(panels):
+            label = QLabel(f"<b>{title}</b>")
+            layout.addWidget(label, (i // columns) * 2, i % columns)
+            layout.addWidget(panel, (i // columns) * 2 + 1, i % columns)
+        return holder
+
+    rows = (len(histories) + 1) // 2
+    panels = []
+    for loss, runs in histories.items():
+        panel = ReliabilityPanel()
+        panel.show_report(runs[0][-1])
+        panels.append((f"{LOSS_LABELS[loss]} (seed 0, final epoch)", panel))
+    written.append(_save(grid(panels), out / "reliability.png", (1400, 620 * rows)))
+
+    if "ols" in histories:
+        panel = SoftLabelsPanel()
+        panel.show_report(histories["ols"][0][-1])
+        written.append(_save(panel, out / "ols_soft_labels.png", (1000, 800)))
+
+    panels = []
+    for loss, runs in histories.items():
+        panel = EmbeddingPanel()
+        panel.show_report(runs[0][-1])
+        panels.append((f"{LOSS_LABELS[loss]} (seed 0, final epoch)", panel))
+    written.append(_save(grid(panels), out / "embeddings.png", (1400, 560 * rows)))
+    return written
