@@ -32,6 +32,7 @@ from olsdesk.config import ConfigError
 from olsdesk.core.report import BatchProgress, EpochReport
 from olsdesk.core.runs import RunError, RunStore, default_runs_dir
 from olsdesk.core.trainer import Trainer, warm_up
+from olsdesk.gui.panels.compare import ComparePanel
 from olsdesk.gui.panels.curves import CurvesPanel
 from olsdesk.gui.panels.embedding import EmbeddingPanel
 from olsdesk.gui.panels.experiment import ExperimentPanel
@@ -82,12 +83,19 @@ class MainWindow(QMainWindow):
         self.reliability = ReliabilityPanel()
         self.embedding = EmbeddingPanel()
         self.predict = PredictPanel()
+        self.compare = ComparePanel(self.runs_dir)
+        self.compare.comparison_requested.connect(self.start_comparison)
+        self.queue: list[tuple] = []  # (config, runs folder, run name) still to train
+        self.queue_total = 0
+        self.queue_paths: list[Path] = []
         self.tabs = QTabWidget()
         self.tabs.addTab(self.curves, "Curves")
         self.tabs.addTab(self.soft_labels, "Soft labels")
         self.tabs.addTab(self.reliability, "Reliability")
         self.tabs.addTab(self.embedding, "Embedding")
         self.tabs.addTab(self.predict, "Predict")
+        self.tabs.addTab(self.compare, "Compare")
+        self.tabs.currentChanged.connect(self._tab_changed)
         self.setAcceptDrops(True)  # files dropped anywhere go to the Predict panel
 
         # one epoch slider drives soft labels, reliability and embedding
@@ -184,12 +192,41 @@ class MainWindow(QMainWindow):
             self.experiment.show_error(str(exc))
             return
         self.experiment.save()
+        self.queue, self.queue_total = [], 0
+        self._start(config, self.runs_dir, None)
+
+    @Slot(list, int)
+    def start_comparison(self, losses: list[str], seeds: int) -> None:
+        """Queue every loss x seed with the experiment panel's settings, one after another."""
+        from olsdesk.core import compare
+
+        if self.training:
+            self.message.setText("Stop the training before starting a comparison.")
+            return
+        try:
+            runs = compare.plan(self.experiment.config(), losses, seeds)
+        except ConfigError as exc:
+            self.experiment.show_error(str(exc))
+            return
+        folder = self.runs_dir / time.strftime("comparison-%Y%m%d-%H%M%S")
+        self.queue = [(config, folder, name) for name, config in runs]
+        self.queue_total = len(self.queue)
+        self.queue_paths = [folder / name for name, _ in runs]
+        self._start_next_in_queue()
+
+    def _start_next_in_queue(self) -> None:
+        config, folder, name = self.queue.pop(0)
+        done = self.queue_total - len(self.queue)
+        self._start(config, folder, name)
+        self.message.setText(f"Comparison run {done}/{self.queue_total}: {name}")
+
+    def _start(self, config, runs_dir, run_name) -> None:
         self.experiment.show_error("")
         self.last_error = ""
         self._stop_replay()
         dataset = self.experiment.dataset if self.experiment.dataset_key else None
         try:
-            trainer = Trainer(config, runs_dir=self.runs_dir, dataset=dataset)
+            trainer = Trainer(config, runs_dir=runs_dir, dataset=dataset, run_name=run_name)
         except ConfigError as exc:
             self.experiment.show_error(str(exc))
             return
@@ -209,6 +246,10 @@ class MainWindow(QMainWindow):
         self.experiment.set_state("training")
         self.message.setText("Reading the data and building the model…")
         self.thread.start()
+
+    def _tab_changed(self) -> None:
+        if self.tabs.currentWidget() is self.compare:
+            self.compare.refresh()
 
     @Slot()
     def toggle_pause(self) -> None:
@@ -240,6 +281,8 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _run_started(self, info: dict) -> None:
+        queued = (f"comparison run {self.queue_total - len(self.queue)}/{self.queue_total}: "
+                  if self.queue_total else "")
         self.run_path = Path(info["path"])
         self.device_label.setText(info["device"])
         self.embedding.set_sample_names(info["validation_names"])
@@ -248,7 +291,8 @@ class MainWindow(QMainWindow):
         store = RunStore(self.run_path)
         self.embedding.set_feature_source(store.embedding_features)
         self.run_epochs = (info["start_epoch"], info["epochs"])
-        self.message.setText(f"Training {info['train_images']:,} images → {self.run_path}")
+        self.message.setText(f"{queued}training {info['train_images']:,} images → "
+                             f"{self.run_path}")
         self.setWindowTitle(f"olsdesk — {self.run_path.name}")
 
     @Slot(object)
@@ -265,7 +309,9 @@ class MainWindow(QMainWindow):
         if not self.worker or not self.worker.trainer.paused:
             phase = "training" if p.phase == "train" else "validating"
             loss = "" if p.loss != p.loss else f", loss {p.loss:.4f}"
-            self.message.setText(f"Epoch {p.epoch}/{p.epochs}: {phase} batch {p.batch}/"
+            queued = (f"[{self.queue_total - len(self.queue)}/{self.queue_total}] "
+                      if self.queue_total else "")
+            self.message.setText(f"{queued}Epoch {p.epoch}/{p.epochs}: {phase} batch {p.batch}/"
                                  f"{p.batches}{loss}")
 
     @Slot(object)
@@ -296,6 +342,20 @@ class MainWindow(QMainWindow):
         if status == "finished":
             self.run_progress.setValue(1000)
         self.eta_label.setText("")
+        if self.queue and status == "finished":
+            self._start_next_in_queue()
+            return
+        if self.queue_total:
+            if status == "finished":
+                self.message.setText(f"Comparison of {self.queue_total} runs finished.")
+                self.tabs.setCurrentWidget(self.compare)
+                self.compare.refresh()
+                self.compare.select_runs(self.queue_paths)
+            else:
+                self.message.setText(f"Comparison {status} after "
+                                     f"{self.queue_total - len(self.queue) - 1} runs; "
+                                     "the finished runs are kept.")
+            self.queue, self.queue_total = [], 0
 
     # --- reports and the slider ---------------------------------------------------------
     def _clear_panels(self) -> None:
@@ -483,6 +543,7 @@ class MainWindow(QMainWindow):
         if path:
             self.runs_dir = Path(path)
             self.settings.setValue("runs_dir", path)
+            self.compare.set_runs_dir(self.runs_dir)
             self.message.setText(f"New runs go to {path}.")
 
     # --- closing ----------------------------------------------------------------------

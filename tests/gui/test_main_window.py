@@ -191,3 +191,10 @@ def test_self_test_passes():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "self-test passed" in result.stdout
+
+
+def test_a_second_training_in_the_same_window_starts_from_clean_panels(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    first = window.run_path
+    assert train(qtbot, window) == "finished"
+    assert window.run_path != first and [r.epoch for r in window.reports] == [1, 2]

@@ -75,8 +75,9 @@ class ReliabilityPanel(QWidget):
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
         if report is None:
-            for bars in (self.accuracy_bars, self.gap_bars, self.histogram_bars):
+            for bars in (self.accuracy_bars, self.histogram_bars):
                 bars.setOpts(x0=[], height=[], width=0.0)
+            self.gap_bars.setOpts(x0=[], y0=[], height=[], width=0.0)
             self.metrics_text.setText("")
             return
         n = len(report.reliability_counts)

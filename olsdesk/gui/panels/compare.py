@@ -1,0 +1,295 @@
+"""Compare: the runs in the runs folder side by side.
+
+Select two or more runs to overlay their validation curves, see their reliability
+diagrams next to each other, and read their final-epoch metrics with the best value
+highlighted, per run and per loss (mean ± sd over seeds: the numbers `olsdesk compare`
+writes in results.csv, computed by the same code). "New comparison…" queues every
+loss x seed run in the window's training worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from olsdesk.config import LOSS_LABELS, LOSS_NAMES
+from olsdesk.core import compare
+from olsdesk.core.runs import RunError, RunStore
+from olsdesk.gui.panels.common import class_color, style_plot
+from olsdesk.gui.panels.reliability import ReliabilityPanel
+
+RUN_COLUMNS = ("run", "data", "model", "loss", "epochs", "best top-1", "final ECE", "status")
+MAX_RELIABILITY = 4
+
+
+def find_runs(root: Path, depth: int = 3) -> list[Path]:
+    """Run folders (holding run.json) under ``root``, newest first."""
+    found = []
+
+    def walk(folder: Path, level: int) -> None:
+        try:
+            entries = list(folder.iterdir())
+        except OSError:
+            return
+        if (folder / "run.json").is_file() and (folder / "config.json").is_file():
+            found.append(folder)
+            return
+        if level < depth:
+            for entry in entries:
+                if entry.is_dir() and not entry.name.startswith("."):
+                    walk(entry, level + 1)
+
+    if root.is_dir():
+        walk(root, 0)
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+class _Number(QTableWidgetItem):
+    def __init__(self, value: float, text: str) -> None:
+        super().__init__(text)
+        self.value = value
+
+    def __lt__(self, other) -> bool:
+        return self.value < getattr(other, "value", float("inf"))
+
+
+class NewComparisonDialog(QDialog):
+    """Which losses and how many seeds; everything else comes from the experiment panel."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("New comparison")
+        form = QFormLayout(self)
+        self.boxes = {}
+        for loss in LOSS_NAMES:
+            box = QCheckBox(LOSS_LABELS[loss])
+            box.setChecked(True)
+            self.boxes[loss] = box
+            form.addRow("" if loss != LOSS_NAMES[0] else "Losses", box)
+        self.seeds = QSpinBox()
+        self.seeds.setRange(1, 10)
+        self.seeds.setValue(3)
+        form.addRow("Seeds", self.seeds)
+        form.addRow(QLabel("Data, model, epochs and schedule: as set in the experiment panel."))
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok |
+                                   QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def losses(self) -> list[str]:
+        return [loss for loss, box in self.boxes.items() if box.isChecked()]
+
+
+class ComparePanel(QWidget):
+    comparison_requested = Signal(list, int)  # losses, seeds
+
+    def __init__(self, runs_dir: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.runs_dir = Path(runs_dir)
+        self.stores: list[RunStore] = []
+        self.histories: dict[str, list] = {}
+        self.where = QLabel("")
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh)
+        new = QPushButton("New comparison…")
+        new.clicked.connect(self._new_comparison)
+        top = QHBoxLayout()
+        top.addWidget(self.where, 1)
+        top.addWidget(refresh)
+        top.addWidget(new)
+
+        self.runs = QTableWidget(0, len(RUN_COLUMNS))
+        self.runs.setHorizontalHeaderLabels(RUN_COLUMNS)
+        self.runs.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.runs.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.runs.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.runs.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.runs.setSortingEnabled(True)
+        self.runs.itemSelectionChanged.connect(self._selection_changed)
+
+        self.curves = pg.GraphicsLayoutWidget()
+        self.top1_plot = self.curves.addPlot(row=0, col=0)
+        style_plot(self.top1_plot, "Validation Top-1", "accuracy")
+        self.top1_plot.addLegend(offset=(-10, -10))
+        self.ece_plot = self.curves.addPlot(row=0, col=1)
+        style_plot(self.ece_plot, "Validation ECE", "error")
+        self.reliability_holder = QWidget()
+        self.reliability_layout = QHBoxLayout(self.reliability_holder)
+        self.reliability_panels: list[ReliabilityPanel] = []
+        self.metrics = QTableWidget()
+        self.metrics.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.by_loss = QTableWidget()
+        self.by_loss.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        tables = QWidget()
+        tables_layout = QVBoxLayout(tables)
+        tables_layout.addWidget(QLabel("Final epoch, per run (best in bold green)"))
+        tables_layout.addWidget(self.metrics, 1)
+        tables_layout.addWidget(QLabel("Per loss, mean ± sd over the selected runs "
+                                       "(as olsdesk compare's results.csv)"))
+        tables_layout.addWidget(self.by_loss, 1)
+        self.views = QTabWidget()
+        self.views.addTab(self.curves, "Curves")
+        self.views.addTab(self.reliability_holder, "Reliability")
+        self.views.addTab(tables, "Metrics")
+        self.hint = QLabel("Select two or more runs (Ctrl/Shift-click) to compare them.")
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.runs)
+        bottom = QWidget()
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addWidget(self.hint)
+        bottom_layout.addWidget(self.views, 1)
+        splitter.addWidget(bottom)
+        splitter.setSizes([250, 550])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(top)
+        layout.addWidget(splitter, 1)
+
+    def set_runs_dir(self, path: Path) -> None:
+        self.runs_dir = Path(path)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """List every run under the runs folder with its headline numbers."""
+        self.where.setText(f"Runs in {self.runs_dir}")
+        self.stores = []
+        self.runs.setSortingEnabled(False)
+        self.runs.setRowCount(0)
+        for path in find_runs(self.runs_dir):
+            try:
+                store = RunStore.open(path)
+                config, info, metrics = store.config(), store.info(), store.metrics()
+            except (RunError, OSError, ValueError, KeyError):
+                continue
+            row = self.runs.rowCount()
+            self.runs.insertRow(row)
+            name = QTableWidgetItem(str(path.relative_to(self.runs_dir)))
+            name.setData(Qt.ItemDataRole.UserRole, len(self.stores))
+            self.stores.append(store)
+            best = max((m["val_top1"] for m in metrics), default=float("nan"))
+            ece = metrics[-1]["ece"] if metrics else float("nan")
+            cells = [name, QTableWidgetItem(Path(config.data).name or config.data),
+                     QTableWidgetItem(config.model), QTableWidgetItem(config.loss),
+                     _Number(len(metrics), f"{len(metrics)}/{config.epochs}"),
+                     _Number(best, f"{best:.4f}"), _Number(ece, f"{ece:.4f}"),
+                     QTableWidgetItem(info.get("status", "?"))]
+            for col, item in enumerate(cells):
+                self.runs.setItem(row, col, item)
+        self.runs.setSortingEnabled(True)
+
+    def selected_stores(self) -> list[RunStore]:
+        rows = sorted({i.row() for i in self.runs.selectedIndexes()})
+        return [self.stores[self.runs.item(r, 0).data(Qt.ItemDataRole.UserRole)] for r in rows]
+
+    def select_runs(self, paths: list[Path]) -> None:
+        wanted = {Path(p).resolve() for p in paths}
+        self.runs.clearSelection()
+        mode = self.runs.selectionMode()
+        self.runs.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        for row in range(self.runs.rowCount()):
+            store = self.stores[self.runs.item(row, 0).data(Qt.ItemDataRole.UserRole)]
+            if store.path.resolve() in wanted:
+                self.runs.selectRow(row)
+        self.runs.setSelectionMode(mode)
+
+    def _selection_changed(self) -> None:
+        stores = self.selected_stores()
+        reports = {s.path.name: s.load_reports() for s in stores}
+        reports = {k: v for k, v in reports.items() if v}
+        self.reports = reports
+        self._draw_curves(reports)
+        self._draw_reliability(reports)
+        self._fill_metrics(reports, stores)
+        self.hint.setVisible(len(reports) < 2)
+
+    def _draw_curves(self, reports: dict) -> None:
+        for plot in (self.top1_plot, self.ece_plot):
+            plot.clear()
+        self.top1_plot.legend.clear()
+        for i, (name, runs) in enumerate(reports.items()):
+            epochs = [r.epoch for r in runs]
+            pen = pg.mkPen(class_color(i), width=2)
+            self.top1_plot.plot(epochs, [r.val_top1 for r in runs], pen=pen, name=name,
+                                symbol="o", symbolSize=5, symbolBrush=class_color(i))
+            self.ece_plot.plot(epochs, [r.ece for r in runs], pen=pen, symbol="o",
+                               symbolSize=5, symbolBrush=class_color(i))
+
+    def _draw_reliability(self, reports: dict) -> None:
+        for panel in self.reliability_panels:
+            self.reliability_layout.removeWidget(panel)
+            panel.deleteLater()
+        self.reliability_panels = []
+        for name, runs in list(reports.items())[:MAX_RELIABILITY]:
+            panel = ReliabilityPanel()
+            panel.diagram.setTitle(name, size="10pt")
+            panel.show_report(runs[-1])
+            self.reliability_layout.addWidget(panel)
+            self.reliability_panels.append(panel)
+
+    def _fill_metrics(self, reports: dict, stores: list[RunStore]) -> None:
+        names = list(reports)
+        finals = [reports[n][-1] for n in names]
+        self.metrics.clear()
+        self.metrics.setRowCount(len(names))
+        self.metrics.setColumnCount(len(compare.METRICS))
+        self.metrics.setHorizontalHeaderLabels([label for _, label, _ in compare.METRICS])
+        self.metrics.setVerticalHeaderLabels(names)
+        bold = QFont()
+        bold.setBold(True)
+        for col, (key, _, higher) in enumerate(compare.METRICS):
+            values = [getattr(f, key) for f in finals]
+            finite = [v for v in values if v == v]
+            best = (max if higher else min)(finite) if finite else None
+            for row, value in enumerate(values):
+                item = QTableWidgetItem(f"{value:.4f}")
+                if best is not None and value == best and len(values) > 1:
+                    item.setFont(bold)
+                    item.setBackground(QBrush(QColor("#d8f0d8")))
+                self.metrics.setItem(row, col, item)
+        by_loss: dict[str, list] = {}
+        for store in stores:
+            if store.path.name in reports:
+                by_loss.setdefault(store.config().loss, []).append(reports[store.path.name][-1])
+        rows = compare.summarise(by_loss)
+        best = compare.best_losses(rows)
+        self.by_loss.clear()
+        self.by_loss.setRowCount(len(rows))
+        self.by_loss.setColumnCount(len(compare.METRICS))
+        self.by_loss.setHorizontalHeaderLabels([label for _, label, _ in compare.METRICS])
+        self.by_loss.setVerticalHeaderLabels([f"{LOSS_LABELS[r.loss]} ({r.runs})" for r in rows])
+        for row, r in enumerate(rows):
+            for col, (key, _, _) in enumerate(compare.METRICS):
+                item = QTableWidgetItem(f"{r.mean[key]:.4f} ± {r.std[key]:.4f}")
+                if best.get(key) == r.loss and len(rows) > 1:
+                    item.setFont(bold)
+                    item.setBackground(QBrush(QColor("#d8f0d8")))
+                self.by_loss.setItem(row, col, item)
+
+    def _new_comparison(self) -> None:
+        dialog = NewComparisonDialog(self)
+        if dialog.exec() and dialog.losses():
+            self.comparison_requested.emit(dialog.losses(), dialog.seeds.value())
