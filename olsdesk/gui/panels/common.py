@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QColor
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QImage, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="w", foreground="k")
 
@@ -54,3 +58,44 @@ def style_plot(plot: pg.PlotItem, title: str, left: str, bottom: str = "epoch") 
     plot.showGrid(x=True, y=True, alpha=0.2)
     for axis in ("left", "bottom"):  # 0.52 must read 0.52, not 520 (x0.001)
         plot.getAxis(axis).enableAutoSIPrefix(False)
+
+
+class NumberItem(QTableWidgetItem):
+    """A table cell that sorts by its number; NaN (a failed file, no value) sorts last."""
+
+    def __init__(self, value: float, text: str) -> None:
+        super().__init__(text)
+        self.value = float(value)
+
+    def __lt__(self, other) -> bool:
+        def key(v: float) -> float:
+            return math.inf if math.isnan(v) else v
+
+        return key(self.value) < key(getattr(other, "value", math.inf))
+
+
+def row_table(columns, single: bool) -> QTableWidget:
+    """A read-only, sortable table that selects whole rows; the first column stretches."""
+    table = QTableWidget(0, len(columns))
+    table.setHorizontalHeaderLabels(list(columns))
+    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection if single
+                           else QAbstractItemView.SelectionMode.ExtendedSelection)
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    table.setSortingEnabled(True)
+    return table
+
+
+def array_pixmap(image: np.ndarray, size: int = 56) -> QPixmap:
+    """A [0, 1] gray or RGB array as a pixmap at most ``size`` pixels a side."""
+    array = np.ascontiguousarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+    if array.ndim == 2:
+        qimage = QImage(array.data, array.shape[1], array.shape[0], array.strides[0],
+                        QImage.Format.Format_Grayscale8)
+    else:
+        array = np.ascontiguousarray(array[..., :3])
+        qimage = QImage(array.data, array.shape[1], array.shape[0], array.strides[0],
+                        QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimage.copy()).scaled(
+        size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)

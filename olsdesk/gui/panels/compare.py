@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSpinBox,
@@ -36,7 +35,7 @@ from PySide6.QtWidgets import (
 from olsdesk.config import LOSS_LABELS, LOSS_NAMES
 from olsdesk.core import compare
 from olsdesk.core.runs import RunError, RunStore
-from olsdesk.gui.panels.common import class_color, style_plot
+from olsdesk.gui.panels.common import NumberItem, class_color, row_table, style_plot
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 
 RUN_COLUMNS = ("run", "data", "model", "loss", "epochs", "best top-1", "final ECE", "status")
@@ -63,15 +62,6 @@ def find_runs(root: Path, depth: int = 3) -> list[Path]:
     if root.is_dir():
         walk(root, 0)
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
-
-
-class _Number(QTableWidgetItem):
-    def __init__(self, value: float, text: str) -> None:
-        super().__init__(text)
-        self.value = value
-
-    def __lt__(self, other) -> bool:
-        return self.value < getattr(other, "value", float("inf"))
 
 
 class NewComparisonDialog(QDialog):
@@ -120,13 +110,7 @@ class ComparePanel(QWidget):
         top.addWidget(refresh)
         top.addWidget(new)
 
-        self.runs = QTableWidget(0, len(RUN_COLUMNS))
-        self.runs.setHorizontalHeaderLabels(RUN_COLUMNS)
-        self.runs.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.runs.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.runs.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.runs.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.runs.setSortingEnabled(True)
+        self.runs = row_table(RUN_COLUMNS, single=False)
         self.runs.itemSelectionChanged.connect(self._selection_changed)
 
         self.curves = pg.GraphicsLayoutWidget()
@@ -194,8 +178,8 @@ class ComparePanel(QWidget):
             ece = metrics[-1]["ece"] if metrics else float("nan")
             cells = [name, QTableWidgetItem(Path(config.data).name or config.data),
                      QTableWidgetItem(config.model), QTableWidgetItem(config.loss),
-                     _Number(len(metrics), f"{len(metrics)}/{config.epochs}"),
-                     _Number(best, f"{best:.4f}"), _Number(ece, f"{ece:.4f}"),
+                     NumberItem(len(metrics), f"{len(metrics)}/{config.epochs}"),
+                     NumberItem(best, f"{best:.4f}"), NumberItem(ece, f"{ece:.4f}"),
                      QTableWidgetItem(info.get("status", "?"))]
             for col, item in enumerate(cells):
                 self.runs.setItem(row, col, item)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QObject, QSettings, Qt, QThread, Signal, Slot
-from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -34,6 +33,7 @@ from olsdesk.config import (
     RunConfig,
 )
 from olsdesk.core.data.sources import DEMO, DataError, Dataset, open_dataset
+from olsdesk.gui.panels.common import array_pixmap
 
 DATA_KINDS = (
     ("demo", "Demo (built-in, 12 classes)"),
@@ -67,19 +67,6 @@ class _DatasetLoader(QObject):
             self.loaded.emit(self.key, str(exc))
         except OSError as exc:
             self.loaded.emit(self.key, f"the data could not be read ({exc}).")
-
-
-def _thumbnail(image: np.ndarray, size: int = 56) -> QPixmap:
-    array = np.ascontiguousarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
-    if array.ndim == 2:
-        qimage = QImage(array.data, array.shape[1], array.shape[0], array.strides[0],
-                        QImage.Format.Format_Grayscale8)
-    else:
-        array = np.ascontiguousarray(array[..., :3])
-        qimage = QImage(array.data, array.shape[1], array.shape[0], array.strides[0],
-                        QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(qimage.copy()).scaled(
-        size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
 
 
 class ExperimentPanel(QWidget):
@@ -387,7 +374,7 @@ class ExperimentPanel(QWidget):
             except Exception:  # noqa: BLE001 - a broken thumbnail is just not shown
                 continue
             thumb = QLabel()
-            thumb.setPixmap(_thumbnail(image))
+            thumb.setPixmap(array_pixmap(image))
             thumb.setToolTip(data.class_names[c])
             self.thumbs.addWidget(thumb, shown // 4, shown % 4)
             shown += 1

@@ -18,7 +18,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
@@ -27,14 +26,13 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSplitter,
-    QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
 from olsdesk.core.predictor import Prediction, Predictor, PredictorError
-from olsdesk.gui.panels.experiment import _thumbnail
+from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table
 
 COLUMNS = ("file", "top-1", "confidence", "calibrated", "entropy", "note")
 SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
@@ -65,19 +63,6 @@ class _PredictJob(QObject):
             self.finished.emit(None, [], str(exc))
         except (OSError, RuntimeError, MemoryError) as exc:
             self.finished.emit(None, [], f"prediction failed: {exc}")
-
-
-class _NumberItem(QTableWidgetItem):
-    """A cell that sorts by number (NaN, a failed file, sorts last)."""
-
-    def __init__(self, value: float, text: str) -> None:
-        super().__init__(text)
-        self.value = value
-
-    def __lt__(self, other) -> bool:
-        a = self.value if not math.isnan(self.value) else math.inf
-        b = getattr(other, "value", math.inf)
-        return a < (b if not math.isnan(b) else math.inf)
 
 
 class PredictPanel(QWidget):
@@ -120,14 +105,8 @@ class PredictPanel(QWidget):
                   clear):
             top.addWidget(w)
 
-        self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.table = row_table(COLUMNS, single=True)
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
-        self.table.setSortingEnabled(True)
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.drop_hint = QLabel("Drop images, DICOMs or folders anywhere on the window")
         self.drop_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -286,11 +265,11 @@ class PredictPanel(QWidget):
             if result.ok:
                 self.table.setItem(row, 1, QTableWidgetItem(result.top_classes[0]))
                 for col, value in ((2, result.confidence), (3, result.calibrated_confidence)):
-                    self.table.setItem(row, col, _NumberItem(value, f"{value:.1%}"))
-                self.table.setItem(row, 4, _NumberItem(result.entropy, f"{result.entropy:.2f}"))
+                    self.table.setItem(row, col, NumberItem(value, f"{value:.1%}"))
+                self.table.setItem(row, 4, NumberItem(result.entropy, f"{result.entropy:.2f}"))
             else:
                 for col in (1, 2, 3, 4):
-                    self.table.setItem(row, col, _NumberItem(math.nan, "—"))
+                    self.table.setItem(row, col, NumberItem(math.nan, "—"))
             self.table.setItem(row, 5, QTableWidgetItem(""))
         self.table.setSortingEnabled(True)
         self._refresh_notes()
@@ -319,7 +298,7 @@ class PredictPanel(QWidget):
             return
         result = self.predictions[self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)]
         if result.image is not None:
-            self.preview.setPixmap(_thumbnail(result.image, 220))
+            self.preview.setPixmap(array_pixmap(result.image, 220))
         else:
             self.preview.clear()
         if not result.ok:
