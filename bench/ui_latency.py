@@ -20,7 +20,7 @@ import numpy as np
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QElapsedTimer, QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QElapsedTimer, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 INTERVAL_MS = 10
@@ -66,31 +66,24 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle baseline")
     args = parser.parse_args()
     app = QApplication(sys.argv)
-    from olsdesk.gui.main_window import MainWindow
+    from olsdesk.gui.app import isolated_window, wait_for
 
     with tempfile.TemporaryDirectory() as tmp:
-        settings = QSettings(os.path.join(tmp, "s.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(settings=settings, runs_dir=os.path.join(tmp, "runs"))
-        window.experiment.epochs.setValue(args.epochs)
+        window = isolated_window(tmp, args.epochs)
         window.resize(1400, 880)
         window.show()
-        while window.experiment.dataset is None:
-            app.processEvents()
+        wait_for(app, lambda: window.experiment.dataset is not None)
         window.tabs.setCurrentWidget(window.embedding)  # the heaviest panel to redraw
         probe = LatencyProbe()
 
         probe.start()
         end = time.monotonic() + args.idle
-        while time.monotonic() < end:
-            app.processEvents()
-            time.sleep(0.001)
+        wait_for(app, lambda: time.monotonic() >= end, poll=0.001)
         idle = probe.stop()
 
         probe.start()
         window.experiment.train_button.click()
-        while window.training or not window.last_status:
-            app.processEvents()
-            time.sleep(0.001)
+        wait_for(app, lambda: not window.training and window.last_status, poll=0.001)
         busy = probe.stop()
         window.close()
     print(f"olsdesk window, offscreen; training {args.epochs} demo epochs ({window.last_status})")

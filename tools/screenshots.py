@@ -7,15 +7,14 @@ tools/screenshots.py [--epochs 8] [--out docs/images]
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
+from olsdesk.gui.app import isolated_window, wait_for
 from olsdesk.gui.panels.predict import SAMPLES
 
 
@@ -24,29 +23,19 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--out", default="docs/images")
     args = parser.parse_args()
-    from olsdesk.gui.main_window import MainWindow
-
     app = QApplication(sys.argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        settings = QSettings(os.path.join(tmp, "s.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(settings=settings, runs_dir=os.path.join(tmp, "runs"))
-        window.experiment.epochs.setValue(args.epochs)
+        window = isolated_window(tmp, args.epochs)
         window.resize(1400, 880)
         window.show()
-        while window.experiment.dataset is None:
-            app.processEvents()
-            time.sleep(0.02)
+        wait_for(app, lambda: window.experiment.dataset is not None)
         window.experiment.train_button.click()
-        while window.training or not window.last_status:
-            app.processEvents()
-            time.sleep(0.02)
+        wait_for(app, lambda: not window.training and window.last_status)
         print(window.message.text())
         window.predict.predict_paths([str(SAMPLES)])
-        while window.predict._thread is not None:
-            app.processEvents()
-            time.sleep(0.02)
+        wait_for(app, lambda: window.predict._thread is None)
         window.predict.table.sortItems(2)  # least confident first
         window.predict.table.selectRow(0)
         for name in ("curves", "soft_labels", "reliability", "embedding", "predict"):

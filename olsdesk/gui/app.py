@@ -40,6 +40,28 @@ def run_app(self_test: bool = False) -> int:
     return app.exec()
 
 
+def wait_for(app, condition, timeout: float = 600.0, poll: float = 0.005) -> bool:
+    """Process events until ``condition()`` holds or ``timeout`` seconds pass."""
+    end = time.monotonic() + timeout
+    while not condition() and time.monotonic() < end:
+        app.processEvents()
+        time.sleep(poll)
+    return bool(condition())
+
+
+def isolated_window(folder: str, epochs: int | None = None):
+    """A MainWindow with its settings and runs inside ``folder`` (self-test, tools, benches)."""
+    from PySide6.QtCore import QSettings
+
+    from olsdesk.gui.main_window import MainWindow
+
+    settings = QSettings(os.path.join(folder, "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, runs_dir=os.path.join(folder, "runs"))
+    if epochs is not None:
+        window.experiment.epochs.setValue(epochs)
+    return window
+
+
 def panel_is_blank(image) -> bool:
     """True when a rendered panel is a single flat colour (nothing drawn)."""
     import numpy as np
@@ -57,7 +79,6 @@ def panel_is_blank(image) -> bool:
 
 def self_test_main(timeout: float = 300.0) -> int:
     """Build the window, train one tiny epoch through the worker, render every panel."""
-    from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
     from olsdesk.gui.main_window import MainWindow
@@ -65,11 +86,9 @@ def self_test_main(timeout: float = 300.0) -> int:
     started = time.monotonic()
     app = QApplication.instance() or QApplication(sys.argv)
     with tempfile.TemporaryDirectory(prefix="olsdesk-selftest-") as tmp:
-        settings = QSettings(os.path.join(tmp, "settings.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(settings=settings, runs_dir=os.path.join(tmp, "runs"))
+        window = isolated_window(tmp, epochs=1)
         window.experiment.demo_per_class = 6
         window.experiment.set_data("demo")
-        window.experiment.epochs.setValue(1)
         window.experiment.batch_size.setValue(24)
         window.experiment.image_size.setValue(32)
         window.experiment.model.setCurrentIndex(window.experiment.model.findData("smallcnn"))
@@ -77,14 +96,9 @@ def self_test_main(timeout: float = 300.0) -> int:
         window.experiment.device.setCurrentIndex(window.experiment.device.findData("cpu"))
         window.show()
         failures: list[str] = []
-        while window.experiment.dataset is None and time.monotonic() - started < timeout:
-            app.processEvents()
-            time.sleep(0.01)
+        wait_for(app, lambda: window.experiment.dataset is not None, timeout)
         window.experiment.train_button.click()
-        while (window.training or not window.last_status) and \
-                time.monotonic() - started < timeout:
-            app.processEvents()
-            time.sleep(0.01)
+        wait_for(app, lambda: not window.training and window.last_status, timeout)
         if window.last_status != "finished":
             failures.append(f"training did not finish ({window.last_status or 'timed out'}"
                             f"{': ' + window.last_error if window.last_error else ''})")
@@ -92,9 +106,7 @@ def self_test_main(timeout: float = 300.0) -> int:
             failures.append(f"expected 1 epoch report, got {len(window.reports)}")
         sample = SAMPLES / "CT_lung_nodule.dcm"
         window.predict.predict_paths([str(sample)])
-        while window.predict._thread is not None and time.monotonic() - started < timeout:
-            app.processEvents()
-            time.sleep(0.01)
+        wait_for(app, lambda: window.predict._thread is None, timeout)
         if not window.predict.predictions or not window.predict.predictions[0].ok:
             failures.append(f"predicting {sample.name} failed: {window.predict.status.text()}")
         else:
