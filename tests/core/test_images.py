@@ -114,3 +114,24 @@ def test_huge_image_is_read_reduced(tmp_path):
     out = read_image(path, max_side=128)
     assert max(out.shape) < 1000
     assert out.mean() == pytest.approx(77 / 255, abs=1e-3)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "MR_small_RLE.dcm",
+                                  "JPEG2000.dcm"])
+def test_real_dicom_files_shipped_with_pydicom(name):
+    """Real scanner files (pydicom's bundled test data), uncompressed and compressed."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"{name} is not bundled with this pydicom")
+    image = read_image(path)
+    ds = pydicom.dcmread(path)
+    assert image.shape == (ds.Rows, ds.Columns)
+    assert 0.0 <= image.min() < image.max() <= 1.0
+    # the same ordering of pixel values as the stored data (a monotone display mapping)
+    raw = ds.pixel_array.astype(float).ravel()
+    shown = image.ravel()
+    order = np.argsort(raw, kind="stable")
+    assert np.all(np.diff(shown[order]) >= -1e-6)
