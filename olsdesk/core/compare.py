@@ -164,8 +164,9 @@ def reading(rows: list[LossSummary]) -> list[str]:
         gap = abs(winner.mean[key] - second.mean[key])
         spread = max(winner.std[key], second.std[key])
         if gap == 0:
-            lines.append(f"{label}: {LOSS_LABELS[winner.loss]} and {LOSS_LABELS[second.loss]} "
-                         f"tie at {winner.mean[key]:.4f}.")
+            tied = [LOSS_LABELS[r.loss] for r in rows if r.mean[key] == winner.mean[key]]
+            who = "all losses" if len(tied) == len(rows) else ", ".join(tied)
+            lines.append(f"{label}: {who} tie at {winner.mean[key]:.4f}.")
             continue
         clear = ("more than twice the larger standard deviation over seeds"
                  if spread > 0 and gap > 2 * spread else "within the spread over seeds")
@@ -190,11 +191,13 @@ def write_report(rows: list[LossSummary], base: RunConfig, seeds: int, figures: 
         "T-scaling fits the temperature on the same validation set (in-sample, optimistic).",
         "", header, rule,
     ]
+    by_loss = {r.loss: r for r in rows}
     for r in rows:
         cells = []
         for key, _, _ in METRICS:
             text = f"{r.mean[key]:.4f} ± {r.std[key]:.4f}"
-            cells.append(f"**{text}**" if best.get(key) == r.loss else text)
+            top = by_loss[best[key]].mean[key] if key in best else None
+            cells.append(f"**{text}**" if top is not None and r.mean[key] == top else text)
         lines.append(f"| {LOSS_LABELS[r.loss]} | {r.runs} | " + " | ".join(cells) + " |")
     lines += ["", "## What it shows", ""] + [f"- {s}" for s in reading(rows)]
     lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]

@@ -51,7 +51,7 @@ class ReliabilityPanel(QWidget):
         font = self.metrics_text.textItem.font()
         font.setPointSize(11)
         self.metrics_text.setFont(font)
-        self.metrics_text.setPos(0.02, 0.8)
+        self.metrics_text.setPos(0.02, 0.62)
         self.diagram.addItem(self.metrics_text)
 
         self.histogram = self.graphics.addPlot(row=1, col=0)

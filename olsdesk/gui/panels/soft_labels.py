@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
@@ -78,7 +78,10 @@ class SoftLabelsPanel(QWidget):
     def _set_classes(self, names: tuple[str, ...]) -> None:
         self.class_names = tuple(names)
         short = short_names(names)
-        self.plot.getAxis("left").setTicks([[(i + 0.5, s) for i, s in enumerate(short)]])
+        left = self.plot.getAxis("left")
+        left.setTicks([[(i + 0.5, s) for i, s in enumerate(short)]])
+        # wide enough for every name: pyqtgraph silently drops labels that do not fit
+        left.setWidth(max(QFontMetrics(left.font()).horizontalAdvance(s) for s in short) + 34)
         # columns are narrow: break 'lung/normal' over two lines, and number them past 16
         if len(names) <= 16:
             columns = [s.replace("/", "/\n").replace("_", "_\n") for s in short]
