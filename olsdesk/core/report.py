@@ -101,8 +101,3 @@ class EpochReport:
         values = {k: v for k, v in scalars.items() if k in known}
         values.update({k: arrays[k] for k in ARRAY_FIELDS})
         return cls(**values, class_names=tuple(class_names))
-
-    @property
-    def reliability_gap(self) -> np.ndarray:
-        """Per bin: accuracy minus mean confidence (NaN where empty)."""
-        return self.reliability_accuracy - self.reliability_confidence

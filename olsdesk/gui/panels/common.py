@@ -46,11 +46,6 @@ def short_names(names: tuple[str, ...] | list[str], limit: int = 18) -> list[str
     return [s if len(s) <= limit else "…" + s[-(limit - 1):] for s in shown]
 
 
-def finite(values) -> np.ndarray:
-    """Float array with None turned into NaN (pyqtgraph skips NaN with connect='finite')."""
-    return np.array([np.nan if v is None else v for v in values], dtype=float)
-
-
 def style_plot(plot: pg.PlotItem, title: str, left: str, bottom: str = "epoch") -> None:
     plot.setTitle(title, size="11pt")
     plot.setLabel("left", left)
