@@ -47,6 +47,19 @@ class ReliabilityBins:
     accuracy: np.ndarray  # n_bins, NaN where empty
     confidence: np.ndarray  # n_bins, NaN where empty
 
+    @property
+    def ece(self) -> float:
+        """Count-weighted mean |accuracy - confidence| over the bins."""
+        return _ece_from(self.counts, self.accuracy, self.confidence)
+
+    @property
+    def mce(self) -> float:
+        """The largest |accuracy - confidence| over non-empty bins."""
+        nonempty = self.counts > 0
+        if not nonempty.any():
+            return 0.0
+        return float(np.max(np.abs(self.accuracy[nonempty] - self.confidence[nonempty])))
+
 
 def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
     # lower < c <= upper; c == 0 goes to the first bin.
@@ -87,17 +100,12 @@ def _ece_from(counts: np.ndarray, acc: np.ndarray, conf: np.ndarray) -> float:
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """ECE: count-weighted mean |accuracy - confidence| over equal-width bins."""
-    bins = reliability_bins(probs, labels, n_bins)
-    return _ece_from(bins.counts, bins.accuracy, bins.confidence)
+    return reliability_bins(probs, labels, n_bins).ece
 
 
 def maximum_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """MCE: the largest |accuracy - confidence| over non-empty bins."""
-    bins = reliability_bins(probs, labels, n_bins)
-    nonempty = bins.counts > 0
-    if not nonempty.any():
-        return 0.0
-    return float(np.max(np.abs(bins.accuracy[nonempty] - bins.confidence[nonempty])))
+    return reliability_bins(probs, labels, n_bins).mce
 
 
 def rms_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:

@@ -57,10 +57,16 @@ def warm_up() -> None:
     optimizer.step()
 
 
+def accelerators() -> dict[str, bool]:
+    """Which accelerators this PyTorch can use here: {'cuda': …, 'mps': …}."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return {"cuda": torch.cuda.is_available(), "mps": mps}
+
+
 def choose_device(preference: str = "auto") -> torch.device:
     """CUDA, then Apple MPS, then the CPU; an explicit choice that is absent is an error."""
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    found = accelerators()
+    cuda, mps = found["cuda"], found["mps"]
     if preference == "auto":
         return torch.device("cuda" if cuda else "mps" if mps else "cpu")
     if preference == "cuda" and not cuda:
@@ -374,7 +380,7 @@ class Trainer:
                         f"the loss became {running_loss} in epoch {epoch + 1}; lower the "
                         "learning rate or check the data.")
             elapsed = time.perf_counter() - started
-            done = (step * cfg.batch_size) if device.type != "cpu" else int(totals[1].item())
+            done = seen if device.type == "cpu" else step * cfg.batch_size  # CPU syncs every step
             yield BatchProgress(epoch + 1, cfg.epochs, "train", step, batches, running_loss,
                                 min(done, len(self.dataset.train)) / max(elapsed, 1e-9),
                                 time.perf_counter() - self.run_started)
@@ -448,8 +454,7 @@ class Trainer:
             val_loss=nll, val_top1=metrics.topk_accuracy(probs, labels, 1),
             val_top5=metrics.topk_accuracy(probs, labels, 5), val_nll=nll,
             val_brier=metrics.brier_score(probs, labels),
-            ece=metrics.expected_calibration_error(probs, labels, cfg.calibration_bins),
-            mce=metrics.maximum_calibration_error(probs, labels, cfg.calibration_bins),
+            ece=bins.ece, mce=bins.mce,
             adaptive_ece=metrics.adaptive_calibration_error(probs, labels, cfg.calibration_bins),
             classwise_ece=metrics.classwise_calibration_error(probs, labels,
                                                               cfg.calibration_bins),

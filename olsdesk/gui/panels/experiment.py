@@ -247,11 +247,13 @@ class ExperimentPanel(QWidget):
     def _fill_devices(self) -> None:
         import torch
 
-        cuda = torch.cuda.is_available()
-        mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-        found = (f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "Apple MPS" if mps
-                 else "CPU: no GPU found")
-        self.device.addItem(f"auto ({found})", "auto")
+        from olsdesk.core.trainer import accelerators
+
+        found = accelerators()
+        cuda, mps = found["cuda"], found["mps"]
+        what = (f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "Apple MPS" if mps
+                else "CPU: no GPU found")
+        self.device.addItem(f"auto ({what})", "auto")
         self.device.addItem("CPU", "cpu")
         self.device.addItem("CUDA" if cuda else "CUDA (no CUDA GPU found)", "cuda")
         self.device.addItem("Apple MPS" if mps else "Apple MPS (not available)", "mps")
