@@ -100,16 +100,6 @@ class LossSummary:
     std: dict[str, float]
 
 
-def final_reports(stores: list[RunStore]) -> dict[str, list[EpochReport]]:
-    """Loss -> the final epoch report of each of its runs."""
-    out: dict[str, list[EpochReport]] = {}
-    for store in stores:
-        reports = store.load_reports()
-        if reports:
-            out.setdefault(store.config().loss, []).append(reports[-1])
-    return out
-
-
 def summarise(finals: dict[str, list[EpochReport]]) -> list[LossSummary]:
     rows = []
     for loss, reports in finals.items():

@@ -66,33 +66,26 @@ def write_comparison_figures(histories: dict[str, list[list[EpochReport]]],
                 plot.addItem(band)
     written.append(_save(graphics, out / "curves.png", (1400, 560)))
 
-    def grid(panels: list[tuple[str, QWidget]]) -> QWidget:
+    def grid(panel_type) -> QWidget:
+        """One ``panel_type`` a loss, showing seed 0's final epoch, two to a row."""
         holder = QWidget()
         layout = QGridLayout(holder)
-        columns = 2 if len(panels) > 2 else len(panels)
-        for i, (title, panel) in enumerate(panels):
-            label = QLabel(f"<b>{title}</b>")
+        columns = 2 if len(histories) > 2 else len(histories)
+        for i, (loss, runs) in enumerate(histories.items()):
+            panel = panel_type()
+            panel.show_report(runs[0][-1])
+            label = QLabel(f"<b>{LOSS_LABELS[loss]} (seed 0, final epoch)</b>")
             layout.addWidget(label, (i // columns) * 2, i % columns)
             layout.addWidget(panel, (i // columns) * 2 + 1, i % columns)
         return holder
 
     rows = (len(histories) + 1) // 2
-    panels = []
-    for loss, runs in histories.items():
-        panel = ReliabilityPanel()
-        panel.show_report(runs[0][-1])
-        panels.append((f"{LOSS_LABELS[loss]} (seed 0, final epoch)", panel))
-    written.append(_save(grid(panels), out / "reliability.png", (1400, 620 * rows)))
+    written.append(_save(grid(ReliabilityPanel), out / "reliability.png", (1400, 620 * rows)))
 
     if "ols" in histories:
         panel = SoftLabelsPanel()
         panel.show_report(histories["ols"][0][-1])
         written.append(_save(panel, out / "ols_soft_labels.png", (1000, 800)))
 
-    panels = []
-    for loss, runs in histories.items():
-        panel = EmbeddingPanel()
-        panel.show_report(runs[0][-1])
-        panels.append((f"{LOSS_LABELS[loss]} (seed 0, final epoch)", panel))
-    written.append(_save(grid(panels), out / "embeddings.png", (1400, 560 * rows)))
+    written.append(_save(grid(EmbeddingPanel), out / "embeddings.png", (1400, 560 * rows)))
     return written

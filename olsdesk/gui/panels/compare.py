@@ -99,7 +99,8 @@ class ComparePanel(QWidget):
         super().__init__(parent)
         self.runs_dir = Path(runs_dir)
         self.stores: list[RunStore] = []
-        self.histories: dict[str, list] = {}
+        # run folder -> (metrics.jsonl mtime, reports): selection changes re-read nothing
+        self._loaded: dict[Path, tuple[int, list]] = {}
         self.where = QLabel("")
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
@@ -202,13 +203,23 @@ class ComparePanel(QWidget):
 
     def _selection_changed(self) -> None:
         stores = self.selected_stores()
-        reports = {s.path.name: s.load_reports() for s in stores}
+        reports = {s.path.name: self._reports_of(s) for s in stores}
         reports = {k: v for k, v in reports.items() if v}
         self.reports = reports
         self._draw_curves(reports)
         self._draw_reliability(reports)
         self._fill_metrics(reports, stores)
         self.hint.setVisible(len(reports) < 2)
+
+    def _reports_of(self, store: RunStore) -> list:
+        """A run's reports, read again only when its metrics.jsonl has changed."""
+        metrics = store.path / "metrics.jsonl"
+        stamp = metrics.stat().st_mtime_ns if metrics.exists() else 0
+        cached = self._loaded.get(store.path)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, store.load_reports())
+            self._loaded[store.path] = cached
+        return cached[1]
 
     def _draw_curves(self, reports: dict) -> None:
         for plot in (self.top1_plot, self.ece_plot):
