@@ -38,7 +38,7 @@ class PlainSet(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i):
-        return self.prep(self.samples.load(i), train=self.train), int(self.samples.labels[i])
+        return self.prep(self.samples.load(i, self.prep), train=self.train), int(self.samples.labels[i])
 
 
 def bare_loop(config: RunConfig, dataset) -> float:
@@ -101,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
     config = RunConfig(model=args.model, loss="ols", epochs=args.epochs, device="cpu",
                        demo_per_class=args.per_class, num_workers=0)
-    dataset = open_dataset("demo", demo_per_class=args.per_class)
+    dataset = open_dataset(config)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.model}, demo "
           f"{len(dataset.train)}+{len(dataset.val)} images, {args.epochs} epochs, OLS")
     trainer_loop(config.replace(epochs=1), dataset)  # warm-up

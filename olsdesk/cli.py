@@ -1,8 +1,11 @@
-"""The ``olsdesk`` command: the app with no arguments, or ``train``, ``predict``, ``demo-data``.
+"""The ``olsdesk`` command: the app with no arguments, or ``train``, ``predict``, ``compare``,
+``demo-data``.
 
 Heavy libraries (torch, Qt) are imported inside the commands, so ``olsdesk --version``
-and argument errors answer at once. A wrong invocation exits 2 with one sentence on
-stderr; a training that fails exits 1 with one sentence.
+and argument errors answer at once. The options of ``train`` and ``compare`` are
+generated from ``RunConfig``'s fields, so their defaults, choices and help are stated
+once. A wrong invocation exits 2 with one sentence on stderr; a training that fails
+exits 1 with one sentence. ``compare`` and ``predict`` never need Qt.
 """
 
 from __future__ import annotations
@@ -10,29 +13,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import types
+import typing
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from olsdesk import __version__
-from olsdesk.config import DEVICES, LOSS_NAMES, MODEL_NAMES, OPTIMIZERS, SCHEDULES
-
-
-class UsageError(Exception):
-    """A bad invocation: exit 2 with the message."""
+from olsdesk.config import DEVICES, LOSS_NAMES, RunConfig
+from olsdesk.errors import OlsdeskError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one sentence, no usage dump
         raise UsageError(message[0].upper() + message[1:] + ("" if message.endswith(".") else "."))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _int(text: str) -> int:
@@ -42,24 +35,71 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
 
 
-def _positive_float(text: str) -> float:
+def _positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a positive number")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
     return value
 
 
-def _unit_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} must be between 0 and 1")
-    return value
+# RunConfig fields the CLI names differently, or leaves out of a command
+_FLAG = {"num_workers": "--workers"}
+_NOT_IN_COMPARE = {"loss", "seed", "alpha"}  # set per run by --losses and --seeds
+
+
+def _field_type(name: str) -> type:
+    """int, float, str or bool: a RunConfig field's type (``int | None`` -> int)."""
+    hint = typing.get_type_hints(RunConfig)[name]
+    if isinstance(hint, types.UnionType):
+        hint = next(t for t in typing.get_args(hint) if t is not type(None))
+    return hint
+
+
+def add_config_options(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> None:
+    """One option per RunConfig field: its help, choices and default as RunConfig states them.
+
+    Options default to "not given" so a command fills only what the user typed and
+    RunConfig supplies the rest (``train --resume`` keeps the run's own settings).
+    """
+    for f in fields(RunConfig):
+        if f.name in skip:
+            continue
+        meta = f.metadata
+        flag = _FLAG.get(f.name, "--" + f.name.replace("_", "-"))
+        kind = _field_type(f.name)
+        default = f.default if f.default is not MISSING else None
+        help_text = meta.get("help", "").replace("%", "%%")
+        if kind is bool:
+            if default:
+                parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_false",
+                                    default=argparse.SUPPRESS, help=f"no {help_text}")
+            else:
+                parser.add_argument(flag, dest=f.name, action="store_true",
+                                    default=argparse.SUPPRESS, help=help_text)
+            continue
+        if default is not None and "(default" not in help_text:
+            help_text += f" (default: {default})"
+        converter = {int: _int, float: _float}.get(kind, str)
+        parser.add_argument(flag, dest=f.name, type=converter, choices=meta.get("choices"),
+                            metavar=meta.get("metavar") or {int: "N", float: "X"}.get(kind),
+                            default=argparse.SUPPRESS,
+                            help=help_text)
+
+
+def config_from(args: argparse.Namespace, **overrides) -> RunConfig:
+    """A validated RunConfig from the options given; ConfigError says what is wrong."""
+    given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    return RunConfig(**{**given, **overrides}).validated()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,86 +112,41 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model from the command line")
-    train.add_argument("--data", default="demo",
-                       help="'demo', an image folder (class sub-folders) or a MedMNIST .npz")
-    train.add_argument("--split-csv", metavar="DIR",
-                       help="folder with train/val split CSVs (filename,label), RadImageNet style")
-    train.add_argument("--model", choices=MODEL_NAMES, default="smallcnn")
-    train.add_argument("--weights", metavar="FILE",
-                       help="optional local state-dict file to start from (ImageNet, RadImageNet)")
-    train.add_argument("--loss", choices=LOSS_NAMES, default="ols")
-    train.add_argument("--alpha", type=_unit_float,
-                       help="OLS / TF-KD weight (default 0.5 for OLS, 0.95 for TF-KD)")
-    train.add_argument("--epsilon", type=_unit_float, default=0.1, help="label smoothing epsilon")
-    train.add_argument("--temperature", type=_positive_float, default=6.0, help="TF-KD T")
-    train.add_argument("--ols-init", choices=("uniform", "zeros"), default="uniform")
-    train.add_argument("--epochs", type=_positive_int,
-                       help="epochs to train (default 10; with --resume, a new total)")
-    train.add_argument("--batch-size", type=_positive_int, default=64)
-    train.add_argument("--lr", type=_positive_float, default=0.003)
-    train.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    train.add_argument("--weight-decay", type=float, default=5e-4)
-    train.add_argument("--schedule", choices=SCHEDULES, default="cosine")
-    train.add_argument("--image-size", type=_positive_int,
-                       help="model input size (default 64 for the demo set, 224 otherwise)")
-    train.add_argument("--device", choices=DEVICES, default="auto")
-    train.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    train.add_argument("--seed", type=_int, default=0)
-    train.add_argument("--split-seed", type=_int, default=0)
-    train.add_argument("--val-fraction", type=_unit_float, default=0.2)
-    train.add_argument("--demo-per-class", type=_positive_int, default=200)
-    train.add_argument("--workers", type=_int, help="data-loader processes (default: auto)")
+    add_config_options(train)
     train.add_argument("--runs-dir", metavar="DIR", help="where runs are written "
                        "(default: the user data folder)")
     train.add_argument("--resume", metavar="RUN",
-                       help="continue a run (its folder, or its name in --runs-dir)")
+                       help="continue a run from its last checkpoint (its folder, or its name "
+                            "in --runs-dir); other options but --epochs are the run's own")
 
     predict = sub.add_parser("predict", help="predict the class of images with a checkpoint")
     predict.add_argument("--checkpoint", required=True, metavar="PATH",
                          help="an olsdesk checkpoint (a run's checkpoints/best.pt)")
     predict.add_argument("paths", nargs="+", metavar="FILE_OR_DIR",
                          help="images (PNG, JPEG, TIFF, BMP, DICOM) or folders of them")
-    predict.add_argument("--top-k", type=_positive_int, default=5)
+    predict.add_argument("--top-k", type=_positive_int, default=5,
+                         help="classes to list a file (default: 5)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
-    predict.add_argument("--device", choices=DEVICES, default="auto")
+    predict.add_argument("--device", choices=DEVICES, default="auto",
+                         help=RunConfig.__dataclass_fields__["device"].metadata["help"]
+                         + " (default: auto)")
 
     compare = sub.add_parser("compare", help="train several losses x seeds and report")
-    compare.add_argument("--data", default="demo")
-    compare.add_argument("--split-csv", metavar="DIR")
-    compare.add_argument("--model", choices=MODEL_NAMES, default="smallcnn")
-    compare.add_argument("--losses", default="ce,ls,tfkd,ols",
-                         help="comma-separated, from " + ",".join(LOSS_NAMES))
-    compare.add_argument("--seeds", type=_positive_int, default=3)
-    compare.add_argument("--epochs", type=_positive_int, default=10)
-    compare.add_argument("--batch-size", type=_positive_int, default=64)
-    compare.add_argument("--lr", type=_positive_float, default=0.003)
-    compare.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw")
-    compare.add_argument("--schedule", choices=SCHEDULES, default="cosine")
-    compare.add_argument("--image-size", type=_positive_int)
-    compare.add_argument("--device", choices=DEVICES, default="auto")
-    compare.add_argument("--demo-per-class", type=_positive_int, default=200)
+    add_config_options(compare, skip=_NOT_IN_COMPARE)
+    compare.add_argument("--losses", default=",".join(LOSS_NAMES),
+                         help="comma-separated, from " + ",".join(LOSS_NAMES)
+                         + f" (default: {','.join(LOSS_NAMES)})")
+    compare.add_argument("--seeds", type=_positive_int, default=3,
+                         help="seeds a loss, 0 to N-1 (default: 3)")
     compare.add_argument("--out", required=True, metavar="DIR",
                          help="where runs, report.md, results.csv and figures go")
 
     demo = sub.add_parser("demo-data", help="write the built-in demo set as PNG class folders")
-    demo.add_argument("--out", required=True, metavar="DIR")
-    demo.add_argument("--per-class", type=_positive_int, default=200)
-    demo.add_argument("--seed", type=_int, default=0)
+    demo.add_argument("--out", required=True, metavar="DIR", help="folder to write")
+    demo.add_argument("--per-class", type=_positive_int, default=200,
+                      help="images a class (default: 200)")
+    demo.add_argument("--seed", type=_int, default=0, help="generator seed (default: 0)")
     return parser
-
-
-def _config_from(args: argparse.Namespace):
-    from olsdesk.config import RunConfig
-
-    return RunConfig(
-        data=args.data, split_csv=args.split_csv, model=args.model, weights=args.weights,
-        loss=args.loss, alpha=args.alpha, epsilon=args.epsilon, temperature=args.temperature,
-        ols_init=args.ols_init, epochs=args.epochs or RunConfig.epochs, batch_size=args.batch_size, lr=args.lr,
-        optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
-        image_size=args.image_size, device=args.device, amp=not args.no_amp, seed=args.seed,
-        split_seed=args.split_seed, val_fraction=args.val_fraction,
-        demo_per_class=args.demo_per_class, num_workers=args.workers,
-    ).validated()
 
 
 class ProgressPrinter:
@@ -188,20 +183,18 @@ class ProgressPrinter:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from olsdesk.config import ConfigError
-    from olsdesk.core.data.sources import DataError
-    from olsdesk.core.models import WeightsError
+    from olsdesk.core.device import describe_device
     from olsdesk.core.report import EpochReport
-    from olsdesk.core.runs import RunError
-    from olsdesk.core.trainer import Trainer, TrainingError, describe_device
+    from olsdesk.core.trainer import Trainer
 
     try:
         if args.resume:
-            trainer = Trainer.resume(args.resume, args.runs_dir, epochs=args.epochs)
+            trainer = Trainer.from_run(args.resume, args.runs_dir,
+                                       epochs=getattr(args, "epochs", None))
         else:
-            trainer = Trainer(_config_from(args), runs_dir=args.runs_dir)
+            trainer = Trainer(config_from(args), runs_dir=args.runs_dir)
         trainer.prepare()
-    except (ConfigError, DataError, RunError, WeightsError) as exc:
+    except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
     data = trainer.dataset
     print(f"{data.source}: {len(data.train)} training and {len(data.val)} validation images, "
@@ -222,7 +215,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"\nstopped; continue with: olsdesk train --resume {trainer.store.path}",
               file=sys.stderr)
         return 130
-    except TrainingError as exc:
+    except OlsdeskError as exc:
         print(f"olsdesk: {exc}", file=sys.stderr)
         print(f"run written to {trainer.store.path}", file=sys.stderr)
         return 1
@@ -237,12 +230,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """One line (or JSON object) per file; exit 1 when any file failed."""
     import json
 
-    from olsdesk.config import ConfigError
-    from olsdesk.core.predictor import Predictor, PredictorError
+    from olsdesk.core.predictor import Predictor
 
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-    except (PredictorError, ConfigError) as exc:
+    except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
     missing = [p for p in args.paths if not Path(p).expanduser().exists()]
     if missing and len(missing) == len(args.paths):
@@ -262,13 +254,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def figure_renderer():
+    """(the app's figure renderer, "") or (None, one line saying why figures are skipped)."""
+    try:
+        from olsdesk.gui.figures import write_comparison_figures
+    except ImportError as exc:  # no Qt, or Qt without its system libraries (libGL, libEGL)
+        return None, f"Figures were skipped: Qt cannot load on this machine ({exc})."
+    return write_comparison_figures, ""
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train every loss x seed (resuming what is done), then write the report and figures."""
-    from olsdesk.config import ConfigError, RunConfig
-    from olsdesk.core import compare
-    from olsdesk.core.data.sources import DataError
-    from olsdesk.core.report import EpochReport
-    from olsdesk.core.runs import RunError
+    from olsdesk.core.report import EpochReport, RunStarted
+    from olsdesk.core.study import Study, write_study_report
 
     losses = [x.strip() for x in args.losses.split(",") if x.strip()]
     unknown = [x for x in losses if x not in LOSS_NAMES]
@@ -276,54 +274,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown loss '{unknown[0] if unknown else ''}' in --losses; choose "
                          f"from {', '.join(LOSS_NAMES)}.")
     try:
-        base = RunConfig(data=args.data, split_csv=args.split_csv, model=args.model,
-                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         optimizer=args.optimizer, schedule=args.schedule,
-                         image_size=args.image_size, device=args.device,
-                         demo_per_class=args.demo_per_class).validated()
-    except ConfigError as exc:
+        base = config_from(args)
+    except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
     out = Path(args.out).expanduser()
     printer = ProgressPrinter()
-
-    def on_item(name, index, total, item):
-        if isinstance(item, EpochReport):
-            print(f"[{index + 1}/{total}] {name} ", end="", flush=True)
-            printer.epoch(item)
-        elif isinstance(item, str):
-            print(f"[{index + 1}/{total}] {name}: {item}", flush=True)
-        else:
-            printer.batch(item)
-
+    study = Study(base, losses, args.seeds, out)
     try:
-        stores = compare.run_comparison(base, losses, args.seeds, out, on_item)
-    except (DataError, RunError, ConfigError) as exc:
-        raise UsageError(str(exc)) from None
+        for step in study.run():
+            prefix = f"[{step.index + 1}/{step.total}] {step.name}"
+            if isinstance(step.item, RunStarted):
+                start = step.item.start_epoch
+                print(f"{prefix}: " + (f"resuming after epoch {start}" if start else "starting"),
+                      flush=True)
+            elif isinstance(step.item, EpochReport):
+                print(prefix + " ", end="", flush=True)
+                printer.epoch(step.item)
+            elif isinstance(step.item, str):
+                print(f"{prefix}: {step.item}", flush=True)
+            else:
+                printer.batch(step.item)
     except KeyboardInterrupt:
         print(f"\nstopped; run the same command again to continue in {out}", file=sys.stderr)
         return 130
-    paths = write_comparison(stores, base, args.seeds, out)
+    except OlsdeskError as exc:
+        raise UsageError(str(exc)) from None
+    renderer, note = figure_renderer()
+    if note:
+        print(note, flush=True)
+    paths, _ = write_study_report(study.stores, base, args.seeds, out, renderer, note)
     print(f"wrote {', '.join(p.name for p in paths)} to {out}")
     return 0
-
-
-def write_comparison(stores, base, seeds: int, out: Path) -> list[Path]:
-    """report.md, results.csv and the figures for finished comparison runs."""
-    from olsdesk.core import compare
-    from olsdesk.gui.figures import write_comparison_figures
-
-    histories: dict[str, list] = {}
-    for store in stores:
-        histories.setdefault(store.config().loss, []).append(store.load_reports())
-    finals = {loss: [r[-1] for r in runs] for loss, runs in histories.items()}
-    rows = compare.summarise(finals)
-    compare.write_results_csv(rows, out / "results.csv")
-    figures = write_comparison_figures(histories, out)
-    info = stores[0].info()["dataset"]
-    line = (f"{info['source']} ({info['train_images']} training and {info['val_images']} "
-            f"validation images, {len(stores[0].class_names)} classes)")
-    compare.write_report(rows, base, seeds, figures, out / "report.md", line)
-    return [out / "report.md", out / "results.csv", *(out / f for f in figures)]
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:

@@ -7,8 +7,11 @@ line before the heavy libraries load.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+
+from olsdesk.errors import ConfigError
 
 MODEL_NAMES = ("smallcnn", "resnet18", "resnet50", "mobilenet_v2", "vgg19")
 LOSS_NAMES = ("ce", "ls", "tfkd", "ols")
@@ -20,44 +23,61 @@ SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-class ConfigError(ValueError):
-    """A setting that cannot work; the message is one sentence for the user."""
+def setting(default, help: str, *, choices: tuple[str, ...] | None = None,
+            metavar: str | None = None):
+    """A RunConfig field with the help text (and choices) the CLI and the app show."""
+    return field(default=default, metadata={"help": help, "choices": choices,
+                                            "metavar": metavar})
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What to train, on what, and how. Defaults train the demo set in about a minute on a CPU."""
+    """What to train, on what, and how. Defaults train the demo set in about a minute on a CPU.
 
-    data: str = "demo"
-    split_csv: str | None = None
-    model: str = "smallcnn"
-    weights: str | None = None
-    loss: str = "ols"
-    alpha: float | None = None  # OLS and TF-KD weight; None takes the loss's default
-    epsilon: float = 0.1  # label smoothing
-    temperature: float = 6.0  # TF-KD
-    ols_init: str = "uniform"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.003
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"
-    image_size: int | None = None  # None: 64 for the demo set, 224 otherwise
-    device: str = "auto"
-    amp: bool = True  # mixed precision where the device supports it (CUDA)
-    seed: int = 0
-    split_seed: int = 0
-    val_fraction: float = 0.2
-    demo_per_class: int = 200
-    num_workers: int | None = None  # None: 0 for in-memory data, a few for files
-    embedding_samples: int = 2000
-    calibration_bins: int = 15
+    Each field's help text, choices and default are stated here once; ``olsdesk train``
+    and ``olsdesk compare`` generate their options from them.
+    """
 
-    @property
-    def effective_alpha(self) -> float | None:
-        return self.alpha if self.alpha is not None else DEFAULT_ALPHA.get(self.loss)
+    data: str = setting("demo", "'demo', an image folder (one sub-folder a class, "
+                        "RadImageNet's nested layout too) or a MedMNIST .npz", metavar="PATH")
+    split_csv: str | None = setting(None, "folder with train/val split CSVs (filename,label), "
+                                    "RadImageNet style; without it a stratified split is made",
+                                    metavar="DIR")
+    model: str = setting("smallcnn", "the network", choices=MODEL_NAMES)
+    weights: str | None = setting(None, "optional local state-dict file to start from "
+                                  "(ImageNet or RadImageNet weights); nothing is downloaded",
+                                  metavar="FILE")
+    loss: str = setting("ols", "training objective: hard labels, label smoothing, teacher-free "
+                        "KD or online label smoothing", choices=LOSS_NAMES)
+    alpha: float | None = setting(None, "OLS: weight of the hard-label term; TF-KD: weight of "
+                                  "the virtual teacher (default 0.5 for OLS, 0.95 for TF-KD)")
+    epsilon: float = setting(0.1, "label smoothing: share of the target spread over all classes")
+    temperature: float = setting(6.0, "TF-KD temperature")
+    ols_init: str = setting("uniform", "OLS: the soft-label matrix of the first epoch",
+                            choices=("uniform", "zeros"))
+    epochs: int = setting(10, "epochs to train (with --resume: a new total)")
+    batch_size: int = setting(64, "images a training step")
+    lr: float = setting(0.003, "peak learning rate")
+    optimizer: str = setting("adamw", "sgd (momentum, as the published recipe) or adamw",
+                             choices=OPTIMIZERS)
+    momentum: float = setting(0.9, "SGD momentum")
+    weight_decay: float = setting(5e-4, "L2 weight decay")
+    schedule: str = setting("cosine", "learning-rate schedule: cosine to zero, step (x0.1 at 45 "
+                            "% and 80 % of the epochs) or constant", choices=SCHEDULES)
+    image_size: int | None = setting(None, "model input size in pixels (default 64 for the demo "
+                                     "set, 224 otherwise)")
+    device: str = setting("auto", "auto takes CUDA, then Apple MPS, then the CPU",
+                          choices=DEVICES)
+    amp: bool = setting(True, "mixed precision where the device supports it (CUDA)")
+    seed: int = setting(0, "seed of the weights, batches and augmentation")
+    split_seed: int = setting(0, "seed of the train/validation split")
+    val_fraction: float = setting(0.2, "share of each class held out for validation when the "
+                                  "data has no split")
+    demo_per_class: int = setting(200, "demo set: images a class")
+    num_workers: int | None = setting(None, "data-loader processes (default: 0 for in-memory "
+                                      "data, up to 4 for files)")
+    embedding_samples: int = setting(2000, "validation images in the embedding view")
+    calibration_bins: int = setting(15, "bins of the reliability diagram and ECE")
 
     @property
     def effective_image_size(self) -> int:
@@ -71,6 +91,11 @@ class RunConfig:
             if not ok:
                 raise ConfigError(message)
 
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name.replace('_', ' ')} must be a finite number, "
+                                  f"not {value}.")
         need(bool(self.data), "choose a dataset: 'demo', an image folder or a MedMNIST .npz.")
         need(self.model in MODEL_NAMES, f"unknown model '{self.model}'; choose one of "
              f"{', '.join(MODEL_NAMES)}.")
@@ -95,6 +120,8 @@ class RunConfig:
              "VGG-19 halves its input five times, so it needs images of at least 32 pixels.")
         need(self.device in DEVICES, f"unknown device '{self.device}'; choose one of "
              f"{', '.join(DEVICES)}.")
+        need(0 <= self.seed < 2**32 and 0 <= self.split_seed < 2**32,
+             "seeds must be whole numbers from 0 to 4294967295.")
         need(0.0 < self.val_fraction < 1.0, "the validation fraction must be between 0 and 1.")
         need(self.demo_per_class >= 2, "the demo set needs at least 2 images per class.")
         need(self.num_workers is None or self.num_workers >= 0,

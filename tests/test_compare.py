@@ -3,7 +3,7 @@
 import csv
 
 from olsdesk.cli import main
-from olsdesk.core import compare
+from olsdesk.core import study
 from olsdesk.core.runs import RunStore
 
 ARGS = ["compare", "--losses", "ce,ols", "--seeds", "1", "--epochs", "1", "--demo-per-class",
@@ -17,7 +17,7 @@ def test_tiny_comparison_writes_every_file_and_column(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [r["loss"] for r in rows] == ["ce", "ols"]
-    for key, _, _ in compare.METRICS:
+    for key, _, _ in study.METRICS:
         for suffix in ("mean", "std", "best"):
             assert f"{key}_{suffix}" in rows[0]
     assert sum(r["val_top1_best"] == "True" for r in rows) == 1
@@ -41,7 +41,7 @@ def test_interrupted_comparison_resumes_instead_of_starting_over(tmp_path, capsy
         if getattr(item, "epoch", 0) == 1 and hasattr(item, "val_top1"):
             break
     fit.close()
-    assert compare.run_state(tmp_path / "runs" / "ols-s0", 2) == "resumable"
+    assert study.run_state(tmp_path / "runs" / "ols-s0", 2) == "resumable"
     capsys.readouterr()
     assert main([*ARGS, "--losses", "ce,ols", "--epochs", "2", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out

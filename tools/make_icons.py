@@ -1,4 +1,4 @@
-"""Render olsdesk/resources/olsdesk.svg to the PNG sizes desktops and the window use."""
+"""Render resources/olsdesk.svg to the PNG sizes desktops and the window use."""
 
 from pathlib import Path
 
@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QImage, QPainter
 from PySide6.QtSvg import QSvgRenderer
 
-RESOURCES = Path(__file__).resolve().parent.parent / "olsdesk" / "resources"
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Write olsdesk/resources/samples: demo-set images (one per class, from a seed the
+"""Write resources/samples: demo-set images (one per class, from a seed the
 training split never uses) and a 16-bit CT-style DICOM, for a first drop on the app."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from PIL import Image
 
 from olsdesk.core.data.demo import CLASS_NAMES, render
 
-OUT = Path(__file__).resolve().parent.parent / "olsdesk" / "resources" / "samples"
+OUT = Path(__file__).resolve().parent.parent / "resources" / "samples"
 
 
 def write_ct_dicom(path: Path, gray: np.ndarray) -> None:

@@ -35,7 +35,7 @@ def main() -> int:
         wait_for(app, lambda: not window.training and window.last_status)
         print(window.message.text())
         window.predict.predict_paths([str(SAMPLES)])
-        wait_for(app, lambda: window.predict._thread is None)
+        wait_for(app, lambda: not window.predict.busy)
         window.predict.table.sortItems(2)  # least confident first
         window.predict.table.selectRow(0)
         for name in ("curves", "soft_labels", "reliability", "embedding", "predict"):

@@ -16,10 +16,7 @@ import torch
 from torch import nn
 
 from olsdesk.config import MODEL_NAMES
-
-
-class WeightsError(ValueError):
-    """A weights file that cannot be used for this model; one sentence for the user."""
+from olsdesk.errors import WeightsError
 
 
 class Classifier(nn.Module):

@@ -17,14 +17,12 @@ import numpy as np
 import torch
 
 from olsdesk.core.calibration import apply_temperature
-from olsdesk.core.data.images import ImageReadError, read_image
+from olsdesk.core.data.images import ImageReadError
 from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.device import choose_device
 from olsdesk.core.models import build_model
 from olsdesk.core.runs import RunError, load_checkpoint
-
-
-class PredictorError(ValueError):
-    """A checkpoint that cannot be used for prediction; one sentence for the user."""
+from olsdesk.errors import PredictorError
 
 
 @dataclass(frozen=True)
@@ -104,28 +102,24 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
         """Load an olsdesk checkpoint; PredictorError says in one sentence what is wrong."""
-        from olsdesk.core.trainer import choose_device
-
         path = Path(path)
         try:
-            state = load_checkpoint(path)
+            checkpoint = load_checkpoint(path)
         except RunError as exc:
             raise PredictorError(str(exc)) from None
         try:
-            names = tuple(state["class_names"])
-            model = build_model(state["model_name"], len(names), int(state["in_channels"]))
-            model.load_state_dict(state["model"])
-            preprocessing = Preprocessing.from_dict(state["preprocessing"])
+            model = build_model(checkpoint.model_name, checkpoint.num_classes,
+                                checkpoint.in_channels)
+            model.load_state_dict(checkpoint.model)
         except (KeyError, TypeError, ValueError) as exc:
             raise PredictorError(f"{path.name} is an incomplete olsdesk checkpoint "
                                  f"({type(exc).__name__}: {exc}).") from None
         except RuntimeError:
             raise PredictorError(
-                f"{path.name}'s weights do not fit a {state.get('model_name')} with "
-                f"{len(state.get('class_names', []))} classes; the file is damaged or was "
-                "edited.") from None
-        return cls(model, names, preprocessing, float(state.get("temperature", 1.0)),
-                   choose_device(device), str(path), int(state.get("epoch", 0)))
+                f"{path.name}'s weights do not fit a {checkpoint.model_name} with "
+                f"{checkpoint.num_classes} classes; the file is damaged or was edited.") from None
+        return cls(model, checkpoint.class_names, checkpoint.preprocessing,
+                   checkpoint.temperature, choose_device(device), str(path), checkpoint.epoch)
 
     def predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,
@@ -135,7 +129,6 @@ class Predictor:
         files = expand_paths(paths)
         results: dict[int, Prediction] = {}
         batch: list[tuple[int, Path, np.ndarray, torch.Tensor]] = []
-        max_side = self.preprocessing.resize_size * 2
 
         def flush() -> None:
             if not batch:
@@ -151,7 +144,7 @@ class Predictor:
             if cancel is not None and cancel.is_set():
                 break
             try:
-                image = read_image(file, max_side)
+                image = self.preprocessing.read(file)
                 tensor = self.preprocessing(image, train=False)
             except ImageReadError as exc:
                 results[i] = Prediction(str(file), error=str(exc))

@@ -6,9 +6,27 @@ the CLI. It holds plain floats and read-only numpy arrays that nobody mutates.
 
 from __future__ import annotations
 
+import csv
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from olsdesk.core.records import RunInfo
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """A run is ready to train: its folder, what run.json says, where it starts."""
+
+    path: Path
+    info: RunInfo
+    start_epoch: int  # epochs already done (non-zero when a run is continued)
+    epochs: int
 
 
 @dataclass(frozen=True)
@@ -30,6 +48,28 @@ class BatchProgress:
         part = self.batch / max(self.batches, 1)
         return 0.8 * part if self.phase == "train" else 0.8 + 0.2 * part
 
+    def fraction_of_run(self, start_epoch: int = 0) -> float:
+        """0..1 of the epochs this session trains (from ``start_epoch`` on)."""
+        span = max(self.epochs - start_epoch, 1)
+        return (self.epoch - 1 - start_epoch + self.fraction_of_epoch) / span
+
+
+def eta_seconds(elapsed: float, fraction_done: float) -> float:
+    """Seconds left at the pace so far; NaN until 1 % is done (too early to tell)."""
+    if fraction_done <= 0.01:
+        return math.nan
+    return elapsed * (1 - fraction_done) / fraction_done
+
+
+def format_duration(seconds: float) -> str:
+    """'4:05', '1 h 02 min', or '–' when unknown."""
+    if seconds != seconds or seconds < 0:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
 
 ARRAY_FIELDS = (
     "soft_labels", "mean_prediction",
@@ -49,10 +89,9 @@ class EpochReport:
     train_loss: float
     train_top1: float
     train_top5: float
-    val_loss: float  # cross-entropy on the validation set (= NLL)
     val_top1: float
     val_top5: float
-    val_nll: float
+    val_nll: float  # the validation loss: cross-entropy against the hard labels
     val_brier: float
     ece: float
     mce: float
@@ -87,6 +126,14 @@ class EpochReport:
             array.flags.writeable = False
             object.__setattr__(self, name, array)
 
+    @property
+    def mean_confidence(self) -> float:
+        """Mean top-label confidence over the validation set, from the reliability bins."""
+        total = int(self.reliability_counts.sum())
+        if total == 0:
+            return math.nan
+        return float(np.nansum(self.reliability_confidence * self.reliability_counts) / total)
+
     def scalars(self) -> dict[str, float | int]:
         """The scalar fields, as written to metrics.jsonl."""
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -101,3 +148,23 @@ class EpochReport:
         values = {k: v for k, v in scalars.items() if k in known}
         values.update({k: arrays[k] for k in ARRAY_FIELDS})
         return cls(**values, class_names=tuple(class_names))
+
+
+def best_report(reports: Sequence[EpochReport]) -> EpochReport | None:
+    """The epoch with the best validation Top-1 (the earliest of a tie): best.pt's epoch."""
+    best = None
+    for report in reports:
+        if best is None or report.val_top1 > best.val_top1:
+            best = report
+    return best
+
+
+def write_metrics_csv(reports: Sequence[EpochReport], path: str | Path) -> Path:
+    """Every epoch's scalars, one row an epoch (as metrics.jsonl, for spreadsheets)."""
+    path = Path(path)
+    rows = [r.scalars() for r in reports]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["epoch"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

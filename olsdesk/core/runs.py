@@ -25,14 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from olsdesk.config import RunConfig
+from olsdesk.core.records import Checkpoint, RunInfo
 from olsdesk.core.report import ARRAY_FIELDS, EpochReport
+from olsdesk.errors import RunError
 
 LATEST = "latest.pt"
 BEST = "best.pt"
-
-
-class RunError(ValueError):
-    """A folder that is not a usable run; one sentence for the user."""
 
 
 def default_runs_dir() -> Path:
@@ -64,7 +62,7 @@ class RunStore:
 
     # --- creating and opening -------------------------------------------------
     @classmethod
-    def create(cls, runs_dir: str | Path | None, config: RunConfig, info: dict,
+    def create(cls, runs_dir: str | Path | None, config: RunConfig, info: RunInfo,
                name: str | None = None) -> RunStore:
         """A new, uniquely named run directory holding ``config`` and ``info``."""
         runs_dir = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
@@ -81,7 +79,7 @@ class RunStore:
             raise RunError(f"cannot create a new run folder in {runs_dir}.")
         store = cls(path)
         store.write_config(config)
-        store.write_info({**info, "status": "created", "created": time.time()})
+        store.write_info(info.with_status("created"))
         return store
 
     @classmethod
@@ -111,18 +109,26 @@ class RunStore:
     def write_config(self, config: RunConfig) -> None:
         atomic_write_bytes(self.path / "config.json", config.to_json().encode())
 
-    def info(self) -> dict:
-        return json.loads((self.path / "run.json").read_text())
+    def info(self) -> RunInfo:
+        """run.json; RunError when it is missing or damaged."""
+        try:
+            return RunInfo.from_dict(json.loads((self.path / "run.json").read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RunError(f"{self.path.name}/run.json cannot be read ({exc}).") from None
 
-    def write_info(self, info: dict) -> None:
-        atomic_write_bytes(self.path / "run.json", json.dumps(info, indent=2).encode())
+    def write_info(self, info: RunInfo) -> None:
+        atomic_write_bytes(self.path / "run.json", json.dumps(info.to_dict(), indent=2).encode())
 
-    def update_info(self, **changes) -> None:
-        self.write_info({**self.info(), **changes})
+    def set_status(self, status: str) -> None:
+        self.write_info(self.info().with_status(status))
+
+    @property
+    def status(self) -> str:
+        return self.info().status
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.info()["class_names"])
+        return self.info().class_names
 
     # --- epochs ---------------------------------------------------------------
     def _epoch_file(self, epoch: int) -> Path:
@@ -182,11 +188,11 @@ class RunStore:
     def checkpoint_path(self, which: str = LATEST) -> Path:
         return self.path / "checkpoints" / which
 
-    def save_checkpoint(self, state: dict, best: bool) -> None:
+    def save_checkpoint(self, checkpoint: Checkpoint, best: bool) -> None:
         import torch
 
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        torch.save(checkpoint.to_state(), buffer)
         data = buffer.getvalue()
         atomic_write_bytes(self.checkpoint_path(LATEST), data)
         if best:
@@ -208,8 +214,8 @@ class RunStore:
             fh.write(f"{stamp} {message}\n")
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint's contents, loaded with ``weights_only=True``: never runs code from it."""
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """A checkpoint, loaded with ``weights_only=True``: never runs code from it."""
     import torch
 
     path = Path(path).expanduser()
@@ -220,9 +226,4 @@ def load_checkpoint(path: str | Path) -> dict:
     except Exception as exc:  # pickle, zip and allow-list errors all mean "not ours"
         raise RunError(f"{path.name} is not an olsdesk checkpoint that can be opened safely "
                        f"({type(exc).__name__}).") from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise RunError(f"{path.name} is not an olsdesk checkpoint.")
-    return state
-
-
-CHECKPOINT_FORMAT = "olsdesk-checkpoint-1"
+    return Checkpoint.from_state(state, path.name)

@@ -14,75 +14,25 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from olsdesk import __version__
-from olsdesk.config import ConfigError, RunConfig
+from olsdesk.config import RunConfig
 from olsdesk.core import metrics
 from olsdesk.core.calibration import apply_temperature, fit_temperature
-from olsdesk.core.data.images import ImageReadError
 from olsdesk.core.data.sources import Dataset, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.device import choose_device, describe_device
 from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
 from olsdesk.core.projection import pca_2d
-from olsdesk.core.report import BatchProgress, EpochReport
-from olsdesk.core.runs import CHECKPOINT_FORMAT, LATEST, RunError, RunStore, load_checkpoint
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN loss, say); one sentence for the user."""
-
-
-def warm_up() -> None:
-    """Import now what training would otherwise import lazily, mid-run, on its thread.
-
-    An import holds the GIL for tens of milliseconds at a time; done on the training
-    thread it freezes the GUI thread that long (torch's optimisers pull in torch._dynamo,
-    the epoch-end analysis scikit-learn and SciPy). The app calls this before showing.
-    """
-    import sklearn.decomposition  # noqa: F401 - t-SNE's PCA
-    import sklearn.manifold  # noqa: F401 - t-SNE
-    import sklearn.metrics  # noqa: F401 - silhouette, pairwise distances
-    import torchvision.models  # noqa: F401
-
-    layer = torch.nn.Linear(2, 2)
-    optimizer = torch.optim.AdamW(layer.parameters())
-    layer(torch.zeros(1, 2)).sum().backward()
-    optimizer.step()
-
-
-def accelerators() -> dict[str, bool]:
-    """Which accelerators this PyTorch can use here: {'cuda': …, 'mps': …}."""
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    return {"cuda": torch.cuda.is_available(), "mps": mps}
-
-
-def choose_device(preference: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then the CPU; an explicit choice that is absent is an error."""
-    found = accelerators()
-    cuda, mps = found["cuda"], found["mps"]
-    if preference == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if preference == "cuda" and not cuda:
-        raise ConfigError("CUDA was asked for, but this PyTorch sees no CUDA GPU.")
-    if preference == "mps" and not mps:
-        raise ConfigError("Apple MPS was asked for, but this PyTorch cannot use it here.")
-    return torch.device(preference)
-
-
-def describe_device(device: torch.device) -> str:
-    """A short human name for a device, e.g. 'cuda (NVIDIA H100)'."""
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
-    return device.type
+from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
+from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
+from olsdesk.core.runs import LATEST, RunStore, load_checkpoint
+from olsdesk.errors import ImageReadError, RunError, TrainingError
 
 
 class _TorchSamples(torch.utils.data.Dataset):
@@ -98,7 +48,7 @@ class _TorchSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         try:
-            image = self.samples.load(index)
+            image = self.samples.load(index, self.preprocessing)
         except ImageReadError as exc:
             return None, str(exc), index
         return self.preprocessing(image, train=self.train), int(self.samples.labels[index]), index
@@ -125,18 +75,10 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
-@dataclass
-class _EpochTotals:
-    loss: float = 0.0
-    seen: int = 0
-    top1: float = 0.0
-    top5: float = 0.0
-
-
 class Trainer:
-    """Trains one run. Create, optionally ``prepare()`` to surface data errors early, then
-    iterate ``fit()``. ``request_stop()``, ``pause()`` and ``resume()`` may be called
-    from any thread."""
+    """Trains one run. Create (or reopen with ``from_run``), optionally ``prepare()`` to
+    surface data errors early, then iterate ``fit()``. ``request_stop()``, ``pause()``
+    and ``unpause()`` may be called from any thread."""
 
     def __init__(self, config: RunConfig, runs_dir: str | Path | None = None,
                  store: RunStore | None = None, dataset: Dataset | None = None,
@@ -156,9 +98,10 @@ class Trainer:
         self.temperature = 1.0  # fitted on the validation set at every epoch end
 
     @classmethod
-    def resume(cls, run: str | Path, runs_dir: str | Path | None = None,
-               epochs: int | None = None, dataset: Dataset | None = None) -> Trainer:
-        """A trainer that continues the run at ``run`` (a path or a name in runs_dir)."""
+    def from_run(cls, run: str | Path, runs_dir: str | Path | None = None,
+                 epochs: int | None = None, dataset: Dataset | None = None) -> Trainer:
+        """A trainer that continues the stored run at ``run`` (a path or a name in
+        runs_dir) from its last checkpoint; ``epochs`` sets a new total."""
         store = RunStore.find(str(run), runs_dir)
         config = store.config()
         if epochs is not None and epochs != config.epochs:
@@ -175,7 +118,7 @@ class Trainer:
     def pause(self) -> None:
         self.pause_event.set()
 
-    def resume_training(self) -> None:
+    def unpause(self) -> None:
         self.pause_event.clear()
 
     @property
@@ -191,10 +134,7 @@ class Trainer:
         self.device = choose_device(cfg.device)
         torch.manual_seed(cfg.seed)
         if self.dataset is None:
-            self.dataset = open_dataset(
-                cfg.data, split_csv=cfg.split_csv, val_fraction=cfg.val_fraction,
-                split_seed=cfg.split_seed, demo_per_class=cfg.demo_per_class,
-                max_side=cfg.effective_image_size * 2)
+            self.dataset = open_dataset(cfg)
         data = self.dataset
         self.preprocessing = Preprocessing.for_size(cfg.effective_image_size, data.channels)
         self.model = build_model(cfg.model, data.num_classes, data.channels, cfg.weights)
@@ -233,18 +173,14 @@ class Trainer:
             self._restore()
         self.prepared = True
 
-    def _run_info(self) -> dict:
+    def _run_info(self) -> RunInfo:
         data = self.dataset
-        return {
-            "olsdesk_version": __version__,
-            "class_names": list(data.class_names),
-            "preprocessing": self.preprocessing.to_dict(),
-            "dataset": {"source": data.source, "kind": data.kind, "channels": data.channels,
-                        "train_images": len(data.train), "val_images": len(data.val),
-                        "per_class": data.per_class_counts()},
-            "validation_names": [data.val.describe(i) for i in range(len(data.val))],
-            "device": describe_device(self.device),
-        }
+        return RunInfo(
+            class_names=data.class_names, preprocessing=self.preprocessing,
+            dataset=DatasetSummary(data.source, data.kind, data.channels, len(data.train),
+                                   len(data.val), data.per_class_counts()),
+            validation_names=tuple(data.val.describe(i) for i in range(len(data.val))),
+            device=describe_device(self.device))
 
     def _build_loaders(self) -> None:
         data, cfg = self.dataset, self.config
@@ -258,51 +194,45 @@ class Trainer:
                                      shuffle=False, **common)
 
     def _restore(self) -> None:
-        state = load_checkpoint(self.store.checkpoint_path(LATEST))
-        names = tuple(state["class_names"])
-        if names != self.dataset.class_names:
+        checkpoint = load_checkpoint(self.store.checkpoint_path(LATEST))
+        if checkpoint.class_names != self.dataset.class_names:
             raise RunError("the run's checkpoint was trained on other classes than the data "
                            "found now; point --data at the run's dataset.")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.loss_fn.load_state_dict(state["loss"])
-        if state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        self.start_epoch = int(state["epoch"])
-        self.best_top1 = float(state.get("best_top1", -1.0))
-        self.temperature = float(state.get("temperature", 1.0))
+        self.model.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        self.loss_fn.load_state_dict(checkpoint.loss)
+        if checkpoint.scaler:
+            self.scaler.load_state_dict(checkpoint.scaler)
+        self.start_epoch = checkpoint.epoch
+        self.best_top1 = checkpoint.best_top1
+        self.temperature = checkpoint.temperature
         self.store.truncate_to(self.start_epoch)
         self.store.log(f"resumed after epoch {self.start_epoch}")
 
-    def checkpoint_state(self, epoch: int) -> dict:
+    def checkpoint(self, epoch: int) -> Checkpoint:
         """What a checkpoint holds: enough to resume training and to predict."""
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "olsdesk_version": __version__,
-            "epoch": epoch,
-            "model_name": self.config.model,
-            "num_classes": self.dataset.num_classes,
-            "in_channels": self.dataset.channels,
-            "class_names": list(self.dataset.class_names),
-            "preprocessing": self.preprocessing.to_dict(),
-            "config": self.config.to_dict(),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "loss_name": self.config.loss,
-            "loss": self.loss_fn.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            "best_top1": self.best_top1,
-            "temperature": self.temperature,
-        }
+        return Checkpoint(
+            epoch=epoch, model_name=self.config.model, class_names=self.dataset.class_names,
+            in_channels=self.dataset.channels, preprocessing=self.preprocessing,
+            config=self.config, model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            loss=self.loss_fn.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            best_top1=self.best_top1, temperature=self.temperature)
+
+    def started(self) -> RunStarted:
+        """What the run is, once prepared: the message the app and the CLI start from."""
+        self.prepare()
+        return RunStarted(self.store.path, self.store.info(), self.start_epoch,
+                          self.config.epochs)
 
     # --- the loop ---------------------------------------------------------------
     def fit(self) -> Iterator[BatchProgress | EpochReport]:
         """Train from the first unfinished epoch to ``config.epochs``, yielding progress."""
         self.prepare()
         self.run_started = time.perf_counter()
-        self.store.update_info(status="training")
+        self.store.set_status("training")
         status = "stopped"
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
@@ -320,7 +250,7 @@ class Trainer:
             raise
         finally:
             self.stopped = status != "finished"
-            self.store.update_info(status=status)
+            self.store.set_status(status)
             self.store.log(f"training {status}")
 
     def _wait_if_paused(self) -> bool:
@@ -398,7 +328,7 @@ class Trainer:
         improved = report.val_top1 > self.best_top1
         self.best_top1 = max(self.best_top1, report.val_top1)
         self.store.write_epoch(report)
-        self.store.save_checkpoint(self.checkpoint_state(epoch + 1), best=improved)
+        self.store.save_checkpoint(self.checkpoint(epoch + 1), best=improved)
         self.store.save_embedding_features(val["features"])
         return report
 
@@ -451,7 +381,7 @@ class Trainer:
         return EpochReport(
             epoch=epoch + 1, epochs=cfg.epochs,
             train_loss=train_loss, train_top1=train_top1, train_top5=train_top5,
-            val_loss=nll, val_top1=metrics.topk_accuracy(probs, labels, 1),
+            val_top1=metrics.topk_accuracy(probs, labels, 1),
             val_top5=metrics.topk_accuracy(probs, labels, 5), val_nll=nll,
             val_brier=metrics.brier_score(probs, labels),
             ece=bins.ece, mce=bins.mce,

@@ -6,9 +6,10 @@ import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-SAMPLES = Path(__file__).resolve().parent.parent / "resources" / "samples"
+from olsdesk.gui.resources import resource
+
+SAMPLES = resource("samples")
 NO_DISPLAY = ("olsdesk needs a display to open its window; use 'olsdesk train' on this "
               "machine, or set QT_QPA_PLATFORM=offscreen.")
 
@@ -106,7 +107,7 @@ def self_test_main(timeout: float = 300.0) -> int:
             failures.append(f"expected 1 epoch report, got {len(window.reports)}")
         sample = SAMPLES / "CT_lung_nodule.dcm"
         window.predict.predict_paths([str(sample)])
-        wait_for(app, lambda: window.predict._thread is None, timeout)
+        wait_for(app, lambda: not window.predict.busy, timeout)
         if not window.predict.predictions or not window.predict.predictions[0].ok:
             failures.append(f"predicting {sample.name} failed: {window.predict.status.text()}")
         else:

@@ -1,14 +1,24 @@
-"""A comparison's figures as PNG, drawn by the app's own panels (offscreen is fine)."""
+"""A study's figures as PNG, drawn by the app's own panels (offscreen is fine).
+
+``write_comparison_figures`` is the ``FigureRenderer`` that ``olsdesk compare`` passes
+to ``core.study``; importing this module fails where Qt cannot load, and the CLI then
+writes the tables without figures.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
+import pyqtgraph as pg
+from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 
 from olsdesk.config import LOSS_LABELS
-from olsdesk.core.report import EpochReport
+from olsdesk.core.study import Histories, seed_band
+from olsdesk.gui.panels.common import class_color, style_plot
+from olsdesk.gui.panels.embedding import EmbeddingPanel
+from olsdesk.gui.panels.reliability import ReliabilityPanel
+from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 
 SIZE = (1200, 800)
 
@@ -16,8 +26,6 @@ SIZE = (1200, 800)
 def _app():
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # figures need no screen
-    from PySide6.QtWidgets import QApplication
-
     return QApplication.instance() or QApplication([])
 
 
@@ -30,17 +38,8 @@ def _save(widget, path: Path, size=SIZE) -> str:
     return path.name
 
 
-def write_comparison_figures(histories: dict[str, list[list[EpochReport]]],
-                             out: str | Path) -> list[str]:
+def write_comparison_figures(histories: Histories, out: str | Path) -> list[str]:
     """Loss -> [each seed's reports]. Writes curves, reliability, OLS matrix, embeddings."""
-    import pyqtgraph as pg
-    from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
-
-    from olsdesk.gui.panels.common import class_color, style_plot
-    from olsdesk.gui.panels.embedding import EmbeddingPanel
-    from olsdesk.gui.panels.reliability import ReliabilityPanel
-    from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
-
     _app()
     out = Path(out)
     written = []
@@ -52,14 +51,11 @@ def write_comparison_figures(histories: dict[str, list[list[EpochReport]]],
         style_plot(plot, f"{title} (mean over seeds)", title.split()[-1])
         plot.addLegend(offset=(-10, -10) if attr == "val_top1" else (-10, 10))
         for i, (loss, runs) in enumerate(histories.items()):
-            length = min(len(r) for r in runs)
-            values = np.array([[getattr(rep, attr) for rep in r[:length]] for r in runs])
-            epochs = np.arange(1, length + 1)
+            epochs, mean, lo, hi = seed_band(runs, attr)
             colour = class_color(i)
-            plot.plot(epochs, values.mean(axis=0), pen=pg.mkPen(colour, width=2.5),
+            plot.plot(epochs, mean, pen=pg.mkPen(colour, width=2.5),
                       symbol="o", symbolSize=5, symbolBrush=colour, name=LOSS_LABELS[loss])
             if len(runs) > 1:
-                lo, hi = values.min(axis=0), values.max(axis=0)
                 band = pg.FillBetweenItem(pg.PlotDataItem(epochs, lo), pg.PlotDataItem(epochs, hi),
                                           brush=pg.mkBrush(colour.red(), colour.green(),
                                                            colour.blue(), 40))

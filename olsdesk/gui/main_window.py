@@ -1,26 +1,22 @@
-"""MainWindow: the experiment panel, the live panels, one epoch slider, the status bar.
+"""MainWindow: layout, menus and wiring; it computes nothing and trains nothing itself.
 
-The window computes nothing: it starts a TrainingWorker in a QThread and hands every
-EpochReport to the panels, or replays a run's reports from disk.
+The ``TrainingController`` runs the one training job (a run, or a study of every loss x
+seed) in a worker; the ``RunSession`` holds the run being shown (live, replayed or
+followed on disk) and every panel subscribes to it. Work off the GUI thread goes
+through ``gui.workers``; closing the window shuts every worker down there.
 """
 
 from __future__ import annotations
 
-import csv
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, QThread, QTimer, Slot
+from PySide6.QtCore import QSettings, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
     QFileDialog,
-    QHBoxLayout,
-    QLabel,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
-    QPushButton,
-    QSlider,
     QSplitter,
     QTabWidget,
     QVBoxLayout,
@@ -28,10 +24,11 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk import __version__
-from olsdesk.config import ConfigError
-from olsdesk.core.report import BatchProgress, EpochReport
-from olsdesk.core.runs import RunError, RunStore, default_runs_dir
-from olsdesk.core.trainer import Trainer, warm_up
+from olsdesk.core.report import BatchProgress, EpochReport, RunStarted, write_metrics_csv
+from olsdesk.core.runs import BEST, LATEST, default_runs_dir
+from olsdesk.core.study import Study
+from olsdesk.core.trainer import Trainer
+from olsdesk.errors import OlsdeskError
 from olsdesk.gui.panels.compare import ComparePanel
 from olsdesk.gui.panels.curves import CurvesPanel
 from olsdesk.gui.panels.embedding import EmbeddingPanel
@@ -39,18 +36,34 @@ from olsdesk.gui.panels.experiment import ExperimentPanel
 from olsdesk.gui.panels.predict import PredictPanel
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
-from olsdesk.gui.training_worker import TrainingWorker
+from olsdesk.gui.resources import resource
+from olsdesk.gui.session import RunSession
+from olsdesk.gui.training import TrainingController
+from olsdesk.gui.widgets import EpochScrubber, TrainingStatus
+from olsdesk.gui.workers import shutdown_workers
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+STATUS_TEXT = {"finished": "Training finished.",
+               "stopped": "Training stopped; the last finished epoch's checkpoint is kept.",
+               "failed": "Training failed."}
 
 
-def _eta(seconds: float) -> str:
-    if seconds != seconds or seconds < 0:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    return f"{seconds // 60}:{seconds % 60:02d}"
+def warm_up() -> None:
+    """Import now what training would otherwise import lazily, mid-run, on its thread.
+
+    An import holds the GIL for tens of milliseconds at a time; done on the training
+    thread it freezes the GUI thread that long (torch's optimisers pull in torch._dynamo,
+    the epoch-end analysis scikit-learn and SciPy). The window calls this before showing.
+    """
+    import sklearn.decomposition  # noqa: F401 - t-SNE's PCA
+    import sklearn.manifold  # noqa: F401 - t-SNE
+    import sklearn.metrics  # noqa: F401 - pairwise distances
+    import torch
+    import torchvision.models  # noqa: F401
+
+    layer = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(layer.parameters())
+    layer(torch.zeros(1, 2)).sum().backward()
+    optimizer.step()
 
 
 class MainWindow(QMainWindow):
@@ -58,102 +71,66 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings: QSettings | None = None, runs_dir: str | Path | None = None):
         super().__init__()
-        warm_up()  # imports that would otherwise stall the GUI mid-training
+        warm_up()
         self.settings = settings or QSettings("olsdesk", "olsdesk")
-        saved_runs = self.settings.value("runs_dir")
-        self.runs_dir = Path(runs_dir or saved_runs or default_runs_dir())
+        self.runs_dir = Path(runs_dir or self.settings.value("runs_dir") or default_runs_dir())
         self.setWindowTitle("olsdesk")
-        icon = RESOURCES / "olsdesk.png"
+        icon = resource("olsdesk.png")
         if icon.exists():
             self.setWindowIcon(QIcon(str(icon)))
-        self.reports: list[EpochReport] = []
-        self.thread: QThread | None = None
-        self.worker: TrainingWorker | None = None
-        self.run_path: Path | None = None
-        self.replay_store: RunStore | None = None
-        self.last_status = ""
-        self.last_error = ""
 
+        self.session = RunSession(parent=self)
+        self.controller = TrainingController(self)
         self.experiment = ExperimentPanel(self.settings)
-        self.experiment.train_requested.connect(self.start_training)
-        self.experiment.pause_requested.connect(self.toggle_pause)
-        self.experiment.stop_requested.connect(self.stop_training)
         self.curves = CurvesPanel()
         self.soft_labels = SoftLabelsPanel()
         self.reliability = ReliabilityPanel()
         self.embedding = EmbeddingPanel()
         self.predict = PredictPanel()
         self.compare = ComparePanel(self.runs_dir)
-        self.compare.comparison_requested.connect(self.start_comparison)
-        self.queue: list[tuple] = []  # (config, runs folder, run name) still to train
-        self.queue_total = 0
-        self.queue_paths: list[Path] = []
+        self.scrubber = EpochScrubber(self.session)
+        self.status = TrainingStatus()
+        self.setStatusBar(self.status)
+        self.message = self.status.message
+
         self.tabs = QTabWidget()
-        self.tabs.addTab(self.curves, "Curves")
-        self.tabs.addTab(self.soft_labels, "Soft labels")
-        self.tabs.addTab(self.reliability, "Reliability")
-        self.tabs.addTab(self.embedding, "Embedding")
-        self.tabs.addTab(self.predict, "Predict")
-        self.tabs.addTab(self.compare, "Compare")
+        for widget, title in ((self.curves, "Curves"), (self.soft_labels, "Soft labels"),
+                              (self.reliability, "Reliability"), (self.embedding, "Embedding"),
+                              (self.predict, "Predict"), (self.compare, "Compare")):
+            self.tabs.addTab(widget, title)
         self.tabs.currentChanged.connect(self._tab_changed)
         self.setAcceptDrops(True)  # files dropped anywhere go to the Predict panel
-
-        # one epoch slider drives soft labels, reliability and embedding
-        self.epoch_slider = QSlider(Qt.Orientation.Horizontal)
-        self.epoch_slider.setRange(1, 1)
-        self.epoch_slider.setEnabled(False)
-        self.epoch_slider.valueChanged.connect(self._epoch_chosen)
-        self.play_button = QPushButton("▶ Play")
-        self.play_button.setToolTip("Watch the epochs from the first one")
-        self.play_button.setEnabled(False)
-        self.play_button.clicked.connect(self.toggle_play)
-        self.epoch_label = QLabel("no epochs yet")
-        self.epoch_label.setMinimumWidth(130)
-        self.play_timer = QTimer(self)
-        self.play_timer.setInterval(700)
-        self.play_timer.timeout.connect(self._play_step)
-        scrub = QHBoxLayout()
-        scrub.addWidget(QLabel("Epoch"))
-        scrub.addWidget(self.epoch_slider, 1)
-        scrub.addWidget(self.epoch_label)
-        scrub.addWidget(self.play_button)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.tabs, 1)
-        right_layout.addLayout(scrub)
-
+        right_layout.addWidget(self.scrubber)
         splitter = QSplitter()
         splitter.addWidget(self.experiment)
         splitter.addWidget(right)
         splitter.setStretchFactor(1, 1)
         splitter.setSizes([380, 1000])
         self.setCentralWidget(splitter)
-
-        # status bar: message, epoch and run progress, ETA, speed, device
-        self.message = QLabel("Ready: press Train to train on the demo set.")
-        self.epoch_progress = QProgressBar()
-        self.epoch_progress.setFormat("epoch %p%")
-        self.run_progress = QProgressBar()
-        self.run_progress.setFormat("run %p%")
-        for bar in (self.epoch_progress, self.run_progress):
-            bar.setMaximumWidth(140)
-            bar.setRange(0, 1000)
-            bar.setValue(0)
-        self.eta_label = QLabel("")
-        self.speed_label = QLabel("")
-        self.device_label = QLabel("")
-        bar = self.statusBar()
-        bar.addWidget(self.message, 1)
-        for widget in (self.epoch_progress, self.run_progress, self.eta_label, self.speed_label,
-                       self.device_label):
-            bar.addPermanentWidget(widget)
-
-        self.replay_timer = QTimer(self)
-        self.replay_timer.setInterval(2000)
-        self.replay_timer.timeout.connect(self._poll_replay)
+        self._wire()
         self._build_menus()
         self.resize(1320, 860)
+
+    def _wire(self) -> None:
+        session, controller = self.session, self.controller
+        for panel in (self.curves, self.soft_labels, self.reliability, self.embedding):
+            panel.follow(session)
+        session.report_added.connect(self._use_run_checkpoint)
+        session.following_changed.connect(self._following_changed)
+        self.experiment.train_requested.connect(self.start_training)
+        self.experiment.pause_requested.connect(self.toggle_pause)
+        self.experiment.stop_requested.connect(self.stop_training)
+        self.compare.comparison_requested.connect(self.start_comparison)
+        controller.run_started.connect(self._run_started)
+        controller.batch_progressed.connect(self._batch_progressed)
+        controller.epoch_finished.connect(session.add_report)
+        controller.failed.connect(self._failed)
+        controller.finished.connect(self._finished)
+        controller.state_changed.connect(self.experiment.set_state)
 
     # --- menus ------------------------------------------------------------------------
     def _build_menus(self) -> None:
@@ -177,150 +154,115 @@ class MainWindow(QMainWindow):
             f"Runs are kept in {self.runs_dir}"))
         help_menu.addAction(about)
 
-    # --- training ---------------------------------------------------------------------
+    # --- what the rest of the app (and its tests) reads -------------------------------
+    @property
+    def reports(self) -> list[EpochReport]:
+        return self.session.reports
+
+    @property
+    def run_path(self) -> Path | None:
+        return self.session.path
+
     @property
     def training(self) -> bool:
-        return self.thread is not None and self.thread.isRunning()
+        return self.controller.running
+
+    @property
+    def last_status(self) -> str:
+        return self.controller.last_status
+
+    @property
+    def last_error(self) -> str:
+        return self.controller.last_error
+
+    # --- training ---------------------------------------------------------------------
+    def _settings_or_message(self):
+        try:
+            return self.experiment.config()
+        except OlsdeskError as exc:
+            self.experiment.show_error(str(exc))
+            return None
+
+    def _dataset_for(self, config):
+        """The dataset the experiment panel already read, when it is the one ``config``
+        describes (so training does not scan the folder again)."""
+        from olsdesk.core.data.sources import dataset_key
+
+        exp = self.experiment
+        return exp.dataset if exp.dataset_key == dataset_key(config) else None
 
     @Slot()
     def start_training(self) -> None:
         if self.training:
             return
-        try:
-            config = self.experiment.config()
-        except ConfigError as exc:
-            self.experiment.show_error(str(exc))
+        config = self._settings_or_message()
+        if config is None:
             return
         self.experiment.save()
-        self.queue, self.queue_total = [], 0
-        self._start(config, self.runs_dir, None)
+        self._start(Trainer(config, runs_dir=self.runs_dir, dataset=self._dataset_for(config)))
 
     @Slot(list, int)
     def start_comparison(self, losses: list[str], seeds: int) -> None:
-        """Queue every loss x seed with the experiment panel's settings, one after another."""
-        from olsdesk.core import compare
-
+        """Every loss x seed with the experiment panel's settings: the study engine."""
         if self.training:
             self.message.setText("Stop the training before starting a comparison.")
             return
+        config = self._settings_or_message()
+        if config is None:
+            return
         try:
-            runs = compare.plan(self.experiment.config(), losses, seeds)
-        except ConfigError as exc:
+            study = Study(config, losses, seeds,
+                          self.runs_dir / time.strftime("comparison-%Y%m%d-%H%M%S"),
+                          dataset=self._dataset_for(config))
+        except OlsdeskError as exc:
             self.experiment.show_error(str(exc))
             return
-        folder = self.runs_dir / time.strftime("comparison-%Y%m%d-%H%M%S")
-        self.queue = [(config, folder, name) for name, config in runs]
-        self.queue_total = len(self.queue)
-        self.queue_paths = [folder / name for name, _ in runs]
-        self._start_next_in_queue()
+        self._start(study)
 
-    def _start_next_in_queue(self) -> None:
-        config, folder, name = self.queue.pop(0)
-        done = self.queue_total - len(self.queue)
-        self._start(config, folder, name)
-        self.message.setText(f"Comparison run {done}/{self.queue_total}: {name}")
-
-    def _start(self, config, runs_dir, run_name) -> None:
+    def _start(self, job) -> None:
         self.experiment.show_error("")
-        self.last_error = ""
-        self._stop_replay()
-        dataset = self.experiment.dataset if self.experiment.dataset_key else None
-        try:
-            trainer = Trainer(config, runs_dir=runs_dir, dataset=dataset, run_name=run_name)
-        except ConfigError as exc:
-            self.experiment.show_error(str(exc))
-            return
-        self._clear_panels()
-        self.thread = QThread()
-        self.worker = TrainingWorker(trainer)
-        self.worker.moveToThread(self.thread)
-        self.thread.started.connect(self.worker.run)
-        self.worker.run_started.connect(self._run_started)
-        self.worker.batch_progressed.connect(self._batch_progressed)
-        self.worker.epoch_finished.connect(self._epoch_finished)
-        self.worker.failed.connect(self._failed)
-        self.worker.finished.connect(self._finished)
-        # quit() is thread-safe; a direct call lets _finished() join the thread at once
-        self.worker.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
-        self.started_at = time.monotonic()
-        self.experiment.set_state("training")
+        self.session.clear()
+        self.status.reset()
+        self.controller.start(job)
         self.message.setText("Reading the data and building the model…")
-        self.thread.start()
 
-    def _tab_changed(self) -> None:
-        if self.tabs.currentWidget() is self.compare:
-            self.compare.refresh()
+    @property
+    def _study_prefix(self) -> str:
+        study, started = self.controller.study, self.controller.started
+        if study is None or started is None:
+            return ""
+        index = [p.name for p in study.run_paths].index(started.path.name)
+        return f"[{index + 1}/{len(study.runs)}] "
 
     @Slot()
     def toggle_pause(self) -> None:
         if not self.training:
             return
-        if self.worker.trainer.paused:
-            self.worker.resume()
-            self.experiment.set_state("training")
-            self.message.setText("Training resumed.")
-        else:
-            self.worker.pause()
-            self.experiment.set_state("paused")
-            self.message.setText("Paused; press Resume to go on, or Stop.")
+        self.controller.toggle_pause()
+        self.message.setText("Paused; press Resume to go on, or Stop." if self.controller.paused
+                             else "Training resumed.")
 
     @Slot()
     def stop_training(self) -> None:
         if self.training:
-            self.worker.request_stop()
+            self.controller.request_stop()
             self.message.setText("Stopping after this batch…")
 
-    def wait_for_worker(self) -> None:
-        """Stop and join the training thread (used on close)."""
-        if self.thread is None:
-            return
-        if self.worker is not None:
-            self.worker.request_stop()
-        self.thread.quit()
-        self.thread.wait()
-
     @Slot(object)
-    def _run_started(self, info: dict) -> None:
-        queued = (f"comparison run {self.queue_total - len(self.queue)}/{self.queue_total}: "
-                  if self.queue_total else "")
-        self.run_path = Path(info["path"])
-        self.device_label.setText(info["device"])
-        self.embedding.set_sample_names(info["validation_names"])
-        self.embedding.set_classes(info["class_names"])
-        self.soft_labels.set_classes(info["class_names"])
-        store = RunStore(self.run_path)
-        self.embedding.set_feature_source(store.embedding_features)
-        self.run_epochs = (info["start_epoch"], info["epochs"])
-        self.message.setText(f"{queued}training {info['train_images']:,} images → "
-                             f"{self.run_path}")
-        self.setWindowTitle(f"olsdesk — {self.run_path.name}")
+    def _run_started(self, started: RunStarted) -> None:
+        self.session.begin(started)
+        self.status.run_started(started)
+        self.embedding.set_feature_source(self.session.run_store.embedding_features)
+        self.message.setText(f"{self._study_prefix}training {started.info.dataset.train_images:,}"
+                             f" images → {started.path}")
+        self.setWindowTitle(f"olsdesk — {started.path.name}")
 
     @Slot(object)
     def _batch_progressed(self, p: BatchProgress) -> None:
-        self.epoch_progress.setValue(int(1000 * p.fraction_of_epoch))
-        start, total = getattr(self, "run_epochs", (0, p.epochs))
-        span = max(total - start, 1)
-        done = (p.epoch - 1 - start + p.fraction_of_epoch) / span
-        self.run_progress.setValue(int(1000 * done))
-        elapsed = time.monotonic() - self.started_at
-        eta = elapsed * (1 - done) / done if done > 0.01 else float("nan")
-        self.eta_label.setText(f"ETA {_eta(eta)}")
-        self.speed_label.setText(f"{p.images_per_second:,.0f} img/s")
-        if not self.worker or not self.worker.trainer.paused:
-            phase = "training" if p.phase == "train" else "validating"
-            loss = "" if p.loss != p.loss else f", loss {p.loss:.4f}"
-            queued = (f"[{self.queue_total - len(self.queue)}/{self.queue_total}] "
-                      if self.queue_total else "")
-            self.message.setText(f"{queued}Epoch {p.epoch}/{p.epochs}: {phase} batch {p.batch}/"
-                                 f"{p.batches}{loss}")
-
-    @Slot(object)
-    def _epoch_finished(self, report: EpochReport) -> None:
-        self.add_report(report)
+        self.status.progressed(p, self._study_prefix, paused=self.controller.paused)
 
     @Slot(str)
     def _failed(self, message: str) -> None:
-        self.last_error = message
         self.experiment.show_error(message)
         self.message.setText("Training failed: " + message)
         # open(), not exec(): the box never blocks the event loop (or a test)
@@ -330,60 +272,41 @@ class MainWindow(QMainWindow):
 
     @Slot(str)
     def _finished(self, status: str) -> None:
-        self.last_status = status
-        self.thread.wait()
-        self.thread = self.worker = None
-        self.experiment.set_state("idle")
-        where = f" Run kept in {self.run_path}." if self.run_path else ""
-        text = {"finished": "Training finished.", "stopped": "Training stopped; the last "
-                "finished epoch's checkpoint is kept.", "failed": "Training failed."}[status]
-        if status != "failed" or not self.last_error:
-            self.message.setText(text + where)
-        if status == "finished":
-            self.run_progress.setValue(1000)
-        self.eta_label.setText("")
-        if self.queue and status == "finished":
-            self._start_next_in_queue()
-            return
-        if self.queue_total:
+        self.status.ended(status == "finished")
+        study = self.controller.study
+        if study is not None:
+            done = len(study.stores)
             if status == "finished":
-                self.message.setText(f"Comparison of {self.queue_total} runs finished.")
+                self.message.setText(f"Comparison of {len(study.runs)} runs finished.")
                 self.tabs.setCurrentWidget(self.compare)
                 self.compare.refresh()
-                self.compare.select_runs(self.queue_paths)
-            else:
-                self.message.setText(f"Comparison {status} after "
-                                     f"{self.queue_total - len(self.queue) - 1} runs; "
-                                     "the finished runs are kept.")
-            self.queue, self.queue_total = [], 0
-
-    # --- reports and the slider ---------------------------------------------------------
-    def _clear_panels(self) -> None:
-        self.reports = []
-        self.curves.clear()
-        for panel in (self.soft_labels, self.reliability, self.embedding):
-            panel.show_report(None)
-        self.epoch_slider.setRange(1, 1)
-        self.epoch_slider.setEnabled(False)
-        self.play_button.setEnabled(False)
-        self.epoch_label.setText("no epochs yet")
-        self.epoch_progress.setValue(0)
-        self.run_progress.setValue(0)
-
-    def _use_run_checkpoint(self) -> None:
-        """Point the Predict panel at the run's best checkpoint (latest when none is best)."""
-        if self.run_path is None:
+                self.compare.select_runs(study.run_paths)
+            elif not self.last_error:
+                self.message.setText(f"Comparison {status} after {done} runs; the finished "
+                                     "runs are kept.")
             return
-        store = RunStore(self.run_path)
-        for which, label in (("best.pt", "best"), ("latest.pt", "latest")):
+        where = f" Run kept in {self.run_path}." if self.run_path else ""
+        if status != "failed" or not self.last_error:
+            self.message.setText(STATUS_TEXT[status] + where)
+
+    # --- the run shown ----------------------------------------------------------------
+    def _use_run_checkpoint(self, *_) -> None:
+        """Point the Predict panel at the run's best checkpoint (latest when none is best)."""
+        store = self.session.run_store
+        if store is None:
+            return
+        for which, label in ((BEST, "best"), (LATEST, "latest")):
             path = store.checkpoint_path(which)
             if path.exists():
-                best = max(self.reports, key=lambda r: r.val_top1) if self.reports else None
+                best = self.session.best
                 detail = (f", epoch {best.epoch}, validation top-1 {best.val_top1:.1%}"
-                          if best is not None and which == "best.pt" else "")
-                self.predict.set_checkpoint(path, f"{self.run_path.name}, {label} checkpoint"
-                                                  f"{detail}")
+                          if best is not None and which == BEST else "")
+                self.predict.set_checkpoint(path, f"{store.path.name}, {label} checkpoint{detail}")
                 return
+
+    def _tab_changed(self) -> None:
+        if self.tabs.currentWidget() is self.compare:
+            self.compare.refresh()
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
         if event.mimeData().hasUrls():
@@ -397,59 +320,6 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.predict)
         self.predict.predict_paths(paths)
 
-    def add_report(self, report: EpochReport) -> None:
-        following = not self.reports or self.epoch_slider.value() == len(self.reports)
-        self.reports.append(report)
-        self.curves.add_report(report)
-        self._use_run_checkpoint()
-        self.embedding.set_latest_epoch(report.epoch)
-        self.epoch_slider.setEnabled(True)
-        self.play_button.setEnabled(len(self.reports) > 1)
-        self.epoch_slider.blockSignals(True)
-        self.epoch_slider.setRange(1, len(self.reports))
-        self.epoch_slider.blockSignals(False)
-        if following and not self.play_timer.isActive():
-            self.epoch_slider.setValue(len(self.reports))
-            self._epoch_chosen(len(self.reports))
-        else:
-            self._update_epoch_label()
-
-    def set_reports(self, reports: list[EpochReport]) -> None:
-        self._clear_panels()
-        for report in reports:
-            self.add_report(report)
-
-    def _update_epoch_label(self) -> None:
-        if self.reports:
-            report = self.reports[self.epoch_slider.value() - 1]
-            self.epoch_label.setText(f"epoch {report.epoch} of {report.epochs}")
-
-    @Slot(int)
-    def _epoch_chosen(self, position: int) -> None:
-        if not self.reports:
-            return
-        report = self.reports[position - 1]
-        for panel in (self.soft_labels, self.reliability, self.embedding):
-            panel.show_report(report)
-        self._update_epoch_label()
-
-    def toggle_play(self) -> None:
-        if self.play_timer.isActive():
-            self.play_timer.stop()
-            self.play_button.setText("▶ Play")
-            return
-        self.epoch_slider.setValue(1)
-        self._epoch_chosen(1)
-        self.play_button.setText("■ Stop")
-        self.play_timer.start()
-
-    def _play_step(self) -> None:
-        value = self.epoch_slider.value()
-        if value >= len(self.reports):
-            self.toggle_play()
-            return
-        self.epoch_slider.setValue(value + 1)
-
     # --- runs: replay and export ------------------------------------------------------
     def choose_run(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open a run", str(self.runs_dir))
@@ -457,48 +327,26 @@ class MainWindow(QMainWindow):
             self.open_run(path)
 
     def open_run(self, path: str | Path) -> bool:
-        """Replay a finished or still-running run in every panel."""
+        """Replay a finished run in every panel, or follow one still training."""
         if self.training:
             self.message.setText("Stop the training before opening another run.")
             return False
         try:
-            store = RunStore.open(path)
-            reports = store.load_reports()
-            info = store.info()
-        except (RunError, OSError, ValueError, KeyError) as exc:
+            status = self.session.open(path)
+        except OlsdeskError as exc:
             self.message.setText(f"Cannot open {path}: {exc}")
             return False
-        self.run_path = store.path
-        self.embedding.set_sample_names(info.get("validation_names", []))
-        self.embedding.set_feature_source(store.embedding_features)
-        self.set_reports(reports)
-        self.setWindowTitle(f"olsdesk — {store.path.name}")
-        status = info.get("status", "?")
-        self.message.setText(f"Replaying {store.path.name}: {len(reports)} epochs ({status}).")
-        self._stop_replay()
-        if status == "training":
-            self.replay_store = store
-            self.replay_timer.start()
+        self.embedding.set_feature_source(self.session.run_store.embedding_features)
+        self._use_run_checkpoint()
+        name = self.session.path.name
+        self.setWindowTitle(f"olsdesk — {name}")
+        self.message.setText(f"Replaying {name}: {len(self.reports)} epochs ({status}).")
         return True
 
-    def _poll_replay(self) -> None:
-        store = self.replay_store
-        if store is None:
-            return
-        try:
-            reports = store.load_reports()
-            status = store.info().get("status")
-        except (OSError, ValueError, KeyError):
-            return
-        for report in reports[len(self.reports):]:
-            self.add_report(report)
-        if status != "training":
-            self._stop_replay()
-            self.message.setText(f"{store.path.name}: {len(self.reports)} epochs ({status}).")
-
-    def _stop_replay(self) -> None:
-        self.replay_timer.stop()
-        self.replay_store = None
+    def _following_changed(self, status: str) -> None:
+        if not status and self.session.path is not None:
+            self.message.setText(f"{self.session.path.name}: {len(self.reports)} epochs "
+                                 f"({self.session.run_store.status}).")
 
     def choose_export(self) -> None:
         if not self.reports:
@@ -518,13 +366,7 @@ class MainWindow(QMainWindow):
             path = folder / f"{name}.png"
             if self.render_panel(name).save(str(path)):
                 written.append(path)
-        path = folder / "metrics.csv"
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            scalars = [r.scalars() for r in self.reports]
-            writer = csv.DictWriter(fh, fieldnames=list(scalars[0]))
-            writer.writeheader()
-            writer.writerows(scalars)
-        written.append(path)
+        written.append(write_metrics_csv(self.reports, folder / "metrics.csv"))
         return written
 
     def render_panel(self, name: str):
@@ -548,13 +390,12 @@ class MainWindow(QMainWindow):
 
     # --- closing ----------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
-        self.play_timer.stop()
-        self._stop_replay()
+        self.scrubber.stop_play()
+        self.session.stop_following()
         if self.training:
             self.message.setText("Stopping the training; the last checkpoint is kept…")
-        self.wait_for_worker()
-        self.embedding.shutdown()
-        self.predict.shutdown()
-        self.experiment.shutdown()
+        self.controller.shutdown()
+        self.predict.cancel()
+        shutdown_workers()
         self.experiment.save()
         super().closeEvent(event)

@@ -12,9 +12,10 @@ from olsdesk.cli import main
 from olsdesk.config import RunConfig
 from olsdesk.core.predictor import Predictor, PredictorError
 from olsdesk.core.trainer import Trainer
+from olsdesk.gui.resources import resource
 from tests.helpers import truncate, write_dicom, write_png
 
-SAMPLES = Path(__file__).resolve().parents[2] / "olsdesk" / "resources" / "samples"
+SAMPLES = resource("samples")
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,17 @@
 import numpy as np
 import pytest
 
+from olsdesk.config import RunConfig
 from olsdesk.core.data.demo import CLASS_NAMES, make_demo
 from olsdesk.core.data.sources import DataError, open_dataset, stratified_split
+from olsdesk.core.data.transforms import Preprocessing
 from tests.helpers import make_class_folder, write_dicom
 
 
 def test_radimagenet_nested_layout_uses_leaf_path_as_class(tmp_path):
     root = make_class_folder(tmp_path / "radiology_ai", {
         "CT/lung/normal": 5, "CT/abdomen/normal": 5, "US/cyst": 5})
-    ds = open_dataset(str(root), val_fraction=0.2)
+    ds = open_dataset(RunConfig(data=str(root), val_fraction=0.2))
     assert ds.class_names == ("CT/abdomen/normal", "CT/lung/normal", "US/cyst")
     assert len(ds.train) + len(ds.val) == 15
     assert ds.per_class_counts()["US/cyst"] == (4, 1)
@@ -21,7 +23,7 @@ def test_radimagenet_nested_layout_uses_leaf_path_as_class(tmp_path):
 def test_dicom_files_count_as_images(tmp_path):
     root = make_class_folder(tmp_path / "d", {"a": 3, "b": 3})
     write_dicom(root / "a" / "x.dcm", np.zeros((4, 4), dtype=np.uint16))
-    ds = open_dataset(str(root))
+    ds = open_dataset(RunConfig(data=str(root)))
     assert len(ds.train) + len(ds.val) == 7
 
 
@@ -35,10 +37,10 @@ def test_csv_split_files(tmp_path):
     for name, rows in (("RadiologyAI_train.csv", train), ("RadiologyAI_val.csv", val)):
         lines = ["filename,label"] + [f"radiology_ai/{f},{f.rsplit('/', 1)[0]}" for f in rows]
         (splits / name).write_text("\n".join(lines) + "\n")
-    ds = open_dataset(str(root), split_csv=str(splits))
+    ds = open_dataset(RunConfig(data=str(root), split_csv=str(splits)))
     assert ds.class_names == ("CT/lung/normal", "MR/knee/tear")
     assert (len(ds.train), len(ds.val)) == (6, 2)
-    assert ds.train.load(0).shape == (24, 24)
+    assert ds.train.load(0, Preprocessing.for_size(16, 1)).shape == (24, 24)
 
 
 def test_medmnist_npz_gray_and_rgb(tmp_path):
@@ -49,7 +51,7 @@ def test_medmnist_npz_gray_and_rgb(tmp_path):
                  train_labels=np.arange(20).reshape(20, 1) % 4,
                  val_images=rng.integers(0, 255, (8,) + shape[1:], dtype=np.uint8),
                  val_labels=np.arange(8).reshape(8, 1) % 4)
-        ds = open_dataset(str(path))
+        ds = open_dataset(RunConfig(data=str(path)))
         assert ds.num_classes == 4 and ds.channels == channels
         assert (len(ds.train), len(ds.val)) == (20, 8)
         assert ds.train.load(3).shape == shape[1:]
@@ -59,7 +61,7 @@ def test_medmnist_multilabel_is_refused(tmp_path):
     path = tmp_path / "chest.npz"
     np.savez(path, train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.zeros((4, 14)))
     with pytest.raises(DataError, match="multi-label"):
-        open_dataset(str(path))
+        open_dataset(RunConfig(data=str(path)))
 
 
 @pytest.mark.parametrize("layout,message", [
@@ -70,18 +72,18 @@ def test_folder_errors(tmp_path, layout, message):
     root = make_class_folder(tmp_path / "data", layout)
     root.mkdir(exist_ok=True)
     with pytest.raises(DataError, match=message):
-        open_dataset(str(root))
+        open_dataset(RunConfig(data=str(root)))
 
 
 def test_missing_folder_and_loose_images(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        open_dataset(str(tmp_path / "nope"))
+        open_dataset(RunConfig(data=str(tmp_path / "nope")))
     make_class_folder(tmp_path / "x", {"a": 2})
     for p in (tmp_path / "x" / "a").iterdir():
         p.rename(tmp_path / "x" / p.name)
     (tmp_path / "x" / "a").rmdir()
     with pytest.raises(DataError, match="no class folders"):
-        open_dataset(str(tmp_path / "x"))
+        open_dataset(RunConfig(data=str(tmp_path / "x")))
 
 
 def test_stratified_split_is_seeded_and_keeps_every_class():

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from olsdesk.config import RunConfig
+from olsdesk.core.device import choose_device
 from olsdesk.core.report import BatchProgress, EpochReport
 from olsdesk.core.runs import RunStore, load_checkpoint
-from olsdesk.core.trainer import Trainer, TrainingError, choose_device
+from olsdesk.core.trainer import Trainer, TrainingError
 from tests.helpers import make_class_folder, truncate
 
 TINY = dict(demo_per_class=8, image_size=32, batch_size=16, epochs=2, device="cpu",
@@ -78,10 +79,10 @@ def test_run_directory_round_trips_the_reports(ols_run):
 
 def test_checkpoint_is_safe_to_load_and_complete(ols_run):
     trainer, _, _ = ols_run
-    state = load_checkpoint(trainer.store.checkpoint_path())
-    assert state["epoch"] == 2 and len(state["class_names"]) == 12
-    assert state["preprocessing"]["image_size"] == 32
-    assert set(state["loss"]) == {"soft_labels", "soft_label_sum", "correct_count"}
+    checkpoint = load_checkpoint(trainer.store.checkpoint_path())
+    assert checkpoint.epoch == 2 and len(checkpoint.class_names) == 12
+    assert checkpoint.preprocessing.image_size == 32
+    assert set(checkpoint.loss) == {"soft_labels", "soft_label_sum", "correct_count"}
     # the file really loads with the safe unpickler
     torch.load(trainer.store.checkpoint_path(), weights_only=True)
     assert (trainer.store.path / "checkpoints" / "best.pt").exists()
@@ -98,7 +99,7 @@ def test_resume_continues_as_if_never_interrupted(tmp_path):
             break
     fit.close()  # interrupted after two epochs
     assert json.loads((first.store.path / "run.json").read_text())["status"] == "stopped"
-    resumed = Trainer.resume(first.store.path)
+    resumed = Trainer.from_run(first.store.path)
     rest, _ = run_all(resumed)
     assert [r.epoch for r in rest] == [3]
     assert rest[0].val_top1 == straight[2].val_top1
@@ -129,7 +130,7 @@ def test_pause_blocks_until_resumed(tmp_path):
     worker.start()
     worker.join(0.3)
     assert worker.is_alive() and not got  # paused: no batch comes
-    trainer.resume_training()
+    trainer.unpause()
     worker.join(10)
     assert got
     for _ in fit:
@@ -183,16 +184,25 @@ def test_resume_against_other_classes_is_refused(tmp_path):
     from olsdesk.core.runs import RunError
 
     with pytest.raises(RunError, match="other classes"):
-        Trainer.resume(trainer.store.path).prepare()
+        Trainer.from_run(trainer.store.path).prepare()
 
 
-def test_device_auto_is_cpu_here_and_absent_devices_are_refused():
+@pytest.mark.parametrize("cuda,mps,auto", [(False, False, "cpu"), (True, False, "cuda"),
+                                           (False, True, "mps"), (True, True, "cuda")])
+def test_device_auto_prefers_cuda_then_mps_and_absent_devices_are_refused(monkeypatch, cuda,
+                                                                           mps, auto):
     from olsdesk.config import ConfigError
+    from olsdesk.core import device
 
-    if not torch.cuda.is_available():
-        assert choose_device("auto").type in ("cpu", "mps")
-        with pytest.raises(ConfigError, match="CUDA"):
-            choose_device("cuda")
+    monkeypatch.setattr(device, "accelerators", lambda: {"cuda": cuda, "mps": mps})
+    assert choose_device("auto").type == auto
+    assert choose_device("cpu").type == "cpu"
+    for name, present in (("cuda", cuda), ("mps", mps)):
+        if present:
+            assert choose_device(name).type == name
+        else:
+            with pytest.raises(ConfigError, match="CUDA" if name == "cuda" else "MPS"):
+                choose_device(name)
 
 
 @pytest.mark.slow

@@ -54,7 +54,6 @@ def window(qtbot, tmp_path, settings):
 
 def train(qtbot, window, timeout=60_000):
     """Click Train and wait for the run to end."""
-    window.last_status = ""
     qtbot.mouseClick(window.experiment.train_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.last_status != "" and not window.training, timeout=timeout)
     return window.last_status

@@ -1,11 +1,11 @@
-"""The Compare panel: a queued comparison through the worker, then the runs side by side."""
+"""The Compare panel: a study through the training worker, then the runs side by side."""
 
 import csv
 
 import pytest
 
-from olsdesk.cli import write_comparison
-from olsdesk.core import compare
+from olsdesk.cli import figure_renderer
+from olsdesk.core import study
 from olsdesk.core.runs import RunStore
 
 
@@ -13,8 +13,8 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
                                                                           tmp_path):
     window.experiment.epochs.setValue(2)
     window.start_comparison(["ce", "ols"], 2)
-    assert window.queue_total == 4
-    qtbot.waitUntil(lambda: window.queue_total == 0 and not window.training, timeout=120_000)
+    assert len(window.controller.study.runs) == 4  # the study engine, in the worker
+    qtbot.waitUntil(lambda: window.last_status != "" and not window.training, timeout=120_000)
     assert "Comparison of 4 runs finished" in window.message.text()
     panel = window.compare
     assert window.tabs.currentWidget() is panel
@@ -31,11 +31,12 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
     out = tmp_path / "report"
     out.mkdir()
     base = stores[0].config()
-    write_comparison(sorted(stores, key=lambda s: s.path.name), base, 2, out)
+    study.write_study_report(sorted(stores, key=lambda s: s.path.name), base, 2, out,
+                             figure_renderer()[0])
     rows = {r["loss"]: r for r in csv.DictReader(open(out / "results.csv"))}
     for row in range(panel.by_loss.rowCount()):
         loss = "ce" if panel.by_loss.verticalHeaderItem(row).text().startswith("hard") else "ols"
-        for col, (key, _, _) in enumerate(compare.METRICS):
+        for col, (key, _, _) in enumerate(study.METRICS):
             mean = float(rows[loss][f"{key}_mean"])
             text = panel.by_loss.item(row, col).text()
             assert float(text.split(" ± ")[0]) == pytest.approx(mean, abs=1e-4, nan_ok=True)

@@ -21,7 +21,7 @@ def test_training_through_the_window_fills_every_panel(qtbot, window):
     assert [r.epoch for r in reports] == [1, 2]
 
     # curves: two points per series
-    for attr in ("train_loss", "val_loss", "train_top1", "val_top1", "train_top5", "val_top5",
+    for attr in ("train_loss", "val_nll", "train_top1", "val_top1", "train_top5", "val_top5",
                  "ece"):
         x, y = window.curves.series_points(attr)
         assert list(x) == [1, 2]
@@ -30,7 +30,7 @@ def test_training_through_the_window_fills_every_panel(qtbot, window):
     # soft labels: the heatmap shows the chosen epoch's matrix, both kinds
     panel = window.soft_labels
     np.testing.assert_allclose(panel.image.image, reports[-1].soft_labels)
-    window.epoch_slider.setValue(1)
+    window.scrubber.slider.setValue(1)  # the epoch slider
     np.testing.assert_allclose(panel.image.image, reports[0].soft_labels)  # uniform start
     panel.matrix_choice.setCurrentIndex(panel.matrix_choice.findData("mean_prediction"))
     np.testing.assert_allclose(panel.image.image, np.nan_to_num(reports[0].mean_prediction))
@@ -58,7 +58,7 @@ def test_soft_label_hover_names_both_classes(qtbot, window):
     window.tabs.setCurrentWidget(panel)
     qtbot.wait(50)
     scene_pos = panel.plot.vb.mapViewToScene(QPointF(2.5, 1.5))  # row 1 (nodule), col 2 (mass)
-    panel._hover(scene_pos)
+    panel.graphics.scene().sigMouseMoved.emit(scene_pos)  # the pointer moves there
     value = panel.current_matrix()[1, 2]
     assert panel.hover.text() == f"true CT/lung/nodule → CT/lung/mass: {value:.3f}"
 
@@ -66,7 +66,7 @@ def test_soft_label_hover_names_both_classes(qtbot, window):
 def test_embedding_hover_tip_and_tsne_off_the_gui_thread(qtbot, window):
     train(qtbot, window)
     panel = window.embedding
-    tip = panel._tip(0, 0, 0)
+    tip = panel.describe_point(0)
     assert tip.startswith("true: ") and "confidence:" in tip and "demo #" in tip
     with qtbot.waitSignal(panel.tsne_finished, timeout=60_000):
         qtbot.mouseClick(panel.tsne_button, Qt.MouseButton.LeftButton)
@@ -79,18 +79,16 @@ def test_pause_resume_and_stop(qtbot, window):
     exp = window.experiment
     exp.epochs.setValue(50)
     exp.batch_size.setValue(4)
-    window.last_status = ""
     qtbot.mouseClick(exp.train_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: window.worker is not None and window.run_path is not None,
-                    timeout=20_000)
+    qtbot.waitUntil(lambda: window.training and window.run_path is not None, timeout=20_000)
     qtbot.mouseClick(exp.pause_button, Qt.MouseButton.LeftButton)
-    assert window.worker.trainer.paused and exp.pause_button.text() == "Resume"
+    assert window.controller.paused and exp.pause_button.text() == "Resume"
     qtbot.wait(300)
     text = window.message.text()
     qtbot.wait(300)
     assert window.message.text() == text  # nothing moves while paused
     qtbot.mouseClick(exp.pause_button, Qt.MouseButton.LeftButton)
-    assert not window.worker.trainer.paused
+    assert not window.controller.paused
     qtbot.mouseClick(exp.stop_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.last_status == "stopped", timeout=20_000)
     assert not window.training and exp.train_button.isEnabled()
@@ -102,7 +100,7 @@ def test_close_while_training_stops_cleanly_and_keeps_the_checkpoint(qtbot, wind
     exp.epochs.setValue(50)
     qtbot.mouseClick(exp.train_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(window.reports) >= 1, timeout=60_000)
-    thread = window.thread
+    thread = window.controller.worker.thread
     window.close()
     assert not thread.isRunning()
     assert (window.run_path / "checkpoints" / "latest.pt").exists()

@@ -8,10 +8,11 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from olsdesk.gui.resources import resource
 from tests.gui.conftest import train
 from tests.helpers import truncate, write_dicom, write_png
 
-SAMPLES = Path(__file__).resolve().parents[2] / "olsdesk" / "resources" / "samples"
+SAMPLES = resource("samples")
 
 
 def drop(widget, paths):

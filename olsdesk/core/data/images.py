@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from olsdesk.errors import ImageReadError
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 
@@ -21,10 +23,6 @@ _DICOM_DECODERS = (
     ("JPEG", "pylibjpeg pylibjpeg-libjpeg"),  # baseline, extended, lossless and JPEG-LS
     ("RLE", "pylibjpeg pylibjpeg-rle"),
 )
-
-
-class ImageReadError(Exception):
-    """A file that is not a readable image; the message is one sentence for the user."""
 
 
 def is_dicom(path: Path) -> bool:
@@ -39,12 +37,14 @@ def is_dicom(path: Path) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
-    """The image at ``path`` as float32 in [0, 1]; ``max_side`` lets huge images load small.
+def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
+    """The image at ``path`` as float32 in [0, 1].
 
-    With ``max_side`` set, an image whose shorter side exceeds twice that is decoded at a
-    reduced size (JPEG draft mode, PIL's reduce) so a very large file never needs its
-    full resolution in memory as floats.
+    With ``min_side`` set, a large image is reduced at read time by the largest whole
+    factor that keeps its shorter side at least ``min_side`` pixels (JPEG's DCT scaling,
+    then PIL's box reduction, or block averaging for DICOM), so a huge file never sits
+    in memory at full resolution as floats. Callers do not choose ``min_side``: it is
+    part of ``Preprocessing``, the one path from file to tensor.
     """
     path = Path(path)
     name = path.name
@@ -61,15 +61,15 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
     if is_dicom(path):
         image = _read_dicom(path)
     else:
-        image = _read_pil(path, max_side)
-    if max_side is not None:
-        image = _shrink(image, max_side)
+        image = _read_pil(path, min_side)
+    if min_side is not None:
+        image = _shrink(image, min_side)
     if not np.all(np.isfinite(image)):
         image = np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0)
     return np.ascontiguousarray(image, dtype=np.float32)
 
 
-def _read_pil(path: Path, max_side: int | None) -> np.ndarray:
+def _read_pil(path: Path, min_side: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     name = path.name
@@ -77,12 +77,10 @@ def _read_pil(path: Path, max_side: int | None) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                if max_side is not None and img.format == "JPEG":
-                    img.draft(img.mode, (max_side * 2, max_side * 2))
-                if max_side is not None:
-                    factor = min(img.size) // (2 * max_side)
-                    if factor >= 2:
-                        img = img.reduce(factor)
+                if min_side is not None and img.format == "JPEG":
+                    img.draft(img.mode, (min_side, min_side))  # keeps both sides >= min_side
+                if min_side is not None and (factor := _reduction(img.size, min_side)) > 1:
+                    img = img.reduce(factor)
                 img.load()
                 return _pil_to_array(img)
     except UnidentifiedImageError as exc:
@@ -207,9 +205,14 @@ def _decoder_available(syntax) -> bool:
         return False
 
 
-def _shrink(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Area-average an image whose shorter side exceeds 2 * max_side down towards it."""
-    factor = min(image.shape[:2]) // (2 * max_side)
+def _reduction(shape, min_side: int) -> int:
+    """The largest whole factor that keeps the shorter side at least ``min_side``."""
+    return max(1, min(shape[:2]) // min_side)
+
+
+def _shrink(image: np.ndarray, min_side: int) -> np.ndarray:
+    """Block-average an image by ``_reduction`` (a no-op when it is 1)."""
+    factor = _reduction(image.shape, min_side)
     if factor < 2:
         return image
     h = image.shape[0] // factor * factor

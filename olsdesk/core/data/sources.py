@@ -17,37 +17,50 @@ import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from olsdesk.core.data.images import IMAGE_SUFFIXES, ImageReadError, is_dicom, read_image
+from olsdesk.errors import DataError
+
+if TYPE_CHECKING:
+    from olsdesk.config import RunConfig
+    from olsdesk.core.data.transforms import Preprocessing
 
 DEMO = "demo"
 
 
-class DataError(ValueError):
-    """The data a user pointed to cannot be used; the message says why in one sentence."""
+def data_kind(data: str, split_csv: str | None = None) -> str:
+    """What a data setting is, by its shape (the app's data menu and every reader agree):
+    'demo', 'npz' (a MedMNIST archive), 'radimagenet' (a folder with split CSVs) or
+    'folder' (an image folder, split here)."""
+    if not data or data == DEMO:
+        return "demo"
+    if data.lower().endswith(".npz"):
+        return "npz"
+    return "radimagenet" if split_csv else "folder"
 
 
 class FileSamples:
     """Images on disk, read when asked."""
 
-    def __init__(self, paths: list[str], labels: np.ndarray, max_side: int | None = None) -> None:
+    def __init__(self, paths: list[str], labels: np.ndarray) -> None:
         self.paths = list(paths)
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.max_side = max_side
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int) -> np.ndarray:
-        return read_image(self.paths[index], self.max_side)
+    def load(self, index: int, preprocessing: Preprocessing) -> np.ndarray:
+        """The image as ``preprocessing`` reads it (with its read-time reduction)."""
+        return preprocessing.read(self.paths[index])
 
     def describe(self, index: int) -> str:
         return self.paths[index]
 
     def subset(self, indices: np.ndarray) -> FileSamples:
-        return FileSamples([self.paths[i] for i in indices], self.labels[indices], self.max_side)
+        return FileSamples([self.paths[i] for i in indices], self.labels[indices])
 
 
 class ArraySamples:
@@ -62,7 +75,8 @@ class ArraySamples:
     def __len__(self) -> int:
         return len(self.images)
 
-    def load(self, index: int) -> np.ndarray:
+    def load(self, index: int, preprocessing: Preprocessing | None = None) -> np.ndarray:
+        """The image in [0, 1]; held in memory, so there is nothing to reduce."""
         return self.images[index].astype(np.float32) / 255.0
 
     def describe(self, index: int) -> str:
@@ -99,30 +113,31 @@ class Dataset:
         return {n: (int(a), int(b)) for n, a, b in zip(self.class_names, tr, va, strict=True)}
 
 
-def open_dataset(
-    data: str,
-    *,
-    split_csv: str | None = None,
-    val_fraction: float = 0.2,
-    split_seed: int = 0,
-    demo_per_class: int = 200,
-    max_side: int | None = None,
-) -> Dataset:
-    """Open ``data`` ("demo", a folder or a ``.npz``) and split it if it has no split."""
+def dataset_key(config: RunConfig) -> tuple:
+    """The settings that decide which dataset and split ``open_dataset`` gives."""
+    return (config.data, config.split_csv or None, config.val_fraction, config.split_seed,
+            config.demo_per_class if config.data == DEMO else None)
+
+
+def open_dataset(config: RunConfig) -> Dataset:
+    """The dataset ``config`` describes ("demo", a folder or a ``.npz``), split if it has
+    no split of its own. The trainer, the comparison and the app all open data here."""
+    data, val_fraction, split_seed = config.data, config.val_fraction, config.split_seed
     if not 0.0 < val_fraction < 1.0:
         raise DataError("the validation fraction must be between 0 and 1.")
-    if data == DEMO:
-        return _open_demo(demo_per_class, val_fraction, split_seed)
+    kind = data_kind(data, config.split_csv)
+    if kind == "demo":
+        return _open_demo(config.demo_per_class, val_fraction, split_seed)
     path = Path(data).expanduser()
     if not path.exists():
         raise DataError(f"{data} does not exist.")
     if path.is_file():
-        if path.suffix.lower() == ".npz":
+        if kind == "npz":
             return _open_medmnist(path, val_fraction, split_seed)
         raise DataError(f"{data} is a file; give an image folder or a MedMNIST .npz archive.")
-    if split_csv:
-        return _open_csv_split(path, Path(split_csv).expanduser(), max_side)
-    return _open_folder(path, val_fraction, split_seed, max_side)
+    if kind == "radimagenet":
+        return _open_csv_split(path, Path(config.split_csv).expanduser())
+    return _open_folder(path, val_fraction, split_seed)
 
 
 def stratified_split(
@@ -216,7 +231,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[str]]:
     return paths, classes
 
 
-def _open_folder(root: Path, val_fraction: float, split_seed: int, max_side: int | None) -> Dataset:
+def _open_folder(root: Path, val_fraction: float, split_seed: int) -> Dataset:
     paths, classes = scan_folder(root)
     if not paths:
         loose = [p for p in root.iterdir() if p.is_file() and _is_image_file(p)]
@@ -230,7 +245,7 @@ def _open_folder(root: Path, val_fraction: float, split_seed: int, max_side: int
                         "two or more.")
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[c] for c in classes])
-    samples = FileSamples(paths, labels, max_side)
+    samples = FileSamples(paths, labels)
     tr, va = stratified_split(labels, val_fraction, split_seed)
     return Dataset(str(root), "folder", names, samples.subset(tr), samples.subset(va),
                    _detect_channels(samples))
@@ -267,7 +282,7 @@ def _resolve_base(root: Path, filenames: list[str]) -> Path:
     raise DataError(f"the split files name images (e.g. {probe[0]}) that are not under {root}.")
 
 
-def _open_csv_split(root: Path, csv_dir: Path, max_side: int | None) -> Dataset:
+def _open_csv_split(root: Path, csv_dir: Path) -> Dataset:
     if not csv_dir.exists():
         raise DataError(f"{csv_dir} does not exist.")
     train_csv, val_csv = _find_split_csv(csv_dir, "train"), _find_split_csv(csv_dir, "val")
@@ -282,8 +297,7 @@ def _open_csv_split(root: Path, csv_dir: Path, max_side: int | None) -> Dataset:
         raise DataError(f"the split files in {csv_dir} name only one class.")
     index = {n: i for i, n in enumerate(names)}
     splits = {
-        s: FileSamples([str(base / f) for f, _ in r], np.array([index[lab] for _, lab in r]),
-                       max_side)
+        s: FileSamples([str(base / f) for f, _ in r], np.array([index[lab] for _, lab in r]))
         for s, r in rows.items()
     }
     return Dataset(str(root), "folder", names, splits["train"], splits["val"],
@@ -291,11 +305,12 @@ def _open_csv_split(root: Path, csv_dir: Path, max_side: int | None) -> Dataset:
 
 
 def _detect_channels(samples: FileSamples, probe: int = 16) -> int:
-    """3 if any of a few evenly spaced images is in colour, else 1."""
+    """3 if any of a few evenly spaced images is in colour, else 1 (a probe of the colour
+    mode only, read small; no model ever sees these arrays)."""
     n = len(samples)
     for i in np.unique(np.linspace(0, n - 1, min(probe, n)).astype(int)):
         try:
-            if samples.load(int(i)).ndim == 3:
+            if read_image(samples.paths[int(i)], 16).ndim == 3:
                 return 3
         except ImageReadError:
             continue

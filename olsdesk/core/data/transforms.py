@@ -1,14 +1,18 @@
-"""One preprocessing path for training, evaluation and prediction.
+"""One preprocessing path, file to tensor, for training, evaluation and prediction.
 
-``Preprocessing`` is recorded in every run and checkpoint, so a prediction made months
-later takes exactly the evaluation path the model was trained with. The recipe follows
-the published one: resize to ``resize_size`` (256 for 224), then a random crop with a
-horizontal flip for training or the centre crop for evaluation, scaled to [-1, 1].
+``Preprocessing`` owns every step: the read-time reduction of large files
+(``decode_min_side``), the resize to ``resize_size`` (256 for 224), then a random crop
+with a horizontal flip for training or the centre crop for evaluation, scaled to
+[-1, 1]. It is recorded in every run and checkpoint, and training, validation, the
+app's dataset preview, ``olsdesk predict`` and the Predict panel all go through
+``Preprocessing.read``/``load``, so a model sees the same tensor for the same file
+wherever the file is read.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -25,18 +29,36 @@ class Preprocessing:
     mean: float = 0.5
     std: float = 0.5
     hflip: bool = True
+    # a file is reduced at read time by the largest whole factor that keeps its shorter
+    # side at least this long: twice the resize, so the antialiased resize still has
+    # detail to average; a 1800 px PNG for a 224 px model is read at 292 px, not 1800
+    decode_min_side: int = 146
 
     @classmethod
     def for_size(cls, image_size: int, channels: int, hflip: bool = True) -> Preprocessing:
         """The standard recipe for ``image_size``: resize to size * 256/224, then crop."""
-        return cls(image_size, round(image_size * 256 / 224), channels, 0.5, 0.5, hflip)
+        resize = round(image_size * 256 / 224)
+        return cls(image_size, resize, channels, 0.5, 0.5, hflip, 2 * resize)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Preprocessing:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        if "decode_min_side" not in values and "resize_size" in values:
+            values["decode_min_side"] = 2 * int(values["resize_size"])  # older checkpoints
+        return cls(**values)
+
+    def read(self, path: str | Path) -> np.ndarray:
+        """The file as a [0, 1] array, reduced at read time; ImageReadError if unreadable."""
+        from olsdesk.core.data.images import read_image
+
+        return read_image(path, self.decode_min_side)
+
+    def load(self, path: str | Path) -> torch.Tensor:
+        """The evaluation tensor for a file: exactly what validation feeds the model."""
+        return self(self.read(path), train=False)
 
     def __call__(
         self, image: np.ndarray, train: bool = False, generator: torch.Generator | None = None

@@ -3,8 +3,8 @@
 Select two or more runs to overlay their validation curves, see their reliability
 diagrams next to each other, and read their final-epoch metrics with the best value
 highlighted, per run and per loss (mean ± sd over seeds: the numbers `olsdesk compare`
-writes in results.csv, computed by the same code). "New comparison…" queues every
-loss x seed run in the window's training worker.
+writes in results.csv, from the same ``core.study`` summary). "New comparison…" runs the
+study engine in the window's training worker.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk.config import LOSS_LABELS, LOSS_NAMES
-from olsdesk.core import compare
-from olsdesk.core.runs import RunError, RunStore
+from olsdesk.core import study
+from olsdesk.core.runs import RunStore
+from olsdesk.errors import RunError
 from olsdesk.gui.panels.common import NumberItem, class_color, row_table, style_plot
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 
@@ -175,13 +176,14 @@ class ComparePanel(QWidget):
             name = QTableWidgetItem(str(path.relative_to(self.runs_dir)))
             name.setData(Qt.ItemDataRole.UserRole, len(self.stores))
             self.stores.append(store)
+            status = info.status
             best = max((m["val_top1"] for m in metrics), default=float("nan"))
             ece = metrics[-1]["ece"] if metrics else float("nan")
             cells = [name, QTableWidgetItem(Path(config.data).name or config.data),
                      QTableWidgetItem(config.model), QTableWidgetItem(config.loss),
                      NumberItem(len(metrics), f"{len(metrics)}/{config.epochs}"),
                      NumberItem(best, f"{best:.4f}"), NumberItem(ece, f"{ece:.4f}"),
-                     QTableWidgetItem(info.get("status", "?"))]
+                     QTableWidgetItem(status)]
             for col, item in enumerate(cells):
                 self.runs.setItem(row, col, item)
         self.runs.setSortingEnabled(True)
@@ -245,44 +247,41 @@ class ComparePanel(QWidget):
             self.reliability_layout.addWidget(panel)
             self.reliability_panels.append(panel)
 
+    @staticmethod
+    def _fill(table: QTableWidget, rows: list[str], cells: list[list[str]],
+              best: list[list[bool]]) -> None:
+        """Metric columns, the best of each highlighted in bold green."""
+        bold = QFont()
+        bold.setBold(True)
+        table.clear()
+        table.setRowCount(len(rows))
+        table.setColumnCount(len(study.METRICS))
+        table.setHorizontalHeaderLabels([label for _, label, _ in study.METRICS])
+        table.setVerticalHeaderLabels(rows)
+        for row, line in enumerate(cells):
+            for col, text in enumerate(line):
+                item = QTableWidgetItem(text)
+                if best[row][col] and len(rows) > 1:
+                    item.setFont(bold)
+                    item.setBackground(QBrush(QColor("#d8f0d8")))
+                table.setItem(row, col, item)
+
     def _fill_metrics(self, reports: dict, stores: list[RunStore]) -> None:
         names = list(reports)
         finals = [reports[n][-1] for n in names]
-        self.metrics.clear()
-        self.metrics.setRowCount(len(names))
-        self.metrics.setColumnCount(len(compare.METRICS))
-        self.metrics.setHorizontalHeaderLabels([label for _, label, _ in compare.METRICS])
-        self.metrics.setVerticalHeaderLabels(names)
-        bold = QFont()
-        bold.setBold(True)
-        for col, (key, _, higher) in enumerate(compare.METRICS):
-            values = [getattr(f, key) for f in finals]
-            finite = [v for v in values if v == v]
-            best = (max if higher else min)(finite) if finite else None
-            for row, value in enumerate(values):
-                item = QTableWidgetItem(f"{value:.4f}")
-                if best is not None and value == best and len(values) > 1:
-                    item.setFont(bold)
-                    item.setBackground(QBrush(QColor("#d8f0d8")))
-                self.metrics.setItem(row, col, item)
-        by_loss: dict[str, list] = {}
-        for store in stores:
-            if store.path.name in reports:
-                by_loss.setdefault(store.config().loss, []).append(reports[store.path.name][-1])
-        rows = compare.summarise(by_loss)
-        best = compare.best_losses(rows)
-        self.by_loss.clear()
-        self.by_loss.setRowCount(len(rows))
-        self.by_loss.setColumnCount(len(compare.METRICS))
-        self.by_loss.setHorizontalHeaderLabels([label for _, label, _ in compare.METRICS])
-        self.by_loss.setVerticalHeaderLabels([f"{LOSS_LABELS[r.loss]} ({r.runs})" for r in rows])
-        for row, r in enumerate(rows):
-            for col, (key, _, _) in enumerate(compare.METRICS):
-                item = QTableWidgetItem(f"{r.mean[key]:.4f} ± {r.std[key]:.4f}")
-                if best.get(key) == r.loss and len(rows) > 1:
-                    item.setFont(bold)
-                    item.setBackground(QBrush(QColor("#d8f0d8")))
-                self.by_loss.setItem(row, col, item)
+        best_run = study.best_runs(finals)
+        keys = [key for key, _, _ in study.METRICS]
+        self._fill(self.metrics, names,
+                   [[f"{getattr(f, key):.4f}" for key in keys] for f in finals],
+                   [[best_run[key] == i for key in keys] for i in range(len(finals))])
+        chosen = [s for s in stores if s.path.name in reports]
+        histories: study.Histories = {}
+        for store in chosen:
+            histories.setdefault(store.config().loss, []).append(reports[store.path.name])
+        summary = study.summarise(study.finals_of(histories))
+        self._fill(self.by_loss, [f"{LOSS_LABELS[r.loss]} ({r.runs})" for r in summary.rows],
+                   [[f"{r.mean[k]:.4f} ± {r.std[k]:.4f}" for k in keys] for r in summary.rows],
+                   [[summary.best.get(k) == r.loss for k in keys] for r in summary.rows])
 
     def _new_comparison(self) -> None:
         dialog = NewComparisonDialog(self)

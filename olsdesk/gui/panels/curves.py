@@ -11,7 +11,7 @@ from olsdesk.gui.panels.common import SERIES, style_plot
 
 # plot title, y label, [(legend name, report field, colour key)]
 PLOTS = (
-    ("Loss", "loss", [("train", "train_loss", "train"), ("validation (NLL)", "val_loss", "val")]),
+    ("Loss", "loss", [("train", "train_loss", "train"), ("validation (NLL)", "val_nll", "val")]),
     ("Top-1 accuracy", "accuracy", [("train", "train_top1", "train"),
                                      ("validation", "val_top1", "val")]),
     ("Top-5 accuracy", "accuracy", [("train", "train_top5", "train"),
@@ -52,6 +52,11 @@ class CurvesPanel(QWidget):
             plot.scene().sigMouseMoved.connect(
                 lambda pos, p=plot, s=series, lab=label: self._hover(pos, p, s, lab))
             self.plots.append(plot)
+
+    def follow(self, session) -> None:
+        """Draw every report of ``session`` (a RunSession) as it arrives."""
+        session.reports_reset.connect(self.set_reports)
+        session.report_added.connect(self.add_report)
 
     def set_reports(self, reports: list[EpochReport]) -> None:
         """Show a whole run (replay) or the run so far."""

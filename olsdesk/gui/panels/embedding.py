@@ -11,32 +11,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import Signal, Slot
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
 from olsdesk.gui.panels.common import class_color, short_names
+from olsdesk.gui.workers import Worker, start_worker
 
 LEGEND_LIMIT = 24
-
-
-class _TsneJob(QObject):
-    """Runs t-SNE off the GUI thread."""
-
-    finished = Signal(object, object)  # epoch, coords (or an error message)
-
-    def __init__(self, features: np.ndarray, epoch: int) -> None:
-        super().__init__()
-        self.features, self.epoch = features, epoch
-
-    @Slot()
-    def run(self) -> None:
-        from olsdesk.core.projection import tsne_2d
-
-        try:
-            self.finished.emit(self.epoch, tsne_2d(self.features))
-        except Exception as exc:  # noqa: BLE001 - reported to the user, app keeps running
-            self.finished.emit(self.epoch, f"t-SNE failed: {exc}")
 
 
 class EmbeddingPanel(QWidget):
@@ -49,8 +31,7 @@ class EmbeddingPanel(QWidget):
         self.names: list[str] = []
         self.feature_source: Callable[[], np.ndarray | None] | None = None
         self.tsne_cache: dict[int, np.ndarray] = {}
-        self._thread: QThread | None = None
-        self._job: _TsneJob | None = None
+        self._tsne: Worker | None = None
 
         self.projection = QComboBox()
         self.projection.addItem("PCA (every epoch)", "pca")
@@ -106,6 +87,20 @@ class EmbeddingPanel(QWidget):
 
     def set_latest_epoch(self, epoch: int) -> None:
         self.latest_epoch = epoch
+
+    def follow(self, session) -> None:
+        """Show the epoch chosen in ``session`` (a RunSession); t-SNE uses its latest."""
+        session.run_changed.connect(self._run_changed)
+        session.reports_reset.connect(
+            lambda reports: self.set_latest_epoch(reports[-1].epoch if reports else 0))
+        session.report_added.connect(lambda report: self.set_latest_epoch(report.epoch))
+        session.epoch_selected.connect(self.show_report)
+
+    def _run_changed(self, info) -> None:
+        self.tsne_cache.clear()
+        if info is not None:
+            self.set_sample_names(list(info.validation_names))
+            self.set_classes(info.class_names)
 
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
@@ -166,10 +161,13 @@ class EmbeddingPanel(QWidget):
         return sum(len(item.data) for item in self.class_items)
 
     def _tip(self, x: float, y: float, data) -> str:
+        return "" if data is None else self.describe_point(int(data))
+
+    def describe_point(self, i: int) -> str:
+        """The hover text of embedded point ``i``: class, prediction, confidence, file."""
         report = self.report
-        if report is None or data is None:
+        if report is None:
             return ""
-        i = int(data)
         names = report.class_names
         true, pred = int(report.embedding_labels[i]), int(report.embedding_predictions[i])
         index = int(report.embedding_indices[i])
@@ -189,7 +187,7 @@ class EmbeddingPanel(QWidget):
     @Slot()
     def compute_tsne(self) -> None:
         """Start t-SNE of the latest epoch's features in a worker thread."""
-        if self._thread is not None or self.feature_source is None:
+        if self._tsne is not None or self.feature_source is None:
             if self.feature_source is None:
                 self.status.setText("t-SNE needs a run with saved features.")
             return
@@ -199,23 +197,20 @@ class EmbeddingPanel(QWidget):
             return
         self.status.setText(f"computing t-SNE of {len(features)} points…")
         self.tsne_button.setEnabled(False)
-        self._thread = QThread()
-        self._job = _TsneJob(features, self.latest_epoch)
-        self._job.moveToThread(self._thread)
-        self._thread.started.connect(self._job.run)
-        self._job.finished.connect(self._tsne_done)
-        self._job.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
-        self._thread.start()
+        from olsdesk.core.projection import tsne_2d
 
-    @Slot(object, object)
-    def _tsne_done(self, epoch: int, result) -> None:
-        self._thread.quit()
-        self._thread.wait()
-        self._thread = self._job = None
+        epoch = self.latest_epoch
+        self._tsne = start_worker(tsne_2d, features,
+                                  returned=lambda coords: self._tsne_done(epoch, coords),
+                                  errored=lambda message: self.status.setText(
+                                      f"t-SNE failed: {message}"),
+                                  finished=self._tsne_finished)
+
+    def _tsne_finished(self) -> None:
+        self._tsne = None
         self.tsne_button.setEnabled(True)
-        if isinstance(result, str):
-            self.status.setText(result)
-            return
+
+    def _tsne_done(self, epoch: int, result) -> None:
         self.tsne_cache[epoch] = np.asarray(result)
         self.status.setText(f"t-SNE of epoch {epoch} ready")
         if self.projection.currentData() != "tsne":
@@ -224,8 +219,3 @@ class EmbeddingPanel(QWidget):
             self._draw()
         self.tsne_finished.emit(epoch)
 
-    def shutdown(self) -> None:
-        """Wait for a running t-SNE before the window goes away."""
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait()

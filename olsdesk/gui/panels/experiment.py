@@ -3,14 +3,14 @@ the Train / Pause / Stop buttons. Choices are remembered between launches."""
 
 from __future__ import annotations
 
-import numpy as np
-from PySide6.QtCore import QObject, QSettings, Qt, QThread, Signal, Slot
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -32,10 +32,13 @@ from olsdesk.config import (
     ConfigError,
     RunConfig,
 )
-from olsdesk.core.data.sources import DEMO, DataError, Dataset, open_dataset
-from olsdesk.gui.panels.common import array_pixmap
+from olsdesk.core.data.sources import DEMO, Dataset, data_kind, dataset_key, open_dataset
+from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.device import accelerators, device_menu_label
+from olsdesk.gui.widgets import DatasetPreview, read_thumbnails
+from olsdesk.gui.workers import Worker, start_worker
 
-DATA_KINDS = (
+DATA_KIND_LABELS = (
     ("demo", "Demo (built-in, 12 classes)"),
     ("folder", "Image folder…"),
     ("radimagenet", "RadImageNet folder with CSV splits…"),
@@ -50,30 +53,17 @@ MODEL_HINTS = {
 }
 
 
-class _DatasetLoader(QObject):
-    """Opens a dataset off the GUI thread (scanning a large folder takes time)."""
-
-    loaded = Signal(object, object)  # key, Dataset or error message
-
-    def __init__(self, key: tuple, kwargs: dict) -> None:
-        super().__init__()
-        self.key, self.kwargs = key, kwargs
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            self.loaded.emit(self.key, open_dataset(**self.kwargs))
-        except DataError as exc:
-            self.loaded.emit(self.key, str(exc))
-        except OSError as exc:
-            self.loaded.emit(self.key, f"the data could not be read ({exc}).")
+def _open_for_preview(config: RunConfig) -> tuple[Dataset, list]:
+    """The dataset and its thumbnails, read in a worker (a large folder takes time)."""
+    dataset = open_dataset(config)
+    preview = Preprocessing.for_size(config.effective_image_size, dataset.channels)
+    return dataset, read_thumbnails(dataset, preview)
 
 
 class ExperimentPanel(QWidget):
     train_requested = Signal()
     pause_requested = Signal()
     stop_requested = Signal()
-    dataset_loaded = Signal(object)  # Dataset
 
     def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -82,29 +72,23 @@ class ExperimentPanel(QWidget):
         self.split_csv = ""
         self.dataset: Dataset | None = None
         self.dataset_key: tuple | None = None
-        self._loader_thread: QThread | None = None
-        self._loader: _DatasetLoader | None = None
-        self._pending_key: tuple | None = None
+        self._loader: Worker | None = None
+        self._pending: RunConfig | None = None  # data chosen while another load runs
         self.demo_per_class = 200
 
         # --- data
         self.data_kind = QComboBox()
-        for key, label in DATA_KINDS:
+        for key, label in DATA_KIND_LABELS:
             self.data_kind.addItem(label, key)
         self.data_kind.activated.connect(self._data_kind_chosen)
         self.data_label = QLabel("built-in synthetic CT / MR / ultrasound set")
         self.data_label.setWordWrap(True)
-        self.summary = QLabel("")
-        self.summary.setWordWrap(True)
-        self.summary.setTextFormat(Qt.TextFormat.RichText)
-        self.thumbs = QGridLayout()
-        self.thumbs.setSpacing(2)
+        self.preview = DatasetPreview()
         data_box = QGroupBox("Data")
         data_layout = QVBoxLayout(data_box)
         data_layout.addWidget(self.data_kind)
         data_layout.addWidget(self.data_label)
-        data_layout.addWidget(self.summary)
-        data_layout.addLayout(self.thumbs)
+        data_layout.addWidget(self.preview)
 
         # --- model
         self.model = QComboBox()
@@ -245,15 +229,9 @@ class ExperimentPanel(QWidget):
         return box
 
     def _fill_devices(self) -> None:
-        import torch
-
-        from olsdesk.core.trainer import accelerators
-
         found = accelerators()
         cuda, mps = found["cuda"], found["mps"]
-        what = (f"CUDA: {torch.cuda.get_device_name(0)}" if cuda else "Apple MPS" if mps
-                else "CPU: no GPU found")
-        self.device.addItem(f"auto ({what})", "auto")
+        self.device.addItem(f"auto ({device_menu_label()})", "auto")
         self.device.addItem("CPU", "cpu")
         self.device.addItem("CUDA" if cuda else "CUDA (no CUDA GPU found)", "cuda")
         self.device.addItem("Apple MPS" if mps else "Apple MPS (not available)", "mps")
@@ -289,103 +267,62 @@ class ExperimentPanel(QWidget):
         self.load_dataset()
 
     def _revert_kind(self) -> None:
-        kind = ("demo" if not self.data_path else "npz" if self.data_path.endswith(".npz")
-                else "radimagenet" if self.split_csv else "folder")
-        self.data_kind.setCurrentIndex(self.data_kind.findData(kind))
+        self.data_kind.setCurrentIndex(
+            self.data_kind.findData(data_kind(self.data_path, self.split_csv)))
 
     def set_data(self, path: str, split_csv: str = "") -> None:
         """Point at a dataset without a dialog (menus, tests, remembered settings)."""
-        if path == DEMO or not path:
-            self.data_kind.setCurrentIndex(0)
-            self.data_path = self.split_csv = ""
-        else:
-            kind = "npz" if path.endswith(".npz") else "radimagenet" if split_csv else "folder"
-            self.data_kind.setCurrentIndex(self.data_kind.findData(kind))
-            self.data_path, self.split_csv = path, split_csv
+        if data_kind(path) == "demo":
+            path = split_csv = ""
+        self.data_path, self.split_csv = path, split_csv
+        self.data_kind.setCurrentIndex(self.data_kind.findData(data_kind(path, split_csv)))
         self.load_dataset()
 
-    def _dataset_kwargs(self) -> dict:
-        return dict(data=self.data_source, split_csv=self.split_csv or None, val_fraction=0.2,
-                    split_seed=0, demo_per_class=self.demo_per_class)
+    def data_config(self) -> RunConfig:
+        """The data settings alone (what the dataset preview and the split depend on)."""
+        return RunConfig(data=self.data_source, split_csv=self.split_csv or None,
+                         demo_per_class=self.demo_per_class)
 
     def load_dataset(self) -> None:
-        """Open the chosen data in a worker thread and show its summary when ready."""
-        kwargs = self._dataset_kwargs()
-        key = tuple(sorted(kwargs.items()))
-        if key == self.dataset_key:
+        """Open the chosen data in a worker and show its summary when ready."""
+        config = self.data_config()
+        if dataset_key(config) == self.dataset_key:
             return
         self.data_label.setText(self.data_source if self.data_source != DEMO else
                                 "built-in synthetic CT / MR / ultrasound set")
-        self.summary.setText("<i>reading…</i>")
+        self.preview.show_reading()
         self.dataset = None
         self.dataset_key = None
-        self._pending_key = key
-        if self._loader_thread is not None:
-            return  # the running load's result is discarded; a new one starts after it
-        self._start_loader(key, kwargs)
+        self._pending = config
+        if self._loader is None:  # else: the running load's result is discarded
+            self._start_loader(config)
 
-    def _start_loader(self, key, kwargs) -> None:
-        self._loader_thread = QThread()
-        self._loader = _DatasetLoader(key, kwargs)
-        self._loader.moveToThread(self._loader_thread)
-        self._loader_thread.started.connect(self._loader.run)
-        self._loader.loaded.connect(self._dataset_ready)
-        self._loader.loaded.connect(self._loader_thread.quit, Qt.ConnectionType.DirectConnection)
-        self._loader_thread.start()
+    def _start_loader(self, config: RunConfig) -> None:
+        self._loader = start_worker(
+            _open_for_preview, config,
+            returned=lambda result: self._dataset_ready(config, result),
+            errored=lambda message: self._dataset_failed(config, message),
+            finished=self._loader_finished)
 
-    @Slot(object, object)
-    def _dataset_ready(self, key, result) -> None:
-        self._loader_thread.quit()
-        self._loader_thread.wait()
-        self._loader_thread = self._loader = None
-        if key != self._pending_key:  # the user chose other data meanwhile
-            self._start_loader(self._pending_key, dict(self._pending_key))
+    def _loader_finished(self) -> None:
+        self._loader = None
+        if self._pending is not None:  # the user chose other data meanwhile
+            self._start_loader(self._pending)
+
+    def _dataset_ready(self, config: RunConfig, result) -> None:
+        if config != self._pending:
             return
-        if isinstance(result, str):
-            self.summary.setText(f"<span style='color:#b00020'>{result}</span>")
-            self._clear_thumbs()
-            self._update_enabled()
-            return
-        self.dataset, self.dataset_key = result, key
-        self._show_summary(result)
+        self._pending = None
+        self.dataset, self.dataset_key = result[0], dataset_key(config)
+        self.preview.show_dataset(*result)
         self._update_enabled()
-        self.dataset_loaded.emit(result)
 
-    def _show_summary(self, data: Dataset) -> None:
-        counts = data.per_class_counts()
-        totals = [a + b for a, b in counts.values()]
-        rows = "".join(f"<tr><td>{name}</td><td align='right'>{a}</td><td align='right'>{b}</td>"
-                       f"</tr>" for name, (a, b) in list(counts.items())[:40])
-        more = f"<br>… and {len(counts) - 40} more classes" if len(counts) > 40 else ""
-        self.summary.setText(
-            f"<b>{len(data.train) + len(data.val):,}</b> images, <b>{data.num_classes}</b> "
-            f"classes ({min(totals)}–{max(totals)} a class), "
-            f"{'grayscale' if data.channels == 1 else 'colour'}<br>"
-            f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
-            f"<th>train</th><th>val</th></tr>{rows}</table>{more}")
-        self._clear_thumbs()
-        shown = 0
-        for c in range(data.num_classes):
-            if shown >= 12:
-                break
-            where = np.flatnonzero(data.train.labels == c)
-            if not len(where):
-                continue
-            try:
-                image = data.train.load(int(where[0]))
-            except Exception:  # noqa: BLE001 - a broken thumbnail is just not shown
-                continue
-            thumb = QLabel()
-            thumb.setPixmap(array_pixmap(image))
-            thumb.setToolTip(data.class_names[c])
-            self.thumbs.addWidget(thumb, shown // 4, shown % 4)
-            shown += 1
-
-    def _clear_thumbs(self) -> None:
-        while self.thumbs.count():
-            widget = self.thumbs.takeAt(0).widget()
-            if widget is not None:
-                widget.deleteLater()
+    def _dataset_failed(self, config: RunConfig, message: str) -> None:
+        if config != self._pending:
+            return
+        self._pending = None
+        self.preview.show_error(message)
+        self._update_enabled()
 
     def _choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights to start from", "",
@@ -488,17 +425,14 @@ class ExperimentPanel(QWidget):
                     pass
         self.weights.setText(str(s.value("experiment/weights", "") or ""))
         data = str(s.value("experiment/data", DEMO) or DEMO)
-        if data != DEMO:
-            from pathlib import Path
-
-            if Path(data).exists():
-                self.data_path = data
-                self.split_csv = str(s.value("experiment/split_csv", "") or "")
-                kind = ("npz" if data.endswith(".npz") else
-                        "radimagenet" if self.split_csv else "folder")
-                self.data_kind.setCurrentIndex(self.data_kind.findData(kind))
+        if data != DEMO and Path(data).exists():
+            self.data_path = data
+            self.split_csv = str(s.value("experiment/split_csv", "") or "")
+            self.data_kind.setCurrentIndex(
+                self.data_kind.findData(data_kind(data, self.split_csv)))
 
     def shutdown(self) -> None:
-        if self._loader_thread is not None:
-            self._loader_thread.quit()
-            self._loader_thread.wait()
+        """Wait for a dataset still being read."""
+        if self._loader is not None:
+            self._loader.quit()
+            self._loader = None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QDoubleSpinBox,
@@ -31,42 +31,27 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from olsdesk.core.predictor import Prediction, Predictor, PredictorError
+from olsdesk.core.predictor import Prediction, Predictor
 from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table
+from olsdesk.gui.resources import resource
+from olsdesk.gui.workers import Worker, start_worker
 
 COLUMNS = ("file", "top-1", "confidence", "calibrated", "entropy", "note")
-SAMPLES = Path(__file__).resolve().parents[2] / "resources" / "samples"
+SAMPLES = resource("samples")
 
 
-class _PredictJob(QObject):
-    """Loads the checkpoint if needed and predicts files, off the GUI thread."""
-
-    progressed = Signal(int, int)
-    finished = Signal(object, object, object)  # predictor or None, [Prediction], error or None
-
-    def __init__(self, predictor: Predictor | None, checkpoint: str | None, paths: list[str],
-                 cancel: threading.Event) -> None:
-        super().__init__()
-        self.predictor, self.checkpoint, self.paths, self.cancel = (
-            predictor, checkpoint, paths, cancel)
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            predictor = self.predictor
-            if predictor is None or predictor.source != self.checkpoint:
-                predictor = Predictor.from_checkpoint(self.checkpoint)
-            results = predictor.predict(self.paths, progress=self.progressed.emit,
-                                        cancel=self.cancel, keep_images=True)
-            self.finished.emit(predictor, results, None)
-        except PredictorError as exc:
-            self.finished.emit(None, [], str(exc))
-        except (OSError, RuntimeError, MemoryError) as exc:
-            self.finished.emit(None, [], f"prediction failed: {exc}")
+def _predict(predictor: Predictor | None, checkpoint: str, paths: list[str],
+             cancel: threading.Event, progress) -> tuple[Predictor, list[Prediction]]:
+    """Load the checkpoint if needed and predict, off the GUI thread."""
+    if predictor is None or predictor.source != checkpoint:
+        predictor = Predictor.from_checkpoint(checkpoint)
+    return predictor, predictor.predict(paths, progress=progress, cancel=cancel,
+                                        keep_images=True)
 
 
 class PredictPanel(QWidget):
     predictions_finished = Signal(int)  # how many files were handled
+    _progressed = Signal(int, int)  # done, total: from the worker thread, queued here
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,9 +61,9 @@ class PredictPanel(QWidget):
         self.predictor: Predictor | None = None
         self.predictions: list[Prediction] = []
         self.queue: list[str] = []
-        self._thread: QThread | None = None
-        self._job: _PredictJob | None = None
+        self._worker: Worker | None = None
         self._cancel = threading.Event()
+        self._progressed.connect(self._show_progress)
 
         self.model_label = QLabel("No model yet: train, or load a checkpoint.")
         self.model_label.setWordWrap(True)
@@ -201,8 +186,13 @@ class PredictPanel(QWidget):
             self.status.setText("No model to predict with yet: train a run or load a checkpoint.")
             return
         self.queue.extend(paths)
-        if self._thread is None:
+        if self._worker is None:
             self._start()
+
+    @property
+    def busy(self) -> bool:
+        """True while files are being predicted."""
+        return self._worker is not None
 
     def _start(self) -> None:
         paths, self.queue = self.queue, []
@@ -211,14 +201,10 @@ class PredictPanel(QWidget):
         self.progress.show()
         self.cancel_button.show()
         self.status.setText("Predicting…")
-        self._thread = QThread()
-        self._job = _PredictJob(self.predictor, self.checkpoint, paths, self._cancel)
-        self._job.moveToThread(self._thread)
-        self._thread.started.connect(self._job.run)
-        self._job.progressed.connect(self._progressed)
-        self._job.finished.connect(self._done)
-        self._job.finished.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
-        self._thread.start()
+        self._worker = start_worker(
+            _predict, self.predictor, self.checkpoint, paths, self._cancel,
+            self._progressed.emit, returned=self._done, errored=self._failed,
+            finished=self._worker_finished, stop=self._cancel.set)
 
     @Slot()
     def cancel(self) -> None:
@@ -226,27 +212,29 @@ class PredictPanel(QWidget):
         self._cancel.set()
 
     @Slot(int, int)
-    def _progressed(self, done: int, total: int) -> None:
+    def _show_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, total)
         self.progress.setValue(done)
 
-    @Slot(object, object, object)
-    def _done(self, predictor, results: list[Prediction], error) -> None:
-        self._thread.wait()
-        self._thread = self._job = None
+    def _done(self, result) -> None:
+        predictor, results = result
+        self.predictor = predictor
+        self._add(results)
+        failed = sum(not r.ok for r in results)
+        cancelled = " (cancelled)" if self._cancel.is_set() else ""
+        self.status.setText(f"{len(results) - failed} predicted, {failed} could not be read"
+                            f"{cancelled}; temperature T = {predictor.temperature:.2f}.")
+        self.predictions_finished.emit(len(results))
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(message)
+        self.queue.clear()
+        self.predictions_finished.emit(0)
+
+    def _worker_finished(self) -> None:
+        self._worker = None
         self.progress.hide()
         self.cancel_button.hide()
-        if error:
-            self.status.setText(error)
-            self.queue.clear()
-        else:
-            self.predictor = predictor
-            self._add(results)
-            failed = sum(not r.ok for r in results)
-            cancelled = " (cancelled)" if self._cancel.is_set() else ""
-            self.status.setText(f"{len(results) - failed} predicted, {failed} could not be read"
-                                f"{cancelled}; temperature T = {predictor.temperature:.2f}.")
-        self.predictions_finished.emit(len(results))
         if self.queue:
             self._start()
 
@@ -350,8 +338,3 @@ class PredictPanel(QWidget):
                     writer.writerow([p.path, "", "", "", "", "", "", p.error])
         self.status.setText(f"Exported {len(self.predictions)} rows to {path}.")
 
-    def shutdown(self) -> None:
-        self.cancel()
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait()

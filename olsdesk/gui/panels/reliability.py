@@ -72,6 +72,10 @@ class ReliabilityPanel(QWidget):
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
         self.graphics.ci.layout.setRowStretchFactor(1, 2)
 
+    def follow(self, session) -> None:
+        """Show the epoch chosen in ``session`` (a RunSession)."""
+        session.epoch_selected.connect(self.show_report)
+
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
         if report is None:
@@ -95,11 +99,8 @@ class ReliabilityPanel(QWidget):
             f"adaptive ECE {report.adaptive_ece:.4f}\nclasswise ECE {report.classwise_ece:.4f}")
         counts = report.confidence_histogram
         self.histogram_bars.setOpts(x0=edges[:-1], height=counts, width=width)
-        total = max(int(counts.sum()), 1)
-        mean_conf = float(np.nansum(report.reliability_confidence * report.reliability_counts)
-                          / total)
         self.accuracy_line.setValue(report.val_top1)
-        self.confidence_line.setValue(mean_conf)
+        self.confidence_line.setValue(report.mean_confidence)
         self.accuracy_line.show()
         self.confidence_line.show()
         self.histogram.setYRange(0, max(counts.max(), 1) * 1.1)

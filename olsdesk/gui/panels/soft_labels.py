@@ -64,6 +64,10 @@ class SoftLabelsPanel(QWidget):
     def matrix_key(self) -> str:
         return self.matrix_choice.currentData()
 
+    def follow(self, session) -> None:
+        """Show the epoch chosen in ``session`` (a RunSession)."""
+        session.epoch_selected.connect(self.show_report)
+
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
         if report is not None and report.class_names != self.class_names:
@@ -114,14 +118,18 @@ class SoftLabelsPanel(QWidget):
                            "soft_labels" else "predicted class (mean probability)")
         self.title.setText(f"{label}, epoch {self.report.epoch} of {self.report.epochs}")
 
-    def _hover(self, pos) -> None:
+    def readout(self, row: int, col: int) -> str:
+        """What hovering cell (row, col) says: 'true A → B: 0.120'."""
         matrix = self.current_matrix()
-        if matrix is None or not self.plot.sceneBoundingRect().contains(pos):
+        if matrix is None or not (0 <= row < matrix.shape[0] and 0 <= col < matrix.shape[1]):
+            return ""
+        return f"true {self.class_names[row]} → {self.class_names[col]}: {matrix[row, col]:.3f}"
+
+    def _hover(self, pos) -> None:
+        if self.report is None or not self.plot.sceneBoundingRect().contains(pos):
             return
         point = self.plot.vb.mapSceneToView(pos)
-        row, col = int(np.floor(point.y())), int(np.floor(point.x()))
-        if 0 <= row < matrix.shape[0] and 0 <= col < matrix.shape[1]:
-            text = (f"true {self.class_names[row]} → {self.class_names[col]}: "
-                    f"{matrix[row, col]:.3f}")
+        text = self.readout(int(np.floor(point.y())), int(np.floor(point.x())))
+        if text:
             self.hover.setText(text)
             self.image.setToolTip(text)

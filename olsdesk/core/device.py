@@ -1,0 +1,43 @@
+"""Which device trains and predicts: CUDA, then Apple MPS, then the CPU."""
+
+from __future__ import annotations
+
+import torch
+
+from olsdesk.errors import ConfigError
+
+
+def accelerators() -> dict[str, bool]:
+    """Which accelerators this PyTorch can use here: {'cuda': …, 'mps': …}."""
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return {"cuda": torch.cuda.is_available(), "mps": mps}
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """CUDA, then Apple MPS, then the CPU; an explicit choice that is absent is an error."""
+    found = accelerators()
+    cuda, mps = found["cuda"], found["mps"]
+    if preference == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if preference == "cuda" and not cuda:
+        raise ConfigError("CUDA was asked for, but this PyTorch sees no CUDA GPU.")
+    if preference == "mps" and not mps:
+        raise ConfigError("Apple MPS was asked for, but this PyTorch cannot use it here.")
+    return torch.device(preference)
+
+
+def describe_device(device: torch.device) -> str:
+    """A short human name for a device, e.g. 'cuda (NVIDIA H100)'."""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return device.type
+
+
+def device_menu_label() -> str:
+    """What 'auto' means on this machine, for the app's device menu."""
+    found = accelerators()
+    if found["cuda"]:
+        return f"CUDA: {torch.cuda.get_device_name(0)}"
+    return "Apple MPS" if found["mps"] else "CPU: no GPU found"

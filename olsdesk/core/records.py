@@ -1,0 +1,142 @@
+"""What a run writes to disk and reads back, as typed records with a format version.
+
+``RunInfo`` is run.json; ``Checkpoint`` is checkpoints/latest.pt and best.pt. Each is
+written from and read into one dataclass, so the trainer, the predictor, the CLI and
+the app never rebuild string-keyed dicts of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from olsdesk import __version__
+from olsdesk.config import RunConfig
+from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.errors import ConfigError, RunError
+
+RUN_INFO_FORMAT = 1
+CHECKPOINT_FORMAT = "olsdesk-checkpoint-1"
+STATUSES = ("created", "training", "finished", "stopped", "failed")
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """Where the data came from and how it was split."""
+
+    source: str
+    kind: str
+    channels: int
+    train_images: int
+    val_images: int
+    per_class: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def describe(self, classes: int) -> str:
+        return (f"{self.source} ({self.train_images} training and {self.val_images} "
+                f"validation images, {classes} classes)")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """run.json: what a run was trained on, how its inputs were prepared, its status."""
+
+    class_names: tuple[str, ...]
+    preprocessing: Preprocessing
+    dataset: DatasetSummary
+    validation_names: tuple[str, ...] = ()
+    device: str = ""
+    status: str = "created"
+    created: float = field(default_factory=time.time)
+    olsdesk_version: str = __version__
+    format: int = RUN_INFO_FORMAT
+
+    def with_status(self, status: str) -> RunInfo:
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}")
+        return replace(self, status=status)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["class_names"] = list(self.class_names)
+        out["validation_names"] = list(self.validation_names)
+        out["dataset"]["per_class"] = {k: list(v) for k, v in self.dataset.per_class.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> RunInfo:
+        """run.json's contents; KeyError/TypeError/ValueError on a damaged file."""
+        dataset = dict(data["dataset"])
+        dataset["per_class"] = {k: tuple(v) for k, v in dataset.get("per_class", {}).items()}
+        known = {f.name for f in fields(DatasetSummary)}
+        return cls(
+            class_names=tuple(data["class_names"]),
+            preprocessing=Preprocessing.from_dict(data["preprocessing"]),
+            dataset=DatasetSummary(**{k: v for k, v in dataset.items() if k in known}),
+            validation_names=tuple(data.get("validation_names", ())),
+            device=str(data.get("device", "")),
+            status=str(data.get("status", "created")),
+            created=float(data.get("created", 0.0)),
+            olsdesk_version=str(data.get("olsdesk_version", "")),
+            format=int(data.get("format", RUN_INFO_FORMAT)),
+        )
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint: enough to resume training exactly and to predict with the model."""
+
+    epoch: int
+    model_name: str
+    class_names: tuple[str, ...]
+    in_channels: int
+    preprocessing: Preprocessing
+    config: RunConfig
+    model: dict[str, Any] = field(repr=False)
+    optimizer: dict[str, Any] = field(default_factory=dict, repr=False)
+    scheduler: dict[str, Any] = field(default_factory=dict, repr=False)
+    loss: dict[str, Any] = field(default_factory=dict, repr=False)
+    scaler: dict[str, Any] = field(default_factory=dict, repr=False)
+    best_top1: float = -1.0
+    temperature: float = 1.0  # fitted on the validation set at this epoch's end
+    olsdesk_version: str = __version__
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_state(self) -> dict:
+        """Plain containers and tensors only, so ``torch.load(weights_only=True)`` reads it."""
+        return {
+            "format": CHECKPOINT_FORMAT, "olsdesk_version": self.olsdesk_version,
+            "epoch": self.epoch, "model_name": self.model_name,
+            "num_classes": self.num_classes, "in_channels": self.in_channels,
+            "class_names": list(self.class_names),
+            "preprocessing": self.preprocessing.to_dict(), "config": self.config.to_dict(),
+            "model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+            "loss_name": self.config.loss, "loss": self.loss, "scaler": self.scaler,
+            "best_top1": self.best_top1, "temperature": self.temperature,
+        }
+
+    @classmethod
+    def from_state(cls, state: object, name: str) -> Checkpoint:
+        """The checkpoint in ``state``; RunError names what is wrong with file ``name``."""
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise RunError(f"{name} is not an olsdesk checkpoint.")
+        try:
+            return cls(
+                epoch=int(state["epoch"]), model_name=str(state["model_name"]),
+                class_names=tuple(str(c) for c in state["class_names"]),
+                in_channels=int(state["in_channels"]),
+                preprocessing=Preprocessing.from_dict(state["preprocessing"]),
+                config=RunConfig.from_dict(state["config"]),
+                model=state["model"], optimizer=state.get("optimizer") or {},
+                scheduler=state.get("scheduler") or {}, loss=state.get("loss") or {},
+                scaler=state.get("scaler") or {},
+                best_top1=float(state.get("best_top1", -1.0)),
+                temperature=float(state.get("temperature", 1.0)),
+                olsdesk_version=str(state.get("olsdesk_version", "")),
+            )
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise RunError(f"{name} is an incomplete olsdesk checkpoint "
+                           f"({type(exc).__name__}: {exc}).") from None

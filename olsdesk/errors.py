@@ -1,0 +1,43 @@
+"""The errors a user can cause, under one base class so callers catch one thing.
+
+Every message is one sentence for the user: show it as it is. Importing this module
+pulls in neither torch nor Qt.
+"""
+
+from __future__ import annotations
+
+
+class OlsdeskError(Exception):
+    """Something the user can fix (a setting, a file, a folder); the message says what."""
+
+
+class ConfigError(OlsdeskError, ValueError):
+    """A setting that cannot work."""
+
+
+class DataError(OlsdeskError, ValueError):
+    """The data a user pointed to cannot be used."""
+
+
+class ImageReadError(OlsdeskError):
+    """A file that is not a readable image."""
+
+
+class WeightsError(OlsdeskError, ValueError):
+    """A weights file that cannot start the chosen model."""
+
+
+class RunError(OlsdeskError, ValueError):
+    """A folder that is not a usable run, or a checkpoint that cannot be opened."""
+
+
+class PredictorError(OlsdeskError, ValueError):
+    """A checkpoint that cannot be used for prediction."""
+
+
+class TrainingError(OlsdeskError, RuntimeError):
+    """Training cannot go on (a NaN loss, no readable image)."""
+
+
+class UsageError(OlsdeskError):
+    """A bad command-line invocation: the CLI exits 2 with the message."""

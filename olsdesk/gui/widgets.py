@@ -1,0 +1,223 @@
+"""Small widgets of the main window: the epoch scrubber, the training status bar and the
+dataset preview. Each subscribes to a model (RunSession, TrainingController) or is
+handed a Dataset, and only draws."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QStatusBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from olsdesk.core.data.sources import Dataset
+from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.report import BatchProgress, RunStarted, eta_seconds, format_duration
+from olsdesk.errors import ImageReadError
+from olsdesk.gui.panels.common import array_pixmap
+from olsdesk.gui.session import RunSession
+
+
+class EpochScrubber(QWidget):
+    """One slider (with ▶ Play) that chooses the epoch every per-epoch view shows."""
+
+    def __init__(self, session: RunSession, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(1, 1)
+        self.slider.setEnabled(False)
+        self.slider.valueChanged.connect(session.select)
+        self.play_button = QPushButton("▶ Play")
+        self.play_button.setToolTip("Watch the epochs from the first one")
+        self.play_button.setEnabled(False)
+        self.play_button.clicked.connect(self.toggle_play)
+        self.label = QLabel("no epochs yet")
+        self.label.setMinimumWidth(130)
+        self.timer = QTimer(self)
+        self.timer.setInterval(700)
+        self.timer.timeout.connect(self._step)
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("Epoch"))
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.label)
+        row.addWidget(self.play_button)
+        session.reports_reset.connect(self._count_changed)
+        session.report_added.connect(self._count_changed)
+        session.epoch_selected.connect(self._selected)
+
+    def _count_changed(self, *_) -> None:
+        count = len(self.session.reports)
+        self.slider.blockSignals(True)
+        self.slider.setRange(1, max(count, 1))
+        self.slider.blockSignals(False)
+        self.slider.setEnabled(count > 0)
+        self.play_button.setEnabled(count > 1)
+        if count == 0:
+            self.label.setText("no epochs yet")
+            self.stop_play()
+
+    def _selected(self, report) -> None:
+        if report is None:
+            return
+        self.slider.blockSignals(True)
+        self.slider.setValue(self.session.position)
+        self.slider.blockSignals(False)
+        self.label.setText(f"epoch {report.epoch} of {report.epochs}")
+
+    def toggle_play(self) -> None:
+        if self.timer.isActive():
+            self.stop_play()
+            return
+        self.session.select(1)
+        self.play_button.setText("■ Stop")
+        self.timer.start()
+
+    def stop_play(self) -> None:
+        self.timer.stop()
+        self.play_button.setText("▶ Play")
+
+    def _step(self) -> None:
+        if self.session.position >= len(self.session.reports):
+            self.stop_play()
+            return
+        self.session.select(self.session.position + 1)
+
+
+class TrainingStatus(QStatusBar):
+    """The message, epoch and run progress, ETA, images a second and the device."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.message = QLabel("Ready: press Train to train on the demo set.")
+        self.epoch_progress = QProgressBar()
+        self.epoch_progress.setFormat("epoch %p%")
+        self.run_progress = QProgressBar()
+        self.run_progress.setFormat("run %p%")
+        for bar in (self.epoch_progress, self.run_progress):
+            bar.setMaximumWidth(140)
+            bar.setRange(0, 1000)
+        self.eta_label = QLabel("")
+        self.speed_label = QLabel("")
+        self.device_label = QLabel("")
+        self.addWidget(self.message, 1)
+        for widget in (self.epoch_progress, self.run_progress, self.eta_label,
+                       self.speed_label, self.device_label):
+            self.addPermanentWidget(widget)
+        self.start_epoch = 0
+        self.started_at = time.monotonic()
+
+    def say(self, text: str) -> None:
+        self.message.setText(text)
+
+    def run_started(self, started: RunStarted) -> None:
+        self.start_epoch = started.start_epoch
+        self.started_at = time.monotonic()
+        self.device_label.setText(started.info.device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.epoch_progress.setValue(0)
+        self.run_progress.setValue(0)
+        self.eta_label.setText("")
+        self.speed_label.setText("")
+
+    def progressed(self, p: BatchProgress, prefix: str = "", paused: bool = False) -> None:
+        done = p.fraction_of_run(self.start_epoch)
+        self.epoch_progress.setValue(int(1000 * p.fraction_of_epoch))
+        self.run_progress.setValue(int(1000 * done))
+        eta = eta_seconds(time.monotonic() - self.started_at, done)
+        self.eta_label.setText(f"ETA {format_duration(eta)}")
+        self.speed_label.setText(f"{p.images_per_second:,.0f} img/s")
+        if not paused:
+            phase = "training" if p.phase == "train" else "validating"
+            loss = "" if p.loss != p.loss else f", loss {p.loss:.4f}"
+            self.say(f"{prefix}Epoch {p.epoch}/{p.epochs}: {phase} batch {p.batch}/"
+                     f"{p.batches}{loss}")
+
+    def ended(self, finished: bool) -> None:
+        if finished:
+            self.run_progress.setValue(1000)
+        self.eta_label.setText("")
+
+
+class DatasetPreview(QWidget):
+    """A dataset's summary (images, classes, per-class counts) and one thumbnail a class."""
+
+    MAX_ROWS = 40
+    MAX_THUMBS = 12
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.summary.setTextFormat(Qt.TextFormat.RichText)
+        self.thumbs = QGridLayout()
+        self.thumbs.setSpacing(2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.summary)
+        layout.addLayout(self.thumbs)
+
+    def show_reading(self) -> None:
+        self.summary.setText("<i>reading…</i>")
+        self._clear_thumbs()
+
+    def show_error(self, message: str) -> None:
+        self.summary.setText(f"<span style='color:#b00020'>{message}</span>")
+        self._clear_thumbs()
+
+    def show_dataset(self, data: Dataset, thumbnails: list[tuple[str, np.ndarray]]) -> None:
+        counts = data.per_class_counts()
+        totals = [a + b for a, b in counts.values()]
+        rows = "".join(f"<tr><td>{name}</td><td align='right'>{a}</td><td align='right'>{b}</td>"
+                       f"</tr>" for name, (a, b) in list(counts.items())[: self.MAX_ROWS])
+        more = (f"<br>… and {len(counts) - self.MAX_ROWS} more classes"
+                if len(counts) > self.MAX_ROWS else "")
+        self.summary.setText(
+            f"<b>{len(data.train) + len(data.val):,}</b> images, <b>{data.num_classes}</b> "
+            f"classes ({min(totals)}–{max(totals)} a class), "
+            f"{'grayscale' if data.channels == 1 else 'colour'}<br>"
+            f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
+            f"<th>train</th><th>val</th></tr>{rows}</table>{more}")
+        self._clear_thumbs()
+        for shown, (name, image) in enumerate(thumbnails):
+            thumb = QLabel()
+            thumb.setPixmap(array_pixmap(image))
+            thumb.setToolTip(name)
+            self.thumbs.addWidget(thumb, shown // 4, shown % 4)
+
+    def _clear_thumbs(self) -> None:
+        while self.thumbs.count():
+            widget = self.thumbs.takeAt(0).widget()
+            if widget is not None:
+                widget.deleteLater()
+
+
+def read_thumbnails(data: Dataset, preprocessing: Preprocessing,
+                    limit: int = DatasetPreview.MAX_THUMBS) -> list[tuple[str, np.ndarray]]:
+    """(class name, image) for the first training image of up to ``limit`` classes, read
+    the way training reads it (off the GUI thread: files can be large)."""
+    out = []
+    for c in range(data.num_classes):
+        if len(out) >= limit:
+            break
+        where = np.flatnonzero(data.train.labels == c)
+        if not len(where):
+            continue
+        try:
+            out.append((data.class_names[c], data.train.load(int(where[0]), preprocessing)))
+        except ImageReadError:
+            continue  # a broken thumbnail is just not shown
+    return out

@@ -1,0 +1,148 @@
+"""The one way olsdesk runs work off the GUI thread.
+
+``start_worker(fn, *args, yielded=…, returned=…, errored=…, finished=…)`` calls ``fn``
+in a new ``QThread``. A plain function's result
+arrives through ``returned``; a generator's items through ``yielded`` (optionally
+thinned to a few a second, so a fast loop never floods the GUI thread), then
+``returned`` with None. A user error (``OlsdeskError``) arrives through ``errored`` as
+one sentence; programming errors are not swallowed but logged with their traceback.
+Every worker ends with ``finished``, after which its thread is joined and dropped.
+
+Stop and pause live in the work itself (``threading.Event``s checked every batch,
+never queued signals). ``shutdown_workers()`` asks every live worker to stop and joins
+its thread: the window calls it once when it closes.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from olsdesk.errors import OlsdeskError
+
+log = logging.getLogger(__name__)
+_LIVE: set[Worker] = set()
+
+
+def user_message(exc: BaseException) -> str:
+    """One sentence for an exception a long job can end with."""
+    if isinstance(exc, OlsdeskError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "the job ran out of memory; try a smaller batch or image size."
+    if isinstance(exc, OSError):
+        return f"a file could not be read or written ({exc})."
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "out of memory" in text.lower():  # CUDA's RuntimeError
+        return "the GPU ran out of memory; try a smaller batch or image size."
+    return f"{type(exc).__name__}: {text}"
+
+
+class _Runner(QObject):
+    """Lives in the worker thread and runs the job there."""
+
+    yielded = Signal(object)
+    returned = Signal(object)
+    errored = Signal(str)
+    finished = Signal()
+
+    def __init__(self, fn: Callable, args: tuple, throttle, interval: float) -> None:
+        super().__init__()
+        self.fn, self.args, self.throttle, self.interval = fn, args, throttle, interval
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            result = self.fn(*self.args)
+            if inspect.isgenerator(result):
+                last = 0.0
+                for item in result:
+                    if self.throttle is not None and self.throttle(item):
+                        now = time.monotonic()
+                        if now - last < self.interval:
+                            continue
+                        last = now
+                    self.yielded.emit(item)
+                result = None
+            self.returned.emit(result)
+        except (OlsdeskError, MemoryError, OSError, RuntimeError) as exc:
+            if not isinstance(exc, OlsdeskError):
+                log.warning("background job failed", exc_info=exc)
+            self.errored.emit(user_message(exc))
+        except Exception as exc:  # a bug: keep the app alive, show it, log the traceback
+            log.exception("background job failed")
+            self.errored.emit(user_message(exc))
+        finally:
+            self.finished.emit()
+
+
+class Worker(QObject):
+    """Lives in the GUI thread and re-emits there what the job reports, so any slot,
+    lambdas included, runs on the GUI thread."""
+
+    yielded = Signal(object)
+    returned = Signal(object)
+    errored = Signal(str)  # one sentence for the user
+    finished = Signal()
+
+    def __init__(self, fn: Callable, *args, throttle: Callable[[object], bool] | None = None,
+                 interval: float = 0.05, stop: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self.stop = stop
+        self.thread = QThread()
+        self._runner = _Runner(fn, args, throttle, interval)
+        self._runner.moveToThread(self.thread)
+        self.thread.started.connect(self._runner.run)
+        # quit() is thread-safe; a direct call lets the GUI thread join the thread at once
+        self._runner.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
+        self.finished.connect(self._done)  # first, so the thread is joined before any slot
+        for mine, theirs in ((self.yielded, self._runner.yielded),
+                             (self.returned, self._runner.returned),
+                             (self.errored, self._runner.errored),
+                             (self.finished, self._runner.finished)):
+            theirs.connect(mine)  # queued: the runner lives in the other thread
+
+    @property
+    def running(self) -> bool:
+        return self.thread.isRunning()
+
+    def _done(self) -> None:
+        self.thread.wait()
+        _LIVE.discard(self)
+
+    def quit(self) -> None:
+        """Ask the work to stop (if it can), then join the thread."""
+        if self.stop is not None:
+            self.stop()
+        self.thread.quit()
+        self.thread.wait()
+        _LIVE.discard(self)
+
+
+def start_worker(fn: Callable, *args, yielded: Callable | None = None,
+                 returned: Callable | None = None, errored: Callable | None = None,
+                 finished: Callable | None = None, **options) -> Worker:
+    """A Worker running ``fn(*args)``, its signals connected to the given slots before it
+    starts (so not even the fastest job's result is missed)."""
+    worker = Worker(fn, *args, **options)
+    for signal, slot in ((worker.yielded, yielded), (worker.returned, returned),
+                         (worker.errored, errored), (worker.finished, finished)):
+        if slot is not None:
+            signal.connect(slot)
+    _LIVE.add(worker)
+    worker.thread.start()
+    return worker
+
+
+def live_workers() -> list[Worker]:
+    return [w for w in _LIVE if w.running]
+
+
+def shutdown_workers() -> None:
+    """Stop and join every worker still running (the window's close)."""
+    for worker in list(_LIVE):
+        worker.quit()

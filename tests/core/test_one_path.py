@@ -1,0 +1,98 @@
+"""One path from file to tensor: training, validation and prediction see the same input.
+
+A large PNG, a JPEG and a DICOM are each read with a read-time reduction; the tensor the
+trainer's validation feeds the model must equal, bit for bit, the tensor the predictor
+feeds it, and a run's stored validation confidence must equal ``olsdesk predict``'s.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from olsdesk.cli import main
+from olsdesk.config import RunConfig
+from olsdesk.core.predictor import Predictor
+from olsdesk.core.runs import RunStore
+from olsdesk.core.trainer import Trainer
+from tests.helpers import write_dicom
+
+
+def _scan(rng: np.random.Generator, side: int) -> np.ndarray:
+    """A smooth random picture with fine noise: detail at every scale, like a scan."""
+    coarse = rng.random((8, 8))
+    image = np.kron(coarse, np.ones((side // 8 + 1, side // 8 + 1)))[:side, :side]
+    return np.clip(image + rng.normal(0, 0.05, (side, side)), 0, 1)
+
+
+@pytest.fixture(scope="module")
+def scans(tmp_path_factory):
+    """Three classes, one file kind each: 1800 px PNGs, 1200 px JPEGs, 600 px DICOMs."""
+    root = tmp_path_factory.mktemp("scans")
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        (root / "png").mkdir(exist_ok=True)
+        Image.fromarray((_scan(rng, 1800) * 255).astype(np.uint8)).save(root / "png" / f"{i}.png")
+        (root / "jpeg").mkdir(exist_ok=True)
+        Image.fromarray((_scan(rng, 1200) * 255).astype(np.uint8)).save(
+            root / "jpeg" / f"{i}.jpg", quality=90)
+        (root / "dicom").mkdir(exist_ok=True)
+        write_dicom(root / "dicom" / f"{i}.dcm", (_scan(rng, 600) * 4000).astype(np.uint16),
+                    slope=1.0, intercept=-1024.0, window=(976, 2000))
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(scans, tmp_path_factory):
+    config = RunConfig(data=str(scans), image_size=32, batch_size=4, epochs=1, device="cpu",
+                       val_fraction=0.5, num_workers=0)
+    trainer = Trainer(config, runs_dir=tmp_path_factory.mktemp("runs"))
+    list(trainer.fit())
+    return trainer
+
+
+def test_each_file_is_read_reduced_and_the_reduction_is_recorded(trained):
+    preprocessing = RunStore(trained.store.path).info().preprocessing
+    assert preprocessing.decode_min_side == 2 * preprocessing.resize_size == 74
+    for path in trained.dataset.val.paths:
+        side = min(preprocessing.read(path).shape[:2])
+        assert 74 <= side < 2 * 74, (path, side)
+
+
+def test_validation_and_prediction_feed_the_model_the_same_tensor(trained):
+    val = trained.dataset.val
+    fed_in_validation = {}
+    for images, _, indices, failed in trained.val_loader:
+        assert not failed
+        for image, index in zip(images, indices.tolist(), strict=True):
+            fed_in_validation[val.paths[index]] = image
+    assert {p.rsplit(".", 1)[1] for p in fed_in_validation} == {"png", "jpg", "dcm"}
+
+    predictor = Predictor.from_checkpoint(trained.store.checkpoint_path(), device="cpu")
+    fed_in_prediction = []
+    predictor.model.register_forward_pre_hook(
+        lambda module, args: fed_in_prediction.append(args[0].clone()))
+    paths = list(fed_in_validation)
+    predictor.predict(paths, batch_size=1)
+    assert len(fed_in_prediction) == len(paths)
+    for path, tensor in zip(paths, fed_in_prediction, strict=True):
+        assert torch.equal(tensor[0], fed_in_validation[path]), path
+        assert torch.equal(predictor.preprocessing.load(path), fed_in_validation[path]), path
+
+
+def test_stored_validation_confidence_equals_olsdesk_predict(trained, capsys):
+    store = RunStore(trained.store.path)
+    report = store.load_reports()[-1]
+    names = store.info().validation_names
+    stored = {names[i]: float(c) for i, c in
+              zip(report.embedding_indices, report.embedding_confidences, strict=True)}
+    assert len(stored) == len(names) == 6
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(store.checkpoint_path()), *stored, "--json",
+                 "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["path"] for r in rows] == list(stored)
+    for row in rows:
+        assert row["top_probabilities"][0] == pytest.approx(stored[row["path"]], abs=2e-6)
