@@ -4,7 +4,7 @@ Every loss here is an ``nn.Module`` called as ``loss(logits, targets)`` and expo
 ``soft_labels``: the K x K matrix of targets it trains against (row = true class), so
 that the soft-label view can show CE, LS and TF-KD as well as OLS. ``next_epoch()`` is
 called by the trainer at every epoch end; only OLS does something with it.
-Formulas follow REFERENCE.md.
+docs/ALGORITHMS.md states every formula in words.
 """
 
 from __future__ import annotations

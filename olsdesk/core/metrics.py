@@ -1,7 +1,7 @@
 """Accuracy, proper scoring rules, the calibration-error family and embedding separation.
 
 All functions take numpy arrays: ``probs`` (N x K, rows sum to 1) and ``labels`` (N,
-integers). Binning follows REFERENCE.md: equal-width bins on [0, 1], bin b holds
+integers). Definitions: docs/ALGORITHMS.md. Equal-width bins on [0, 1], bin b holds
 ``lower < c <= upper`` and the first bin also holds 0.
 """
 

@@ -99,7 +99,7 @@ class Worker(QObject):
         self.thread.started.connect(self._runner.run)
         # quit() is thread-safe; a direct call lets the GUI thread join the thread at once
         self._runner.finished.connect(self.thread.quit, Qt.ConnectionType.DirectConnection)
-        self.finished.connect(self._done)  # first, so the thread is joined before any slot
+        self.finished.connect(self.thread.wait)  # first: joined before any other slot runs
         for mine, theirs in ((self.yielded, self._runner.yielded),
                              (self.returned, self._runner.returned),
                              (self.errored, self._runner.errored),
@@ -110,8 +110,7 @@ class Worker(QObject):
     def running(self) -> bool:
         return self.thread.isRunning()
 
-    def _done(self) -> None:
-        self.thread.wait()
+    def _forget(self) -> None:
         _LIVE.discard(self)
 
     def quit(self) -> None:
@@ -133,6 +132,7 @@ def start_worker(fn: Callable, *args, yielded: Callable | None = None,
                          (worker.errored, errored), (worker.finished, finished)):
         if slot is not None:
             signal.connect(slot)
+    worker.finished.connect(worker._forget)  # last: the live set keeps it until then
     _LIVE.add(worker)
     worker.thread.start()
     return worker

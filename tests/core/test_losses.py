@@ -1,4 +1,4 @@
-"""Losses against hand-computed values (REFERENCE.md formulas)."""
+"""Losses against hand-computed values (the formulas of docs/ALGORITHMS.md)."""
 
 import math
 
