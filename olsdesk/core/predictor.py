@@ -7,6 +7,7 @@ gets a ``Prediction``: probabilities, or ``error``, one sentence saying why not.
 
 from __future__ import annotations
 
+import csv
 import math
 import threading
 from collections.abc import Callable, Iterable
@@ -164,3 +165,25 @@ class Predictor:
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
         return Prediction(str(file), tuple(self.class_names[i] for i in order),
                           tuple(float(probs[i]) for i in order), probs, calibrated, None, image)
+
+
+def write_predictions_csv(predictions: Iterable[Prediction], path: str | Path,
+                          low_confidence_below: float = 0.5) -> Path:
+    """One row a file: top-1, raw and calibrated confidence, entropy, the low-confidence
+    mark, the top-k with probabilities, or the error sentence."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "top1", "confidence", "calibrated_confidence", "entropy",
+                         "low_confidence", "top5", "error"])
+        for p in predictions:
+            if p.ok:
+                writer.writerow([p.path, p.top_classes[0], f"{p.confidence:.6f}",
+                                 f"{p.calibrated_confidence:.6f}", f"{p.entropy:.6f}",
+                                 p.confidence < low_confidence_below,
+                                 "|".join(f"{c}:{v:.4f}" for c, v in
+                                          zip(p.top_classes, p.top_probabilities, strict=True)),
+                                 ""])
+            else:
+                writer.writerow([p.path, "", "", "", "", "", "", p.error])
+    return path

@@ -22,7 +22,7 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
     assert len(panel.selected_stores()) == 4
 
     # curves: one line per run in each plot; reliability: a diagram per run
-    assert len(panel.top1_plot.listDataItems()) == 4
+    assert panel.curve_count() == 4
     assert len(panel.reliability_panels) == 4
     assert panel.metrics.rowCount() == 4
 

@@ -29,23 +29,23 @@ def test_training_through_the_window_fills_every_panel(qtbot, window):
 
     # soft labels: the heatmap shows the chosen epoch's matrix, both kinds
     panel = window.soft_labels
-    np.testing.assert_allclose(panel.image.image, reports[-1].soft_labels)
+    np.testing.assert_allclose(panel.shown_matrix(), reports[-1].soft_labels)
     window.scrubber.slider.setValue(1)  # the epoch slider
-    np.testing.assert_allclose(panel.image.image, reports[0].soft_labels)  # uniform start
+    np.testing.assert_allclose(panel.shown_matrix(), reports[0].soft_labels)  # uniform start
     panel.matrix_choice.setCurrentIndex(panel.matrix_choice.findData("mean_prediction"))
-    np.testing.assert_allclose(panel.image.image, np.nan_to_num(reports[0].mean_prediction))
-    assert panel.image.levels is not None and tuple(panel.image.levels) == (0.0, 1.0)
+    np.testing.assert_allclose(panel.shown_matrix(), np.nan_to_num(reports[0].mean_prediction))
+    assert panel.colour_levels == (0.0, 1.0)
 
     # reliability: bars for the non-empty bins of the chosen epoch
     filled = int((reports[0].reliability_counts > 0).sum())
-    assert len(window.reliability.accuracy_bars.opts["x0"]) == filled
-    assert "ECE" in window.reliability.metrics_text.textItem.toPlainText()
+    assert window.reliability.bars_shown() == filled
+    assert "ECE" in window.reliability.statistics_text()
 
     # embedding: one point per embedded validation sample
     emb = window.embedding
     assert emb.point_count() == len(reports[0].embedding_labels)
     wrong = reports[0].embedding_predictions != reports[0].embedding_labels
-    assert len(emb.wrong_item.data) == int(wrong.sum())
+    assert emb.misclassified_count() == int(wrong.sum())
     assert "silhouette" in window.embedding.separation.text()
 
     # the run on disk holds the same epochs
@@ -126,7 +126,7 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
     qtbot.addWidget(other)
     assert other.open_run(window.run_path)
     assert [r.epoch for r in other.reports] == [1, 2]
-    np.testing.assert_allclose(other.soft_labels.image.image, window.reports[-1].soft_labels)
+    np.testing.assert_allclose(other.soft_labels.shown_matrix(), window.reports[-1].soft_labels)
     written = other.export(tmp_path / "export")
     names = sorted(p.name for p in written)
     assert names == ["curves.png", "embedding.png", "metrics.csv", "reliability.png",

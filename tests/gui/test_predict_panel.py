@@ -64,7 +64,7 @@ def test_drop_on_the_window_predicts_good_files_and_explains_bad_ones(qtbot, win
     # selecting a row shows its preview and top-5 bars
     panel.table.selectRow(0)
     assert panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull()
-    assert len(panel.bars.opts["width"]) == 5
+    assert panel.bars_shown() == 5
 
     # the low-confidence mark follows the threshold
     panel.threshold.setValue(1.0)

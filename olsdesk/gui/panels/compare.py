@@ -223,6 +223,10 @@ class ComparePanel(QWidget):
             self._loaded[store.path] = cached
         return cached[1]
 
+    def curve_count(self) -> int:
+        """How many runs the Top-1 plot overlays."""
+        return len(self.top1_plot.listDataItems())
+
     def _draw_curves(self, reports: dict) -> None:
         for plot in (self.top1_plot, self.ece_plot):
             plot.clear()

@@ -156,6 +156,10 @@ class EmbeddingPanel(QWidget):
                            f"{len(labels)} images, {int(wrong.sum())} misclassified", size="11pt")
         self.plot.enableAutoRange()
 
+    def misclassified_count(self) -> int:
+        """How many points are marked misclassified."""
+        return len(self.wrong_item.data)
+
     def point_count(self) -> int:
         """How many validation points are drawn (each once, in its class's item)."""
         return sum(len(item.data) for item in self.class_items)

@@ -75,8 +75,32 @@ class ExperimentPanel(QWidget):
         self._loader: Worker | None = None
         self._pending: RunConfig | None = None  # data chosen while another load runs
         self.demo_per_class = 200
+        column = QVBoxLayout()
+        column.addWidget(self._build_data_box())
+        column.addWidget(self._build_training_box())
+        column.addStretch(1)
+        inner = QWidget()
+        inner.setLayout(column)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.error = QLabel("")
+        self.error.setWordWrap(True)
+        self.error.setStyleSheet("color: #b00020;")
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(4, 4, 4, 4)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(self.error)
+        outer.addLayout(self._build_buttons())
 
-        # --- data
+        self._apply_defaults()
+        self.restore()
+        self._loss_changed()
+        self.set_state("idle")
+        self.load_dataset()
+
+    def _build_data_box(self) -> QGroupBox:
         self.data_kind = QComboBox()
         for key, label in DATA_KIND_LABELS:
             self.data_kind.addItem(label, key)
@@ -89,8 +113,9 @@ class ExperimentPanel(QWidget):
         data_layout.addWidget(self.data_kind)
         data_layout.addWidget(self.data_label)
         data_layout.addWidget(self.preview)
+        return data_box
 
-        # --- model
+    def _build_training_box(self) -> QGroupBox:
         self.model = QComboBox()
         for name in MODEL_NAMES:
             self.model.addItem(name, name)
@@ -119,15 +144,8 @@ class ExperimentPanel(QWidget):
             self.loss.addItem(LOSS_LABELS[name], name)
         self.loss.currentIndexChanged.connect(self._loss_changed)
         self.alpha = self._double(0.0, 1.0, 0.05, 3, 0.5)
-        self.alpha.setToolTip("OLS: weight of hard-label CE (1 - alpha goes to the soft labels).\n"
-                              "TF-KD: weight of the virtual-teacher term.")
         self.epsilon = self._double(0.0, 0.99, 0.05, 3, 0.1)
-        self.epsilon.setToolTip("Label smoothing: share of the target spread over all classes.")
         self.temperature = self._double(0.1, 100.0, 1.0, 1, 6.0)
-        self.temperature.setToolTip("TF-KD temperature (6 for ResNet-50, 40 for MobileNetV2 in "
-                                    "the published recipe).")
-
-        # --- schedule
         self.epochs = self._int(1, 1000, 10)
         self.batch_size = self._int(1, 4096, 64)
         self.lr = self._double(1e-5, 10.0, 0.0005, 5, 0.003)
@@ -140,7 +158,6 @@ class ExperimentPanel(QWidget):
                                    "constant": "constant"}[name], name)
         self.image_size = self._int(15, 1024, 15)
         self.image_size.setSpecialValueText("auto")
-        self.image_size.setToolTip("auto: 64 for the demo set, 224 for your own data")
         self.device = QComboBox()
         self._fill_devices()
         self.seed = self._int(0, 2**31 - 1, 0)
@@ -162,10 +179,19 @@ class ExperimentPanel(QWidget):
         form.addRow("Device", self.device)
         form.addRow("Seed", self.seed)
         self.form = form
+        for name, widget in self.setting_widgets().items():  # RunConfig's own help text
+            widget.setToolTip(RunConfig.__dataclass_fields__[name].metadata["help"])
         train_box = QGroupBox("Training")
         train_box.setLayout(form)
+        return train_box
 
-        # --- buttons
+    def setting_widgets(self) -> dict[str, QWidget]:
+        """RunConfig field -> the widget that sets it."""
+        return {name: getattr(self, name) for name in (
+            "model", "loss", "alpha", "epsilon", "temperature", "epochs", "batch_size", "lr",
+            "optimizer", "schedule", "image_size", "device", "seed")}
+
+    def _build_buttons(self) -> QHBoxLayout:
         self.train_button = QPushButton("Train")
         self.train_button.setDefault(True)
         self.train_button.clicked.connect(self.train_requested)
@@ -176,30 +202,7 @@ class ExperimentPanel(QWidget):
         buttons = QHBoxLayout()
         for b in (self.train_button, self.pause_button, self.stop_button):
             buttons.addWidget(b)
-        self.error = QLabel("")
-        self.error.setWordWrap(True)
-        self.error.setStyleSheet("color: #b00020;")
-
-        inner = QWidget()
-        column = QVBoxLayout(inner)
-        column.addWidget(data_box)
-        column.addWidget(train_box)
-        column.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        outer = QVBoxLayout(self)
-        outer.setContentsMargins(4, 4, 4, 4)
-        outer.addWidget(scroll, 1)
-        outer.addWidget(self.error)
-        outer.addLayout(buttons)
-
-        self._apply_defaults()
-        self.restore()
-        self._loss_changed()
-        self.set_state("idle")
-        self.load_dataset()
+        return buttons
 
     def _apply_defaults(self) -> None:
         """Start from RunConfig's defaults, so the app and the CLI agree."""
@@ -358,16 +361,12 @@ class ExperimentPanel(QWidget):
         self.pause_button.setEnabled(running)
         self.pause_button.setText("Resume" if state == "paused" else "Pause")
         self.stop_button.setEnabled(running)
-        for widget in (self.data_kind, self.model, self.weights, self.loss, self.epochs,
-                       self.batch_size, self.lr, self.optimizer, self.schedule, self.image_size,
-                       self.device, self.seed):
+        for widget in (self.data_kind, self.weights, *self.setting_widgets().values()):
             widget.setEnabled(not running)
         if not running:
-            self._update_enabled()
+            self._update_enabled()  # alpha, epsilon, T only where the loss uses them
         else:
             self.train_button.setEnabled(False)
-            for box in (self.alpha, self.epsilon, self.temperature):
-                box.setEnabled(False)
 
     def show_error(self, message: str) -> None:
         self.error.setText(message)

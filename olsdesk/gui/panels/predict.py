@@ -8,7 +8,6 @@ its preview and top-5 bars. Failures are rows too, with their one-sentence reaso
 
 from __future__ import annotations
 
-import csv
 import math
 import threading
 from pathlib import Path
@@ -31,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from olsdesk.core.predictor import Prediction, Predictor
+from olsdesk.core.predictor import Prediction, Predictor, write_predictions_csv
 from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table
 from olsdesk.gui.resources import resource
 from olsdesk.gui.workers import Worker, start_worker
@@ -310,6 +309,10 @@ class PredictPanel(QWidget):
         self.bars_view.setYRange(-0.5, k - 0.5)
         self.bars_view.setTitle("top-5: bar raw, red mark calibrated", size="9pt")
 
+    def bars_shown(self) -> int:
+        """How many top-k bars the selected file's chart shows."""
+        return len(self.bars.opts["width"])
+
     def clear(self) -> None:
         self.predictions.clear()
         self.table.setRowCount(0)
@@ -322,19 +325,6 @@ class PredictPanel(QWidget):
             self.export_csv(path)
 
     def export_csv(self, path: str | Path) -> None:
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["path", "top1", "confidence", "calibrated_confidence", "entropy",
-                             "low_confidence", "top5", "error"])
-            for p in self.predictions:
-                if p.ok:
-                    writer.writerow([p.path, p.top_classes[0], f"{p.confidence:.6f}",
-                                     f"{p.calibrated_confidence:.6f}", f"{p.entropy:.6f}",
-                                     p.confidence < self.threshold.value(),
-                                     "|".join(f"{c}:{v:.4f}" for c, v in
-                                              zip(p.top_classes, p.top_probabilities,
-                                                  strict=True)), ""])
-                else:
-                    writer.writerow([p.path, "", "", "", "", "", "", p.error])
+        write_predictions_csv(self.predictions, path, self.threshold.value())
         self.status.setText(f"Exported {len(self.predictions)} rows to {path}.")
 

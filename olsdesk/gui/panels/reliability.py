@@ -76,6 +76,14 @@ class ReliabilityPanel(QWidget):
         """Show the epoch chosen in ``session`` (a RunSession)."""
         session.epoch_selected.connect(self.show_report)
 
+    def bars_shown(self) -> int:
+        """How many accuracy bars are drawn (one per non-empty bin)."""
+        return len(self.accuracy_bars.opts["x0"])
+
+    def statistics_text(self) -> str:
+        """The ECE/MCE box written on the diagram."""
+        return self.metrics_text.textItem.toPlainText()
+
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
         if report is None:

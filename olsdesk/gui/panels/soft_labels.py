@@ -100,6 +100,16 @@ class SoftLabelsPanel(QWidget):
         k = len(names)
         self.plot.setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
 
+    def shown_matrix(self) -> np.ndarray | None:
+        """The matrix drawn now (None before the first epoch)."""
+        return self.image.image
+
+    @property
+    def colour_levels(self) -> tuple[float, float] | None:
+        """The colour bar's range: fixed at 0-1 so colours compare across epochs."""
+        levels = self.image.levels
+        return None if levels is None else (float(levels[0]), float(levels[1]))
+
     def current_matrix(self) -> np.ndarray | None:
         if self.report is None:
             return None
