@@ -56,7 +56,7 @@ def warm_up() -> None:
     """
     import sklearn.decomposition  # noqa: F401 - t-SNE's PCA
     import sklearn.manifold  # noqa: F401 - t-SNE
-    import sklearn.metrics  # noqa: F401 - pairwise distances
+    import sklearn.metrics  # noqa: F401 - t-SNE's pairwise distances
     import torch
     import torchvision.models  # noqa: F401
 
@@ -394,8 +394,6 @@ class MainWindow(QMainWindow):
         self.session.stop_following()
         if self.training:
             self.message.setText("Stopping the training; the last checkpoint is kept…")
-        self.controller.shutdown()
-        self.predict.cancel()
-        shutdown_workers()
+        shutdown_workers()  # training stops within a batch, prediction at its next file
         self.experiment.save()
         super().closeEvent(event)

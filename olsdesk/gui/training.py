@@ -88,11 +88,6 @@ class TrainingController(QObject):
         if self.running:
             self.job.request_stop()
 
-    def shutdown(self) -> None:
-        """Stop within a batch and join the thread (the window's close)."""
-        if self.worker is not None:
-            self.worker.quit()
-
     def _item(self, item) -> None:
         if isinstance(item, RunStarted):
             self.started, self.started_at = item, time.monotonic()
