@@ -187,6 +187,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from olsdesk.core.report import EpochReport
     from olsdesk.core.trainer import Trainer
 
+    if args.resume:
+        others = sorted(f.name for f in fields(RunConfig) if hasattr(args, f.name)
+                        and f.name != "epochs")
+        if others:
+            flag = _FLAG.get(others[0], "--" + others[0].replace("_", "-"))
+            raise UsageError(f"{flag} cannot change a run being continued; with --resume only "
+                             "--epochs can be set (the run keeps its own settings).")
     try:
         if args.resume:
             trainer = Trainer.from_run(args.resume, args.runs_dir,

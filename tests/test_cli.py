@@ -28,6 +28,9 @@ def test_version_imports_neither_torch_nor_qt():
     (["train", "--lr", "-0.1"], "positive"),
     (["train", "--alpha", "1.5"], "between 0 and 1"),
     (["train", "--resume", "/no/such/run"], "not a folder"),
+    (["train", "--resume", "some-run", "--lr", "0.1"], "cannot change a run being continued"),
+    (["train", "--weight-decay", "nan"], "not a finite number"),
+    (["train", "--split-seed", "-1"], "seeds must be whole numbers"),
 ])
 def test_bad_invocations_exit_2_with_one_sentence(argv, fragment, capsys):
     assert main(argv) == 2
@@ -70,3 +73,27 @@ def test_demo_data_writes_png_class_folders(tmp_path, capsys):
     pngs = sorted(tmp_path.rglob("*.png"))
     assert len(pngs) == 24
     assert (tmp_path / "CT" / "lung" / "nodule" / "0001.png").exists()
+
+
+def help_of(command: str, capsys) -> str:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # unwrapped
+
+
+def test_train_help_states_every_runconfig_setting_with_its_default(capsys):
+    from dataclasses import fields
+
+    from olsdesk.config import RunConfig
+
+    text = help_of("train", capsys)
+    for f in fields(RunConfig):
+        flag = {"num_workers": "--workers", "amp": "--no-amp"}.get(
+            f.name, "--" + f.name.replace("_", "-"))
+        assert flag in text, flag
+        assert " ".join(f.metadata["help"].split()[:4]) in text, f.name
+    assert "(default: 0.003)" in text and "(default: adamw)" in text
+    compare = help_of("compare", capsys)
+    assert "--losses" in compare and "--loss " not in compare and "(default: 10)" in compare
+    predict = help_of("predict", capsys)
+    assert "(default: 5)" in predict and "(default: auto)" in predict
