@@ -20,7 +20,7 @@ from pathlib import Path
 
 from olsdesk import __version__
 from olsdesk.config import DEVICES, LOSS_NAMES, RunConfig
-from olsdesk.errors import OlsdeskError, UsageError
+from olsdesk.errors import OlsdeskError, UsageError, printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -247,17 +247,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"{missing[0]} does not exist.")
     failed = 0
-    for prediction in predictor.predict(args.paths, top_k=args.top_k):
+    for prediction in predictor.iter_predict(args.paths, top_k=args.top_k):  # as batches end
         failed += not prediction.ok
+        name = printable(prediction.path)
         if args.json:
             print(json.dumps(prediction.to_dict()), flush=True)
         elif prediction.ok:
             top = "  ".join(f"{c} {p:.1%}" for c, p in
                             zip(prediction.top_classes, prediction.top_probabilities, strict=True))
-            print(f"{prediction.path}: {top}  (calibrated {prediction.calibrated_confidence:.1%},"
-                  f" entropy {prediction.entropy:.2f})", flush=True)
+            note = f", {prediction.note}" if prediction.note else ""
+            print(f"{name}: {top}  (calibrated {prediction.calibrated_confidence:.1%},"
+                  f" entropy {prediction.entropy:.2f}{note})", flush=True)
         else:
-            print(f"{prediction.path}: ERROR {prediction.error}", flush=True)
+            print(f"{name}: ERROR {prediction.error}", flush=True)
     return 1 if failed else 0
 
 

@@ -103,15 +103,16 @@ class RunConfig:
              f"{', '.join(LOSS_NAMES)}.")
         need(self.alpha is None or 0.0 <= self.alpha <= 1.0, "alpha must be between 0 and 1.")
         need(0.0 <= self.epsilon < 1.0, "epsilon must be at least 0 and below 1.")
-        need(self.temperature > 0, "the TF-KD temperature must be positive.")
+        need(0 < self.temperature <= 1000, "the TF-KD temperature must be positive and at most "
+             "1000.")
         need(self.ols_init in ("uniform", "zeros"), "the OLS start must be 'uniform' or 'zeros'.")
-        need(self.epochs >= 1, "train for at least one epoch.")
-        need(self.batch_size >= 1, "the batch size must be at least 1.")
-        need(self.lr > 0, "the learning rate must be positive.")
+        need(1 <= self.epochs <= 100_000, "train for 1 to 100,000 epochs.")
+        need(1 <= self.batch_size <= 65_536, "the batch size must be between 1 and 65,536.")
+        need(0 < self.lr <= 10, "the learning rate must be positive and at most 10.")
         need(self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}'; choose "
              f"{' or '.join(OPTIMIZERS)}.")
         need(0.0 <= self.momentum < 1.0, "momentum must be at least 0 and below 1.")
-        need(self.weight_decay >= 0, "weight decay cannot be negative.")
+        need(0 <= self.weight_decay <= 1, "weight decay must be between 0 and 1.")
         need(self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; choose one of "
              f"{', '.join(SCHEDULES)}.")
         need(self.image_size is None or 16 <= self.image_size <= 1024,
@@ -123,10 +124,12 @@ class RunConfig:
         need(0 <= self.seed < 2**32 and 0 <= self.split_seed < 2**32,
              "seeds must be whole numbers from 0 to 4294967295.")
         need(0.0 < self.val_fraction < 1.0, "the validation fraction must be between 0 and 1.")
-        need(self.demo_per_class >= 2, "the demo set needs at least 2 images per class.")
-        need(self.num_workers is None or self.num_workers >= 0,
-             "the number of loader workers cannot be negative.")
-        need(self.embedding_samples >= 10, "embed at least 10 validation samples.")
+        need(2 <= self.demo_per_class <= 100_000,
+             "the demo set takes 2 to 100,000 images per class.")
+        need(self.num_workers is None or 0 <= self.num_workers <= 256,
+             "the number of loader workers must be between 0 and 256.")
+        need(10 <= self.embedding_samples <= 1_000_000,
+             "embed between 10 and 1,000,000 validation samples.")
         need(2 <= self.calibration_bins <= 100, "use between 2 and 100 calibration bins.")
         if self.weights is not None:
             need(Path(self.weights).expanduser().is_file(),

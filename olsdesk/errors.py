@@ -6,6 +6,8 @@ pulls in neither torch nor Qt.
 
 from __future__ import annotations
 
+import os
+
 
 class OlsdeskError(Exception):
     """Something the user can fix (a setting, a file, a folder); the message says what."""
@@ -41,3 +43,10 @@ class TrainingError(OlsdeskError, RuntimeError):
 
 class UsageError(OlsdeskError):
     """A bad command-line invocation: the CLI exits 2 with the message."""
+
+
+def printable(text: str | os.PathLike) -> str:
+    """A file name or path safe to print and log: bytes that are not valid UTF-8 (kept by
+    Python as lone surrogates) shown as \\xNN escapes instead of crashing the output."""
+    text = os.fspath(text)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -1,5 +1,7 @@
 """Write resources/samples: demo-set images (one per class, from a seed the
-training split never uses) and a 16-bit CT-style DICOM, for a first drop on the app."""
+training split never uses) and a 16-bit CT-style DICOM, uncompressed and as JPEG
+Lossless (the commonest compressed PACS syntax; the self-test predicts it, so the
+bundle is checked to carry its decoder), for a first drop on the app."""
 
 from __future__ import annotations
 
@@ -37,6 +39,27 @@ def write_ct_dicom(path: Path, gray: np.ndarray) -> None:
     ds.save_as(path, enforce_file_format=True)
 
 
+def write_jpeg_lossless(source: Path, path: Path) -> None:
+    """``source`` re-encoded as JPEG Lossless, Process 14 SV1, with GDCM."""
+    import gdcm
+
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(source))
+    if not reader.Read():
+        raise RuntimeError(f"GDCM cannot read {source}")
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    change.SetInput(reader.GetImage())
+    if not change.Change():
+        raise RuntimeError("GDCM could not encode JPEG Lossless")
+    writer = gdcm.ImageWriter()
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    writer.SetFileName(str(path))
+    if not writer.Write():
+        raise RuntimeError(f"GDCM could not write {path}")
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rng_seed = 9_999  # the demo set is built from seed 0: these images are new to a model
@@ -45,6 +68,7 @@ def main() -> None:
         Image.fromarray(image).save(OUT / f"{name.replace('/', '_')}.png")
     nodule = render(1, 64, np.random.default_rng([rng_seed, 1, 1]))
     write_ct_dicom(OUT / "CT_lung_nodule.dcm", nodule)
+    write_jpeg_lossless(OUT / "CT_lung_nodule.dcm", OUT / "CT_lung_nodule_jpeg_lossless.dcm")
     print(f"wrote {len(list(OUT.iterdir()))} samples to {OUT}")
 
 

@@ -8,9 +8,10 @@ gets a ``Prediction``: probabilities, or ``error``, one sentence saying why not.
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +19,14 @@ import numpy as np
 import torch
 
 from olsdesk.core.calibration import apply_temperature
-from olsdesk.core.data.images import ImageReadError
+from olsdesk.core.data.images import ImageReadError, describe_source
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device
 from olsdesk.core.models import build_model
 from olsdesk.core.runs import RunError, load_checkpoint
-from olsdesk.errors import PredictorError
+from olsdesk.errors import PredictorError, printable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,8 @@ class Prediction:
     probabilities: np.ndarray | None = field(default=None, repr=False)
     calibrated_probabilities: np.ndarray | None = field(default=None, repr=False)
     error: str | None = None
-    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    thumbnail: np.ndarray | None = field(default=None, repr=False, compare=False)  # uint8
+    note: str = ""  # what part of the file was used, e.g. "frame 61 of 120"
 
     @property
     def ok(self) -> bool:
@@ -61,7 +65,9 @@ class Prediction:
         return float(-(p * np.log(p)).sum())
 
     def to_dict(self) -> dict:
-        out = {"path": self.path, "error": self.error}
+        out = {"path": printable(self.path), "error": self.error}
+        if self.note:
+            out["note"] = self.note
         if self.ok:
             order = np.argsort(-self.probabilities)[: len(self.top_classes)]
             out.update(top_classes=list(self.top_classes),
@@ -125,21 +131,34 @@ class Predictor:
     def predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,
                 cancel: threading.Event | None = None,
-                keep_images: bool = False) -> list[Prediction]:
+                thumbnails: bool = False) -> list[Prediction]:
         """A Prediction for every file (folders are expanded); stops early on ``cancel``."""
-        files = expand_paths(paths)
-        results: dict[int, Prediction] = {}
-        batch: list[tuple[int, Path, np.ndarray, torch.Tensor]] = []
+        return list(self.iter_predict(paths, top_k, batch_size, progress, cancel, thumbnails))
 
-        def flush() -> None:
-            if not batch:
-                return
-            x = torch.stack([t for *_, t in batch]).to(self.device)
-            with torch.no_grad():
-                logits = self.model(x).float().cpu().numpy()
-            for (i, file, image, _), row in zip(batch, logits, strict=True):
-                results[i] = self._prediction(file, row, top_k, image if keep_images else None)
-            batch.clear()
+    def iter_predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
+                     progress: Callable[[int, int], None] | None = None,
+                     cancel: threading.Event | None = None,
+                     thumbnails: bool = False) -> Iterator[Prediction]:
+        """Predictions in file order, each as soon as its batch is done. One file's failure,
+        whatever it is, is that file's ``error``; the others go on. With ``thumbnails``
+        each prediction keeps a small preview of its image (never the decoded image)."""
+        files = expand_paths(paths)
+        pending: list[Prediction | tuple[Path, np.ndarray | None, torch.Tensor, str]] = []
+
+        def flush() -> Iterator[Prediction]:
+            tensors = [item[2] for item in pending if not isinstance(item, Prediction)]
+            logits = iter(())
+            if tensors:
+                with torch.no_grad():
+                    logits = iter(self.model(torch.stack(tensors).to(self.device))
+                                  .float().cpu().numpy())
+            for item in pending:
+                if isinstance(item, Prediction):
+                    yield item
+                else:
+                    file, thumb, _, note = item
+                    yield self._prediction(file, next(logits), top_k, thumb, note)
+            pending.clear()
 
         for i, file in enumerate(files):
             if cancel is not None and cancel.is_set():
@@ -147,24 +166,37 @@ class Predictor:
             try:
                 image = self.preprocessing.read(file)
                 tensor = self.preprocessing(image, train=False)
+                note = describe_source(file)
             except ImageReadError as exc:
-                results[i] = Prediction(str(file), error=str(exc))
+                pending.append(Prediction(str(file), error=str(exc)))
+            except Exception as exc:  # noqa: BLE001 - the per-file firewall
+                log.warning("predicting %s failed", printable(str(file)), exc_info=exc)
+                pending.append(Prediction(str(file), error=f"{printable(file.name)} could not be "
+                                          f"prepared for the model ({type(exc).__name__}: {exc})."))
             else:
-                batch.append((i, file, image, tensor))
-                if len(batch) >= batch_size:
-                    flush()
+                pending.append((file, thumbnail(image) if thumbnails else None, tensor, note))
+            if len(pending) >= batch_size:
+                yield from flush()
             if progress is not None:
                 progress(i + 1, len(files))
-        flush()
-        return [results[i] for i in sorted(results)]
+        yield from flush()
 
     def _prediction(self, file: Path, logits: np.ndarray, top_k: int,
-                    image: np.ndarray | None) -> Prediction:
+                    thumb: np.ndarray | None, note: str) -> Prediction:
         probs = apply_temperature(logits[None], 1.0)[0]
         calibrated = apply_temperature(logits[None], self.temperature)[0]
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
         return Prediction(str(file), tuple(self.class_names[i] for i in order),
-                          tuple(float(probs[i]) for i in order), probs, calibrated, None, image)
+                          tuple(float(probs[i]) for i in order), probs, calibrated, None, thumb,
+                          note)
+
+
+def thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:
+    """A copy at most ``size`` pixels a side, as uint8 (what a list row keeps, not the
+    decoded image: 10,000 rows of 224 px hold about 500 MB less than 512 px floats)."""
+    step = max(1, int(np.ceil(max(image.shape[:2]) / size)))
+    small = image[::step, ::step]
+    return np.ascontiguousarray((np.clip(small, 0, 1) * 255).astype(np.uint8))
 
 
 def write_predictions_csv(predictions: Iterable[Prediction], path: str | Path,

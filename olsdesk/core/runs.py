@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 from olsdesk.config import RunConfig
 from olsdesk.core.records import Checkpoint, RunInfo
 from olsdesk.core.report import ARRAY_FIELDS, EpochReport
-from olsdesk.errors import RunError
+from olsdesk.errors import RunError, printable
 
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -65,7 +66,7 @@ class RunStore:
     def create(cls, runs_dir: str | Path | None, config: RunConfig, info: RunInfo,
                name: str | None = None) -> RunStore:
         """A new, uniquely named run directory holding ``config`` and ``info``."""
-        runs_dir = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+        runs_dir = ensure_runs_dir(runs_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{config.model}-{config.loss}-s{config.seed}"
         for n in range(1000):
@@ -75,8 +76,11 @@ class RunStore:
                 break
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise RunError(f"cannot create a run folder in {printable(runs_dir)} "
+                               f"({exc.strerror}).") from None
         else:
-            raise RunError(f"cannot create a new run folder in {runs_dir}.")
+            raise RunError(f"cannot create a new run folder in {printable(runs_dir)}.")
         store = cls(path)
         store.write_config(config)
         store.write_info(info.with_status("created"))
@@ -90,7 +94,10 @@ class RunStore:
             raise RunError(f"{path} is not a folder.")
         if not (path / "config.json").is_file() or not (path / "run.json").is_file():
             raise RunError(f"{path} is not an olsdesk run (no config.json and run.json).")
-        return cls(path)
+        store = cls(path)
+        if RunLock.holder(path) is None:
+            store.remove_stale_temp_files()  # left by a process that was killed mid-write
+        return store
 
     @classmethod
     def find(cls, name: str, runs_dir: str | Path | None = None) -> RunStore:
@@ -124,7 +131,25 @@ class RunStore:
 
     @property
     def status(self) -> str:
-        return self.info().status
+        """run.json's status, except that a run marked 'training' whose lock no process
+        holds was killed mid-run: 'interrupted' (it can be continued)."""
+        status = self.info().status
+        if status == "training" and RunLock.holder(self.path) is None:
+            return "interrupted"
+        return status
+
+    def lock(self) -> RunLock:
+        """Hold this run for writing (RunError naming the process that holds it already)."""
+        return RunLock(self.path).acquire()
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Delete half-written temporary files (only call while no process writes here)."""
+        removed = []
+        for folder in (self.path, self.path / "checkpoints", self.path / "epochs"):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        return removed
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -194,9 +219,9 @@ class RunStore:
         buffer = io.BytesIO()
         torch.save(checkpoint.to_state(), buffer)
         data = buffer.getvalue()
-        atomic_write_bytes(self.checkpoint_path(LATEST), data)
-        if best:
+        if best:  # first: best.pt never lags behind the best epoch latest.pt has passed
             atomic_write_bytes(self.checkpoint_path(BEST), data)
+        atomic_write_bytes(self.checkpoint_path(LATEST), data)
 
     def save_embedding_features(self, features: np.ndarray) -> None:
         """The latest epoch's embedded validation features (for t-SNE on demand)."""
@@ -209,9 +234,104 @@ class RunStore:
         return np.load(path).astype(np.float32) if path.exists() else None
 
     def log(self, message: str) -> None:
+        """Append a line; names that are not valid UTF-8 are written escaped, never lost."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path / "log.txt", "a", encoding="utf-8") as fh:
-            fh.write(f"{stamp} {message}\n")
+        with open(self.path / "log.txt", "a", encoding="utf-8", errors="backslashreplace") as fh:
+            fh.write(f"{stamp} {printable(message)}\n")
+
+
+def ensure_runs_dir(runs_dir: str | Path | None) -> Path:
+    """The runs folder, created if needed; RunError when it cannot hold runs (checked
+    before any data is read, so a wrong folder fails at once)."""
+    folder = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+    shown = printable(folder)
+    if folder.exists() and not folder.is_dir():
+        raise RunError(f"the runs folder {shown} is a file, not a folder.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise RunError(f"runs cannot be written in {shown} ({exc.strerror or exc}); choose "
+                       "another runs folder.") from None
+    return folder
+
+
+class RunLock:
+    """An operating-system lock on a folder while one process writes it (a run, or a
+    study's output). The system releases it when the process ends, however it ends, so
+    a kill -9 leaves no stale lock; the file names the holder for the refusal message."""
+
+    NAME = ".lock"
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.file = None
+
+    def acquire(self) -> RunLock:
+        handle = open(self.folder / self.NAME, "a+", encoding="utf-8")
+        if not _try_lock(handle):
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise RunError(f"{printable(self.folder.name)} is being written by {holder}; open "
+                           "it in the app to follow it, or wait until that process ends.")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        self.file = handle
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            _unlock(self.file)
+            self.file.close()
+            self.file = None
+
+    @classmethod
+    def holder(cls, folder: Path) -> str | None:
+        """Who holds the folder's lock now, or None when no process does."""
+        path = Path(folder) / cls.NAME
+        if not path.exists():
+            return None
+        try:
+            handle = open(path, encoding="utf-8")
+        except OSError:
+            return None
+        with handle:
+            if _try_lock(handle):
+                _unlock(handle)
+                return None
+            return handle.read().strip() or "another process"
+
+
+if os.name == "nt":  # pragma: no cover - Windows
+    import msvcrt
+
+    def _try_lock(handle) -> bool:
+        try:
+            handle.seek(0)
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(handle) -> None:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _try_lock(handle) -> bool:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
+
+    def _unlock(handle) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -24,7 +24,7 @@ import numpy as np
 
 from olsdesk.config import LOSS_LABELS, RunConfig
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
-from olsdesk.core.runs import LATEST, RunStore
+from olsdesk.core.runs import LATEST, RunLock, RunStore, ensure_runs_dir
 
 # column, label, higher is better
 METRICS = (
@@ -120,11 +120,17 @@ class Study:
 
     def run(self) -> Iterator[StudyStep]:
         """Train every run not finished yet, in plan order; ``stores`` fills as they end."""
+        runs_dir = ensure_runs_dir(self.out / "runs")
+        lock = RunLock(self.out).acquire()  # one comparison writes this folder at a time
+        try:
+            yield from self._run(runs_dir)
+        finally:
+            lock.release()
+
+    def _run(self, runs_dir: Path) -> Iterator[StudyStep]:
         from olsdesk.core.data.sources import open_dataset
         from olsdesk.core.trainer import Trainer
 
-        runs_dir = self.out / "runs"
-        runs_dir.mkdir(parents=True, exist_ok=True)
         if self.dataset is None:
             self.dataset = open_dataset(self.base)
         total = len(self.runs)

@@ -9,10 +9,12 @@ resumed run continues exactly where the last finished epoch left it.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,8 +33,8 @@ from olsdesk.core.models import build_model
 from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
-from olsdesk.core.runs import LATEST, RunStore, load_checkpoint
-from olsdesk.errors import ImageReadError, RunError, TrainingError
+from olsdesk.core.runs import LATEST, RunStore, ensure_runs_dir, load_checkpoint
+from olsdesk.errors import ImageReadError, RunError, TrainingError, printable
 
 
 class _TorchSamples(torch.utils.data.Dataset):
@@ -47,11 +49,18 @@ class _TorchSamples(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
+        """The per-file firewall: whatever goes wrong with one file becomes its sentence
+        (with the traceback, for the run's log) and the batch goes on without it."""
         try:
             image = self.samples.load(index, self.preprocessing)
+            return (self.preprocessing(image, train=self.train), int(self.samples.labels[index]),
+                    index)
         except ImageReadError as exc:
             return None, str(exc), index
-        return self.preprocessing(image, train=self.train), int(self.samples.labels[index]), index
+        except Exception as exc:  # noqa: BLE001 - one file must never stop an epoch
+            name = printable(Path(self.samples.describe(index)).name)
+            return (None, f"{name} could not be prepared for the model ({type(exc).__name__}: "
+                    f"{exc}).\n{traceback.format_exc()}", index)
 
 
 def _collate(batch):
@@ -95,6 +104,7 @@ class Trainer:
         self.best_top1 = -1.0
         self.skipped: dict[str, str] = {}
         self.stopped = False
+        self.lock = None  # the run's write lock, held from prepare() to the end of fit()
         self.temperature = 1.0  # fitted on the validation set at every epoch end
 
     @classmethod
@@ -103,13 +113,21 @@ class Trainer:
         """A trainer that continues the stored run at ``run`` (a path or a name in
         runs_dir) from its last checkpoint; ``epochs`` sets a new total."""
         store = RunStore.find(str(run), runs_dir)
-        config = store.config()
-        if epochs is not None and epochs != config.epochs:
-            config = config.replace(epochs=epochs)
-            store.write_config(config)
-        if not store.checkpoint_path(LATEST).exists():
-            raise RunError(f"{store.path.name} has no checkpoint yet; start it again instead.")
-        return cls(config, store=store, dataset=dataset)
+        lock = store.lock()  # before anything is written: one run, one writer
+        try:
+            config = store.config()
+            if not store.checkpoint_path(LATEST).exists():
+                raise RunError(f"{store.path.name} has no checkpoint yet; start it again "
+                               "instead.")
+            if epochs is not None and epochs != config.epochs:
+                config = config.replace(epochs=epochs).validated()
+                store.write_config(config)
+            trainer = cls(config, store=store, dataset=dataset)
+        except BaseException:
+            lock.release()
+            raise
+        trainer.lock = lock
+        return trainer
 
     # --- control from other threads -------------------------------------------
     def request_stop(self) -> None:
@@ -132,6 +150,8 @@ class Trainer:
             return
         cfg = self.config
         self.device = choose_device(cfg.device)
+        if self.store is None:
+            ensure_runs_dir(self.runs_dir)  # a folder that cannot hold runs fails before the data
         torch.manual_seed(cfg.seed)
         if self.dataset is None:
             self.dataset = open_dataset(cfg)
@@ -169,9 +189,19 @@ class Trainer:
         self.embed_mask[np.sort(rng.choice(n_val, keep, replace=False))] = True
         if self.store is None:
             self.store = RunStore.create(self.runs_dir, cfg, self._run_info(), self.run_name)
+            self.lock = self.store.lock()
+            for warning in data.all_warnings():
+                self.store.log(f"warning: {warning}")
         else:
+            self.store.remove_stale_temp_files()  # ours to clean: we hold the lock
             self._restore()
         self.prepared = True
+
+    def close(self) -> None:
+        """Let other processes write the run again (fit() does this when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def _run_info(self) -> RunInfo:
         data = self.dataset
@@ -250,8 +280,12 @@ class Trainer:
             raise
         finally:
             self.stopped = status != "finished"
-            self.store.set_status(status)
-            self.store.log(f"training {status}")
+            try:
+                self.store.set_status(status)
+                self.store.log(f"training {status}")
+            except OSError:
+                pass  # a full disk: run.json keeps 'training'; the free lock says interrupted
+            self.close()
 
     def _wait_if_paused(self) -> bool:
         """Block while paused; True when a stop was requested."""
@@ -263,8 +297,8 @@ class Trainer:
         for index, message in failed:
             name = samples.describe(index)
             if name not in self.skipped:
-                self.skipped[name] = message
-                self.store.log(f"skipped {name}: {message}")
+                self.skipped[name] = message.split("\n", 1)[0]
+                self.store.log(f"skipped {name}: {message}")  # with a traceback, if any
 
     def _run_epoch(self, epoch: int):
         cfg, device = self.config, self.device
@@ -327,9 +361,18 @@ class Trainer:
                               val, time.perf_counter() - started, seen / train_seconds)
         improved = report.val_top1 > self.best_top1
         self.best_top1 = max(self.best_top1, report.val_top1)
-        self.store.write_epoch(report)
-        self.store.save_checkpoint(self.checkpoint(epoch + 1), best=improved)
-        self.store.save_embedding_features(val["features"])
+        try:
+            self.store.write_epoch(report)
+            self.store.save_checkpoint(self.checkpoint(epoch + 1), best=improved)
+            self.store.save_embedding_features(val["features"])
+        except OSError as exc:
+            what = ("the disk is full" if exc.errno == errno.ENOSPC
+                    else f"it could not be written ({exc.strerror or exc})")
+            kept = f"epoch {epoch}'s checkpoint is kept" if epoch else "no epoch was saved"
+            raise TrainingError(
+                f"epoch {epoch + 1} could not be saved in {printable(self.store.path)}: {what}; "
+                f"{kept}. Free some space, then continue with: olsdesk train --resume "
+                f"{printable(self.store.path)}") from None
         return report
 
     @torch.no_grad()

@@ -6,6 +6,7 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from olsdesk.gui.resources import resource
 
@@ -105,12 +106,17 @@ def self_test_main(timeout: float = 300.0) -> int:
                             f"{': ' + window.last_error if window.last_error else ''})")
         if len(window.reports) != 1:
             failures.append(f"expected 1 epoch report, got {len(window.reports)}")
-        sample = SAMPLES / "CT_lung_nodule.dcm"
-        window.predict.predict_paths([str(sample)])
+        # an uncompressed DICOM and a JPEG Lossless one (its decoder must ship too)
+        samples = [SAMPLES / "CT_lung_nodule.dcm", SAMPLES / "CT_lung_nodule_jpeg_lossless.dcm"]
+        window.predict.predict_paths([str(s) for s in samples])
         wait_for(app, lambda: not window.predict.busy, timeout)
-        if not window.predict.predictions or not window.predict.predictions[0].ok:
-            failures.append(f"predicting {sample.name} failed: {window.predict.status.text()}")
-        else:
+        predictions = window.predict.predictions
+        for sample in samples:
+            done = [p for p in predictions if Path(p.path).name == sample.name]
+            if not done or not done[0].ok:
+                failures.append(f"predicting {sample.name} failed: "
+                                f"{done[0].error if done else window.predict.status.text()}")
+        if predictions:
             window.predict.table.selectRow(0)
         for name in (*window.PANELS, "predict"):
             window.tabs.setCurrentWidget(getattr(window, name))
@@ -124,6 +130,6 @@ def self_test_main(timeout: float = 300.0) -> int:
         for failure in failures:
             print(f"self-test FAILED: {failure}", file=sys.stderr)
         return 1
-    print(f"self-test passed: 1 epoch trained, {sample.name} predicted, "
+    print(f"self-test passed: 1 epoch trained, {' and '.join(s.name for s in samples)} predicted, "
           f"{len(MainWindow.PANELS) + 1} panels rendered in {seconds:.1f}s")
     return 0

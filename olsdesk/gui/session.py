@@ -67,7 +67,7 @@ class RunSession(QObject):
         Returns its status; RunError says why the folder cannot be shown."""
         store = RunStore.open(path)
         try:
-            reports, info = store.load_reports(), store.info()
+            reports, info, status = store.load_reports(), store.info(), store.status
         except (OSError, ValueError, KeyError) as exc:
             raise RunError(f"{Path(path).name} cannot be read ({exc}).") from None
         self.stop_following()
@@ -75,11 +75,11 @@ class RunSession(QObject):
         self.run_changed.emit(info)
         self.reports_reset.emit(list(reports))
         self.select(len(reports))
-        if info.status == "training":
+        if status == "training":  # a process holds it: follow what it writes
             self.store = store
             self._timer.start()
-            self.following_changed.emit(info.status)
-        return info.status
+            self.following_changed.emit(status)
+        return status
 
     def poll(self) -> None:
         """Read what a followed run has written since the last look."""

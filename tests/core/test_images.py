@@ -89,14 +89,24 @@ def test_dicom_without_pixel_data(tmp_path):
         read_image(path)
 
 
-def test_dicom_with_compressed_syntax_and_no_decoder_names_the_package(tmp_path):
-    from pydicom.uid import JPEGLSLossless  # no JPEG-LS decoder is installed with olsdesk
+def test_dicom_with_a_syntax_no_shipped_decoder_reads_names_the_syntax(tmp_path):
+    from pydicom.uid import UID  # High-Throughput JPEG 2000: neither GDCM nor Pillow reads it
 
-    path = write_dicom(tmp_path / "jls.dcm", np.zeros((8, 8), dtype=np.uint16),
-                       transfer_syntax=JPEGLSLossless)
-    with pytest.raises(ImageReadError, match="no decoder for it is installed .pip install "
-                                             "pylibjpeg pylibjpeg-libjpeg"):
+    path = write_dicom(tmp_path / "htj2k.dcm", np.zeros((8, 8), dtype=np.uint16),
+                       transfer_syntax=UID("1.2.840.10008.1.2.4.201"))
+    with pytest.raises(ImageReadError, match="compressed as High-Throughput JPEG 2000 Image "
+                                             "Compression .Lossless Only., which no decoder"):
         read_image(path)
+
+
+@pytest.mark.parametrize("syntax", ["JPEGLosslessSV1", "JPEGLSLossless", "JPEG2000Lossless",
+                                    "JPEGBaseline8Bit", "RLELossless"])
+def test_the_common_pacs_syntaxes_have_a_decoder(syntax):
+    """Decoders are dependencies: a PACS export never needs a pip install (the bundle has none)."""
+    import pydicom.uid
+    from pydicom.pixels import get_decoder
+
+    assert get_decoder(getattr(pydicom.uid, syntax)).is_available
 
 
 def test_dicom_with_corrupt_compressed_data(tmp_path):

@@ -61,6 +61,7 @@ def test_a_session_follows_a_run_written_elsewhere_until_it_ends(qtbot, tmp_path
     lines = (store.path / "metrics.jsonl").read_text().splitlines(keepends=True)
     (store.path / "metrics.jsonl").write_text(lines[0])  # as if epoch 2 were still running
     store.set_status("training")
+    writer = store.lock()  # held as the training process holds it
 
     session = RunSession(poll_ms=50)
     added = []
@@ -69,6 +70,7 @@ def test_a_session_follows_a_run_written_elsewhere_until_it_ends(qtbot, tmp_path
     assert [r.epoch for r in session.reports] == [1] and session.selected.epoch == 1
     (store.path / "metrics.jsonl").write_text("".join(lines))  # epoch 2 arrives
     store.set_status("finished")
+    writer.release()
     qtbot.waitUntil(lambda: not session.following, timeout=5000)
     assert [r.epoch for r in added] == [2] and session.selected.epoch == 2
     assert session.best is max(session.reports, key=lambda r: r.val_top1)

@@ -2,39 +2,83 @@
 
 The result is ``H x W`` for grayscale or ``H x W x 3`` for colour, float32. Anything
 that cannot be read raises ``ImageReadError`` whose message is one sentence naming the
-file and the reason, so callers can show it as it is.
+file and the true reason (permission denied, a symbolic-link loop, not a regular file,
+truncated, no decoder…), so callers can show it as it is. ``read_image`` is a per-file
+firewall: whatever goes wrong inside a decoder becomes that file's sentence, with the
+traceback logged, and never takes down the batch it belongs to.
+
+DICOM is decoded as PACS exports it: every transfer syntax pydicom has a decoder for
+(python-gdcm, a dependency, covers JPEG baseline, extended, lossless, JPEG-LS and JPEG
+2000; pydicom itself reads RLE), colour converted to RGB exactly once (by pydicom),
+palette colour applied, rescale slope/intercept and the file's window applied to gray
+images, MONOCHROME1 inverted. Of a multi-frame file only the middle frame is decoded;
+``describe_source`` says which ("frame 61 of 120").
 """
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from olsdesk.errors import ImageReadError
+from olsdesk.errors import ImageReadError, printable
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
-
-# The pip packages that let pydicom decode each compressed family (first match wins).
-_DICOM_DECODERS = (
-    ("JPEG 2000", "pylibjpeg pylibjpeg-openjpeg"),
-    ("JPEG", "pylibjpeg pylibjpeg-libjpeg"),  # baseline, extended, lossless and JPEG-LS
-    ("RLE", "pylibjpeg pylibjpeg-rle"),
-)
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) Pixel Data, little endian
 
 
 def is_dicom(path: Path) -> bool:
-    """True for a DICOM suffix, or a file carrying the 'DICM' preamble magic."""
+    """True for a DICOM suffix, or a regular file carrying the 'DICM' preamble magic.
+    Never opens anything but a regular file (a FIFO would block the caller forever)."""
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _check_file(path: Path) -> None:
+    """ImageReadError unless ``path`` is a non-empty regular file this process can read."""
+    name = printable(path.name)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        if os.path.lexists(path):
+            raise ImageReadError(f"{name} is a link to a file that does not exist.") from None
+        raise ImageReadError(f"{name} does not exist.") from None
+    except PermissionError:
+        raise ImageReadError(f"{name} cannot be read: permission denied.") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImageReadError(f"{name} is a symbolic link loop, not an image.") from None
+        raise ImageReadError(f"{name} cannot be read ({exc.strerror}).") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageReadError(f"{name} is a folder, not an image.")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageReadError(f"{name} is not a regular file (a pipe, socket or device); "
+                             "skipped without opening it.")
+    if info.st_size == 0:
+        raise ImageReadError(f"{name} is empty (0 bytes).")
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except PermissionError:
+        raise ImageReadError(f"{name} cannot be read: permission denied.") from None
+    except OSError as exc:
+        raise ImageReadError(f"{name} cannot be read ({exc.strerror}).") from None
 
 
 def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
@@ -47,32 +91,33 @@ def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
     part of ``Preprocessing``, the one path from file to tensor.
     """
     path = Path(path)
-    name = path.name
-    if not path.exists():
-        raise ImageReadError(f"{name} does not exist.")
-    if path.is_dir():
-        raise ImageReadError(f"{name} is a folder, not an image.")
+    _check_file(path)
+    dicom = is_dicom(path)
+    if not dicom and path.suffix.lower() not in IMAGE_SUFFIXES:  # as the folder scan decides
+        raise ImageReadError(f"{printable(path.name)} is not an image olsdesk reads (PNG, JPEG, "
+                             "TIFF, BMP or DICOM).")
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageReadError(f"{name} cannot be read ({exc.strerror}).") from exc
-    if size == 0:
-        raise ImageReadError(f"{name} is empty (0 bytes).")
-    if is_dicom(path):
-        image = _read_dicom(path)
-    else:
-        image = _read_pil(path, min_side)
-    if min_side is not None:
-        image = _shrink(image, min_side)
-    if not np.all(np.isfinite(image)):
-        image = np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0)
-    return np.ascontiguousarray(image, dtype=np.float32)
+        image = _read_dicom(path) if dicom else _read_pil(path, min_side)
+        if min_side is not None:
+            image = _shrink(image, min_side)
+        if not np.all(np.isfinite(image)):
+            image = np.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0)
+        return np.ascontiguousarray(image, dtype=np.float32)
+    except ImageReadError:
+        raise
+    except MemoryError:
+        raise ImageReadError(f"{printable(path.name)} is too large to decode in the memory "
+                             "available.") from None
+    except Exception as exc:  # noqa: BLE001 - the firewall: any decoder failure is this file's
+        log.warning("reading %s failed", printable(str(path)), exc_info=exc)
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageReadError(f"{printable(path.name)} could not be decoded ({detail}).") from None
 
 
 def _read_pil(path: Path, min_side: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
-    name = path.name
+    name = printable(path.name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -118,34 +163,90 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return ((values - lo) / (hi - lo)).astype(np.float32)
 
 
-def _read_dicom(path: Path) -> np.ndarray:
+def _open_dicom(path: Path):
+    """The dataset, read leniently: a file without the 128-byte preamble is read with
+    ``force`` when it parses as DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    name = path.name
-    try:
-        ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError) as exc:
-        raise ImageReadError(f"{name} is not a readable DICOM file ({exc}).") from exc
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ImageReadError(f"{name} is a DICOM file without pixel data (no image to show).")
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises several types for missing decoders
-        raise ImageReadError(_dicom_decode_message(ds, name, exc)) from exc
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    pixels = np.asarray(pixels)
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    is_colour = photometric not in ("MONOCHROME1", "MONOCHROME2")
-    if frames > 1:  # a multi-frame series: show the middle frame
-        pixels = pixels[pixels.shape[0] // 2]
-    if is_colour:
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
+    name = printable(path.name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return pydicom.dcmread(path)
+        except InvalidDicomError:
+            pass
+        except (OSError, ValueError, EOFError, KeyError, TypeError) as exc:
+            raise ImageReadError(f"{name} is not a readable DICOM file ({exc}).") from None
+        try:
+            ds = pydicom.dcmread(path, force=True)
+        except Exception:  # noqa: BLE001 - not DICOM at all
+            ds = None
+    if ds is None or len(ds) < 3:  # a stray element or two parse from almost anything
+        raise ImageReadError(f"{name} has no DICOM header, and its content does not read as "
+                             "DICOM.")
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        from pydicom.uid import ImplicitVRLittleEndian
 
-            pixels = convert_color_space(pixels, photometric, "RGB")
-        if pixels.ndim == 3 and pixels.shape[-1] >= 3:
-            return _collapse_gray(_min_max(pixels[..., :3].astype(np.float64)))
+        ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian  # the default for headerless files
+    return ds
+
+
+def _frame_count(ds) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def describe_source(path: str | Path) -> str:
+    """What part of the file the model sees, when that is not all of it: "frame 61 of
+    120" for a multi-frame DICOM (header only is read); "" otherwise."""
+    path = Path(path)
+    if not is_dicom(path):
+        return ""
+    try:
+        import pydicom
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - only a note; reading reports real problems
+        return ""
+    frames = _frame_count(ds)
+    return f"frame {frames // 2 + 1} of {frames}" if frames > 1 else ""
+
+
+def _read_dicom(path: Path) -> np.ndarray:
+    name = printable(path.name)
+    ds = _open_dicom(path)
+    if len(ds) == 0:
+        raise ImageReadError(f"{name} holds a DICOM header but no data after it: the file is "
+                             "truncated.")
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        with open(path, "rb") as fh:
+            if "Rows" in ds and _PIXEL_TAG in fh.read():
+                raise ImageReadError(f"{name} is truncated: its pixel data ends before the "
+                                     "image does.")
+        raise ImageReadError(f"{name} is a DICOM file without pixel data (no image to show).")
+    frames = _frame_count(ds)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # one frame only; YBR_* arrive as RGB, converted once, by pydicom
+            ds.pixel_array_options(index=frames // 2 if frames > 1 else None)
+            pixels = np.asarray(ds.pixel_array)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for one cause
+        raise ImageReadError(_dicom_decode_message(ds, name, exc)) from None
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels = apply_color_lut(pixels, ds)
+    if pixels.ndim == 3 and pixels.shape[-1] >= 3:
+        return _collapse_gray(_min_max(pixels[..., :3].astype(np.float64)))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         return _min_max(pixels.astype(np.float64))
     return _dicom_gray_to_display(ds, pixels.astype(np.float64), photometric)
 
@@ -183,17 +284,15 @@ def _first(value) -> float | None:
 def _dicom_decode_message(ds, name: str, exc: Exception) -> str:
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     syntax_name = getattr(syntax, "name", str(syntax)) if syntax is not None else "unknown"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # pydicom lists each decoder's reason after a general first line
+    detail = "; ".join(lines[1:] if len(lines) > 1 else lines) or type(exc).__name__
     if syntax is not None and getattr(syntax, "is_compressed", False):
         if _decoder_available(syntax):
-            return f"{name} is compressed as {syntax_name} and its pixel data could not be decoded."
-        for family, packages in _DICOM_DECODERS:
-            if family.lower() in syntax_name.lower():
-                return (
-                    f"{name} is compressed as {syntax_name} and no decoder for it is installed "
-                    f"(pip install {packages}, or python-gdcm)."
-                )
-        return f"{name} is compressed as {syntax_name}, which no installed decoder reads ({exc})."
-    return f"{name} has pixel data that cannot be decoded ({exc})."
+            return (f"{name} is compressed as {syntax_name} and could not be decoded by the "
+                    f"decoders olsdesk ships ({detail}).")
+        return f"{name} is compressed as {syntax_name}, which no decoder olsdesk has reads."
+    return f"{name} has pixel data that cannot be decoded ({detail})."
 
 
 def _decoder_available(syntax) -> bool:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from olsdesk.core.data.images import IMAGE_SUFFIXES, ImageReadError, is_dicom, read_image
-from olsdesk.errors import DataError
+from olsdesk.errors import DataError, printable
 
 if TYPE_CHECKING:
     from olsdesk.config import RunConfig
@@ -101,10 +101,20 @@ class Dataset:
     train: Samples
     val: Samples
     channels: int  # 1 for grayscale, 3 for colour
+    warnings: tuple[str, ...] = ()  # what the user should know (empty folders, no val image)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def all_warnings(self) -> tuple[str, ...]:
+        """The reader's warnings, and every class the validation split does not cover."""
+        val = np.bincount(self.val.labels, minlength=self.num_classes)
+        missing = [n for n, v in zip(self.class_names, val, strict=True) if v == 0]
+        extra = ((f"{len(missing)} class(es) have no validation image, so their accuracy and "
+                  f"calibration are not measured: {', '.join(missing[:5])}"
+                  f"{' …' if len(missing) > 5 else ''}.",) if missing else ())
+        return self.warnings + extra
 
     def per_class_counts(self) -> dict[str, tuple[int, int]]:
         """Class name -> (train images, validation images)."""
@@ -131,6 +141,9 @@ def open_dataset(config: RunConfig) -> Dataset:
     path = Path(data).expanduser()
     if not path.exists():
         raise DataError(f"{data} does not exist.")
+    if not path.is_dir() and not path.is_file():
+        raise DataError(f"{data} is neither a folder nor a file (a device or a pipe?); give an "
+                        "image folder or a MedMNIST .npz archive.")
     if path.is_file():
         if kind == "npz":
             return _open_medmnist(path, val_fraction, split_seed)
@@ -206,6 +219,7 @@ def _open_medmnist(path: Path, val_fraction: float, split_seed: int) -> Dataset:
 
 
 def _is_image_file(path: Path) -> bool:
+    """An image suffix, or an extension-less DICOM (only regular files are sniffed)."""
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return True
@@ -214,7 +228,13 @@ def _is_image_file(path: Path) -> bool:
 
 def scan_folder(root: Path) -> tuple[list[str], list[str]]:
     """(image paths, class names): a class is the image's folder relative to ``root``."""
-    paths, classes = [], []
+    paths, classes, _ = _scan(root)
+    return paths, classes
+
+
+def _scan(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """Image paths, their classes, and the leaf folders that hold no image."""
+    paths, classes, empty = [], [], []
     root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -222,17 +242,21 @@ def scan_folder(root: Path) -> tuple[list[str], list[str]]:
         if here == root:
             continue
         rel = here.relative_to(root).as_posix()
+        found = 0
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
             if _is_image_file(here / name):
                 paths.append(str(here / name))
                 classes.append(rel)
-    return paths, classes
+                found += 1
+        if not found and not dirnames:
+            empty.append(rel)
+    return paths, classes, empty
 
 
 def _open_folder(root: Path, val_fraction: float, split_seed: int) -> Dataset:
-    paths, classes = scan_folder(root)
+    paths, classes, empty = _scan(root)
     if not paths:
         loose = [p for p in root.iterdir() if p.is_file() and _is_image_file(p)]
         if loose:
@@ -247,8 +271,10 @@ def _open_folder(root: Path, val_fraction: float, split_seed: int) -> Dataset:
     labels = np.array([index[c] for c in classes])
     samples = FileSamples(paths, labels)
     tr, va = stratified_split(labels, val_fraction, split_seed)
+    warnings = tuple(f"the folder {printable(e)} holds no images, so it is not a class."
+                     for e in empty)
     return Dataset(str(root), "folder", names, samples.subset(tr), samples.subset(va),
-                   _detect_channels(samples))
+                   _detect_channels(samples), warnings)
 
 
 def _find_split_csv(csv_dir: Path, split: str) -> Path | None:

@@ -168,7 +168,7 @@ class ComparePanel(QWidget):
         for path in find_runs(self.runs_dir):
             try:
                 store = RunStore.open(path)
-                config, info, metrics = store.config(), store.info(), store.metrics()
+                config, status, metrics = store.config(), store.status, store.metrics()
             except (RunError, OSError, ValueError, KeyError):
                 continue
             row = self.runs.rowCount()
@@ -176,14 +176,13 @@ class ComparePanel(QWidget):
             name = QTableWidgetItem(str(path.relative_to(self.runs_dir)))
             name.setData(Qt.ItemDataRole.UserRole, len(self.stores))
             self.stores.append(store)
-            status = info.status
             best = max((m["val_top1"] for m in metrics), default=float("nan"))
             ece = metrics[-1]["ece"] if metrics else float("nan")
             cells = [name, QTableWidgetItem(Path(config.data).name or config.data),
                      QTableWidgetItem(config.model), QTableWidgetItem(config.loss),
                      NumberItem(len(metrics), f"{len(metrics)}/{config.epochs}"),
                      NumberItem(best, f"{best:.4f}"), NumberItem(ece, f"{ece:.4f}"),
-                     QTableWidgetItem(status)]
+                     QTableWidgetItem(status)]  # 'interrupted' when killed mid-run
             for col, item in enumerate(cells):
                 self.runs.setItem(row, col, item)
         self.runs.setSortingEnabled(True)

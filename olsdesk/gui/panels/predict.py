@@ -40,12 +40,21 @@ SAMPLES = resource("samples")
 
 
 def _predict(predictor: Predictor | None, checkpoint: str, paths: list[str],
-             cancel: threading.Event, progress) -> tuple[Predictor, list[Prediction]]:
-    """Load the checkpoint if needed and predict, off the GUI thread."""
+             cancel: threading.Event, progress):
+    """Load the checkpoint if needed, then yield the predictor and the predictions in
+    chunks as they are done (off the GUI thread; rows appear while a folder runs)."""
     if predictor is None or predictor.source != checkpoint:
         predictor = Predictor.from_checkpoint(checkpoint)
-    return predictor, predictor.predict(paths, progress=progress, cancel=cancel,
-                                        keep_images=True)
+    yield predictor
+    chunk: list[Prediction] = []
+    for prediction in predictor.iter_predict(paths, progress=progress, cancel=cancel,
+                                             thumbnails=True):
+        chunk.append(prediction)
+        if len(chunk) >= 32:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class PredictPanel(QWidget):
@@ -61,6 +70,7 @@ class PredictPanel(QWidget):
         self.predictions: list[Prediction] = []
         self.queue: list[str] = []
         self._worker: Worker | None = None
+        self._batch: list[Prediction] = []  # the predictions of the running drop
         self._cancel = threading.Event()
         self._progressed.connect(self._show_progress)
 
@@ -202,7 +212,8 @@ class PredictPanel(QWidget):
         self.status.setText("Predicting…")
         self._worker = start_worker(
             _predict, self.predictor, self.checkpoint, paths, self._cancel,
-            self._progressed.emit, returned=self._done, errored=self._failed,
+            self._progressed.emit, yielded=self._arrived, returned=self._done,
+            errored=self._failed,
             finished=self._worker_finished, stop=self._cancel.set)
 
     @Slot()
@@ -215,14 +226,20 @@ class PredictPanel(QWidget):
         self.progress.setRange(0, total)
         self.progress.setValue(done)
 
-    def _done(self, result) -> None:
-        predictor, results = result
-        self.predictor = predictor
-        self._add(results)
+    def _arrived(self, item) -> None:
+        if isinstance(item, Predictor):
+            self.predictor = item
+            self._batch = []
+            return
+        self._batch.extend(item)
+        self._add(item)
+
+    def _done(self, _=None) -> None:
+        results = self._batch
         failed = sum(not r.ok for r in results)
         cancelled = " (cancelled)" if self._cancel.is_set() else ""
         self.status.setText(f"{len(results) - failed} predicted, {failed} could not be read"
-                            f"{cancelled}; temperature T = {predictor.temperature:.2f}.")
+                            f"{cancelled}; temperature T = {self.predictor.temperature:.2f}.")
         self.predictions_finished.emit(len(results))
 
     def _failed(self, message: str) -> None:
@@ -270,10 +287,11 @@ class PredictPanel(QWidget):
                 note.setText(result.error)
                 note.setForeground(QColor("#b00020"))
             elif result.confidence < threshold:
-                note.setText("⚠ low confidence")
+                note.setText(" · ".join(filter(None, ("⚠ low confidence", result.note))))
                 note.setForeground(QColor("#b36b00"))
             else:
-                note.setText("")
+                note.setText(result.note)  # e.g. "frame 61 of 120"
+                note.setForeground(QColor("#333333"))
             note.setToolTip(note.text())
 
     def low_confidence(self) -> list[Prediction]:
@@ -284,8 +302,8 @@ class PredictPanel(QWidget):
         if not rows:
             return
         result = self.predictions[self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)]
-        if result.image is not None:
-            self.preview.setPixmap(array_pixmap(result.image, 220))
+        if result.thumbnail is not None:
+            self.preview.setPixmap(array_pixmap(result.thumbnail / 255.0, 220))
         else:
             self.preview.clear()
         if not result.ok:
