@@ -196,6 +196,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                              "--epochs can be set (the run keeps its own settings).")
     try:
         if args.resume:
+            from olsdesk.core.runs import RunStore
+
+            if RunStore.find(args.resume, args.runs_dir).status == "interrupted":
+                print("this run was interrupted (its process ended mid-epoch); continuing from "
+                      "its last checkpoint", flush=True)
             trainer = Trainer.from_run(args.resume, args.runs_dir,
                                        epochs=getattr(args, "epochs", None))
         else:
@@ -207,6 +212,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"{data.source}: {len(data.train)} training and {len(data.val)} validation images, "
           f"{data.num_classes} classes; {trainer.config.model}, loss {trainer.config.loss}, "
           f"on {describe_device(trainer.device)}", flush=True)
+    for warning in data.all_warnings():
+        print(f"warning: {warning}", flush=True)
     if trainer.start_epoch:
         print(f"resuming after epoch {trainer.start_epoch}", flush=True)
     printer = ProgressPrinter()

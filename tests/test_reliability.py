@@ -47,7 +47,7 @@ def test_a_killed_run_shows_interrupted_loses_its_temp_files_and_resumes(tmp_pat
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             metrics = list(runs.glob("*/metrics.jsonl"))
-            if metrics and metrics[0].read_text().count("\n") >= 1:
+            if list(runs.glob("*/checkpoints/latest.pt")) and metrics:  # epoch 1 saved
                 break
             time.sleep(0.1)
         else:
@@ -147,3 +147,14 @@ def test_prediction_streams_its_lines(tmp_path):
     child.wait()
     assert json.loads(first)["error"] is None and len(rest) == 159
     assert first_at < total  # not everything at the end
+
+
+def test_one_comparison_writes_a_study_folder_at_a_time(tmp_path):
+    from olsdesk.core.study import Study
+
+    first = Study(RunConfig(epochs=1, **TINY), ["ce"], 1, tmp_path).run()
+    next(first)  # the study folder is now held
+    with pytest.raises(RunError, match="being written by process"):
+        next(Study(RunConfig(epochs=1, **TINY), ["ce"], 1, tmp_path).run())
+    first.close()
+    assert list(Study(RunConfig(epochs=1, **TINY), ["ce"], 1, tmp_path).run())

@@ -7,12 +7,13 @@ the app never rebuild string-keyed dicts of their own.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from olsdesk import __version__
-from olsdesk.config import RunConfig
+from olsdesk.config import MODEL_NAMES, RunConfig
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.errors import ConfigError, RunError
 
@@ -124,7 +125,7 @@ class Checkpoint:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise RunError(f"{name} is not an olsdesk checkpoint.")
         try:
-            return cls(
+            checkpoint = cls(
                 epoch=int(state["epoch"]), model_name=str(state["model_name"]),
                 class_names=tuple(str(c) for c in state["class_names"]),
                 in_channels=int(state["in_channels"]),
@@ -140,3 +141,25 @@ class Checkpoint:
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise RunError(f"{name} is an incomplete olsdesk checkpoint "
                            f"({type(exc).__name__}: {exc}).") from None
+        try:
+            checkpoint.validate()
+        except ValueError as exc:
+            raise RunError(f"{name} is damaged or was edited: {exc}.") from None
+        return checkpoint
+
+    def validate(self) -> None:
+        """ValueError naming the first field whose type or range no olsdesk run writes."""
+        self.preprocessing.validated()
+        if self.model_name not in MODEL_NAMES:
+            raise ValueError(f"unknown model {self.model_name!r}")
+        names = self.class_names
+        if not 2 <= len(names) <= 100_000 or len(set(names)) != len(names) or not all(names):
+            raise ValueError("the class list must hold 2 to 100,000 distinct, non-empty names")
+        if self.in_channels not in (1, 3) or self.in_channels != self.preprocessing.channels:
+            raise ValueError("the input channels do not match the preprocessing")
+        if not (math.isfinite(self.temperature) and 0.01 <= self.temperature <= 100):
+            raise ValueError(f"temperature {self.temperature} is out of range")
+        if not 0 <= self.epoch <= 100_000:
+            raise ValueError(f"epoch {self.epoch} is out of range")
+        if not isinstance(self.model, dict) or not self.model:
+            raise ValueError("it holds no model weights")

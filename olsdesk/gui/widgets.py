@@ -4,6 +4,7 @@ handed a Dataset, and only draws."""
 
 from __future__ import annotations
 
+import html
 import time
 
 import numpy as np
@@ -23,7 +24,7 @@ from PySide6.QtWidgets import (
 from olsdesk.core.data.sources import Dataset
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.report import BatchProgress, RunStarted, eta_seconds, format_duration
-from olsdesk.errors import ImageReadError
+from olsdesk.errors import ImageReadError, printable
 from olsdesk.gui.panels.common import array_pixmap
 from olsdesk.gui.session import RunSession
 
@@ -181,7 +182,8 @@ class DatasetPreview(QWidget):
     def show_dataset(self, data: Dataset, thumbnails: list[tuple[str, np.ndarray]]) -> None:
         counts = data.per_class_counts()
         totals = [a + b for a, b in counts.values()]
-        rows = "".join(f"<tr><td>{name}</td><td align='right'>{a}</td><td align='right'>{b}</td>"
+        rows = "".join(f"<tr><td>{html.escape(printable(name))}</td><td align='right'>{a}</td>"
+                       f"<td align='right'>{b}</td>"
                        f"</tr>" for name, (a, b) in list(counts.items())[: self.MAX_ROWS])
         more = (f"<br>… and {len(counts) - self.MAX_ROWS} more classes"
                 if len(counts) > self.MAX_ROWS else "")
@@ -190,7 +192,9 @@ class DatasetPreview(QWidget):
             f"classes ({min(totals)}–{max(totals)} a class), "
             f"{'grayscale' if data.channels == 1 else 'colour'}<br>"
             f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
-            f"<th>train</th><th>val</th></tr>{rows}</table>{more}")
+            f"<th>train</th><th>val</th></tr>{rows}</table>{more}"
+            + "".join(f"<br><span style='color:#b36b00'>⚠ {html.escape(w)}</span>"
+                      for w in data.all_warnings()))
         self._clear_thumbs()
         for shown, (name, image) in enumerate(thumbnails):
             thumb = QLabel()

@@ -125,7 +125,7 @@ def test_checkpoint_errors_are_one_sentence(tmp_path, checkpoint):
     with pytest.raises(PredictorError, match="do not fit a smallcnn with 5 classes"):
         Predictor.from_checkpoint(edited)
     state["model_name"] = "resnet18"  # another architecture than the weights
-    state["class_names"] = state["class_names"] + ["x"] * 7
+    state["class_names"] = state["class_names"] + [f"x{i}" for i in range(7)]
     torch.save(state, edited)
     with pytest.raises(PredictorError, match="do not fit a resnet18"):
         Predictor.from_checkpoint(edited)
@@ -145,3 +145,29 @@ def test_cli_predict_lines_json_and_exit_codes(checkpoint, mixed_folder, capsys)
     assert main(["predict", "--checkpoint", str(mixed_folder / "notes.txt"), good]) == 2
     assert "not an olsdesk checkpoint" in capsys.readouterr().err
     assert main(["predict", "--checkpoint", str(checkpoint), "/no/such/file.png"]) == 2
+
+
+def test_a_checkpoint_is_validated_before_anything_is_allocated(tmp_path, checkpoint):
+    import zipfile
+
+    state = torch.load(checkpoint, weights_only=True)
+    for field, value, fragment in (
+        ("preprocessing", {**state["preprocessing"], "resize_size": 100_000}, "resize_size"),
+        ("preprocessing", {**state["preprocessing"], "channels": 7}, "channels"),
+        ("temperature", float("nan"), "temperature"),
+        ("class_names", ["only one"], "class list"),
+        ("model_name", "alexnet", "unknown model"),
+    ):
+        edited = tmp_path / f"edited_{field}.pt"
+        torch.save({**state, field: value}, edited)
+        with pytest.raises(PredictorError, match=f"damaged or was edited: .*{fragment}"):
+            Predictor.from_checkpoint(edited)
+    bomb = tmp_path / "bomb.pt"  # 1 GB of zeros, deflated to about a megabyte
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data.pkl", "w", force_zip64=True) as member:
+            block = bytes(64 * 1024**2)
+            for _ in range(16):
+                member.write(block)
+    assert bomb.stat().st_size < 5 * 1024**2
+    with pytest.raises(PredictorError, match="would unpack to 1.0 GB"):
+        Predictor.from_checkpoint(bomb)

@@ -11,6 +11,7 @@ wherever the file is read.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +50,26 @@ class Preprocessing:
         if "decode_min_side" not in values and "resize_size" in values:
             values["decode_min_side"] = 2 * int(values["resize_size"])  # older checkpoints
         return cls(**values)
+
+    def validated(self) -> Preprocessing:
+        """Self, or ValueError naming the field out of range (a checkpoint is data from
+        outside: an edited size must not make the resize allocate gigabytes)."""
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ValueError(what)
+
+        for name in ("image_size", "resize_size", "channels", "decode_min_side"):
+            need(type(getattr(self, name)) is int, f"{name} must be a whole number")
+        need(16 <= self.image_size <= 1024, "image_size must be between 16 and 1024")
+        need(self.image_size <= self.resize_size <= 2048,
+             "resize_size must be between image_size and 2048")
+        need(1 <= self.decode_min_side <= 8192, "decode_min_side must be between 1 and 8192")
+        need(self.channels in (1, 3), "channels must be 1 or 3")
+        need(isinstance(self.mean, int | float) and math.isfinite(self.mean), "mean must be finite")
+        need(isinstance(self.std, int | float) and math.isfinite(self.std) and self.std > 0,
+             "std must be positive")
+        need(isinstance(self.hflip, bool), "hflip must be true or false")
+        return self
 
     def read(self, path: str | Path) -> np.ndarray:
         """The file as a [0, 1] array, reduced at read time; ImageReadError if unreadable."""
