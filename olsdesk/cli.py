@@ -341,10 +341,37 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def log_to_file() -> Path | None:
+    """Send warnings with their tracebacks (a file a decoder choked on, say) to
+    olsdesk.log in the user's log folder, where the one-sentence messages point; None
+    when that folder cannot be written (the messages still reach the user)."""
+    import logging
+
+    from platformdirs import user_log_dir
+
+    root = logging.getLogger()
+    if any(isinstance(h, logging.FileHandler) for h in root.handlers):
+        return None
+    path = Path(user_log_dir("olsdesk", appauthor=False)) / "olsdesk.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
+    except OSError:
+        return None
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    root.addHandler(handler)
+    for noisy in ("pydicom",):  # pydicom logs every decoder attempt it makes as an error
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.command is not None or not args.self_test:
+            log_to_file()
         if args.command == "train":
             return cmd_train(args)
         if args.command == "compare":

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pyqtgraph as pg
+import shiboken6
 from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
 
 from olsdesk.config import LOSS_LABELS
@@ -35,6 +36,7 @@ def _save(widget, path: Path, size=SIZE) -> str:
     _app().processEvents()
     widget.grab().save(str(path))
     widget.close()
+    shiboken6.delete(widget)  # now, on this thread: never left to a later garbage collection
     return path.name
 
 

@@ -40,7 +40,7 @@ from olsdesk.gui.resources import resource
 from olsdesk.gui.session import RunSession
 from olsdesk.gui.training import TrainingController
 from olsdesk.gui.widgets import EpochScrubber, TrainingStatus
-from olsdesk.gui.workers import shutdown_workers
+from olsdesk.gui.workers import MainThreadGarbageCollector, shutdown_workers
 
 STATUS_TEXT = {"finished": "Training finished.",
                "stopped": "Training stopped; the last finished epoch's checkpoint is kept.",
@@ -79,6 +79,8 @@ class MainWindow(QMainWindow):
         if icon.exists():
             self.setWindowIcon(QIcon(str(icon)))
 
+        self.garbage = MainThreadGarbageCollector(parent=self)  # never in a worker thread
+        self.garbage.start()
         self.session = RunSession(parent=self)
         self.controller = TrainingController(self)
         self.experiment = ExperimentPanel(self.settings)
@@ -395,5 +397,6 @@ class MainWindow(QMainWindow):
         if self.training:
             self.message.setText("Stopping the training; the last checkpoint is kept…")
         shutdown_workers()  # training stops within a batch, prediction at its next file
+        self.garbage.stop()
         self.experiment.save()
         super().closeEvent(event)

@@ -15,12 +15,13 @@ its thread: the window calls it once when it closes.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import logging
 import time
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from olsdesk.errors import OlsdeskError
 
@@ -146,3 +147,39 @@ def shutdown_workers() -> None:
     """Stop and join every worker still running (the window's close)."""
     for worker in list(_LIVE):
         worker.quit()
+
+
+class MainThreadGarbageCollector(QObject):
+    """Python's cyclic garbage collector, run on the GUI thread only.
+
+    Left automatic, a collection can start in whichever thread allocates at that moment;
+    a worker thread that collects a dead Qt widget (pyqtgraph items live in reference
+    cycles) destroys it off the GUI thread, which can deadlock against the GUI thread
+    or crash. While started, automatic collection is off and a timer collects here, a
+    generation at a time, as the thresholds would have (pyqtgraph recommends the same).
+    """
+
+    def __init__(self, interval_ms: int = 1000, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.collect)
+        self.was_enabled = gc.isenabled()
+
+    def start(self) -> None:
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.timer.stop()
+        gc.collect()  # what is dead now dies here, on the GUI thread
+        if self.was_enabled:
+            gc.enable()
+
+    def collect(self) -> None:
+        counts, thresholds = gc.get_count(), gc.get_threshold()
+        for generation in (2, 1, 0):
+            if counts[generation] > thresholds[generation]:
+                gc.collect(generation)
+                return

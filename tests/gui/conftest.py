@@ -1,5 +1,7 @@
 """GUI fixtures: an isolated window on tiny demo data, and a guard against stray threads."""
 
+import gc
+
 import pytest
 import shiboken6
 from PySide6.QtCore import QSettings, Qt, QThread
@@ -23,6 +25,7 @@ def no_thread_left_running(monkeypatch):
     for thread in running:
         thread.quit()
         thread.wait(10_000)
+    gc.collect()  # this test's dead widgets die here, on the GUI thread, not in a later worker
     assert not running, f"{len(running)} QThread(s) left running"
 
 
