@@ -158,3 +158,20 @@ def test_suffixes_the_trainer_ignores_are_refused_by_prediction_too(tmp_path):
     Image.new("L", (8, 8)).save(tmp_path / "x.gif")
     with pytest.raises(ImageReadError, match="PNG, JPEG, TIFF, BMP or DICOM"):
         read_image(tmp_path / "x.gif")
+
+
+def test_a_folder_named_dl_beside_the_script_does_not_break_dicom(tmp_path):
+    """GDCM probes for Python 2's ``dl`` module; a ``dl`` folder on sys.path once left
+    pydicom half-imported and every DICOM unreadable."""
+    import subprocess
+    import sys
+
+    from olsdesk.gui.resources import resource
+
+    (tmp_path / "dl").mkdir()
+    sample = resource("samples") / "CT_lung_nodule_jpeg_lossless.dcm"
+    code = ("from olsdesk.core.data.images import read_image\n"
+            f"print(read_image({str(sample)!r}).shape)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "(64, 64)", result.stderr

@@ -18,9 +18,12 @@ images, MONOCHROME1 inverted. Of a multi-frame file only the middle frame is dec
 from __future__ import annotations
 
 import errno
+import importlib
+import importlib.util
 import logging
 import os
 import stat
+import sys
 import warnings
 from pathlib import Path
 
@@ -163,10 +166,27 @@ def _min_max(values: np.ndarray) -> np.ndarray:
     return ((values - lo) / (hi - lo)).astype(np.float32)
 
 
+def _pydicom():
+    """pydicom, imported so that GDCM's decoder plugin loads wherever olsdesk runs from.
+
+    GDCM's loader tries ``import dl`` (a Python 2 module) and uses it if found; a folder
+    named ``dl`` on sys.path (a script started beside a downloads folder) is found
+    instead, GDCM fails, and pydicom is left half-imported, so every DICOM after it
+    fails too. Marking ``dl`` as absent makes GDCM load as it does on any Python 3.
+    """
+    if "pydicom" not in sys.modules and "dl" not in sys.modules:
+        spec = importlib.util.find_spec("dl")
+        if spec is not None and not hasattr(importlib.import_module("dl"), "RTLD_NOW"):
+            sys.modules["dl"] = None
+    import pydicom
+
+    return pydicom
+
+
 def _open_dicom(path: Path):
     """The dataset, read leniently: a file without the 128-byte preamble is read with
     ``force`` when it parses as DICOM."""
-    import pydicom
+    pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
     name = printable(path.name)
@@ -207,11 +227,9 @@ def describe_source(path: str | Path) -> str:
     if not is_dicom(path):
         return ""
     try:
-        import pydicom
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            ds = _pydicom().dcmread(path, stop_before_pixels=True, force=True)
     except Exception:  # noqa: BLE001 - only a note; reading reports real problems
         return ""
     frames = _frame_count(ds)
