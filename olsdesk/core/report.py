@@ -98,7 +98,8 @@ class EpochReport:
     adaptive_ece: float
     classwise_ece: float
     temperature: float  # temperature-scaling T fitted on this epoch's validation set
-    ece_temperature_scaled: float  # ECE after that scaling (in-sample: optimistic)
+    # ECE after scaling, cross-fitted: T fitted on one half of val scores the other half
+    ece_temperature_scaled: float
     silhouette: float
     intra_inter_ratio: float
     lr: float

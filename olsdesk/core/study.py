@@ -286,7 +286,8 @@ def write_report_md(summary: StudySummary, base: RunConfig, seeds: int, figures:
         f"size {base.effective_image_size}; {seeds} seed(s) a loss on the same split "
         f"(split seed {base.split_seed}). Validation metrics of each run's final epoch, "
         "mean ± standard deviation over seeds; **bold** is the best mean. ECE after "
-        "T-scaling fits the temperature on the same validation set (in-sample, optimistic).",
+        "T-scaling is cross-fitted: T fitted on one half of the validation set scores the "
+        "other half.",
         "", header, rule,
     ]
     for r in summary.rows:

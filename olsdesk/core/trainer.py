@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from olsdesk.config import RunConfig
 from olsdesk.core import metrics
-from olsdesk.core.calibration import apply_temperature, fit_temperature
+from olsdesk.core.calibration import cross_fitted_scaling, fit_temperature
 from olsdesk.core.data.sources import Dataset, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device, describe_device
@@ -419,8 +419,8 @@ class Trainer:
         emb_probs, emb_labels = probs[embedded], labels[embedded]
         separation = metrics.embedding_separation(val["features"], emb_labels)
         log_probs = np.log(np.clip(probs, 1e-12, None))
-        self.temperature = fit_temperature(log_probs, labels)
-        scaled = apply_temperature(log_probs, self.temperature)
+        self.temperature = fit_temperature(log_probs, labels)  # for prediction: all of val
+        scaled = cross_fitted_scaling(log_probs, labels, seed=cfg.split_seed)  # honest ECE
         return EpochReport(
             epoch=epoch + 1, epochs=cfg.epochs,
             train_loss=train_loss, train_top1=train_top1, train_top5=train_top5,

@@ -33,3 +33,19 @@ def test_nll_matches_torch_and_log_probs_work_as_logits():
     assert nll_at_temperature(logits, labels, 1.7) == pytest.approx(ref.item())
     log_probs = np.log(apply_temperature(logits, 1.0))
     assert fit_temperature(log_probs, labels) == pytest.approx(fit_temperature(logits, labels))
+
+
+def test_cross_fitted_scaling_never_scores_an_image_with_its_own_fit():
+    """Each half is scaled by the T fitted on the other half: recomputed by hand here."""
+    from olsdesk.core.calibration import cross_fitted_scaling
+
+    rng = np.random.default_rng(3)
+    logits = rng.normal(0, 3, (401, 5))
+    labels = np.where(rng.random(401) < 0.6, logits.argmax(1), rng.integers(0, 5, 401))
+    order = np.random.default_rng(7).permutation(401)
+    a, b = order[:200], order[200:]
+    expected = np.empty_like(logits)
+    expected[b] = apply_temperature(logits[b], fit_temperature(logits[a], labels[a]))
+    expected[a] = apply_temperature(logits[a], fit_temperature(logits[b], labels[b]))
+    scaled = cross_fitted_scaling(logits, labels, seed=7)
+    np.testing.assert_allclose(scaled, expected)

@@ -226,14 +226,9 @@ def _is_image_file(path: Path) -> bool:
     return suffix == "" and is_dicom(path)
 
 
-def scan_folder(root: Path) -> tuple[list[str], list[str]]:
-    """(image paths, class names): a class is the image's folder relative to ``root``."""
-    paths, classes, _ = _scan(root)
-    return paths, classes
-
-
-def _scan(root: Path) -> tuple[list[str], list[str], list[str]]:
-    """Image paths, their classes, and the leaf folders that hold no image."""
+def scan_folder(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """Image paths, their classes (a class is the image's folder relative to ``root``),
+    and the leaf folders that hold no image. Only regular files are ever opened."""
     paths, classes, empty = [], [], []
     root = root.resolve()
     for dirpath, dirnames, filenames in os.walk(root):
@@ -256,7 +251,7 @@ def _scan(root: Path) -> tuple[list[str], list[str], list[str]]:
 
 
 def _open_folder(root: Path, val_fraction: float, split_seed: int) -> Dataset:
-    paths, classes, empty = _scan(root)
+    paths, classes, empty = scan_folder(root)
     if not paths:
         loose = [p for p in root.iterdir() if p.is_file() and _is_image_file(p)]
         if loose:
