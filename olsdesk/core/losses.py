@@ -143,7 +143,16 @@ class OnlineLabelSmoothing(SoftTargetLoss):
 
     @torch.no_grad()
     def next_epoch(self) -> None:
-        """Swap in the matrix built from this epoch's correct predictions; reset the sums."""
+        """Swap in the matrix built from this epoch's correct predictions; reset the sums.
+
+        Under ``torch.distributed`` each process saw only its shard: the sums are added
+        over all processes first, so every process swaps in the same matrix, the one a
+        single process would build from the union of their samples.
+        """
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(self.soft_label_sum)
+            dist.all_reduce(self.correct_count)
         seen = self.correct_count > 0
         uniform = torch.full_like(self.soft_labels, 1.0 / self.num_classes)
         averaged = self.soft_label_sum / self.correct_count.clamp(min=1).unsqueeze(1)

@@ -159,3 +159,36 @@ def test_build_loss_defaults_and_errors():
     with pytest.raises(ValueError):
         OnlineLabelSmoothing(3, init="random")
     assert math.isclose(build_loss("ls", 4, epsilon=0.2).epsilon, 0.2)
+
+
+def _ols_rank(rank: int, world: int, init: str, logits, targets, out: str) -> None:
+    """One process of a gloo group: accumulate its shard, then swap in the matrix."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        ols = OnlineLabelSmoothing(logits.shape[1])
+        ols(logits[rank::world], targets[rank::world])
+        ols.next_epoch()
+        torch.save(ols.soft_labels.clone(), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ols_sums_its_accumulators_over_processes(tmp_path):
+    """Two gloo processes, each with half the samples, build the matrix one process
+    builds from all of them (and both hold the same one)."""
+    import torch.multiprocessing as mp
+
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 5, generator=generator) * 3
+    targets = torch.where(torch.rand(64, generator=generator) < 0.7, logits.argmax(1),
+                          torch.randint(0, 5, (64,), generator=generator))
+    single = OnlineLabelSmoothing(5)
+    single(logits, targets)
+    single.next_epoch()
+    out = str(tmp_path / "soft_labels")
+    mp.spawn(_ols_rank, args=(2, f"file://{tmp_path / 'rendezvous'}", logits, targets, out),
+             nprocs=2, join=True)
+    for rank in (0, 1):
+        torch.testing.assert_close(torch.load(f"{out}.{rank}"), single.soft_labels)
