@@ -14,6 +14,7 @@ from pathlib import Path
 from PySide6.QtCore import QSettings, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QMainWindow,
     QMessageBox,
@@ -39,7 +40,7 @@ from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 from olsdesk.gui.resources import resource
 from olsdesk.gui.session import RunSession
 from olsdesk.gui.training import TrainingController
-from olsdesk.gui.widgets import EpochScrubber, TrainingStatus
+from olsdesk.gui.widgets import EpochScrubber, TrainingStatus, WheelGuard
 from olsdesk.gui.workers import MainThreadGarbageCollector, shutdown_workers
 
 STATUS_TEXT = {"finished": "Training finished.",
@@ -81,6 +82,8 @@ class MainWindow(QMainWindow):
 
         self.garbage = MainThreadGarbageCollector(parent=self)  # never in a worker thread
         self.garbage.start()
+        self.wheel_guard = WheelGuard(self)  # boxes take the wheel only when focused
+        QApplication.instance().installEventFilter(self.wheel_guard)
         self.session = RunSession(parent=self)
         self.controller = TrainingController(self)
         self.experiment = ExperimentPanel(self.settings)
@@ -398,5 +401,6 @@ class MainWindow(QMainWindow):
             self.message.setText("Stopping the training; the last checkpoint is kept…")
         shutdown_workers()  # training stops within a batch, prediction at its next file
         self.garbage.stop()
+        QApplication.instance().removeEventFilter(self.wheel_guard)
         self.experiment.save()
         super().closeEvent(event)

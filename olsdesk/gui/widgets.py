@@ -1,6 +1,6 @@
-"""Small widgets of the main window: the epoch scrubber, the training status bar and the
-dataset preview. Each subscribes to a model (RunSession, TrainingController) or is
-handed a Dataset, and only draws."""
+"""Small widgets of the main window: the epoch scrubber, the training status bar, the
+dataset preview, and the wheel guard for input boxes. Each subscribes to a model
+(RunSession, TrainingController) or is handed what it shows, and only draws."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import html
 import time
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QComboBox,
     QGridLayout,
     QHBoxLayout,
     QLabel,
@@ -225,3 +227,22 @@ def read_thumbnails(data: Dataset, preprocessing: Preprocessing,
         except ImageReadError:
             continue  # a broken thumbnail is just not shown
     return out
+
+
+class WheelGuard(QObject):
+    """Combo and spin boxes take the mouse wheel only when they have the focus.
+
+    Installed once on the application: scrolling the settings column no longer changes
+    whatever setting passes under the pointer (a model or a learning rate changed
+    unnoticed); the column scrolls instead. Click a box, or tab to it, to use its wheel.
+    """
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        kind = event.type()
+        if isinstance(watched, QComboBox | QAbstractSpinBox):
+            if kind == QEvent.Type.Polish:  # a wheel must not give them the focus either
+                watched.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            elif kind == QEvent.Type.Wheel and not watched.hasFocus():
+                event.ignore()  # not theirs: Qt passes it on to the parent that scrolls
+                return True
+        return False

@@ -196,3 +196,27 @@ def test_a_second_training_in_the_same_window_starts_from_clean_panels(qtbot, wi
     first = window.run_path
     assert train(qtbot, window) == "finished"
     assert window.run_path != first and [r.epoch for r in window.reports] == [1, 2]
+
+
+def test_the_wheel_scrolls_the_settings_instead_of_changing_them(qtbot, window):
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    def wheel(widget) -> None:
+        centre = QPointF(widget.width() / 2, widget.height() / 2)
+        event = QWheelEvent(centre, QPointF(widget.mapToGlobal(centre.toPoint())), QPoint(0, 0),
+                            QPoint(0, -120), Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        QApplication.sendEvent(widget, event)
+
+    exp = window.experiment
+    window.setFocus()
+    model, lr = exp.model.currentData(), exp.lr.value()
+    for box in (exp.model, exp.lr):
+        wheel(box)
+    assert (exp.model.currentData(), exp.lr.value()) == (model, lr)  # unfocused: untouched
+    exp.lr.setFocus()
+    qtbot.waitUntil(exp.lr.hasFocus, timeout=2000)
+    wheel(exp.lr)
+    assert exp.lr.value() != lr  # a box the user chose takes the wheel as usual
