@@ -193,7 +193,7 @@ class Predictor:
 
 def thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:
     """A copy at most ``size`` pixels a side, as uint8 (what a list row keeps, not the
-    decoded image: 10,000 rows of 224 px hold about 500 MB less than 512 px floats)."""
+    decoded image: a 512 px scan keeps 171 px, 29 KB instead of 1 MB of floats)."""
     step = max(1, int(np.ceil(max(image.shape[:2]) / size)))
     small = image[::step, ::step]
     return np.ascontiguousarray((np.clip(small, 0, 1) * 255).astype(np.uint8))
