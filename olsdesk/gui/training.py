@@ -7,8 +7,6 @@ the job's lifecycle; it draws nothing.
 
 from __future__ import annotations
 
-import time
-
 from PySide6.QtCore import QObject, Signal
 
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
@@ -46,7 +44,6 @@ class TrainingController(QObject):
         self.job: Trainer | Study | None = None
         self.worker: Worker | None = None
         self.started: RunStarted | None = None  # the run training now
-        self.started_at = 0.0  # monotonic time the current run started
         self.last_status = ""
         self.last_error = ""
 
@@ -90,7 +87,7 @@ class TrainingController(QObject):
 
     def _item(self, item) -> None:
         if isinstance(item, RunStarted):
-            self.started, self.started_at = item, time.monotonic()
+            self.started = item
             self.run_started.emit(item)
         elif isinstance(item, BatchProgress):
             self.batch_progressed.emit(item)

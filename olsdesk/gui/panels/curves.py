@@ -71,9 +71,6 @@ class CurvesPanel(QWidget):
     def add_report(self, report: EpochReport) -> None:
         self.set_reports([*self.reports, report])
 
-    def clear(self) -> None:
-        self.set_reports([])
-
     def _hover(self, pos, plot: pg.PlotItem, series, label: pg.TextItem) -> None:
         if not self.reports or not plot.sceneBoundingRect().contains(pos):
             label.hide()
