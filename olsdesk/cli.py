@@ -131,6 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
                          help=RunConfig.__dataclass_fields__["device"].metadata["help"]
                          + " (default: auto)")
 
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a checkpoint on its test split, with 95%% intervals",
+        description="Evaluate a checkpoint on test images it has never seen: the run's "
+        "held-out test split (from the data and split stored in the checkpoint), the test "
+        "split of --data, or an external --test-data folder. Writes predictions.csv, "
+        "metrics.json, per_class.csv, confusion_matrix.csv, reliability.csv and figures.")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
+                          help="an olsdesk checkpoint (a run's checkpoints/best.pt)")
+    evaluate.add_argument("--data", metavar="PATH",
+                          help="evaluate on this data's test split instead of the run's own "
+                               "data (same classes)")
+    evaluate.add_argument("--split-csv", metavar="DIR",
+                          help="with --data: folder with train/val/test split CSVs")
+    evaluate.add_argument("--test-data", metavar="DIR",
+                          help="an external test folder (another hospital) with class folders "
+                               "named as the run's classes")
+    evaluate.add_argument("--out", required=True, metavar="DIR", help="where the files go")
+    evaluate.add_argument("--resamples", type=_positive_int, default=1000,
+                          help="bootstrap resamples for the intervals (default: 1000)")
+    evaluate.add_argument("--seed", type=_int, default=0,
+                          help="seed of the bootstrap resamples (default: 0)")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=64,
+                          help="images a batch (default: 64)")
+    evaluate.add_argument("--workers", type=_int, default=None, metavar="N",
+                          help="data-loader processes (default: up to 4 for files)")
+    evaluate.add_argument("--device", choices=DEVICES, default="auto",
+                          help=RunConfig.__dataclass_fields__["device"].metadata["help"]
+                          + " (default: auto)")
+
     compare = sub.add_parser("compare", help="train several losses x seeds and report")
     add_config_options(compare, skip=_NOT_IN_COMPARE)
     compare.add_argument("--losses", default=",".join(LOSS_NAMES),
@@ -139,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", type=_positive_int, default=3,
                          help="seeds a loss, 0 to N-1 (default: 3)")
     compare.add_argument("--out", required=True, metavar="DIR",
-                         help="where runs, report.md, results.csv and figures go")
+                         help="where runs, report.md, results.csv, test_results.csv and "
+                              "figures go")
+    compare.add_argument("--resamples", type=_positive_int, default=1000,
+                         help="bootstrap resamples of the test images for the intervals "
+                              "(default: 1000)")
 
     demo = sub.add_parser("demo-data", help="write the built-in demo set as PNG class folders")
     demo.add_argument("--out", required=True, metavar="DIR", help="folder to write")
@@ -270,19 +303,86 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def figure_renderer():
-    """(the app's figure renderer, "") or (None, one line saying why figures are skipped)."""
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate, print every metric with its interval, write the files."""
+    from olsdesk.core.bootstrap import SUMMARY_METRICS
+    from olsdesk.core.evaluation import (
+        METRIC_LABELS,
+        Evaluation,
+        format_interval,
+        iter_evaluate,
+        write_evaluation,
+    )
+
+    if args.split_csv and not args.data:
+        raise UsageError("--split-csv needs --data.")
+    if args.test_data and args.data:
+        raise UsageError("give --data or --test-data, not both.")
+    if args.workers is not None and not 0 <= args.workers <= 256:
+        raise UsageError("the number of loader workers must be between 0 and 256.")
+    printer = ProgressPrinter()
+    result = None
     try:
-        from olsdesk.gui.figures import write_comparison_figures
+        for item in iter_evaluate(args.checkpoint, data=args.data, split_csv=args.split_csv,
+                                  test_data=args.test_data, device=args.device,
+                                  resamples=args.resamples, seed=args.seed,
+                                  batch_size=args.batch_size, workers=args.workers):
+            if isinstance(item, Evaluation):
+                result = item
+            elif printer.live and item.phase == "predict":
+                printer.stream.write(f"\rpredicting {item.done}/{item.total} test images ")
+                printer.stream.flush()
+            elif item.phase == "bootstrap":
+                if printer.live:
+                    printer.stream.write("\r" + " " * 60 + "\r")
+                print(f"{item.total} test images predicted; bootstrapping {args.resamples} "
+                      "resamples", flush=True)
+    except KeyboardInterrupt:
+        print("\nstopped; nothing was written", file=sys.stderr)
+        return 130
+    except OlsdeskError as exc:
+        raise UsageError(str(exc)) from None
+    renderer, note = evaluation_renderer()
+    paths = write_evaluation(result, args.out, renderer)
+    print(f"{len(result.labels)} test images ({result.source}), checkpoint of epoch "
+          f"{result.epoch}; {len(result.unreadable)} unreadable. 95% intervals from "
+          f"{args.resamples} bootstrap resamples of the images:")
+    width = max(len(v) for v in METRIC_LABELS.values())
+    print(f"  {'':{width}}  {'raw':<26}  temperature-scaled (T = {result.temperature:.3f})")
+    for m in SUMMARY_METRICS:
+        raw = format_interval(result.raw.value[m], result.raw.interval(m))
+        scaled = format_interval(result.scaled.value[m], result.scaled.interval(m))
+        print(f"  {METRIC_LABELS[m]:{width}}  {raw:<26}  {scaled}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    if note:
+        print(note)
+    print(f"wrote {', '.join(p.name for p in paths)} to {Path(args.out).expanduser()}")
+    return 0
+
+
+def evaluation_renderer():
+    """(the app's evaluation figure renderer, "") or (None, why figures are skipped)."""
+    return _renderer("write_evaluation_figures")
+
+
+def figure_renderer():
+    """(the app's study figure renderer, "") or (None, why figures are skipped)."""
+    return _renderer("write_comparison_figures")
+
+
+def _renderer(name: str):
+    try:
+        from olsdesk.gui import figures
     except ImportError as exc:  # no Qt, or Qt without its system libraries (libGL, libEGL)
         return None, f"Figures were skipped: Qt cannot load on this machine ({exc})."
-    return write_comparison_figures, ""
+    return getattr(figures, name), ""
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train every loss x seed (resuming what is done), then write the report and figures."""
     from olsdesk.core.report import EpochReport, RunStarted
-    from olsdesk.core.study import Study, write_study_report
+    from olsdesk.core.study import Study, compare_on_test, write_study_report
 
     losses = [x.strip() for x in args.losses.split(",") if x.strip()]
     unknown = [x for x in losses if x not in LOSS_NAMES]
@@ -315,10 +415,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 130
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
+    test = None
+    if study.dataset is not None and study.dataset.test is not None and study.stores:
+        print(f"scoring every run's best checkpoint on {len(study.dataset.test)} test images "
+              f"({args.resamples} bootstrap resamples)", flush=True)
+        try:
+            test = compare_on_test(study.stores, study.dataset, resamples=args.resamples,
+                                   device=base.device)
+        except OlsdeskError as exc:
+            raise UsageError(str(exc)) from None
     renderer, note = figure_renderer()
     if note:
         print(note, flush=True)
-    paths, _ = write_study_report(study.stores, base, args.seeds, out, renderer, note)
+    paths, _ = write_study_report(study.stores, base, args.seeds, out, renderer, note, test)
+    if test is not None:
+        print("On the test split, against hard labels (paired 95% intervals):")
+        for line in test.reading():
+            print(f"  {line}")
     print(f"wrote {', '.join(p.name for p in paths)} to {out}")
     return 0
 
@@ -378,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "predict":
             return cmd_predict(args)
+        if args.command == "evaluate":
+            return cmd_evaluate(args)
         if args.command == "demo-data":
             return cmd_demo_data(args)
         from olsdesk.gui.app import run_app

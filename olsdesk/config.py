@@ -71,8 +71,13 @@ class RunConfig:
     amp: bool = setting(True, "mixed precision where the device supports it (CUDA)")
     seed: int = setting(0, "seed of the weights, batches and augmentation")
     split_seed: int = setting(0, "seed of the train/validation split")
-    val_fraction: float = setting(0.2, "share of each class held out for validation when the "
-                                  "data has no split")
+    val_fraction: float = setting(0.15, "share of each class held out for validation (model "
+                                  "selection, the temperature) when the data has no split")
+    test_fraction: float = setting(0.15, "share of each class held out as the test split, "
+                                   "touched only by evaluation (0: none)")
+    test_data: str | None = setting(None, "an external test set (another hospital): an image "
+                                    "folder with the run's class folders; replaces the "
+                                    "held-out test split", metavar="DIR")
     demo_per_class: int = setting(200, "demo set: images a class")
     num_workers: int | None = setting(None, "data-loader processes (default: 0 for in-memory "
                                       "data, up to 4 for files)")
@@ -124,6 +129,12 @@ class RunConfig:
         need(0 <= self.seed < 2**32 and 0 <= self.split_seed < 2**32,
              "seeds must be whole numbers from 0 to 4294967295.")
         need(0.0 < self.val_fraction < 1.0, "the validation fraction must be between 0 and 1.")
+        need(0.0 <= self.test_fraction < 1.0, "the test fraction must be at least 0 and below 1.")
+        need(self.val_fraction + self.test_fraction < 1.0,
+             "the validation and test fractions together must leave images to train on.")
+        if self.test_data is not None:
+            need(Path(self.test_data).expanduser().is_dir(),
+                 f"test data {self.test_data} is not a folder.")
         need(2 <= self.demo_per_class <= 100_000,
              "the demo set takes 2 to 100,000 images per class.")
         need(self.num_workers is None or 0 <= self.num_workers <= 256,
@@ -141,6 +152,10 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
+        """A stored configuration; one written before olsdesk held out a test split keeps
+        its two-way split (it resumes and evaluates on the images it was split into)."""
+        if "val_fraction" in data and "test_fraction" not in data:
+            data = {**data, "test_fraction": 0.0}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

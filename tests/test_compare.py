@@ -11,9 +11,9 @@ ARGS = ["compare", "--losses", "ce,ols", "--seeds", "1", "--epochs", "1", "--dem
 
 
 def test_tiny_comparison_writes_every_file_and_column(tmp_path, capsys):
-    assert main([*ARGS, "--out", str(tmp_path)]) == 0
-    for name in ("report.md", "results.csv", "curves.png", "reliability.png",
-                 "ols_soft_labels.png", "embeddings.png"):
+    assert main([*ARGS, "--out", str(tmp_path), "--resamples", "100"]) == 0
+    for name in ("report.md", "results.csv", "test_results.csv", "curves.png",
+                 "reliability.png", "ols_soft_labels.png", "embeddings.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [r["loss"] for r in rows] == ["ce", "ols"]
@@ -24,6 +24,60 @@ def test_tiny_comparison_writes_every_file_and_column(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     assert "ECE after T-scaling" in report and "online label smoothing" in report
     assert "![curves](curves.png)" in report
+    assert "## On the test split" in report and "Difference to hard labels" in report
+    assert "On the test split, against hard labels" in capsys.readouterr().out
+
+
+def test_test_comparison_is_each_best_checkpoint_on_the_test_images_paired_against_ce(tmp_path):
+    """The pooled values and the paired differences, recomputed from each run's best
+    checkpoint with scikit-learn on the same test images."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score
+
+    from olsdesk.config import RunConfig
+    from olsdesk.core.data.sources import open_dataset
+    from olsdesk.core.predictor import Predictor
+
+    base = RunConfig(epochs=1, demo_per_class=10, image_size=32, device="cpu")
+    run = study.Study(base, ["ce", "ls"], 2, tmp_path)
+    for _ in run.run():
+        pass
+    test = study.compare_on_test(run.stores, run.dataset, resamples=300)
+    data = open_dataset(base)
+    images = [data.test.load(i) for i in range(len(data.test))]
+
+    def top1(store):
+        predictor = Predictor.from_checkpoint(store.checkpoint_path("best.pt"), device="cpu")
+        with __import__("torch").no_grad():
+            x = __import__("torch").stack([predictor.preprocessing(im, train=False)
+                                           for im in images])
+            pred = predictor.model(x).argmax(1).numpy()
+        return accuracy_score(data.test.labels, pred)
+
+    acc = {loss: np.mean([top1(s) for s in run.stores if s.config().loss == loss])
+           for loss in ("ce", "ls")}
+    assert test.n_images == len(data.test) == 24
+    assert test.values["ce"]["top1"][0] == acc["ce"]
+    assert test.values["ls"]["top1"][0] == acc["ls"]
+    value, lo, hi = test.differences["ls"]["top1"]
+    assert value == acc["ls"] - acc["ce"] and lo <= hi
+    assert test.significant("ls", "top1") == (lo > 0 or hi < 0)
+    assert "ce" not in test.differences
+
+
+def test_the_reading_of_a_test_comparison_follows_the_intervals():
+    values = {loss: {key: (0.5, 0.4, 0.6) for key, _, _ in study.TEST_METRICS}
+              for loss in ("ce", "ols", "ls")}
+    diffs = {loss: {key: (0.0, -0.01, 0.01) for key, _, _ in study.TEST_METRICS}
+             for loss in ("ols", "ls")}
+    diffs["ols"]["top1"] = (0.03, 0.01, 0.05)  # higher is better: better
+    diffs["ols"]["ece"] = (0.02, 0.005, 0.04)  # lower is better: worse
+    comparison = study.TestComparison("held out", 100, 1000, values, diffs)
+    reading = {line.split(":")[0]: line for line in comparison.reading()}
+    assert reading["Top-1"].startswith("Top-1: better than hard labels: online label "
+                                       "smoothing +0.0300 (+0.0100 to +0.0500)")
+    assert "worse: online label smoothing +0.0200" in reading["ECE"]
+    assert "no difference the test set can show: label smoothing" in reading["Top-1"]
 
 
 def test_interrupted_comparison_resumes_instead_of_starting_over(tmp_path, capsys):

@@ -118,7 +118,7 @@ def test_names_that_are_not_utf8_survive_training_logs_and_predict(tmp_path, cap
     odd.write_text("not really a png")
     (root / "empty_class").mkdir()
     config = RunConfig(data=str(root), epochs=1, image_size=16, batch_size=4, device="cpu",
-                       val_fraction=0.3, num_workers=0)
+                       val_fraction=0.3, test_fraction=0.0, num_workers=0)
     trainer = Trainer(config, runs_dir=tmp_path / "runs")
     reports = [r for r in trainer.fit() if hasattr(r, "val_top1")]
     assert reports[-1].skipped_files == 1

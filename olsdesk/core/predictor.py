@@ -97,7 +97,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, class_names: tuple[str, ...],
                  preprocessing: Preprocessing, temperature: float = 1.0,
                  device: torch.device | None = None, source: str = "",
-                 epoch: int | None = None) -> None:
+                 epoch: int | None = None, config=None) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
         self.class_names = tuple(class_names)
@@ -105,6 +105,7 @@ class Predictor:
         self.temperature = float(temperature)
         self.source = source
         self.epoch = epoch
+        self.config = config  # the run's RunConfig (where its data and split came from)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
@@ -126,7 +127,8 @@ class Predictor:
                 f"{path.name}'s weights do not fit a {checkpoint.model_name} with "
                 f"{checkpoint.num_classes} classes; the file is damaged or was edited.") from None
         return cls(model, checkpoint.class_names, checkpoint.preprocessing,
-                   checkpoint.temperature, choose_device(device), str(path), checkpoint.epoch)
+                   checkpoint.temperature, choose_device(device), str(path), checkpoint.epoch,
+                   checkpoint.config)
 
     def predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,

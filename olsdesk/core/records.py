@@ -24,18 +24,22 @@ STATUSES = ("created", "training", "finished", "stopped", "failed")
 
 @dataclass(frozen=True)
 class DatasetSummary:
-    """Where the data came from and how it was split."""
+    """Where the data came from and how it was split. Training numbers are on train,
+    every epoch's metrics on val; test is read only by evaluation."""
 
     source: str
     kind: str
     channels: int
     train_images: int
     val_images: int
-    per_class: dict[str, tuple[int, int]] = field(default_factory=dict)
+    per_class: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # train, val, test
+    test_images: int = 0
+    test_source: str = ""  # e.g. "held out from the data", "RadiologyAI_test.csv"
 
     def describe(self, classes: int) -> str:
-        return (f"{self.source} ({self.train_images} training and {self.val_images} "
-                f"validation images, {classes} classes)")
+        test = f", {self.test_images} test" if self.test_images else ""
+        return (f"{self.source} ({self.train_images} training, {self.val_images} "
+                f"validation{test} images, {classes} classes)")
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,13 @@ class RunInfo:
     preprocessing: Preprocessing
     dataset: DatasetSummary
     validation_names: tuple[str, ...] = ()
+    test_names: tuple[str, ...] = ()
     device: str = ""
+    # which split each recorded number is on (for a reader of run.json and metrics.jsonl)
+    metrics_split: dict[str, str] = field(default_factory=lambda: {
+        "train_loss, train_top1, train_top5": "train",
+        "every other number in metrics.jsonl (and the app's panels)": "validation",
+        "olsdesk evaluate": "test"})
     status: str = "created"
     created: float = field(default_factory=time.time)
     olsdesk_version: str = __version__
@@ -61,6 +71,7 @@ class RunInfo:
         out = asdict(self)
         out["class_names"] = list(self.class_names)
         out["validation_names"] = list(self.validation_names)
+        out["test_names"] = list(self.test_names)
         out["dataset"]["per_class"] = {k: list(v) for k, v in self.dataset.per_class.items()}
         return out
 
@@ -68,13 +79,15 @@ class RunInfo:
     def from_dict(cls, data: dict) -> RunInfo:
         """run.json's contents; KeyError/TypeError/ValueError on a damaged file."""
         dataset = dict(data["dataset"])
-        dataset["per_class"] = {k: tuple(v) for k, v in dataset.get("per_class", {}).items()}
+        dataset["per_class"] = {k: (tuple(v) + (0, 0, 0))[:3]  # older runs: (train, val)
+                                for k, v in dataset.get("per_class", {}).items()}
         known = {f.name for f in fields(DatasetSummary)}
         return cls(
             class_names=tuple(data["class_names"]),
             preprocessing=Preprocessing.from_dict(data["preprocessing"]),
             dataset=DatasetSummary(**{k: v for k, v in dataset.items() if k in known}),
             validation_names=tuple(data.get("validation_names", ())),
+            test_names=tuple(data.get("test_names", ())),
             device=str(data.get("device", "")),
             status=str(data.get("status", "created")),
             created=float(data.get("created", 0.0)),

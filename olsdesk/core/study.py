@@ -260,6 +260,168 @@ def seed_band(runs: Sequence[Sequence[EpochReport]], attr: str):
     return np.arange(1, length + 1), values.mean(axis=0), values.min(axis=0), values.max(axis=0)
 
 
+# --- the test split ----------------------------------------------------------------------
+# key, label, higher is better: the metrics each run's best checkpoint gets on test
+TEST_METRICS = (
+    ("top1", "Top-1", True),
+    ("top5", "Top-5", True),
+    ("nll", "NLL", False),
+    ("brier", "Brier", False),
+    ("ece", "ECE", False),
+    ("adaptive_ece", "adaptive ECE", False),
+    ("classwise_ece", "classwise ECE", False),
+    ("ece_scaled", "ECE after T-scaling", False),
+    ("macro_auroc", "macro AUROC", True),
+    ("balanced_accuracy", "balanced accuracy", True),
+)
+BASELINE = "ce"
+Interval = tuple[float, float, float]  # value, 95 % low, 95 % high
+
+
+@dataclass(frozen=True)
+class TestComparison:
+    """Each loss's test metrics pooled over seeds, and its paired difference to hard labels.
+
+    Every run's best checkpoint is scored on the same test images and the same bootstrap
+    resamples of them; a loss's value on a resample is the mean over its seeds, and its
+    difference to hard labels is taken resample by resample (a paired bootstrap), so the
+    interval of a difference reflects only what differs between the two losses."""
+
+    source: str
+    n_images: int
+    resamples: int
+    values: dict[str, dict[str, Interval]]  # loss -> metric -> (value, lo, hi)
+    differences: dict[str, dict[str, Interval]]  # loss -> metric -> loss minus hard labels
+
+    def significant(self, loss: str, key: str) -> bool:
+        """True when the difference's 95 % interval excludes 0."""
+        _, lo, hi = self.differences[loss][key]
+        return lo > 0 or hi < 0
+
+    def reading(self) -> list[str]:
+        """One sentence a metric: which losses differ from hard labels, and which way."""
+        lines = []
+        for key, label, higher in TEST_METRICS:
+            better, worse, same = [], [], []
+            for loss, diffs in self.differences.items():
+                value, lo, hi = diffs[key]
+                if not math.isfinite(value):
+                    continue
+                text = f"{LOSS_LABELS[loss]} {value:+.4f} ({lo:+.4f} to {hi:+.4f})"
+                if not self.significant(loss, key):
+                    same.append(text)
+                elif (value > 0) == higher:
+                    better.append(text)
+                else:
+                    worse.append(text)
+            parts = []
+            if better:
+                parts.append("better than hard labels: " + "; ".join(better))
+            if worse:
+                parts.append("worse: " + "; ".join(worse))
+            if same:
+                parts.append("no difference the test set can show: " + "; ".join(same))
+            if parts:
+                lines.append(f"{label}: " + ". ".join(parts) + ".")
+        return lines
+
+
+def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
+                    seed: int = 0, device: str = "auto",
+                    progress: Callable[[int, int], None] | None = None
+                    ) -> TestComparison | None:
+    """Score every run's best checkpoint on ``dataset``'s test split (None without one)."""
+    from olsdesk.core.evaluation import evaluate
+
+    if dataset is None or dataset.test is None or not stores:
+        return None
+    per_loss: dict[str, list] = {}
+    for i, store in enumerate(stores):
+        checkpoint = store.checkpoint_path("best.pt")
+        if not checkpoint.exists():
+            continue
+        ev = evaluate(checkpoint, device=device, resamples=resamples, seed=seed,
+                      test=(dataset.test, dataset.test_source or "the test split"))
+        per_loss.setdefault(store.config().loss, []).append(ev)
+        if progress is not None:
+            progress(i + 1, len(stores))
+    if not per_loss:
+        return None
+
+    def pooled(evs, key):
+        """(value, per-resample values): the mean over seeds."""
+        if key == "ece_scaled":
+            return (float(np.mean([e.scaled.value["ece"] for e in evs])),
+                    np.mean([e.scaled.summary["ece"] for e in evs], axis=0))
+        return (float(np.mean([e.raw.value[key] for e in evs])),
+                np.mean([e.raw.summary[key] for e in evs], axis=0))
+
+    from olsdesk.core.bootstrap import percentile_ci
+
+    values, differences = {}, {}
+    for loss, evs in per_loss.items():
+        values[loss] = {}
+        for key, _, _ in TEST_METRICS:
+            value, samples = pooled(evs, key)
+            values[loss][key] = (value, *percentile_ci(samples))
+    if BASELINE in per_loss:
+        for loss, evs in per_loss.items():
+            if loss == BASELINE:
+                continue
+            differences[loss] = {}
+            for key, _, _ in TEST_METRICS:
+                value, samples = pooled(evs, key)
+                base_value, base_samples = pooled(per_loss[BASELINE], key)
+                differences[loss][key] = (value - base_value,
+                                          *percentile_ci(samples - base_samples))
+    first = next(iter(per_loss.values()))[0]
+    return TestComparison(first.source, len(first.labels), resamples, values, differences)
+
+
+def write_test_csv(comparison: TestComparison, path: Path) -> None:
+    """test_results.csv: a row per loss and metric, with the paired difference to CE."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["loss", "metric", "value", "ci_low", "ci_high", "minus_ce",
+                         "minus_ce_ci_low", "minus_ce_ci_high", "significant"])
+        for loss, metrics in comparison.values.items():
+            for key, _, _ in TEST_METRICS:
+                diff = comparison.differences.get(loss, {}).get(key)
+                writer.writerow([loss, key, *(f"{x:.6f}" for x in metrics[key])]
+                                + ([*(f"{x:.6f}" for x in diff),
+                                    comparison.significant(loss, key)] if diff else
+                                   ["", "", "", ""]))
+
+
+def test_section(comparison: TestComparison) -> list[str]:
+    """report.md's test-split tables and reading."""
+    header = "| loss | " + " | ".join(label for _, label, _ in TEST_METRICS) + " |"
+    rule = "|---|" + "---|" * len(TEST_METRICS)
+    lines = ["## On the test split", "",
+             f"Each run's best checkpoint (highest validation Top-1) on {comparison.n_images} "
+             f"test images ({comparison.source}) that no run saw in training or model "
+             "selection. Value: mean over seeds; in brackets its 95 % interval from "
+             f"{comparison.resamples} bootstrap resamples of the test images. The "
+             "temperature is fitted on validation.", "", header, rule]
+    for loss, metrics in comparison.values.items():
+        cells = [f"{v:.4f} ({lo:.4f}–{hi:.4f})" for v, lo, hi in
+                 (metrics[key] for key, _, _ in TEST_METRICS)]
+        lines.append(f"| {LOSS_LABELS[loss]} | " + " | ".join(cells) + " |")
+    if comparison.differences:
+        lines += ["", "Difference to hard labels (CE), paired over the same test images and "
+                  "resamples; **bold** where the 95 % interval excludes 0.", "", header, rule]
+        for loss, diffs in comparison.differences.items():
+            cells = []
+            for key, _, _ in TEST_METRICS:
+                v, lo, hi = diffs[key]
+                text = f"{v:+.4f} ({lo:+.4f} to {hi:+.4f})"
+                cells.append(f"**{text}**" if comparison.significant(loss, key) else text)
+            lines.append(f"| {LOSS_LABELS[loss]} | " + " | ".join(cells) + " |")
+        lines += ["", "### What the test split shows", ""]
+        lines += [f"- {s}" for s in comparison.reading()]
+    return lines + [""]
+
+
 # --- the report --------------------------------------------------------------------------
 def write_results_csv(summary: StudySummary, path: Path) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -276,7 +438,8 @@ def write_results_csv(summary: StudySummary, path: Path) -> None:
 
 
 def write_report_md(summary: StudySummary, base: RunConfig, seeds: int, figures: list[str],
-                    path: Path, dataset_line: str, figures_note: str = "") -> None:
+                    path: Path, dataset_line: str, figures_note: str = "",
+                    test: TestComparison | None = None) -> None:
     header = "| loss | runs | " + " | ".join(label for _, label, _ in METRICS) + " |"
     rule = "|---|---|" + "---|" * len(METRICS)
     lines = [
@@ -296,20 +459,30 @@ def write_report_md(summary: StudySummary, base: RunConfig, seeds: int, figures:
             text = f"{r.mean[key]:.4f} ± {r.std[key]:.4f}"
             cells.append(f"**{text}**" if summary.best.get(key) == r.loss else text)
         lines.append(f"| {LOSS_LABELS[r.loss]} | {r.runs} | " + " | ".join(cells) + " |")
-    lines += ["", "## What it shows", ""] + [f"- {s}" for s in summary.reading()]
-    lines += ["", "## Figures", ""]
+    lines += ["", "## What validation shows", ""] + [f"- {s}" for s in summary.reading()]
+    lines += [""] + (test_section(test) if test is not None else [
+        "No test split: these are validation numbers, which also chose the checkpoints; "
+        "hold out a test split (--test-fraction) or give --test-data for numbers a "
+        "reviewer would accept.", ""])
+    lines += ["## Figures", ""]
     lines += [f"![{Path(f).stem}]({f})" for f in figures] or [figures_note]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def write_study_report(stores: Sequence[RunStore], base: RunConfig, seeds: int, out: Path,
-                       renderer: FigureRenderer | None,
-                       figures_note: str = "") -> tuple[list[Path], StudySummary]:
-    """report.md, results.csv and (with a renderer) the figures for finished runs."""
+                       renderer: FigureRenderer | None, figures_note: str = "",
+                       test: TestComparison | None = None
+                       ) -> tuple[list[Path], StudySummary]:
+    """report.md, results.csv, test_results.csv (with a test comparison) and (with a
+    renderer) the figures for finished runs."""
     histories = histories_of(stores)
     summary = summarise(finals_of(histories))
     write_results_csv(summary, out / "results.csv")
+    written = [out / "report.md", out / "results.csv"]
+    if test is not None:
+        write_test_csv(test, out / "test_results.csv")
+        written.append(out / "test_results.csv")
     figures = renderer(histories, out) if renderer is not None else []
     line = stores[0].info().dataset.describe(len(stores[0].class_names))
-    write_report_md(summary, base, seeds, figures, out / "report.md", line, figures_note)
-    return [out / "report.md", out / "results.csv", *(out / f for f in figures)], summary
+    write_report_md(summary, base, seeds, figures, out / "report.md", line, figures_note, test)
+    return written + [out / f for f in figures], summary

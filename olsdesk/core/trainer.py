@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import errno
 import math
-import os
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from torch.utils.data import DataLoader
 from olsdesk.config import RunConfig
 from olsdesk.core import metrics
 from olsdesk.core.calibration import cross_fitted_scaling, fit_temperature
+from olsdesk.core.data.loader import TorchSamples, collate, default_workers
 from olsdesk.core.data.sources import Dataset, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device, describe_device
@@ -34,44 +33,7 @@ from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunStore, ensure_runs_dir, load_checkpoint
-from olsdesk.errors import ImageReadError, RunError, TrainingError, printable
-
-
-class _TorchSamples(torch.utils.data.Dataset):
-    """Samples -> (tensor, label, index); an unreadable sample becomes (None, message)."""
-
-    def __init__(self, samples, preprocessing: Preprocessing, train: bool) -> None:
-        self.samples = samples
-        self.preprocessing = preprocessing
-        self.train = train
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int):
-        """The per-file firewall: whatever goes wrong with one file becomes its sentence
-        (with the traceback, for the run's log) and the batch goes on without it."""
-        try:
-            image = self.samples.load(index, self.preprocessing)
-            return (self.preprocessing(image, train=self.train), int(self.samples.labels[index]),
-                    index)
-        except ImageReadError as exc:
-            return None, str(exc), index
-        except Exception as exc:  # noqa: BLE001 - one file must never stop an epoch
-            name = printable(Path(self.samples.describe(index)).name)
-            return (None, f"{name} could not be prepared for the model ({type(exc).__name__}: "
-                    f"{exc}).\n{traceback.format_exc()}", index)
-
-
-def _collate(batch):
-    good = [b for b in batch if b[0] is not None]
-    failed = [(index, message) for image, message, index in batch if image is None]
-    if not good:
-        return None, None, None, failed
-    images = torch.stack([b[0] for b in good])
-    labels = torch.tensor([b[1] for b in good], dtype=torch.long)
-    indices = torch.tensor([b[2] for b in good], dtype=torch.long)
-    return images, labels, indices, failed
+from olsdesk.errors import RunError, TrainingError, printable
 
 
 def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -176,11 +138,7 @@ class Trainer:
                           else torch.float16)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
-        workers = cfg.num_workers
-        if workers is None:
-            in_memory = not hasattr(data.train, "paths")
-            workers = 0 if in_memory else min(4, max(0, (os.cpu_count() or 1) - 1))
-        self.num_workers = workers
+        self.num_workers = default_workers(data.train, cfg.num_workers)
         self._build_loaders()
         rng = np.random.default_rng(cfg.split_seed)
         n_val = len(data.val)
@@ -208,19 +166,23 @@ class Trainer:
         return RunInfo(
             class_names=data.class_names, preprocessing=self.preprocessing,
             dataset=DatasetSummary(data.source, data.kind, data.channels, len(data.train),
-                                   len(data.val), data.per_class_counts()),
+                                   len(data.val), data.per_class_counts(),
+                                   len(data.test) if data.test is not None else 0,
+                                   data.test_source),
             validation_names=tuple(data.val.describe(i) for i in range(len(data.val))),
+            test_names=(tuple(data.test.describe(i) for i in range(len(data.test)))
+                        if data.test is not None else ()),
             device=describe_device(self.device))
 
     def _build_loaders(self) -> None:
         data, cfg = self.dataset, self.config
         common = dict(batch_size=cfg.batch_size, num_workers=self.num_workers,
-                      collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                      collate_fn=collate, pin_memory=self.device.type == "cuda",
                       persistent_workers=self.num_workers > 0)
         self.generator = torch.Generator()
-        self.train_loader = DataLoader(_TorchSamples(data.train, self.preprocessing, True),
+        self.train_loader = DataLoader(TorchSamples(data.train, self.preprocessing, True),
                                        shuffle=True, generator=self.generator, **common)
-        self.val_loader = DataLoader(_TorchSamples(data.val, self.preprocessing, False),
+        self.val_loader = DataLoader(TorchSamples(data.val, self.preprocessing, False),
                                      shuffle=False, **common)
 
     def _restore(self) -> None:

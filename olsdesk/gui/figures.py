@@ -1,20 +1,26 @@
-"""A study's figures as PNG, drawn by the app's own panels (offscreen is fine).
+"""A study's and an evaluation's figures as PNG, drawn by the app's own panels
+(offscreen is fine).
 
 ``write_comparison_figures`` is the ``FigureRenderer`` that ``olsdesk compare`` passes
-to ``core.study``; importing this module fails where Qt cannot load, and the CLI then
+to ``core.study``, ``write_evaluation_figures`` the one ``olsdesk evaluate`` passes to
+``core.evaluation``; importing this module fails where Qt cannot load, and the CLI then
 writes the tables without figures.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
+import numpy as np
 import pyqtgraph as pg
 import shiboken6
-from PySide6.QtWidgets import QApplication, QGridLayout, QLabel, QWidget
+from PySide6.QtCore import qInstallMessageHandler
+from PySide6.QtWidgets import QApplication, QGridLayout, QHBoxLayout, QLabel, QWidget
 
 from olsdesk.config import LOSS_LABELS
+from olsdesk.core.evaluation import Evaluation, reliability_tables
 from olsdesk.core.study import Histories, seed_band
 from olsdesk.gui.panels.common import class_color, style_plot
 from olsdesk.gui.panels.embedding import EmbeddingPanel
@@ -27,7 +33,16 @@ SIZE = (1200, 800)
 def _app():
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # figures need no screen
+    if QApplication.instance() is None:
+        qInstallMessageHandler(_quiet_offscreen)
     return QApplication.instance() or QApplication([])
+
+
+def _quiet_offscreen(mode, context, message: str) -> None:
+    """Qt's messages, less the offscreen plugin's note on every window (meaningless for a
+    figure)."""
+    if "propagateSizeHints" not in message:
+        print(message, file=sys.stderr)
 
 
 def _save(widget, path: Path, size=SIZE) -> str:
@@ -86,4 +101,45 @@ def write_comparison_figures(histories: Histories, out: str | Path) -> list[str]
         written.append(_save(panel, out / "ols_soft_labels.png", (1000, 800)))
 
     written.append(_save(grid(EmbeddingPanel), out / "embeddings.png", (1400, 560 * rows)))
+    return written
+
+
+def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
+    """The test split's reliability diagrams (raw and temperature-scaled) and its
+    row-normalised confusion matrix."""
+    _app()
+    out = Path(out)
+    holder = QWidget()
+    layout = QHBoxLayout(holder)
+    for bins, result, label in zip(reliability_tables(ev), (ev.raw, ev.scaled),
+                                   ("raw", f"temperature-scaled, T = {ev.temperature:.2f}"),
+                                   strict=True):
+        panel = ReliabilityPanel()
+        panel.set_title(f"Reliability diagram (test, {label})")
+        lo, hi = result.interval("ece")
+        panel.show_bins(bins.counts, bins.accuracy, bins.confidence, result.value["top1"],
+                        float(np.nansum(bins.confidence * bins.counts) / bins.counts.sum()),
+                        f"{len(ev.labels)} test images\nECE {result.value['ece']:.4f}\n"
+                        f"   95% CI {lo:.4f}–{hi:.4f}\nMCE {result.value['mce']:.4f}\n"
+                        f"adaptive ECE {result.value['adaptive_ece']:.4f}")
+        layout.addWidget(panel)
+    written = [_save(holder, out / "reliability.png", (1400, 620))]
+    counts = ev.confusion()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
+    panel = SoftLabelsPanel()
+    panel.matrix_choice.hide()
+    panel.choice_label.hide()
+    panel.set_classes(ev.class_names)
+    panel.show_matrix(rates, f"Confusion matrix on {len(ev.labels)} test images: counts, "
+                      "coloured by the share of the true class's images", "predicted class",
+                      "share of the row")
+    if len(ev.class_names) <= 24:  # counts are legible up to about this many classes
+        for (row, col), count in np.ndenumerate(counts):
+            if count:
+                text = pg.TextItem(str(count), anchor=(0.5, 0.5),
+                                   color="k" if rates[row, col] > 0.6 else "w")
+                text.setPos(col + 0.5, row + 0.5)
+                panel.plot.addItem(text)
+    written.append(_save(panel, out / "confusion_matrix.png", (1000, 800)))
     return written

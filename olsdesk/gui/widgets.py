@@ -183,18 +183,18 @@ class DatasetPreview(QWidget):
 
     def show_dataset(self, data: Dataset, thumbnails: list[tuple[str, np.ndarray]]) -> None:
         counts = data.per_class_counts()
-        totals = [a + b for a, b in counts.values()]
-        rows = "".join(f"<tr><td>{html.escape(printable(name))}</td><td align='right'>{a}</td>"
-                       f"<td align='right'>{b}</td>"
-                       f"</tr>" for name, (a, b) in list(counts.items())[: self.MAX_ROWS])
+        totals = [sum(c) for c in counts.values()]
+        rows = "".join(f"<tr><td>{html.escape(printable(name))}</td>"
+                       + "".join(f"<td align='right'>{x}</td>" for x in c) + "</tr>"
+                       for name, c in list(counts.items())[: self.MAX_ROWS])
         more = (f"<br>… and {len(counts) - self.MAX_ROWS} more classes"
                 if len(counts) > self.MAX_ROWS else "")
         self.summary.setText(
-            f"<b>{len(data.train) + len(data.val):,}</b> images, <b>{data.num_classes}</b> "
+            f"<b>{sum(totals):,}</b> images, <b>{data.num_classes}</b> "
             f"classes ({min(totals)}–{max(totals)} a class), "
             f"{'grayscale' if data.channels == 1 else 'colour'}<br>"
             f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
-            f"<th>train</th><th>val</th></tr>{rows}</table>{more}"
+            f"<th>train</th><th>val</th><th>test</th></tr>{rows}</table>{more}"
             + "".join(f"<br><span style='color:#b36b00'>⚠ {html.escape(w)}</span>"
                       for w in data.all_warnings()))
         self._clear_thumbs()

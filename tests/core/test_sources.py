@@ -15,8 +15,8 @@ def test_radimagenet_nested_layout_uses_leaf_path_as_class(tmp_path):
         "CT/lung/normal": 5, "CT/abdomen/normal": 5, "US/cyst": 5})
     ds = open_dataset(RunConfig(data=str(root), val_fraction=0.2))
     assert ds.class_names == ("CT/abdomen/normal", "CT/lung/normal", "US/cyst")
-    assert len(ds.train) + len(ds.val) == 15
-    assert ds.per_class_counts()["US/cyst"] == (4, 1)
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 15
+    assert ds.per_class_counts()["US/cyst"] == (3, 1, 1)
     assert ds.channels == 1
 
 
@@ -24,7 +24,7 @@ def test_dicom_files_count_as_images(tmp_path):
     root = make_class_folder(tmp_path / "d", {"a": 3, "b": 3})
     write_dicom(root / "a" / "x.dcm", np.zeros((4, 4), dtype=np.uint16))
     ds = open_dataset(RunConfig(data=str(root)))
-    assert len(ds.train) + len(ds.val) == 7
+    assert len(ds.train) + len(ds.val) + len(ds.test) == 7
 
 
 def test_csv_split_files(tmp_path):
@@ -40,7 +40,13 @@ def test_csv_split_files(tmp_path):
     ds = open_dataset(RunConfig(data=str(root), split_csv=str(splits)))
     assert ds.class_names == ("CT/lung/normal", "MR/knee/tear")
     assert (len(ds.train), len(ds.val)) == (6, 2)
+    assert ds.test is None and "no test CSV" in ds.warnings[0]
     assert ds.train.load(0, Preprocessing.for_size(16, 1)).shape == (24, 24)
+    lines = ["filename,label"] + [f"radiology_ai/{f},{f.rsplit('/', 1)[0]}" for f in val]
+    (splits / "RadiologyAI_test.csv").write_text("\n".join(lines) + "\n")
+    ds = open_dataset(RunConfig(data=str(root), split_csv=str(splits)))
+    assert len(ds.test) == 2 and ds.test_source == "RadiologyAI_test.csv"
+    assert ds.warnings == ()
 
 
 def test_medmnist_npz_gray_and_rgb(tmp_path):
@@ -53,7 +59,7 @@ def test_medmnist_npz_gray_and_rgb(tmp_path):
                  val_labels=np.arange(8).reshape(8, 1) % 4)
         ds = open_dataset(RunConfig(data=str(path)))
         assert ds.num_classes == 4 and ds.channels == channels
-        assert (len(ds.train), len(ds.val)) == (20, 8)
+        assert (len(ds.train), len(ds.val), len(ds.test)) == (16, 8, 4)  # test from train
         assert ds.train.load(3).shape == shape[1:]
 
 
@@ -88,12 +94,72 @@ def test_missing_folder_and_loose_images(tmp_path):
 
 def test_stratified_split_is_seeded_and_keeps_every_class():
     labels = np.repeat(np.arange(5), [10, 10, 3, 2, 1])
-    tr, va = stratified_split(labels, 0.2, seed=1)
+    tr, va, te = stratified_split(labels, 0.2, seed=1)
+    assert len(te) == 0
     assert set(tr).isdisjoint(va) and len(tr) + len(va) == len(labels)
     assert np.bincount(labels[va], minlength=5).tolist() == [2, 2, 1, 1, 0]
-    tr2, va2 = stratified_split(labels, 0.2, seed=1)
+    tr2, va2, _ = stratified_split(labels, 0.2, seed=1)
     assert np.array_equal(va, va2)
     assert not np.array_equal(va, stratified_split(labels, 0.2, seed=2)[1])
+
+
+def test_three_way_split_is_stratified_disjoint_and_keeps_the_old_two_way_split():
+    labels = np.repeat(np.arange(4), [100, 40, 3, 2])
+    tr, va, te = stratified_split(labels, 0.15, seed=0, test_fraction=0.15)
+    assert len(set(tr) | set(va) | set(te)) == len(labels) == len(tr) + len(va) + len(te)
+    assert np.bincount(labels[va], minlength=4).tolist() == [15, 6, 1, 1]
+    assert np.bincount(labels[te], minlength=4).tolist() == [15, 6, 1, 0]  # 2 images: none
+    assert np.bincount(labels[tr], minlength=4).min() >= 1
+    # the validation images of a run made before the test split existed stay the same
+    old_tr, old_va, _ = stratified_split(labels, 0.15, seed=0)
+    assert np.array_equal(old_va, va)
+
+
+def test_a_folder_gets_a_seeded_70_15_15_split_that_reopens_identically(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 20, "b": 20})
+    cfg = RunConfig(data=str(root))
+    ds = open_dataset(cfg)
+    assert ds.per_class_counts() == {"a": (14, 3, 3), "b": (14, 3, 3)}
+    assert ds.test_source == "held out from the data"
+    names = set(ds.test.paths)
+    assert names.isdisjoint(ds.train.paths) and names.isdisjoint(ds.val.paths)
+    assert open_dataset(cfg).test.paths == ds.test.paths
+    assert open_dataset(cfg.replace(test_fraction=0.0)).test is None
+
+
+def test_a_stored_configuration_without_a_test_fraction_keeps_its_two_way_split():
+    old = RunConfig().to_dict()
+    del old["test_fraction"], old["test_data"]
+    old["val_fraction"] = 0.2
+    assert RunConfig.from_dict(old).test_fraction == 0.0
+    assert RunConfig.from_dict(RunConfig().to_dict()).test_fraction == 0.15
+
+
+def test_medmnist_test_arrays_are_the_test_split(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "organ.npz"
+    np.savez(path, train_images=rng.integers(0, 255, (20, 28, 28), dtype=np.uint8),
+             train_labels=np.arange(20).reshape(20, 1) % 4,
+             val_images=rng.integers(0, 255, (8, 28, 28), dtype=np.uint8),
+             val_labels=np.arange(8).reshape(8, 1) % 4,
+             test_images=rng.integers(0, 255, (12, 28, 28), dtype=np.uint8),
+             test_labels=np.arange(12).reshape(12, 1) % 4)
+    ds = open_dataset(RunConfig(data=str(path)))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (20, 8, 12)
+    assert ds.test.describe(0) == "organ.npz:test #0"
+    assert ds.test_source == "the archive's test arrays"
+
+
+def test_external_test_folder_maps_to_the_run_classes_and_names_a_stranger(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 6, "b": 6, "c": 6})
+    other = make_class_folder(tmp_path / "hospital2", {"c": 2, "a": 3})
+    ds = open_dataset(RunConfig(data=str(root), test_data=str(other)))
+    assert len(ds.train) + len(ds.val) == 18  # nothing held out: the folder is the test
+    assert sorted(ds.test.labels.tolist()) == [0, 0, 0, 2, 2]
+    assert "hospital2" in ds.test_source
+    make_class_folder(tmp_path / "hospital3", {"a": 1, "tumour": 1})
+    with pytest.raises(DataError, match="not trained on: tumour"):
+        open_dataset(RunConfig(data=str(root), test_data=str(tmp_path / "hospital3")))
 
 
 def test_demo_set_is_deterministic_and_shaped():

@@ -16,7 +16,7 @@ from olsdesk.core.trainer import Trainer, TrainingError
 from tests.helpers import make_class_folder, truncate
 
 TINY = dict(demo_per_class=8, image_size=32, batch_size=16, epochs=2, device="cpu",
-            embedding_samples=20)
+            embedding_samples=20, val_fraction=0.3)
 
 
 def run_all(trainer):

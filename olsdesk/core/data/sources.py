@@ -1,10 +1,17 @@
-"""Datasets users bring, opened into one shape: ``Dataset`` with train and validation samples.
+"""Datasets users bring, opened into one shape: ``Dataset`` with train, validation and
+test samples.
 
 - the demo set (``"demo"``), generated in memory;
 - an image folder, torchvision's ImageFolder layout or RadImageNet's nested one, where
   a class is the leaf folder's path relative to the root (``CT/lung/normal``), with
-  optional split CSVs (``filename,label``);
-- a MedMNIST ``.npz`` archive.
+  optional split CSVs (``filename,label``; train, val and test);
+- a MedMNIST ``.npz`` archive (its train, val and test arrays).
+
+Data without a split of its own is split here, stratified and seeded: the split is a
+function of the sorted file list, the fractions and the split seed (all in the run's
+configuration), so a resumed run and its evaluation see the same images. Training uses
+train; model selection and the temperature use val; only evaluation reads test. An
+external test folder (``test_data``) replaces the held-out test split.
 
 Samples are read lazily; a file that cannot be read is skipped at load time by the
 trainer and named in the run's log. Mistakes a user can make (no such folder, a single
@@ -15,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -93,7 +100,7 @@ Samples = FileSamples | ArraySamples
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset ready for training: class names, two splits, channel count."""
+    """A dataset ready for training: class names, three splits, channel count."""
 
     source: str  # "demo" or the path the user gave
     kind: str  # demo | folder | medmnist
@@ -102,6 +109,8 @@ class Dataset:
     val: Samples
     channels: int  # 1 for grayscale, 3 for colour
     warnings: tuple[str, ...] = ()  # what the user should know (empty folders, no val image)
+    test: Samples | None = None  # None: the data has no test split
+    test_source: str = ""  # where the test split comes from, in words
 
     @property
     def num_classes(self) -> int:
@@ -116,28 +125,43 @@ class Dataset:
                   f"{' …' if len(missing) > 5 else ''}.",) if missing else ())
         return self.warnings + extra
 
-    def per_class_counts(self) -> dict[str, tuple[int, int]]:
-        """Class name -> (train images, validation images)."""
-        tr = np.bincount(self.train.labels, minlength=self.num_classes)
-        va = np.bincount(self.val.labels, minlength=self.num_classes)
-        return {n: (int(a), int(b)) for n, a, b in zip(self.class_names, tr, va, strict=True)}
+    def per_class_counts(self) -> dict[str, tuple[int, int, int]]:
+        """Class name -> (train, validation, test images)."""
+        k = self.num_classes
+        splits = [s.labels if s is not None else np.zeros(0, dtype=np.int64)
+                  for s in (self.train, self.val, self.test)]
+        counts = [np.bincount(labels, minlength=k) for labels in splits]
+        return {n: tuple(int(c[i]) for c in counts) for i, n in enumerate(self.class_names)}
 
 
 def dataset_key(config: RunConfig) -> tuple:
     """The settings that decide which dataset and split ``open_dataset`` gives."""
-    return (config.data, config.split_csv or None, config.val_fraction, config.split_seed,
+    return (config.data, config.split_csv or None, config.val_fraction, config.test_fraction,
+            config.test_data or None, config.split_seed,
             config.demo_per_class if config.data == DEMO else None)
 
 
 def open_dataset(config: RunConfig) -> Dataset:
     """The dataset ``config`` describes ("demo", a folder or a ``.npz``), split if it has
-    no split of its own. The trainer, the comparison and the app all open data here."""
-    data, val_fraction, split_seed = config.data, config.val_fraction, config.split_seed
-    if not 0.0 < val_fraction < 1.0:
-        raise DataError("the validation fraction must be between 0 and 1.")
+    no split of its own, with its test split (held out, its own, or ``test_data``). The
+    trainer, the study, evaluation and the app all open data here."""
+    fractions = (config.val_fraction, 0.0 if config.test_data else config.test_fraction)
+    if not 0.0 < fractions[0] < 1.0 or not 0.0 <= fractions[1] < 1.0 - fractions[0]:
+        raise DataError("the validation and test fractions must be between 0 and 1 and "
+                        "leave images to train on.")
+    dataset = _open_main(config, fractions)
+    if config.test_data:
+        test = open_test_folder(config.test_data, dataset.class_names)
+        dataset = replace(dataset, test=test, test_source=f"the external folder "
+                          f"{printable(config.test_data)}")
+    return dataset
+
+
+def _open_main(config: RunConfig, fractions: tuple[float, float]) -> Dataset:
+    data, split_seed = config.data, config.split_seed
     kind = data_kind(data, config.split_csv)
     if kind == "demo":
-        return _open_demo(config.demo_per_class, val_fraction, split_seed)
+        return _open_demo(config.demo_per_class, fractions, split_seed)
     path = Path(data).expanduser()
     if not path.exists():
         raise DataError(f"{data} does not exist.")
@@ -146,41 +170,59 @@ def open_dataset(config: RunConfig) -> Dataset:
                         "image folder or a MedMNIST .npz archive.")
     if path.is_file():
         if kind == "npz":
-            return _open_medmnist(path, val_fraction, split_seed)
+            return _open_medmnist(path, fractions, split_seed)
         raise DataError(f"{data} is a file; give an image folder or a MedMNIST .npz archive.")
     if kind == "radimagenet":
         return _open_csv_split(path, Path(config.split_csv).expanduser())
-    return _open_folder(path, val_fraction, split_seed)
+    return _open_folder(path, fractions, split_seed)
 
 
-def stratified_split(
-    labels: np.ndarray, val_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation indices holding ``val_fraction`` of every class (at least one
-    validation sample for each class with two or more), seeded and order-independent."""
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int,
+                     test_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test indices holding the fractions of every class, seeded and
+    independent of the order classes come in. A class keeps at least one training image;
+    with two or more it gives one to validation (when ``val_fraction`` > 0), with three or
+    more one to test (when ``test_fraction`` > 0). ``test_fraction=0`` gives exactly the
+    train/validation split olsdesk made before it held out a test split."""
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
-    train, val = [], []
+    train, val, test = [], [], []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        n_val = 0 if len(idx) < 2 else max(1, int(round(len(idx) * val_fraction)))
-        n_val = min(n_val, len(idx) - 1)
+        n = len(idx)
+        n_val = 0 if n < 2 or val_fraction <= 0 else max(1, int(round(n * val_fraction)))
+        n_val = min(n_val, n - 1)
+        n_test = (0 if n - n_val < 2 or test_fraction <= 0
+                  else max(1, int(round(n * test_fraction))))
+        n_test = min(n_test, n - n_val - 1)
         val.append(idx[:n_val])
-        train.append(idx[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        test.append(idx[n_val:n_val + n_test])
+        train.append(idx[n_val + n_test:])
+    return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))
 
 
-def _open_demo(per_class: int, val_fraction: float, split_seed: int) -> Dataset:
+def _split(samples: Samples, fractions: tuple[float, float], seed: int):
+    """(train, val, test or None) subsets of ``samples``."""
+    tr, va, te = stratified_split(samples.labels, fractions[0], seed, fractions[1])
+    return samples.subset(tr), samples.subset(va), samples.subset(te) if len(te) else None
+
+
+def _held_out(test) -> str:
+    return "held out from the data" if test is not None else ""
+
+
+def _open_demo(per_class: int, fractions: tuple[float, float], split_seed: int) -> Dataset:
     from olsdesk.core.data.demo import make_demo
 
     demo = make_demo(per_class)
     samples = ArraySamples(demo.images, demo.labels, "demo")
-    tr, va = stratified_split(demo.labels, val_fraction, split_seed)
-    return Dataset(DEMO, "demo", demo.class_names, samples.subset(tr), samples.subset(va), 1)
+    train, val, test = _split(samples, fractions, split_seed)
+    return Dataset(DEMO, "demo", demo.class_names, train, val, 1, test=test,
+                   test_source=_held_out(test))
 
 
-def _open_medmnist(path: Path, val_fraction: float, split_seed: int) -> Dataset:
+def _open_medmnist(path: Path, fractions: tuple[float, float], split_seed: int) -> Dataset:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -189,8 +231,10 @@ def _open_medmnist(path: Path, val_fraction: float, split_seed: int) -> Dataset:
         keys = set(archive.files)
         if "train_images" not in keys or "train_labels" not in keys:
             raise DataError(f"{path.name} has no train_images/train_labels: not a MedMNIST archive.")
-        images = {s: archive[f"{s}_images"] for s in ("train", "val") if f"{s}_images" in keys}
-        labels = {s: archive[f"{s}_labels"] for s in ("train", "val") if f"{s}_labels" in keys}
+        splits = [s for s in ("train", "val", "test")
+                  if f"{s}_images" in keys and f"{s}_labels" in keys]
+        images = {s: archive[f"{s}_images"] for s in splits}
+        labels = {s: archive[f"{s}_labels"] for s in splits}
     for split, y in labels.items():
         if y.ndim == 2 and y.shape[1] > 1:
             raise DataError(f"{path.name} is multi-label ({y.shape[1]} labels an image); "
@@ -209,13 +253,15 @@ def _open_medmnist(path: Path, val_fraction: float, split_seed: int) -> Dataset:
         raise DataError(f"{path.name} has only one class; a classifier needs two or more.")
     names = tuple(f"class {i}" for i in range(num_classes))
     channels = 3 if images["train"].ndim == 4 else 1
-    train = ArraySamples(images["train"], labels["train"], f"{path.name}:train")
-    if "val_images" in keys and "val_labels" in keys:
-        val = ArraySamples(images["val"], labels["val"], f"{path.name}:val")
-    else:
-        tr, va = stratified_split(train.labels, val_fraction, split_seed)
-        train, val = train.subset(tr), train.subset(va)
-    return Dataset(str(path), "medmnist", names, train, val, channels)
+    own = {s: ArraySamples(images[s], labels[s], f"{path.name}:{s}") for s in splits}
+    # what the archive lacks is split from its training images
+    train, val, test = _split(own["train"], (0.0 if "val" in own else fractions[0],
+                                             0.0 if "test" in own else fractions[1]),
+                              split_seed)
+    val, test = own.get("val", val), own.get("test", test)
+    source = ("the archive's test arrays" if "test" in own else _held_out(test))
+    return Dataset(str(path), "medmnist", names, train, val, channels, test=test,
+                   test_source=source)
 
 
 def _is_image_file(path: Path) -> bool:
@@ -250,7 +296,7 @@ def scan_folder(root: Path) -> tuple[list[str], list[str], list[str]]:
     return paths, classes, empty
 
 
-def _open_folder(root: Path, val_fraction: float, split_seed: int) -> Dataset:
+def _open_folder(root: Path, fractions: tuple[float, float], split_seed: int) -> Dataset:
     paths, classes, empty = scan_folder(root)
     if not paths:
         loose = [p for p in root.iterdir() if p.is_file() and _is_image_file(p)]
@@ -265,11 +311,32 @@ def _open_folder(root: Path, val_fraction: float, split_seed: int) -> Dataset:
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[c] for c in classes])
     samples = FileSamples(paths, labels)
-    tr, va = stratified_split(labels, val_fraction, split_seed)
+    train, val, test = _split(samples, fractions, split_seed)
     warnings = tuple(f"the folder {printable(e)} holds no images, so it is not a class."
                      for e in empty)
-    return Dataset(str(root), "folder", names, samples.subset(tr), samples.subset(va),
-                   _detect_channels(samples), warnings)
+    return Dataset(str(root), "folder", names, train, val, _detect_channels(samples), warnings,
+                   test=test, test_source=_held_out(test))
+
+
+def open_test_folder(folder: str | Path, class_names: tuple[str, ...]) -> FileSamples:
+    """An external test set: an image folder whose class folders are (some of) the run's
+    classes, labelled in the run's class order. DataError names a class the model does
+    not know."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DataError(f"test data {printable(folder)} is not a folder.")
+    paths, classes, _ = scan_folder(root)
+    if not paths:
+        raise DataError(f"the test folder {printable(folder)} contains no images in class "
+                        "folders.")
+    index = {n: i for i, n in enumerate(class_names)}
+    unknown = sorted(set(classes) - set(index))
+    if unknown:
+        raise DataError(f"the test folder {printable(folder)} has class folders the model "
+                        f"was not trained on: {', '.join(printable(u) for u in unknown[:5])}"
+                        f"{' …' if len(unknown) > 5 else ''}; its class folders must carry "
+                        "the run's class names.")
+    return FileSamples(paths, np.array([index[c] for c in classes], dtype=np.int64))
 
 
 def _find_split_csv(csv_dir: Path, split: str) -> Path | None:
@@ -306,11 +373,11 @@ def _resolve_base(root: Path, filenames: list[str]) -> Path:
 def _open_csv_split(root: Path, csv_dir: Path) -> Dataset:
     if not csv_dir.exists():
         raise DataError(f"{csv_dir} does not exist.")
-    train_csv, val_csv = _find_split_csv(csv_dir, "train"), _find_split_csv(csv_dir, "val")
-    if train_csv is None or val_csv is None:
+    found = {s: _find_split_csv(csv_dir, s) for s in ("train", "val", "test")}
+    if found["train"] is None or found["val"] is None:
         raise DataError(f"{csv_dir} needs a train and a val CSV (e.g. RadiologyAI_train.csv).")
-    rows = {"train": _read_split_csv(train_csv), "val": _read_split_csv(val_csv)}
-    if not rows["train"] or not rows["val"]:
+    rows = {s: _read_split_csv(path) for s, path in found.items() if path is not None}
+    if not all(rows.values()):
         raise DataError(f"a split file in {csv_dir} lists no images.")
     base = _resolve_base(root, [f for f, _ in rows["train"]])
     names = tuple(sorted({label for split in rows.values() for _, label in split}))
@@ -321,8 +388,13 @@ def _open_csv_split(root: Path, csv_dir: Path) -> Dataset:
         s: FileSamples([str(base / f) for f, _ in r], np.array([index[lab] for _, lab in r]))
         for s, r in rows.items()
     }
+    test = splits.get("test")
+    warnings = () if test is not None else (
+        f"{csv_dir} has no test CSV (e.g. RadiologyAI_test.csv), so the run has no held-out "
+        "test split; evaluate it on an external folder with --test-data.",)
     return Dataset(str(root), "folder", names, splits["train"], splits["val"],
-                   _detect_channels(splits["train"]))
+                   _detect_channels(splits["train"]), warnings, test=test,
+                   test_source=f"{found['test'].name}" if test is not None else "")
 
 
 def _detect_channels(samples: FileSamples, probe: int = 16) -> int:

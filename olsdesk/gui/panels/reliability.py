@@ -84,6 +84,10 @@ class ReliabilityPanel(QWidget):
         """The ECE/MCE box written on the diagram."""
         return self.metrics_text.textItem.toPlainText()
 
+    def set_title(self, title: str) -> None:
+        """The diagram's title, which says which split it is on."""
+        self.diagram.setTitle(title, size="11pt")
+
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
         if report is None:
@@ -92,23 +96,30 @@ class ReliabilityPanel(QWidget):
             self.gap_bars.setOpts(x0=[], y0=[], height=[], width=0.0)
             self.metrics_text.setText("")
             return
-        n = len(report.reliability_counts)
+        self.show_bins(report.reliability_counts, report.reliability_accuracy,
+                       report.reliability_confidence, report.val_top1, report.mean_confidence,
+                       f"epoch {report.epoch}\nECE {report.ece:.4f}\nMCE {report.mce:.4f}\n"
+                       f"adaptive ECE {report.adaptive_ece:.4f}\n"
+                       f"classwise ECE {report.classwise_ece:.4f}")
+
+    def show_bins(self, counts: np.ndarray, accuracy: np.ndarray, confidence: np.ndarray,
+                  overall_accuracy: float, mean_confidence: float, text: str) -> None:
+        """Draw equal-width bins (count, accuracy, mean confidence a bin; the counts are the
+        confidence histogram) with the statistics ``text`` on the diagram."""
+        n = len(counts)
         edges = np.linspace(0.0, 1.0, n + 1)
         width = 1.0 / n
-        filled = report.reliability_counts > 0
-        acc = np.where(filled, report.reliability_accuracy, 0.0)
-        conf = np.where(filled, report.reliability_confidence, 0.0)
+        filled = counts > 0
+        acc = np.where(filled, accuracy, 0.0)
+        conf = np.where(filled, confidence, 0.0)
         self.accuracy_bars.setOpts(x0=edges[:-1][filled], height=acc[filled], width=width)
         low, high = np.minimum(acc, conf), np.maximum(acc, conf)
         self.gap_bars.setOpts(x0=edges[:-1][filled], y0=low[filled],
                               height=(high - low)[filled], width=width)
-        self.metrics_text.setText(
-            f"epoch {report.epoch}\nECE {report.ece:.4f}\nMCE {report.mce:.4f}\n"
-            f"adaptive ECE {report.adaptive_ece:.4f}\nclasswise ECE {report.classwise_ece:.4f}")
-        counts = report.confidence_histogram
+        self.metrics_text.setText(text)
         self.histogram_bars.setOpts(x0=edges[:-1], height=counts, width=width)
-        self.accuracy_line.setValue(report.val_top1)
-        self.confidence_line.setValue(report.mean_confidence)
+        self.accuracy_line.setValue(overall_accuracy)
+        self.confidence_line.setValue(mean_confidence)
         self.accuracy_line.show()
         self.confidence_line.show()
         self.histogram.setYRange(0, max(counts.max(), 1) * 1.1)

@@ -35,7 +35,8 @@ class SoftLabelsPanel(QWidget):
         self.hover = QLabel(" ")
         self.hover.setMinimumWidth(320)
         top = QHBoxLayout()
-        top.addWidget(QLabel("Show:"))
+        self.choice_label = QLabel("Show:")
+        top.addWidget(self.choice_label)
         top.addWidget(self.matrix_choice)
         top.addStretch(1)
         top.addWidget(self.hover)
@@ -121,12 +122,20 @@ class SoftLabelsPanel(QWidget):
             self.image.clear()
             self.title.setText("")
             return
+        label = dict(MATRICES)[self.matrix_key]
+        self.show_matrix(matrix, f"{label}, epoch {self.report.epoch} of {self.report.epochs}",
+                         "soft label over classes" if self.matrix_key == "soft_labels"
+                         else "predicted class (mean probability)")
+
+    def show_matrix(self, matrix: np.ndarray, title: str, bottom_label: str,
+                    scale_label: str = "probability") -> None:
+        """Draw any class x class matrix of values in [0, 1] (a confusion matrix's rows
+        normalised, say) on the fixed colour scale."""
+        self.colorbar.getAxis("left").setLabel(scale_label)
         self.image.setImage(matrix, levels=(0.0, 1.0), autoLevels=False)
         self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
-        label = dict(MATRICES)[self.matrix_key]
-        self.plot.setLabel("bottom", "soft label over classes" if self.matrix_key ==
-                           "soft_labels" else "predicted class (mean probability)")
-        self.title.setText(f"{label}, epoch {self.report.epoch} of {self.report.epochs}")
+        self.plot.setLabel("bottom", bottom_label)
+        self.title.setText(title)
 
     def readout(self, row: int, col: int) -> str:
         """What hovering cell (row, col) says: 'true A → B: 0.120'."""

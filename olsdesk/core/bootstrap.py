@@ -1,0 +1,408 @@
+"""Percentile-bootstrap confidence intervals for every evaluation metric, vectorised.
+
+A bootstrap resample draws N images with replacement; image i then appears ``w_i``
+times. Every metric olsdesk reports is a function of weighted sums over images, so a
+block of resamples is one matrix ``W`` (images x resamples, counts from ``bincount``)
+and each metric over all resamples is a few matrix products or grouped sums over it:
+no Python loop over resamples. The weights depend only on (N, resamples, seed), so two
+models scored on the same test images with the same seed see the same resamples: their
+per-resample differences are a paired bootstrap.
+
+``metric_samples`` gives each metric's value on every resample; ``percentile_ci`` turns
+those into a 95 % interval. Definitions of the metrics: docs/ALGORITHMS.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+_EPS = 1e-12
+# metrics of the whole test set: metrics.json, the study's test table
+SUMMARY_METRICS = ("top1", "top5", "nll", "brier", "ece", "mce", "adaptive_ece",
+                   "classwise_ece", "macro_auroc", "balanced_accuracy")
+HIGHER_IS_BETTER = {"top1": True, "top5": True, "nll": False, "brier": False, "ece": False,
+                    "mce": False, "adaptive_ece": False, "classwise_ece": False,
+                    "macro_auroc": True, "balanced_accuracy": True}
+# metrics of one class against the rest: per_class.csv
+CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "average_precision")
+BLOCK_BYTES = 64 * 2**20  # memory of one block of resample weights
+# AUROC and AP are resampled exactly while that gathers at most this many image rows in
+# all (images scoring above a class's lowest positive x classes x resamples, about 3 s
+# on 2 cores); beyond it, to first order (influence functions, as DeLong's variance)
+EXACT_RANK_BUDGET = 200_000_000
+# numpy's products, gathers and running sums release the GIL: blocks of resamples are
+# scored on every core
+_THREADS = os.cpu_count() or 1
+
+
+def _block_size(n: int) -> int:
+    """Resamples a block: a function of n alone, so the weights never depend on the
+    machine's core count."""
+    return max(1, min(250, BLOCK_BYTES // (4 * max(n, 1))))
+
+
+def resample_block(n: int, resamples: int, seed: int, block: int) -> np.ndarray:
+    """Block ``block`` of the resample weights: a float32 array (exact counts) of n rows
+    (images) and one column per resample, each column the multiplicity of every image
+    in one bootstrap resample (summing to n). Fixed by (n, resamples, seed, block)."""
+    size = _block_size(n)
+    cols = min(size, resamples - block * size)
+    rng = np.random.default_rng([seed, block])
+    draws = rng.integers(0, n, size=(cols, n)) + (np.arange(cols) * n)[:, None]
+    counts = np.bincount(draws.ravel(), minlength=cols * n).reshape(cols, n)
+    return np.ascontiguousarray(counts.T, dtype=np.float32)
+
+
+def resample_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """All blocks of resample weights, in order."""
+    for block in range(-(-resamples // _block_size(n))):
+        yield resample_block(n, resamples, seed, block)
+
+
+def _parallel(fn, items) -> list:
+    """``[fn(x) for x in items]`` on every core (numpy releases the GIL in the work)."""
+    items = list(items)
+    if _THREADS == 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(_THREADS, thread_name_prefix="bootstrap") as pool:
+        return list(pool.map(fn, items))
+
+
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap values (NaNs ignored)."""
+    samples = np.asarray(samples, dtype=np.float64)
+    samples = samples[np.isfinite(samples)]
+    if samples.size == 0:
+        return (float("nan"), float("nan"))
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(samples, [tail, 100.0 - tail])
+    return (float(lo), float(hi))
+
+
+class _Groups:
+    """Rows of a weight block summed by a per-image group id (class, bin...): one gather
+    and one ``reduceat`` instead of a one-hot matrix product."""
+
+    def __init__(self, ids: np.ndarray, size: int) -> None:
+        ids = np.asarray(ids, dtype=np.int64)
+        self.size = size
+        self.order = np.argsort(ids, kind="stable")
+        sorted_ids = ids[self.order]
+        self.present, self.starts = np.unique(sorted_ids, return_index=True)
+
+    def sums(self, w: np.ndarray, values: np.ndarray | None = None,
+             rows: np.ndarray | None = None) -> np.ndarray:
+        """(size x resamples) sums of ``w`` (times ``values``, per image) by group; with
+        ``rows``, the ids belong to those rows of ``w`` (gathered once, here)."""
+        out = np.zeros((self.size, w.shape[1]), dtype=w.dtype)
+        if len(self.order):
+            picked = w[self.order if rows is None else rows[self.order]]
+            if values is not None:
+                picked *= values[self.order, None]
+            out[self.present] = np.add.reduceat(picked, self.starts, axis=0)
+        return out
+
+
+class _RankCurves:
+    """One class against the rest: AUROC and average precision for weighted images.
+
+    The positives' distinct scores u_0 < ... < u_{M-1} cut the score axis into segments:
+    2i (strictly between u_{i-1} and u_i) and 2i+1 (equal to u_i). Both metrics need only
+    the negatives' weight in each segment and the positives' weight at each u_i.
+
+    ``scores(w)`` is exact: a block of resamples costs one gather of the negatives that
+    score above the lowest positive (those below it are the rest of the negative
+    weight). ``influence()`` is each image's first-order effect on both metrics, for
+    test sets where the exact way would take too long (see ``_Scorer``)."""
+
+    def __init__(self, scores: np.ndarray, positive: np.ndarray) -> None:
+        self.u = np.unique(scores[positive])
+        m = len(self.u)
+        self.m = m
+        self.pos_idx = np.flatnonzero(positive)
+        self.pos_group = np.searchsorted(self.u, scores[self.pos_idx])
+        self.pos_groups = _Groups(self.pos_group, m)
+        neg_idx = np.flatnonzero(~positive)
+        self.all_neg_idx = neg_idx
+        if m:
+            i = np.searchsorted(self.u, scores[neg_idx], side="left")
+            tie = (i < m) & (self.u[np.minimum(i, m - 1)] == scores[neg_idx])
+            self.segment = 2 * i + tie
+        else:
+            self.segment = np.zeros(len(neg_idx), dtype=np.int64)
+        above = self.segment > 0
+        self.neg_idx = neg_idx[above]
+        self.neg_groups = _Groups(self.segment[above], 2 * m + 1)
+
+    @property
+    def exact_cost(self) -> int:
+        """Rows gathered for every resample by the exact way."""
+        return len(self.neg_idx) + len(self.pos_idx)
+
+    def _curves(self, pos: np.ndarray, neg: np.ndarray):
+        """AUROC, AP and the per-group precision from group weights (groups x resamples)."""
+        w_pos = pos.sum(axis=0)
+        w_neg = neg.sum(axis=0)
+        below = np.cumsum(neg, axis=0)[0::2][: self.m]  # strictly below u_i
+        tied = neg[1::2]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auroc = (pos * (below + 0.5 * tied)).sum(axis=0) / (w_pos * w_neg)
+            true_pos = w_pos - np.vstack([np.zeros((1, pos.shape[1])),
+                                          np.cumsum(pos, axis=0)[:-1]])
+            shown = true_pos + w_neg - below  # weight scoring at least u_i
+            precision = np.where(true_pos > 0, true_pos / shown, 0.0)
+            ap = (pos * precision).sum(axis=0) / w_pos
+        auroc = np.where((w_pos == 0) | (w_neg == 0), np.nan, auroc)
+        ap = np.where(w_pos == 0, np.nan, ap)
+        return auroc, ap, precision, shown, below, tied
+
+    def scores(self, w: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(AUROC, average precision) on every resample of the block; NaN where a
+        resample has no positive (AP, AUROC) or no negative (AUROC). ``total``: the
+        weight of all images in each resample."""
+        if self.m == 0:
+            nan = np.full(w.shape[1], np.nan)
+            return nan, nan
+        pos = self.pos_groups.sums(w, rows=self.pos_idx).astype(np.float64)
+        neg = self.neg_groups.sums(w, rows=self.neg_idx).astype(np.float64)
+        neg[0] = total - pos.sum(axis=0) - neg[1:].sum(axis=0)
+        return self._curves(pos, neg)[:2]
+
+    def influence(self, n: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """(AUROC, AP, and each image's derivative of both with respect to its weight
+        at weight 1): resample r's value is then about value + influence . (w_r - 1)."""
+        auroc_if, ap_if = np.zeros(n), np.zeros(n)
+        n_pos, n_neg = len(self.pos_idx), len(self.all_neg_idx)
+        if self.m == 0 or n_neg == 0:
+            return float("nan"), float("nan"), auroc_if, ap_if
+        pos = np.bincount(self.pos_group, minlength=self.m).astype(np.float64)[:, None]
+        neg = np.bincount(self.segment, minlength=2 * self.m + 1).astype(np.float64)[:, None]
+        auroc, ap, precision, shown, below, tied = (x[..., 0] if x.ndim > 1 else x[0]
+                                                    for x in self._curves(pos, neg))
+        auroc, ap = float(auroc), float(ap)
+        pos = pos[:, 0]
+        # AUROC: the placement values (DeLong's structural components)
+        auroc_if[self.pos_idx] = ((below + 0.5 * tied)[self.pos_group] / n_neg - auroc) / n_pos
+        above = n_pos - np.cumsum(pos)  # positives strictly above u_i
+        seg = self.segment
+        group = seg // 2
+        pos_above = np.where(seg % 2 == 1, above[np.minimum(group, self.m - 1)]
+                             + 0.5 * pos[np.minimum(group, self.m - 1)],
+                             np.concatenate([[n_pos], above])[group])
+        auroc_if[self.all_neg_idx] = (pos_above / n_pos - auroc) / n_neg
+        # AP = sum_i prec_i / n_pos over positives; prec_i = TP(>= s_i) / all(>= s_i)
+        inv = np.cumsum(pos / shown)  # sum over positives with u_g <= s of 1 / all(>= u_g)
+        prec_inv = np.cumsum(pos * precision / shown)
+        # groups g with u_g <= s: for a positive in group i, i + 1; for a negative, by segment
+        upto_pos = self.pos_group
+        upto_neg = (seg + 1) // 2 - 1  # segment 2i -> i - 1, segment 2i+1 -> i
+        for idx, last, is_pos in ((self.pos_idx, upto_pos, 1.0),
+                                  (self.all_neg_idx, upto_neg, 0.0)):
+            has = last >= 0
+            safe = np.maximum(last, 0)
+            term = np.where(has, is_pos * inv[safe] - prec_inv[safe], 0.0)
+            if is_pos:
+                term = term + precision[last] - ap
+            ap_if[idx] = term / n_pos
+        return auroc, ap, auroc_if, ap_if
+
+
+@dataclass
+class BootstrapResult:
+    """Each metric's value on the test images and on every resample."""
+
+    value: dict[str, float]  # SUMMARY_METRICS -> value
+    class_value: dict[str, np.ndarray]  # CLASS_METRICS -> (classes,)
+    summary: dict[str, np.ndarray]  # SUMMARY_METRICS -> (resamples,)
+    per_class: dict[str, np.ndarray]  # CLASS_METRICS -> (classes, resamples)
+    rank_method: str  # how AUROC and AP were resampled: "exact" or "linearised"
+
+    def interval(self, metric: str) -> tuple[float, float]:
+        return percentile_ci(self.summary[metric])
+
+    def class_intervals(self, metric: str) -> list[tuple[float, float]]:
+        return [percentile_ci(row) for row in self.per_class[metric]]
+
+
+class _Scorer:
+    """Everything about (probs, labels) that does not depend on the resample, prepared
+    once; ``block(w)`` scores a block of resamples."""
+
+    def __init__(self, probs: np.ndarray, labels: np.ndarray, n_bins: int,
+                 per_class: bool, resamples: int) -> None:
+        probs = np.asarray(probs, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.int64)
+        n, k = probs.shape
+        self.n, self.k, self.n_bins = n, k, n_bins
+        rows = np.arange(n)
+        conf = probs.max(axis=1)
+        pred = probs.argmax(axis=1)
+        hit = (pred == labels).astype(np.float64)
+        top = np.argpartition(-probs, min(5, k) - 1, axis=1)[:, : min(5, k)]
+        onehot_gap = probs.copy()
+        onehot_gap[rows, labels] -= 1.0
+        self.per_image = np.column_stack([
+            hit, np.any(top == labels[:, None], axis=1),
+            -np.log(np.clip(probs[rows, labels], _EPS, None)),
+            np.einsum("ij,ij->i", onehot_gap, onehot_gap)])
+        self.hit, self.conf = hit, conf
+        # equal-count bins: images in confidence order
+        self.conf_order = np.argsort(conf, kind="stable")
+        sizes = [len(g) for g in np.array_split(np.arange(n), min(n_bins, n))]
+        self.adaptive_edges = np.concatenate([[0], np.cumsum(sizes)]).astype(np.float64)
+        # Every grouped weighted sum, as the rows of one sparse matrix (one product a
+        # block): top-label bins (count, hits, confidence), classes by label (count, hits),
+        # by prediction (count), and classwise-ECE bins above the first (confidence,
+        # hits), which are sparse because a row's probabilities sum to 1.
+        self.probs = probs
+        top_bin = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+        cls_bin = np.clip(np.ceil(probs * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+        hi_i, hi_k = np.nonzero(cls_bin > 0)
+        hi_group = hi_k * n_bins + cls_bin[hi_i, hi_k]
+        blocks = [("bin_count", n_bins, top_bin, rows, np.ones(n)),
+                  ("bin_hit", n_bins, top_bin, rows, hit),
+                  ("bin_conf", n_bins, top_bin, rows, conf),
+                  ("support", k, labels, rows, np.ones(n)),
+                  ("true_pos", k, labels, rows, hit),
+                  ("predicted", k, pred, rows, np.ones(n)),
+                  ("cw_conf", k * n_bins, hi_group, hi_i, probs[hi_i, hi_k]),
+                  ("cw_hit", k * n_bins, hi_group, hi_i, (labels[hi_i] == hi_k) * 1.0)]
+        self.slices, r_idx, c_idx, vals, start = {}, [], [], [], 0
+        for name, size, group, image, value in blocks:
+            self.slices[name] = slice(start, start + size)
+            r_idx.append(group + start)
+            c_idx.append(image)
+            vals.append(value)
+            start += size
+        grouped = sparse.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(r_idx), np.concatenate(c_idx))),
+            shape=(start, n))
+        # float64 for the values on the test images; float32 for the resamples (counts are
+        # exact, sums carry ~1e-7 relative rounding, far below any interval's width, and
+        # the products run twice as fast)
+        self.by_dtype = {np.dtype(t): (grouped.astype(t), self.per_image.astype(t),
+                                       probs.T.astype(t)) for t in (np.float64, np.float32)}
+        self.curves = _parallel(lambda c: _RankCurves(probs[:, c], labels == c), range(k))
+        self.want_per_class = per_class
+        cost = sum(c.exact_cost for c in self.curves) * resamples
+        self.rank_method = "exact" if cost <= EXACT_RANK_BUDGET else "linearised"
+        if self.rank_method == "linearised":
+            parts = _parallel(lambda c: c.influence(n), self.curves)
+            self.rank_value = np.array([[p[0] for p in parts], [p[1] for p in parts]])
+            self.rank_influence = (np.column_stack([p[2] for p in parts]).astype(np.float32),
+                                   np.column_stack([p[3] for p in parts]).astype(np.float32))
+
+    def _rank_scores(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(AUROC, AP), classes x resamples."""
+        if self.rank_method == "exact":
+            total = np.full(w.shape[1], float(self.n))  # every resample holds n images
+            auroc, ap = zip(*(c.scores(w, total) for c in self.curves), strict=True)
+            return np.vstack(auroc), np.vstack(ap)
+        shift = (w - 1.0).astype(np.float32)
+        return tuple(value[:, None] + (influence.T @ shift).astype(np.float64)
+                     for value, influence in zip(self.rank_value, self.rank_influence,
+                                                 strict=True))
+
+    def block(self, w: np.ndarray) -> tuple[dict, dict]:
+        """Every metric on each column of ``w`` (float64 or float32 image weights)."""
+        n, k, nb = self.n, self.k, self.n_bins
+        grouped, per_image, probs_t = self.by_dtype[w.dtype]
+        summed = (grouped @ w).astype(np.float64)
+        part = {name: summed[sl] for name, sl in self.slices.items()}
+        summary: dict[str, np.ndarray] = {}
+        means = (per_image.T @ w).astype(np.float64) / n
+        for name, row in zip(("top1", "top5", "nll", "brier"), means, strict=True):
+            summary[name] = row
+        counts = part["bin_count"]
+        gaps = np.abs(part["bin_hit"] - part["bin_conf"])
+        summary["ece"] = gaps.sum(axis=0) / n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            summary["mce"] = np.where(counts > 0, gaps / counts, 0.0).max(axis=0)
+        summary["adaptive_ece"] = self._adaptive(w)
+        support, true_pos = part["support"], part["true_pos"]
+        # classwise ECE: the first bin of class c holds what the other bins do not
+        cw_conf = part["cw_conf"].reshape(k, nb, -1).copy()
+        cw_hit = part["cw_hit"].reshape(k, nb, -1).copy()
+        cw_conf[:, 0] = (probs_t @ w).astype(np.float64) - cw_conf[:, 1:].sum(axis=1)
+        cw_hit[:, 0] = support - cw_hit[:, 1:].sum(axis=1)
+        summary["classwise_ece"] = np.abs(cw_hit - cw_conf).sum(axis=1).mean(axis=0) / n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            summary["balanced_accuracy"] = _nanmean(np.where(support > 0, true_pos / support,
+                                                             np.nan))
+        auroc, ap = self._rank_scores(w)
+        summary["macro_auroc"] = _nanmean(auroc)
+        per_class: dict[str, np.ndarray] = {}
+        if self.want_per_class:
+            predicted = part["predicted"]
+            false_pos = predicted - true_pos
+            false_neg = support - true_pos
+            true_neg = n - true_pos - false_pos - false_neg
+            with np.errstate(invalid="ignore", divide="ignore"):
+                per_class["sensitivity"] = true_pos / support
+                per_class["specificity"] = true_neg / (true_neg + false_pos)
+                per_class["ppv"] = true_pos / predicted
+                per_class["npv"] = true_neg / (true_neg + false_neg)
+                per_class["f1"] = 2 * true_pos / (2 * true_pos + false_pos + false_neg)
+            per_class["auroc"], per_class["average_precision"] = auroc, ap
+        return summary, per_class
+
+    def _adaptive(self, w: np.ndarray) -> np.ndarray:
+        """ECE over equal-count bins of each resample, as if its images were listed in
+        confidence order with repeats: a repeated image may straddle a bin edge, and
+        then contributes to both bins in proportion."""
+        order = self.conf_order
+        hit, conf = self.hit[order], self.conf[order]
+        ws = np.ascontiguousarray(w[order].T)  # resamples x N, in confidence order
+        cum_w = np.cumsum(ws, axis=1)
+        cum_hit = np.cumsum(ws * hit.astype(w.dtype), axis=1)
+        cum_conf = np.cumsum(ws * conf.astype(w.dtype), axis=1)
+        edges = self.adaptive_edges.astype(w.dtype)
+        # per resample, the image holding each edge position, and the sums before it
+        t = np.vstack([np.searchsorted(row, edges, side="left") for row in cum_w])
+        t = np.minimum(t, self.n - 1)
+        r = np.arange(ws.shape[0])[:, None]
+        prev = np.maximum(t - 1, 0)
+        first = t == 0
+        before_w = np.where(first, 0.0, cum_w[r, prev])
+        partial = edges[None, :] - before_w
+        hits = np.where(first, 0.0, cum_hit[r, prev]) + partial * hit[t]
+        confs = np.where(first, 0.0, cum_conf[r, prev]) + partial * conf[t]
+        gaps = np.diff(hits.astype(np.float64), axis=1) - np.diff(confs.astype(np.float64), axis=1)
+        return np.abs(gaps).sum(axis=1) / self.n
+
+
+def _nanmean(x: np.ndarray) -> np.ndarray:
+    valid = np.isfinite(x)
+    counts = valid.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.where(valid, x, 0.0).sum(axis=0) / counts, np.nan)
+
+
+def metric_samples(probs: np.ndarray, labels: np.ndarray, *, resamples: int = 1000,
+                   seed: int = 0, n_bins: int = 15, per_class: bool = True) -> BootstrapResult:
+    """Every metric on the images and on ``resamples`` bootstrap resamples of them."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if probs.ndim != 2 or len(probs) != len(labels) or len(labels) == 0:
+        raise ValueError(f"probs must be N x K and labels N (N > 0); got {probs.shape} and "
+                         f"{labels.shape}")
+    scorer = _Scorer(probs, labels, n_bins, per_class=True, resamples=resamples)
+    value, class_value = scorer.block(np.ones((scorer.n, 1)))
+    scorer.want_per_class = per_class
+    n = scorer.n
+    # each thread draws its block's weights and scores them: one block a thread in memory
+    summaries, classes = zip(*_parallel(
+        lambda b: scorer.block(resample_block(n, resamples, seed, b)),
+        range(-(-resamples // _block_size(n)))), strict=True)
+    summary = {m: np.concatenate([s[m] for s in summaries]) for m in SUMMARY_METRICS}
+    per = ({m: np.concatenate([c[m] for c in classes], axis=1) for m in CLASS_METRICS}
+           if per_class else {})
+    return BootstrapResult({m: float(v[0]) for m, v in value.items()},
+                           {m: v[:, 0] for m, v in class_value.items()}, summary, per,
+                           scorer.rank_method)

@@ -1,0 +1,61 @@
+"""Samples as a torch ``Dataset`` for ``DataLoader``: the per-file firewall of training,
+validation and evaluation. A file that cannot be read becomes its sentence and the batch
+goes on without it; ``collate`` hands the batch and the failures to the consumer."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+import torch
+
+from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.errors import ImageReadError, printable
+
+
+class TorchSamples(torch.utils.data.Dataset):
+    """Samples -> (tensor, label, index); an unreadable sample becomes (None, message)."""
+
+    def __init__(self, samples, preprocessing: Preprocessing, train: bool) -> None:
+        self.samples = samples
+        self.preprocessing = preprocessing
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        """The per-file firewall: whatever goes wrong with one file becomes its sentence
+        (with the traceback, for the run's log) and the batch goes on without it."""
+        try:
+            image = self.samples.load(index, self.preprocessing)
+            return (self.preprocessing(image, train=self.train), int(self.samples.labels[index]),
+                    index)
+        except ImageReadError as exc:
+            return None, str(exc), index
+        except Exception as exc:  # noqa: BLE001 - one file must never stop an epoch
+            name = printable(Path(self.samples.describe(index)).name)
+            return (None, f"{name} could not be prepared for the model ({type(exc).__name__}: "
+                    f"{exc}).\n{traceback.format_exc()}", index)
+
+
+def collate(batch):
+    good = [b for b in batch if b[0] is not None]
+    failed = [(index, message) for image, message, index in batch if image is None]
+    if not good:
+        return None, None, None, failed
+    images = torch.stack([b[0] for b in good])
+    labels = torch.tensor([b[1] for b in good], dtype=torch.long)
+    indices = torch.tensor([b[2] for b in good], dtype=torch.long)
+    return images, labels, indices, failed
+
+
+def default_workers(samples, requested: int | None = None) -> int:
+    """Loader processes: as requested, else none for in-memory data (nothing to decode in
+    parallel) and up to 4 for files, leaving a core to the main process."""
+    if requested is not None:
+        return requested
+    if not hasattr(samples, "paths"):
+        return 0
+    return min(4, max(0, (os.cpu_count() or 1) - 1))

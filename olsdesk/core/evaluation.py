@@ -1,0 +1,312 @@
+"""Evaluation of a checkpoint on a test split it has never seen, with 95 % intervals.
+
+``iter_evaluate`` runs the model over the test images (the run's held-out split, the
+data's own test split, or an external folder) with the checkpoint's preprocessing,
+applies the temperature fitted on validation, and bootstraps every metric over images
+(``core.bootstrap``). ``write_evaluation`` writes what a paper or a reviewer needs:
+predictions.csv, metrics.json, per_class.csv, confusion_matrix.csv, reliability.csv and,
+with a renderer, the figures. ``olsdesk evaluate``, the study and the app all use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from olsdesk.core import metrics
+from olsdesk.core.bootstrap import (
+    CLASS_METRICS,
+    SUMMARY_METRICS,
+    BootstrapResult,
+    metric_samples,
+)
+from olsdesk.core.calibration import apply_temperature
+from olsdesk.errors import DataError, RunError, printable
+
+DEFAULT_RESAMPLES = 1000
+METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "nll": "NLL", "brier": "Brier",
+                 "ece": "ECE", "mce": "MCE", "adaptive_ece": "adaptive ECE",
+                 "classwise_ece": "classwise ECE", "macro_auroc": "macro AUROC",
+                 "balanced_accuracy": "balanced accuracy"}
+
+
+@dataclass(frozen=True)
+class EvaluationProgress:
+    done: int  # images through the model
+    total: int
+    phase: str  # "predict" or "bootstrap"
+
+
+@dataclass
+class Evaluation:
+    """A checkpoint's predictions on a test split, and every metric with its interval."""
+
+    checkpoint: str
+    epoch: int | None
+    class_names: tuple[str, ...]
+    source: str  # where the test images came from, in words
+    names: list[str]  # readable test images, in order
+    labels: np.ndarray  # (N,)
+    log_probs: np.ndarray  # (N, K) raw log-probabilities
+    temperature: float  # fitted on the validation split
+    unreadable: list[tuple[str, str, str]]  # (name, label, sentence)
+    raw: BootstrapResult
+    scaled: BootstrapResult
+    resamples: int
+    seed: int
+    n_bins: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def probs(self) -> np.ndarray:
+        return apply_temperature(self.log_probs, 1.0)
+
+    @property
+    def scaled_probs(self) -> np.ndarray:
+        return apply_temperature(self.log_probs, self.temperature)
+
+    def confusion(self) -> np.ndarray:
+        """Counts, rows = true class, columns = predicted class."""
+        k = len(self.class_names)
+        pred = self.log_probs.argmax(axis=1)
+        return np.bincount(self.labels * k + pred, minlength=k * k).reshape(k, k)
+
+    def metrics_dict(self) -> dict:
+        """metrics.json's contents."""
+        def block(result: BootstrapResult) -> dict:
+            return {m: {"value": _num(result.value[m]),
+                        "ci95": [_num(x) for x in result.interval(m)]}
+                    for m in SUMMARY_METRICS}
+        return {
+            "split": "test", "test_images": self.source, "checkpoint": self.checkpoint,
+            "epoch": self.epoch, "raw": block(self.raw),
+            "temperature_scaled": block(self.scaled), "temperature": self.temperature,
+            "n_images": len(self.labels), "n_unreadable": len(self.unreadable),
+            "bootstrap_resamples": self.resamples, "bootstrap_seed": self.seed,
+            "rank_metrics_resampling": self.raw.rank_method,
+            "calibration_bins": self.n_bins, "class_names": list(self.class_names),
+            "warnings": self.warnings,
+        }
+
+
+def _num(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None  # JSON has no NaN
+
+
+def test_split(predictor, data: str | None = None, split_csv: str | None = None,
+               test_data: str | None = None) -> tuple[object, str, list[str]]:
+    """(samples, where they come from, warnings): the test images to evaluate the
+    predictor's checkpoint on. Without arguments, the run's own test split, opened from
+    the configuration stored in the checkpoint. DataError says why there is none."""
+    from olsdesk.core.data.sources import open_dataset, open_test_folder
+
+    if test_data:
+        return (open_test_folder(test_data, predictor.class_names),
+                f"the external folder {printable(test_data)}", [])
+    config = predictor.config
+    if config is None:
+        raise DataError("the checkpoint does not say what it was trained on; give "
+                        "--test-data FOLDER.")
+    if data:
+        config = config.replace(data=data, split_csv=split_csv, test_data=None)
+    dataset = open_dataset(config)
+    if dataset.class_names != predictor.class_names:
+        raise DataError(f"{printable(config.data)} has other classes than the checkpoint "
+                        f"({len(dataset.class_names)} against {len(predictor.class_names)}); "
+                        "point --data at the data it was trained on.")
+    if dataset.test is None:
+        raise DataError(f"{printable(config.data)} has no test split for this run (it was "
+                        "trained before olsdesk held one out, with a test fraction of 0, or "
+                        "its split CSVs have no test file); give --test-data FOLDER.")
+    warnings = []
+    if not data and not config.test_data:
+        warnings += _changed_since_training(predictor.source, dataset.test)
+    return dataset.test, dataset.test_source or "the data's test split", warnings
+
+
+def _changed_since_training(checkpoint: str, test) -> list[str]:
+    """A warning when the run recorded other test images than the data gives now."""
+    from olsdesk.core.runs import RunStore
+
+    run = Path(checkpoint).parent.parent
+    if not (run / "run.json").is_file():
+        return []
+    try:
+        recorded = set(RunStore(run).info().test_names)
+    except (RunError, OSError, KeyError, TypeError, ValueError):
+        return []
+    now = {test.describe(i) for i in range(len(test))}
+    if not recorded or recorded == now:
+        return []
+    return [f"the data changed since training: {len(now - recorded)} of today's "
+            f"{len(now)} test images were not in the run's held-out split (files were added "
+            "or moved); these numbers are not on the split the run recorded."]
+
+
+def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
+                  split_csv: str | None = None, test_data: str | None = None,
+                  device: str = "auto", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
+                  batch_size: int = 64, workers: int | None = None,
+                  stop: threading.Event | None = None, test: tuple | None = None
+                  ) -> Iterator[EvaluationProgress | Evaluation]:
+    """Progress while the test images go through the model, then the Evaluation.
+    Setting ``stop`` ends it early without a result. ``test``: (samples, source) already
+    opened (the study's), instead of opening them from the checkpoint's configuration."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from olsdesk.core.data.loader import TorchSamples, collate, default_workers
+    from olsdesk.core.predictor import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    samples, source, warnings = (test + ([],) if test is not None
+                                 else test_split(predictor, data, split_csv, test_data))
+    loader = DataLoader(TorchSamples(samples, predictor.preprocessing, train=False),
+                        batch_size=batch_size, collate_fn=collate,
+                        num_workers=default_workers(samples, workers),
+                        pin_memory=predictor.device.type == "cuda")
+    logits, labels, indices, failed = [], [], [], []
+    done, total = 0, len(samples)
+    with torch.no_grad():
+        for images, y, idx, bad in loader:
+            if stop is not None and stop.is_set():
+                return
+            failed += bad
+            done += len(bad)
+            if images is not None:
+                out = predictor.model(images.to(predictor.device, non_blocking=True))
+                logits.append(torch.log_softmax(out.double(), dim=1).cpu())
+                labels.append(y)
+                indices.append(idx)
+                done += len(y)
+            yield EvaluationProgress(done, total, "predict")
+    if not logits:
+        raise DataError(f"none of the {total} test images could be read.")
+    index = torch.cat(indices).numpy()
+    labels_np = torch.cat(labels).numpy()
+    log_probs = torch.cat(logits).numpy()
+    names = [samples.describe(int(i)) for i in index]
+    n_bins = predictor.config.calibration_bins if predictor.config is not None else 15
+    yield EvaluationProgress(total, total, "bootstrap")
+    raw = metric_samples(np.exp(log_probs), labels_np, resamples=resamples, seed=seed,
+                         n_bins=n_bins)
+    scaled = metric_samples(apply_temperature(log_probs, predictor.temperature), labels_np,
+                            resamples=resamples, seed=seed, n_bins=n_bins, per_class=False)
+    unreadable = [(samples.describe(i), predictor.class_names[int(samples.labels[i])],
+                   message.split("\n", 1)[0]) for i, message in failed]
+    yield Evaluation(str(checkpoint), predictor.epoch, predictor.class_names, source, names,
+                     labels_np, log_probs, predictor.temperature, unreadable, raw, scaled,
+                     resamples, seed, n_bins, warnings)
+
+
+def evaluate(checkpoint: str | Path, **options) -> Evaluation:
+    """``iter_evaluate`` to its end."""
+    result = None
+    for item in iter_evaluate(checkpoint, **options):
+        result = item
+    if not isinstance(result, Evaluation):
+        raise RunError("the evaluation was stopped.")
+    return result
+
+
+# --- files ------------------------------------------------------------------------------
+EvaluationRenderer = Callable[[Evaluation, Path], list[str]]
+
+
+def write_evaluation(ev: Evaluation, out: str | Path,
+                     renderer: EvaluationRenderer | None = None) -> list[Path]:
+    """The evaluation's files in ``out``; figures only with a renderer."""
+    out = Path(out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    written = [_write_predictions(ev, out / "predictions.csv")]
+    (out / "metrics.json").write_text(json.dumps(ev.metrics_dict(), indent=2) + "\n",
+                                      encoding="utf-8")
+    written.append(out / "metrics.json")
+    written.append(_write_per_class(ev, out / "per_class.csv"))
+    written.append(_write_confusion(ev, out / "confusion_matrix.csv"))
+    written.append(_write_reliability(ev, out / "reliability.csv"))
+    if renderer is not None:
+        written += [out / name for name in renderer(ev, out)]
+    return written
+
+
+def _write_predictions(ev: Evaluation, path: Path) -> Path:
+    names = ev.class_names
+    raw, scaled = ev.probs, ev.scaled_probs
+    pred = raw.argmax(axis=1)
+    row_format = ",".join(["%.8g"] * (2 * len(names)))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "prediction"] + [f"p_{n}" for n in names]
+                        + [f"q_{n}" for n in names] + ["error"])
+        for i, name in enumerate(ev.names):
+            values = row_format % tuple(np.concatenate([raw[i], scaled[i]]))
+            writer.writerow([printable(name), names[ev.labels[i]], names[pred[i]]]
+                            + values.split(",") + [""])
+        for name, label, sentence in ev.unreadable:
+            writer.writerow([printable(name), label, ""] + [""] * (2 * len(names))
+                            + [sentence])
+    return path
+
+
+def _write_per_class(ev: Evaluation, path: Path) -> Path:
+    support = np.bincount(ev.labels, minlength=len(ev.class_names))
+    intervals = {m: ev.raw.class_intervals(m) for m in CLASS_METRICS}
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["class", "support"] + [f"{m}{s}" for m in CLASS_METRICS
+                                                for s in ("", "_ci_low", "_ci_high")])
+        for c, name in enumerate(ev.class_names):
+            row = [name, int(support[c])]
+            for m in CLASS_METRICS:
+                row += [_cell(ev.raw.class_value[m][c]), *map(_cell, intervals[m][c])]
+            writer.writerow(row)
+    return path
+
+
+def _cell(x: float) -> str:
+    return f"{x:.6f}" if math.isfinite(x) else ""
+
+
+def _write_confusion(ev: Evaluation, path: Path) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["true \\ predicted", *ev.class_names])
+        for name, row in zip(ev.class_names, ev.confusion(), strict=True):
+            writer.writerow([name, *map(int, row)])
+    return path
+
+
+def reliability_tables(ev: Evaluation) -> tuple[metrics.ReliabilityBins, metrics.ReliabilityBins]:
+    """The reliability bins of the raw and the temperature-scaled probabilities."""
+    return (metrics.reliability_bins(ev.probs, ev.labels, ev.n_bins),
+            metrics.reliability_bins(ev.scaled_probs, ev.labels, ev.n_bins))
+
+
+def _write_reliability(ev: Evaluation, path: Path) -> Path:
+    raw, scaled = reliability_tables(ev)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["bin", "lower", "upper", "count", "accuracy", "confidence",
+                         "scaled_count", "scaled_accuracy", "scaled_confidence"])
+        for b in range(ev.n_bins):
+            writer.writerow([b, f"{raw.edges[b]:.6f}", f"{raw.edges[b + 1]:.6f}",
+                             int(raw.counts[b]), _cell(raw.accuracy[b]),
+                             _cell(raw.confidence[b]), int(scaled.counts[b]),
+                             _cell(scaled.accuracy[b]), _cell(scaled.confidence[b])])
+    return path
+
+
+def format_interval(value: float, ci: tuple[float, float]) -> str:
+    """'0.912 (0.897–0.925)': a value with its 95 % interval, as the CLI and reports
+    print them."""
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.4f} ({ci[0]:.4f}–{ci[1]:.4f})"

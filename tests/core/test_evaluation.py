@@ -1,0 +1,195 @@
+"""Evaluation on the test split: every data layout, and every number in its files checked
+against scikit-learn and the metric module computed afresh from its own predictions.csv."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
+
+from olsdesk.cli import main
+from olsdesk.config import RunConfig
+from olsdesk.core import metrics
+from olsdesk.core.evaluation import evaluate, write_evaluation
+from olsdesk.core.trainer import Trainer
+from olsdesk.errors import DataError
+from tests.helpers import make_class_folder, truncate, write_png
+
+TINY = dict(image_size=32, batch_size=16, epochs=1, device="cpu", num_workers=0)
+
+
+def _train(config: RunConfig, runs) -> Trainer:
+    trainer = Trainer(config, runs_dir=runs)
+    for _ in trainer.fit():
+        pass
+    return trainer
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    return _train(RunConfig(demo_per_class=12, **TINY), tmp_path_factory.mktemp("runs"))
+
+
+def _read_predictions(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    header = list(rows[0])
+    classes = [h[2:] for h in header if h.startswith("p_")]
+    good = [r for r in rows if not r["error"]]
+    p = np.array([[float(r[f"p_{c}"]) for c in classes] for r in good])
+    q = np.array([[float(r[f"q_{c}"]) for c in classes] for r in good])
+    y = np.array([classes.index(r["label"]) for r in good])
+    return rows, classes, p, q, y
+
+
+def test_demo_run_evaluation_files_match_an_independent_computation(demo_run, tmp_path):
+    ev = evaluate(demo_run.store.checkpoint_path("best.pt"), device="cpu", resamples=200)
+    paths = write_evaluation(ev, tmp_path)
+    assert {p.name for p in paths} >= {"predictions.csv", "metrics.json", "per_class.csv",
+                                       "confusion_matrix.csv", "reliability.csv"}
+    test = demo_run.dataset.test
+    assert len(test) == 12 * 2  # 15 % of 12 images, rounded to 2, for each of 12 classes
+    rows, classes, p, q, y = _read_predictions(tmp_path / "predictions.csv")
+    assert classes == list(demo_run.dataset.class_names)
+    assert [r["path"] for r in rows] == [test.describe(i) for i in range(len(test))]
+    assert not {r["path"] for r in rows} & {demo_run.dataset.val.describe(i)
+                                            for i in range(len(demo_run.dataset.val))}
+    assert all(r["prediction"] == classes[int(np.argmax(pi))] for r, pi in zip(rows, p, strict=True))
+    np.testing.assert_allclose(q, metrics_scaled(p, ev.temperature), atol=1e-6)
+
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    assert report["n_images"] == 24 and report["n_unreadable"] == 0
+    assert report["bootstrap_resamples"] == 200 and report["split"] == "test"
+    assert report["temperature"] == pytest.approx(demo_run.temperature)
+    for block, probs in (("raw", p), ("temperature_scaled", q)):
+        got = report[block]
+        aurocs = [roc_auc_score(y == c, probs[:, c]) for c in range(12)]
+        expected = {
+            "top1": metrics.topk_accuracy(probs, y, 1), "top5": metrics.topk_accuracy(probs, y, 5),
+            "nll": metrics.negative_log_likelihood(probs, y), "brier": metrics.brier_score(probs, y),
+            "ece": metrics.expected_calibration_error(probs, y),
+            "mce": metrics.maximum_calibration_error(probs, y),
+            "adaptive_ece": metrics.adaptive_calibration_error(probs, y),
+            "classwise_ece": metrics.classwise_calibration_error(probs, y),
+            "macro_auroc": float(np.mean(aurocs)),
+            "balanced_accuracy": float(np.mean(
+                [(probs[y == c].argmax(1) == c).mean() for c in range(12)])),
+        }
+        for name, value in expected.items():
+            assert got[name]["value"] == pytest.approx(value, abs=2e-6), (block, name)
+            lo, hi = got[name]["ci95"]
+            assert lo <= hi
+
+    with open(tmp_path / "per_class.csv", newline="") as fh:
+        per_class = list(csv.DictReader(fh))
+    cm = confusion_matrix(y, p.argmax(1), labels=range(12))
+    for c, row in enumerate(per_class):
+        assert row["class"] == classes[c] and int(row["support"]) == cm[c].sum()
+        tp = cm[c, c]
+        assert float(row["sensitivity"]) == pytest.approx(tp / cm[c].sum(), abs=1e-6)
+        tn = cm.sum() - cm[c].sum() - cm[:, c].sum() + tp
+        assert float(row["specificity"]) == pytest.approx(tn / (cm.sum() - cm[c].sum()),
+                                                          abs=1e-6)
+        assert float(row["auroc"]) == pytest.approx(roc_auc_score(y == c, p[:, c]), abs=1e-6)
+        assert float(row["average_precision"]) == pytest.approx(
+            average_precision_score(y == c, p[:, c]), abs=1e-6)
+        assert float(row["auroc_ci_low"]) <= float(row["auroc_ci_high"])
+
+    with open(tmp_path / "confusion_matrix.csv", newline="") as fh:
+        table = list(csv.reader(fh))
+    assert table[0][1:] == classes
+    assert np.array_equal(np.array([[int(x) for x in r[1:]] for r in table[1:]]), cm)
+
+    with open(tmp_path / "reliability.csv", newline="") as fh:
+        bins = list(csv.DictReader(fh))
+    expected_bins = metrics.reliability_bins(p, y)
+    assert [int(b["count"]) for b in bins] == expected_bins.counts.tolist()
+
+
+def metrics_scaled(p, temperature):
+    z = np.log(p) / temperature
+    z = np.exp(z - z.max(1, keepdims=True))
+    return z / z.sum(1, keepdims=True)
+
+
+def test_folder_run_evaluates_its_held_out_split_and_lists_unreadable_files(tmp_path):
+    root = make_class_folder(tmp_path / "data", {"a": 14, "b": 14})
+    trainer = _train(RunConfig(data=str(root), **TINY), tmp_path / "runs")
+    test = trainer.dataset.test
+    assert len(test) == 4
+    victim = test.paths[0]
+    truncate(write_png(tmp_path / "x.png", np.zeros((24, 24), np.uint8)))
+    shutil.copy(tmp_path / "x.png", victim)  # a test file damaged after training
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(trainer.store.checkpoint_path("best.pt")),
+                 "--out", str(out), "--resamples", "50", "--device", "cpu"]) == 0
+    rows, *_ = _read_predictions(out / "predictions.csv")
+    broken = [r for r in rows if r["error"]]
+    assert [r["path"] for r in broken] == [victim]
+    assert broken[0]["error"].startswith("img000.png is not an image")
+    report = json.loads((out / "metrics.json").read_text())
+    assert (report["n_images"], report["n_unreadable"]) == (3, 1)
+
+
+def test_medmnist_archive_evaluates_on_its_test_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "organ.npz"
+    np.savez(path, train_images=rng.integers(0, 255, (40, 28, 28), dtype=np.uint8),
+             train_labels=(np.arange(40) % 4).reshape(40, 1),
+             val_images=rng.integers(0, 255, (8, 28, 28), dtype=np.uint8),
+             val_labels=(np.arange(8) % 4).reshape(8, 1),
+             test_images=rng.integers(0, 255, (12, 28, 28), dtype=np.uint8),
+             test_labels=(np.arange(12) % 4).reshape(12, 1))
+    trainer = _train(RunConfig(data=str(path), **TINY), tmp_path / "runs")
+    ev = evaluate(trainer.store.checkpoint_path("best.pt"), device="cpu", resamples=50)
+    assert len(ev.labels) == 12 and ev.names[0] == "organ.npz:test #0"
+    assert ev.source == "the archive's test arrays"
+
+
+def test_radimagenet_layout_with_three_csvs(tmp_path):
+    root = make_class_folder(tmp_path / "radiology_ai", {"CT/lung/normal": 8, "MR/knee/tear": 8})
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    parts = {"train": files[:5] + files[8:13], "val": files[5:7] + files[13:15],
+             "test": files[7:8] + files[15:16]}
+    for split, rows in parts.items():
+        lines = ["filename,label"] + [f"radiology_ai/{f},{f.rsplit('/', 1)[0]}" for f in rows]
+        (splits / f"RadiologyAI_{split}.csv").write_text("\n".join(lines) + "\n")
+    trainer = _train(RunConfig(data=str(root), split_csv=str(splits), **TINY), tmp_path / "r")
+    ev = evaluate(trainer.store.checkpoint_path("best.pt"), device="cpu", resamples=50)
+    assert sorted(ev.names) == sorted(str(root / f) for f in parts["test"])
+    assert ev.source == "RadiologyAI_test.csv"
+
+
+def test_external_test_folder_and_its_mistakes(demo_run, tmp_path, capsys):
+    from olsdesk.core.data.demo import make_demo
+
+    demo = make_demo(3, seed=9)
+    ext = tmp_path / "hospital2"
+    for i, (image, label) in enumerate(zip(demo.images, demo.labels, strict=True)):
+        write_png(ext / demo.class_names[label] / f"{i}.png", image)
+    checkpoint = str(demo_run.store.checkpoint_path("best.pt"))
+    ev = evaluate(checkpoint, test_data=str(ext), device="cpu", resamples=50)
+    assert len(ev.labels) == 36 and "hospital2" in ev.source
+    write_png(ext / "XR" / "chest" / "0.png", demo.images[0])
+    assert main(["evaluate", "--checkpoint", checkpoint, "--test-data", str(ext),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "not trained on: XR/chest" in capsys.readouterr().err
+
+
+def test_a_run_without_a_test_split_says_so(tmp_path):
+    trainer = _train(RunConfig(demo_per_class=8, test_fraction=0.0, **TINY), tmp_path)
+    with pytest.raises(DataError, match="no test split"):
+        evaluate(trainer.store.checkpoint_path("best.pt"), device="cpu")
+
+
+def test_run_json_records_the_test_split(demo_run):
+    info = demo_run.store.info()
+    assert info.dataset.test_images == 24 and len(info.test_names) == 24
+    assert info.dataset.test_source == "held out from the data"
+    assert set(info.test_names).isdisjoint(info.validation_names)
