@@ -118,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN",
                        help="continue a run from its last checkpoint (its folder, or its name "
                             "in --runs-dir); other options but --epochs are the run's own")
+    train.add_argument("--gpus", type=_positive_int, metavar="N",
+                       help="train with N processes on this machine (one a GPU; with "
+                            "--device cpu, N CPU processes): starts torchrun for you. "
+                            "--batch-size is per process")
 
     predict = sub.add_parser("predict", help="predict the class of images with a checkpoint")
     predict.add_argument("--checkpoint", required=True, metavar="PATH",
@@ -215,10 +219,44 @@ class ProgressPrinter:
               file=self.out, flush=True)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def launch_processes(argv: list[str], processes: int) -> int:
+    """``olsdesk train`` again, as ``processes`` torchrun processes on this machine."""
+    import os
+
+    from torch.distributed.run import main as torchrun
+
+    if "RANK" in os.environ:
+        raise UsageError("--gpus starts torchrun itself; under torchrun, leave it out.")
+    rest, skip = [], False
+    for arg in argv:  # the same command without --gpus
+        if skip:
+            skip = False
+        elif arg == "--gpus":
+            skip = True
+        elif not arg.startswith("--gpus="):
+            rest.append(arg)
+    program = (["--no-python", sys.executable] if getattr(sys, "frozen", False)
+               else ["-m", "olsdesk"])
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={processes}", *program, *rest])
+    except Exception as exc:  # torchrun raises ChildFailedError with every rank's story
+        print(f"olsdesk: training with {processes} processes failed ({type(exc).__name__}); "
+              "each process's error is above.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
+    import os
+
     from olsdesk.core.device import describe_device
     from olsdesk.core.report import EpochReport
     from olsdesk.core.trainer import Trainer
+
+    if args.gpus and args.gpus > 1:
+        return launch_processes(list(sys.argv[1:] if argv is None else argv), args.gpus)
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 speaks for all
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
     if args.resume:
         others = sorted(f.name for f in fields(RunConfig) if hasattr(args, f.name)
@@ -486,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is not None or not args.self_test:
             log_to_file()
         if args.command == "train":
-            return cmd_train(args)
+            return cmd_train(args, argv)
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "predict":

@@ -68,7 +68,12 @@ class RunConfig:
                                      "set, 224 otherwise)")
     device: str = setting("auto", "auto takes CUDA, then Apple MPS, then the CPU",
                           choices=DEVICES)
-    amp: bool = setting(True, "mixed precision where the device supports it (CUDA)")
+    amp: bool = setting(True, "mixed precision where the device supports it (CUDA; bf16 "
+                        "where the GPU has it)")
+    sync_bn: bool = setting(False, "with several processes (torchrun, --gpus): synchronise "
+                            "BatchNorm statistics across them")
+    compile: bool = setting(False, "compile the model with torch.compile (faster steps on a "
+                            "GPU after a slow first one)")
     seed: int = setting(0, "seed of the weights, batches and augmentation")
     split_seed: int = setting(0, "seed of the train/validation split")
     val_fraction: float = setting(0.15, "share of each class held out for validation (model "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from olsdesk.core.data.loader import TorchSamples, collate, default_workers
 from olsdesk.core.data.sources import Dataset, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device, describe_device
+from olsdesk.core.distributed import Context, ShardSampler
 from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
 from olsdesk.core.projection import pca_2d
@@ -46,10 +48,30 @@ def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
     return 1.0
 
 
+class _ReadOnlyStore:
+    """A run store for the processes other than rank 0 under torchrun: they read the run
+    (its checkpoint, to resume) but never write it."""
+
+    WRITES = {"log", "set_status", "write_epoch", "save_checkpoint", "save_embedding_features",
+              "truncate_to", "remove_stale_temp_files", "write_config"}
+
+    def __init__(self, store: RunStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str):
+        if name in self.WRITES:
+            return lambda *args, **kwargs: None
+        return getattr(self._store, name)
+
+
 class Trainer:
     """Trains one run. Create (or reopen with ``from_run``), optionally ``prepare()`` to
     surface data errors early, then iterate ``fit()``. ``request_stop()``, ``pause()``
-    and ``unpause()`` may be called from any thread."""
+    and ``unpause()`` may be called from any thread.
+
+    Started by torchrun (``Context.from_env``), each process trains on its shard with
+    DistributedDataParallel and validates its shard; the shards are gathered so every
+    process builds the same report, and only rank 0 writes the run."""
 
     def __init__(self, config: RunConfig, runs_dir: str | Path | None = None,
                  store: RunStore | None = None, dataset: Dataset | None = None,
@@ -75,6 +97,10 @@ class Trainer:
         """A trainer that continues the stored run at ``run`` (a path or a name in
         runs_dir) from its last checkpoint; ``epochs`` sets a new total."""
         store = RunStore.find(str(run), runs_dir)
+        if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 holds the lock
+            return cls(store.config() if epochs is None else
+                       store.config().replace(epochs=epochs).validated(),
+                       store=_ReadOnlyStore(store), dataset=dataset)
         lock = store.lock()  # before anything is written: one run, one writer
         try:
             config = store.config()
@@ -112,7 +138,9 @@ class Trainer:
             return
         cfg = self.config
         self.device = choose_device(cfg.device)
-        if self.store is None:
+        self.dist = Context.from_env(self.device.type)
+        self.device = self.dist.device(self.device)
+        if self.store is None and self.dist.main:
             ensure_runs_dir(self.runs_dir)  # a folder that cannot hold runs fails before the data
         torch.manual_seed(cfg.seed)
         if self.dataset is None:
@@ -120,7 +148,20 @@ class Trainer:
         data = self.dataset
         self.preprocessing = Preprocessing.for_size(cfg.effective_image_size, data.channels)
         self.model = build_model(cfg.model, data.num_classes, data.channels, cfg.weights)
+        if cfg.sync_bn and self.dist.active:
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
+        # channels-last feeds the tensor cores of a GPU; a CPU gains nothing from it
+        self.memory_format = (torch.channels_last if self.device.type == "cuda"
+                              else torch.contiguous_format)
+        self.model.to(memory_format=self.memory_format)
+        self.forward = self.model  # what a training step calls: DDP and compile wrap it
+        if self.dist.active:
+            self.forward = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None)
+        if cfg.compile:
+            self.forward = torch.compile(self.forward)
         self.loss_fn = build_loss(cfg.loss, data.num_classes, alpha=cfg.alpha,
                                   epsilon=cfg.epsilon, temperature=cfg.temperature,
                                   ols_init=cfg.ols_init).to(self.device)
@@ -146,10 +187,16 @@ class Trainer:
         self.embed_mask = np.zeros(n_val, dtype=bool)
         self.embed_mask[np.sort(rng.choice(n_val, keep, replace=False))] = True
         if self.store is None:
-            self.store = RunStore.create(self.runs_dir, cfg, self._run_info(), self.run_name)
-            self.lock = self.store.lock()
-            for warning in data.all_warnings():
-                self.store.log(f"warning: {warning}")
+            path = None
+            if self.dist.main:
+                self.store = RunStore.create(self.runs_dir, cfg, self._run_info(), self.run_name)
+                self.lock = self.store.lock()
+                for warning in data.all_warnings():
+                    self.store.log(f"warning: {warning}")
+                path = str(self.store.path)
+            path = self.dist.broadcast(path)
+            if not self.dist.main:
+                self.store = _ReadOnlyStore(RunStore(Path(path)))
         else:
             self.store.remove_stale_temp_files()  # ours to clean: we hold the lock
             self._restore()
@@ -160,6 +207,8 @@ class Trainer:
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+        if getattr(self, "dist", None) is not None:
+            self.dist.close()
 
     def _run_info(self) -> RunInfo:
         data = self.dataset
@@ -172,7 +221,9 @@ class Trainer:
             validation_names=tuple(data.val.describe(i) for i in range(len(data.val))),
             test_names=(tuple(data.test.describe(i) for i in range(len(data.test)))
                         if data.test is not None else ()),
-            device=describe_device(self.device))
+            device=describe_device(self.device) + (f", {self.dist.world_size} process(es) "
+                                                   "under torchrun" if self.dist.active
+                                                   else ""))
 
     def _build_loaders(self) -> None:
         data, cfg = self.dataset, self.config
@@ -180,10 +231,19 @@ class Trainer:
                       collate_fn=collate, pin_memory=self.device.type == "cuda",
                       persistent_workers=self.num_workers > 0)
         self.generator = torch.Generator()
-        self.train_loader = DataLoader(TorchSamples(data.train, self.preprocessing, True),
-                                       shuffle=True, generator=self.generator, **common)
-        self.val_loader = DataLoader(TorchSamples(data.val, self.preprocessing, False),
-                                     shuffle=False, **common)
+        train = TorchSamples(data.train, self.preprocessing, True)
+        if self.dist.active:  # a shard of the training set a process, reshuffled each epoch
+            self.train_sampler = torch.utils.data.DistributedSampler(
+                train, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.seed)
+            self.train_loader = DataLoader(train, sampler=self.train_sampler, **common)
+        else:
+            self.train_sampler = None
+            self.train_loader = DataLoader(train, shuffle=True, generator=self.generator,
+                                           **common)
+        self.val_loader = DataLoader(
+            TorchSamples(data.val, self.preprocessing, False),
+            sampler=ShardSampler(len(data.val), self.dist.rank, self.dist.world_size),
+            **common)
 
     def _restore(self) -> None:
         checkpoint = load_checkpoint(self.store.checkpoint_path(LATEST))
@@ -262,11 +322,23 @@ class Trainer:
                 self.skipped[name] = message.split("\n", 1)[0]
                 self.store.log(f"skipped {name}: {message}")  # with a traceback, if any
 
+    def _gather_failures(self) -> None:
+        """Every process's skipped files, so rank 0 logs and counts them all."""
+        if not self.dist.active:
+            return
+        for rank, skipped in enumerate(self.dist.gather(self.skipped)):
+            for name, sentence in skipped.items():
+                if name not in self.skipped:
+                    self.skipped[name] = sentence
+                    self.store.log(f"skipped {name} (in process {rank}): {sentence}")
+
     def _run_epoch(self, epoch: int):
         cfg, device = self.config, self.device
         # Seed from (seed, epoch) alone: a resumed run draws the same batches and crops.
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch + 7_919 * self.dist.rank)
         self.generator.manual_seed(cfg.seed * 100_019 + epoch)
+        if self.train_sampler is not None:
+            self.train_sampler.set_epoch(epoch)
         soft_labels = self.loss_fn.soft_labels.detach().cpu().numpy().copy()
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
@@ -278,14 +350,17 @@ class Trainer:
         running_loss, seen = float("nan"), 0
         for step, (images, labels, _, failed) in enumerate(self.train_loader, start=1):
             self._note_failures(failed, self.dataset.train)
-            if self._wait_if_paused():
+            stop, empty = self._wait_if_paused(), images is None
+            if self.dist.active:  # every process stops, or skips a batch, at the same step
+                stop, empty = self.dist.any_of((stop, empty), device)
+            if stop:
                 return None
-            if images is None:
+            if empty:
                 continue
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True, memory_format=self.memory_format)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                logits = self.model(images)
+                logits = self.forward(images)
             loss = self.loss_fn(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -311,7 +386,8 @@ class Trainer:
                                 min(done, len(self.dataset.train)) / max(elapsed, 1e-9),
                                 time.perf_counter() - self.run_started)
         train_seconds = time.perf_counter() - started
-        loss_sum, seen, top1, top5 = totals.tolist()
+        self._gather_failures()
+        loss_sum, seen, top1, top5 = self.dist.sum_(totals).tolist()
         if seen == 0:
             raise TrainingError("no training image of this epoch could be read; see log.txt.")
         self.loss_fn.next_epoch()
@@ -346,14 +422,17 @@ class Trainer:
         batches = len(self.val_loader)
         started = time.perf_counter()
         done = 0
+        stopped = False
         for step, (images, y, idx, failed) in enumerate(self.val_loader, start=1):
             self._note_failures(failed, self.dataset.val)
             if self._wait_if_paused():
-                return None
+                stopped = True  # shards differ in length: processes agree after the loop
+                break
             if images is None:
                 continue
+            images = images.to(device, memory_format=self.memory_format)
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-                logits, features = self.model.forward_with_features(images.to(device))
+                logits, features = self.model.forward_with_features(images)
             probs.append(torch.softmax(logits.float(), dim=1).cpu())
             labels.append(y)
             indices.append(idx)
@@ -363,11 +442,21 @@ class Trainer:
             yield BatchProgress(epoch + 1, self.config.epochs, "validate", step, batches,
                                 float("nan"), done / max(time.perf_counter() - started, 1e-9),
                                 time.perf_counter() - self.run_started)
-        if not probs:
+        if self.dist.any_of((stopped,), device)[0]:
+            return None
+        self._gather_failures()
+        shard = [torch.cat(x).numpy() if x else None
+                 for x in (probs, labels, indices, feats)]
+        shards = [s for s in self.dist.gather(shard) if s[0] is not None]
+        if not shards:
             raise TrainingError("no validation image could be read; see log.txt.")
-        index = torch.cat(indices).numpy()
-        return {"probs": torch.cat(probs).double().numpy(), "labels": torch.cat(labels).numpy(),
-                "indices": index, "features": torch.cat(feats).numpy(),
+        # every image once, in image order, whichever process validated it
+        prob, label, index, feat = (np.concatenate(parts) for parts in zip(*shards, strict=True))
+        order = np.argsort(index, kind="stable")
+        embedded_order = np.argsort(index[self.embed_mask[index]], kind="stable")
+        index = index[order]
+        return {"probs": prob[order].astype(np.float64), "labels": label[order],
+                "indices": index, "features": feat[embedded_order],
                 "embedded": index[self.embed_mask[index]]}
 
     def _report(self, epoch, soft_labels, lr, train_loss, train_top1, train_top5, val,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU check for a lent machine: one command, under 8 minutes on one H100.
+#   (a) ResNet-50, 224 px, AMP: Trainer.fit against a bare loop, images per second
+#   (b) OLS on CUDA against the CPU, same inputs
+#   (c) a one-process NCCL torchrun demo epoch through `olsdesk train`
+#   (d) the data loader with every core against torchvision's pipeline
+# Run from the repository root after `make test` (or with .venv set up):
+#   bash bench/gpu_check.sh            # prints the figures; record them in docs/PERFORMANCE.md
+# Without a CUDA GPU it says so and exits 2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+TORCHRUN="$(dirname "$PY")/torchrun"
+"$PY" - <<'PYEOF'
+import sys, torch
+if not torch.cuda.is_available():
+    print(f"gpu_check: no CUDA GPU is visible to this PyTorch ({torch.__version__}); this "
+          "check measures the GPU path, so run it on a machine with one.", file=sys.stderr)
+    sys.exit(2)
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, "
+      f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}, "
+      f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}")
+PYEOF
+echo "== (a) Trainer.fit against a bare loop"
+timeout 240 "$PY" bench/gpu_check.py train
+echo "== (b) OLS on CUDA against the CPU"
+timeout 60 "$PY" bench/gpu_check.py ols
+echo "== (c) one-process NCCL torchrun demo epoch"
+runs="$(mktemp -d)"
+trap 'rm -rf "$runs"' EXIT
+start=$(date +%s)
+timeout 120 "$TORCHRUN" --standalone --nproc-per-node 1 -m olsdesk train --data demo \
+    --device cuda --epochs 1 --runs-dir "$runs" | tail -3
+echo "(c) finished in $(( $(date +%s) - start )) s, run.json device: $(grep -o '"device": "[^"]*"' "$runs"/*/run.json)"
+echo "== (d) data loader, 1 worker and every core"
+timeout 150 "$PY" bench/loader.py --files 2000 --rounds 3
