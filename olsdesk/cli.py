@@ -96,10 +96,22 @@ def add_config_options(parser: argparse.ArgumentParser, skip: set[str] = frozens
                             help=help_text)
 
 
-def config_from(args: argparse.Namespace, **overrides) -> RunConfig:
-    """A validated RunConfig from the options given; ConfigError says what is wrong."""
+def config_from(args: argparse.Namespace, base: str | None = None, **overrides) -> RunConfig:
+    """A validated RunConfig from the options given (over the settings in the config.json
+    ``base``, if any); ConfigError says what is wrong."""
+    from olsdesk.errors import ConfigError
+
     given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
-    return RunConfig(**{**given, **overrides}).validated()
+    start = {}
+    if base:
+        try:
+            start = RunConfig.from_json(Path(base).expanduser().read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{base} cannot be read ({exc.strerror}).") from None
+        except ValueError as exc:
+            raise ConfigError(f"{base} is not an olsdesk config.json ({exc}).") from None
+        start = start.to_dict()
+    return RunConfig(**{**start, **given, **overrides}).validated()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="RUN",
                        help="continue a run from its last checkpoint (its folder, or its name "
                             "in --runs-dir); other options but --epochs are the run's own")
+    train.add_argument("--config", metavar="FILE",
+                       help="start from the settings in a run's config.json; options given "
+                            "here override them")
+    train.add_argument("--name", metavar="NAME",
+                       help="the run folder's name (default: date, time, model, loss, seed)")
     train.add_argument("--gpus", type=_positive_int, metavar="N",
                        help="train with N processes on this machine (one a GPU; with "
                             "--device cpu, N CPU processes): starts torchrun for you. "
@@ -258,6 +275,9 @@ def cmd_train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 speaks for all
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
 
+    if args.resume and (args.config or args.name):
+        raise UsageError("--config and --name start a new run; a run being continued keeps "
+                         "its own.")
     if args.resume:
         others = sorted(f.name for f in fields(RunConfig) if hasattr(args, f.name)
                         and f.name != "epochs")
@@ -275,7 +295,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
             trainer = Trainer.from_run(args.resume, args.runs_dir,
                                        epochs=getattr(args, "epochs", None))
         else:
-            trainer = Trainer(config_from(args), runs_dir=args.runs_dir)
+            trainer = Trainer(config_from(args, base=args.config), runs_dir=args.runs_dir,
+                              run_name=args.name)
         trainer.prepare()
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None

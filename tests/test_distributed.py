@@ -102,3 +102,29 @@ def test_the_gpu_check_says_plainly_that_it_needs_cuda_and_its_code_path_runs_on
                               "--allow-cpu"], capture_output=True, text=True, timeout=180)
         assert dry.returncode == 0, dry.stderr
         assert dry.stdout.startswith(f"({'a' if part == 'train' else 'b'})")
+
+
+def test_a_process_run_is_driven_like_a_trainer_and_stops_on_request(tmp_path):
+    from olsdesk.config import RunConfig
+    from olsdesk.core.launch import ProcessRun
+
+    config = RunConfig(demo_per_class=20, image_size=32, batch_size=16, epochs=2,
+                       device="cpu", num_workers=0)
+    job = ProcessRun(config, 2, tmp_path, run_name="two")
+    started = job.started()
+    assert started.path == tmp_path / "two" and started.epochs == 2
+    assert [r.epoch for r in job.fit()] == [1, 2]
+    assert not job.stopped and RunStore(tmp_path / "two").status == "finished"
+
+    job = ProcessRun(config.replace(epochs=50, demo_per_class=60), 2, tmp_path, run_name="stop")
+    job.started()
+    epochs = []
+    for report in job.fit():
+        epochs.append(report.epoch)
+        job.request_stop()  # after the first epoch: every process stops after its batch
+    assert job.stopped and epochs[0] == 1 and len(epochs) < 50
+    store = RunStore(tmp_path / "stop")
+    assert store.status == "stopped" and store.requested() == "run"
+    from olsdesk.core.runs import load_checkpoint
+
+    assert load_checkpoint(store.checkpoint_path()).epoch == len(epochs)

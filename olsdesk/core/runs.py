@@ -126,6 +126,28 @@ class RunStore:
     def write_info(self, info: RunInfo) -> None:
         atomic_write_bytes(self.path / "run.json", json.dumps(info.to_dict(), indent=2).encode())
 
+    # --- requests to the process that trains it ---------------------------------------
+    CONTROL = "control"
+    REQUESTS = ("run", "pause", "stop")
+
+    def request(self, what: str) -> None:
+        """Ask whatever process trains this run (another process, torchrun's rank 0, a
+        cluster job writing to a shared disk) to pause, run on, or stop after the batch."""
+        if what not in self.REQUESTS:
+            raise ValueError(f"unknown request {what!r}")
+        atomic_write_bytes(self.path / self.CONTROL, what.encode())
+
+    def requested(self) -> str:
+        """The standing request: 'run' (none), 'pause' or 'stop'."""
+        try:
+            what = (self.path / self.CONTROL).read_text(encoding="utf-8").strip()
+        except OSError:
+            return "run"
+        return what if what in self.REQUESTS else "run"
+
+    def clear_request(self) -> None:
+        (self.path / self.CONTROL).unlink(missing_ok=True)
+
     def set_status(self, status: str) -> None:
         self.write_info(self.info().with_status(status))
 

@@ -53,7 +53,8 @@ class _ReadOnlyStore:
     (its checkpoint, to resume) but never write it."""
 
     WRITES = {"log", "set_status", "write_epoch", "save_checkpoint", "save_embedding_features",
-              "truncate_to", "remove_stale_temp_files", "write_config"}
+              "truncate_to", "remove_stale_temp_files", "write_config", "clear_request",
+              "request"}
 
     def __init__(self, store: RunStore) -> None:
         self._store = store
@@ -284,6 +285,8 @@ class Trainer:
         """Train from the first unfinished epoch to ``config.epochs``, yielding progress."""
         self.prepare()
         self.run_started = time.perf_counter()
+        self._requests_read, self._paused_by_request = -1.0, False
+        self.store.clear_request()  # a request left from an earlier process is stale
         self.store.set_status("training")
         status = "stopped"
         try:
@@ -303,16 +306,37 @@ class Trainer:
         finally:
             self.stopped = status != "finished"
             try:
+                self.store.clear_request()
                 self.store.set_status(status)
                 self.store.log(f"training {status}")
             except OSError:
                 pass  # a full disk: run.json keeps 'training'; the free lock says interrupted
             self.close()
 
+    def _read_requests(self) -> None:
+        """Follow the run folder's control file (``RunStore.request``: how the app, or
+        anyone, pauses and stops a run trained by another process), at most twice a
+        second. Rank 0 reads it; the step's flags carry it to the other processes."""
+        now = time.monotonic()
+        if not self.dist.main or now - self._requests_read < 0.5:
+            return
+        self._requests_read = now
+        what = self.store.requested()
+        if what == "stop":
+            self.stop_event.set()
+        elif what == "pause":
+            self._paused_by_request = True
+            self.pause_event.set()
+        elif self._paused_by_request:
+            self._paused_by_request = False
+            self.pause_event.clear()
+
     def _wait_if_paused(self) -> bool:
         """Block while paused; True when a stop was requested."""
+        self._read_requests()
         while self.pause_event.is_set() and not self.stop_event.is_set():
             self.stop_event.wait(0.05)
+            self._read_requests()
         return self.stop_event.is_set()
 
     def _note_failures(self, failed, samples) -> None:

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk import __version__
+from olsdesk.core.launch import ProcessRun
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted, write_metrics_csv
 from olsdesk.core.runs import BEST, LATEST, default_runs_dir
 from olsdesk.core.study import Study
@@ -204,6 +205,10 @@ class MainWindow(QMainWindow):
         if config is None:
             return
         self.experiment.save()
+        processes = self.experiment.processes
+        if processes > 1:  # torchrun in a child process; the panels follow its run folder
+            self._start(ProcessRun(config, processes, runs_dir=self.runs_dir))
+            return
         self._start(Trainer(config, runs_dir=self.runs_dir, dataset=self._dataset_for(config)))
 
     @Slot(list, int)
@@ -394,10 +399,24 @@ class MainWindow(QMainWindow):
             self.message.setText(f"New runs go to {path}.")
 
     # --- closing ----------------------------------------------------------------------
+    def ask_leave_running(self, job: ProcessRun) -> bool:
+        """Whether a run training in other processes should go on after the app closes."""
+        answer = QMessageBox.question(
+            self, "Leave the run training?",
+            f"{job.path.name} is training in {job.processes} processes. Leave it training "
+            "after olsdesk closes? (Open it again with File → Open run… to follow it.) "
+            "No stops it after the current batch, keeping the last checkpoint.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes)
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         self.scrubber.stop_play()
         self.session.stop_following()
-        if self.training:
+        job = self.controller.job
+        if self.training and isinstance(job, ProcessRun) and self.ask_leave_running(job):
+            job.detach()  # its processes train on; File → Open run… follows it again
+        elif self.training:
             self.message.setText("Stopping the training; the last checkpoint is kept…")
         shutdown_workers()  # training stops within a batch, prediction at its next file
         self.garbage.stop()

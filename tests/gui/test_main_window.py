@@ -220,3 +220,55 @@ def test_the_wheel_scrolls_the_settings_instead_of_changing_them(qtbot, window):
     qtbot.waitUntil(exp.lr.hasFocus, timeout=2000)
     wheel(exp.lr)
     assert exp.lr.value() != lr  # a box the user chose takes the wheel as usual
+
+
+def test_with_several_gpus_the_window_trains_through_torchrun_and_follows_it(
+        qtbot, tmp_path, settings, monkeypatch):
+    """Two 'GPUs' (gloo CPU processes here): Train starts torchrun as a child process, the
+    panels fill from its run folder, and Stop reaches every process through the run."""
+    from olsdesk.gui import main_window
+    from olsdesk.gui.panels import experiment
+
+    monkeypatch.setattr(experiment, "torch_cuda_count", lambda: 2)
+    win = main_window.MainWindow(settings=settings, runs_dir=tmp_path / "runs")
+    qtbot.addWidget(win)
+    exp = win.experiment
+    exp.demo_per_class = 6
+    exp.set_data("demo")
+    exp.epochs.setValue(2)
+    exp.image_size.setValue(32)
+    exp.device.setCurrentIndex(exp.device.findData("cpu"))
+    win.show()
+    qtbot.waitUntil(lambda: exp.dataset is not None, timeout=20_000)
+    assert exp.gpus.isVisible() and exp.processes == 2
+    assert train(qtbot, win, timeout=120_000) == "finished"
+    assert [r.epoch for r in win.reports] == [1, 2]
+    info = RunStore(win.run_path).info()
+    assert info.device.endswith("2 process(es) under torchrun")
+    win.close()
+
+
+def test_closing_while_a_torchrun_run_trains_can_leave_it_training(
+        qtbot, tmp_path, settings, monkeypatch):
+    from olsdesk.gui import main_window
+    from olsdesk.gui.panels import experiment
+
+    monkeypatch.setattr(experiment, "torch_cuda_count", lambda: 2)
+    monkeypatch.setattr(main_window.MainWindow, "ask_leave_running", lambda self, job: True)
+    win = main_window.MainWindow(settings=settings, runs_dir=tmp_path / "runs")
+    qtbot.addWidget(win)
+    exp = win.experiment
+    exp.set_data("demo")
+    exp.demo_per_class = 30
+    exp.epochs.setValue(3)
+    exp.image_size.setValue(32)
+    exp.device.setCurrentIndex(exp.device.findData("cpu"))
+    win.show()
+    qtbot.waitUntil(lambda: exp.dataset is not None, timeout=20_000)
+    qtbot.mouseClick(exp.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: win.run_path is not None, timeout=60_000)
+    job = win.controller.job
+    win.close()  # the app closes at once; the processes train on
+    assert job.process.wait(timeout=120) == 0
+    assert RunStore(job.path).status == "finished"
+    assert [m["epoch"] for m in RunStore(job.path).metrics()] == [1, 2, 3]

@@ -60,6 +60,13 @@ def _open_for_preview(config: RunConfig) -> tuple[Dataset, list]:
     return dataset, read_thumbnails(dataset, preview)
 
 
+def torch_cuda_count() -> int:
+    """CUDA devices this PyTorch sees (0 without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 class ExperimentPanel(QWidget):
     train_requested = Signal()
     pause_requested = Signal()
@@ -160,6 +167,12 @@ class ExperimentPanel(QWidget):
         self.image_size.setSpecialValueText("auto")
         self.device = QComboBox()
         self._fill_devices()
+        # several GPUs: train one run on them with torchrun (a child process the app follows)
+        gpus = self.gpu_count = torch_cuda_count()
+        self.gpus = self._int(1, max(gpus, 1), gpus if gpus > 1 else 1)
+        self.gpus.setToolTip("GPUs to train this run on: more than one starts torchrun as a "
+                             "child process (DistributedDataParallel); the batch size is per "
+                             "GPU. The panels follow the run folder; Pause and Stop reach it.")
         self.seed = self._int(0, 2**31 - 1, 0)
 
         form = QFormLayout()
@@ -177,6 +190,9 @@ class ExperimentPanel(QWidget):
         form.addRow("Schedule", self.schedule)
         form.addRow("Image size", self.image_size)
         form.addRow("Device", self.device)
+        form.addRow("GPUs", self.gpus)
+        form.labelForField(self.gpus).setVisible(gpus > 1)
+        self.gpus.setVisible(gpus > 1)
         form.addRow("Seed", self.seed)
         self.form = form
         for name, widget in self.setting_widgets().items():  # RunConfig's own help text
@@ -230,6 +246,11 @@ class ExperimentPanel(QWidget):
         box.setRange(lo, hi)
         box.setValue(value)
         return box
+
+    @property
+    def processes(self) -> int:
+        """Processes to train on: the GPUs setting where it is shown, else 1."""
+        return self.gpus.value() if self.gpu_count > 1 else 1
 
     def _fill_devices(self) -> None:
         found = accelerators()

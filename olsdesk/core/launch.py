@@ -1,0 +1,164 @@
+"""A run trained by other processes, driven like a ``Trainer``.
+
+``ProcessRun`` starts ``olsdesk train --gpus N`` (torchrun, one process a GPU) as a child
+process and follows what its rank 0 writes to the run folder; pause and stop reach it
+through the run's control file (``RunStore.request``), so a paused or stopped run ends
+the way an in-process one does: after the batch, with the last finished epoch's
+checkpoint kept. It has the Trainer's shape (``started``, ``fit``, ``pause``,
+``unpause``, ``request_stop``, ``paused``, ``stopped``), so the app's training
+controller drives it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+from olsdesk.config import RunConfig
+from olsdesk.core.report import EpochReport, RunStarted
+from olsdesk.core.runs import RunStore, ensure_runs_dir
+from olsdesk.errors import TrainingError
+
+
+def olsdesk_command() -> list[str]:
+    """How to start olsdesk's command line again: the bundle itself, or this Python."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "olsdesk"]
+
+
+class ProcessRun:
+    """``config`` trained by ``processes`` processes started with torchrun."""
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self, config: RunConfig, processes: int, runs_dir: str | Path | None = None,
+                 run_name: str | None = None) -> None:
+        self.config = config.validated()
+        self.processes = processes
+        self.runs_dir = ensure_runs_dir(runs_dir)
+        self.run_name = run_name or time.strftime(
+            f"%Y%m%d-%H%M%S-{config.model}-{config.loss}-s{config.seed}-x{processes}")
+        self.store: RunStore | None = None
+        self.process: subprocess.Popen | None = None
+        self.output: deque[str] = deque(maxlen=40)  # the child's last lines, for errors
+        self.stopped = False
+        self._paused = False
+        self._stop_asked = False
+        self._detached = False
+
+    @property
+    def path(self) -> Path:
+        return self.runs_dir / self.run_name
+
+    def started(self) -> RunStarted:
+        """Start the processes; return once rank 0 has created the run folder."""
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+            fh.write(self.config.to_json())
+            config_file = fh.name
+        command = [*olsdesk_command(), "train", "--gpus", str(self.processes), "--config",
+                   config_file, "--runs-dir", str(self.runs_dir), "--name", self.run_name]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env=env,
+                                        errors="backslashreplace")
+        self._reader = _LineReader(self.process, self.output)
+        try:
+            while not (self.path / "run.json").exists():
+                if self.process.poll() is not None:
+                    self._reader.join()
+                    raise TrainingError(self._failure())
+                time.sleep(0.1)
+        finally:
+            Path(config_file).unlink(missing_ok=True)
+        self.store = RunStore(self.path)
+        return RunStarted(self.path, self.store.info(), 0, self.config.epochs)
+
+    def fit(self) -> Iterator[EpochReport]:
+        """Each epoch's report as rank 0 writes it, until the processes end."""
+        if self.store is None:
+            self.started()
+        shown, seen = 0, None
+        metrics = self.path / "metrics.jsonl"
+        while True:
+            ended = self.process.poll() is not None
+            try:
+                stamp = (metrics.stat().st_mtime_ns, metrics.stat().st_size)
+            except OSError:
+                stamp = None
+            if stamp != seen or ended:  # read the reports only when an epoch was written
+                seen = stamp
+                reports = self.store.load_reports()
+                yield from reports[shown:]
+                shown = max(shown, len(reports))
+            if ended or self._detached:
+                break
+            time.sleep(self.POLL_SECONDS)
+        if self._detached:  # the processes go on without us
+            self.stopped = True
+            return
+        self._reader.join()
+        self.stopped = shown < self.config.epochs
+        if self.process.returncode != 0 and not self._stop_asked:
+            raise TrainingError(self._failure())
+
+    def _failure(self) -> str:
+        lines = [line for line in self.output if line.startswith("olsdesk:")]
+        detail = (lines[-1][len("olsdesk:"):].strip() if lines
+                  else (self.output[-1] if self.output else "no output"))
+        return (f"training with {self.processes} processes ended with exit code "
+                f"{self.process.returncode}: {detail}")
+
+    # --- control, as Trainer's ----------------------------------------------------------
+    def pause(self) -> None:
+        self._paused = True
+        if self.store is not None:
+            self.store.request("pause")
+
+    def unpause(self) -> None:
+        self._paused = False
+        if self.store is not None:
+            self.store.request("run")
+
+    def detach(self) -> None:
+        """Stop following: ``fit`` ends and a later ``request_stop`` does nothing, while
+        the processes train on (the app is closing and the user chose to leave them)."""
+        self._detached = True
+
+    def request_stop(self) -> None:
+        if self._detached:
+            return
+        self._stop_asked = True
+        if self.store is not None:
+            self.store.request("stop")
+        elif self.process is not None:
+            self.process.terminate()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+
+class _LineReader:
+    """Keeps the child's last lines without ever letting its pipe fill up."""
+
+    def __init__(self, process: subprocess.Popen, lines: deque) -> None:
+        import threading
+
+        self.thread = threading.Thread(target=self._read, args=(process, lines), daemon=True,
+                                       name="olsdesk-child-output")
+        self.thread.start()
+
+    @staticmethod
+    def _read(process, lines) -> None:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+
+    def join(self) -> None:
+        self.thread.join(timeout=5)
