@@ -100,7 +100,7 @@ def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None  # JSON has no NaN
 
 
-def test_split(predictor, data: str | None = None, split_csv: str | None = None,
+def open_test_split(predictor, data: str | None = None, split_csv: str | None = None,
                test_data: str | None = None) -> tuple[object, str, list[str]]:
     """(samples, where they come from, warnings): the test images to evaluate the
     predictor's checkpoint on. Without arguments, the run's own test split, opened from
@@ -167,7 +167,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     samples, source, warnings = (test + ([],) if test is not None
-                                 else test_split(predictor, data, split_csv, test_data))
+                                 else open_test_split(predictor, data, split_csv, test_data))
     loader = DataLoader(TorchSamples(samples, predictor.preprocessing, train=False),
                         batch_size=batch_size, collate_fn=collate,
                         num_workers=default_workers(samples, workers),

@@ -96,3 +96,20 @@ def test_stored_validation_confidence_equals_olsdesk_predict(trained, capsys):
     assert [r["path"] for r in rows] == list(stored)
     for row in rows:
         assert row["top_probabilities"][0] == pytest.approx(stored[row["path"]], abs=2e-6)
+
+
+@pytest.mark.parametrize("shape", [(224, 224), (200, 240), (300, 300), (512, 180)])
+def test_the_resize_is_the_antialiased_one_whatever_the_shortcut(shape):
+    """Enlarging skips the antialiasing kernel (2.5x faster): the tensor must still be the
+    antialiased resize to float rounding, so older checkpoints see the same inputs."""
+    import torch.nn.functional as F
+
+    from olsdesk.core.data.transforms import Preprocessing
+
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    prep = Preprocessing.for_size(224, 1)
+    got = prep(image, train=False)
+    reference = F.interpolate(torch.from_numpy(image)[None, None], size=(256, 256),
+                              mode="bilinear", antialias=True, align_corners=False)[0]
+    reference = (reference[:, 16:240, 16:240] - 0.5) / 0.5
+    assert torch.allclose(got, reference, atol=5e-7, rtol=0)

@@ -50,11 +50,17 @@ def is_dicom(path: Path) -> bool:
             head = fh.read(132)
     except OSError:
         return False
-    return len(head) == 132 and head[128:132] == b"DICM"
+    return _dicom_magic(head)
 
 
-def _check_file(path: Path) -> None:
-    """ImageReadError unless ``path`` is a non-empty regular file this process can read."""
+def _dicom_magic(head: bytes) -> bool:
+    """A DICOM file's 128-byte preamble is followed by 'DICM'."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def _check_file(path: Path) -> bytes:
+    """The file's first 132 bytes (enough to tell DICOM by its magic), or ImageReadError
+    unless ``path`` is a non-empty regular file this process can read."""
     name = printable(path.name)
     try:
         info = os.stat(path)
@@ -77,7 +83,7 @@ def _check_file(path: Path) -> None:
         raise ImageReadError(f"{name} is empty (0 bytes).")
     try:
         with open(path, "rb") as fh:
-            fh.read(1)
+            return fh.read(132)
     except PermissionError:
         raise ImageReadError(f"{name} cannot be read: permission denied.") from None
     except OSError as exc:
@@ -94,8 +100,8 @@ def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
     part of ``Preprocessing``, the one path from file to tensor.
     """
     path = Path(path)
-    _check_file(path)
-    dicom = is_dicom(path)
+    head = _check_file(path)
+    dicom = path.suffix.lower() in DICOM_SUFFIXES or _dicom_magic(head)
     if not dicom and path.suffix.lower() not in IMAGE_SUFFIXES:  # as the folder scan decides
         raise ImageReadError(f"{printable(path.name)} is not an image olsdesk reads (PNG, JPEG, "
                              "TIFF, BMP or DICOM).")

@@ -86,10 +86,12 @@ class Preprocessing:
     ) -> torch.Tensor:
         """A [0, 1] image array (H x W or H x W x C) to a normalised C x S x S tensor."""
         tensor = _to_chw(image, self.channels)
-        tensor = F.interpolate(
-            tensor[None], size=(self.resize_size, self.resize_size), mode="bilinear",
-            antialias=True, align_corners=False,
-        )[0]
+        size = self.resize_size
+        # Antialiasing matters only when a side shrinks; enlarging, the antialiased kernel
+        # is the bilinear one (the two differ by float rounding, <= 1.2e-7) and 2.5x slower
+        shrinks = tensor.shape[1] > size or tensor.shape[2] > size
+        tensor = F.interpolate(tensor[None], size=(size, size), mode="bilinear",
+                               antialias=shrinks, align_corners=False)[0]
         margin = self.resize_size - self.image_size
         if train:
             top, left = (
