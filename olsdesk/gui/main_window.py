@@ -31,6 +31,7 @@ from olsdesk.core.runs import BEST, LATEST, default_runs_dir
 from olsdesk.core.study import Study
 from olsdesk.core.trainer import Trainer
 from olsdesk.errors import OlsdeskError
+from olsdesk.gui.panels.common import plural
 from olsdesk.gui.panels.compare import ComparePanel
 from olsdesk.gui.panels.curves import CurvesPanel
 from olsdesk.gui.panels.embedding import EmbeddingPanel
@@ -350,12 +351,14 @@ class MainWindow(QMainWindow):
         self._use_run_checkpoint()
         name = self.session.path.name
         self.setWindowTitle(f"olsdesk — {name}")
-        self.message.setText(f"Replaying {name}: {len(self.reports)} epochs ({status}).")
+        self.message.setText(f"Replaying {name}: {plural(len(self.reports), 'epoch')} "
+                             f"({status}).")
         return True
 
     def _following_changed(self, status: str) -> None:
         if not status and self.session.path is not None:
-            self.message.setText(f"{self.session.path.name}: {len(self.reports)} epochs "
+            self.message.setText(f"{self.session.path.name}: "
+                                 f"{plural(len(self.reports), 'epoch')} "
                                  f"({self.session.run_store.status}).")
 
     def choose_export(self) -> None:

@@ -84,7 +84,7 @@ class EpochScrubber(QWidget):
             self.stop_play()
             return
         self.session.select(1)
-        self.play_button.setText("■ Stop")
+        self.play_button.setText("■ End replay")
         self.timer.start()
 
     def stop_play(self) -> None:
@@ -191,7 +191,7 @@ class DatasetPreview(QWidget):
                 if len(counts) > self.MAX_ROWS else "")
         self.summary.setText(
             f"<b>{sum(totals):,}</b> images, <b>{data.num_classes}</b> "
-            f"classes ({min(totals)}–{max(totals)} a class), "
+            f"classes ({_range_text(min(totals), max(totals))} a class), "
             f"{'grayscale' if data.channels == 1 else 'colour'}<br>"
             f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
             f"<th>train</th><th>val</th><th>test</th></tr>{rows}</table>{more}"
@@ -246,3 +246,8 @@ class WheelGuard(QObject):
                 event.ignore()  # not theirs: Qt passes it on to the parent that scrolls
                 return True
         return False
+
+
+def _range_text(lo: int, hi: int) -> str:
+    """'200' when every class has 200 images, '150–210' otherwise."""
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"

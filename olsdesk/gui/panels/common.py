@@ -46,7 +46,39 @@ def short_names(names: tuple[str, ...] | list[str], limit: int = 18) -> list[str
     return [s if len(s) <= limit else "…" + s[-(limit - 1):] for s in shown]
 
 
+class EpochAxis(pg.AxisItem):
+    """An epoch axis: whole numbers only (no 1.2, 1.4 … between epochs 1 and 2)."""
+
+    def tickValues(self, minVal, maxVal, size):  # noqa: N802 - pyqtgraph's name
+        levels = []
+        for spacing, values in super().tickValues(minVal, maxVal, size):
+            whole = [v for v in values if abs(v - round(v)) < 1e-9]
+            if spacing >= 1 and whole:
+                levels.append((spacing, whole))
+        if not levels:  # zoomed in to less than one epoch: the epochs in view
+            levels = [(1.0, [float(v) for v in range(int(np.ceil(minVal)),
+                                                      int(np.floor(maxVal)) + 1)])]
+        return levels
+
+
+def fit_y(plot: pg.PlotItem, values, floor: float = 0.02) -> None:
+    """Auto-range ``plot``, but never to a span under ``floor``: one epoch's single value
+    would otherwise get ticks like 0.5456858317335366."""
+    finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
+    plot.enableAutoRange()
+    if finite.size and finite.max() - finite.min() < floor:
+        centre = (finite.max() + finite.min()) / 2
+        plot.setYRange(centre - floor / 2, centre + floor / 2, padding=0.1)
+
+
+def plural(n: int, word: str) -> str:
+    """'1 epoch', '2 epochs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def style_plot(plot: pg.PlotItem, title: str, left: str, bottom: str = "epoch") -> None:
+    if bottom == "epoch":
+        plot.setAxisItems({"bottom": EpochAxis("bottom")})
     plot.setTitle(title, size="11pt")
     plot.setLabel("left", left)
     plot.setLabel("bottom", bottom)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
@@ -140,6 +141,11 @@ class ComparePanel(QWidget):
         self.views.addTab(self.reliability_holder, "Reliability")
         self.views.addTab(tables, "Metrics")
         self.hint = QLabel("Select two or more runs (Ctrl/Shift-click) to compare them.")
+        # runs trained differently are compared, but never without a word
+        self.caveat = QLabel("")
+        self.caveat.setStyleSheet("color: #b36b00")
+        self.caveat.setWordWrap(True)
+        self.caveat.hide()
 
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.runs)
@@ -147,6 +153,7 @@ class ComparePanel(QWidget):
         bottom_layout = QVBoxLayout(bottom)
         bottom_layout.setContentsMargins(0, 0, 0, 0)
         bottom_layout.addWidget(self.hint)
+        bottom_layout.addWidget(self.caveat)
         bottom_layout.addWidget(self.views, 1)
         splitter.addWidget(bottom)
         splitter.setSizes([250, 550])
@@ -181,7 +188,8 @@ class ComparePanel(QWidget):
             cells = [name, QTableWidgetItem(Path(config.data).name or config.data),
                      QTableWidgetItem(config.model), QTableWidgetItem(config.loss),
                      NumberItem(len(metrics), f"{len(metrics)}/{config.epochs}"),
-                     NumberItem(best, f"{best:.4f}"), NumberItem(ece, f"{ece:.4f}"),
+                     NumberItem(best, metric_text("val_top1", best)),
+                     NumberItem(ece, metric_text("ece", ece)),
                      QTableWidgetItem(status)]  # 'interrupted' when killed mid-run
             for col, item in enumerate(cells):
                 self.runs.setItem(row, col, item)
@@ -211,6 +219,10 @@ class ComparePanel(QWidget):
         self._draw_reliability(reports)
         self._fill_metrics(reports, stores)
         self.hint.setVisible(len(reports) < 2)
+        differences = settings_that_differ([s for s in stores if s.path.name in reports])
+        self.caveat.setText(f"⚠ These runs differ in {', '.join(differences)}: their numbers "
+                            "are not a like-for-like comparison." if differences else "")
+        self.caveat.setVisible(bool(differences))
 
     def _reports_of(self, store: RunStore) -> list:
         """A run's reports, read again only when its metrics.jsonl has changed."""
@@ -275,7 +287,7 @@ class ComparePanel(QWidget):
         best_run = study.best_runs(finals)
         keys = [key for key, _, _ in study.METRICS]
         self._fill(self.metrics, names,
-                   [[f"{getattr(f, key):.4f}" for key in keys] for f in finals],
+                   [[metric_text(key, getattr(f, key)) for key in keys] for f in finals],
                    [[best_run[key] == i for key in keys] for i in range(len(finals))])
         chosen = [s for s in stores if s.path.name in reports]
         histories: study.Histories = {}
@@ -283,10 +295,39 @@ class ComparePanel(QWidget):
             histories.setdefault(store.config().loss, []).append(reports[store.path.name])
         summary = study.summarise(study.finals_of(histories))
         self._fill(self.by_loss, [f"{LOSS_LABELS[r.loss]} ({r.runs})" for r in summary.rows],
-                   [[f"{r.mean[k]:.4f} ± {r.std[k]:.4f}" for k in keys] for r in summary.rows],
+                   [[metric_text(k, r.mean[k], r.std[k] if r.runs > 1 else None) for k in keys]
+                    for r in summary.rows],
                    [[summary.best.get(k) == r.loss for k in keys] for r in summary.rows])
 
     def _new_comparison(self) -> None:
         dialog = NewComparisonDialog(self)
         if dialog.exec() and dialog.losses():
             self.comparison_requested.emit(dialog.losses(), dialog.seeds.value())
+
+
+PERCENT = {"val_top1", "val_top5"}  # shown as percentages, as everywhere else in the app
+# settings that make two runs' numbers incomparable, and how the caveat names them
+COMPARABLE = (("data", "data"), ("split_csv", "split"), ("val_fraction", "split"),
+              ("test_fraction", "split"), ("split_seed", "split"), ("epochs", "epochs"),
+              ("model", "model"), ("image_size", "image size"))
+
+
+def metric_text(key: str, value: float, sd: float | None = None) -> str:
+    """A metric as the tables show it: '91.3 %' for accuracies, '0.0686' otherwise, '—'
+    for no value (a run stopped before its first epoch), '± sd' only over several runs."""
+    if value is None or not np.isfinite(value):
+        return "—"
+    text = f"{value:.1%}".replace("%", " %") if key in PERCENT else f"{value:.4f}"
+    if sd is not None and np.isfinite(sd):
+        text += (f" ± {sd:.1%}".replace("%", " %") if key in PERCENT else f" ± {sd:.4f}")
+    return text
+
+
+def settings_that_differ(stores) -> list[str]:
+    """What differs between the runs' settings that their numbers depend on."""
+    configs = [s.config() for s in stores]
+    found: list[str] = []
+    for field, label in COMPARABLE:
+        if len({getattr(c, field) for c in configs}) > 1 and label not in found:
+            found.append(label)
+    return found

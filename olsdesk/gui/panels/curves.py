@@ -7,7 +7,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import SERIES, style_plot
+from olsdesk.gui.panels.common import SERIES, fit_y, style_plot
 
 # plot title, y label, [(legend name, report field, colour key)]
 PLOTS = (
@@ -65,8 +65,8 @@ class CurvesPanel(QWidget):
         for attr, curve in self.curves.items():
             values = np.array([getattr(r, attr) for r in self.reports], dtype=float)
             curve.setData(epochs, values)
-        for plot in self.plots:
-            plot.enableAutoRange()
+        for plot, (_, _, series) in zip(self.plots, PLOTS, strict=True):
+            fit_y(plot, [getattr(r, attr) for r in self.reports for _, attr, _ in series])
 
     def add_report(self, report: EpochReport) -> None:
         self.set_reports([*self.reports, report])

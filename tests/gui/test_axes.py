@@ -1,0 +1,60 @@
+"""Axes and counts that read as a person would write them (#13 item 4, parts of 7)."""
+
+from olsdesk.gui.panels.common import EpochAxis, plural
+from olsdesk.gui.panels.curves import PLOTS, CurvesPanel
+from olsdesk.gui.widgets import _range_text
+
+
+def test_the_epoch_axis_ticks_whole_epochs_only(qtbot):
+    axis = EpochAxis("bottom")
+    for lo, hi in ((0.8, 2.2), (0.5, 1.5), (1.0, 30.0), (1.1, 1.4)):
+        for _, values in axis.tickValues(lo, hi, 400):
+            assert all(float(v).is_integer() for v in values), (lo, hi, values)
+
+
+def test_one_epoch_gets_a_readable_y_range(qtbot):
+    class One:  # an epoch report whose every number is the same awkward float
+        epoch, epochs = 1, 1
+
+        def __getattr__(self, name):
+            return 0.5456858317335366
+
+    panel = CurvesPanel()
+    qtbot.addWidget(panel)
+    panel.set_reports([One()])
+    for plot in panel.plots:
+        lo, hi = plot.vb.viewRange()[1]
+        assert hi - lo >= 0.02 and lo < 0.5456858317335366 < hi
+    assert len(panel.plots) == len(PLOTS)
+
+
+def test_counts_read_as_words():
+    assert plural(1, "epoch") == "1 epoch" and plural(2, "epoch") == "2 epochs"
+    assert _range_text(200, 200) == "200" and _range_text(150, 210) == "150–210"
+
+
+def test_compare_tables_write_no_nan_no_lone_plus_minus_and_percent_accuracy():
+    from olsdesk.gui.panels.compare import metric_text
+
+    assert metric_text("val_top1", float("nan")) == "—"
+    assert metric_text("val_top1", 0.9132) == "91.3 %"
+    assert metric_text("val_top1", 0.9132, 0.0064) == "91.3 % ± 0.6 %"
+    assert metric_text("ece", 0.0686) == "0.0686"  # one run: no '± 0.0000'
+    assert metric_text("ece", 0.0686, 0.0017) == "0.0686 ± 0.0017"
+
+
+def test_runs_trained_differently_are_named_as_such(tmp_path):
+    from olsdesk.config import RunConfig
+    from olsdesk.gui.panels.compare import settings_that_differ
+
+    class Store:
+        def __init__(self, **changes):
+            self._config = RunConfig(**changes)
+
+        def config(self):
+            return self._config
+
+    same = [Store(seed=0), Store(seed=1, loss="ce")]
+    assert settings_that_differ(same) == []  # seeds and losses are what a study varies
+    assert settings_that_differ([Store(epochs=10), Store(epochs=3, image_size=32)]) == [
+        "epochs", "image size"]
