@@ -285,6 +285,7 @@ class Trainer:
         """Train from the first unfinished epoch to ``config.epochs``, yielding progress."""
         self.prepare()
         self.run_started = time.perf_counter()
+        self.paused_seconds = 0.0  # time spent paused: never counted as training time
         self._requests_read, self._paused_by_request = -1.0, False
         self.store.clear_request()  # a request left from an earlier process is stale
         self.store.set_status("training")
@@ -334,10 +335,17 @@ class Trainer:
     def _wait_if_paused(self) -> bool:
         """Block while paused; True when a stop was requested."""
         self._read_requests()
-        while self.pause_event.is_set() and not self.stop_event.is_set():
-            self.stop_event.wait(0.05)
-            self._read_requests()
+        if self.pause_event.is_set():
+            began = time.perf_counter()
+            while self.pause_event.is_set() and not self.stop_event.is_set():
+                self.stop_event.wait(0.05)
+                self._read_requests()
+            self.paused_seconds += time.perf_counter() - began
         return self.stop_event.is_set()
+
+    def _since(self, started: float, paused_then: float) -> float:
+        """Seconds of work since ``started``, less the pauses since then."""
+        return time.perf_counter() - started - (self.paused_seconds - paused_then)
 
     def _note_failures(self, failed, samples) -> None:
         for index, message in failed:
@@ -368,7 +376,7 @@ class Trainer:
         self.model.train()
         self.loss_fn.train()
         totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, seen, top1, top5
-        started = time.perf_counter()
+        started, paused_then = time.perf_counter(), self.paused_seconds
         batches = len(self.train_loader)
         sync_every = 1 if device.type == "cpu" else 20
         running_loss, seen = float("nan"), 0
@@ -404,12 +412,12 @@ class Trainer:
                     raise TrainingError(
                         f"the loss became {running_loss} in epoch {epoch + 1}; lower the "
                         "learning rate or check the data.")
-            elapsed = time.perf_counter() - started
+            elapsed = self._since(started, paused_then)
             done = seen if device.type == "cpu" else step * cfg.batch_size  # CPU syncs every step
             yield BatchProgress(epoch + 1, cfg.epochs, "train", step, batches, running_loss,
                                 min(done, len(self.dataset.train)) / max(elapsed, 1e-9),
-                                time.perf_counter() - self.run_started)
-        train_seconds = time.perf_counter() - started
+                                self._since(self.run_started, 0.0))
+        train_seconds = self._since(started, paused_then)
         self._gather_failures()
         loss_sum, seen, top1, top5 = self.dist.sum_(totals).tolist()
         if seen == 0:
@@ -420,7 +428,7 @@ class Trainer:
         if val is None:
             return None
         report = self._report(epoch, soft_labels, lr, loss_sum / seen, top1 / seen, top5 / seen,
-                              val, time.perf_counter() - started, seen / train_seconds)
+                              val, self._since(started, paused_then), seen / train_seconds)
         improved = report.val_top1 > self.best_top1
         self.best_top1 = max(self.best_top1, report.val_top1)
         try:
@@ -444,7 +452,7 @@ class Trainer:
         self.loss_fn.eval()
         probs, labels, indices, feats = [], [], [], []
         batches = len(self.val_loader)
-        started = time.perf_counter()
+        started, paused_then = time.perf_counter(), self.paused_seconds
         done = 0
         stopped = False
         for step, (images, y, idx, failed) in enumerate(self.val_loader, start=1):
@@ -464,8 +472,8 @@ class Trainer:
             feats.append(features[mask.to(device)].float().cpu())
             done += len(y)
             yield BatchProgress(epoch + 1, self.config.epochs, "validate", step, batches,
-                                float("nan"), done / max(time.perf_counter() - started, 1e-9),
-                                time.perf_counter() - self.run_started)
+                                float("nan"), done / max(self._since(started, paused_then), 1e-9),
+                                self._since(self.run_started, 0.0))
         if self.dist.any_of((stopped,), device)[0]:
             return None
         self._gather_failures()

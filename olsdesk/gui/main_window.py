@@ -129,6 +129,7 @@ class MainWindow(QMainWindow):
         session.report_added.connect(self._use_run_checkpoint)
         session.following_changed.connect(self._following_changed)
         self.experiment.train_requested.connect(self.start_training)
+        self.experiment.data_checked.connect(self._data_checked)
         self.experiment.pause_requested.connect(self.toggle_pause)
         self.experiment.stop_requested.connect(self.stop_training)
         self.compare.comparison_requested.connect(self.start_comparison)
@@ -297,7 +298,10 @@ class MainWindow(QMainWindow):
                                      "runs are kept.")
             return
         where = f" Run kept in {self.run_path}." if self.run_path else ""
-        if status != "failed" or not self.last_error:
+        if status == "stopped" and not self.reports:  # no epoch finished: nothing was kept
+            self.message.setText("Training stopped before its first epoch ended; no "
+                                 "checkpoint was written." + where)
+        elif status != "failed" or not self.last_error:
             self.message.setText(STATUS_TEXT[status] + where)
 
     # --- the run shown ----------------------------------------------------------------
@@ -402,6 +406,17 @@ class MainWindow(QMainWindow):
             self.message.setText(f"New runs go to {path}.")
 
     # --- closing ----------------------------------------------------------------------
+    def _data_checked(self, problem: str) -> None:
+        """The status line says whether Train can start on the data chosen."""
+        if self.training:
+            return
+        if problem:
+            self.status.say(f"Train is unavailable until the data can be read: {problem}")
+        else:
+            source = self.experiment.data_source
+            self.status.say("Ready: press Train to train on "
+                            + ("the demo set." if source == "demo" else f"{Path(source).name}."))
+
     def ask_leave_running(self, job: ProcessRun) -> bool:
         """Whether a run training in other processes should go on after the app closes."""
         answer = QMessageBox.question(

@@ -5,7 +5,6 @@ dataset preview, and the wheel guard for input boxes. Each subscribes to a model
 from __future__ import annotations
 
 import html
-import time
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
@@ -119,14 +118,12 @@ class TrainingStatus(QStatusBar):
                        self.speed_label, self.device_label):
             self.addPermanentWidget(widget)
         self.start_epoch = 0
-        self.started_at = time.monotonic()
 
     def say(self, text: str) -> None:
         self.message.setText(text)
 
     def run_started(self, started: RunStarted) -> None:
         self.start_epoch = started.start_epoch
-        self.started_at = time.monotonic()
         self.device_label.setText(started.info.device)
         self.reset()
 
@@ -140,7 +137,7 @@ class TrainingStatus(QStatusBar):
         done = p.fraction_of_run(self.start_epoch)
         self.epoch_progress.setValue(int(1000 * p.fraction_of_epoch))
         self.run_progress.setValue(int(1000 * done))
-        eta = eta_seconds(time.monotonic() - self.started_at, done)
+        eta = eta_seconds(p.elapsed_seconds, done)  # the trainer's clock: pauses excluded
         self.eta_label.setText(f"ETA {format_duration(eta)}")
         self.speed_label.setText(f"{p.images_per_second:,.0f} img/s")
         if not paused:

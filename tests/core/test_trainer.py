@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -133,11 +134,15 @@ def test_pause_blocks_until_resumed(tmp_path):
     worker.start()
     worker.join(0.3)
     assert worker.is_alive() and not got  # paused: no batch comes
+    time.sleep(1.0)  # a long pause: it must not count as training time
     trainer.unpause()
     worker.join(10)
     assert got
-    for _ in fit:
-        pass
+    reports = [r for r in fit if isinstance(r, EpochReport)]
+    assert trainer.paused_seconds >= 1.0
+    assert reports[-1].epoch_seconds < 1.0  # the epoch itself takes a fraction of a second
+    last = [i for i in got if isinstance(i, BatchProgress)]
+    assert all(p.elapsed_seconds < 1.0 for p in last)
 
 
 def test_each_loss_trains_and_fixed_matrices_are_reported(tmp_path):

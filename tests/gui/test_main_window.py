@@ -93,6 +93,9 @@ def test_pause_resume_and_stop(qtbot, window):
     qtbot.waitUntil(lambda: window.last_status == "stopped", timeout=20_000)
     assert not window.training and exp.train_button.isEnabled()
     assert json.loads((window.run_path / "run.json").read_text())["status"] == "stopped"
+    # says what was kept: a checkpoint only once an epoch has ended
+    expected = "no checkpoint was written" if not window.reports else "checkpoint is kept"
+    assert expected in window.message.text()
 
 
 def test_close_while_training_stops_cleanly_and_keeps_the_checkpoint(qtbot, window):
@@ -157,6 +160,12 @@ def test_choices_are_remembered(qtbot, settings):
     assert second.model.currentData() == "resnet18" and second.loss.currentData() == "ls"
     assert second.epsilon.value() == pytest.approx(0.2) and second.epochs.value() == 7
     assert not second.alpha.isEnabled() and second.epsilon.isEnabled()
+    # an automatic image size is stored as the word, and comes back as auto
+    assert settings.value("experiment/image_size") == "auto"
+    assert second.config().image_size is None
+    second.image_size.setValue(96)
+    second.save()
+    assert settings.value("experiment/image_size") in (96, "96")
     first.shutdown()
     second.shutdown()
 
@@ -272,3 +281,17 @@ def test_closing_while_a_torchrun_run_trains_can_leave_it_training(
     assert job.process.wait(timeout=120) == 0
     assert RunStore(job.path).status == "finished"
     assert [m["epoch"] for m in RunStore(job.path).metrics()] == [1, 2, 3]
+
+
+def test_the_status_line_says_why_train_is_unavailable(qtbot, window, tmp_path):
+    from tests.helpers import make_class_folder
+
+    assert window.message.text().startswith("Ready: press Train to train on the demo set")
+    one = make_class_folder(tmp_path / "one_class", {"only": 3})
+    window.experiment.set_data(str(one))
+    qtbot.waitUntil(lambda: "unavailable" in window.message.text(), timeout=20_000)
+    assert not window.experiment.train_button.isEnabled()
+    assert "only one class" in window.message.text()
+    window.experiment.set_data("demo")
+    qtbot.waitUntil(lambda: window.message.text().startswith("Ready"), timeout=20_000)
+    assert window.experiment.train_button.isEnabled()

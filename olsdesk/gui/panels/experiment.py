@@ -69,6 +69,7 @@ def torch_cuda_count() -> int:
 
 class ExperimentPanel(QWidget):
     train_requested = Signal()
+    data_checked = Signal(str)  # "" when the data can be trained on, else why not
     pause_requested = Signal()
     stop_requested = Signal()
 
@@ -133,11 +134,11 @@ class ExperimentPanel(QWidget):
         self.weights = QLineEdit()
         self.weights.setPlaceholderText("none: train from scratch")
         self.weights.setReadOnly(True)
-        weights_pick = QPushButton("…")
+        weights_pick = self.weights_pick = QPushButton("…")
         weights_pick.setFixedWidth(28)
         weights_pick.setToolTip("A local state-dict file (ImageNet or RadImageNet weights)")
         weights_pick.clicked.connect(self._choose_weights)
-        weights_clear = QPushButton("×")
+        weights_clear = self.weights_clear = QPushButton("×")
         weights_clear.setFixedWidth(28)
         weights_clear.clicked.connect(self.weights.clear)
         weights_row = QHBoxLayout()
@@ -340,6 +341,7 @@ class ExperimentPanel(QWidget):
         self.dataset, self.dataset_key = result[0], dataset_key(config)
         self.preview.show_dataset(*result)
         self._update_enabled()
+        self.data_checked.emit("")
 
     def _dataset_failed(self, config: RunConfig, message: str) -> None:
         if config != self._pending:
@@ -347,6 +349,7 @@ class ExperimentPanel(QWidget):
         self._pending = None
         self.preview.show_error(message)
         self._update_enabled()
+        self.data_checked.emit(message)
 
     def _choose_weights(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Weights to start from", "",
@@ -382,7 +385,8 @@ class ExperimentPanel(QWidget):
         self.pause_button.setEnabled(running)
         self.pause_button.setText("Resume" if state == "paused" else "Pause")
         self.stop_button.setEnabled(running)
-        for widget in (self.data_kind, self.weights, *self.setting_widgets().values()):
+        for widget in (self.data_kind, self.weights, self.weights_pick, self.weights_clear,
+                       self.gpus, *self.setting_widgets().values()):
             widget.setEnabled(not running)
         if not running:
             self._update_enabled()  # alpha, epsilon, T only where the loss uses them
@@ -421,7 +425,9 @@ class ExperimentPanel(QWidget):
         for name in self.FIELDS:
             s.setValue(f"experiment/{name}", getattr(self, name).currentData())
         for name in self.NUMBERS:
-            s.setValue(f"experiment/{name}", getattr(self, name).value())
+            box = getattr(self, name)
+            auto = box.specialValueText() and box.value() == box.minimum()
+            s.setValue(f"experiment/{name}", "auto" if auto else box.value())
         s.setValue("experiment/data", self.data_source)
         s.setValue("experiment/split_csv", self.split_csv)
         s.setValue("experiment/weights", self.weights.text())
@@ -439,6 +445,9 @@ class ExperimentPanel(QWidget):
             value = s.value(f"experiment/{name}")
             if value is not None:
                 box = getattr(self, name)
+                if value == "auto" and box.specialValueText():
+                    box.setValue(box.minimum())
+                    continue
                 try:
                     box.setValue(type(box.value())(value))
                 except (TypeError, ValueError):
