@@ -98,3 +98,26 @@ def test_without_a_model_or_with_a_bad_checkpoint_a_sentence_and_nothing_lost(qt
         panel.predict_paths([str(SAMPLES / "CT_lung_nodule.png")])
     assert "not an olsdesk checkpoint" in panel.status.text()
     assert window.experiment.train_button.isEnabled()
+
+
+def test_rows_of_an_earlier_model_are_marked_and_can_be_predicted_again(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    panel = window.predict
+    # the run's best checkpoint, as the window settles on it after training
+    qtbot.waitUntil(lambda: "best checkpoint, epoch" in panel.model_label.text(), timeout=10_000)
+    qtbot.wait(200)
+    with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
+        panel.predict_paths([str(SAMPLES / "CT_lung_nodule.png"),
+                             str(SAMPLES / "MR_brain_tumor.png")])
+    assert panel.stale_rows() == 0 and panel.repredict_button.isHidden()
+    first = panel.model_name
+    # a newer checkpoint (as when training improves on its best epoch)
+    panel.set_checkpoint(window.run_path / "checkpoints" / "latest.pt", "a newer model")
+    assert panel.stale_rows() == 2 and not panel.repredict_button.isHidden()
+    note = panel.table.item(0, 5).text()
+    assert "previous model" in note and first in note
+    with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
+        qtbot.mouseClick(panel.repredict_button, Qt.MouseButton.LeftButton)
+    assert panel.table.rowCount() == 2 and panel.stale_rows() == 0
+    assert panel.repredict_button.isHidden()
+    assert set(panel.models) == {"a newer model"}

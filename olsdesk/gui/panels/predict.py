@@ -68,6 +68,8 @@ class PredictPanel(QWidget):
         self.checkpoint_note = ""
         self.predictor: Predictor | None = None
         self.predictions: list[Prediction] = []
+        self.models: list[str] = []  # the model each prediction came from (its note)
+        self._running_model = ""
         self.queue: list[str] = []
         self._worker: Worker | None = None
         self._batch: list[Prediction] = []  # the predictions of the running drop
@@ -141,6 +143,11 @@ class PredictPanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m files")
         self.progress.hide()
+        # rows predicted by an earlier model than the one now chosen are marked, and can be
+        # predicted again with one click
+        self.repredict_button = QPushButton("Re-predict with the current model")
+        self.repredict_button.hide()
+        self.repredict_button.clicked.connect(self.repredict)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.hide()
         self.cancel_button.clicked.connect(self.cancel)
@@ -148,6 +155,7 @@ class PredictPanel(QWidget):
         bottom = QHBoxLayout()
         bottom.addWidget(self.status, 1)
         bottom.addWidget(self.progress)
+        bottom.addWidget(self.repredict_button)
         bottom.addWidget(self.cancel_button)
 
         layout = QVBoxLayout(self)
@@ -163,7 +171,23 @@ class PredictPanel(QWidget):
         if path != self.checkpoint or note != self.checkpoint_note:
             self.checkpoint, self.checkpoint_note = path, note
             self.predictor = None  # reload: the file on disk may have changed
-            self.model_label.setText(f"Model: {note or Path(path).name}")
+            self.model_label.setText(f"Model: {self.model_name}")
+            self._refresh_notes()  # rows of the previous model are marked as such
+
+    @property
+    def model_name(self) -> str:
+        return self.checkpoint_note or Path(self.checkpoint or "").name
+
+    def stale_rows(self) -> int:
+        """Rows predicted by another model than the current one."""
+        return sum(model != self.model_name for model in self.models)
+
+    def repredict(self) -> None:
+        """Predict every listed file again with the current model."""
+        paths = [p.path for p in self.predictions]
+        if paths:
+            self.clear()
+            self.predict_paths(paths)  # queued if a drop is still being predicted
 
     def choose_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "",
@@ -210,6 +234,7 @@ class PredictPanel(QWidget):
         self.progress.show()
         self.cancel_button.show()
         self.status.setText("Predicting…")
+        self._running_model = self.model_name
         self._worker = start_worker(
             _predict, self.predictor, self.checkpoint, paths, self._cancel,
             self._progressed.emit, yielded=self._arrived, returned=self._done,
@@ -260,6 +285,7 @@ class PredictPanel(QWidget):
         self.table.setSortingEnabled(False)
         for result in results:
             self.predictions.append(result)
+            self.models.append(self._running_model)
             row = self.table.rowCount()
             self.table.insertRow(row)
             name = QTableWidgetItem(Path(result.path).name)
@@ -280,10 +306,20 @@ class PredictPanel(QWidget):
 
     def _refresh_notes(self) -> None:
         threshold = self.threshold.value()
+        current = self.model_name
         for row in range(self.table.rowCount()):
-            result = self.predictions[self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)]
+            index = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
+            result, model = self.predictions[index], self.models[index]
             note = self.table.item(row, 5)
-            if not result.ok:
+            stale = model != current
+            for col in range(1, 5):
+                cell = self.table.item(row, col)
+                if cell is not None:
+                    cell.setForeground(QColor("#999999" if stale else "#000000"))
+            if stale:
+                note.setText(f"from the previous model ({model}): re-predict to update")
+                note.setForeground(QColor("#777777"))
+            elif not result.ok:
                 note.setText(result.error)
                 note.setForeground(QColor("#b00020"))
             elif result.confidence < threshold:
@@ -293,6 +329,7 @@ class PredictPanel(QWidget):
                 note.setText(result.note)  # e.g. "frame 61 of 120"
                 note.setForeground(QColor("#333333"))
             note.setToolTip(note.text())
+        self.repredict_button.setVisible(self.stale_rows() > 0)
 
     def low_confidence(self) -> list[Prediction]:
         return [p for p in self.predictions if p.ok and p.confidence < self.threshold.value()]
@@ -333,6 +370,8 @@ class PredictPanel(QWidget):
 
     def clear(self) -> None:
         self.predictions.clear()
+        self.models.clear()
+        self.repredict_button.hide()
         self.table.setRowCount(0)
         self.drop_hint.show()
 
