@@ -114,8 +114,16 @@ def test_rows_of_an_earlier_model_are_marked_and_can_be_predicted_again(qtbot, w
     # a newer checkpoint (as when training improves on its best epoch)
     panel.set_checkpoint(window.run_path / "checkpoints" / "latest.pt", "a newer model")
     assert panel.stale_rows() == 2 and not panel.repredict_button.isHidden()
-    note = panel.table.item(0, 5).text()
-    assert "previous model" in note and first in note
+    note = panel.table.item(0, 5)
+    assert note.text() == "⟲ earlier model"
+    assert "previous model" in note.toolTip() and first in note.toolTip()
+    # a stale row still shows its own model's calibration (that model is gone)
+    assert panel.bars_view.isHidden()  # no empty, upside-down chart before a choice
+    panel.table.selectRow(0)
+    assert not panel.bars_view.isHidden() and panel.bars_shown() > 0
+    x_lo, x_hi = panel.bars_view.getPlotItem().vb.viewRange()[0]
+    assert x_lo <= 0 and x_hi >= 1  # a 99.6 % mark stays on the chart
+    assert panel.table.textElideMode() == Qt.TextElideMode.ElideMiddle  # .dcm vs .png
     with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
         qtbot.mouseClick(panel.repredict_button, Qt.MouseButton.LeftButton)
     assert panel.table.rowCount() == 2 and panel.stale_rows() == 0

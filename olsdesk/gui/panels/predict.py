@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QTableWidgetItem,
     QVBoxLayout,
@@ -31,7 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk.core.predictor import Prediction, Predictor, write_predictions_csv
-from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table
+from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table, short_names
 from olsdesk.gui.resources import resource
 from olsdesk.gui.workers import Worker, start_worker
 
@@ -69,6 +70,8 @@ class PredictPanel(QWidget):
         self.predictor: Predictor | None = None
         self.predictions: list[Prediction] = []
         self.models: list[str] = []  # the model each prediction came from (its note)
+        # and that model's temperature and class order (the model may be gone since)
+        self.calibration: list[tuple[float, tuple[str, ...]]] = []
         self._running_model = ""
         self.queue: list[str] = []
         self._worker: Worker | None = None
@@ -102,6 +105,8 @@ class PredictPanel(QWidget):
             top.addWidget(w)
 
         self.table = row_table(COLUMNS, single=True)
+        # long names lose their middle, never their end: .dcm and .png stay apart
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.drop_hint = QLabel("Drop images, DICOMs or folders anywhere on the window")
@@ -125,6 +130,10 @@ class PredictPanel(QWidget):
         self.bars_view.addItem(self.bars)
         self.bars_view.addItem(self.calibrated_bars)
         self.bars_view.invertY(True)
+        self.bars_view.hide()  # until a predicted row is chosen
+        # it shrinks with the side panel instead of being clipped by it (a clipped chart
+        # loses its right end: the 0.9-1.0 range where confident predictions sit)
+        self.bars_view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.addWidget(self.preview)
@@ -286,6 +295,7 @@ class PredictPanel(QWidget):
         for result in results:
             self.predictions.append(result)
             self.models.append(self._running_model)
+            self.calibration.append((self.predictor.temperature, self.predictor.class_names))
             row = self.table.rowCount()
             self.table.insertRow(row)
             name = QTableWidgetItem(Path(result.path).name)
@@ -317,9 +327,12 @@ class PredictPanel(QWidget):
                 if cell is not None:
                     cell.setForeground(QColor("#999999" if stale else "#000000"))
             if stale:
-                note.setText(f"from the previous model ({model}): re-predict to update")
+                note.setText("⟲ earlier model")
                 note.setForeground(QColor("#777777"))
-            elif not result.ok:
+                note.setToolTip(f"predicted with the previous model ({model}); press "
+                                "Re-predict to update")
+                continue
+            if not result.ok:
                 note.setText(result.error)
                 note.setForeground(QColor("#b00020"))
             elif result.confidence < threshold:
@@ -338,7 +351,9 @@ class PredictPanel(QWidget):
         rows = self.table.selectionModel().selectedRows()
         if not rows:
             return
-        result = self.predictions[self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)]
+        index = self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        result = self.predictions[index]
+        temperature, names = self.calibration[index]
         if result.thumbnail is not None:
             self.preview.setPixmap(array_pixmap(result.thumbnail / 255.0, 220))
         else:
@@ -347,22 +362,31 @@ class PredictPanel(QWidget):
             self.detail.setText(f"<b>{Path(result.path).name}</b><br>{result.error}")
             self.bars.setOpts(y=[], width=[])
             self.calibrated_bars.clear()
+            self.bars_view.hide()  # an empty chart only shows an upside-down axis
             return
         self.detail.setText(
             f"<b>{Path(result.path).name}</b>: {result.top_classes[0]}<br>confidence "
             f"{result.confidence:.1%}, calibrated {result.calibrated_confidence:.1%} "
-            f"(T = {self.predictor.temperature:.2f}), entropy {result.entropy:.2f} nats"
+            f"(T = {temperature:.2f}), entropy {result.entropy:.2f} nats<br>"
+            "<span style='color:#666'>chart: bars raw, red marks calibrated</span>"
             + ("<br><span style='color:#b36b00'>⚠ low confidence</span>"
                if result.confidence < self.threshold.value() else ""))
         k = len(result.top_classes)
-        names = list(self.predictor.class_names)
         calibrated = [result.calibrated_probabilities[names.index(c)] for c in result.top_classes]
         self.bars.setOpts(x0=0, y=np.arange(k), height=0.6, width=list(result.top_probabilities))
         self.calibrated_bars.setData(x=calibrated, y=np.arange(k))
+        short = dict(zip(names, short_names(names, limit=16), strict=True))
+        # short names and a short title: the chart's own minimum width must fit the side
+        # panel, or its right end (where confident predictions sit) is cut off
         self.bars_view.getAxis("left").setTicks([[(i, c) for i, c in
-                                                  enumerate(result.top_classes)]])
+                                                  enumerate(short[c] for c in
+                                                            result.top_classes)]])
         self.bars_view.setYRange(-0.5, k - 0.5)
-        self.bars_view.setTitle("top-5: bar raw, red mark calibrated", size="9pt")
+        self.bars_view.setXRange(0, 1, padding=0.02)  # a 99.6 % mark stays on the chart
+        self.bars_view.setTitle(f"top {k}", size="9pt")
+        self.bars_view.setToolTip("bars: the model's probabilities; red marks: the same after "
+                                  "temperature scaling (calibrated)")
+        self.bars_view.show()
 
     def bars_shown(self) -> int:
         """How many top-k bars the selected file's chart shows."""
@@ -371,7 +395,9 @@ class PredictPanel(QWidget):
     def clear(self) -> None:
         self.predictions.clear()
         self.models.clear()
+        self.calibration.clear()
         self.repredict_button.hide()
+        self.bars_view.hide()
         self.table.setRowCount(0)
         self.drop_hint.show()
 
