@@ -97,6 +97,7 @@ def write_comparison_figures(histories: Histories, out: str | Path) -> list[str]
 
     if "ols" in histories:
         panel = SoftLabelsPanel()
+        panel.hide_controls()
         panel.show_report(histories["ols"][0][-1])
         written.append(_save(panel, out / "ols_soft_labels.png", (1000, 800)))
 
@@ -128,8 +129,8 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
     panel = SoftLabelsPanel()
-    panel.matrix_choice.hide()
-    panel.choice_label.hide()
+    panel.scale_choice.setCurrentIndex(panel.scale_choice.findData("full"))
+    panel.hide_controls()
     panel.set_classes(ev.class_names)
     panel.show_matrix(rates, f"Confusion matrix on {len(ev.labels)} test images: counts, "
                       "coloured by the share of the true class's images", "predicted class",

@@ -58,3 +58,31 @@ def test_runs_trained_differently_are_named_as_such(tmp_path):
     assert settings_that_differ(same) == []  # seeds and losses are what a study varies
     assert settings_that_differ([Store(epochs=10), Store(epochs=3, image_size=32)]) == [
         "epochs", "image size"]
+
+
+def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):
+    import numpy as np
+    import pyqtgraph as pg
+    from PySide6.QtCore import QEvent
+
+    from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+
+    class Report:
+        epoch, epochs = 1, 2
+        class_names = ("CT/lung/normal", "CT/lung/mass", "MR/brain/normal", "US/cyst")
+        soft_labels = np.full((4, 4), 0.05) + np.eye(4) * 0.8
+        mean_prediction = soft_labels
+
+    panel = SoftLabelsPanel()
+    qtbot.addWidget(panel)
+    panel.show_report(Report())
+    lines = [i for i in panel.group_items if isinstance(i, pg.InfiniteLine)]
+    assert sorted({i.value() for i in lines}) == [2, 3]  # CT | MR | US
+    assert panel.colour_levels == (0.0, 0.05)  # off-diagonal range by default
+    panel.hover.setText(panel.readout(0, 1))
+    assert panel.hover.text().startswith("true CT/lung/normal")
+    panel.graphics.leaveEvent(QEvent(QEvent.Type.Leave))
+    assert panel.hover.text().strip() == ""
+    panel.hover.setText("true …")
+    panel.show_report(Report())  # another epoch
+    assert panel.hover.text().strip() == ""

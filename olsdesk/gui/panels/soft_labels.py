@@ -19,6 +19,12 @@ MATRICES = (
     ("soft_labels", "Soft labels the loss trained against"),
     ("mean_prediction", "Validation mean prediction"),
 )
+# colour scales: what OLS learns sits off the diagonal, at 0.01-0.15, which the full 0-1
+# scale paints one dark purple
+SCALES = (
+    ("off_diagonal", "off-diagonal range"),
+    ("full", "0 – 1"),
+)
 
 
 class SoftLabelsPanel(QWidget):
@@ -32,12 +38,21 @@ class SoftLabelsPanel(QWidget):
         for key, label in MATRICES:
             self.matrix_choice.addItem(label, key)
         self.matrix_choice.currentIndexChanged.connect(self._redraw)
+        self.scale_choice = QComboBox()
+        for key, label in SCALES:
+            self.scale_choice.addItem(label, key)
+        self.scale_choice.setToolTip("Colour scale: from 0 to the largest off-diagonal value "
+                                     "(the diagonal shows as the top colour), or the full 0-1")
+        self.scale_choice.currentIndexChanged.connect(self._redraw)
         self.hover = QLabel(" ")
         self.hover.setMinimumWidth(320)
         top = QHBoxLayout()
         self.choice_label = QLabel("Show:")
         top.addWidget(self.choice_label)
         top.addWidget(self.matrix_choice)
+        self.scale_label = QLabel("Colours:")
+        top.addWidget(self.scale_label)
+        top.addWidget(self.scale_choice)
         top.addStretch(1)
         top.addWidget(self.hover)
 
@@ -55,6 +70,8 @@ class SoftLabelsPanel(QWidget):
         self.title = pg.LabelItem("", size="11pt")
         self.graphics.addItem(self.title, row=1, col=0)
         self.graphics.scene().sigMouseMoved.connect(self._hover)
+        self.graphics.leaveEvent = self._left  # the readout never outlives the pointer
+        self.group_items: list = []  # lines and labels between groups of classes
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -71,9 +88,16 @@ class SoftLabelsPanel(QWidget):
 
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
+        self.hover.setText(" ")  # a readout of another epoch would be wrong
         if report is not None and report.class_names != self.class_names:
             self._set_classes(report.class_names)
         self._redraw()
+
+    def hide_controls(self) -> None:
+        """For a figure: the picture alone, no combo boxes."""
+        for widget in (self.choice_label, self.matrix_choice, self.scale_label,
+                       self.scale_choice, self.hover):
+            widget.hide()
 
     def set_classes(self, names) -> None:
         """Set the axes' class ticks (at run start, ahead of the first report)."""
@@ -99,7 +123,35 @@ class SoftLabelsPanel(QWidget):
         bottom.setStyle(tickFont=font)
         bottom.setHeight(60 if len(names) <= 16 else 40)
         k = len(names)
-        self.plot.setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
+        grouped = self._draw_groups(names)
+        # room above the first row for the group names
+        self.plot.setRange(xRange=(0, k), yRange=(-0.06 * k if grouped else 0, k), padding=0.02)
+
+    def _draw_groups(self, names: tuple[str, ...]) -> bool:
+        """Lines between classes of different parent folders (CT/…, MR/…, US/…), each
+        group named along the top, so a modality's block reads as one. True if drawn."""
+        for item in self.group_items:
+            self.plot.removeItem(item)
+        self.group_items = []
+        parents = [n.split("/")[0] if "/" in n else "" for n in names]
+        if len(set(parents)) < 2:
+            return False
+        pen = pg.mkPen("w", width=2)
+        start = 0
+        for i in range(1, len(names) + 1):
+            if i < len(names) and parents[i] == parents[start]:
+                continue
+            if i < len(names):
+                for line in (pg.InfiniteLine(pos=i, angle=90, pen=pen),
+                             pg.InfiniteLine(pos=i, angle=0, pen=pen)):
+                    self.plot.addItem(line)
+                    self.group_items.append(line)
+            label = pg.TextItem(parents[start], color="#333333", anchor=(0.5, 1.0))
+            label.setPos((start + i) / 2, 0)  # above the first row (the y axis is inverted)
+            self.plot.addItem(label)
+            self.group_items.append(label)
+            start = i
+        return True
 
     def shown_matrix(self) -> np.ndarray | None:
         """The matrix drawn now (None before the first epoch)."""
@@ -107,7 +159,7 @@ class SoftLabelsPanel(QWidget):
 
     @property
     def colour_levels(self) -> tuple[float, float] | None:
-        """The colour bar's range: fixed at 0-1 so colours compare across epochs."""
+        """The colour bar's range (0-1, or 0 to the largest off-diagonal value)."""
         levels = self.image.levels
         return None if levels is None else (float(levels[0]), float(levels[1]))
 
@@ -131,8 +183,16 @@ class SoftLabelsPanel(QWidget):
                     scale_label: str = "probability") -> None:
         """Draw any class x class matrix of values in [0, 1] (a confusion matrix's rows
         normalised, say) on the fixed colour scale."""
+        levels = (0.0, 1.0)
+        if self.scale_choice.currentData() == "off_diagonal" and matrix.shape[0] > 1:
+            off = matrix[~np.eye(*matrix.shape, dtype=bool)]
+            top = float(np.nanmax(off)) if off.size else 1.0
+            if 0 < top < 1:
+                levels = (0.0, top)
+                scale_label += f" (0 to {top:.3f}: off-diagonal range)"
         self.colorbar.getAxis("left").setLabel(scale_label)
-        self.image.setImage(matrix, levels=(0.0, 1.0), autoLevels=False)
+        self.colorbar.setLevels(levels)
+        self.image.setImage(matrix, levels=levels, autoLevels=False)
         self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
         self.plot.setLabel("bottom", bottom_label)
         self.title.setText(title)
@@ -144,8 +204,13 @@ class SoftLabelsPanel(QWidget):
             return ""
         return f"true {self.class_names[row]} → {self.class_names[col]}: {matrix[row, col]:.3f}"
 
+    def _left(self, event) -> None:
+        self.hover.setText(" ")
+        self.image.setToolTip("")
+
     def _hover(self, pos) -> None:
         if self.report is None or not self.plot.sceneBoundingRect().contains(pos):
+            self.hover.setText(" ")
             return
         point = self.plot.vb.mapSceneToView(pos)
         text = self.readout(int(np.floor(point.y())), int(np.floor(point.x())))
