@@ -86,3 +86,26 @@ def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):
     panel.hover.setText("true …")
     panel.show_report(Report())  # another epoch
     assert panel.hover.text().strip() == ""
+
+
+def test_class_colours_stay_apart_and_misclassified_points_keep_theirs(qtbot):
+    import itertools
+
+    from PySide6.QtCore import Qt
+
+    from olsdesk.gui.panels.common import class_color
+    from olsdesk.gui.panels.embedding import EmbeddingPanel
+
+    def distance(a, b):
+        return sum((x - y) ** 2 for x, y in zip(a.getRgb()[:3], b.getRgb()[:3],
+                                                strict=True)) ** 0.5
+
+    first = [class_color(i) for i in range(14)]  # the palette: clearly different colours
+    assert min(distance(a, b) for a, b in itertools.combinations(first, 2)) > 45
+    more = [class_color(i) for i in range(165)]  # RadImageNet: no two identical
+    assert len({c.name() for c in more}) == 165
+    panel = EmbeddingPanel()
+    qtbot.addWidget(panel)
+    # a ring (no fill) marks a mistake, so the point's class colour shows through
+    assert panel.wrong_item.opts["symbol"] == "o"
+    assert panel.wrong_item.opts["brush"].style() == Qt.BrushStyle.NoBrush

@@ -12,12 +12,11 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="w", foreground="k")
 
-# Kelly's colours of maximum contrast (without white and black), reordered so the first
-# dozen are the most distinct; past them, evenly spaced hues.
+# Kelly's colours of maximum contrast, less the near-twins (a second yellow, orange,
+# purple and brown, a salmon beside the pink), so no two of the first classes look alike
 _PALETTE = [
     "#0067A5", "#F38400", "#008856", "#BE0032", "#875692", "#F3C300", "#A1CAF1", "#882D17",
-    "#8DB600", "#E68FAC", "#654522", "#848482", "#C2B280", "#604E97", "#F99379", "#B3446C",
-    "#DCD300", "#E25822", "#2B3D26", "#F6A600",
+    "#8DB600", "#E68FAC", "#848482", "#C2B280", "#B3446C", "#2B3D26",
 ]
 
 SERIES = {"train": "#0072B2", "val": "#D55E00", "extra": "#009E73"}
@@ -27,7 +26,10 @@ def class_color(index: int) -> QColor:
     """A distinct colour per class; past the palette, evenly spaced hues."""
     if index < len(_PALETTE):
         return QColor(_PALETTE[index])
-    return pg.intColor(index, hues=max(index + 1, 24))
+    # past the palette (RadImageNet has 165 classes): hues a golden angle apart, in three
+    # lightness levels, so neighbouring classes never get the same colour
+    n = index - len(_PALETTE)
+    return QColor.fromHsvF((n * 0.6180339887) % 1.0, 0.75, (1.0, 0.78, 0.56)[n % 3])
 
 
 def short_names(names: tuple[str, ...] | list[str], limit: int = 18) -> list[str]:

@@ -59,8 +59,10 @@ class EmbeddingPanel(QWidget):
         # one uniformly styled item per class (pyqtgraph's fast path: no per-point styling),
         # and one item of crosses on top for the misclassified points
         self.class_items: list[pg.ScatterPlotItem] = []
-        self.wrong_item = pg.ScatterPlotItem(size=9, symbol="x", brush=pg.mkBrush("k"),
-                                             pen=pg.mkPen("k", width=1), hoverable=True,
+        # a ring around the point: its class colour stays visible (crosses on top of
+        # every misclassified point made early epochs one black blob)
+        self.wrong_item = pg.ScatterPlotItem(size=12, symbol="o", brush=None,
+                                             pen=pg.mkPen("k", width=1.5), hoverable=True,
                                              tip=self._tip)
         self.wrong_item.setZValue(5)
         self.plot.addItem(self.wrong_item)
