@@ -353,6 +353,11 @@ class MainWindow(QMainWindow):
             return False
         self.embedding.set_feature_source(self.session.run_store.embedding_features)
         self._use_run_checkpoint()
+        self.status.reset()  # no speed or ETA left from the run trained before
+        try:
+            self.experiment.show_config(self.session.run_store.config())
+        except (OlsdeskError, OSError, ValueError):
+            pass  # a run without a readable config.json still replays
         name = self.session.path.name
         self.setWindowTitle(f"olsdesk — {name}")
         self.message.setText(f"Replaying {name}: {plural(len(self.reports), 'epoch')} "

@@ -132,7 +132,16 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
 
     other = MainWindow(settings=window.settings, runs_dir=tmp_path / "runs")
     qtbot.addWidget(other)
+    other.experiment.epochs.setValue(9)  # remembered settings, not the run's
+    other.experiment.loss.setCurrentIndex(other.experiment.loss.findData("ce"))
+    other.status.speed_label.setText("123 img/s")
     assert other.open_run(window.run_path)
+    # the settings column shows the run's own settings; no speed from another run
+    run_config = RunStore(window.run_path).config()
+    assert other.experiment.epochs.value() == run_config.epochs == 2
+    assert other.experiment.loss.currentData() == run_config.loss == "ols"
+    assert other.experiment.image_size.value() == 32
+    assert other.status.speed_label.text() == ""
     assert [r.epoch for r in other.reports] == [1, 2]
     np.testing.assert_allclose(other.soft_labels.shown_matrix(), window.reports[-1].soft_labels)
     written = other.export(tmp_path / "export")

@@ -396,6 +396,23 @@ class ExperimentPanel(QWidget):
     def show_error(self, message: str) -> None:
         self.error.setText(message)
 
+    def show_config(self, config: RunConfig) -> None:
+        """Show a run's own settings (after File → Open run…): what the panel says is
+        what that run was trained with, and Train repeats it."""
+        for name in ("model", "loss", "optimizer", "schedule", "device"):
+            combo = getattr(self, name)
+            index = combo.findData(getattr(config, name))
+            if index >= 0 and combo.model().item(index).isEnabled():
+                combo.setCurrentIndex(index)
+        for name in ("epsilon", "temperature", "epochs", "batch_size", "lr", "seed"):
+            getattr(self, name).setValue(getattr(config, name))
+        self.alpha.setValue(config.alpha if config.alpha is not None
+                            else DEFAULT_ALPHA.get(config.loss, 0.5))
+        self.image_size.setValue(config.image_size or self.image_size.minimum())
+        self.weights.setText(config.weights or "")
+        self.demo_per_class = config.demo_per_class
+        self.set_data(config.data, config.split_csv or "")
+
     def config(self) -> RunConfig:
         """The settings as a validated RunConfig (ConfigError says what is wrong)."""
         loss = self.loss.currentData()
