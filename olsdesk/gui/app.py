@@ -32,14 +32,39 @@ def run_app(self_test: bool = False) -> int:
         return 2
     from PySide6.QtWidgets import QApplication
 
-    from olsdesk.gui.main_window import MainWindow
-
     app = QApplication.instance() or QApplication(sys.argv)
     app.setApplicationName("olsdesk")
     app.setOrganizationName("olsdesk")
+    splash = show_splash(app)  # within a second: PyTorch takes several more to load
+    from olsdesk.gui.main_window import MainWindow
+
     window = MainWindow()
     window.show()
+    splash.finish(window)
     return app.exec()
+
+
+def show_splash(app):
+    """The olsdesk icon and a line saying what is loading, on screen at once."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QColor, QPixmap
+    from PySide6.QtWidgets import QSplashScreen
+
+    pixmap = QPixmap(str(resource("olsdesk-128.png")))
+    canvas = QPixmap(360, 200)
+    canvas.fill(QColor("white"))
+    from PySide6.QtGui import QPainter
+
+    painter = QPainter(canvas)
+    painter.drawPixmap((360 - pixmap.width()) // 2, 16, pixmap)
+    painter.end()
+    splash = QSplashScreen(canvas)
+    splash.showMessage("olsdesk: loading PyTorch and the panels…",
+                       Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter,
+                       QColor("#333333"))
+    splash.show()
+    app.processEvents()
+    return splash
 
 
 def wait_for(app, condition, timeout: float = 600.0, poll: float = 0.005) -> bool:

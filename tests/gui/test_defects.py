@@ -1,4 +1,5 @@
-"""Axes and counts that read as a person would write them (#13 item 4, parts of 7)."""
+"""What a first-time user ran into (#13): axes and counts that read as a person writes
+them, Compare tables, the heatmap's scale and readout, embedding colours, start-up."""
 
 from olsdesk.gui.panels.common import EpochAxis, plural
 from olsdesk.gui.panels.curves import PLOTS, CurvesPanel
@@ -109,3 +110,13 @@ def test_class_colours_stay_apart_and_misclassified_points_keep_theirs(qtbot):
     # a ring (no fill) marks a mistake, so the point's class colour shows through
     assert panel.wrong_item.opts["symbol"] == "o"
     assert panel.wrong_item.opts["brush"].style() == Qt.BrushStyle.NoBrush
+
+
+def test_a_splash_is_on_screen_before_the_heavy_imports(qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    from olsdesk.gui.app import show_splash
+
+    splash = show_splash(QApplication.instance())
+    assert splash.isVisible() and "loading PyTorch" in splash.message()
+    splash.close()
