@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 import shiboken6
-from PySide6.QtCore import qInstallMessageHandler
+from PySide6.QtCore import Qt, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QGridLayout, QHBoxLayout, QLabel, QWidget
 
 from olsdesk.config import LOSS_LABELS
@@ -46,6 +46,7 @@ def _quiet_offscreen(mode, context, message: str) -> None:
 
 
 def _save(widget, path: Path, size=SIZE) -> str:
+    widget.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen)  # no flash in the app
     widget.resize(*size)
     widget.show()
     _app().processEvents()

@@ -35,6 +35,7 @@ from olsdesk.gui.panels.common import plural
 from olsdesk.gui.panels.compare import ComparePanel
 from olsdesk.gui.panels.curves import CurvesPanel
 from olsdesk.gui.panels.embedding import EmbeddingPanel
+from olsdesk.gui.panels.evaluation import EvaluationPanel
 from olsdesk.gui.panels.experiment import ExperimentPanel
 from olsdesk.gui.panels.predict import PredictPanel
 from olsdesk.gui.panels.reliability import ReliabilityPanel
@@ -94,6 +95,7 @@ class MainWindow(QMainWindow):
         self.reliability = ReliabilityPanel()
         self.embedding = EmbeddingPanel()
         self.predict = PredictPanel()
+        self.evaluation = EvaluationPanel()
         self.compare = ComparePanel(self.runs_dir)
         self.scrubber = EpochScrubber(self.session)
         self.status = TrainingStatus()
@@ -103,7 +105,8 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget()
         for widget, title in ((self.curves, "Curves"), (self.soft_labels, "Soft labels"),
                               (self.reliability, "Reliability"), (self.embedding, "Embedding"),
-                              (self.predict, "Predict"), (self.compare, "Compare")):
+                              (self.predict, "Predict"), (self.evaluation, "Evaluate"),
+                              (self.compare, "Compare")):
             self.tabs.addTab(widget, title)
         self.tabs.currentChanged.connect(self._tab_changed)
         self.setAcceptDrops(True)  # files dropped anywhere go to the Predict panel
@@ -316,7 +319,9 @@ class MainWindow(QMainWindow):
                 best = self.session.best
                 detail = (f", epoch {best.epoch}, validation top-1 {best.val_top1:.1%}"
                           if best is not None and which == BEST else "")
-                self.predict.set_checkpoint(path, f"{store.path.name}, {label} checkpoint{detail}")
+                note = f"{store.path.name}, {label} checkpoint{detail}"
+                self.predict.set_checkpoint(path, note)
+                self.evaluation.set_checkpoint(path, note)
                 return
 
     def _tab_changed(self) -> None:

@@ -1,0 +1,252 @@
+"""Evaluate: the chosen checkpoint on its test split, with 95 % intervals.
+
+Runs ``core.evaluation.iter_evaluate`` in a worker (progress, cancel) on the run's held-out
+test split or an external folder, then shows every metric with its interval (raw and
+temperature-scaled), the per-class table (sortable) and the confusion matrix (counts or
+rows normalised); Save files… writes what ``olsdesk evaluate`` writes.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from olsdesk.core.bootstrap import CLASS_METRICS, SUMMARY_METRICS
+from olsdesk.core.evaluation import (
+    METRIC_LABELS,
+    Evaluation,
+    EvaluationProgress,
+    format_interval,
+    iter_evaluate,
+    write_evaluation,
+)
+from olsdesk.gui.panels.common import NumberItem, row_table
+from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+from olsdesk.gui.workers import Worker, start_worker
+
+CLASS_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV",
+                "npv": "NPV", "f1": "F1", "auroc": "AUROC", "average_precision": "AP"}
+
+
+class EvaluationPanel(QWidget):
+    finished = Signal(str)  # "" when an evaluation is shown, else why not
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.checkpoint: str | None = None
+        self.evaluation: Evaluation | None = None
+        self._worker: Worker | None = None
+        self._stop = threading.Event()
+
+        self.model_label = QLabel("No checkpoint yet: train a run or open one.")
+        self.model_label.setWordWrap(True)
+        self.run_button = QPushButton("Evaluate on the test split")
+        self.run_button.setToolTip("Test images no training or model selection saw; 1,000 "
+                                   "bootstrap resamples for the 95 % intervals")
+        self.run_button.clicked.connect(lambda: self.evaluate())
+        external = QPushButton("External test folder…")
+        external.setToolTip("Another hospital's images in class folders named as the run's")
+        external.clicked.connect(self.choose_external)
+        self.save_button = QPushButton("Save files…")
+        self.save_button.setEnabled(False)
+        self.save_button.clicked.connect(self.choose_save)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.hide()
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar()
+        self.progress.hide()
+        top = QHBoxLayout()
+        top.addWidget(self.model_label, 1)
+        for widget in (self.run_button, external, self.save_button, self.progress,
+                       self.cancel_button):
+            top.addWidget(widget)
+        self.status = QLabel(" ")
+        self.status.setWordWrap(True)
+
+        self.metrics = QTableWidget(len(SUMMARY_METRICS), 2)
+        self.metrics.setHorizontalHeaderLabels(["raw", "temperature-scaled"])
+        self.metrics.setVerticalHeaderLabels([METRIC_LABELS[m] for m in SUMMARY_METRICS])
+        self.metrics.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.metrics.horizontalHeader().setStretchLastSection(True)
+        self.per_class = row_table(["class", "images"] + [CLASS_LABELS[m] for m in CLASS_METRICS],
+                                   single=True)
+        self.confusion = SoftLabelsPanel()
+        self.confusion.hide_controls()
+        self.confusion_choice = QComboBox()
+        self.confusion_choice.addItem("rows normalised", "rates")
+        self.confusion_choice.addItem("counts", "counts")
+        self.confusion_choice.currentIndexChanged.connect(self._draw_confusion)
+        confusion_box = QWidget()
+        confusion_layout = QVBoxLayout(confusion_box)
+        confusion_layout.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.addWidget(QLabel("Confusion matrix:"))
+        row.addWidget(self.confusion_choice)
+        row.addStretch(1)
+        confusion_layout.addLayout(row)
+        confusion_layout.addWidget(self.confusion, 1)
+
+        left = QSplitter(Qt.Orientation.Vertical)
+        left.addWidget(self.metrics)
+        left.addWidget(self.per_class)
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(left)
+        splitter.addWidget(confusion_box)
+        splitter.setSizes([620, 520])
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(self.status)
+        layout.addWidget(splitter, 1)
+
+    # --- which checkpoint ------------------------------------------------------------
+    def set_checkpoint(self, path: str | Path, note: str = "") -> None:
+        if str(path) != self.checkpoint:
+            self.checkpoint = str(path)
+            self.model_label.setText(f"Checkpoint: {note or Path(path).name}")
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    # --- running ---------------------------------------------------------------------
+    def evaluate(self, test_data: str | None = None, resamples: int = 1000) -> None:
+        """Evaluate the checkpoint in the worker (the run's test split, or ``test_data``)."""
+        if self.checkpoint is None:
+            self.status.setText("No checkpoint to evaluate yet: train a run or open one.")
+            return
+        if self.busy:
+            return
+        self._stop.clear()
+        self.run_button.setEnabled(False)
+        self.progress.setRange(0, 0)
+        self.progress.show()
+        self.cancel_button.show()
+        self.status.setText("Predicting the test images…")
+        self._worker = start_worker(
+            _evaluate, self.checkpoint, test_data, resamples, self._stop,
+            yielded=self._arrived, errored=self._failed, finished=self._worker_finished,
+            throttle=lambda item: isinstance(item, EvaluationProgress)
+            and item.phase == "predict" and item.done != item.total,
+            stop=self._stop.set)
+
+    def choose_external(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "External test folder (class folders)")
+        if folder:
+            self.evaluate(test_data=folder)
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def _arrived(self, item) -> None:
+        if isinstance(item, EvaluationProgress):
+            if item.phase == "bootstrap":
+                self.progress.setRange(0, 0)
+                self.status.setText(f"{item.total} test images predicted; bootstrapping the "
+                                    "intervals…")
+            else:
+                self.progress.setRange(0, max(item.total, 1))
+                self.progress.setValue(item.done)
+            return
+        self.show_evaluation(item)
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(message)
+        self.finished.emit(message)
+
+    def _worker_finished(self) -> None:
+        self._worker = None
+        self.progress.hide()
+        self.cancel_button.hide()
+        self.run_button.setEnabled(True)
+        if self._stop.is_set() and self.evaluation is None:
+            self.status.setText("Evaluation cancelled.")
+            self.finished.emit("cancelled")
+
+    # --- showing -----------------------------------------------------------------------
+    def show_evaluation(self, ev: Evaluation) -> None:
+        self.evaluation = ev
+        for row, metric in enumerate(SUMMARY_METRICS):
+            for col, result in enumerate((ev.raw, ev.scaled)):
+                item = QTableWidgetItem(format_interval(result.value[metric],
+                                                        result.interval(metric)))
+                self.metrics.setItem(row, col, item)
+        self.metrics.resizeColumnsToContents()
+        support = np.bincount(ev.labels, minlength=len(ev.class_names))
+        intervals = {m: ev.raw.class_intervals(m) for m in CLASS_METRICS}
+        self.per_class.setSortingEnabled(False)
+        self.per_class.setRowCount(len(ev.class_names))
+        for c, name in enumerate(ev.class_names):
+            self.per_class.setItem(c, 0, QTableWidgetItem(name))
+            self.per_class.setItem(c, 1, NumberItem(int(support[c]), str(int(support[c]))))
+            for col, metric in enumerate(CLASS_METRICS, start=2):
+                value = float(ev.raw.class_value[metric][c])
+                self.per_class.setItem(c, col, NumberItem(
+                    value, format_interval(value, intervals[metric][c])))
+        self.per_class.setSortingEnabled(True)
+        self.per_class.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # the class order
+        self.per_class.resizeColumnsToContents()
+        self.confusion.set_classes(ev.class_names)
+        self._draw_confusion()
+        warnings = "".join(f" ⚠ {w}" for w in ev.warnings)
+        self.status.setText(
+            f"{len(ev.labels)} test images ({ev.source}), {len(ev.unreadable)} unreadable; "
+            f"T = {ev.temperature:.3f} from validation; 95 % intervals from {ev.resamples} "
+            f"bootstrap resamples of the images.{warnings}")
+        self.save_button.setEnabled(True)
+        self.finished.emit("")
+
+    def _draw_confusion(self) -> None:
+        ev = self.evaluation
+        if ev is None:
+            return
+        counts = ev.confusion()
+        if self.confusion_choice.currentData() == "counts":
+            self.confusion.scale_choice.setCurrentIndex(
+                self.confusion.scale_choice.findData("full"))
+            top = max(int(counts.max()), 1)
+            self.confusion.show_matrix(counts / top, f"Confusion matrix, {len(ev.labels)} test "
+                                       "images (counts)", "predicted class",
+                                       f"count / {top}")
+        else:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
+            self.confusion.show_matrix(rates, f"Confusion matrix, {len(ev.labels)} test images "
+                                       "(each row sums to 1)", "predicted class",
+                                       "share of the row")
+
+    def shown_confusion(self) -> np.ndarray | None:
+        return self.confusion.shown_matrix()
+
+    # --- files -------------------------------------------------------------------------
+    def choose_save(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Save the evaluation to a folder")
+        if folder:
+            self.save(folder)
+
+    def save(self, folder: str | Path) -> list[Path]:
+        from olsdesk.gui.figures import write_evaluation_figures
+
+        written = write_evaluation(self.evaluation, folder, write_evaluation_figures)
+        self.status.setText(f"Wrote {', '.join(p.name for p in written)} to {folder}.")
+        return written
+
+
+def _evaluate(checkpoint: str, test_data: str | None, resamples: int, stop: threading.Event):
+    """Off the GUI thread: progress, then the Evaluation (nothing when stopped)."""
+    yield from iter_evaluate(checkpoint, test_data=test_data, resamples=resamples, stop=stop)
