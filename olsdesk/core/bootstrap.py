@@ -15,7 +15,6 @@ those into a 95 % interval. Definitions of the metrics: docs/ALGORITHMS.md.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -26,9 +25,6 @@ _EPS = 1e-12
 # metrics of the whole test set: metrics.json, the study's test table
 SUMMARY_METRICS = ("top1", "top5", "nll", "brier", "ece", "mce", "adaptive_ece",
                    "classwise_ece", "macro_auroc", "balanced_accuracy")
-HIGHER_IS_BETTER = {"top1": True, "top5": True, "nll": False, "brier": False, "ece": False,
-                    "mce": False, "adaptive_ece": False, "classwise_ece": False,
-                    "macro_auroc": True, "balanced_accuracy": True}
 # metrics of one class against the rest: per_class.csv
 CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "average_precision")
 BLOCK_BYTES = 64 * 2**20  # memory of one block of resample weights
@@ -57,12 +53,6 @@ def resample_block(n: int, resamples: int, seed: int, block: int) -> np.ndarray:
     draws = rng.integers(0, n, size=(cols, n)) + (np.arange(cols) * n)[:, None]
     counts = np.bincount(draws.ravel(), minlength=cols * n).reshape(cols, n)
     return np.ascontiguousarray(counts.T, dtype=np.float32)
-
-
-def resample_weights(n: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
-    """All blocks of resample weights, in order."""
-    for block in range(-(-resamples // _block_size(n))):
-        yield resample_block(n, resamples, seed, block)
 
 
 def _parallel(fn, items) -> list:
