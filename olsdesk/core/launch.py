@@ -12,6 +12,7 @@ controller drives it unchanged.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,7 @@ class ProcessRun:
             f"%Y%m%d-%H%M%S-{config.model}-{config.loss}-s{config.seed}-x{processes}")
         self.store: RunStore | None = None
         self.process: subprocess.Popen | None = None
-        self.output: deque[str] = deque(maxlen=40)  # the child's last lines, for errors
+        self.output: deque[str] = deque(maxlen=200)  # the child's last lines, for errors
         self.stopped = False
         self._paused = False
         self._stop_asked = False
@@ -61,7 +62,9 @@ class ProcessRun:
         """Start the processes; return once rank 0 has created the run folder."""
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             fh.write(self.config.to_json())
-            config_file = fh.name
+            # every rank reads it, some long after rank 0 has created the run folder: it
+            # is removed only when the processes have ended
+            self._config_file = config_file = fh.name
         command = [*olsdesk_command(), "train", "--gpus", str(self.processes), "--config",
                    config_file, "--runs-dir", str(self.runs_dir), "--name", self.run_name]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -69,14 +72,12 @@ class ProcessRun:
                                         stderr=subprocess.STDOUT, text=True, env=env,
                                         errors="backslashreplace")
         self._reader = _LineReader(self.process, self.output)
-        try:
-            while not (self.path / "run.json").exists():
-                if self.process.poll() is not None:
-                    self._reader.join()
-                    raise TrainingError(self._failure())
-                time.sleep(0.1)
-        finally:
-            Path(config_file).unlink(missing_ok=True)
+        while not (self.path / "run.json").exists():
+            if self.process.poll() is not None:
+                self._reader.join()
+                Path(config_file).unlink(missing_ok=True)
+                raise TrainingError(self._failure())
+            time.sleep(0.1)
         self.store = RunStore(self.path)
         return RunStarted(self.path, self.store.info(), 0, self.config.epochs)
 
@@ -100,18 +101,24 @@ class ProcessRun:
             if ended or self._detached:
                 break
             time.sleep(self.POLL_SECONDS)
-        if self._detached:  # the processes go on without us
+        if self._detached:  # the processes go on without us (and keep their config file)
             self.stopped = True
             return
         self._reader.join()
+        Path(self._config_file).unlink(missing_ok=True)
         self.stopped = shown < self.config.epochs
         if self.process.returncode != 0 and not self._stop_asked:
             raise TrainingError(self._failure())
 
     def _failure(self) -> str:
-        lines = [line for line in self.output if line.startswith("olsdesk:")]
-        detail = (lines[-1][len("olsdesk:"):].strip() if lines
-                  else (self.output[-1] if self.output else "no output"))
+        """The child's own sentence (a rank's "olsdesk: …" or the exception it died of),
+        not torchrun's summary."""
+        ours = [line[len("olsdesk:"):].strip() for line in self.output
+                if line.startswith("olsdesk:") and "processes failed" not in line]
+        raised = [line.strip() for line in self.output
+                  if re.match(r"\s*[\w.]*(Error|Exception)\b.*:", line)
+                  and "ChildFailedError" not in line]
+        detail = (ours or raised or list(self.output)[-1:] or ["no output"])[-1]
         return (f"training with {self.processes} processes ended with exit code "
                 f"{self.process.returncode}: {detail}")
 
