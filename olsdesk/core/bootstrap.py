@@ -237,7 +237,7 @@ class _Scorer:
         top = np.argpartition(-probs, min(5, k) - 1, axis=1)[:, : min(5, k)]
         onehot_gap = probs.copy()
         onehot_gap[rows, labels] -= 1.0
-        self.per_image = np.column_stack([
+        per_image = np.column_stack([
             hit, np.any(top == labels[:, None], axis=1),
             -np.log(np.clip(probs[rows, labels], _EPS, None)),
             np.einsum("ij,ij->i", onehot_gap, onehot_gap)])
@@ -250,7 +250,6 @@ class _Scorer:
         # block): top-label bins (count, hits, confidence), classes by label (count, hits),
         # by prediction (count), and classwise-ECE bins above the first (confidence,
         # hits), which are sparse because a row's probabilities sum to 1.
-        self.probs = probs
         top_bin = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
         cls_bin = np.clip(np.ceil(probs * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
         hi_i, hi_k = np.nonzero(cls_bin > 0)
@@ -276,7 +275,7 @@ class _Scorer:
         # float64 for the values on the test images; float32 for the resamples (counts are
         # exact, sums carry ~1e-7 relative rounding, far below any interval's width, and
         # the products run twice as fast)
-        self.by_dtype = {np.dtype(t): (grouped.astype(t), self.per_image.astype(t),
+        self.by_dtype = {np.dtype(t): (grouped.astype(t), per_image.astype(t),
                                        probs.T.astype(t)) for t in (np.float64, np.float32)}
         self.curves = _parallel(lambda c: _RankCurves(probs[:, c], labels == c), range(k))
         self.want_per_class = per_class

@@ -16,6 +16,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +65,12 @@ class Evaluation:
     n_bins: int
     warnings: list[str] = field(default_factory=list)
 
-    @property
+    # computed once: predictions.csv, reliability.csv and the figures all read them
+    @cached_property
     def probs(self) -> np.ndarray:
         return apply_temperature(self.log_probs, 1.0)
 
-    @property
+    @cached_property
     def scaled_probs(self) -> np.ndarray:
         return apply_temperature(self.log_probs, self.temperature)
 

@@ -331,6 +331,7 @@ def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
                     progress: Callable[[int, int], None] | None = None
                     ) -> TestComparison | None:
     """Score every run's best checkpoint on ``dataset``'s test split (None without one)."""
+    from olsdesk.core.bootstrap import percentile_ci
     from olsdesk.core.evaluation import evaluate
 
     if dataset is None or dataset.test is None or not stores:
@@ -350,30 +351,23 @@ def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
 
     def pooled(evs, key):
         """(value, per-resample values): the mean over seeds."""
-        if key == "ece_scaled":
-            return (float(np.mean([e.scaled.value["ece"] for e in evs])),
-                    np.mean([e.scaled.summary["ece"] for e in evs], axis=0))
-        return (float(np.mean([e.raw.value[key] for e in evs])),
-                np.mean([e.raw.summary[key] for e in evs], axis=0))
+        result, name = ("scaled", "ece") if key == "ece_scaled" else ("raw", key)
+        return (float(np.mean([getattr(e, result).value[name] for e in evs])),
+                np.mean([getattr(e, result).summary[name] for e in evs], axis=0))
 
-    from olsdesk.core.bootstrap import percentile_ci
-
-    values, differences = {}, {}
-    for loss, evs in per_loss.items():
-        values[loss] = {}
-        for key, _, _ in TEST_METRICS:
-            value, samples = pooled(evs, key)
-            values[loss][key] = (value, *percentile_ci(samples))
-    if BASELINE in per_loss:
-        for loss, evs in per_loss.items():
-            if loss == BASELINE:
-                continue
-            differences[loss] = {}
-            for key, _, _ in TEST_METRICS:
-                value, samples = pooled(evs, key)
-                base_value, base_samples = pooled(per_loss[BASELINE], key)
-                differences[loss][key] = (value - base_value,
-                                          *percentile_ci(samples - base_samples))
+    # each loss pooled once; the differences reuse the baseline's pooled resamples
+    pools = {loss: {key: pooled(evs, key) for key, _, _ in TEST_METRICS}
+             for loss, evs in per_loss.items()}
+    values = {loss: {key: (value, *percentile_ci(samples))
+                     for key, (value, samples) in pool.items()}
+              for loss, pool in pools.items()}
+    differences = {}
+    if BASELINE in pools:
+        base = pools[BASELINE]
+        differences = {loss: {key: (value - base[key][0],
+                                    *percentile_ci(samples - base[key][1]))
+                              for key, (value, samples) in pool.items()}
+                       for loss, pool in pools.items() if loss != BASELINE}
     first = next(iter(per_loss.values()))[0]
     return TestComparison(first.source, len(first.labels), resamples, values, differences)
 
