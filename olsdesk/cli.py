@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=_positive_int, default=64,
                           help="images a batch (default: 64)")
     evaluate.add_argument("--workers", type=_int, default=None, metavar="N",
-                          help="data-loader processes (default: up to 4 for files)")
+                          help="data-loader processes (default: on a GPU one per core but "
+                               "one, up to 16; on the CPU up to 4 for files)")
     evaluate.add_argument("--device", choices=DEVICES, default="auto",
                           help=RunConfig.__dataclass_fields__["device"].metadata["help"]
                           + " (default: auto)")

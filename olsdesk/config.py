@@ -84,8 +84,9 @@ class RunConfig:
                                     "folder with the run's class folders; replaces the "
                                     "held-out test split", metavar="DIR")
     demo_per_class: int = setting(200, "demo set: images a class")
-    num_workers: int | None = setting(None, "data-loader processes (default: 0 for in-memory "
-                                      "data, up to 4 for files)")
+    num_workers: int | None = setting(None, "data-loader processes (default: on a GPU, "
+                                      "one per core but one, up to 16; on the CPU, 0 for "
+                                      "in-memory data, up to 4 for files)")
     embedding_samples: int = setting(2000, "validation images in the embedding view")
     calibration_bins: int = setting(15, "bins of the reliability diagram and ECE")
 

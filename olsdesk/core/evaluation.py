@@ -172,7 +172,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                                  else open_test_split(predictor, data, split_csv, test_data))
     loader = DataLoader(TorchSamples(samples, predictor.preprocessing, train=False),
                         batch_size=batch_size, collate_fn=collate,
-                        num_workers=default_workers(samples, workers),
+                        num_workers=default_workers(samples, workers, predictor.device),
                         pin_memory=predictor.device.type == "cuda")
     logits, labels, indices, failed = [], [], [], []
     done, total = 0, len(samples)

@@ -133,13 +133,13 @@ class OnlineLabelSmoothing(SoftTargetLoss):
     @torch.no_grad()
     def _accumulate(self, log_probs: torch.Tensor, targets: torch.Tensor) -> None:
         probs = log_probs.exp()
-        correct = probs.argmax(dim=1) == targets
-        rows = targets[correct]
+        correct = (probs.argmax(dim=1) == targets).to(self.soft_label_sum.dtype)
+        # Every sample is added, weighted 1 when correct and 0 when not: selecting the
+        # correct rows with a mask would make the host wait for the GPU at every step.
         # index_add_ sums repeated labels; fancy-index += would drop all but one.
-        self.soft_label_sum.index_add_(0, rows, probs[correct].to(self.soft_label_sum.dtype))
-        self.correct_count.index_add_(
-            0, rows, torch.ones_like(rows, dtype=self.correct_count.dtype)
-        )
+        self.soft_label_sum.index_add_(
+            0, targets, probs.to(self.soft_label_sum.dtype) * correct[:, None])
+        self.correct_count.index_add_(0, targets, correct.to(self.correct_count.dtype))
 
     @torch.no_grad()
     def next_epoch(self) -> None:

@@ -180,7 +180,7 @@ class Trainer:
                           else torch.float16)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
-        self.num_workers = default_workers(data.train, cfg.num_workers)
+        self.num_workers = default_workers(data.train, cfg.num_workers, self.device)
         self._build_loaders()
         rng = np.random.default_rng(cfg.split_seed)
         n_val = len(data.val)
@@ -375,7 +375,9 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
         self.loss_fn.train()
-        totals = torch.zeros(4, dtype=torch.float64, device=device)  # loss, seen, top1, top5
+        # loss x images, top-1 hits, top-5 hits: summed on the device, read every
+        # `sync_every` steps; the image count is the host's (no copy to the device a step)
+        totals = torch.zeros(3, dtype=torch.float64, device=device)
         started, paused_then = time.perf_counter(), self.paused_seconds
         batches = len(self.train_loader)
         sync_every = 1 if device.type == "cpu" else 20
@@ -403,23 +405,22 @@ class Trainer:
                 top = logits.detach().topk(min(5, logits.shape[1]), dim=1).indices
                 hits = top == labels[:, None]
                 totals += torch.stack([loss.detach().double() * n,
-                                       torch.tensor(n, dtype=torch.float64, device=device),
                                        hits[:, 0].sum().double(), hits.any(dim=1).sum().double()])
+                seen += n
             if step % sync_every == 0 or step == batches:
-                loss_sum, seen = totals[0].item(), int(totals[1].item())
-                running_loss = loss_sum / max(seen, 1)
+                running_loss = totals[0].item() / max(seen, 1)
                 if not math.isfinite(running_loss):
                     raise TrainingError(
                         f"the loss became {running_loss} in epoch {epoch + 1}; lower the "
                         "learning rate or check the data.")
             elapsed = self._since(started, paused_then)
-            done = seen if device.type == "cpu" else step * cfg.batch_size  # CPU syncs every step
             yield BatchProgress(epoch + 1, cfg.epochs, "train", step, batches, running_loss,
-                                min(done, len(self.dataset.train)) / max(elapsed, 1e-9),
+                                seen / max(elapsed, 1e-9),
                                 self._since(self.run_started, 0.0))
         train_seconds = self._since(started, paused_then)
         self._gather_failures()
-        loss_sum, seen, top1, top5 = self.dist.sum_(totals).tolist()
+        loss_sum, top1, top5, seen = self.dist.sum_(
+            torch.cat([totals, totals.new_tensor([seen])])).tolist()
         if seen == 0:
             raise TrainingError("no training image of this epoch could be read; see log.txt.")
         self.loss_fn.next_epoch()

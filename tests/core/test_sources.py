@@ -179,3 +179,36 @@ def test_demo_modalities_differ_more_than_findings_within_one():
     within = [dist[i, j] for i in range(12) for j in range(12) if i != j and i // 4 == j // 4]
     across = [dist[i, j] for i in range(12) for j in range(12) if i // 4 != j // 4]
     assert max(within) < min(across)
+
+
+def test_loader_workers_default_to_the_cores_on_a_gpu_and_stay_few_on_the_cpu(monkeypatch):
+    import os
+
+    import torch
+
+    from olsdesk.core.data.loader import default_workers
+    from olsdesk.core.data.sources import ArraySamples
+
+    arrays = ArraySamples(np.zeros((4, 8, 8), np.uint8), np.zeros(4, int), "arrays")
+
+    class Files:
+        paths = ("a.png",)
+
+    def cores(n):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(n)), raising=False)
+
+    cores(16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_workers(Files(), 3, torch.device("cuda")) == 3  # asked for: as asked
+    assert default_workers(arrays, None, torch.device("cpu")) == 0  # the CPU trains too
+    assert default_workers(Files(), None, torch.device("cpu")) == 4
+    assert default_workers(arrays, None, torch.device("cuda")) == 15  # the GPU waits else
+    assert default_workers(Files(), None, torch.device("mps")) == 15
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes share the cores
+    assert default_workers(Files(), None, torch.device("cuda")) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    cores(96)
+    assert default_workers(Files(), None, torch.device("cuda")) == 16
+    cores(1)
+    assert default_workers(Files(), None, torch.device("cuda")) == 1
+    assert default_workers(Files(), None, torch.device("cpu")) == 0
