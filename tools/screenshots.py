@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtWidgets import QApplication
 
 from olsdesk.gui.app import isolated_window, wait_for
@@ -38,7 +39,17 @@ def main() -> int:
         wait_for(app, lambda: not window.predict.busy)
         window.predict.table.sortItems(2)  # least confident first
         window.predict.table.selectRow(0)
-        for name in ("curves", "soft_labels", "reliability", "embedding", "predict"):
+        wait_for(app, lambda: not window.predict.cam_busy)
+        evaluation = window.evaluation
+        evaluation.evaluate()
+        wait_for(app, lambda: evaluation.evaluation is not None and not evaluation.busy)
+        counts = evaluation.evaluation.confusion()
+        np.fill_diagonal(counts, -1)  # the commonest mistake
+        evaluation.browser.show_cell(*np.unravel_index(np.argmax(counts), counts.shape))
+        wait_for(app, lambda: not evaluation.browser.busy)
+        evaluation.browser.grid.setCurrentRow(0)
+        for name in ("curves", "soft_labels", "reliability", "embedding", "predict",
+                     "evaluation"):
             window.tabs.setCurrentWidget(getattr(window, name))
             for _ in range(20):
                 app.processEvents()

@@ -64,6 +64,33 @@ class Evaluation:
     seed: int
     n_bins: int
     warnings: list[str] = field(default_factory=list)
+    # where each row's image is, to look at it again (the error browser): the test samples
+    # and each row's index among them
+    samples: object = field(default=None, repr=False, compare=False)
+    sample_index: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def rows(self, true: int | None = None, predicted: int | None = None,
+             confidence: tuple[float, float] | None = None, scaled: bool = False,
+             wrong: bool = False, most_confident_first: bool = True) -> np.ndarray:
+        """Rows of the images with this true class, this predicted class, a top-class
+        confidence in [low, high) (the last bin includes 1) and, with ``wrong``, only the
+        misclassified, sorted by that confidence: a confusion cell's images, a class's
+        mistakes, or a reliability bin's, the most confident first."""
+        probs = self.scaled_probs if scaled else self.probs
+        predictions, conf = self.log_probs.argmax(axis=1), probs.max(axis=1)
+        keep = np.ones(len(self.labels), dtype=bool)
+        if true is not None:
+            keep &= self.labels == true
+        if predicted is not None:
+            keep &= predictions == predicted
+        if wrong:
+            keep &= predictions != self.labels
+        if confidence is not None:
+            low, high = confidence
+            keep &= (conf >= low) & ((conf < high) | (high >= 1.0))
+        rows = np.flatnonzero(keep)
+        order = np.argsort(-conf[rows] if most_confident_first else conf[rows], kind="stable")
+        return rows[order]
 
     # computed once: predictions.csv, reliability.csv and the figures all read them
     @cached_property
@@ -205,7 +232,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                    message.split("\n", 1)[0]) for i, message in failed]
     yield Evaluation(str(checkpoint), predictor.epoch, predictor.class_names, source, names,
                      labels_np, log_probs, predictor.temperature, unreadable, raw, scaled,
-                     resamples, seed, n_bins, warnings)
+                     resamples, seed, n_bins, warnings, samples, index)
 
 
 def evaluate(checkpoint: str | Path, **options) -> Evaluation:

@@ -106,6 +106,9 @@ class Predictor:
         self.source = source
         self.epoch = epoch
         self.config = config  # the run's RunConfig (where its data and split came from)
+        # one pass through the model at a time: Grad-CAM hooks a layer, and a prediction
+        # from another thread must not run through it meanwhile
+        self.lock = threading.RLock()
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
@@ -151,7 +154,7 @@ class Predictor:
             tensors = [item[2] for item in pending if not isinstance(item, Prediction)]
             logits = iter(())
             if tensors:
-                with torch.no_grad():
+                with torch.no_grad(), self.lock:
                     logits = iter(self.model(torch.stack(tensors).to(self.device))
                                   .float().cpu().numpy())
             for item in pending:

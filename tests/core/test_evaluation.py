@@ -193,3 +193,30 @@ def test_run_json_records_the_test_split(demo_run):
     assert info.dataset.test_images == 24 and len(info.test_names) == 24
     assert info.dataset.test_source == "held out from the data"
     assert set(info.test_names).isdisjoint(info.validation_names)
+
+
+def test_rows_select_a_cell_a_class_or_a_bin_most_confident_first(demo_run, tmp_path):
+    ev = evaluate(demo_run.store.checkpoint_path("best.pt"), device="cpu", resamples=20)
+    write_evaluation(ev, tmp_path)
+    csv_rows, classes, p, q, y = _read_predictions(tmp_path / "predictions.csv")
+    predicted = p.argmax(axis=1)
+    for true in range(len(classes)):
+        for pred in range(len(classes)):
+            expected = [i for i in range(len(y)) if y[i] == true and predicted[i] == pred]
+            got = ev.rows(true, pred)
+            assert sorted(got.tolist()) == expected
+            assert np.all(np.diff(p[got].max(axis=1)) <= 1e-6)  # most confident first
+    mistakes = ev.rows(true=3)
+    assert sorted(mistakes.tolist()) == np.flatnonzero(y == 3).tolist()
+    least = ev.rows(true=3, most_confident_first=False)
+    assert sorted(least.tolist()) == sorted(mistakes.tolist())
+    assert np.all(np.diff(p[least].max(axis=1)) >= -1e-6)
+    wrong = ev.rows(true=3, wrong=True)
+    assert sorted(wrong.tolist()) == np.flatnonzero((y == 3) & (predicted != 3)).tolist()
+    top = q.max(axis=1)  # a reliability bin, on the scaled probabilities
+    in_bin = ev.rows(confidence=(0.0, 0.5), scaled=True)
+    assert sorted(in_bin.tolist()) == np.flatnonzero(top < 0.5).tolist()
+    assert len(ev.rows(confidence=(0.5, 1.0), scaled=True)) + len(in_bin) == len(y)
+    # each row leads back to its image
+    for row in ev.rows(true=0):
+        assert ev.samples.describe(int(ev.sample_index[row])) == csv_rows[row]["path"]

@@ -120,3 +120,49 @@ def test_a_splash_is_on_screen_before_the_heavy_imports(qtbot):
     splash = show_splash(QApplication.instance())
     assert splash.isVisible() and "loading PyTorch" in splash.message()
     splash.close()
+
+
+def test_heatmap_tick_labels_never_overlap_even_with_165_classes(qtbot):
+    import numpy as np
+    from PySide6.QtGui import QFont, QFontMetrics
+
+    from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+
+    demo = ("CT/lung/normal", "CT/lung/nodule", "CT/lung/mass", "CT/lung/effusion",
+            "MR/brain/normal", "MR/brain/lesion", "MR/brain/tumor", "MR/brain/edema",
+            "US/abdomen/normal", "US/abdomen/calcification", "US/abdomen/solid_mass",
+            "US/abdomen/cyst")
+    radimagenet = tuple(sorted(f"{('CT', 'MR', 'US')[i % 3]}/organ{i // 10}/finding_{i}"
+                               for i in range(165)))
+    for names, size in ((demo, (1100, 700)), (demo, (520, 420)), (radimagenet, (900, 700))):
+        panel = SoftLabelsPanel()
+        qtbot.addWidget(panel)
+        panel.resize(*size)
+        panel.show()
+        panel.set_classes(names)
+        panel.show_matrix(np.full((len(names),) * 2, 1 / len(names)), "t", "predicted")
+        qtbot.wait(50)
+        rect = panel.plot.vb.boundingRect()
+        (x0, x1), (y0, y1) = panel.plot.vb.viewRange()
+        left, bottom = panel.plot.getAxis("left"), panel.plot.getAxis("bottom")
+        rows, columns = left._tickLevels[0], bottom._tickLevels[0]
+        line = QFontMetrics(left.font()).height()
+        row_gap = (rows[1][0] - rows[0][0]) * rect.height() / (y1 - y0)
+        assert line <= row_gap + 0.5  # rows do not overlap
+        widths = QFontMetrics(bottom.style["tickFont"] or QFont())
+        gap = (columns[1][0] - columns[0][0]) * rect.width() / (x1 - x0)
+        widest = max(max(widths.horizontalAdvance(p) for p in text.split("\n"))
+                     for _, text in columns)
+        assert widest < gap  # nor do columns
+        if columns[0][1] == "1":  # numbered columns: the rows say which number is which
+            assert rows[0][1].startswith("1 ")
+        if len(names) == 165:
+            assert 20 <= len(rows) < 165 and len(columns) < 165
+    panel = SoftLabelsPanel()  # the wide demo heatmap keeps its names
+    qtbot.addWidget(panel)
+    panel.resize(1400, 800)
+    panel.show()
+    panel.set_classes(demo)
+    qtbot.wait(50)
+    wide_demo_columns = [t for _, t in panel.plot.getAxis("bottom")._tickLevels[0]]
+    assert "nodule" in wide_demo_columns[1]

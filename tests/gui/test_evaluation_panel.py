@@ -47,3 +47,57 @@ def test_evaluating_a_run_without_a_test_split_says_why(qtbot, window, tmp_path)
         panel.evaluate()
     assert "does not exist" in blocker.args[0] and "does not exist" in panel.status.text()
     assert panel.run_button.isEnabled() or panel.busy
+
+
+def test_a_confusion_cell_click_opens_its_images_with_grad_cam(qtbot, window):
+    from PySide6.QtCore import QPoint
+
+    assert train(qtbot, window) == "finished"
+    panel = window.evaluation
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
+        panel.evaluate(resamples=50)
+    ev, browser = panel.evaluation, panel.browser
+    counts = ev.confusion()
+    true, predicted = np.unravel_index(np.argmax(counts), counts.shape)
+    # a real click on the cell's centre in the plot
+    view = panel.confusion.plot.vb
+    scene = view.mapViewToScene(pg_point(predicted + 0.5, true + 0.5))
+    local = panel.confusion.graphics.mapFromScene(scene)
+    qtbot.mouseClick(panel.confusion.graphics.viewport(), Qt.MouseButton.LeftButton,
+                     pos=QPoint(local.x(), local.y()))
+    expected = ev.rows(int(true), int(predicted))
+    assert browser.grid.count() == len(expected) == counts[true, predicted]
+    assert ev.class_names[true] in browser.title.text()
+    qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
+    assert len(browser.explained) == len(expected)
+    assert all(not e.error and e.cam.shape == e.image.shape for e in browser.explained.values())
+    confidences = [ev.probs[browser.grid.item(i).data(Qt.ItemDataRole.UserRole)].max()
+                   for i in range(browser.grid.count())]
+    assert confidences == sorted(confidences, reverse=True)  # most confident first
+    assert not browser.picture_shown().isNull()
+    browser.grid.setCurrentRow(0)
+    assert "predicted" in browser.detail.text() and browser.large.pixmap() is not None
+    # least confident first, then a class's mistakes from the per-class table
+    browser.order.setCurrentIndex(1)
+    qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
+    flipped = [ev.probs[browser.grid.item(i).data(Qt.ItemDataRole.UserRole)].max()
+               for i in range(browser.grid.count())]
+    assert flipped == sorted(confidences)
+    wrong_class = int(np.argmax(counts.sum(axis=1) - np.diag(counts)))
+    row = next(r for r in range(panel.per_class.rowCount())
+               if panel.per_class.item(r, 0).text() == ev.class_names[wrong_class])
+    panel.per_class.cellClicked.emit(row, 0)
+    assert browser.grid.count() == counts[wrong_class].sum() - counts[wrong_class, wrong_class]
+    assert "misclassified" in browser.title.text()
+    qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
+    # a reliability bin
+    browser.bins.activated.emit(1)
+    low, high = browser.bins.itemData(1)
+    assert browser.grid.count() == min(len(ev.rows(confidence=(low, high))), 120)
+    qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
+
+
+def pg_point(x, y):
+    from PySide6.QtCore import QPointF
+
+    return QPointF(float(x), float(y))

@@ -129,3 +129,34 @@ def test_rows_of_an_earlier_model_are_marked_and_can_be_predicted_again(qtbot, w
     assert panel.table.rowCount() == 2 and panel.stale_rows() == 0
     assert panel.repredict_button.isHidden()
     assert set(panel.models) == {"a newer model"}
+
+
+def test_a_selected_prediction_shows_its_grad_cam_and_a_stale_one_does_not(qtbot, window,
+                                                                          tmp_path):
+    assert train(qtbot, window) == "finished"
+    panel = window.predict
+    qtbot.waitUntil(lambda: "best checkpoint, epoch" in panel.model_label.text(), timeout=10_000)
+    broken = truncate(write_png(tmp_path / "broken.png", np.full((40, 40), 90, np.uint8)), 0.3)
+    with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
+        panel.predict_paths([str(SAMPLES / "CT_lung_nodule.png"), str(broken)])
+    good = next(r for r in range(2) if panel.table.item(r, 0).text() == "CT_lung_nodule.png")
+    panel.table.selectRow(good)
+    index = panel.table.item(good, 0).data(Qt.ItemDataRole.UserRole)
+    qtbot.waitUntil(lambda: index in panel.saliency, timeout=30_000)
+    explained = panel.saliency[index]
+    assert explained.error is None and explained.cam.shape == explained.image.shape
+    assert explained.class_index == panel.predictor.class_names.index(
+        panel.predictions[index].top_classes[0])
+    with_cam = panel.preview.pixmap().toImage()
+    assert "Grad-CAM" in panel.preview.toolTip()
+    panel.cam_box.setChecked(False)  # the plain thumbnail again
+    assert panel.preview.pixmap().toImage() != with_cam and panel.preview.toolTip() == ""
+    panel.cam_box.setChecked(True)
+    panel.table.selectRow(1 - good)  # the broken file: its sentence, no map asked for
+    assert not panel.cam_busy and len(panel.saliency) == 1
+    # a row of an earlier model gets no map from the newer one
+    panel.saliency.clear()
+    panel.set_checkpoint(window.run_path / "checkpoints" / "latest.pt", "a newer model")
+    panel.table.selectRow(good)
+    qtbot.wait(100)
+    assert not panel.cam_busy and not panel.saliency

@@ -37,6 +37,7 @@ from olsdesk.core.evaluation import (
     write_evaluation,
 )
 from olsdesk.gui.panels.common import NumberItem, row_table
+from olsdesk.gui.panels.errors import ErrorBrowser
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 from olsdesk.gui.workers import Worker, start_worker
 
@@ -102,6 +103,13 @@ class EvaluationPanel(QWidget):
         confusion_layout.addLayout(row)
         confusion_layout.addWidget(self.confusion, 1)
 
+        # the images behind a cell, a class or a reliability bin
+        self.browser = ErrorBrowser()
+        self.confusion.cell_clicked.connect(self.browser.show_cell)
+        self.confusion.setToolTip("Click a cell to see its test images below")
+        self.per_class.cellClicked.connect(self._class_clicked)
+        self.per_class.setToolTip("Click a class to see its misclassified test images below")
+
         left = QSplitter(Qt.Orientation.Vertical)
         left.addWidget(self.metrics)
         left.addWidget(self.per_class)
@@ -109,16 +117,20 @@ class EvaluationPanel(QWidget):
         splitter.addWidget(left)
         splitter.addWidget(confusion_box)
         splitter.setSizes([620, 520])
+        whole = QSplitter(Qt.Orientation.Vertical)
+        whole.addWidget(splitter)
+        whole.addWidget(self.browser)
+        whole.setSizes([470, 330])
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.status)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(whole, 1)
 
     # --- which checkpoint ------------------------------------------------------------
     def set_checkpoint(self, path: str | Path, note: str = "") -> None:
-        if str(path) != self.checkpoint:
-            self.checkpoint = str(path)
-            self.model_label.setText(f"Checkpoint: {note or Path(path).name}")
+        # the note changes while the file keeps its name (best.pt of a later epoch)
+        self.checkpoint = str(path)
+        self.model_label.setText(f"Checkpoint: {note or Path(path).name}")
 
     @property
     def busy(self) -> bool:
@@ -192,7 +204,9 @@ class EvaluationPanel(QWidget):
         self.per_class.setSortingEnabled(False)
         self.per_class.setRowCount(len(ev.class_names))
         for c, name in enumerate(ev.class_names):
-            self.per_class.setItem(c, 0, QTableWidgetItem(name))
+            name_item = QTableWidgetItem(name)
+            name_item.setData(Qt.ItemDataRole.UserRole, c)  # rows move when sorted
+            self.per_class.setItem(c, 0, name_item)
             self.per_class.setItem(c, 1, NumberItem(int(support[c]), str(int(support[c]))))
             for col, metric in enumerate(CLASS_METRICS, start=2):
                 value = float(ev.raw.class_value[metric][c])
@@ -203,6 +217,7 @@ class EvaluationPanel(QWidget):
         self.per_class.resizeColumnsToContents()
         self.confusion.set_classes(ev.class_names)
         self._draw_confusion()
+        self.browser.set_evaluation(ev)
         warnings = "".join(f" ⚠ {w}" for w in ev.warnings)
         self.status.setText(
             f"{len(ev.labels)} test images ({ev.source}), {len(ev.unreadable)} unreadable; "
@@ -229,6 +244,11 @@ class EvaluationPanel(QWidget):
             self.confusion.show_matrix(rates, f"Confusion matrix, {len(ev.labels)} test images "
                                        "(each row sums to 1)", "predicted class",
                                        "share of the row")
+
+    def _class_clicked(self, row: int, _column: int) -> None:
+        item = self.per_class.item(row, 0)
+        if item is not None:
+            self.browser.show_class_mistakes(item.data(Qt.ItemDataRole.UserRole))
 
     def shown_confusion(self) -> np.ndarray | None:
         return self.confusion.shown_matrix()

@@ -17,6 +17,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
+    QCheckBox,
     QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
@@ -31,7 +32,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from olsdesk.core.data.sources import FileSamples
 from olsdesk.core.predictor import Prediction, Predictor, write_predictions_csv
+from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table, short_names
 from olsdesk.gui.resources import resource
 from olsdesk.gui.workers import Worker, start_worker
@@ -58,6 +61,14 @@ def _predict(predictor: Predictor | None, checkpoint: str, paths: list[str],
         yield chunk
 
 
+def _explain_file(predictor: Predictor, path: str, index: int, class_index: int,
+                  stop: threading.Event) -> Explained | None:
+    """Off the GUI thread: one file's Grad-CAM for ``class_index`` (None when stopped)."""
+    done = list(iter_explain(predictor, FileSamples([path], np.zeros(1, int)),
+                             [(index, 0, class_index)], stop=stop))
+    return done[0] if done else None
+
+
 class PredictPanel(QWidget):
     predictions_finished = Signal(int)  # how many files were handled
     _progressed = Signal(int, int)  # done, total: from the worker thread, queued here
@@ -78,6 +89,9 @@ class PredictPanel(QWidget):
         self._batch: list[Prediction] = []  # the predictions of the running drop
         self._cancel = threading.Event()
         self._progressed.connect(self._show_progress)
+        self.saliency: dict[int, Explained] = {}  # Grad-CAM of a prediction, by its index
+        self._cam_worker: Worker | None = None
+        self._cam_stop = threading.Event()
 
         self.model_label = QLabel("No model yet: train, or load a checkpoint.")
         self.model_label.setWordWrap(True)
@@ -116,6 +130,11 @@ class PredictPanel(QWidget):
         self.preview = QLabel()
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumSize(220, 220)
+        self.cam_box = QCheckBox("Grad-CAM overlay")
+        self.cam_box.setChecked(True)
+        self.cam_box.setToolTip("Where the model found evidence for its top class (the last "
+                                "convolutional block's Grad-CAM), over the image it saw")
+        self.cam_box.toggled.connect(lambda _checked: self._show_selected())
         self.detail = QLabel(" ")
         self.detail.setWordWrap(True)
         self.bars_view = pg.PlotWidget()
@@ -136,6 +155,7 @@ class PredictPanel(QWidget):
         self.bars_view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
         side = QWidget()
         side_layout = QVBoxLayout(side)
+        side_layout.addWidget(self.cam_box)
         side_layout.addWidget(self.preview)
         side_layout.addWidget(self.detail)
         side_layout.addWidget(self.bars_view, 1)
@@ -354,10 +374,7 @@ class PredictPanel(QWidget):
         index = self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
         result = self.predictions[index]
         temperature, names = self.calibration[index]
-        if result.thumbnail is not None:
-            self.preview.setPixmap(array_pixmap(result.thumbnail / 255.0, 220))
-        else:
-            self.preview.clear()
+        self._show_preview(index)
         if not result.ok:
             self.detail.setText(f"<b>{Path(result.path).name}</b><br>{result.error}")
             self.bars.setOpts(y=[], width=[])
@@ -388,11 +405,55 @@ class PredictPanel(QWidget):
                                   "temperature scaling (calibrated)")
         self.bars_view.show()
 
+    def _show_preview(self, index: int) -> None:
+        """The file's thumbnail, or with the overlay its Grad-CAM over the model's input
+        (computed in a worker the first time, by the model that made the prediction)."""
+        result = self.predictions[index]
+        explained = self.saliency.get(index)
+        if self.cam_box.isChecked() and explained is not None and not explained.error:
+            self.preview.setPixmap(array_pixmap(explained.picture() / 255.0, 220))
+            self.preview.setToolTip(f"Grad-CAM of {result.top_classes[0]} over the image "
+                                    "the model saw")
+            return
+        self.preview.setToolTip(explained.error if explained is not None and explained.error
+                                else "")
+        if result.thumbnail is not None:
+            self.preview.setPixmap(array_pixmap(result.thumbnail / 255.0, 220))
+        else:
+            self.preview.clear()
+        current = self.models[index] == self.model_name and self.predictor is not None
+        if self.cam_box.isChecked() and result.ok and explained is None and current:
+            self._cam_stop.set()  # a map no longer wanted
+            self._cam_stop = threading.Event()
+            top = self.predictor.class_names.index(result.top_classes[0])
+            self._cam_worker = start_worker(
+                _explain_file, self.predictor, result.path, index, top, self._cam_stop,
+                returned=self._cam_arrived, errored=self.status.setText,
+                finished=self._cam_finished, stop=self._cam_stop.set)
+
+    def _cam_arrived(self, explained: Explained | None) -> None:
+        if explained is None:
+            return
+        self.saliency[explained.row] = explained
+        rows = self.table.selectionModel().selectedRows()
+        if rows and self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole) == \
+                explained.row:
+            self._show_preview(explained.row)
+
+    def _cam_finished(self) -> None:
+        self._cam_worker = None
+
+    @property
+    def cam_busy(self) -> bool:
+        return self._cam_worker is not None
+
     def bars_shown(self) -> int:
         """How many top-k bars the selected file's chart shows."""
         return len(self.bars.opts["width"])
 
     def clear(self) -> None:
+        self._cam_stop.set()
+        self.saliency.clear()
         self.predictions.clear()
         self.models.clear()
         self.calibration.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
+from PySide6.QtCore import Signal
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
@@ -28,7 +29,10 @@ SCALES = (
 
 
 class SoftLabelsPanel(QWidget):
-    """A heatmap of one epoch's matrix; the epoch comes from the shared epoch slider."""
+    """A heatmap of one epoch's matrix; the epoch comes from the shared epoch slider.
+    A click on a cell says which: ``cell_clicked(true row, column)``."""
+
+    cell_clicked = Signal(int, int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -70,6 +74,8 @@ class SoftLabelsPanel(QWidget):
         self.title = pg.LabelItem("", size="11pt")
         self.graphics.addItem(self.title, row=1, col=0)
         self.graphics.scene().sigMouseMoved.connect(self._hover)
+        self.graphics.scene().sigMouseClicked.connect(self._clicked)
+        self.plot.vb.sigResized.connect(lambda _view: self._layout_ticks())
         self.graphics.leaveEvent = self._left  # the readout never outlives the pointer
         self.group_items: list = []  # lines and labels between groups of classes
 
@@ -106,26 +112,51 @@ class SoftLabelsPanel(QWidget):
 
     def _set_classes(self, names: tuple[str, ...]) -> None:
         self.class_names = tuple(names)
-        short = short_names(names)
-        left = self.plot.getAxis("left")
-        left.setTicks([[(i + 0.5, s) for i, s in enumerate(short)]])
-        # wide enough for every name: pyqtgraph silently drops labels that do not fit
-        left.setWidth(max(QFontMetrics(left.font()).horizontalAdvance(s) for s in short) + 34)
-        # columns are narrow: break 'lung/normal' over two lines, and number them past 16
-        if len(names) <= 16:
-            columns = [s.replace("/", "/\n").replace("_", "_\n") for s in short]
-        else:
-            columns = [str(i + 1) for i in range(len(names))]
-        bottom = self.plot.getAxis("bottom")
-        bottom.setTicks([[(i + 0.5, s) for i, s in enumerate(columns)]])
         font = QFont()
         font.setPointSize(8)
-        bottom.setStyle(tickFont=font)
-        bottom.setHeight(60 if len(names) <= 16 else 40)
+        self.plot.getAxis("bottom").setStyle(tickFont=font)
         k = len(names)
         grouped = self._draw_groups(names)
         # room above the first row for the group names
         self.plot.setRange(xRange=(0, k), yRange=(-0.06 * k if grouped else 0, k), padding=0.02)
+        self._layout_ticks()
+
+    def _layout_ticks(self) -> None:
+        """Class names on both axes, as many as fit without overlapping: columns keep
+        their names while each fits its column (broken over two lines), else they are
+        numbered and the rows say which number is which; with more rows than lines of
+        text (165 classes), every n-th is named."""
+        names = self.class_names
+        k = len(names)
+        if not k:
+            return
+        left, bottom = self.plot.getAxis("left"), self.plot.getAxis("bottom")
+        # pixels a class takes on each axis (a guess until the view is laid out)
+        rect = self.plot.vb.boundingRect()
+        (x0, x1), (y0, y1) = self.plot.vb.viewRange()
+        width = k * (rect.width() if rect.width() > 50 else 400.0) / max(x1 - x0, 1e-9)
+        height = k * (rect.height() if rect.height() > 50 else 400.0) / max(y1 - y0, 1e-9)
+        short = short_names(names)
+        two_lines = [s.replace("/", "/\n").replace("_", "_\n") for s in short]
+        bottom_metrics = QFontMetrics(bottom.style["tickFont"] or QFont())
+        widest = max(max(bottom_metrics.horizontalAdvance(part) for part in s.split("\n"))
+                     for s in two_lines)
+        numbered = widest + 4 > width / k
+        if numbered:
+            number_width = bottom_metrics.horizontalAdvance(str(k)) + 6
+            step = max(1, int(np.ceil(number_width * k / width)))
+            columns = [(i + 0.5, str(i + 1)) for i in range(0, k, step)]
+            rows = [f"{i + 1} {s}" for i, s in enumerate(short)]
+        else:
+            columns = [(i + 0.5, s) for i, s in enumerate(two_lines)]
+            rows = short
+        bottom.setTicks([columns])
+        bottom.setHeight(40 if numbered else 60)
+        line = QFontMetrics(left.font()).height()
+        row_step = max(1, int(np.ceil(line * k / height)))
+        left.setTicks([[(i + 0.5, rows[i]) for i in range(0, k, row_step)]])
+        # wide enough for every name: pyqtgraph silently drops labels that do not fit
+        left.setWidth(max(QFontMetrics(left.font()).horizontalAdvance(r) for r in rows) + 34)
 
     def _draw_groups(self, names: tuple[str, ...]) -> bool:
         """Lines between classes of different parent folders (CT/…, MR/…, US/…), each
@@ -203,6 +234,22 @@ class SoftLabelsPanel(QWidget):
         if matrix is None or not (0 <= row < matrix.shape[0] and 0 <= col < matrix.shape[1]):
             return ""
         return f"true {self.class_names[row]} → {self.class_names[col]}: {matrix[row, col]:.3f}"
+
+    def cell_at(self, scene_pos) -> tuple[int, int] | None:
+        """The (row, column) of the drawn matrix under a scene position, if any."""
+        matrix = self.shown_matrix()
+        if matrix is None or not self.plot.sceneBoundingRect().contains(scene_pos):
+            return None
+        point = self.plot.vb.mapSceneToView(scene_pos)
+        row, col = int(np.floor(point.y())), int(np.floor(point.x()))
+        if 0 <= row < matrix.shape[0] and 0 <= col < matrix.shape[1]:
+            return row, col
+        return None
+
+    def _clicked(self, event) -> None:
+        cell = self.cell_at(event.scenePos())
+        if cell is not None:
+            self.cell_clicked.emit(*cell)
 
     def _left(self, event) -> None:
         self.hover.setText(" ")

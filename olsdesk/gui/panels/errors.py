@@ -1,0 +1,298 @@
+"""The error browser: the test images behind a confusion cell, a class or a reliability
+bin, as thumbnails, the most confident first, each with its Grad-CAM overlay.
+
+The maps are computed in the worker (``core.saliency.iter_explain``), a batch at a time,
+thumbnails appearing as they are done; a new selection stops the old one. Selecting a
+thumbnail shows it large with what the model said.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from olsdesk.core.evaluation import Evaluation
+from olsdesk.core.saliency import Explained, iter_explain
+from olsdesk.gui.panels.common import array_pixmap
+from olsdesk.gui.workers import Worker, start_worker
+
+MAX_IMAGES = 120  # thumbnails a selection shows (its most confident first)
+THUMB = 112
+
+
+class ErrorBrowser(QWidget):
+    """Thumbnails of chosen evaluation rows, with Grad-CAM of the predicted class."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.evaluation: Evaluation | None = None
+        self.predictor = None  # loaded in the worker for the evaluation's checkpoint
+        self.selection: dict = {}
+        self.rows: np.ndarray = np.zeros(0, dtype=int)
+        self.explained: dict[int, Explained] = {}
+        self._worker: Worker | None = None
+        self._stop = threading.Event()
+
+        self.title = QLabel("Click a confusion-matrix cell, or a class in the table, to see "
+                            "its test images here.")
+        self.title.setWordWrap(True)
+        self.order = QComboBox()
+        self.order.addItem("most confident first", True)
+        self.order.addItem("least confident first", False)
+        self.order.currentIndexChanged.connect(lambda: self._reselect())
+        self.cam = QCheckBox("Grad-CAM")
+        self.cam.setChecked(True)
+        self.cam.setToolTip("Where the model found evidence for the class it predicted (the "
+                            "last convolutional block's Grad-CAM), over the image it saw")
+        self.cam.toggled.connect(self._redraw_icons)
+        self.bins = QComboBox()
+        self.bins.setToolTip("The images of one bin of the reliability diagram (top-class "
+                             "confidence, before temperature scaling)")
+        self.bins.activated.connect(self._bin_chosen)
+        self.bins.addItem("Reliability bin…")
+        top = QHBoxLayout()
+        top.addWidget(self.title, 1)
+        top.addWidget(self.bins)
+        top.addWidget(self.order)
+        top.addWidget(self.cam)
+
+        self.grid = QListWidget()
+        self.grid.setViewMode(QListView.ViewMode.IconMode)
+        self.grid.setIconSize(QSize(THUMB, THUMB))
+        self.grid.setGridSize(QSize(THUMB + 16, THUMB + 34))
+        self.grid.setResizeMode(QListView.ResizeMode.Adjust)
+        self.grid.setMovement(QListView.Movement.Static)
+        self.grid.setUniformItemSizes(True)
+        self.grid.setWordWrap(True)
+        self.grid.currentItemChanged.connect(self._show_current)
+        self.large = QLabel()
+        self.large.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.large.setMinimumSize(200, 200)
+        self.detail = QLabel(" ")
+        self.detail.setWordWrap(True)
+        self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        side = QWidget()
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 0, 0)
+        side_layout.addWidget(self.large, 1)
+        side_layout.addWidget(self.detail)
+        splitter = QSplitter()
+        splitter.addWidget(self.grid)
+        splitter.addWidget(side)
+        splitter.setSizes([520, 240])
+        self.status = QLabel(" ")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(top)
+        layout.addWidget(splitter, 1)
+        layout.addWidget(self.status)
+
+    # --- what to show ------------------------------------------------------------------
+    def set_evaluation(self, evaluation: Evaluation | None) -> None:
+        """A new evaluation: the old thumbnails belong to another model or split."""
+        self.cancel()
+        if evaluation is not None and self.evaluation is not None and \
+                evaluation.checkpoint != self.evaluation.checkpoint:
+            self.predictor = None
+        self.evaluation = evaluation
+        self.bins.clear()
+        self.bins.addItem("Reliability bin…")
+        if evaluation is not None:
+            n = evaluation.n_bins
+            predicted = evaluation.log_probs.argmax(axis=1)
+            for b in range(n - 1, -1, -1):  # the confident end first
+                low, high = b / n, (b + 1) / n
+                rows = evaluation.rows(confidence=(low, high))
+                if len(rows):
+                    right = float(np.mean(predicted[rows] == evaluation.labels[rows]))
+                    self.bins.addItem(f"{low:.2f}–{high:.2f}: {len(rows)} images, "
+                                      f"{right:.0%} right", (low, high))
+        self.selection = {}
+        self.rows = np.zeros(0, dtype=int)
+        self.grid.clear()
+        self.explained.clear()
+        self.large.clear()
+        self.detail.setText(" ")
+        self.status.setText(" ")
+
+    def show_cell(self, true: int, predicted: int) -> None:
+        ev = self.evaluation
+        if ev is None:
+            return
+        names = ev.class_names
+        what = ("correctly classified" if true == predicted
+                else f"predicted {names[predicted]}")
+        self._select(f"True {names[true]}, {what}", true=true, predicted=predicted)
+
+    def show_class_mistakes(self, true: int) -> None:
+        if self.evaluation is not None:
+            self._select(f"True {self.evaluation.class_names[true]}, misclassified",
+                         true=true, wrong=True)
+
+    def show_confidence_bin(self, low: float, high: float, scaled: bool = False) -> None:
+        which = "calibrated " if scaled else ""
+        self._select(f"Top-class {which}confidence {low:.2f}–{high:.2f}",
+                     confidence=(low, high), scaled=scaled)
+
+    def _bin_chosen(self, index: int) -> None:
+        edges = self.bins.itemData(index)
+        if edges is not None:
+            self.show_confidence_bin(*edges)
+
+    def _select(self, title: str, **selection) -> None:
+        self.selection = {"title": title, **selection}
+        self._reselect()
+
+    def _reselect(self) -> None:
+        ev, selection = self.evaluation, dict(self.selection)
+        if ev is None or not selection:
+            return
+        title = selection.pop("title")
+        self.cancel()
+        rows = ev.rows(**selection, most_confident_first=self.order.currentData())
+        self.rows = rows[:MAX_IMAGES]
+        more = f" (the first {MAX_IMAGES} shown)" if len(rows) > MAX_IMAGES else ""
+        self.title.setText(f"<b>{title}</b>: {len(rows)} test image"
+                           f"{'' if len(rows) == 1 else 's'}{more}")
+        self.grid.clear()
+        self.explained.clear()
+        self.large.clear()
+        self.detail.setText(" ")
+        if not len(self.rows):
+            self.status.setText("No test image here.")
+            return
+        if ev.samples is None or ev.sample_index is None:
+            self.status.setText("This evaluation does not know where its images are.")
+            return
+        predicted = ev.log_probs.argmax(axis=1)
+        for row in self.rows:
+            item = QListWidgetItem(self._caption(int(row)))
+            item.setData(Qt.ItemDataRole.UserRole, int(row))
+            item.setToolTip(self._describe(int(row)))
+            self.grid.addItem(item)
+        items = [(int(r), int(ev.sample_index[r]), int(predicted[r])) for r in self.rows]
+        self._stop = threading.Event()
+        self.status.setText(f"Computing Grad-CAM for {len(items)} images…")
+        self._worker = start_worker(
+            _explain, self.predictor, ev.checkpoint, ev.samples, items, self._stop,
+            yielded=self._arrived, errored=self._failed, finished=self._finished,
+            stop=self._stop.set)
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    # --- arriving ------------------------------------------------------------------------
+    def _arrived(self, item) -> None:
+        if not isinstance(item, list):  # the loaded predictor, kept for the next selection
+            self.predictor = item
+            return
+        shown = {self.grid.item(i).data(Qt.ItemDataRole.UserRole): self.grid.item(i)
+                 for i in range(self.grid.count())}
+        for explained in item:
+            self.explained[explained.row] = explained
+            widget_item = shown.get(explained.row)
+            if widget_item is not None:
+                self._set_icon(widget_item, explained)
+        current = self.grid.currentItem()
+        if current is not None:
+            self._show_current(current)
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(message)
+
+    def _finished(self) -> None:
+        self._worker = None
+        done = len(self.explained)
+        if self.status.text().startswith("Computing"):
+            self.status.setText(f"{done} of {len(self.rows)} images with Grad-CAM"
+                                + (" (stopped)" if done < len(self.rows) else "") + ".")
+
+    # --- drawing -------------------------------------------------------------------------
+    def _picture(self, explained: Explained) -> np.ndarray:
+        return explained.picture(0.45 if self.cam.isChecked() else 0.0) / 255.0
+
+    def _set_icon(self, widget_item: QListWidgetItem, explained: Explained) -> None:
+        if explained.error:
+            widget_item.setText(f"⚠ {widget_item.text()}")
+            widget_item.setToolTip(f"{widget_item.toolTip()}\n{explained.error}")
+            return
+        widget_item.setIcon(QIcon(array_pixmap(self._picture(explained), THUMB)))
+
+    def _redraw_icons(self) -> None:
+        for i in range(self.grid.count()):
+            widget_item = self.grid.item(i)
+            explained = self.explained.get(widget_item.data(Qt.ItemDataRole.UserRole))
+            if explained is not None and not explained.error:
+                widget_item.setIcon(QIcon(array_pixmap(self._picture(explained), THUMB)))
+        current = self.grid.currentItem()
+        if current is not None:
+            self._show_current(current)
+
+    def _caption(self, row: int) -> str:
+        ev = self.evaluation
+        return f"{ev.probs[row].max():.1%} {Path(ev.names[row]).name}"
+
+    def _describe(self, row: int) -> str:
+        ev = self.evaluation
+        pred = int(ev.log_probs[row].argmax())
+        return (f"{ev.names[row]}\ntrue {ev.class_names[int(ev.labels[row])]}, predicted "
+                f"{ev.class_names[pred]}\nconfidence {ev.probs[row, pred]:.1%}, calibrated "
+                f"{ev.scaled_probs[row, pred]:.1%}")
+
+    def _show_current(self, current: QListWidgetItem | None, _previous=None) -> None:
+        if current is None:
+            return
+        row = current.data(Qt.ItemDataRole.UserRole)
+        explained = self.explained.get(row)
+        if explained is not None and not explained.error:
+            self.large.setPixmap(array_pixmap(self._picture(explained), 260))
+        else:
+            self.large.clear()
+        text = self._describe(row).replace("\n", "<br>")
+        if explained is not None and explained.error:
+            text += f"<br>⚠ {explained.error}"
+        elif self.cam.isChecked():
+            text += "<br><span style='color:#666'>overlay: Grad-CAM of the predicted class</span>"
+        self.detail.setText(text)
+
+    def picture_shown(self) -> QIcon | None:
+        """The first thumbnail's icon (tests)."""
+        return self.grid.item(0).icon() if self.grid.count() else None
+
+
+def _explain(predictor, checkpoint: str, samples, items, stop: threading.Event):
+    """Off the GUI thread: the predictor (loaded once per checkpoint), then Grad-CAM
+    results in chunks of 8 as they are done."""
+    from olsdesk.core.predictor import Predictor
+
+    if predictor is None or predictor.source != checkpoint:
+        predictor = Predictor.from_checkpoint(checkpoint)
+        yield predictor
+    chunk: list[Explained] = []
+    for explained in iter_explain(predictor, samples, items, batch_size=8, stop=stop):
+        chunk.append(explained)
+        if len(chunk) >= 8:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
