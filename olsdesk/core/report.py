@@ -169,3 +169,72 @@ def write_metrics_csv(reports: Sequence[EpochReport], path: str | Path) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def write_matrix_csv(matrix: np.ndarray, class_names: Sequence[str], path: str | Path) -> Path:
+    """A class x class matrix with its class names: rows the true class."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["true class", *class_names])
+        for name, row in zip(class_names, np.asarray(matrix), strict=True):
+            writer.writerow([name, *(f"{v:.6f}" for v in row)])
+    return path
+
+
+def write_validation_predictions_csv(report: EpochReport, validation_names: Sequence[str],
+                                     class_names: Sequence[str], path: str | Path) -> Path:
+    """The epoch's per-image predictions on the validation images it embedded (all of
+    them up to the run's embedding sample size), in validation order."""
+    path = Path(path)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["validation_index", "image", "label", "prediction", "confidence",
+                         "correct"])
+        for i, label, pred, conf in zip(report.embedding_indices, report.embedding_labels,
+                                        report.embedding_predictions,
+                                        report.embedding_confidences, strict=True):
+            name = validation_names[i] if i < len(validation_names) else ""
+            writer.writerow([int(i), name, class_names[int(label)], class_names[int(pred)],
+                             f"{float(conf):.6f}", bool(label == pred)])
+    return path
+
+
+def write_run_report_md(path: str | Path, run_name: str, config: dict, info: RunInfo | None,
+                        reports: Sequence[EpochReport], shown: EpochReport,
+                        figures: Sequence[str], tables: Sequence[str]) -> Path:
+    """A short report of a run: its settings, data, the shown and the best epoch's
+    validation metrics, then the figures and tables written beside it."""
+    best = best_report(reports)
+    rows = (("Top-1", "val_top1", "{:.1%}"), ("Top-5", "val_top5", "{:.1%}"),
+            ("NLL", "val_nll", "{:.4f}"), ("Brier", "val_brier", "{:.4f}"),
+            ("ECE", "ece", "{:.4f}"), ("ECE after temperature scaling",
+                                       "ece_temperature_scaled", "{:.4f}"),
+            ("adaptive ECE", "adaptive_ece", "{:.4f}"), ("classwise ECE", "classwise_ece",
+                                                          "{:.4f}"),
+            ("temperature T", "temperature", "{:.3f}"), ("silhouette", "silhouette", "{:.3f}"))
+    lines = [f"# {run_name}", ""]
+    settings = ("model", "loss", "alpha", "epsilon", "temperature", "epochs", "lr",
+                "batch_size", "image_size", "optimizer", "weight_decay", "seed", "data")
+    lines += ["| setting | value |", "|---|---|"]
+    lines += [f"| {key} | {config[key]} |" for key in settings if key in config]
+    if info is not None:
+        lines += ["", f"**Data**: {info.dataset.describe(len(info.class_names))}; "
+                  f"{len(info.class_names)} classes. Every number below is on the validation "
+                  "split; `olsdesk evaluate` gives the held-out test split's."]
+    if shown is not None:
+        head = f"epoch {shown.epoch} (shown)"
+        columns = [shown] if best is None or best.epoch == shown.epoch else [shown, best]
+        names = [head] + ([f"epoch {best.epoch} (best Top-1)"] if len(columns) > 1 else [])
+        lines += ["", f"| metric | {' | '.join(names)} |", "|---|" + "---|" * len(columns)]
+        for label, key, fmt in rows:
+            values = [getattr(r, key) for r in columns]
+            lines.append(f"| {label} | " + " | ".join(
+                "—" if not math.isfinite(v) else fmt.format(v) for v in values) + " |")
+    if tables:
+        lines += ["", "Tables: " + ", ".join(f"[{t}]({t})" for t in tables) + "."]
+    for figure in figures:
+        lines += ["", f"![{figure}]({figure})"]
+    path = Path(path)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -121,8 +121,8 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
         lo, hi = result.interval("ece")
         panel.show_bins(bins.counts, bins.accuracy, bins.confidence, result.value["top1"],
                         float(np.nansum(bins.confidence * bins.counts) / bins.counts.sum()),
-                        f"{len(ev.labels)} test images\nECE {result.value['ece']:.4f}\n"
-                        f"   95% CI {lo:.4f}–{hi:.4f}\nMCE {result.value['mce']:.4f}\n"
+                        f"{len(ev.labels)} test images\nECE {result.value['ece']:.4f} "
+                        f"(95 % CI {lo:.4f}–{hi:.4f})\nMCE {result.value['mce']:.4f}\n"
                         f"adaptive ECE {result.value['adaptive_ece']:.4f}")
         layout.addWidget(panel)
     written = [_save(holder, out / "reliability.png", (1400, 620))]
@@ -145,3 +145,48 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
                 panel.plot.addItem(text)
     written.append(_save(panel, out / "confusion_matrix.png", (1000, 800)))
     return written
+
+
+def export_plot(graphics: pg.GraphicsLayoutWidget, base: str | Path,
+                hidden=(), scale: float = 2.0) -> list[Path]:
+    """The plots of ``graphics`` alone as ``base``.svg and ``base``.png (``scale`` x the
+    on-screen size, white background), without the panel's controls and with the items
+    in ``hidden`` (hover read-outs) left out of the picture.
+
+    Both are Qt's own renderings of the scene (QSvgGenerator keeps text as text; the PNG
+    is drawn as a high-density screen draws it, every item scaled alike): pyqtgraph's
+    SVGExporter fails on the paths Qt 6.11 writes (pyqtgraph issue 3485) and its
+    ImageExporter enlarges some text items and not others."""
+    from PySide6.QtCore import QRectF
+    from PySide6.QtGui import QColor, QImage, QPainter
+    from PySide6.QtSvg import QSvgGenerator
+
+    base = Path(base)
+    shown = [item for item in hidden if item.isVisible()]
+    for item in shown:
+        item.hide()
+    try:
+        scene = graphics.scene()
+        rect = graphics.viewRect()  # what the panel shows of its scene
+        target = QRectF(0, 0, rect.width(), rect.height())
+        svg = QSvgGenerator()
+        svg.setFileName(str(base.with_suffix(".svg")))
+        svg.setSize(rect.size().toSize())
+        svg.setViewBox(target)
+        svg.setTitle(base.stem)
+        svg.setDescription("olsdesk")
+        image = QImage(max(1, round(rect.width() * scale)),
+                       max(1, round(rect.height() * scale)), QImage.Format.Format_RGB32)
+        image.setDevicePixelRatio(scale)
+        for device in (svg, image):
+            painter = QPainter(device)
+            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+            painter.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+            painter.fillRect(target, QColor("white"))
+            scene.render(painter, target, rect)
+            painter.end()
+        image.save(str(base.with_suffix(".png")))
+    finally:
+        for item in shown:
+            item.show()
+    return [base.with_suffix(".svg"), base.with_suffix(".png")]

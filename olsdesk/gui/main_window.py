@@ -8,6 +8,7 @@ through ``gui.workers``; closing the window shuts every worker down there.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -26,7 +27,15 @@ from PySide6.QtWidgets import (
 
 from olsdesk import __version__
 from olsdesk.core.launch import ProcessRun
-from olsdesk.core.report import BatchProgress, EpochReport, RunStarted, write_metrics_csv
+from olsdesk.core.report import (
+    BatchProgress,
+    EpochReport,
+    RunStarted,
+    write_matrix_csv,
+    write_metrics_csv,
+    write_run_report_md,
+    write_validation_predictions_csv,
+)
 from olsdesk.core.runs import BEST, LATEST, default_runs_dir
 from olsdesk.core.study import Study
 from olsdesk.core.trainer import Trainer
@@ -45,6 +54,8 @@ from olsdesk.gui.session import RunSession
 from olsdesk.gui.training import TrainingController
 from olsdesk.gui.widgets import EpochScrubber, TrainingStatus, WheelGuard
 from olsdesk.gui.workers import MainThreadGarbageCollector, shutdown_workers
+
+log = logging.getLogger(__name__)
 
 STATUS_TEXT = {"finished": "Training finished.",
                "stopped": "Training stopped; the last finished epoch's checkpoint is kept.",
@@ -148,7 +159,7 @@ class MainWindow(QMainWindow):
         file_menu = self.menuBar().addMenu("&File")
         for text, slot, shortcut in (
             ("&Open run…", self.choose_run, QKeySequence.StandardKey.Open),
-            ("&Export panels and metrics…", self.choose_export, QKeySequence("Ctrl+E")),
+            ("&Export figures, tables and report…", self.choose_export, QKeySequence("Ctrl+E")),
             ("&Load checkpoint for prediction…", self._load_checkpoint, QKeySequence("Ctrl+L")),
             ("Runs &folder…", self.choose_runs_dir, None),
             ("&Quit", self.close, QKeySequence.StandardKey.Quit),
@@ -385,15 +396,48 @@ class MainWindow(QMainWindow):
             self.message.setText(f"Exported {len(written)} files to {folder}.")
 
     def export(self, folder: str | Path) -> list[Path]:
-        """Each panel as PNG and the metrics as CSV."""
+        """For a paper: each panel's plots alone as SVG and PNG, the shown epoch's
+        soft-label and mean-prediction matrices and validation predictions as CSV, every
+        epoch's metrics as CSV, the Evaluate tab's test evaluation when there is one, and
+        report.md tying them together."""
+        from olsdesk.core.evaluation import write_evaluation
+        from olsdesk.gui.figures import export_plot, write_evaluation_figures
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        written = []
+        report = self.session.selected or self.reports[-1]
+        names = report.class_names
+        info, config = self.session.info, {}
+        store = self.session.run_store
+        if store is not None:
+            try:
+                config = store.config().to_dict()
+            except (OSError, ValueError) as exc:
+                log.warning("export: the run's config.json cannot be read (%s)", exc)
+        written, figures = [], []
         for name in self.PANELS:
-            path = folder / f"{name}.png"
-            if self.render_panel(name).save(str(path)):
-                written.append(path)
-        written.append(write_metrics_csv(self.reports, folder / "metrics.csv"))
+            panel = getattr(self, name)
+            written += export_plot(panel.graphics, folder / name,
+                                   hidden=getattr(panel, "hover_labels", ()))
+            figures.append(f"{name}.png")
+        tables = [write_metrics_csv(self.reports, folder / "metrics.csv"),
+                  write_matrix_csv(report.soft_labels, names, folder / "soft_labels.csv"),
+                  write_matrix_csv(report.mean_prediction, names,
+                                   folder / "mean_prediction.csv"),
+                  write_validation_predictions_csv(
+                      report, info.validation_names if info is not None else (), names,
+                      folder / "validation_predictions.csv")]
+        evaluation = self.evaluation.evaluation
+        if evaluation is not None:
+            test = write_evaluation(evaluation, folder / "test", write_evaluation_figures)
+            tables += [p for p in test if p.suffix == ".csv" or p.suffix == ".json"]
+            figures += [f"test/{p.name}" for p in test if p.suffix == ".png"]
+            written += [p for p in test if p not in tables]
+        written += tables
+        run_name = self.session.path.name if self.session.path is not None else "run"
+        written.append(write_run_report_md(
+            folder / "report.md", run_name, config, info, self.reports, report, figures,
+            [str(p.relative_to(folder)) for p in tables]))
         return written
 
     def render_panel(self, name: str):

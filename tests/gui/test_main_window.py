@@ -9,9 +9,11 @@ import sys
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QImage
 
 from olsdesk.core.runs import RunStore
 from olsdesk.gui.app import panel_is_blank
+from olsdesk.gui.panels.curves import PLOTS
 from tests.gui.conftest import train
 
 
@@ -144,13 +146,55 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
     assert other.status.speed_label.text() == ""
     assert [r.epoch for r in other.reports] == [1, 2]
     np.testing.assert_allclose(other.soft_labels.shown_matrix(), window.reports[-1].soft_labels)
+    # a hover read-out is showing when the user exports: it stays out of the picture
+    other.resize(1200, 800)
+    other.show()
+    other.tabs.setCurrentWidget(other.curves)
+    qtbot.wait(50)
+    curves = other.curves
+    plot = curves.plots[0]
+    y_low, y_high = plot.vb.viewRange()[1]
+    curves._hover(plot.vb.mapViewToScene(QPointF(2, (y_low + y_high) / 2)), plot,
+                  PLOTS[0][2], curves.hover_labels[0])
+    hover_text = curves.hover_labels[0].textItem.toPlainText()
+    assert curves.hover_labels[0].isVisible() and hover_text.startswith("epoch 2")
     written = other.export(tmp_path / "export")
+    out = tmp_path / "export"
     names = sorted(p.name for p in written)
-    assert names == ["curves.png", "embedding.png", "metrics.csv", "reliability.png",
-                     "soft_labels.png"]
-    with open(tmp_path / "export" / "metrics.csv") as fh:
+    assert names == sorted(["curves.png", "curves.svg", "embedding.png", "embedding.svg",
+                            "reliability.png", "reliability.svg", "soft_labels.png",
+                            "soft_labels.svg", "metrics.csv", "soft_labels.csv",
+                            "mean_prediction.csv", "validation_predictions.csv", "report.md"])
+    assert curves.hover_labels[0].isVisible()  # back on screen afterwards
+    svg = (out / "curves.svg").read_text()
+    assert "<svg" in svg and "validation (NLL)" in svg and hover_text.splitlines()[1] not in svg
+    # the plots alone, at twice their size on screen: no combo box, no slider
+    for name in other.PANELS:
+        panel = getattr(other, name)
+        image = QImage(str(out / f"{name}.png"))
+        scene = panel.graphics.viewRect()
+        assert image.width() == int(scene.width() * 2), name
+        assert abs(image.height() / image.width() - scene.height() / scene.width()) < 0.01
+        assert "<svg" in (out / f"{name}.svg").read_text()[:500]
+    with open(out / "metrics.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and "ece" in rows[0]
+    last = other.session.selected
+    with open(out / "soft_labels.csv") as fh:
+        matrix = list(csv.reader(fh))
+    assert matrix[0][1:] == list(last.class_names)
+    np.testing.assert_allclose(np.array([r[1:] for r in matrix[1:]], float),
+                               last.soft_labels, atol=1e-6)
+    with open(out / "validation_predictions.csv") as fh:
+        predictions = list(csv.DictReader(fh))
+    info = RunStore(window.run_path).info()
+    assert len(predictions) == len(info.validation_names) == len(last.embedding_indices)
+    first = predictions[0]
+    assert first["image"] == info.validation_names[int(first["validation_index"])]
+    assert first["prediction"] == last.class_names[int(last.embedding_predictions[0])]
+    report_md = (out / "report.md").read_text()
+    assert window.run_path.name in report_md and "| loss | ols |" in report_md
+    assert f"{last.val_top1:.1%}" in report_md and "![curves.png](curves.png)" in report_md
     for name in other.PANELS:
         assert not panel_is_blank(other.render_panel(name)), name
     assert not other.open_run(tmp_path)  # not a run: a message, no crash

@@ -44,17 +44,12 @@ class ReliabilityPanel(QWidget):
                                                                 style=Qt.PenStyle.DashLine))
         self.diagram.addItem(diagonal)
         legend.addItem(diagonal, "perfect calibration")
-        # under the legend, at the left, where low-confidence bins are usually empty
-        self.metrics_text = pg.TextItem(anchor=(0, 0), color="k",
-                                        fill=pg.mkBrush(255, 255, 255, 230),
-                                        border=pg.mkPen("#999"))
-        font = self.metrics_text.textItem.font()
-        font.setPointSize(11)
-        self.metrics_text.setFont(font)
-        self.metrics_text.setPos(0.02, 0.62)
-        self.diagram.addItem(self.metrics_text)
+        # the statistics get a line of their own between the two plots: on the diagram
+        # they covered its legend or its bars, whichever the bins left free
+        self.metrics_text = pg.LabelItem("", size="10pt", color="k")
+        self.graphics.addItem(self.metrics_text, row=1, col=0)
 
-        self.histogram = self.graphics.addPlot(row=1, col=0)
+        self.histogram = self.graphics.addPlot(row=2, col=0)
         style_plot(self.histogram, "Confidence histogram", "images", "top-label confidence")
         self.histogram.setXLink(self.diagram)
         self.histogram_bars = pg.BarGraphItem(x0=[], height=[], width=0.0, brush="#7f7f7f",
@@ -62,15 +57,15 @@ class ReliabilityPanel(QWidget):
         self.histogram.addItem(self.histogram_bars)
         self.accuracy_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(ACCURACY, width=2),
                                              label="accuracy", labelOpts={
-                                                 "position": 0.9, "color": ACCURACY})
+                                                 "position": 0.88, "color": ACCURACY})
         self.confidence_line = pg.InfiniteLine(angle=90, pen=pg.mkPen(
             GAP, width=2, style=Qt.PenStyle.DashLine), label="mean confidence",
-            labelOpts={"position": 0.75, "color": GAP})
+            labelOpts={"position": 0.88, "color": GAP})
         for line in (self.accuracy_line, self.confidence_line):
             self.histogram.addItem(line)
             line.hide()
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
-        self.graphics.ci.layout.setRowStretchFactor(1, 2)
+        self.graphics.ci.layout.setRowStretchFactor(2, 2)
 
     def follow(self, session) -> None:
         """Show the epoch chosen in ``session`` (a RunSession)."""
@@ -81,8 +76,8 @@ class ReliabilityPanel(QWidget):
         return len(self.accuracy_bars.opts["x0"])
 
     def statistics_text(self) -> str:
-        """The ECE/MCE box written on the diagram."""
-        return self.metrics_text.textItem.toPlainText()
+        """The ECE/MCE line under the diagram."""
+        return self.metrics_text.text
 
     def set_title(self, title: str) -> None:
         """The diagram's title, which says which split it is on."""
@@ -116,10 +111,31 @@ class ReliabilityPanel(QWidget):
         low, high = np.minimum(acc, conf), np.maximum(acc, conf)
         self.gap_bars.setOpts(x0=edges[:-1][filled], y0=low[filled],
                               height=(high - low)[filled], width=width)
-        self.metrics_text.setText(text)
+        parts = [line.strip() for line in text.split("\n") if line.strip()]
+        half = (len(parts) + 1) // 2  # two lines when one would be wider than a narrow panel
+        lines = ["  ·  ".join(parts)] if len("  ·  ".join(parts)) <= 70 else [
+            "  ·  ".join(parts[:half]), "  ·  ".join(parts[half:])]
+        self.metrics_text.setText("<br>".join(lines))
         self.histogram_bars.setOpts(x0=edges[:-1], height=counts, width=width)
         self.accuracy_line.setValue(overall_accuracy)
         self.confidence_line.setValue(mean_confidence)
+        # the labels never overlap however close accuracy and confidence are: each on the
+        # outer side of the pair at one height, or, near an edge of the axis where the
+        # outer side has no room, both on the inner side at two heights
+        lower, higher = ((self.accuracy_line, self.confidence_line)
+                         if overall_accuracy <= mean_confidence
+                         else (self.confidence_line, self.accuracy_line))
+        left, right = [(1.0, 0.5)] * 2, [(0.0, 0.5)] * 2
+        if lower.value() < 0.15:
+            placing = ((lower, right, 0.88), (higher, right, 0.62))
+        elif higher.value() > 0.85:
+            placing = ((lower, left, 0.62), (higher, left, 0.88))
+        else:
+            placing = ((lower, left, 0.88), (higher, right, 0.88))
+        for line, anchors, height in placing:
+            line.label.anchors = anchors
+            line.label.setPosition(height)
+            line.label.updatePosition()
         self.accuracy_line.show()
         self.confidence_line.show()
         self.histogram.setYRange(0, max(counts.max(), 1) * 1.1)
