@@ -116,6 +116,22 @@ class RunStore:
     def write_config(self, config: RunConfig) -> None:
         atomic_write_bytes(self.path / "config.json", config.to_json().encode())
 
+    NOTES = "notes.md"
+
+    def notes(self) -> str:
+        """The user's notes on this run ("" when none)."""
+        try:
+            return (self.path / self.NOTES).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return ""
+
+    def write_notes(self, text: str) -> None:
+        """Keep the user's notes in the run folder (notes.md), or remove an emptied one."""
+        if text.strip():
+            atomic_write_bytes(self.path / self.NOTES, text.encode("utf-8"))
+        else:
+            (self.path / self.NOTES).unlink(missing_ok=True)
+
     def info(self) -> RunInfo:
         """run.json; RunError when it is missing or damaged."""
         try:

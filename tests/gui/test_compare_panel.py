@@ -48,3 +48,74 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
 
     # a run's folder can be replayed from the list
     assert window.open_run(RunStore(stores[0].path).path)
+
+
+def test_the_runs_table_shows_settings_filters_diffs_and_keeps_notes(qtbot, tmp_path):
+    import shutil
+
+    from olsdesk.config import RunConfig
+    from olsdesk.core.trainer import Trainer
+    from olsdesk.gui.panels.compare import ComparePanel
+
+    runs = tmp_path / "runs"
+    tiny = dict(demo_per_class=6, image_size=32, batch_size=24, epochs=1, device="cpu",
+                num_workers=0)
+    paths = {}
+    for loss, lr in (("ols", 0.003), ("ce", 0.01)):
+        trainer = Trainer(RunConfig(loss=loss, lr=lr, **tiny), runs_dir=runs)
+        for _ in trainer.fit():
+            pass
+        paths[loss] = trainer.store.path
+    empty = runs / "stopped-before-epoch-1"  # stopped in its first epoch: nothing to compare
+    shutil.copytree(paths["ce"], empty)
+    RunStore(empty).truncate_to(0)
+    RunStore(empty).set_status("stopped")
+
+    panel = ComparePanel(runs)
+    qtbot.addWidget(panel)
+    panel.refresh()
+    assert sorted(panel.listed_runs()) == sorted(p.name for p in paths.values())
+    assert panel.shown_label.text() == "2 of 3 runs"
+    panel.show_empty.setChecked(True)
+    assert empty.name in panel.listed_runs()
+    panel.show_empty.setChecked(False)
+    row = {panel.runs.item(r, 0).text(): r for r in range(panel.runs.rowCount())}
+    column = {name: c for c, name in enumerate(
+        panel.runs.horizontalHeaderItem(c).text() for c in range(panel.runs.columnCount()))}
+    ols_row = row[paths["ols"].name]
+    assert panel.runs.item(ols_row, column["α / ε"]).text() == "α 0.5"
+    assert panel.runs.item(ols_row, column["lr"]).text() == "0.003"
+    assert panel.runs.item(ols_row, column["model"]).text() == "smallcnn"
+    assert panel.runs.item(row[paths["ce"].name], column["α / ε"]).text() == "—"
+
+    panel.filter.setText("ols SMALLCNN")  # every word, in any column, any case
+    assert panel.listed_runs() == [paths["ols"].name]
+    panel.filter.setText("resnet50")
+    assert panel.listed_runs() == [] and panel.shown_label.text() == "0 of 3 runs"
+    panel.filter.clear()
+
+    # two runs: the settings that differ, highlighted
+    panel.select_runs(list(paths.values()))
+    assert set(panel.settings_differing()) == {"loss", "lr"}
+    assert "2 settings differ" in panel.settings_note.text()
+    assert not panel.notes.isEnabled()  # notes belong to one run
+    panel.all_settings.setChecked(True)
+    assert panel.settings_table.rowCount() > 10 and set(panel.settings_differing()) == {
+        "loss", "lr"}
+
+    # one run: its notes, saved in its folder as they are typed
+    panel.select_runs([paths["ols"]])
+    assert panel.notes.isEnabled() and panel.notes.toPlainText() == ""
+    panel.notes.setPlainText("alpha 0.5 looks best\nrerun with 3 seeds")
+    qtbot.waitUntil(lambda: (paths["ols"] / "notes.md").exists(), timeout=5_000)
+    assert RunStore(paths["ols"]).notes() == "alpha 0.5 looks best\nrerun with 3 seeds"
+    assert panel.runs.item(ols_row, column["notes"]).text() == "alpha 0.5 looks best"
+    panel.select_runs([paths["ce"]])
+    assert panel.notes.toPlainText() == ""
+    panel.select_runs([paths["ols"]])
+    assert panel.notes.toPlainText().startswith("alpha 0.5")
+    panel.filter.setText("looks best")  # notes are searchable too
+    assert panel.listed_runs() == [paths["ols"].name]
+    panel.notes.setPlainText("")
+    panel.save_notes()
+    assert not (paths["ols"] / "notes.md").exists()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -23,6 +23,8 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
+    QPlainTextEdit,
     QPushButton,
     QSpinBox,
     QSplitter,
@@ -33,14 +35,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from olsdesk.config import LOSS_LABELS, LOSS_NAMES
+from olsdesk.config import DEFAULT_ALPHA, LOSS_LABELS, LOSS_NAMES
 from olsdesk.core import study
 from olsdesk.core.runs import RunStore
 from olsdesk.errors import RunError
 from olsdesk.gui.panels.common import NumberItem, class_color, row_table, style_plot
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 
-RUN_COLUMNS = ("run", "data", "model", "loss", "epochs", "best top-1", "final ECE", "status")
+RUN_COLUMNS = ("run", "data", "model", "loss", "α / ε", "epochs", "lr", "best top-1",
+               "final ECE", "status", "notes")
 MAX_RELIABILITY = 4
 
 
@@ -115,6 +118,45 @@ class ComparePanel(QWidget):
 
         self.runs = row_table(RUN_COLUMNS, single=False)
         self.runs.itemSelectionChanged.connect(self._selection_changed)
+        # which runs are listed: words every listed run matches in some column
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter runs: e.g. ols resnet50 radimagenet")
+        self.filter.setClearButtonEnabled(True)
+        self.filter.textChanged.connect(self._apply_filter)
+        self.show_empty = QCheckBox("runs without a finished epoch")
+        self.show_empty.setToolTip("Runs stopped or failed before their first epoch ended: "
+                                   "nothing to compare, so hidden unless asked for")
+        self.show_empty.toggled.connect(self._apply_filter)
+        self.shown_label = QLabel("")
+        filters = QHBoxLayout()
+        filters.addWidget(self.filter, 1)
+        filters.addWidget(self.show_empty)
+        filters.addWidget(self.shown_label)
+        runs_box = QWidget()
+        runs_layout = QVBoxLayout(runs_box)
+        runs_layout.setContentsMargins(0, 0, 0, 0)
+        runs_layout.addLayout(filters)
+        runs_layout.addWidget(self.runs, 1)
+        # a run's notes, kept in its folder (notes.md); saved as they are typed
+        self.notes = QPlainTextEdit()
+        self.notes.setPlaceholderText("Notes on the selected run (kept in its folder as "
+                                      "notes.md)")
+        self.notes.setEnabled(False)
+        self.notes.setMaximumHeight(90)
+        self._notes_store: RunStore | None = None
+        self._notes_timer = QTimer(self)
+        self._notes_timer.setSingleShot(True)
+        self._notes_timer.setInterval(600)
+        self._notes_timer.timeout.connect(self.save_notes)
+        self.notes.textChanged.connect(self._notes_timer.start)
+        runs_layout.addWidget(self.notes)
+        # the settings of the selected runs, those that differ first
+        self.settings_table = QTableWidget()
+        self.settings_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.settings_note = QLabel("")
+        self.settings_note.setWordWrap(True)
+        self.all_settings = QCheckBox("show the settings they share too")
+        self.all_settings.toggled.connect(lambda: self._fill_settings(self.selected_stores()))
 
         self.curves = pg.GraphicsLayoutWidget()
         self.top1_plot = self.curves.addPlot(row=0, col=0)
@@ -136,10 +178,18 @@ class ComparePanel(QWidget):
         tables_layout.addWidget(QLabel("Per loss, mean ± sd over the selected runs "
                                        "(as olsdesk compare's results.csv)"))
         tables_layout.addWidget(self.by_loss, 1)
+        settings_box = QWidget()
+        settings_layout = QVBoxLayout(settings_box)
+        settings_row = QHBoxLayout()
+        settings_row.addWidget(self.settings_note, 1)
+        settings_row.addWidget(self.all_settings)
+        settings_layout.addLayout(settings_row)
+        settings_layout.addWidget(self.settings_table, 1)
         self.views = QTabWidget()
         self.views.addTab(self.curves, "Curves")
         self.views.addTab(self.reliability_holder, "Reliability")
         self.views.addTab(tables, "Metrics")
+        self.views.addTab(settings_box, "Settings")
         self.hint = QLabel("Select two or more runs (Ctrl/Shift-click) to compare them.")
         # runs trained differently are compared, but never without a word
         self.caveat = QLabel("")
@@ -148,7 +198,7 @@ class ComparePanel(QWidget):
         self.caveat.hide()
 
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.runs)
+        splitter.addWidget(runs_box)
         bottom = QWidget()
         bottom_layout = QVBoxLayout(bottom)
         bottom_layout.setContentsMargins(0, 0, 0, 0)
@@ -156,7 +206,7 @@ class ComparePanel(QWidget):
         bottom_layout.addWidget(self.caveat)
         bottom_layout.addWidget(self.views, 1)
         splitter.addWidget(bottom)
-        splitter.setSizes([250, 550])
+        splitter.setSizes([330, 520])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(top)
@@ -167,7 +217,8 @@ class ComparePanel(QWidget):
         self.refresh()
 
     def refresh(self) -> None:
-        """List every run under the runs folder with its headline numbers."""
+        """List every run under the runs folder with its key settings and numbers."""
+        self.save_notes()
         self.where.setText(f"Runs in {self.runs_dir}")
         self.stores = []
         self.runs.setSortingEnabled(False)
@@ -176,6 +227,7 @@ class ComparePanel(QWidget):
             try:
                 store = RunStore.open(path)
                 config, status, metrics = store.config(), store.status, store.metrics()
+                notes = store.notes()
             except (RunError, OSError, ValueError, KeyError):
                 continue
             row = self.runs.rowCount()
@@ -187,13 +239,39 @@ class ComparePanel(QWidget):
             ece = metrics[-1]["ece"] if metrics else float("nan")
             cells = [name, QTableWidgetItem(Path(config.data).name or config.data),
                      QTableWidgetItem(config.model), QTableWidgetItem(config.loss),
+                     QTableWidgetItem(_smoothing_text(config)),
                      NumberItem(len(metrics), f"{len(metrics)}/{config.epochs}"),
+                     NumberItem(config.lr, f"{config.lr:g}"),
                      NumberItem(best, metric_text("val_top1", best)),
                      NumberItem(ece, metric_text("ece", ece)),
-                     QTableWidgetItem(status)]  # 'interrupted' when killed mid-run
+                     QTableWidgetItem(status),  # 'interrupted' when killed mid-run
+                     QTableWidgetItem(_first_line(notes))]
+            cells[-1].setToolTip(notes)
             for col, item in enumerate(cells):
                 self.runs.setItem(row, col, item)
         self.runs.setSortingEnabled(True)
+        self._apply_filter()
+
+    def _apply_filter(self) -> None:
+        """Hide the rows that miss a word of the filter (each word must appear in some
+        column) and, unless asked for, the runs without a finished epoch."""
+        words = self.filter.text().lower().split()
+        empty_column = RUN_COLUMNS.index("epochs")
+        shown = 0
+        for row in range(self.runs.rowCount()):
+            texts = [self.runs.item(row, c).text().lower()
+                     for c in range(self.runs.columnCount()) if self.runs.item(row, c)]
+            epochs_done = self.runs.item(row, empty_column).text().split("/")[0] != "0"
+            visible = (epochs_done or self.show_empty.isChecked()) and all(
+                any(word in text for text in texts) for word in words)
+            self.runs.setRowHidden(row, not visible)
+            shown += visible
+        self.shown_label.setText(f"{shown} of {self.runs.rowCount()} runs")
+
+    def listed_runs(self) -> list[str]:
+        """The names of the runs the table shows now (tests)."""
+        return [self.runs.item(r, 0).text() for r in range(self.runs.rowCount())
+                if not self.runs.isRowHidden(r)]
 
     def selected_stores(self) -> list[RunStore]:
         rows = sorted({i.row() for i in self.runs.selectedIndexes()})
@@ -210,8 +288,90 @@ class ComparePanel(QWidget):
                 self.runs.selectRow(row)
         self.runs.setSelectionMode(mode)
 
+    def save_notes(self) -> None:
+        """Write the notes being edited into their run's folder."""
+        self._notes_timer.stop()
+        store = self._notes_store
+        if store is None:
+            return
+        text = self.notes.toPlainText()
+        if text == store.notes():
+            return
+        try:
+            store.write_notes(text)
+        except OSError as exc:
+            self.where.setText(f"The notes could not be saved in {store.path.name} ({exc}).")
+            return
+        for row in range(self.runs.rowCount()):
+            index = self.runs.item(row, 0).data(Qt.ItemDataRole.UserRole)
+            if self.stores[index] is store:
+                item = self.runs.item(row, RUN_COLUMNS.index("notes"))
+                item.setText(_first_line(text))
+                item.setToolTip(text)
+
+    def _show_notes(self, stores: list[RunStore]) -> None:
+        self.save_notes()
+        self._notes_store = stores[0] if len(stores) == 1 else None
+        self.notes.blockSignals(True)
+        self.notes.setPlainText(self._notes_store.notes() if self._notes_store else "")
+        self.notes.blockSignals(False)
+        self.notes.setEnabled(self._notes_store is not None)
+        self.notes.setPlaceholderText(
+            "Notes on the selected run (kept in its folder as notes.md)"
+            if self._notes_store is not None or not stores else
+            "Select one run to read or write its notes")
+
+    def _fill_settings(self, stores: list[RunStore]) -> None:
+        """Rows = settings, columns = runs; those that differ first and marked."""
+        table = self.settings_table
+        table.clear()
+        if not stores:
+            table.setRowCount(0)
+            table.setColumnCount(0)
+            self.settings_note.setText("Select runs to see their settings.")
+            return
+        configs = [s.config().to_dict() for s in stores]
+        keys = list(configs[0])
+        for config in configs[1:]:
+            keys += [k for k in config if k not in keys]
+        differ = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+        same = [k for k in keys if k not in differ]
+        rows = differ + (same if self.all_settings.isChecked() or len(stores) == 1 else [])
+        table.setRowCount(len(rows))
+        table.setColumnCount(len(stores))
+        table.setHorizontalHeaderLabels([s.path.name for s in stores])
+        table.setVerticalHeaderLabels(rows)
+        highlight = QBrush(QColor("#fff1c2"))
+        for r, key in enumerate(rows):
+            for c, config in enumerate(configs):
+                value = config.get(key, "—")
+                item = QTableWidgetItem("—" if value is None else str(value))
+                if key in differ:
+                    item.setBackground(highlight)
+                table.setItem(r, c, item)
+        table.resizeColumnsToContents()
+        if len(stores) == 1:
+            self.settings_note.setText(f"Every setting of {stores[0].path.name}.")
+        elif differ:
+            self.settings_note.setText(f"{len(differ)} setting{'s' if len(differ) > 1 else ''}"
+                                       f" differ (highlighted): {', '.join(differ)}.")
+        else:
+            self.settings_note.setText("The selected runs share every setting.")
+
+    def settings_differing(self) -> list[str]:
+        """The rows the settings table highlights (tests)."""
+        rows = self.settings_table.rowCount()
+        highlighted = []
+        for r in range(rows):
+            item = self.settings_table.item(r, 0)
+            if item is not None and item.background().color() == QColor("#fff1c2"):
+                highlighted.append(self.settings_table.verticalHeaderItem(r).text())
+        return highlighted
+
     def _selection_changed(self) -> None:
         stores = self.selected_stores()
+        self._show_notes(stores)
+        self._fill_settings(stores)
         reports = {s.path.name: self._reports_of(s) for s in stores}
         reports = {k: v for k, v in reports.items() if v}
         self.reports = reports
@@ -303,6 +463,19 @@ class ComparePanel(QWidget):
         dialog = NewComparisonDialog(self)
         if dialog.exec() and dialog.losses():
             self.comparison_requested.emit(dialog.losses(), dialog.seeds.value())
+
+
+def _smoothing_text(config) -> str:
+    """The loss's own knob: α for OLS and TF-KD, ε for label smoothing."""
+    if config.loss in ("ols", "tfkd"):
+        return f"α {DEFAULT_ALPHA[config.loss] if config.alpha is None else config.alpha:g}"
+    if config.loss == "ls":
+        return f"ε {config.epsilon:g}"
+    return "—"
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 PERCENT = {"val_top1", "val_top5"}  # shown as percentages, as everywhere else in the app
