@@ -80,6 +80,15 @@ def test_embedding_hover_tip_and_tsne_off_the_gui_thread(qtbot, window):
     assert panel.projection.currentData() == "tsne"
     coords, name = panel.coordinates()
     assert name == "t-SNE" and not np.allclose(coords, window.reports[-1].embedding)
+    # an earlier epoch has no t-SNE: the panel says the plot is PCA
+    window.session.select(1)
+    assert panel.coordinates()[1] == "PCA" and "shown in PCA" in panel.status.text()
+    # another run opened: the choice and the plot agree again (PCA, its t-SNE unknown)
+    assert window.open_run(window.run_path)
+    assert panel.projection.currentData() == "pca" and panel.coordinates()[1] == "PCA"
+    assert "PCA" in panel.plot.titleLabel.text
+    # the legend sits beside the plot, not over its points
+    assert panel.legend.sceneBoundingRect().left() >= panel.plot.vb.sceneBoundingRect().right()
 
 
 def test_pause_resume_and_stop(qtbot, window):
@@ -167,7 +176,7 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
                             "mean_prediction.csv", "validation_predictions.csv", "report.md"])
     assert curves.hover_labels[0].isVisible()  # back on screen afterwards
     svg = (out / "curves.svg").read_text()
-    assert "<svg" in svg and "validation (NLL)" in svg and hover_text.splitlines()[1] not in svg
+    assert "<svg" in svg and "Loss (validation: NLL)" in svg and hover_text.splitlines()[1] not in svg
     # the plots alone, at twice their size on screen: no combo box, no slider
     for name in other.PANELS:
         panel = getattr(other, name)

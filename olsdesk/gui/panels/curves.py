@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
 from olsdesk.gui.panels.common import SERIES, fit_y, style_plot
 
 # plot title, y label, [(legend name, report field, colour key)]
 PLOTS = (
-    ("Loss", "loss", [("train", "train_loss", "train"), ("validation (NLL)", "val_nll", "val")]),
+    ("Loss (validation: NLL)", "loss", [("train", "train_loss", "train"),
+                                        ("validation", "val_nll", "val")]),
     ("Top-1 accuracy", "accuracy", [("train", "train_top1", "train"),
                                      ("validation", "val_top1", "val")]),
     ("Top-5 accuracy", "accuracy", [("train", "train_top5", "train"),
@@ -34,16 +36,25 @@ class CurvesPanel(QWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.hover_labels: list[pg.TextItem] = []
         self.reports: list[EpochReport] = []
+        # one legend above the four plots (a colour means the same in each): inside a
+        # plot it covered data while training, and the hover read-out covered it
+        self.legend = pg.LegendItem(colCount=3, labelTextSize="9pt")
+        self.graphics.addItem(self.legend, row=0, col=0, colspan=2)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Maximum)
+        self.graphics.ci.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignHCenter)
+        named: set[str] = set()
         for i, (title, ylabel, series) in enumerate(PLOTS):
-            plot = self.graphics.addPlot(row=i // 2, col=i % 2)
+            plot = self.graphics.addPlot(row=1 + i // 2, col=i % 2)
             style_plot(plot, title, ylabel)
-            # accuracy climbs towards the top right: keep its legend at the bottom right
-            plot.addLegend(offset=(-10, -10) if ylabel == "accuracy" else (-10, 10))
             for name, attr, colour in series:
                 pen = pg.mkPen(SERIES[colour], width=2)
                 self.curves[attr] = plot.plot([], [], pen=pen, name=name, symbol="o",
                                               symbolSize=6, symbolBrush=SERIES[colour],
                                               symbolPen=None, connect="finite")
+                if colour not in named:
+                    named.add(colour)
+                    self.legend.addItem(self.curves[attr],
+                                        name if colour != "val" else "validation")
             label = pg.TextItem(anchor=(0, 1), color="k", fill=pg.mkBrush(255, 255, 255, 220))
             label.setZValue(10)
             label.hide()

@@ -11,8 +11,16 @@ from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from olsdesk.core.report import EpochReport
 from olsdesk.gui.panels.common import class_color, short_names
@@ -54,8 +62,11 @@ class EmbeddingPanel(QWidget):
         self.plot.setTitle("Validation embedding", size="11pt")
         self.plot.hideAxis("left")
         self.plot.hideAxis("bottom")
-        self.legend = pg.LegendItem(offset=(-10, 10), labelTextSize="8pt")
-        self.legend.setParentItem(self.plot.vb)
+        # beside the plot, never over a cluster
+        self.legend = pg.LegendItem(labelTextSize="8pt")
+        self.graphics.addItem(self.legend, row=0, col=1)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Maximum)
+        self.graphics.ci.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop)
         # one uniformly styled item per class (pyqtgraph's fast path: no per-point styling),
         # and one item of crosses on top for the misclassified points
         self.class_items: list[pg.ScatterPlotItem] = []
@@ -100,6 +111,11 @@ class EmbeddingPanel(QWidget):
 
     def _run_changed(self, info) -> None:
         self.tsne_cache.clear()
+        # another run's t-SNE is gone: the choice goes back to what the plot will show
+        self.projection.blockSignals(True)
+        self.projection.setCurrentIndex(self.projection.findData("pca"))
+        self.projection.blockSignals(False)
+        self.status.setText(" ")
         if info is not None:
             self.set_sample_names(list(info.validation_names))
             self.set_classes(info.class_names)
@@ -154,6 +170,10 @@ class EmbeddingPanel(QWidget):
             item.setData(x=coords[index, 0], y=coords[index, 1], data=index)
         index = np.flatnonzero(wrong)
         self.wrong_item.setData(x=coords[index, 0], y=coords[index, 1], data=index)
+        if self.projection.currentData() == "tsne" and name == "PCA" and self.tsne_cache:
+            done = ", ".join(str(e) for e in sorted(self.tsne_cache))
+            self.status.setText(f"t-SNE is of epoch {done} only: epoch {report.epoch} is "
+                                "shown in PCA")
         self.plot.setTitle(f"Validation embedding ({name}), epoch {report.epoch}: "
                            f"{len(labels)} images, {int(wrong.sum())} misclassified", size="11pt")
         self.plot.enableAutoRange()
