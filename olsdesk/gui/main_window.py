@@ -52,7 +52,7 @@ from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 from olsdesk.gui.resources import resource
 from olsdesk.gui.session import RunSession
 from olsdesk.gui.training import TrainingController
-from olsdesk.gui.widgets import EpochScrubber, TrainingStatus, WheelGuard
+from olsdesk.gui.widgets import DialogFolders, EpochScrubber, TrainingStatus, WheelGuard
 from olsdesk.gui.workers import MainThreadGarbageCollector, shutdown_workers
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,11 @@ class MainWindow(QMainWindow):
         self.compare = ComparePanel(self.runs_dir)
         self.scrubber = EpochScrubber(self.session)
         self.status = TrainingStatus()
+        # every file dialog opens where that kind of file was last chosen, else in the runs
+        # folder (checkpoints, exports) or the home folder (data, weights)
+        self.folders = DialogFolders(self.settings, lambda: self.runs_dir)
+        for panel in (self.experiment, self.predict, self.evaluation):
+            panel.folders = self.folders
         self.setStatusBar(self.status)
         self.message = self.status.message
 
@@ -142,6 +147,8 @@ class MainWindow(QMainWindow):
             panel.follow(session)
         session.report_added.connect(self._use_run_checkpoint)
         session.following_changed.connect(self._following_changed)
+        self.soft_labels.cell_clicked.connect(self._heatmap_cell_clicked)
+        self.embedding.point_clicked.connect(self._embedding_point_clicked)
         self.experiment.train_requested.connect(self.start_training)
         self.experiment.data_checked.connect(self._data_checked)
         self.experiment.pause_requested.connect(self.toggle_pause)
@@ -386,12 +393,37 @@ class MainWindow(QMainWindow):
                                  f"{plural(len(self.reports), 'epoch')} "
                                  f"({self.session.run_store.status}).")
 
+    def _heatmap_cell_clicked(self, true: int, column: int) -> None:
+        """A heatmap cell opens its test images (true class, predicted as the column's
+        class) in the Evaluate tab's browser, once this model has been evaluated."""
+        ev = self.evaluation.evaluation
+        names = self.soft_labels.class_names
+        if ev is None or ev.checkpoint != self.evaluation.checkpoint or \
+                tuple(ev.class_names) != tuple(names):
+            self.message.setText(
+                f"To see the images behind {names[true]} → {names[column]}, evaluate the "
+                "checkpoint in the Evaluate tab first (its test images are what a cell opens).")
+            return
+        self.tabs.setCurrentWidget(self.evaluation)
+        self.evaluation.browser.show_cell(true, column)
+
+    def _embedding_point_clicked(self, name: str) -> None:
+        """A point of the embedding: its file, predicted in Predict (with Grad-CAM)."""
+        if not Path(name).is_file():
+            self.message.setText(f"{name} is held in memory, not a file: its class, "
+                                 "prediction and confidence are in the point's hover text.")
+            return
+        self.tabs.setCurrentWidget(self.predict)
+        self.predict.predict_paths([name], select=True)
+
     def choose_export(self) -> None:
         if not self.reports:
             self.message.setText("Nothing to export yet: train or open a run first.")
             return
-        folder = QFileDialog.getExistingDirectory(self, "Export to folder")
+        folder = QFileDialog.getExistingDirectory(self, "Export to folder",
+                                                  self.folders.start("export"))
         if folder:
+            self.folders.remember("export", folder)
             written = self.export(folder)
             self.message.setText(f"Exported {len(written)} files to {folder}.")
 

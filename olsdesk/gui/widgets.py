@@ -5,6 +5,7 @@ dataset preview, and the wheel guard for input boxes. Each subscribes to a model
 from __future__ import annotations
 
 import html
+from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
@@ -248,3 +249,30 @@ class WheelGuard(QObject):
 def _range_text(lo: int, hi: int) -> str:
     """'200' when every class has 200 images, '150–210' otherwise."""
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+class DialogFolders:
+    """Where each kind of file dialog opens: the folder last chosen for that kind
+    (remembered across sessions), else the runs folder for what lives in runs
+    (checkpoints, exports, evaluations) and the home folder for data and weights."""
+
+    IN_RUNS = frozenset({"checkpoint", "export", "evaluation", "predictions"})
+
+    def __init__(self, settings=None, runs_dir=None) -> None:
+        self.settings = settings
+        self.runs_dir = runs_dir  # a callable: the runs folder may change
+
+    def start(self, kind: str) -> str:
+        saved = self.settings.value(f"folders/{kind}", "") if self.settings is not None else ""
+        if saved and Path(saved).is_dir():
+            return str(saved)
+        if kind in self.IN_RUNS and self.runs_dir is not None and Path(self.runs_dir()).is_dir():
+            return str(self.runs_dir())
+        return str(Path.home())
+
+    def remember(self, kind: str, chosen: str | Path) -> None:
+        """Keep the folder of what was chosen (a file's folder, or the folder itself)."""
+        if self.settings is None or not chosen:
+            return
+        path = Path(chosen)
+        self.settings.setValue(f"folders/{kind}", str(path if path.is_dir() else path.parent))

@@ -1,6 +1,8 @@
 """What a first-time user ran into (#13): axes and counts that read as a person writes
 them, Compare tables, the heatmap's scale and readout, embedding colours, start-up."""
 
+from pathlib import Path
+
 from olsdesk.gui.panels.common import EpochAxis, plural
 from olsdesk.gui.panels.curves import PLOTS, CurvesPanel
 from olsdesk.gui.widgets import _range_text
@@ -166,3 +168,33 @@ def test_heatmap_tick_labels_never_overlap_even_with_165_classes(qtbot):
     qtbot.wait(50)
     wide_demo_columns = [t for _, t in panel.plot.getAxis("bottom")._tickLevels[0]]
     assert "nodule" in wide_demo_columns[1]
+
+
+def test_file_dialogs_open_in_the_runs_folder_or_where_that_kind_was_last_chosen(
+        qtbot, window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    asked = []
+
+    def fake_open(parent, caption, folder="", *rest):
+        asked.append((caption, folder))
+        return "", ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(fake_open))
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        staticmethod(lambda parent, caption, folder="", *rest:
+                                     asked.append((caption, folder)) or ""))
+    window.runs_dir.mkdir(parents=True, exist_ok=True)
+    window.predict.choose_checkpoint()
+    assert asked[-1] == ("Load checkpoint", str(window.runs_dir))  # not the working folder
+    window.session.reports = [object()]  # something to export
+    window.choose_export()
+    assert asked[-1] == ("Export to folder", str(window.runs_dir))
+    # once a checkpoint was chosen elsewhere, its folder is where the next dialog opens
+    elsewhere = tmp_path / "models"
+    elsewhere.mkdir()
+    window.folders.remember("checkpoint", elsewhere / "best.pt")
+    window.predict.choose_checkpoint()
+    assert asked[-1][1] == str(elsewhere)
+    window.experiment._choose_weights()  # data and weights: the home folder at first
+    assert asked[-1][1] == str(Path.home())

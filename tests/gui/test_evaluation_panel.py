@@ -101,3 +101,18 @@ def pg_point(x, y):
     from PySide6.QtCore import QPointF
 
     return QPointF(float(x), float(y))
+
+
+def test_a_heatmap_cell_opens_its_test_images_once_the_model_is_evaluated(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    window.soft_labels.cell_clicked.emit(1, 2)  # not evaluated yet: it says how
+    assert "evaluate the checkpoint in the Evaluate tab first" in window.message.text()
+    panel = window.evaluation
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
+        panel.evaluate(resamples=20)
+    window.soft_labels.cell_clicked.emit(1, 1)
+    assert window.tabs.currentWidget() is panel
+    ev = panel.evaluation
+    assert panel.browser.grid.count() == len(ev.rows(1, 1))
+    assert ev.class_names[1] in panel.browser.title.text()
+    qtbot.waitUntil(lambda: not panel.browser.busy, timeout=60_000)

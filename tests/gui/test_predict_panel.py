@@ -160,3 +160,22 @@ def test_a_selected_prediction_shows_its_grad_cam_and_a_stale_one_does_not(qtbot
     panel.table.selectRow(good)
     qtbot.wait(100)
     assert not panel.cam_busy and not panel.saliency
+
+
+def test_an_embedding_point_opens_its_file_in_predict_with_grad_cam(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    embedding = window.embedding
+    item = next(i for i in embedding.class_items if len(i.data))
+    embedding._clicked(item, item.points()[:1])  # the demo's images live in memory
+    assert "held in memory" in window.message.text()
+    panel = window.predict
+    qtbot.waitUntil(lambda: "best checkpoint, epoch" in panel.model_label.text(), timeout=10_000)
+    sample = str(SAMPLES / "MR_brain_tumor.png")
+    embedding.point_clicked.emit(sample)  # a run on files: the point's file
+    assert window.tabs.currentWidget() is panel
+    qtbot.waitUntil(lambda: any(p.path == sample for p in panel.predictions), timeout=30_000)
+    index = next(i for i, p in enumerate(panel.predictions) if p.path == sample)
+    selected = panel.table.selectionModel().selectedRows()
+    assert selected and panel.table.item(selected[0].row(), 0).data(
+        Qt.ItemDataRole.UserRole) == index
+    qtbot.waitUntil(lambda: index in panel.saliency, timeout=30_000)

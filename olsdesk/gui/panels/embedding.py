@@ -1,8 +1,9 @@
 """Embedding: the validation embedding as a scatter coloured by true class.
 
 PCA arrives with every EpochReport; t-SNE of the latest epoch is computed on demand in a
-worker thread, never on the GUI thread. Misclassified points are drawn as crosses;
-hovering a point gives its class, prediction, confidence and file.
+worker thread, never on the GUI thread. Misclassified points are ringed; hovering a point
+gives its class, prediction, confidence and file; clicking it opens the file in Predict,
+with its Grad-CAM.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ LEGEND_LIMIT = 24
 
 class EmbeddingPanel(QWidget):
     tsne_finished = Signal(int)  # epoch; emitted once t-SNE coordinates are shown
+    point_clicked = Signal(str)  # the clicked validation image's name (its file)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -145,6 +147,7 @@ class EmbeddingPanel(QWidget):
             item = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(class_color(i)), pen=None,
                                       hoverable=True, hoverSize=11,
                                       hoverPen=pg.mkPen("k", width=2), tip=self._tip)
+            item.sigClicked.connect(self._clicked)
             self.plot.addItem(item)
             self.class_items.append(item)
             if i < LEGEND_LIMIT:
@@ -185,6 +188,13 @@ class EmbeddingPanel(QWidget):
     def point_count(self) -> int:
         """How many validation points are drawn (each once, in its class's item)."""
         return sum(len(item.data) for item in self.class_items)
+
+    def _clicked(self, _item, points, _event=None) -> None:
+        if self.report is None or not len(points) or points[0].data() is None:
+            return
+        index = int(self.report.embedding_indices[int(points[0].data())])
+        if index < len(self.names):
+            self.point_clicked.emit(self.names[index])
 
     def _tip(self, x: float, y: float, data) -> str:
         return "" if data is None else self.describe_point(int(data))

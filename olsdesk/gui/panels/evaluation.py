@@ -39,6 +39,7 @@ from olsdesk.core.evaluation import (
 from olsdesk.gui.panels.common import NumberItem, row_table
 from olsdesk.gui.panels.errors import ErrorBrowser
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+from olsdesk.gui.widgets import DialogFolders
 from olsdesk.gui.workers import Worker, start_worker
 
 CLASS_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV",
@@ -54,6 +55,7 @@ class EvaluationPanel(QWidget):
         self.evaluation: Evaluation | None = None
         self._worker: Worker | None = None
         self._stop = threading.Event()
+        self.folders = DialogFolders()  # where its file dialogs open (the window's)
 
         self.model_label = QLabel("No checkpoint yet: train a run or open one.")
         self.model_label.setWordWrap(True)
@@ -158,8 +160,10 @@ class EvaluationPanel(QWidget):
             stop=self._stop.set)
 
     def choose_external(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "External test folder (class folders)")
+        folder = QFileDialog.getExistingDirectory(self, "External test folder (class folders)",
+                                                  self.folders.start("data"))
         if folder:
+            self.folders.remember("data", folder)
             self.evaluate(test_data=folder)
 
     def cancel(self) -> None:
@@ -255,8 +259,10 @@ class EvaluationPanel(QWidget):
 
     # --- files -------------------------------------------------------------------------
     def choose_save(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Save the evaluation to a folder")
+        folder = QFileDialog.getExistingDirectory(self, "Save the evaluation to a folder",
+                                                  self.folders.start("evaluation"))
         if folder:
+            self.folders.remember("evaluation", folder)
             self.save(folder)
 
     def save(self, folder: str | Path) -> list[Path]:

@@ -35,7 +35,7 @@ from olsdesk.config import (
 from olsdesk.core.data.sources import DEMO, Dataset, data_kind, dataset_key, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import accelerators, device_menu_label
-from olsdesk.gui.widgets import DatasetPreview, read_thumbnails
+from olsdesk.gui.widgets import DatasetPreview, DialogFolders, read_thumbnails
 from olsdesk.gui.workers import Worker, start_worker
 
 DATA_KIND_LABELS = (
@@ -76,6 +76,7 @@ class ExperimentPanel(QWidget):
     def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
+        self.folders = DialogFolders(settings)  # where its file dialogs open
         self.data_path = ""
         self.split_csv = ""
         self.dataset: Dataset | None = None
@@ -274,14 +275,18 @@ class ExperimentPanel(QWidget):
         if kind == "demo":
             self.data_path, self.split_csv = "", ""
         elif kind == "npz":
-            path, _ = QFileDialog.getOpenFileName(self, "MedMNIST archive", "", "NumPy (*.npz)")
+            path, _ = QFileDialog.getOpenFileName(self, "MedMNIST archive",
+                                                  self.folders.start("data"), "NumPy (*.npz)")
             if not path:
                 return self._revert_kind()
+            self.folders.remember("data", path)
             self.data_path, self.split_csv = path, ""
         else:
-            path = QFileDialog.getExistingDirectory(self, "Image folder (one sub-folder a class)")
+            path = QFileDialog.getExistingDirectory(self, "Image folder (one sub-folder a class)",
+                                                    self.folders.start("data"))
             if not path:
                 return self._revert_kind()
+            self.folders.remember("data", path)
             split = ""
             if kind == "radimagenet":
                 split = QFileDialog.getExistingDirectory(
@@ -352,9 +357,11 @@ class ExperimentPanel(QWidget):
         self.data_checked.emit(message)
 
     def _choose_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Weights to start from", "",
+        path, _ = QFileDialog.getOpenFileName(self, "Weights to start from",
+                                              self.folders.start("weights"),
                                               "PyTorch weights (*.pt *.pth *.bin);;All files (*)")
         if path:
+            self.folders.remember("weights", path)
             self.weights.setText(path)
 
     # --- state ---------------------------------------------------------------------

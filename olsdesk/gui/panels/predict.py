@@ -37,6 +37,7 @@ from olsdesk.core.predictor import Prediction, Predictor, write_predictions_csv
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table, short_names
 from olsdesk.gui.resources import resource
+from olsdesk.gui.widgets import DialogFolders
 from olsdesk.gui.workers import Worker, start_worker
 
 COLUMNS = ("file", "top-1", "confidence", "calibrated", "entropy", "note")
@@ -89,6 +90,8 @@ class PredictPanel(QWidget):
         self._batch: list[Prediction] = []  # the predictions of the running drop
         self._cancel = threading.Event()
         self._progressed.connect(self._show_progress)
+        self.folders = DialogFolders()  # where its file dialogs open (the window's)
+        self._select_when_done: str | None = None  # a file to select once predicted
         self.saliency: dict[int, Explained] = {}  # Grad-CAM of a prediction, by its index
         self._cam_worker: Worker | None = None
         self._cam_stop = threading.Event()
@@ -219,17 +222,20 @@ class PredictPanel(QWidget):
             self.predict_paths(paths)  # queued if a drop is still being predicted
 
     def choose_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "",
+        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint",
+                                              self.folders.start("checkpoint"),
                                               "olsdesk checkpoints (*.pt);;All files (*)")
         if path:
+            self.folders.remember("checkpoint", path)
             self.set_checkpoint(path, f"{Path(path).parent.parent.name}/{Path(path).name}")
 
     # --- input ---------------------------------------------------------------------------
     def choose_files(self) -> None:
         paths, _ = QFileDialog.getOpenFileNames(
-            self, "Images to predict", "",
+            self, "Images to predict", self.folders.start("images"),
             "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.dcm);;All files (*)")
         if paths:
+            self.folders.remember("images", paths[0])
             self.predict_paths(paths)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802 - Qt's name
@@ -242,11 +248,15 @@ class PredictPanel(QWidget):
             event.acceptProposedAction()
             self.predict_paths(paths)
 
-    def predict_paths(self, paths: list[str]) -> None:
-        """Predict files and folders in the worker; queued while another batch runs."""
+    def predict_paths(self, paths: list[str], select: bool = False) -> None:
+        """Predict files and folders in the worker; queued while another batch runs.
+        With ``select``, the first of them is selected when it arrives (its preview and
+        Grad-CAM shown)."""
         if self.checkpoint is None:
             self.status.setText("No model to predict with yet: train a run or load a checkpoint.")
             return
+        if select and paths:
+            self._select_when_done = str(paths[0])
         self.queue.extend(paths)
         if self._worker is None:
             self._start()
@@ -333,6 +343,14 @@ class PredictPanel(QWidget):
             self.table.setItem(row, 5, QTableWidgetItem(""))
         self.table.setSortingEnabled(True)
         self._refresh_notes()
+        wanted = self._select_when_done
+        if wanted is not None and any(r.path == wanted for r in results):
+            self._select_when_done = None
+            for row in range(self.table.rowCount()):
+                index = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
+                if self.predictions[index].path == wanted:
+                    self.table.selectRow(row)
+                    break
 
     def _refresh_notes(self) -> None:
         threshold = self.threshold.value()
@@ -463,9 +481,11 @@ class PredictPanel(QWidget):
         self.drop_hint.show()
 
     def choose_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export predictions", "predictions.csv",
-                                              "CSV (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export predictions",
+            str(Path(self.folders.start("predictions")) / "predictions.csv"), "CSV (*.csv)")
         if path:
+            self.folders.remember("predictions", path)
             self.export_csv(path)
 
     def export_csv(self, path: str | Path) -> None:
