@@ -140,6 +140,7 @@ class MainWindow(QMainWindow):
         self._wire()
         self._build_menus()
         self.resize(1320, 860)
+        self.garbage.freeze_startup()  # later collections skip what lives for the session
 
     def _wire(self) -> None:
         session, controller = self.session, self.controller

@@ -34,6 +34,7 @@ class RunSession(QObject):
         self.reports: list[EpochReport] = []
         self.position = 0  # 1-based index of the selected epoch; 0 when none
         self.store: RunStore | None = None  # set while following a run on disk
+        self._select_pending = False  # the latest epoch is to be selected (add_report)
         self._timer = QTimer(self)
         self._timer.setInterval(poll_ms)
         self._timer.timeout.connect(self.poll)
@@ -41,6 +42,7 @@ class RunSession(QObject):
     # --- filling it ----------------------------------------------------------------
     def clear(self) -> None:
         self.stop_following()
+        self._select_pending = False
         self.path, self.info, self.reports, self.position = None, None, [], 0
         self.run_changed.emit(None)
         self.reports_reset.emit([])
@@ -49,17 +51,26 @@ class RunSession(QObject):
     def begin(self, started: RunStarted) -> None:
         """A run the app trains now; its reports arrive through ``add_report``."""
         self.stop_following()
+        self._select_pending = False
         self.path, self.info, self.reports, self.position = started.path, started.info, [], 0
         self.run_changed.emit(self.info)
         self.reports_reset.emit([])
         self.epoch_selected.emit(None)
 
     def add_report(self, report: EpochReport) -> None:
-        """Append an epoch; the selection follows it when it was on the latest epoch."""
-        following = self.position == len(self.reports)
+        """Append an epoch; the selection follows it when it was on the latest epoch, in
+        the next turn of the event loop: the views of every epoch (curves) and those of
+        the chosen one (heatmap, reliability, embedding) then redraw in two events, not
+        in one that stalls the window at an epoch's end."""
+        following = self.position == len(self.reports) or self._select_pending
         self.reports.append(report)
         self.report_added.emit(report)
         if following:
+            self._select_pending = True
+            QTimer.singleShot(0, self, self._select_latest)
+
+    def _select_latest(self) -> None:
+        if self._select_pending:  # unless the user chose an epoch meanwhile
             self.select(len(self.reports))
 
     def open(self, path: str | Path) -> str:
@@ -106,6 +117,7 @@ class RunSession(QObject):
     # --- the chosen epoch ------------------------------------------------------------
     def select(self, position: int) -> None:
         """Show epoch ``position`` (1-based, clipped to the epochs there are)."""
+        self._select_pending = False
         position = max(1, min(position, len(self.reports))) if self.reports else 0
         self.position = position
         self.epoch_selected.emit(self.selected)
