@@ -19,7 +19,7 @@ import gc
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
@@ -137,6 +137,19 @@ def start_worker(fn: Callable, *args, yielded: Callable | None = None,
     _LIVE.add(worker)
     worker.thread.start()
     return worker
+
+
+def in_chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of up to ``size`` consecutive items, each as soon as it is full: what a
+    job yields so the GUI thread gets a few signals a second, not one an item."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def live_workers() -> list[Worker]:

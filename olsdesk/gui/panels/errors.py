@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 from olsdesk.core.evaluation import Evaluation
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.gui.panels.common import array_pixmap
-from olsdesk.gui.workers import Worker, start_worker
+from olsdesk.gui.workers import Worker, in_chunks, start_worker
 
 MAX_IMAGES = 120  # thumbnails a selection shows (its most confident first)
 THUMB = 112
@@ -107,9 +107,7 @@ class ErrorBrowser(QWidget):
     def set_evaluation(self, evaluation: Evaluation | None) -> None:
         """A new evaluation: the old thumbnails belong to another model or split."""
         self.cancel()
-        if evaluation is not None and self.evaluation is not None and \
-                evaluation.checkpoint != self.evaluation.checkpoint:
-            self.predictor = None
+        self.predictor = None  # best.pt may hold a later epoch now: load what was evaluated
         self.evaluation = evaluation
         self.bins.clear()
         self.bins.addItem("Reliability bin…")
@@ -288,11 +286,4 @@ def _explain(predictor, checkpoint: str, samples, items, stop: threading.Event):
     if predictor is None or predictor.source != checkpoint:
         predictor = Predictor.from_checkpoint(checkpoint)
         yield predictor
-    chunk: list[Explained] = []
-    for explained in iter_explain(predictor, samples, items, batch_size=8, stop=stop):
-        chunk.append(explained)
-        if len(chunk) >= 8:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    yield from in_chunks(iter_explain(predictor, samples, items, batch_size=8, stop=stop), 8)

@@ -38,7 +38,7 @@ from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table, short_names
 from olsdesk.gui.resources import resource
 from olsdesk.gui.widgets import DialogFolders
-from olsdesk.gui.workers import Worker, start_worker
+from olsdesk.gui.workers import Worker, in_chunks, start_worker
 
 COLUMNS = ("file", "top-1", "confidence", "calibrated", "entropy", "note")
 SAMPLES = resource("samples")
@@ -51,15 +51,8 @@ def _predict(predictor: Predictor | None, checkpoint: str, paths: list[str],
     if predictor is None or predictor.source != checkpoint:
         predictor = Predictor.from_checkpoint(checkpoint)
     yield predictor
-    chunk: list[Prediction] = []
-    for prediction in predictor.iter_predict(paths, progress=progress, cancel=cancel,
-                                             thumbnails=True):
-        chunk.append(prediction)
-        if len(chunk) >= 32:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    yield from in_chunks(predictor.iter_predict(paths, progress=progress, cancel=cancel,
+                                                thumbnails=True), 32)
 
 
 def _explain_file(predictor: Predictor, path: str, index: int, class_index: int,
