@@ -40,7 +40,7 @@ from olsdesk.core.runs import BEST, LATEST, default_runs_dir
 from olsdesk.core.study import Study
 from olsdesk.core.trainer import Trainer
 from olsdesk.errors import OlsdeskError
-from olsdesk.gui.panels.common import plural
+from olsdesk.gui.panels.common import RedrawWhenShown, plural
 from olsdesk.gui.panels.compare import ComparePanel
 from olsdesk.gui.panels.curves import CurvesPanel
 from olsdesk.gui.panels.embedding import EmbeddingPanel
@@ -450,6 +450,7 @@ class MainWindow(QMainWindow):
         written, figures = [], []
         for name in self.PANELS:
             panel = getattr(self, name)
+            panel.flush()  # a tab not shown since the last epoch draws it now
             written += export_plot(panel.graphics, folder / name,
                                    hidden=getattr(panel, "hover_labels", ()))
             figures.append(f"{name}.png")
@@ -476,6 +477,8 @@ class MainWindow(QMainWindow):
     def render_panel(self, name: str):
         """A panel rendered to a QPixmap, whether its tab is showing or not."""
         widget = getattr(self, name)
+        if isinstance(widget, RedrawWhenShown):
+            widget.flush()  # not shown since the last epoch: draw it now
         if widget.size().width() < 100:
             widget.resize(self.tabs.currentWidget().size())
         return widget.grab()

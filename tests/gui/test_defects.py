@@ -198,3 +198,24 @@ def test_file_dialogs_open_in_the_runs_folder_or_where_that_kind_was_last_chosen
     assert asked[-1][1] == str(elsewhere)
     window.experiment._choose_weights()  # data and weights: the home folder at first
     assert asked[-1][1] == str(Path.home())
+
+
+def test_a_tab_not_showing_draws_its_epoch_when_shown_and_before_an_export(qtbot, window,
+                                                                          tmp_path):
+    from tests.gui.conftest import train
+
+    assert train(qtbot, window) == "finished"
+    window.tabs.setCurrentWidget(window.curves)
+    heatmap = window.soft_labels
+    window.session.select(1)  # hidden: nothing drawn yet, the latest drawing kept
+    assert heatmap._pending_draw is not None
+    window.tabs.setCurrentWidget(heatmap)  # shown: drawn, the chosen epoch's matrix
+    assert heatmap._pending_draw is None
+    import numpy as np
+    np.testing.assert_allclose(heatmap.shown_matrix(), window.reports[0].soft_labels)
+    window.tabs.setCurrentWidget(window.curves)
+    window.session.select(2)
+    assert heatmap._pending_draw is not None
+    window.export(tmp_path / "export")  # an export draws what waits first
+    assert heatmap._pending_draw is None
+    np.testing.assert_allclose(heatmap.shown_matrix(), window.reports[1].soft_labels)

@@ -29,8 +29,10 @@ def test_training_through_the_window_fills_every_panel(qtbot, window):
         assert list(x) == [1, 2]
         np.testing.assert_allclose(y, [getattr(r, attr) for r in reports])
 
-    # soft labels: the heatmap shows the chosen epoch's matrix, both kinds
+    # soft labels: the heatmap shows the chosen epoch's matrix, both kinds (a tab that is
+    # not showing draws when it is shown: each panel is looked at as a user would)
     panel = window.soft_labels
+    window.tabs.setCurrentWidget(panel)
     np.testing.assert_allclose(panel.shown_matrix(), reports[-1].soft_labels)
     window.scrubber.slider.setValue(1)  # the epoch slider
     np.testing.assert_allclose(panel.shown_matrix(), reports[0].soft_labels)  # uniform start
@@ -44,12 +46,14 @@ def test_training_through_the_window_fills_every_panel(qtbot, window):
     assert panel.colour_levels == (0.0, 1.0)
 
     # reliability: bars for the non-empty bins of the chosen epoch
+    window.tabs.setCurrentWidget(window.reliability)
     filled = int((reports[0].reliability_counts > 0).sum())
     assert window.reliability.bars_shown() == filled
     assert "ECE" in window.reliability.statistics_text()
 
     # embedding: one point per embedded validation sample
     emb = window.embedding
+    window.tabs.setCurrentWidget(emb)
     assert emb.point_count() == len(reports[0].embedding_labels)
     wrong = reports[0].embedding_predictions != reports[0].embedding_labels
     assert emb.misclassified_count() == int(wrong.sum())
@@ -81,6 +85,7 @@ def test_embedding_hover_tip_and_tsne_off_the_gui_thread(qtbot, window):
     coords, name = panel.coordinates()
     assert name == "t-SNE" and not np.allclose(coords, window.reports[-1].embedding)
     # an earlier epoch has no t-SNE: the panel says the plot is PCA
+    window.tabs.setCurrentWidget(panel)
     window.session.select(1)
     assert panel.coordinates()[1] == "PCA" and "shown in PCA" in panel.status.text()
     # another run opened: the choice and the plot agree again (PCA, its t-SNE unknown)

@@ -165,6 +165,7 @@ def test_a_selected_prediction_shows_its_grad_cam_and_a_stale_one_does_not(qtbot
 def test_an_embedding_point_opens_its_file_in_predict_with_grad_cam(qtbot, window):
     assert train(qtbot, window) == "finished"
     embedding = window.embedding
+    window.tabs.setCurrentWidget(embedding)
     item = next(i for i in embedding.class_items if len(i.data))
     embedding._clicked(item, item.points()[:1])  # the demo's images live in memory
     assert "held in memory" in window.message.text()

@@ -71,6 +71,8 @@ def test_a_session_follows_a_run_written_elsewhere_until_it_ends(qtbot, tmp_path
     (store.path / "metrics.jsonl").write_text("".join(lines))  # epoch 2 arrives
     store.set_status("finished")
     writer.release()
-    qtbot.waitUntil(lambda: not session.following, timeout=5000)
-    assert [r.epoch for r in added] == [2] and session.selected.epoch == 2
+    # the selection follows the new epoch in the next turn of the event loop
+    qtbot.waitUntil(lambda: not session.following and session.selected.epoch == 2,
+                    timeout=5000)
+    assert [r.epoch for r in added] == [2]
     assert session.best is max(session.reports, key=lambda r: r.val_top1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -20,6 +21,31 @@ _PALETTE = [
 ]
 
 SERIES = {"train": "#0072B2", "val": "#D55E00", "extra": "#009E73"}
+
+
+class RedrawWhenShown:
+    """For a panel in a tab: while its window shows another tab, it keeps only the latest
+    drawing to do and does it when shown (or flushed, before an export). An epoch's end
+    then redraws the visible panel alone, not all four at once on the GUI thread."""
+
+    _pending_draw: Callable[[], None] | None = None
+
+    def draw_when_shown(self, draw: Callable[[], None]) -> None:
+        if self.window().isVisible() and not self.isVisible():
+            self._pending_draw = draw
+        else:
+            self._pending_draw = None
+            draw()
+
+    def flush(self) -> None:
+        """Draw now what waits for the panel to be shown."""
+        draw, self._pending_draw = self._pending_draw, None
+        if draw is not None:
+            draw()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.flush()
+        super().showEvent(event)
 
 
 def class_color(index: int) -> QColor:

@@ -8,7 +8,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import SERIES, fit_y, style_plot
+from olsdesk.gui.panels.common import SERIES, RedrawWhenShown, fit_y, style_plot
 
 # plot title, y label, [(legend name, report field, colour key)]
 PLOTS = (
@@ -23,7 +23,7 @@ PLOTS = (
 )
 
 
-class CurvesPanel(QWidget):
+class CurvesPanel(RedrawWhenShown, QWidget):
     """Four plots updated with every EpochReport; hovering shows the epoch's values."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -72,6 +72,9 @@ class CurvesPanel(QWidget):
     def set_reports(self, reports: list[EpochReport]) -> None:
         """Show a whole run (replay) or the run so far."""
         self.reports = list(reports)
+        self.draw_when_shown(self._draw)
+
+    def _draw(self) -> None:
         epochs = np.array([r.epoch for r in self.reports], dtype=float)
         for attr, curve in self.curves.items():
             values = np.array([getattr(r, attr) for r in self.reports], dtype=float)

@@ -24,13 +24,13 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import class_color, short_names
+from olsdesk.gui.panels.common import RedrawWhenShown, class_color, short_names
 from olsdesk.gui.workers import Worker, start_worker
 
 LEGEND_LIMIT = 24
 
 
-class EmbeddingPanel(QWidget):
+class EmbeddingPanel(RedrawWhenShown, QWidget):
     tsne_finished = Signal(int)  # epoch; emitted once t-SNE coordinates are shown
     point_clicked = Signal(str)  # the clicked validation image's name (its file)
 
@@ -133,7 +133,7 @@ class EmbeddingPanel(QWidget):
             self._build_legend(report.class_names)
         self.separation.setText(f"separation: silhouette {report.silhouette:.3f} · "
                                 f"intra/inter distance {report.intra_inter_ratio:.3f}")
-        self._draw()
+        self.draw_when_shown(self._draw)
 
     # --- drawing ----------------------------------------------------------------
     def _build_legend(self, names: tuple[str, ...]) -> None:

@@ -10,13 +10,13 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import style_plot
+from olsdesk.gui.panels.common import RedrawWhenShown, style_plot
 
 ACCURACY = "#0072B2"
 GAP = "#D55E00"
 
 
-class ReliabilityPanel(QWidget):
+class ReliabilityPanel(RedrawWhenShown, QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.report: EpochReport | None = None
@@ -85,6 +85,10 @@ class ReliabilityPanel(QWidget):
 
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
+        self.draw_when_shown(self._draw_report)
+
+    def _draw_report(self) -> None:
+        report = self.report
         if report is None:
             for bars in (self.accuracy_bars, self.histogram_bars):
                 bars.setOpts(x0=[], height=[], width=0.0)

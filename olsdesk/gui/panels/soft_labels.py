@@ -14,7 +14,7 @@ from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import short_names
+from olsdesk.gui.panels.common import RedrawWhenShown, short_names
 
 MATRICES = (
     ("soft_labels", "Soft labels the loss trained against"),
@@ -28,7 +28,7 @@ SCALES = (
 )
 
 
-class SoftLabelsPanel(QWidget):
+class SoftLabelsPanel(RedrawWhenShown, QWidget):
     """A heatmap of one epoch's matrix; the epoch comes from the shared epoch slider.
     A click on a cell says which: ``cell_clicked(true row, column)``."""
 
@@ -97,7 +97,7 @@ class SoftLabelsPanel(QWidget):
         self.hover.setText(" ")  # a readout of another epoch would be wrong
         if report is not None and report.class_names != self.class_names:
             self._set_classes(report.class_names)
-        self._redraw()
+        self.draw_when_shown(self._redraw)
 
     def hide_controls(self) -> None:
         """For a figure: the picture alone, no combo boxes."""
