@@ -70,24 +70,23 @@ class Evaluation:
     sample_index: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def rows(self, true: int | None = None, predicted: int | None = None,
-             confidence: tuple[float, float] | None = None, scaled: bool = False,
+             confidence_bin: int | None = None, scaled: bool = False,
              wrong: bool = False, most_confident_first: bool = True) -> np.ndarray:
         """Rows of the images with this true class, this predicted class, a top-class
-        confidence in [low, high) (the last bin includes 1) and, with ``wrong``, only the
-        misclassified, sorted by that confidence: a confusion cell's images, a class's
-        mistakes, or a reliability bin's, the most confident first."""
-        probs = self.scaled_probs if scaled else self.probs
-        predictions, conf = self.log_probs.argmax(axis=1), probs.max(axis=1)
+        confidence in this reliability bin (of ``n_bins``, as the diagram and ECE bin it)
+        and, with ``wrong``, only the misclassified, sorted by that confidence: a
+        confusion cell's images, a class's mistakes, or a reliability bin's, the most
+        confident first."""
+        conf = (self.scaled_probs if scaled else self.probs).max(axis=1)
         keep = np.ones(len(self.labels), dtype=bool)
         if true is not None:
             keep &= self.labels == true
         if predicted is not None:
-            keep &= predictions == predicted
+            keep &= self.predicted == predicted
         if wrong:
-            keep &= predictions != self.labels
-        if confidence is not None:
-            low, high = confidence
-            keep &= (conf >= low) & ((conf < high) | (high >= 1.0))
+            keep &= self.predicted != self.labels
+        if confidence_bin is not None:
+            keep &= metrics.bin_index(conf, self.n_bins) == confidence_bin
         rows = np.flatnonzero(keep)
         order = np.argsort(-conf[rows] if most_confident_first else conf[rows], kind="stable")
         return rows[order]
@@ -101,11 +100,15 @@ class Evaluation:
     def scaled_probs(self) -> np.ndarray:
         return apply_temperature(self.log_probs, self.temperature)
 
+    @cached_property
+    def predicted(self) -> np.ndarray:
+        """Each row's predicted class (temperature scaling does not change it)."""
+        return self.log_probs.argmax(axis=1)
+
     def confusion(self) -> np.ndarray:
         """Counts, rows = true class, columns = predicted class."""
         k = len(self.class_names)
-        pred = self.log_probs.argmax(axis=1)
-        return np.bincount(self.labels * k + pred, minlength=k * k).reshape(k, k)
+        return np.bincount(self.labels * k + self.predicted, minlength=k * k).reshape(k, k)
 
     def metrics_dict(self) -> dict:
         """metrics.json's contents."""
@@ -268,8 +271,7 @@ def write_evaluation(ev: Evaluation, out: str | Path,
 
 def _write_predictions(ev: Evaluation, path: Path) -> Path:
     names = ev.class_names
-    raw, scaled = ev.probs, ev.scaled_probs
-    pred = raw.argmax(axis=1)
+    raw, scaled, pred = ev.probs, ev.scaled_probs, ev.predicted
     row_format = ",".join(["%.8g"] * (2 * len(names)))
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)

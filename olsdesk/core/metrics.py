@@ -61,13 +61,14 @@ class ReliabilityBins:
         return float(np.max(np.abs(self.accuracy[nonempty] - self.confidence[nonempty])))
 
 
-def _bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
-    # lower < c <= upper; c == 0 goes to the first bin.
+def bin_index(conf: np.ndarray, n_bins: int) -> np.ndarray:
+    """The equal-width bin of each confidence: lower < c <= upper; c == 0 goes to the
+    first bin (the one binning of the diagram, ECE, MCE and the error browser)."""
     return np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
 
 
 def _binned(conf: np.ndarray, hits: np.ndarray, n_bins: int):
-    idx = _bin_index(conf, n_bins)
+    idx = bin_index(conf, n_bins)
     counts = np.bincount(idx, minlength=n_bins)
     acc_sum = np.bincount(idx, weights=hits, minlength=n_bins)
     conf_sum = np.bincount(idx, weights=conf, minlength=n_bins)
@@ -144,7 +145,7 @@ def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: i
 def confidence_histogram(probs: np.ndarray, n_bins: int = 15) -> np.ndarray:
     """Counts of top-label confidence in the same equal-width bins as the diagram."""
     conf = np.asarray(probs, dtype=np.float64).max(axis=1)
-    return np.bincount(_bin_index(conf, n_bins), minlength=n_bins)
+    return np.bincount(bin_index(conf, n_bins), minlength=n_bins)
 
 
 def mean_prediction_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:

@@ -213,10 +213,13 @@ def test_rows_select_a_cell_a_class_or_a_bin_most_confident_first(demo_run, tmp_
     assert np.all(np.diff(p[least].max(axis=1)) >= -1e-6)
     wrong = ev.rows(true=3, wrong=True)
     assert sorted(wrong.tolist()) == np.flatnonzero((y == 3) & (predicted != 3)).tolist()
-    top = q.max(axis=1)  # a reliability bin, on the scaled probabilities
-    in_bin = ev.rows(confidence=(0.0, 0.5), scaled=True)
-    assert sorted(in_bin.tolist()) == np.flatnonzero(top < 0.5).tolist()
-    assert len(ev.rows(confidence=(0.5, 1.0), scaled=True)) + len(in_bin) == len(y)
+    top = q.max(axis=1)  # a reliability bin, on the scaled probabilities: (lower, upper]
+    n = ev.n_bins
+    in_bin = [ev.rows(confidence_bin=b, scaled=True) for b in range(n)]
+    for b in range(n):
+        expected = np.flatnonzero((top > b / n) & (top <= (b + 1) / n) | (b == 0) & (top == 0))
+        assert sorted(in_bin[b].tolist()) == expected.tolist()
+    assert sum(len(r) for r in in_bin) == len(y)
     # each row leads back to its image
     for row in ev.rows(true=0):
         assert ev.samples.describe(int(ev.sample_index[row])) == csv_rows[row]["path"]

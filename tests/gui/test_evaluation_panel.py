@@ -75,6 +75,8 @@ def test_a_confusion_cell_click_opens_its_images_with_grad_cam(qtbot, window):
                    for i in range(browser.grid.count())]
     assert confidences == sorted(confidences, reverse=True)  # most confident first
     assert not browser.picture_shown().isNull()
+    from olsdesk.gui.panels.errors import THUMB
+    assert browser.grid.visualItemRect(browser.grid.item(0)).height() > THUMB  # room for it
     browser.grid.setCurrentRow(0)
     assert "predicted" in browser.detail.text() and browser.large.pixmap() is not None
     # least confident first, then a class's mistakes from the per-class table
@@ -92,8 +94,8 @@ def test_a_confusion_cell_click_opens_its_images_with_grad_cam(qtbot, window):
     qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
     # a reliability bin
     browser.bins.activated.emit(1)
-    low, high = browser.bins.itemData(1)
-    assert browser.grid.count() == min(len(ev.rows(confidence=(low, high))), 120)
+    b = browser.bins.itemData(1)
+    assert browser.grid.count() == min(len(ev.rows(confidence_bin=b)), 120)
     qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
 
 

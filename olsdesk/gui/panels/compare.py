@@ -261,7 +261,7 @@ class ComparePanel(QWidget):
         for row in range(self.runs.rowCount()):
             texts = [self.runs.item(row, c).text().lower()
                      for c in range(self.runs.columnCount()) if self.runs.item(row, c)]
-            epochs_done = self.runs.item(row, empty_column).text().split("/")[0] != "0"
+            epochs_done = self.runs.item(row, empty_column).value > 0  # its number, not text
             visible = (epochs_done or self.show_empty.isChecked()) and all(
                 any(word in text for text in texts) for word in words)
             self.runs.setRowHidden(row, not visible)

@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from olsdesk.core.evaluation import Evaluation
+from olsdesk.core.evaluation import Evaluation, reliability_tables
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.gui.panels.common import array_pixmap
 from olsdesk.gui.workers import Worker, in_chunks, start_worker
@@ -112,15 +112,12 @@ class ErrorBrowser(QWidget):
         self.bins.clear()
         self.bins.addItem("Reliability bin…")
         if evaluation is not None:
-            n = evaluation.n_bins
-            predicted = evaluation.log_probs.argmax(axis=1)
-            for b in range(n - 1, -1, -1):  # the confident end first
-                low, high = b / n, (b + 1) / n
-                rows = evaluation.rows(confidence=(low, high))
-                if len(rows):
-                    right = float(np.mean(predicted[rows] == evaluation.labels[rows]))
-                    self.bins.addItem(f"{low:.2f}–{high:.2f}: {len(rows)} images, "
-                                      f"{right:.0%} right", (low, high))
+            bins = reliability_tables(evaluation)[0]
+            for b in range(len(bins.counts) - 1, -1, -1):  # the confident end first
+                if bins.counts[b]:
+                    self.bins.addItem(f"{bins.edges[b]:.2f}–{bins.edges[b + 1]:.2f}: "
+                                      f"{bins.counts[b]} images, {bins.accuracy[b]:.0%} right",
+                                      b)
         self.selection = {}
         self.rows = np.zeros(0, dtype=int)
         self.grid.clear()
@@ -143,15 +140,17 @@ class ErrorBrowser(QWidget):
             self._select(f"True {self.evaluation.class_names[true]}, misclassified",
                          true=true, wrong=True)
 
-    def show_confidence_bin(self, low: float, high: float, scaled: bool = False) -> None:
+    def show_confidence_bin(self, b: int, scaled: bool = False) -> None:
+        """Bin ``b`` of the reliability diagram (top-class confidence in (lower, upper])."""
+        n = self.evaluation.n_bins
         which = "calibrated " if scaled else ""
-        self._select(f"Top-class {which}confidence {low:.2f}–{high:.2f}",
-                     confidence=(low, high), scaled=scaled)
+        self._select(f"Top-class {which}confidence {b / n:.2f}–{(b + 1) / n:.2f}",
+                     confidence_bin=b, scaled=scaled)
 
     def _bin_chosen(self, index: int) -> None:
-        edges = self.bins.itemData(index)
-        if edges is not None:
-            self.show_confidence_bin(*edges)
+        b = self.bins.itemData(index)
+        if b is not None:
+            self.show_confidence_bin(b)
 
     def _select(self, title: str, **selection) -> None:
         self.selection = {"title": title, **selection}
@@ -178,9 +177,12 @@ class ErrorBrowser(QWidget):
         if ev.samples is None or ev.sample_index is None:
             self.status.setText("This evaluation does not know where its images are.")
             return
-        predicted = ev.log_probs.argmax(axis=1)
+        predicted = ev.predicted
         for row in self.rows:
             item = QListWidgetItem(self._caption(int(row)))
+            # the thumbnail's room before it arrives: the list sizes every item like the
+            # first, which otherwise has only its caption's height
+            item.setSizeHint(QSize(THUMB + 12, THUMB + 30))
             item.setData(Qt.ItemDataRole.UserRole, int(row))
             item.setToolTip(self._describe(int(row)))
             self.grid.addItem(item)
@@ -252,7 +254,7 @@ class ErrorBrowser(QWidget):
 
     def _describe(self, row: int) -> str:
         ev = self.evaluation
-        pred = int(ev.log_probs[row].argmax())
+        pred = int(ev.predicted[row])
         return (f"{ev.names[row]}\ntrue {ev.class_names[int(ev.labels[row])]}, predicted "
                 f"{ev.class_names[pred]}\nconfidence {ev.probs[row, pred]:.1%}, calibrated "
                 f"{ev.scaled_probs[row, pred]:.1%}")
