@@ -6,6 +6,7 @@ the same run. Prints the 95th percentile and the worst stall of each and their r
 Target: worst stall under 50 ms while training. Not a test: timings never fail a build.
 
 Usage: QT_QPA_PLATFORM=offscreen python bench/ui_latency.py [--epochs 3] [--idle 5]
+       [--tab embedding|soft_labels|reliability|curves]
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle baseline")
+    parser.add_argument("--tab", default="embedding",
+                        choices=("embedding", "soft_labels", "reliability", "curves"),
+                        help="the tab showing while it trains (embedding: the heaviest)")
     args = parser.parse_args()
     app = QApplication(sys.argv)
     from olsdesk.gui.app import isolated_window, wait_for
@@ -73,7 +77,7 @@ def main() -> int:
         window.resize(1400, 880)
         window.show()
         wait_for(app, lambda: window.experiment.dataset is not None)
-        window.tabs.setCurrentWidget(window.embedding)  # the heaviest panel to redraw
+        window.tabs.setCurrentWidget(getattr(window, args.tab))
         probe = LatencyProbe()
 
         probe.start()
@@ -86,7 +90,8 @@ def main() -> int:
         wait_for(app, lambda: not window.training and window.last_status, poll=0.001)
         busy = probe.stop()
         window.close()
-    print(f"olsdesk window, offscreen; training {args.epochs} demo epochs ({window.last_status})")
+    print(f"olsdesk window, offscreen; training {args.epochs} demo epochs "
+          f"({window.last_status}), {args.tab} tab showing")
     idle_p95, idle_worst = summary("idle", idle)
     busy_p95, busy_worst = summary("training", busy)
     print(f"ratio training/idle: p95 {busy_p95 / max(idle_p95, 0.1):.2f}, worst "

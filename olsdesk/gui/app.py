@@ -68,11 +68,19 @@ def show_splash(app):
 
 
 def wait_for(app, condition, timeout: float = 600.0, poll: float = 0.005) -> bool:
-    """Process events until ``condition()`` holds or ``timeout`` seconds pass."""
+    """Run the event loop, as ``app.exec()`` does, until ``condition()`` holds (checked
+    every ``poll`` seconds) or ``timeout`` seconds pass."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
     end = time.monotonic() + timeout
-    while not condition() and time.monotonic() < end:
-        app.processEvents()
-        time.sleep(poll)
+    loop = QEventLoop()
+    check = QTimer()
+    check.setInterval(max(1, round(poll * 1000)))
+    check.timeout.connect(lambda: (condition() or time.monotonic() >= end) and loop.quit())
+    if not condition():
+        check.start()
+        loop.exec()
+        check.stop()
     return bool(condition())
 
 

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import QApplication, QGridLayout, QHBoxLayout, QLabel, QW
 from olsdesk.config import LOSS_LABELS
 from olsdesk.core.evaluation import Evaluation, reliability_tables
 from olsdesk.core.study import Histories, seed_band
-from olsdesk.gui.panels.common import class_color, style_plot
+from olsdesk.gui.panels.common import class_color, style_plot, uncached
 from olsdesk.gui.panels.embedding import EmbeddingPanel
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
@@ -178,13 +178,14 @@ def export_plot(graphics: pg.GraphicsLayoutWidget, base: str | Path,
         image = QImage(max(1, round(rect.width() * scale)),
                        max(1, round(rect.height() * scale)), QImage.Format.Format_RGB32)
         image.setDevicePixelRatio(scale)
-        for device in (svg, image):
-            painter = QPainter(device)
-            painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-            painter.setRenderHint(QPainter.RenderHint.TextAntialiasing)
-            painter.fillRect(target, QColor("white"))
-            scene.render(painter, target, rect)
-            painter.end()
+        with uncached(scene):  # text as text, drawn at the figure's scale
+            for device in (svg, image):
+                painter = QPainter(device)
+                painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+                painter.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+                painter.fillRect(target, QColor("white"))
+                scene.render(painter, target, rect)
+                painter.end()
         image.save(str(base.with_suffix(".png")))
     finally:
         for item in shown:

@@ -398,7 +398,7 @@ class MainWindow(QMainWindow):
         """A heatmap cell opens its test images (true class, predicted as the column's
         class) in the Evaluate tab's browser, once this model has been evaluated."""
         ev = self.evaluation.evaluation
-        names = self.soft_labels.class_names
+        names = self.session.info.class_names
         if ev is None or ev.checkpoint != self.evaluation.checkpoint or \
                 tuple(ev.class_names) != tuple(names):
             self.message.setText(

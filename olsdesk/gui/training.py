@@ -31,6 +31,12 @@ def _droppable(item) -> bool:
     return isinstance(item, BatchProgress) and item.batch != item.batches
 
 
+def _drawn_first(item) -> bool:
+    """A run's start and an epoch's end change every panel: the job waits until the window
+    has drawn them (a few tens of milliseconds an epoch) before it goes on."""
+    return isinstance(item, RunStarted | EpochReport)
+
+
 class TrainingController(QObject):
     run_started = Signal(object)  # RunStarted
     batch_progressed = Signal(object)  # BatchProgress
@@ -67,7 +73,7 @@ class TrainingController(QObject):
         self.last_status = self.last_error = ""
         self.worker = start_worker(_drive, job, yielded=self._item, errored=self._failed,
                                    finished=self._finished, throttle=_droppable,
-                                   stop=job.request_stop)
+                                   hold=_drawn_first, stop=job.request_stop)
         self.state_changed.emit("training")
         return True
 

@@ -4,8 +4,11 @@
 in a new ``QThread``. A plain function's result
 arrives through ``returned``; a generator's items through ``yielded`` (optionally
 thinned to a few a second, so a fast loop never floods the GUI thread), then
-``returned`` with None. A user error (``OlsdeskError``) arrives through ``errored`` as
-one sentence; programming errors are not swallowed but logged with their traceback.
+``returned`` with None. Items that ``hold`` selects are handed over and the job waits
+(at most ``hold_timeout`` seconds) until the GUI thread has taken them in and drawn what
+they changed: an epoch's end is then drawn without the job's next epoch competing for
+the CPU and the GIL. A user error (``OlsdeskError``) arrives through ``errored`` as one
+sentence; programming errors are not swallowed but logged with their traceback.
 Every worker ends with ``finished``, after which its thread is joined and dropped.
 
 Stop and pause live in the work itself (``threading.Event``s checked every batch,
@@ -18,6 +21,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -51,9 +55,12 @@ class _Runner(QObject):
     errored = Signal(str)
     finished = Signal()
 
-    def __init__(self, fn: Callable, args: tuple, throttle, interval: float) -> None:
+    def __init__(self, fn: Callable, args: tuple, throttle, interval: float, hold,
+                 hold_timeout: float) -> None:
         super().__init__()
         self.fn, self.args, self.throttle, self.interval = fn, args, throttle, interval
+        self.hold, self.hold_timeout = hold, hold_timeout
+        self.taken = threading.Event()  # set by the GUI thread once a held item is drawn
 
     @Slot()
     def run(self) -> None:
@@ -67,7 +74,11 @@ class _Runner(QObject):
                         if now - last < self.interval:
                             continue
                         last = now
+                    held = self.hold is not None and self.hold(item)
+                    self.taken.clear()
                     self.yielded.emit(item)
+                    if held:
+                        self.taken.wait(self.hold_timeout)
                 result = None
             self.returned.emit(result)
         except (OlsdeskError, MemoryError, OSError, RuntimeError) as exc:
@@ -91,11 +102,13 @@ class Worker(QObject):
     finished = Signal()
 
     def __init__(self, fn: Callable, *args, throttle: Callable[[object], bool] | None = None,
-                 interval: float = 0.05, stop: Callable[[], None] | None = None) -> None:
+                 interval: float = 0.05, stop: Callable[[], None] | None = None,
+                 hold: Callable[[object], bool] | None = None,
+                 hold_timeout: float = 0.5) -> None:
         super().__init__()
         self.stop = stop
         self.thread = QThread()
-        self._runner = _Runner(fn, args, throttle, interval)
+        self._runner = _Runner(fn, args, throttle, interval, hold, hold_timeout)
         self._runner.moveToThread(self.thread)
         self.thread.started.connect(self._runner.run)
         # quit() is thread-safe; a direct call lets the GUI thread join the thread at once
@@ -106,6 +119,15 @@ class Worker(QObject):
                              (self.errored, self._runner.errored),
                              (self.finished, self._runner.finished)):
             theirs.connect(mine)  # queued: the runner lives in the other thread
+        if hold is not None:  # after the slots above: released once they have drawn
+            self._runner.yielded.connect(self._release_when_drawn)
+
+    def _release_when_drawn(self, item) -> None:
+        """The slots have taken ``item`` in. What they scheduled (a selection in the next
+        turn of the event loop, then the repaints that follow it) runs before the job is
+        released, two turns later."""
+        if self._runner.hold(item):
+            QTimer.singleShot(0, self, lambda: QTimer.singleShot(0, self, self._runner.taken.set))
 
     @property
     def running(self) -> bool:
@@ -118,6 +140,7 @@ class Worker(QObject):
         """Ask the work to stop (if it can), then join the thread."""
         if self.stop is not None:
             self.stop()
+        self._runner.taken.set()  # not held for a drawing nobody waits for
         self.thread.quit()
         self.thread.wait()
         _LIVE.discard(self)

@@ -31,6 +31,30 @@ def test_one_epoch_gets_a_readable_y_range(qtbot):
     assert len(panel.plots) == len(PLOTS)
 
 
+def test_curves_span_the_whole_run_from_its_first_epoch(qtbot):
+    class Report:  # epoch e of a ten-epoch run
+        epochs = 10
+
+        def __init__(self, epoch):
+            self.epoch = epoch
+
+        def __getattr__(self, name):
+            return 0.5 + 0.01 * self.epoch
+
+    panel = CurvesPanel()
+    qtbot.addWidget(panel)
+    ranges = []
+    for epoch in (1, 2, 3):
+        panel.add_report(Report(epoch))
+        ranges.append([plot.vb.viewRange()[0] for plot in panel.plots])
+    # the epoch axis already shows epochs 1-10 at the first epoch, and never moves
+    lo, hi = ranges[0][0]
+    assert lo < 1 and 10 < hi < 11 and all(r == ranges[0] for r in ranges)
+    # the y range follows the values
+    y_lo, y_hi = panel.plots[1].vb.viewRange()[1]
+    assert y_lo < 0.51 and 0.53 < y_hi
+
+
 def test_counts_read_as_words():
     assert plural(1, "epoch") == "1 epoch" and plural(2, "epoch") == "2 epochs"
     assert _range_text(200, 200) == "200" and _range_text(150, 210) == "150–210"

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QGraphicsItem
 
 from olsdesk.core.runs import RunStore
 from olsdesk.gui.app import panel_is_blank
+from olsdesk.gui.panels.common import class_color, short_names
 from olsdesk.gui.panels.curves import PLOTS
 from tests.gui.conftest import train
 
@@ -94,6 +96,12 @@ def test_embedding_hover_tip_and_tsne_off_the_gui_thread(qtbot, window):
     assert "PCA" in panel.plot.titleLabel.text
     # the legend sits beside the plot, not over its points
     assert panel.legend.sceneBoundingRect().left() >= panel.plot.vb.sceneBoundingRect().right()
+    # a line a class in its colour, then the ring's meaning
+    entries = panel.legend_entries()
+    classes = window.reports[-1].class_names
+    assert len(entries) == len(classes) + 1 and entries[-1] == "○ misclassified"
+    assert entries[:-1] == [f"● {name}" for name in short_names(classes)]
+    assert class_color(0).name() in panel.legend.text
 
 
 def test_pause_resume_and_stop(qtbot, window):
@@ -182,6 +190,10 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
     assert curves.hover_labels[0].isVisible()  # back on screen afterwards
     svg = (out / "curves.svg").read_text()
     assert "<svg" in svg and "Loss (validation: NLL)" in svg and hover_text.splitlines()[1] not in svg
+    # titles and axes are drawn for the figure as text, not pasted from the screen's
+    # pixmap cache (the title is gone from the SVG when they are); the cache is back after
+    assert ">epoch<" in svg.replace("\n", "").replace(" ", "") and "accuracy" in svg
+    assert plot.getAxis("left").cacheMode() == QGraphicsItem.CacheMode.DeviceCoordinateCache
     # the plots alone, at twice their size on screen: no combo box, no slider
     for name in other.PANELS:
         panel = getattr(other, name)

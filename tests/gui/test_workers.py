@@ -2,6 +2,8 @@
 
 import threading
 
+from PySide6.QtCore import QTimer
+
 from olsdesk.config import RunConfig
 from olsdesk.core.runs import RunStore
 from olsdesk.core.trainer import Trainer
@@ -37,6 +39,26 @@ def test_thinned_progress_keeps_what_may_not_be_dropped(qtbot):
     qtbot.waitUntil(lambda: bool(done), timeout=5000)
     assert got[0] == 0 and [i for i in got if i % 1000 == 999] == list(range(999, 10_000, 1000))
     assert len(got) == 11  # the first item, then only the ones that may not be dropped
+
+
+def test_a_held_item_is_drawn_before_the_job_goes_on(qtbot):
+    events, done = [], []
+
+    def job():
+        yield "epoch"
+        events.append("job goes on")
+        yield "batch"
+
+    def slot(item):
+        events.append(f"got {item}")
+        if item == "epoch":  # drawn in a later turn of the event loop, as a session does
+            QTimer.singleShot(0, lambda: QTimer.singleShot(0, lambda: events.append("drawn")))
+
+    # released by the drawing, long before its timeout (which would fail the wait below)
+    start_worker(job, yielded=slot, finished=lambda: done.append(1),
+                 hold=lambda item: item == "epoch", hold_timeout=60.0)
+    qtbot.waitUntil(lambda: bool(done), timeout=10_000)
+    assert events == ["got epoch", "drawn", "job goes on", "got batch"]
 
 
 def test_shutdown_stops_a_long_job_through_its_stop_callback(qtbot):

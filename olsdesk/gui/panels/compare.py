@@ -39,7 +39,7 @@ from olsdesk.config import DEFAULT_ALPHA, LOSS_LABELS, LOSS_NAMES
 from olsdesk.core import study
 from olsdesk.core.runs import RunStore
 from olsdesk.errors import RunError
-from olsdesk.gui.panels.common import NumberItem, class_color, row_table, style_plot
+from olsdesk.gui.panels.common import Canvas, NumberItem, class_color, row_table, style_plot
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 
 RUN_COLUMNS = ("run", "data", "model", "loss", "α / ε", "epochs", "lr", "best top-1",
@@ -158,7 +158,7 @@ class ComparePanel(QWidget):
         self.all_settings = QCheckBox("show the settings they share too")
         self.all_settings.toggled.connect(lambda: self._fill_settings(self.selected_stores()))
 
-        self.curves = pg.GraphicsLayoutWidget()
+        self.curves = Canvas()
         self.top1_plot = self.curves.addPlot(row=0, col=0)
         style_plot(self.top1_plot, "Validation Top-1", "accuracy")
         self.top1_plot.addLegend(offset=(-10, -10))

@@ -10,7 +10,7 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import RedrawWhenShown, style_plot
+from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, style_plot
 
 ACCURACY = "#0072B2"
 GAP = "#D55E00"
@@ -20,7 +20,7 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.report: EpochReport | None = None
-        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics = Canvas()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.graphics)

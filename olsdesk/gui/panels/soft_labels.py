@@ -14,7 +14,7 @@ from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import RedrawWhenShown, short_names
+from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, short_names
 
 MATRICES = (
     ("soft_labels", "Soft labels the loss trained against"),
@@ -60,7 +60,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         top.addStretch(1)
         top.addWidget(self.hover)
 
-        self.graphics = pg.GraphicsLayoutWidget()
+        self.graphics = Canvas()
         self.plot = self.graphics.addPlot()
         self.plot.invertY(True)
         self.plot.setMenuEnabled(False)
@@ -95,8 +95,6 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
         self.hover.setText(" ")  # a readout of another epoch would be wrong
-        if report is not None and report.class_names != self.class_names:
-            self._set_classes(report.class_names)
         self.draw_when_shown(self._redraw)
 
     def hide_controls(self) -> None:
@@ -200,6 +198,8 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         return np.nan_to_num(getattr(self.report, self.matrix_key), nan=0.0)
 
     def _redraw(self) -> None:
+        if self.report is not None and self.report.class_names != self.class_names:
+            self._set_classes(self.report.class_names)  # with the drawing: when shown
         matrix = self.current_matrix()
         if matrix is None:
             self.image.clear()
