@@ -150,6 +150,7 @@ class MainWindow(QMainWindow):
         session.following_changed.connect(self._following_changed)
         self.soft_labels.cell_clicked.connect(self._heatmap_cell_clicked)
         self.embedding.point_clicked.connect(self._embedding_point_clicked)
+        self.reliability.bin_clicked.connect(self._reliability_bin_clicked)
         self.experiment.train_requested.connect(self.start_training)
         self.experiment.data_checked.connect(self._data_checked)
         self.experiment.pause_requested.connect(self.toggle_pause)
@@ -394,19 +395,36 @@ class MainWindow(QMainWindow):
                                  f"{plural(len(self.reports), 'epoch')} "
                                  f"({self.session.run_store.status}).")
 
-    def _heatmap_cell_clicked(self, true: int, column: int) -> None:
-        """A heatmap cell opens its test images (true class, predicted as the column's
-        class) in the Evaluate tab's browser, once this model has been evaluated."""
+    def _browser_for(self, what: str):
+        """The Evaluate tab's error browser, shown, when the checkpoint on show has been
+        evaluated; else None, and the status says how to see ``what``."""
         ev = self.evaluation.evaluation
-        names = self.session.info.class_names
+        names = self.session.info.class_names if self.session.info else ()
         if ev is None or ev.checkpoint != self.evaluation.checkpoint or \
                 tuple(ev.class_names) != tuple(names):
             self.message.setText(
-                f"To see the images behind {names[true]} → {names[column]}, evaluate the "
-                "checkpoint in the Evaluate tab first (its test images are what a cell opens).")
-            return
+                f"To see {what}, evaluate the checkpoint in the Evaluate tab first (its test "
+                "images are what a click here opens).")
+            return None
         self.tabs.setCurrentWidget(self.evaluation)
-        self.evaluation.browser.show_cell(true, column)
+        return self.evaluation.browser
+
+    def _heatmap_cell_clicked(self, true: int, column: int) -> None:
+        """A heatmap cell opens its test images (true class, predicted as the column's
+        class) in the Evaluate tab's browser, once this model has been evaluated."""
+        names = self.session.info.class_names
+        browser = self._browser_for(f"the images behind {names[true]} → {names[column]}")
+        if browser is not None:
+            browser.show_cell(true, column)
+
+    def _reliability_bin_clicked(self, b: int, bins: int) -> None:
+        """A bin of the reliability diagram or the confidence histogram opens the test
+        images whose top-class confidence falls in it, once this model is evaluated."""
+        browser = self._browser_for(f"the images of confidence {b / bins:.2f}–"
+                                    f"{(b + 1) / bins:.2f}")
+        if browser is not None:
+            n = browser.evaluation.n_bins  # the run's bins, unless the setting differs
+            browser.show_confidence_bin(min(int((b + 0.5) / bins * n), n - 1))
 
     def _embedding_point_clicked(self, name: str) -> None:
         """A point of the embedding: its file, predicted in Predict (with Grad-CAM)."""

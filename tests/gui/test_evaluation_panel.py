@@ -118,3 +118,37 @@ def test_a_heatmap_cell_opens_its_test_images_once_the_model_is_evaluated(qtbot,
     assert panel.browser.grid.count() == len(ev.rows(1, 1))
     assert ev.class_names[1] in panel.browser.title.text()
     qtbot.waitUntil(lambda: not panel.browser.busy, timeout=60_000)
+
+
+def test_a_reliability_bin_opens_its_test_images_once_the_model_is_evaluated(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    reliability = window.reliability
+    window.tabs.setCurrentWidget(reliability)
+    qtbot.waitUntil(lambda: reliability.n_bins > 0)
+
+    def click(plot, confidence):  # a real click on the plot, at this confidence
+        view = plot.vb.mapViewToScene(pg_point(confidence, plot.vb.viewRange()[1][1] / 2))
+        qtbot.mouseClick(reliability.graphics.viewport(), Qt.MouseButton.LeftButton,
+                         pos=reliability.graphics.mapFromScene(view))
+
+    n = reliability.n_bins
+    click(reliability.diagram, 1 - 0.5 / n)  # not evaluated yet: it says how
+    message = window.message.text()
+    assert f"images of confidence {(n - 1) / n:.2f}–1.00" in message
+    assert "evaluate the checkpoint in the Evaluate tab first" in message
+    assert window.tabs.currentWidget() is reliability
+    panel = window.evaluation
+    with qtbot.waitSignal(panel.finished, timeout=120_000):
+        panel.evaluate(resamples=20)
+    window.tabs.setCurrentWidget(reliability)
+    with qtbot.waitSignal(reliability.bin_clicked) as clicked:
+        click(reliability.histogram, 0.97)
+    assert clicked.args == [n - 1, n]
+    # the test images whose confidence lies in the top bin, in the Evaluate tab's browser
+    assert window.tabs.currentWidget() is panel
+    ev = panel.evaluation
+    top = ev.probs.max(axis=1)
+    expected = int(((top > (n - 1) / n) & (top <= 1)).sum())
+    assert panel.browser.grid.count() == len(ev.rows(confidence_bin=n - 1)) == expected
+    assert "confidence" in panel.browser.title.text()
+    qtbot.waitUntil(lambda: not panel.browser.busy, timeout=60_000)

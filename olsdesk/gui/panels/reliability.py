@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QVBoxLayout, QWidget
 
@@ -17,9 +17,15 @@ GAP = "#D55E00"
 
 
 class ReliabilityPanel(RedrawWhenShown, QWidget):
+    """The diagram and the histogram of one epoch's bins. A click on a bin of either says
+    which: ``bin_clicked(bin, bins)``."""
+
+    bin_clicked = Signal(int, int)
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.report: EpochReport | None = None
+        self.n_bins = 0  # of the bins drawn
         self.graphics = Canvas()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -66,10 +72,26 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
             line.hide()
         self.graphics.ci.layout.setRowStretchFactor(0, 3)
         self.graphics.ci.layout.setRowStretchFactor(2, 2)
+        self.graphics.scene().sigMouseClicked.connect(self._clicked)
+        self.graphics.setToolTip("Click a bin to see its test images in the Evaluate tab")
 
     def follow(self, session) -> None:
         """Show the epoch chosen in ``session`` (a RunSession)."""
         session.epoch_selected.connect(self.show_report)
+
+    def bin_at(self, scene_pos) -> int | None:
+        """The bin under a scene position on the diagram or the histogram, if any."""
+        for plot in (self.diagram, self.histogram):
+            if self.n_bins and plot.vb.sceneBoundingRect().contains(scene_pos):
+                x = plot.vb.mapSceneToView(scene_pos).x()
+                if 0.0 <= x <= 1.0:
+                    return min(int(x * self.n_bins), self.n_bins - 1)
+        return None
+
+    def _clicked(self, event) -> None:
+        b = self.bin_at(event.scenePos())
+        if b is not None and event.button() == Qt.MouseButton.LeftButton:
+            self.bin_clicked.emit(b, self.n_bins)
 
     def bars_shown(self) -> int:
         """How many accuracy bars are drawn (one per non-empty bin)."""
@@ -94,6 +116,7 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
                 bars.setOpts(x0=[], height=[], width=0.0)
             self.gap_bars.setOpts(x0=[], y0=[], height=[], width=0.0)
             self.metrics_text.setText("")
+            self.n_bins = 0
             return
         self.show_bins(report.reliability_counts, report.reliability_accuracy,
                        report.reliability_confidence, report.val_top1, report.mean_confidence,
@@ -105,7 +128,7 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
                   overall_accuracy: float, mean_confidence: float, text: str) -> None:
         """Draw equal-width bins (count, accuracy, mean confidence a bin; the counts are the
         confidence histogram) with the statistics ``text`` on the diagram."""
-        n = len(counts)
+        n = self.n_bins = len(counts)
         edges = np.linspace(0.0, 1.0, n + 1)
         width = 1.0 / n
         filled = counts > 0
