@@ -18,6 +18,14 @@ LOSS_NAMES = ("ce", "ls", "tfkd", "ols")
 LOSS_LABELS = {"ce": "hard labels (CE)", "ls": "label smoothing", "tfkd": "teacher-free KD",
                "ols": "online label smoothing"}
 DEFAULT_ALPHA = {"tfkd": 0.95, "ols": 0.5}
+
+
+def loss_alpha(loss: str, alpha: float | None) -> float | None:
+    """α as ``loss`` uses it: ``alpha`` when set, else the loss's default; None for a loss
+    without one (hard labels, label smoothing)."""
+    if loss not in DEFAULT_ALPHA:
+        return None
+    return DEFAULT_ALPHA[loss] if alpha is None else alpha
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from olsdesk.config import DEFAULT_ALPHA, LOSS_NAMES
+from olsdesk.config import LOSS_NAMES, loss_alpha
 
 
 class SoftTargetLoss(nn.Module):
@@ -176,9 +176,7 @@ def build_loss(
     if name == "ls":
         return LabelSmoothingLoss(num_classes, epsilon)
     if name == "tfkd":
-        return TeacherFreeKDLoss(num_classes, DEFAULT_ALPHA["tfkd"] if alpha is None else alpha,
-                                 temperature)
+        return TeacherFreeKDLoss(num_classes, loss_alpha(name, alpha), temperature)
     if name == "ols":
-        return OnlineLabelSmoothing(num_classes, DEFAULT_ALPHA["ols"] if alpha is None else alpha,
-                                    ols_init)
+        return OnlineLabelSmoothing(num_classes, loss_alpha(name, alpha), ols_init)
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")

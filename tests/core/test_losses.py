@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from olsdesk.config import loss_alpha
 from olsdesk.core.losses import (
     HardLabelLoss,
     LabelSmoothingLoss,
@@ -152,8 +153,10 @@ def test_fixed_target_matrices():
 
 
 def test_build_loss_defaults_and_errors():
-    assert build_loss("ols", 5).alpha == 0.5
-    assert build_loss("tfkd", 5).alpha == 0.95
+    assert build_loss("ols", 5).alpha == loss_alpha("ols", None) == 0.5
+    assert build_loss("tfkd", 5).alpha == loss_alpha("tfkd", None) == 0.95
+    assert build_loss("ols", 5, alpha=0.0).alpha == loss_alpha("ols", 0.0) == 0.0  # a value
+    assert loss_alpha("ce", 0.3) is None and loss_alpha("ls", None) is None  # no α there
     with pytest.raises(ValueError, match="unknown loss"):
         build_loss("focal", 5)
     with pytest.raises(ValueError):
@@ -192,3 +195,4 @@ def test_ols_sums_its_accumulators_over_processes(tmp_path):
              nprocs=2, join=True)
     for rank in (0, 1):
         torch.testing.assert_close(torch.load(f"{out}.{rank}"), single.soft_labels)
+

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from olsdesk.config import DEFAULT_ALPHA, LOSS_LABELS, LOSS_NAMES
+from olsdesk.config import LOSS_LABELS, LOSS_NAMES, loss_alpha
 from olsdesk.core import study
 from olsdesk.core.runs import RunStore
 from olsdesk.errors import RunError
@@ -468,7 +468,7 @@ class ComparePanel(QWidget):
 def _smoothing_text(config) -> str:
     """The loss's own knob: α for OLS and TF-KD, ε for label smoothing."""
     if config.loss in ("ols", "tfkd"):
-        return f"α {DEFAULT_ALPHA[config.loss] if config.alpha is None else config.alpha:g}"
+        return f"α {loss_alpha(config.loss, config.alpha):g}"
     if config.loss == "ls":
         return f"ε {config.epsilon:g}"
     return "—"

@@ -23,7 +23,6 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk.config import (
-    DEFAULT_ALPHA,
     LOSS_LABELS,
     LOSS_NAMES,
     MODEL_NAMES,
@@ -31,6 +30,7 @@ from olsdesk.config import (
     SCHEDULES,
     ConfigError,
     RunConfig,
+    loss_alpha,
 )
 from olsdesk.core.data.sources import DEMO, Dataset, data_kind, dataset_key, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
@@ -228,7 +228,7 @@ class ExperimentPanel(QWidget):
         for name in ("model", "loss", "optimizer", "schedule", "device"):
             combo = getattr(self, name)
             combo.setCurrentIndex(max(combo.findData(getattr(d, name)), 0))
-        self.alpha.setValue(DEFAULT_ALPHA.get(d.loss, 0.5))
+        self._show_alpha(d)
         for name in ("epsilon", "temperature", "epochs", "batch_size", "lr", "seed"):
             getattr(self, name).setValue(getattr(d, name))
 
@@ -364,11 +364,16 @@ class ExperimentPanel(QWidget):
             self.folders.remember("weights", path)
             self.weights.setText(path)
 
+    def _show_alpha(self, config: RunConfig) -> None:
+        alpha = loss_alpha(config.loss, config.alpha)
+        self.alpha.setValue(0.5 if alpha is None else alpha)  # disabled for CE and LS
+
     # --- state ---------------------------------------------------------------------
     def _loss_changed(self) -> None:
         loss = self.loss.currentData()
-        if loss in DEFAULT_ALPHA and self.sender() is self.loss:
-            self.alpha.setValue(DEFAULT_ALPHA[loss])
+        default = loss_alpha(loss, None)
+        if default is not None and self.sender() is self.loss:
+            self.alpha.setValue(default)
         self._update_enabled()
 
     def _update_enabled(self) -> None:
@@ -413,8 +418,7 @@ class ExperimentPanel(QWidget):
                 combo.setCurrentIndex(index)
         for name in ("epsilon", "temperature", "epochs", "batch_size", "lr", "seed"):
             getattr(self, name).setValue(getattr(config, name))
-        self.alpha.setValue(config.alpha if config.alpha is not None
-                            else DEFAULT_ALPHA.get(config.loss, 0.5))
+        self._show_alpha(config)
         self.image_size.setValue(config.image_size or self.image_size.minimum())
         self.weights.setText(config.weights or "")
         self.demo_per_class = config.demo_per_class
