@@ -9,6 +9,8 @@ through ``gui.workers``; closing the window shuts every worker down there.
 from __future__ import annotations
 
 import logging
+import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk import __version__
+from olsdesk.core.data.sources import ArraySamples, dataset_key
 from olsdesk.core.launch import ProcessRun
 from olsdesk.core.report import (
     BatchProgress,
@@ -113,6 +116,7 @@ class MainWindow(QMainWindow):
         # every file dialog opens where that kind of file was last chosen, else in the runs
         # folder (checkpoints, exports) or the home folder (data, weights)
         self.folders = DialogFolders(self.settings, lambda: self.runs_dir)
+        self._held_images: tempfile.TemporaryDirectory | None = None  # see _held_image_file
         for panel in (self.experiment, self.predict, self.evaluation):
             panel.folders = self.folders
         self.setStatusBar(self.status)
@@ -427,13 +431,31 @@ class MainWindow(QMainWindow):
             browser.show_confidence_bin(min(int((b + 0.5) / bins * n), n - 1))
 
     def _embedding_point_clicked(self, name: str) -> None:
-        """A point of the embedding: its file, predicted in Predict (with Grad-CAM)."""
-        if not Path(name).is_file():
-            self.message.setText(f"{name} is held in memory, not a file: its class, "
-                                 "prediction and confidence are in the point's hover text.")
-            return
-        self.tabs.setCurrentWidget(self.predict)
-        self.predict.predict_paths([name], select=True)
+        """A point of the embedding: its file, predicted in Predict (with Grad-CAM); an
+        image held in memory (the demo, MedMNIST) is written to a PNG for that first."""
+        path = name if Path(name).is_file() else self._held_image_file(name)
+        if path is not None:
+            self.tabs.setCurrentWidget(self.predict)
+            self.predict.predict_paths([path], select=True)
+
+    def _held_image_file(self, name: str) -> str | None:
+        """Validation image ``name`` of the data loaded now, as a PNG in this window's
+        temporary folder; None, and a sentence, unless that data is the run's."""
+        data, store = self.experiment.dataset, self.session.run_store
+        val = data.val if data is not None else None
+        index = None
+        if isinstance(val, ArraySamples) and store is not None and \
+                self.experiment.dataset_key == dataset_key(store.config()):
+            index = next((i for i in range(len(val)) if val.describe(i) == name), None)
+        if index is None:
+            self.message.setText(f"{name} is held in memory by the run's data, which is not "
+                                 "the data loaded now: its class, prediction and confidence "
+                                 "are in the point's hover text.")
+            return None
+        if self._held_images is None:
+            self._held_images = tempfile.TemporaryDirectory(prefix="olsdesk-images-")
+        path = Path(self._held_images.name) / (re.sub(r"[^\w.-]+", "_", name) + ".png")
+        return str(val.write_png(index, path))
 
     def choose_export(self) -> None:
         if not self.reports:
@@ -548,4 +570,6 @@ class MainWindow(QMainWindow):
         self.garbage.stop()
         QApplication.instance().removeEventFilter(self.wheel_guard)
         self.experiment.save()
+        if self._held_images is not None:
+            self._held_images.cleanup()
         super().closeEvent(event)

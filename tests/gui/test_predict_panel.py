@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
@@ -166,11 +167,28 @@ def test_an_embedding_point_opens_its_file_in_predict_with_grad_cam(qtbot, windo
     assert train(qtbot, window) == "finished"
     embedding = window.embedding
     window.tabs.setCurrentWidget(embedding)
-    item = next(i for i in embedding.class_items if len(i.data))
-    embedding._clicked(item, item.points()[:1])  # the demo's images live in memory
-    assert "held in memory" in window.message.text()
     panel = window.predict
     qtbot.waitUntil(lambda: "best checkpoint, epoch" in panel.model_label.text(), timeout=10_000)
+    # the demo's images live in memory: the point's image is written to a PNG and opened
+    item = next(i for i in embedding.class_items if len(i.data))
+    point = item.points()[0]
+    embedding._clicked(item, [point])
+    assert window.tabs.currentWidget() is panel
+    val = window.experiment.dataset.val
+    i = int(embedding.report.embedding_indices[int(point.data())])
+    qtbot.waitUntil(lambda: len(panel.predictions) == 1, timeout=30_000)
+    written = panel.predictions[0].path
+    assert Path(written).name == val.describe(i).replace(" #", "_") + ".png"
+    np.testing.assert_array_equal(np.asarray(Image.open(written)), val.images[i])  # lossless
+    # predicted as validation predicted it at the best epoch (Predict's checkpoint)
+    best = window.session.best
+    at = int(np.flatnonzero(best.embedding_indices == i)[0])
+    assert panel.predictions[0].top_classes[0] == best.class_names[
+        int(best.embedding_predictions[at])]
+    # data loaded now that is not the run's: one sentence, nothing opened
+    window.experiment.dataset_key = ("another",)
+    embedding._clicked(item, [point])
+    assert "not the data loaded now" in window.message.text() and len(panel.predictions) == 1
     sample = str(SAMPLES / "MR_brain_tumor.png")
     embedding.point_clicked.emit(sample)  # a run on files: the point's file
     assert window.tabs.currentWidget() is panel

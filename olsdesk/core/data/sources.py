@@ -89,6 +89,14 @@ class ArraySamples:
     def describe(self, index: int) -> str:
         return f"{self.prefix} #{self.ids[index]}"
 
+    def write_png(self, index: int, path: str | Path) -> Path:
+        """The image as a PNG file: lossless, so it reads back as the same array (how the
+        app opens an in-memory validation image in Predict)."""
+        from PIL import Image
+
+        Image.fromarray(self.images[index]).save(path)
+        return Path(path)
+
     def subset(self, indices: np.ndarray) -> ArraySamples:
         out = ArraySamples(self.images[indices], self.labels[indices], self.prefix)
         out.ids = self.ids[indices]
