@@ -3,6 +3,10 @@ them, Compare tables, the heatmap's scale and readout, embedding colours, start-
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+from PySide6.QtCore import QPointF
+
 from olsdesk.gui.panels.common import EpochAxis, plural
 from olsdesk.gui.panels.curves import PLOTS, CurvesPanel
 from olsdesk.gui.widgets import _range_text
@@ -243,3 +247,26 @@ def test_a_tab_not_showing_draws_its_epoch_when_shown_and_before_an_export(qtbot
     window.export(tmp_path / "export")  # an export draws what waits first
     assert heatmap._pending_draw is None
     np.testing.assert_allclose(heatmap.shown_matrix(), window.reports[1].soft_labels)
+
+
+@pytest.mark.parametrize("accuracy, confidence", [(0.55, 0.60), (0.05, 0.08), (0.93, 0.97),
+                                                  (0.30, 0.80)])
+def test_histogram_line_labels_sit_clear_of_the_bars_and_of_each_other(qtbot, accuracy,
+                                                                         confidence):
+    from olsdesk.gui.panels.reliability import ReliabilityPanel
+
+    panel = ReliabilityPanel()
+    qtbot.addWidget(panel)
+    panel.resize(900, 620)
+    panel.show()
+    counts = np.full(15, 40)  # every bin as tall as the tallest: no gap to hide a label in
+    bins = np.linspace(0.5 / 15, 1 - 0.5 / 15, 15)
+    panel.show_bins(counts, bins, bins, accuracy, confidence, "ECE 0.05")
+    qtbot.wait(50)
+    labels = [line.label.sceneBoundingRect() for line in (panel.accuracy_line,
+                                                          panel.confidence_line)]
+    top_of_bars = panel.histogram.vb.mapViewToScene(QPointF(0.5, float(counts.max()))).y()
+    plot = panel.histogram.vb.sceneBoundingRect()
+    for rect in labels:
+        assert rect.bottom() <= top_of_bars and plot.contains(rect), (rect, top_of_bars)
+    assert not labels[0].intersects(labels[1])

@@ -14,6 +14,7 @@ from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, style_plot
 
 ACCURACY = "#0072B2"
 GAP = "#D55E00"
+HEADROOM = 2.0  # the histogram's height over its tallest bar: room for the line labels
 
 
 class ReliabilityPanel(RedrawWhenShown, QWidget):
@@ -148,21 +149,22 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
         self.confidence_line.setValue(mean_confidence)
         # the labels never overlap however close accuracy and confidence are: each on the
         # outer side of the pair at one height, or, near an edge of the axis where the
-        # outer side has no room, both on the inner side at two heights
+        # outer side has no room, both on the inner side at two heights; all above the
+        # bars, which reach at most 1 / HEADROOM of the plot's height
         lower, higher = ((self.accuracy_line, self.confidence_line)
                          if overall_accuracy <= mean_confidence
                          else (self.confidence_line, self.accuracy_line))
         left, right = [(1.0, 0.5)] * 2, [(0.0, 0.5)] * 2
         if lower.value() < 0.15:
-            placing = ((lower, right, 0.88), (higher, right, 0.62))
+            placing = ((lower, right, 0.9), (higher, right, 0.64))
         elif higher.value() > 0.85:
-            placing = ((lower, left, 0.62), (higher, left, 0.88))
+            placing = ((lower, left, 0.64), (higher, left, 0.9))
         else:
-            placing = ((lower, left, 0.88), (higher, right, 0.88))
+            placing = ((lower, left, 0.9), (higher, right, 0.9))
         for line, anchors, height in placing:
             line.label.anchors = anchors
             line.label.setPosition(height)
             line.label.updatePosition()
         self.accuracy_line.show()
         self.confidence_line.show()
-        self.histogram.setYRange(0, max(counts.max(), 1) * 1.1)
+        self.histogram.setYRange(0, max(counts.max(), 1) * HEADROOM)
