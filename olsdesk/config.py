@@ -18,6 +18,9 @@ LOSS_NAMES = ("ce", "ls", "tfkd", "ols")
 LOSS_LABELS = {"ce": "hard labels (CE)", "ls": "label smoothing", "tfkd": "teacher-free KD",
                "ols": "online label smoothing"}
 DEFAULT_ALPHA = {"tfkd": 0.95, "ols": 0.5}
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def loss_alpha(loss: str, alpha: float | None) -> float | None:
@@ -26,9 +29,6 @@ def loss_alpha(loss: str, alpha: float | None) -> float | None:
     if loss not in DEFAULT_ALPHA:
         return None
     return DEFAULT_ALPHA[loss] if alpha is None else alpha
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "step", "constant")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def setting(default, help: str, *, choices: tuple[str, ...] | None = None,

@@ -467,8 +467,9 @@ class ComparePanel(QWidget):
 
 def _smoothing_text(config) -> str:
     """The loss's own knob: α for OLS and TF-KD, ε for label smoothing."""
-    if config.loss in ("ols", "tfkd"):
-        return f"α {loss_alpha(config.loss, config.alpha):g}"
+    alpha = loss_alpha(config.loss, config.alpha)
+    if alpha is not None:
+        return f"α {alpha:g}"
     if config.loss == "ls":
         return f"ε {config.epsilon:g}"
     return "—"
