@@ -32,10 +32,31 @@ def loss_alpha(loss: str, alpha: float | None) -> float | None:
 
 
 def setting(default, help: str, *, choices: tuple[str, ...] | None = None,
-            metavar: str | None = None):
-    """A RunConfig field with the help text (and choices) the CLI and the app show."""
-    return field(default=default, metadata={"help": help, "choices": choices,
-                                            "metavar": metavar})
+            metavar: str | None = None, label: str = "", group: str = "more",
+            bounds: tuple[float, float] | None = None, open_bounds: str = "",
+            step: float | None = None, decimals: int = 0, uses: dict | None = None,
+            choice_labels: dict | None = None):
+    """A RunConfig field with what the CLI and the app's settings form show of it, stated
+    once: its help text and choices, the form's label and group, the closed interval
+    ``bounds`` (``open_bounds`` "lo", "hi" or "both" excludes an end) that ``validated``
+    enforces and the form offers, the form's step and decimals, and ``uses``: the values
+    of other settings under which this one has an effect (``{"loss": ("ls",)}``)."""
+    return field(default=default, metadata={
+        "help": help, "choices": choices, "metavar": metavar, "label": label,
+        "group": group, "bounds": bounds, "open_bounds": open_bounds, "step": step,
+        "decimals": decimals, "uses": uses or {}, "choice_labels": choice_labels or {}})
+
+
+def in_bounds(name: str, value) -> bool:
+    """``value`` lies within RunConfig field ``name``'s stated bounds (True without any)."""
+    meta = RunConfig.__dataclass_fields__[name].metadata
+    if meta["bounds"] is None:
+        return True
+    lo, hi = meta["bounds"]
+    ends = meta["open_bounds"]
+    above = value > lo if ends in ("lo", "both") else value >= lo
+    below = value < hi if ends in ("hi", "both") else value <= hi
+    return above and below
 
 
 @dataclass(frozen=True)
@@ -47,56 +68,88 @@ class RunConfig:
     """
 
     data: str = setting("demo", "'demo', an image folder (one sub-folder a class, "
-                        "RadImageNet's nested layout too) or a MedMNIST .npz", metavar="PATH")
-    split_csv: str | None = setting(None, "folder with train/val split CSVs (filename,label), "
-                                    "RadImageNet style; without it a stratified split is made",
-                                    metavar="DIR")
-    model: str = setting("smallcnn", "the network", choices=MODEL_NAMES)
+                        "RadImageNet's nested layout too) or a MedMNIST .npz", metavar="PATH",
+                        label="Data", group="data")
+    split_csv: str | None = setting(None, "folder with train/val/test split CSVs "
+                                    "(filename,label), RadImageNet style; without it a "
+                                    "stratified split is made", metavar="DIR",
+                                    label="Split CSVs", group="data")
+    model: str = setting("smallcnn", "the network", choices=MODEL_NAMES, label="Model",
+                         group="main")
     weights: str | None = setting(None, "optional local state-dict file to start from "
                                   "(ImageNet or RadImageNet weights); nothing is downloaded",
-                                  metavar="FILE")
+                                  metavar="FILE", label="Start from", group="main")
     loss: str = setting("ols", "training objective: hard labels, label smoothing, teacher-free "
-                        "KD or online label smoothing", choices=LOSS_NAMES)
+                        "KD or online label smoothing", choices=LOSS_NAMES, label="Loss",
+                        group="main", choice_labels=LOSS_LABELS)
     alpha: float | None = setting(None, "OLS: weight of the hard-label term; TF-KD: weight of "
-                                  "the virtual teacher (default 0.5 for OLS, 0.95 for TF-KD)")
-    epsilon: float = setting(0.1, "label smoothing: share of the target spread over all classes")
-    temperature: float = setting(6.0, "TF-KD temperature")
+                                  "the virtual teacher (default 0.5 for OLS, 0.95 for TF-KD)",
+                                  label="α", group="main", bounds=(0.0, 1.0), step=0.05,
+                                  decimals=3, uses={"loss": ("ols", "tfkd")})
+    epsilon: float = setting(0.1, "label smoothing: share of the target spread over all classes",
+                             label="ε", group="main", bounds=(0.0, 1.0), open_bounds="hi",
+                             step=0.05, decimals=3, uses={"loss": ("ls",)})
+    temperature: float = setting(6.0, "TF-KD temperature", label="T", group="main",
+                                 bounds=(0.0, 1000.0), open_bounds="lo", step=1.0, decimals=2,
+                                 uses={"loss": ("tfkd",)})
     ols_init: str = setting("uniform", "OLS: the soft-label matrix of the first epoch",
-                            choices=("uniform", "zeros"))
-    epochs: int = setting(10, "epochs to train (with --resume: a new total)")
-    batch_size: int = setting(64, "images a training step")
-    lr: float = setting(0.003, "peak learning rate")
+                            choices=("uniform", "zeros"), label="OLS start",
+                            uses={"loss": ("ols",)})
+    epochs: int = setting(10, "epochs to train (with --resume: a new total)", label="Epochs",
+                          group="main", bounds=(1, 100_000))
+    batch_size: int = setting(64, "images a training step", label="Batch size", group="main",
+                              bounds=(1, 65_536))
+    lr: float = setting(0.003, "peak learning rate", label="Learning rate", group="main",
+                        bounds=(0.0, 10.0), open_bounds="lo", step=0.0005, decimals=5)
     optimizer: str = setting("adamw", "sgd (momentum, as the published recipe) or adamw",
-                             choices=OPTIMIZERS)
-    momentum: float = setting(0.9, "SGD momentum")
-    weight_decay: float = setting(5e-4, "L2 weight decay")
+                             choices=OPTIMIZERS, label="Optimizer", group="main",
+                             choice_labels={"sgd": "SGD (momentum)", "adamw": "AdamW"})
+    momentum: float = setting(0.9, "SGD momentum", label="Momentum", bounds=(0.0, 1.0),
+                              open_bounds="hi", step=0.05, decimals=3,
+                              uses={"optimizer": ("sgd",)})
+    weight_decay: float = setting(5e-4, "L2 weight decay", label="Weight decay",
+                                  bounds=(0.0, 1.0), step=1e-4, decimals=5)
     schedule: str = setting("cosine", "learning-rate schedule: cosine to zero, step (x0.1 at 45 "
-                            "% and 80 % of the epochs) or constant", choices=SCHEDULES)
+                            "% and 80 % of the epochs) or constant", choices=SCHEDULES,
+                            label="Schedule", group="main",
+                            choice_labels={"cosine": "cosine", "step": "step (×0.1 at 45 %, "
+                                           "80 %)", "constant": "constant"})
     image_size: int | None = setting(None, "model input size in pixels (default 64 for the demo "
-                                     "set, 224 otherwise)")
+                                     "set, 224 otherwise)", label="Image size", group="main",
+                                     bounds=(16, 1024))
     device: str = setting("auto", "auto takes CUDA, then Apple MPS, then the CPU",
-                          choices=DEVICES)
+                          choices=DEVICES, label="Device", group="main")
     amp: bool = setting(True, "mixed precision where the device supports it (CUDA; bf16 "
-                        "where the GPU has it)")
+                        "where the GPU has it)", label="Mixed precision")
     sync_bn: bool = setting(False, "with several processes (torchrun, --gpus): synchronise "
-                            "BatchNorm statistics across them")
+                            "BatchNorm statistics across them", label="Sync BatchNorm")
     compile: bool = setting(False, "compile the model with torch.compile (faster steps on a "
-                            "GPU after a slow first one)")
-    seed: int = setting(0, "seed of the weights, batches and augmentation")
-    split_seed: int = setting(0, "seed of the train/validation split")
+                            "GPU after a slow first one)", label="torch.compile")
+    seed: int = setting(0, "seed of the weights, batches and augmentation", label="Seed",
+                        group="main", bounds=(0, 2**32 - 1))
+    split_seed: int = setting(0, "seed of the train/validation split", label="Split seed",
+                              bounds=(0, 2**32 - 1))
     val_fraction: float = setting(0.15, "share of each class held out for validation (model "
-                                  "selection, the temperature) when the data has no split")
+                                  "selection, the temperature) when the data has no split",
+                                  label="Validation share", bounds=(0.0, 1.0),
+                                  open_bounds="both", step=0.05, decimals=3)
     test_fraction: float = setting(0.15, "share of each class held out as the test split, "
-                                   "touched only by evaluation (0: none)")
+                                   "touched only by evaluation (0: none)", label="Test share",
+                                   bounds=(0.0, 1.0), open_bounds="hi", step=0.05, decimals=3)
     test_data: str | None = setting(None, "an external test set (another hospital): an image "
                                     "folder with the run's class folders; replaces the "
-                                    "held-out test split", metavar="DIR")
-    demo_per_class: int = setting(200, "demo set: images a class")
+                                    "held-out test split", metavar="DIR",
+                                    label="External test folder")
+    demo_per_class: int = setting(200, "demo set: images a class", label="Demo images a class",
+                                  bounds=(2, 100_000), uses={"data": ("demo",)})
     num_workers: int | None = setting(None, "data-loader processes (default: on a GPU, "
                                       "one per core but one, up to 16; on the CPU, 0 for "
-                                      "in-memory data, up to 4 for files)")
-    embedding_samples: int = setting(2000, "validation images in the embedding view")
-    calibration_bins: int = setting(15, "bins of the reliability diagram and ECE")
+                                      "in-memory data, up to 4 for files)",
+                                      label="Loader workers", bounds=(0, 256))
+    embedding_samples: int = setting(2000, "validation images in the embedding view",
+                                     label="Embedded images", bounds=(10, 1_000_000))
+    calibration_bins: int = setting(15, "bins of the reliability diagram and ECE",
+                                    label="Calibration bins", bounds=(2, 100))
 
     @property
     def effective_image_size(self) -> int:
@@ -115,51 +168,71 @@ class RunConfig:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name.replace('_', ' ')} must be a finite number, "
                                   f"not {value}.")
+
+        def within(name: str) -> bool:
+            """The field's value lies in its stated bounds (None: its default applies)."""
+            value = getattr(self, name)
+            return value is None or in_bounds(name, value)
         need(bool(self.data), "choose a dataset: 'demo', an image folder or a MedMNIST .npz.")
         need(self.model in MODEL_NAMES, f"unknown model '{self.model}'; choose one of "
              f"{', '.join(MODEL_NAMES)}.")
         need(self.loss in LOSS_NAMES, f"unknown loss '{self.loss}'; choose one of "
              f"{', '.join(LOSS_NAMES)}.")
-        need(self.alpha is None or 0.0 <= self.alpha <= 1.0, "alpha must be between 0 and 1.")
-        need(0.0 <= self.epsilon < 1.0, "epsilon must be at least 0 and below 1.")
-        need(0 < self.temperature <= 1000, "the TF-KD temperature must be positive and at most "
+        need(within("alpha"), "alpha must be between 0 and 1.")
+        need(within("epsilon"), "epsilon must be at least 0 and below 1.")
+        need(within("temperature"), "the TF-KD temperature must be positive and at most "
              "1000.")
         need(self.ols_init in ("uniform", "zeros"), "the OLS start must be 'uniform' or 'zeros'.")
-        need(1 <= self.epochs <= 100_000, "train for 1 to 100,000 epochs.")
-        need(1 <= self.batch_size <= 65_536, "the batch size must be between 1 and 65,536.")
-        need(0 < self.lr <= 10, "the learning rate must be positive and at most 10.")
+        need(within("epochs"), "train for 1 to 100,000 epochs.")
+        need(within("batch_size"), "the batch size must be between 1 and 65,536.")
+        need(within("lr"), "the learning rate must be positive and at most 10.")
         need(self.optimizer in OPTIMIZERS, f"unknown optimizer '{self.optimizer}'; choose "
              f"{' or '.join(OPTIMIZERS)}.")
-        need(0.0 <= self.momentum < 1.0, "momentum must be at least 0 and below 1.")
-        need(0 <= self.weight_decay <= 1, "weight decay must be between 0 and 1.")
+        need(within("momentum"), "momentum must be at least 0 and below 1.")
+        need(within("weight_decay"), "weight decay must be between 0 and 1.")
         need(self.schedule in SCHEDULES, f"unknown schedule '{self.schedule}'; choose one of "
              f"{', '.join(SCHEDULES)}.")
-        need(self.image_size is None or 16 <= self.image_size <= 1024,
+        need(within("image_size"),
              "the image size must be between 16 and 1024 pixels.")
         need(self.model != "vgg19" or self.effective_image_size >= 32,
              "VGG-19 halves its input five times, so it needs images of at least 32 pixels.")
         need(self.device in DEVICES, f"unknown device '{self.device}'; choose one of "
              f"{', '.join(DEVICES)}.")
-        need(0 <= self.seed < 2**32 and 0 <= self.split_seed < 2**32,
+        need(within("seed") and within("split_seed"),
              "seeds must be whole numbers from 0 to 4294967295.")
-        need(0.0 < self.val_fraction < 1.0, "the validation fraction must be between 0 and 1.")
-        need(0.0 <= self.test_fraction < 1.0, "the test fraction must be at least 0 and below 1.")
+        need(within("val_fraction"), "the validation fraction must be between 0 and 1.")
+        need(within("test_fraction"), "the test fraction must be at least 0 and below 1.")
         need(self.val_fraction + self.test_fraction < 1.0,
              "the validation and test fractions together must leave images to train on.")
         if self.test_data is not None:
             need(Path(self.test_data).expanduser().is_dir(),
                  f"test data {self.test_data} is not a folder.")
-        need(2 <= self.demo_per_class <= 100_000,
+        need(within("demo_per_class"),
              "the demo set takes 2 to 100,000 images per class.")
-        need(self.num_workers is None or 0 <= self.num_workers <= 256,
+        need(within("num_workers"),
              "the number of loader workers must be between 0 and 256.")
-        need(10 <= self.embedding_samples <= 1_000_000,
+        need(within("embedding_samples"),
              "embed between 10 and 1,000,000 validation samples.")
-        need(2 <= self.calibration_bins <= 100, "use between 2 and 100 calibration bins.")
+        need(within("calibration_bins"), "use between 2 and 100 calibration bins.")
         if self.weights is not None:
             need(Path(self.weights).expanduser().is_file(),
                  f"weights file {self.weights} does not exist.")
         return self
+
+    def uses(self, name: str) -> bool:
+        """Whether setting ``name`` has an effect with the other settings as they are
+        (ε only for label smoothing, momentum only for SGD, …)."""
+        needs = RunConfig.__dataclass_fields__[name].metadata["uses"]
+        return all(getattr(self, other) in values for other, values in needs.items())
+
+    def effective(self, name: str):
+        """The value setting ``name`` takes in training: a default where it is None (α,
+        the image size)."""
+        if name == "alpha":
+            return loss_alpha(self.loss, self.alpha)
+        if name == "image_size":
+            return self.effective_image_size
+        return getattr(self, name)
 
     def to_dict(self) -> dict:
         return asdict(self)

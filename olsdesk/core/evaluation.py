@@ -128,6 +128,22 @@ class Evaluation:
         }
 
 
+    def summary_lines(self) -> list[str]:
+        """A Markdown table of every test metric with its interval, raw and scaled, and a
+        line saying which images and checkpoint they come from (report.md)."""
+        lines = [f"{len(self.labels)} test images ({self.source}) scored with "
+                 f"{Path(self.checkpoint).name}"
+                 + (f" (epoch {self.epoch})" if self.epoch is not None else "")
+                 + f"; T = {self.temperature:.3f} from validation; 95 % intervals from "
+                 f"{self.resamples} bootstrap resamples.", "",
+                 "| metric | raw | temperature-scaled |", "|---|---|---|"]
+        lines += [f"| {METRIC_LABELS[m]} | "
+                  + " | ".join(format_interval(r.value[m], r.interval(m))
+                               for r in (self.raw, self.scaled)) + " |"
+                  for m in SUMMARY_METRICS]
+        return lines
+
+
 def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None  # JSON has no NaN
 

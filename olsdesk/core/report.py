@@ -200,11 +200,14 @@ def write_validation_predictions_csv(report: EpochReport, validation_names: Sequ
     return path
 
 
-def write_run_report_md(path: str | Path, run_name: str, config: dict, info: RunInfo | None,
+def write_run_report_md(path: str | Path, run_name: str, config, info: RunInfo | None,
                         reports: Sequence[EpochReport], shown: EpochReport,
-                        figures: Sequence[str], tables: Sequence[str]) -> Path:
-    """A short report of a run: its settings, data, the shown and the best epoch's
-    validation metrics, then the figures and tables written beside it."""
+                        figures: Sequence[str], tables: Sequence[str],
+                        test_lines: Sequence[str] = ()) -> Path:
+    """A short report of a run: the settings it was trained with (the values used, and
+    only those its loss and optimiser use), its data, the shown and the best epoch's
+    validation metrics, the test evaluation's ``test_lines`` when there is one, then the
+    figures and tables written beside it. ``config`` is the run's RunConfig (or None)."""
     best = best_report(reports)
     rows = (("Top-1", "val_top1", "{:.1%}"), ("Top-5", "val_top5", "{:.1%}"),
             ("NLL", "val_nll", "{:.4f}"), ("Brier", "val_brier", "{:.4f}"),
@@ -214,10 +217,13 @@ def write_run_report_md(path: str | Path, run_name: str, config: dict, info: Run
                                                           "{:.4f}"),
             ("temperature T", "temperature", "{:.3f}"), ("silhouette", "silhouette", "{:.3f}"))
     lines = [f"# {run_name}", ""]
-    settings = ("model", "loss", "alpha", "epsilon", "temperature", "epochs", "lr",
-                "batch_size", "image_size", "optimizer", "weight_decay", "seed", "data")
-    lines += ["| setting | value |", "|---|---|"]
-    lines += [f"| {key} | {config[key]} |" for key in settings if key in config]
+    settings = ("model", "loss", "alpha", "epsilon", "temperature", "ols_init", "epochs", "lr",
+                "batch_size", "image_size", "optimizer", "momentum", "weight_decay",
+                "schedule", "seed", "data", "split_seed", "val_fraction", "test_fraction")
+    if config is not None:
+        lines += ["| setting | value |", "|---|---|"]
+        lines += [f"| {key} | {config.effective(key)} |" for key in settings
+                  if config.uses(key)]
     if info is not None:
         lines += ["", f"**Data**: {info.dataset.describe(len(info.class_names))}; "
                   f"{len(info.class_names)} classes. Every number below is on the validation "
@@ -231,6 +237,8 @@ def write_run_report_md(path: str | Path, run_name: str, config: dict, info: Run
             values = [getattr(r, key) for r in columns]
             lines.append(f"| {label} | " + " | ".join(
                 "—" if not math.isfinite(v) else fmt.format(v) for v in values) + " |")
+    if test_lines:
+        lines += ["", "## Test split", "", *test_lines]
     if tables:
         lines += ["", "Tables: " + ", ".join(f"[{t}]({t})" for t in tables) + "."]
     for figure in figures:

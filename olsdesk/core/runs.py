@@ -21,6 +21,7 @@ import os
 import socket
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,31 @@ def default_runs_dir() -> Path:
     return Path(user_data_dir("olsdesk", appauthor=False)) / "runs"
 
 
+def _process_umask() -> int:
+    """The process's umask, read without changing it where the system allows (Linux);
+    elsewhere set and restored once, at import, before any thread of ours runs."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_process_umask()  # what open() would give: colleagues can read runs
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temporary file renamed into place), with the
+    permissions the user's umask gives every other file (mkstemp's own are 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -231,16 +253,7 @@ class RunStore:
 
     def load_reports(self) -> list[EpochReport]:
         """Every complete epoch as an EpochReport, for replay."""
-        names = self.class_names
-        reports = []
-        for scalars in self.metrics():
-            file = self._epoch_file(int(scalars["epoch"]))
-            if not file.exists():
-                break
-            with np.load(file, allow_pickle=False) as arrays:
-                reports.append(EpochReport.from_parts(
-                    scalars, {k: arrays[k] for k in ARRAY_FIELDS}, names))
-        return reports
+        return RunFollower(self).read(with_status=False).reports
 
     @staticmethod
     def load(path: str | Path) -> list[EpochReport]:
@@ -276,6 +289,70 @@ class RunStore:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with open(self.path / "log.txt", "a", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(f"{stamp} {printable(message)}\n")
+
+
+@dataclass(frozen=True)
+class RunUpdate:
+    """What a run folder gained since the follower last looked."""
+
+    reports: list[EpochReport]  # the epochs not read before, in order
+    reset: bool  # the run was cut back (resumed from an earlier epoch): start again
+    status: str  # the run's status now ("training", "finished", "interrupted", ...; "" unread)
+
+
+class RunFollower:
+    """Reads a run's epochs as they are written, each once: metrics.jsonl from the byte
+    where the last read stopped, and only the new epochs' arrays. Live replay, a run
+    followed on disk, a torchrun child and the Compare tab all read runs through it, so
+    following a long run costs one epoch's read an epoch, not the whole run's."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self.count = 0  # epochs read so far
+        self._offset = 0  # bytes of metrics.jsonl taken in
+        self._names: tuple[str, ...] | None = None
+
+    def read(self, with_status: bool = True) -> RunUpdate:
+        """The epochs completed since the last call (a line counts once its arrays are
+        there; a half-written last line waits for the next call), and the run's status
+        (``with_status``: it reads run.json and tries the lock)."""
+        path = self.store.path / "metrics.jsonl"
+        reset = False
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < self._offset:  # truncated by a resume: read it again from the start
+            self._offset, self.count, reset = 0, 0, True
+        reports = []
+        if size > self._offset:
+            with open(path, "rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read(size - self._offset)
+            for raw in chunk.splitlines(keepends=True):
+                if not raw.endswith(b"\n"):
+                    break  # still being written
+                try:
+                    scalars = json.loads(raw)
+                except json.JSONDecodeError:
+                    break
+                report = self._report(scalars)
+                if report is None:
+                    break  # its arrays are not there (yet)
+                reports.append(report)
+                self._offset += len(raw)
+        self.count += len(reports)
+        return RunUpdate(reports, reset, self.store.status if with_status else "")
+
+    def _report(self, scalars: dict) -> EpochReport | None:
+        file = self.store._epoch_file(int(scalars["epoch"]))
+        if not file.exists():
+            return None
+        if self._names is None:
+            self._names = self.store.class_names
+        with np.load(file, allow_pickle=False) as arrays:
+            return EpochReport.from_parts(scalars, {k: arrays[k] for k in ARRAY_FIELDS},
+                                          self._names)
 
 
 def ensure_runs_dir(runs_dir: str | Path | None) -> Path:

@@ -40,6 +40,7 @@ from olsdesk.core.report import (
     write_validation_predictions_csv,
 )
 from olsdesk.core.runs import BEST, LATEST, default_runs_dir
+from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.core.study import Study
 from olsdesk.core.trainer import Trainer
 from olsdesk.errors import OlsdeskError
@@ -85,7 +86,8 @@ def warm_up() -> None:
 
 
 class MainWindow(QMainWindow):
-    PANELS = ("curves", "soft_labels", "reliability", "embedding")
+    PANELS = ("curves", "soft_labels", "reliability", "embedding")  # the per-epoch plots
+    TABS = (*PANELS, "predict", "evaluation", "compare")
 
     def __init__(self, settings: QSettings | None = None, runs_dir: str | Path | None = None):
         super().__init__()
@@ -101,15 +103,16 @@ class MainWindow(QMainWindow):
         self.garbage.start()
         self.wheel_guard = WheelGuard(self)  # boxes take the wheel only when focused
         QApplication.instance().installEventFilter(self.wheel_guard)
-        self.session = RunSession(parent=self)
+        self.state = AppState()  # what the window shows: the panels are views of it
+        self.session = RunSession(self.state, parent=self)
         self.controller = TrainingController(self)
-        self.experiment = ExperimentPanel(self.settings)
+        self.experiment = ExperimentPanel(self.settings, self.state)
         self.curves = CurvesPanel()
         self.soft_labels = SoftLabelsPanel()
         self.reliability = ReliabilityPanel()
         self.embedding = EmbeddingPanel()
-        self.predict = PredictPanel()
-        self.evaluation = EvaluationPanel()
+        self.predict = PredictPanel(self.state)
+        self.evaluation = EvaluationPanel(self.state)
         self.compare = ComparePanel(self.runs_dir)
         self.scrubber = EpochScrubber(self.session)
         self.status = TrainingStatus()
@@ -151,6 +154,8 @@ class MainWindow(QMainWindow):
         for panel in (self.curves, self.soft_labels, self.reliability, self.embedding):
             panel.follow(session)
         session.report_added.connect(self._use_run_checkpoint)
+        session.loaded.connect(self._run_loaded)
+        session.follow_failed.connect(lambda message: self.message.setText(message))
         session.following_changed.connect(self._following_changed)
         self.soft_labels.cell_clicked.connect(self._heatmap_cell_clicked)
         self.embedding.point_clicked.connect(self._embedding_point_clicked)
@@ -182,6 +187,20 @@ class MainWindow(QMainWindow):
                 action.setShortcut(shortcut)
             action.triggered.connect(slot)
             file_menu.addAction(action)
+        run_menu = self.menuBar().addMenu("&Run")
+        for text, slot, shortcut in (
+            ("&Train", self.start_training, "Ctrl+Return"),
+            ("&Pause / Resume", self.toggle_pause, "Ctrl+P"),
+            ("&Stop", self.stop_training, "Ctrl+."),
+            ("P&revious epoch", lambda: self.session.select(self.session.position - 1),
+             "Alt+Left"),
+            ("&Next epoch", lambda: self.session.select(self.session.position + 1),
+             "Alt+Right"),
+        ):
+            action = QAction(text, self)
+            action.setShortcut(QKeySequence(shortcut))
+            action.triggered.connect(slot)
+            run_menu.addAction(action)
         help_menu = self.menuBar().addMenu("&Help")
         about = QAction("&About olsdesk", self)
         about.triggered.connect(lambda: QMessageBox.about(
@@ -333,19 +352,22 @@ class MainWindow(QMainWindow):
 
     # --- the run shown ----------------------------------------------------------------
     def _use_run_checkpoint(self, *_) -> None:
-        """Point the Predict panel at the run's best checkpoint (latest when none is best)."""
+        """Use the run's best checkpoint (latest when none is best) for Predict, Evaluate
+        and Grad-CAM; its epoch is part of it (best.pt keeps its name while training writes
+        a better epoch into it, and the evaluation of the old one is then dropped)."""
         store = self.session.run_store
         if store is None:
             return
+        best, reports = self.session.best, self.session.reports
         for which, label in ((BEST, "best"), (LATEST, "latest")):
             path = store.checkpoint_path(which)
             if path.exists():
-                best = self.session.best
+                epoch = best.epoch if which == BEST and best is not None else (
+                    reports[-1].epoch if reports else None)
                 detail = (f", epoch {best.epoch}, validation top-1 {best.val_top1:.1%}"
                           if best is not None and which == BEST else "")
                 note = f"{store.path.name}, {label} checkpoint{detail}"
-                self.predict.set_checkpoint(path, note)
-                self.evaluation.set_checkpoint(path, note)
+                self.state.set_checkpoint(CheckpointRef(str(path), epoch, note))
                 return
 
     def _tab_changed(self) -> None:
@@ -376,12 +398,11 @@ class MainWindow(QMainWindow):
             self.message.setText("Stop the training before opening another run.")
             return False
         try:
-            status = self.session.open(path)
+            self.session.open(path)
         except OlsdeskError as exc:
             self.message.setText(f"Cannot open {path}: {exc}")
             return False
         self.embedding.set_feature_source(self.session.run_store.embedding_features)
-        self._use_run_checkpoint()
         self.status.reset()  # no speed or ETA left from the run trained before
         try:
             self.experiment.show_config(self.session.run_store.config())
@@ -389,9 +410,18 @@ class MainWindow(QMainWindow):
             pass  # a run without a readable config.json still replays
         name = self.session.path.name
         self.setWindowTitle(f"olsdesk — {name}")
-        self.message.setText(f"Replaying {name}: {plural(len(self.reports), 'epoch')} "
-                             f"({status}).")
+        self.message.setText(f"Reading {name}…")
         return True
+
+    def _run_loaded(self, epochs: int) -> None:
+        """A run opened from disk has been read: its checkpoint is the one in use now."""
+        self._use_run_checkpoint()
+        if self.session.path is not None:
+            status = self.session.opened_status
+            following = (" (training: following it)" if self.session.following and
+                         status == "training" else f" ({status})")
+            self.message.setText(f"Replaying {self.session.path.name}: "
+                                 f"{plural(epochs, 'epoch')}{following}.")
 
     def _following_changed(self, status: str) -> None:
         if not status and self.session.path is not None:
@@ -402,10 +432,9 @@ class MainWindow(QMainWindow):
     def _browser_for(self, what: str):
         """The Evaluate tab's error browser, shown, when the checkpoint on show has been
         evaluated; else None, and the status says how to see ``what``."""
-        ev = self.evaluation.evaluation
+        ev = self.state.evaluation  # always of the checkpoint in use
         names = self.session.info.class_names if self.session.info else ()
-        if ev is None or ev.checkpoint != self.evaluation.checkpoint or \
-                tuple(ev.class_names) != tuple(names):
+        if ev is None or tuple(ev.class_names) != tuple(names):
             self.message.setText(
                 f"To see {what}, evaluate the checkpoint in the Evaluate tab first (its test "
                 "images are what a click here opens).")
@@ -430,24 +459,28 @@ class MainWindow(QMainWindow):
             n = browser.evaluation.n_bins  # the run's bins, unless the setting differs
             browser.show_confidence_bin(min(int((b + 0.5) / bins * n), n - 1))
 
-    def _embedding_point_clicked(self, name: str) -> None:
-        """A point of the embedding: its file, predicted in Predict (with Grad-CAM); an
-        image held in memory (the demo, MedMNIST) is written to a PNG for that first."""
-        path = name if Path(name).is_file() else self._held_image_file(name)
+    def _embedding_point_clicked(self, index: int) -> None:
+        """Validation image ``index`` of the shown run, predicted in Predict (with
+        Grad-CAM): its file, or, for an image held in memory (the demo, MedMNIST), a PNG
+        of it written for that."""
+        info = self.session.info
+        names = info.validation_names if info is not None else ()
+        if not 0 <= index < len(names):
+            return
+        path = names[index] if Path(names[index]).is_file() else self._held_image_file(index)
         if path is not None:
             self.tabs.setCurrentWidget(self.predict)
             self.predict.predict_paths([path], select=True)
 
-    def _held_image_file(self, name: str) -> str | None:
-        """Validation image ``name`` of the data loaded now, as a PNG in this window's
+    def _held_image_file(self, index: int) -> str | None:
+        """Validation image ``index`` of the data loaded now, as a PNG in this window's
         temporary folder; None, and a sentence, unless that data is the run's."""
         data, store = self.experiment.dataset, self.session.run_store
         val = data.val if data is not None else None
-        index = None
-        if isinstance(val, ArraySamples) and store is not None and \
-                self.experiment.dataset_key == dataset_key(store.config()):
-            index = next((i for i in range(len(val)) if val.describe(i) == name), None)
-        if index is None:
+        name = self.session.info.validation_names[index]
+        if not (isinstance(val, ArraySamples) and store is not None and index < len(val)
+                and self.experiment.dataset_key == dataset_key(store.config())
+                and val.describe(index) == name):
             self.message.setText(f"{name} is held in memory by the run's data, which is not "
                                  "the data loaded now: its class, prediction and confidence "
                                  "are in the point's hover text.")
@@ -480,12 +513,12 @@ class MainWindow(QMainWindow):
         folder.mkdir(parents=True, exist_ok=True)
         report = self.session.selected or self.reports[-1]
         names = report.class_names
-        info, config = self.session.info, {}
+        info, config = self.session.info, None
         store = self.session.run_store
         if store is not None:
             try:
-                config = store.config().to_dict()
-            except (OSError, ValueError) as exc:
+                config = store.config()
+            except (OSError, ValueError, OlsdeskError) as exc:
                 log.warning("export: the run's config.json cannot be read (%s)", exc)
         written, figures = [], []
         for name in self.PANELS:
@@ -501,7 +534,7 @@ class MainWindow(QMainWindow):
                   write_validation_predictions_csv(
                       report, info.validation_names if info is not None else (), names,
                       folder / "validation_predictions.csv")]
-        evaluation = self.evaluation.evaluation
+        evaluation = self.run_evaluation()
         if evaluation is not None:
             test = write_evaluation(evaluation, folder / "test", write_evaluation_figures)
             tables += [p for p in test if p.suffix == ".csv" or p.suffix == ".json"]
@@ -511,8 +544,17 @@ class MainWindow(QMainWindow):
         run_name = self.session.path.name if self.session.path is not None else "run"
         written.append(write_run_report_md(
             folder / "report.md", run_name, config, info, self.reports, report, figures,
-            [str(p.relative_to(folder)) for p in tables]))
+            [str(p.relative_to(folder)) for p in tables],
+            evaluation.summary_lines() if evaluation is not None else ()))
         return written
+
+    def run_evaluation(self):
+        """The test evaluation of the shown run's own checkpoint, or None: an export names
+        the run, so it never carries the evaluation of a checkpoint loaded from elsewhere."""
+        ref, run = self.state.checkpoint, self.state.run
+        if self.state.evaluation is None or ref is None or run is None:
+            return None
+        return self.state.evaluation if Path(ref.path).parent.parent == run.path else None
 
     def render_panel(self, name: str):
         """A panel rendered to a QPixmap, whether its tab is showing or not."""

@@ -60,3 +60,11 @@ def train(qtbot, window, timeout=60_000):
     qtbot.mouseClick(window.experiment.train_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: window.last_status != "" and not window.training, timeout=timeout)
     return window.last_status
+
+
+def open_run(qtbot, window, path, timeout=60_000) -> bool:
+    """File → Open run… without the dialog; waits until the run's epochs are read."""
+    opened = window.open_run(path)
+    if opened:
+        qtbot.waitUntil(lambda: not window.session.loading, timeout=timeout)
+    return opened

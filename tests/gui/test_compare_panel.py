@@ -7,6 +7,7 @@ import pytest
 from olsdesk.cli import figure_renderer
 from olsdesk.core import study
 from olsdesk.core.runs import RunStore
+from tests.gui.conftest import open_run
 
 
 def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, window,
@@ -47,7 +48,7 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
                 assert float(text) == pytest.approx(mean, abs=1e-4)
 
     # a run's folder can be replayed from the list
-    assert window.open_run(RunStore(stores[0].path).path)
+    assert open_run(qtbot, window, RunStore(stores[0].path).path)
 
 
 def test_the_runs_table_shows_settings_filters_diffs_and_keeps_notes(qtbot, tmp_path):

@@ -224,7 +224,7 @@ def test_file_dialogs_open_in_the_runs_folder_or_where_that_kind_was_last_chosen
     window.folders.remember("checkpoint", elsewhere / "best.pt")
     window.predict.choose_checkpoint()
     assert asked[-1][1] == str(elsewhere)
-    window.experiment._choose_weights()  # data and weights: the home folder at first
+    window.experiment.weights.choose()  # data and weights: the home folder at first
     assert asked[-1][1] == str(Path.home())
 
 

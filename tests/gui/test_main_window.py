@@ -16,7 +16,7 @@ from olsdesk.core.runs import RunStore
 from olsdesk.gui.app import panel_is_blank
 from olsdesk.gui.panels.common import class_color, short_names
 from olsdesk.gui.panels.curves import PLOTS
-from tests.gui.conftest import train
+from tests.gui.conftest import open_run, train
 
 
 def test_training_through_the_window_fills_every_panel(qtbot, window):
@@ -91,7 +91,7 @@ def test_embedding_hover_tip_and_tsne_off_the_gui_thread(qtbot, window):
     window.session.select(1)
     assert panel.coordinates()[1] == "PCA" and "shown in PCA" in panel.status.text()
     # another run opened: the choice and the plot agree again (PCA, its t-SNE unknown)
-    assert window.open_run(window.run_path)
+    assert open_run(qtbot, window, window.run_path)
     assert panel.projection.currentData() == "pca" and panel.coordinates()[1] == "PCA"
     assert "PCA" in panel.plot.titleLabel.text
     # the legend sits beside the plot, not over its points
@@ -159,7 +159,7 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
     other.experiment.epochs.setValue(9)  # remembered settings, not the run's
     other.experiment.loss.setCurrentIndex(other.experiment.loss.findData("ce"))
     other.status.speed_label.setText("123 img/s")
-    assert other.open_run(window.run_path)
+    assert open_run(qtbot, other, window.run_path)
     # the settings column shows the run's own settings; no speed from another run
     run_config = RunStore(window.run_path).config()
     assert other.experiment.epochs.value() == run_config.epochs == 2
@@ -220,6 +220,9 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
     assert first["prediction"] == last.class_names[int(last.embedding_predictions[0])]
     report_md = (out / "report.md").read_text()
     assert window.run_path.name in report_md and "| loss | ols |" in report_md
+    # the values used (α's default, the demo's image size), only the settings OLS uses
+    assert "| alpha | 0.5 |" in report_md and "| image_size | 32 |" in report_md
+    assert "None" not in report_md and "| epsilon |" not in report_md
     assert f"{last.val_top1:.1%}" in report_md and "![curves.png](curves.png)" in report_md
     for name in other.PANELS:
         assert not panel_is_blank(other.render_panel(name)), name
@@ -244,12 +247,12 @@ def test_choices_are_remembered(qtbot, settings):
     assert second.model.currentData() == "resnet18" and second.loss.currentData() == "ls"
     assert second.epsilon.value() == pytest.approx(0.2) and second.epochs.value() == 7
     assert not second.alpha.isEnabled() and second.epsilon.isEnabled()
-    # an automatic image size is stored as the word, and comes back as auto
-    assert settings.value("experiment/image_size") == "auto"
-    assert second.config().image_size is None
+    # the settings are kept as the RunConfig's JSON: an automatic image size as null
+    assert json.loads(settings.value("experiment/config"))["image_size"] is None
+    assert second.config().image_size is None and second.image_size.auto.isChecked()
     second.image_size.setValue(96)
     second.save()
-    assert settings.value("experiment/image_size") in (96, "96")
+    assert json.loads(settings.value("experiment/config"))["image_size"] == 96
     first.shutdown()
     second.shutdown()
 
@@ -281,7 +284,7 @@ def test_self_test_passes():
     result = subprocess.run([sys.executable, "-m", "olsdesk", "--self-test"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "self-test passed" in result.stdout
+    assert "self-test passed" in result.stdout and "all 7 tabs rendered" in result.stdout
 
 
 def test_a_second_training_in_the_same_window_starts_from_clean_panels(qtbot, window):
@@ -306,12 +309,12 @@ def test_the_wheel_scrolls_the_settings_instead_of_changing_them(qtbot, window):
     exp = window.experiment
     window.setFocus()
     model, lr = exp.model.currentData(), exp.lr.value()
-    for box in (exp.model, exp.lr):
+    for box in (exp.model, exp.lr.box):  # the spin box inside the learning-rate field
         wheel(box)
     assert (exp.model.currentData(), exp.lr.value()) == (model, lr)  # unfocused: untouched
     exp.lr.setFocus()
     qtbot.waitUntil(exp.lr.hasFocus, timeout=2000)
-    wheel(exp.lr)
+    wheel(exp.lr.box)
     assert exp.lr.value() != lr  # a box the user chose takes the wheel as usual
 
 

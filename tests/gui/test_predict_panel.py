@@ -1,6 +1,7 @@
 """Drops into the window (real QDragEnterEvent/QDropEvent), the prediction list, bad input."""
 
 import csv
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +190,25 @@ def test_an_embedding_point_opens_its_file_in_predict_with_grad_cam(qtbot, windo
     window.experiment.dataset_key = ("another",)
     embedding._clicked(item, [point])
     assert "not the data loaded now" in window.message.text() and len(panel.predictions) == 1
+    # a misclassified point's ring lies on top of it: a real click on it opens it too
+    window.experiment.dataset_key = None
+    window.tabs.setCurrentWidget(embedding)
+    window.session.select(1)  # the first epoch: mistakes to click
+    qtbot.wait(100)  # drawn, and the view ranged to its points
+    assert embedding.misclassified_count() > 0
+    ring = embedding.wrong_item.points()[0]
+    local = embedding.graphics.mapFromScene(embedding.plot.vb.mapViewToScene(ring.pos()))
+    clicked = []
+    embedding.point_clicked.connect(clicked.append)
+    qtbot.mouseClick(embedding.graphics.viewport(), Qt.MouseButton.LeftButton,
+                     pos=local)
+    assert clicked == [int(embedding.report.embedding_indices[int(ring.data())])]
+    # a run on files: the point's own file
     sample = str(SAMPLES / "MR_brain_tumor.png")
-    embedding.point_clicked.emit(sample)  # a run on files: the point's file
+    info = window.session.info
+    window.session.info = dataclasses.replace(
+        info, validation_names=(sample, *info.validation_names[1:]))
+    embedding.point_clicked.emit(0)
     assert window.tabs.currentWidget() is panel
     qtbot.waitUntil(lambda: any(p.path == sample for p in panel.predictions), timeout=30_000)
     index = next(i for i, p in enumerate(panel.predictions) if p.path == sample)

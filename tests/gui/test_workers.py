@@ -89,6 +89,7 @@ def test_a_session_follows_a_run_written_elsewhere_until_it_ends(qtbot, tmp_path
     added = []
     session.report_added.connect(added.append)
     assert session.open(store.path) == "training" and session.following
+    qtbot.waitUntil(lambda: not session.loading, timeout=10_000)  # read in a worker
     assert [r.epoch for r in session.reports] == [1] and session.selected.epoch == 1
     (store.path / "metrics.jsonl").write_text("".join(lines))  # epoch 2 arrives
     store.set_status("finished")

@@ -34,7 +34,7 @@ LEGEND_LIMIT = 24
 
 class EmbeddingPanel(RedrawWhenShown, QWidget):
     tsne_finished = Signal(int)  # epoch; emitted once t-SNE coordinates are shown
-    point_clicked = Signal(str)  # the clicked validation image's name (its file)
+    point_clicked = Signal(int)  # the clicked point's index in the validation split
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -82,6 +82,8 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
                                              pen=pg.mkPen("k", width=1.5), hoverable=True,
                                              tip=self._tip)
         self.wrong_item.setZValue(5)
+        # on top, the ring takes a misclassified point's click: it opens the point too
+        self.wrong_item.sigClicked.connect(self._clicked)
         self.plot.addItem(self.wrong_item)
         self._legend_classes: tuple[str, ...] = ()
         layout = QVBoxLayout(self)
@@ -203,9 +205,7 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
     def _clicked(self, _item, points, _event=None) -> None:
         if self.report is None or not len(points) or points[0].data() is None:
             return
-        index = int(self.report.embedding_indices[int(points[0].data())])
-        if index < len(self.names):
-            self.point_clicked.emit(self.names[index])
+        self.point_clicked.emit(int(self.report.embedding_indices[int(points[0].data())]))
 
     def _tip(self, x: float, y: float, data) -> str:
         return "" if data is None else self.describe_point(int(data))

@@ -36,6 +36,7 @@ from olsdesk.core.evaluation import (
     iter_evaluate,
     write_evaluation,
 )
+from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.gui.panels.common import NumberItem, row_table
 from olsdesk.gui.panels.errors import ErrorBrowser
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
@@ -49,11 +50,11 @@ CLASS_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv
 class EvaluationPanel(QWidget):
     finished = Signal(str)  # "" when an evaluation is shown, else why not
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.checkpoint: str | None = None
-        self.evaluation: Evaluation | None = None
+        self.state = state or AppState()  # the checkpoint and its evaluation: the window's
         self._worker: Worker | None = None
+        self._evaluating: CheckpointRef | None = None  # the weights the worker evaluates
         self._stop = threading.Event()
         self.folders = DialogFolders()  # where its file dialogs open (the window's)
 
@@ -127,12 +128,32 @@ class EvaluationPanel(QWidget):
         layout.addLayout(top)
         layout.addWidget(self.status)
         layout.addWidget(whole, 1)
+        self.state.events.checkpoint.connect(self._checkpoint_changed)
+        self.state.events.evaluation.connect(self._evaluation_changed)
 
     # --- which checkpoint ------------------------------------------------------------
+    @property
+    def checkpoint(self) -> str | None:
+        ref = self.state.checkpoint
+        return ref.path if ref is not None else None
+
+    @property
+    def evaluation(self) -> Evaluation | None:
+        """The evaluation shown: always of the checkpoint in use (AppState's rule)."""
+        return self.state.evaluation
+
     def set_checkpoint(self, path: str | Path, note: str = "") -> None:
-        # the note changes while the file keeps its name (best.pt of a later epoch)
-        self.checkpoint = str(path)
-        self.model_label.setText(f"Checkpoint: {note or Path(path).name}")
+        self.state.set_checkpoint(CheckpointRef(str(path), note=note))
+
+    def _checkpoint_changed(self, ref: CheckpointRef | None) -> None:
+        self.model_label.setText(f"Checkpoint: {ref.name}" if ref is not None else
+                                 "No checkpoint yet: train a run or open one.")
+        if self.evaluation is None and not self.busy:
+            self._say_not_evaluated()
+
+    def _say_not_evaluated(self) -> None:
+        ref = self.state.checkpoint
+        self.status.setText(f"{ref.name} is not evaluated yet." if ref is not None else " ")
 
     @property
     def busy(self) -> bool:
@@ -147,6 +168,7 @@ class EvaluationPanel(QWidget):
         if self.busy:
             return
         self._stop.clear()
+        self._evaluating = self.state.checkpoint
         self.run_button.setEnabled(False)
         self.progress.setRange(0, 0)
         self.progress.show()
@@ -179,7 +201,13 @@ class EvaluationPanel(QWidget):
                 self.progress.setRange(0, max(item.total, 1))
                 self.progress.setValue(item.done)
             return
-        self.show_evaluation(item)
+        if not self.state.set_evaluation(item, of=self._evaluating):
+            now = self.state.checkpoint
+            self.status.setText(
+                f"The evaluation of {self._evaluating.name if self._evaluating else 'a model'}"
+                f" is not shown: the checkpoint in use is now "
+                f"{now.name if now is not None else 'none'}. Evaluate again.")
+            self.finished.emit("the checkpoint changed during the evaluation")
 
     def _failed(self, message: str) -> None:
         self.status.setText(message)
@@ -190,13 +218,30 @@ class EvaluationPanel(QWidget):
         self.progress.hide()
         self.cancel_button.hide()
         self.run_button.setEnabled(True)
-        if self._stop.is_set() and self.evaluation is None:
-            self.status.setText("Evaluation cancelled.")
+        if self._stop.is_set():
+            kept = (f" The evaluation shown is still that of {self.state.checkpoint.name}."
+                    if self.evaluation is not None else "")
+            self.status.setText("Evaluation cancelled." + kept)
             self.finished.emit("cancelled")
 
     # --- showing -----------------------------------------------------------------------
-    def show_evaluation(self, ev: Evaluation) -> None:
-        self.evaluation = ev
+    def _evaluation_changed(self, ev: Evaluation | None) -> None:
+        if ev is None:
+            self._clear()
+        else:
+            self._show(ev)
+
+    def _clear(self) -> None:
+        """No evaluation of the checkpoint in use: nothing of another model stays shown."""
+        self.metrics.clearContents()
+        self.per_class.setRowCount(0)
+        self.confusion.clear_matrix()
+        self.browser.set_evaluation(None)
+        self.save_button.setEnabled(False)
+        if not self.busy:
+            self._say_not_evaluated()
+
+    def _show(self, ev: Evaluation) -> None:
         for row, metric in enumerate(SUMMARY_METRICS):
             for col, result in enumerate((ev.raw, ev.scaled)):
                 item = QTableWidgetItem(format_interval(result.value[metric],

@@ -5,36 +5,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Signal
+from PySide6.QtCore import QSettings, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
-    QFormLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
-from olsdesk.config import (
-    LOSS_LABELS,
-    LOSS_NAMES,
-    MODEL_NAMES,
-    OPTIMIZERS,
-    SCHEDULES,
-    ConfigError,
-    RunConfig,
-    loss_alpha,
-)
+from olsdesk.config import ConfigError, RunConfig
 from olsdesk.core.data.sources import DEMO, Dataset, data_kind, dataset_key, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import accelerators, device_menu_label
+from olsdesk.core.state import AppState
+from olsdesk.gui.settings_form import SettingsForm, form_fields
 from olsdesk.gui.widgets import DatasetPreview, DialogFolders, read_thumbnails
 from olsdesk.gui.workers import Worker, start_worker
 
@@ -68,25 +59,30 @@ def torch_cuda_count() -> int:
 
 
 class ExperimentPanel(QWidget):
+    """The settings column: a view of ``state.config`` (the RunConfig being edited), its
+    form generated from RunConfig's fields; Train trains exactly that config."""
+
     train_requested = Signal()
     data_checked = Signal(str)  # "" when the data can be trained on, else why not
     pause_requested = Signal()
     stop_requested = Signal()
 
-    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, settings: QSettings, state: AppState | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings
+        self.state = state or AppState()
         self.folders = DialogFolders(settings)  # where its file dialogs open
-        self.data_path = ""
-        self.split_csv = ""
         self.dataset: Dataset | None = None
         self.dataset_key: tuple | None = None
         self._loader: Worker | None = None
         self._pending: RunConfig | None = None  # data chosen while another load runs
-        self.demo_per_class = 200
+        self.state_name = "idle"
+        self.restore()
         column = QVBoxLayout()
         column.addWidget(self._build_data_box())
         column.addWidget(self._build_training_box())
+        column.addWidget(self._build_more_box())
         column.addStretch(1)
         inner = QWidget()
         inner.setLayout(column)
@@ -103,9 +99,7 @@ class ExperimentPanel(QWidget):
         outer.addWidget(self.error)
         outer.addLayout(self._build_buttons())
 
-        self._apply_defaults()
-        self.restore()
-        self._loss_changed()
+        self.state.events.config.connect(self._config_changed)
         self.set_state("idle")
         self.load_dataset()
 
@@ -114,6 +108,8 @@ class ExperimentPanel(QWidget):
         for key, label in DATA_KIND_LABELS:
             self.data_kind.addItem(label, key)
         self.data_kind.activated.connect(self._data_kind_chosen)
+        self.data_kind.setCurrentIndex(self.data_kind.findData(
+            data_kind(self.data_path, self.split_csv)))
         self.data_label = QLabel("built-in synthetic CT / MR / ultrasound set")
         self.data_label.setWordWrap(True)
         self.preview = DatasetPreview()
@@ -125,89 +121,68 @@ class ExperimentPanel(QWidget):
         return data_box
 
     def _build_training_box(self) -> QGroupBox:
-        self.model = QComboBox()
-        for name in MODEL_NAMES:
-            self.model.addItem(name, name)
-        self.model.currentIndexChanged.connect(self._update_enabled)
+        start = lambda: self.folders.start("weights")  # noqa: E731
+        self.form = SettingsForm(self.state, form_fields("main"), start, self._edited)
+        self._adopt(self.form)
+        self.weights.chosen.connect(lambda path: self.folders.remember("weights", path))
         self.model_hint = QLabel("")
         self.model_hint.setWordWrap(True)
         self.model_hint.setStyleSheet("color: #555;")
-        self.weights = QLineEdit()
-        self.weights.setPlaceholderText("none: train from scratch")
-        self.weights.setReadOnly(True)
-        weights_pick = self.weights_pick = QPushButton("…")
-        weights_pick.setFixedWidth(28)
-        weights_pick.setToolTip("A local state-dict file (ImageNet or RadImageNet weights)")
-        weights_pick.clicked.connect(self._choose_weights)
-        weights_clear = self.weights_clear = QPushButton("×")
-        weights_clear.setFixedWidth(28)
-        weights_clear.clicked.connect(self.weights.clear)
-        weights_row = QHBoxLayout()
-        weights_row.addWidget(self.weights, 1)
-        weights_row.addWidget(weights_pick)
-        weights_row.addWidget(weights_clear)
-
-        # --- loss
-        self.loss = QComboBox()
-        for name in LOSS_NAMES:
-            self.loss.addItem(LOSS_LABELS[name], name)
-        self.loss.currentIndexChanged.connect(self._loss_changed)
-        self.alpha = self._double(0.0, 1.0, 0.05, 3, 0.5)
-        self.epsilon = self._double(0.0, 0.99, 0.05, 3, 0.1)
-        self.temperature = self._double(0.1, 100.0, 1.0, 1, 6.0)
-        self.epochs = self._int(1, 1000, 10)
-        self.batch_size = self._int(1, 4096, 64)
-        self.lr = self._double(1e-5, 10.0, 0.0005, 5, 0.003)
-        self.optimizer = QComboBox()
-        for name in OPTIMIZERS:
-            self.optimizer.addItem({"sgd": "SGD (momentum 0.9)", "adamw": "AdamW"}[name], name)
-        self.schedule = QComboBox()
-        for name in SCHEDULES:
-            self.schedule.addItem({"cosine": "cosine", "step": "step (×0.1 at 45 %, 80 %)",
-                                   "constant": "constant"}[name], name)
-        self.image_size = self._int(15, 1024, 15)
-        self.image_size.setSpecialValueText("auto")
-        self.device = QComboBox()
-        self._fill_devices()
+        self.form.layout.insertRow(self.form.layout.getWidgetPosition(self.model)[0] + 1, "",
+                                   self.model_hint)
+        self._label_devices()
         # several GPUs: train one run on them with torchrun (a child process the app follows)
         gpus = self.gpu_count = torch_cuda_count()
-        self.gpus = self._int(1, max(gpus, 1), gpus if gpus > 1 else 1)
+        self.gpus = QSpinBox()
+        self.gpus.setRange(1, max(gpus, 1))
+        self.gpus.setValue(gpus if gpus > 1 else 1)
         self.gpus.setToolTip("GPUs to train this run on: more than one starts torchrun as a "
                              "child process (DistributedDataParallel); the batch size is per "
                              "GPU. The panels follow the run folder; Pause and Stop reach it.")
-        self.seed = self._int(0, 2**31 - 1, 0)
-
-        form = QFormLayout()
-        form.addRow("Model", self.model)
-        form.addRow("", self.model_hint)
-        form.addRow("Start from", weights_row)
-        form.addRow("Loss", self.loss)
-        form.addRow("α", self.alpha)
-        form.addRow("ε", self.epsilon)
-        form.addRow("T", self.temperature)
-        form.addRow("Epochs", self.epochs)
-        form.addRow("Batch size", self.batch_size)
-        form.addRow("Learning rate", self.lr)
-        form.addRow("Optimizer", self.optimizer)
-        form.addRow("Schedule", self.schedule)
-        form.addRow("Image size", self.image_size)
-        form.addRow("Device", self.device)
-        form.addRow("GPUs", self.gpus)
-        form.labelForField(self.gpus).setVisible(gpus > 1)
+        self.form.layout.insertRow(self.form.layout.getWidgetPosition(self.device)[0] + 1,
+                                   "GPUs", self.gpus)
+        self.form.layout.labelForField(self.gpus).setVisible(gpus > 1)
         self.gpus.setVisible(gpus > 1)
-        form.addRow("Seed", self.seed)
-        self.form = form
-        for name, widget in self.setting_widgets().items():  # RunConfig's own help text
-            widget.setToolTip(RunConfig.__dataclass_fields__[name].metadata["help"])
         train_box = QGroupBox("Training")
-        train_box.setLayout(form)
+        train_box.setLayout(self.form.layout)
         return train_box
 
+    def _build_more_box(self) -> QWidget:
+        """Every other setting of RunConfig (split, regularisation, hardware, analysis),
+        folded away; a run opened and trained again keeps them all."""
+        self.more = SettingsForm(self.state, form_fields("more"),
+                                 lambda: self.folders.start("data"), self._edited)
+        self._adopt(self.more)
+        self.test_data.chosen.connect(lambda path: self.folders.remember("data", path))
+        self.more_button = QToolButton()
+        self.more_button.setText("More settings")
+        self.more_button.setCheckable(True)
+        self.more_button.setArrowType(Qt.ArrowType.RightArrow)
+        self.more_button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more_box = QGroupBox()
+        self.more_box.setLayout(self.more.layout)
+        self.more_box.hide()
+        self.more_button.toggled.connect(self._show_more)
+        box = QWidget()
+        layout = QVBoxLayout(box)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.more_button)
+        layout.addWidget(self.more_box)
+        return box
+
+    def _show_more(self, on: bool) -> None:
+        self.more_box.setVisible(on)
+        self.more_button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+
+    def _adopt(self, form: SettingsForm) -> None:
+        """The form's widgets as attributes named as their fields (``panel.epochs``)."""
+        for name, widget in form.widgets.items():
+            if name != "demo_per_class":  # a property of the panel (read by the data box)
+                setattr(self, name, widget)
+
     def setting_widgets(self) -> dict[str, QWidget]:
-        """RunConfig field -> the widget that sets it."""
-        return {name: getattr(self, name) for name in (
-            "model", "loss", "alpha", "epsilon", "temperature", "epochs", "batch_size", "lr",
-            "optimizer", "schedule", "image_size", "device", "seed")}
+        """RunConfig field -> the widget that sets it (every field but the data's)."""
+        return {**self.form.widgets, **self.more.widgets}
 
     def _build_buttons(self) -> QHBoxLayout:
         self.train_button = QPushButton("Train")
@@ -222,79 +197,66 @@ class ExperimentPanel(QWidget):
             buttons.addWidget(b)
         return buttons
 
-    def _apply_defaults(self) -> None:
-        """Start from RunConfig's defaults, so the app and the CLI agree."""
-        d = RunConfig()
-        for name in ("model", "loss", "optimizer", "schedule", "device"):
-            combo = getattr(self, name)
-            combo.setCurrentIndex(max(combo.findData(getattr(d, name)), 0))
-        self._show_alpha(d)
-        for name in ("epsilon", "temperature", "epochs", "batch_size", "lr", "seed"):
-            getattr(self, name).setValue(getattr(d, name))
-
-    # --- small builders ----------------------------------------------------------
-    @staticmethod
-    def _double(lo, hi, step, decimals, value) -> QDoubleSpinBox:
-        box = QDoubleSpinBox()
-        box.setRange(lo, hi)
-        box.setDecimals(decimals)
-        box.setSingleStep(step)
-        box.setValue(value)
-        return box
-
-    @staticmethod
-    def _int(lo, hi, value) -> QSpinBox:
-        box = QSpinBox()
-        box.setRange(lo, hi)
-        box.setValue(value)
-        return box
-
     @property
     def processes(self) -> int:
         """Processes to train on: the GPUs setting where it is shown, else 1."""
         return self.gpus.value() if self.gpu_count > 1 else 1
 
-    def _fill_devices(self) -> None:
+    def _label_devices(self) -> None:
         found = accelerators()
-        cuda, mps = found["cuda"], found["mps"]
-        self.device.addItem(f"auto ({device_menu_label()})", "auto")
-        self.device.addItem("CPU", "cpu")
-        self.device.addItem("CUDA" if cuda else "CUDA (no CUDA GPU found)", "cuda")
-        self.device.addItem("Apple MPS" if mps else "Apple MPS (not available)", "mps")
+        labels = {"auto": f"auto ({device_menu_label()})", "cpu": "CPU",
+                  "cuda": "CUDA" if found["cuda"] else "CUDA (no CUDA GPU found)",
+                  "mps": "Apple MPS" if found["mps"] else "Apple MPS (not available)"}
         model = self.device.model()
-        for row, ok in ((2, cuda), (3, mps)):
-            model.item(row).setEnabled(ok)
+        for row in range(self.device.count()):
+            key = self.device.itemData(row)
+            self.device.setItemText(row, labels[key])
+            model.item(row).setEnabled(key in ("auto", "cpu") or found[key])
 
     # --- data ----------------------------------------------------------------------
     @property
     def data_source(self) -> str:
-        return DEMO if self.data_kind.currentData() == "demo" else self.data_path
+        return self.state.config.data
+
+    @property
+    def data_path(self) -> str:
+        return "" if self.state.config.data == DEMO else self.state.config.data
+
+    @property
+    def split_csv(self) -> str:
+        return self.state.config.split_csv or ""
+
+    @property
+    def demo_per_class(self) -> int:
+        return self.state.config.demo_per_class
+
+    @demo_per_class.setter
+    def demo_per_class(self, value: int) -> None:
+        self.state.edit_config(demo_per_class=value)
 
     def _data_kind_chosen(self) -> None:
         kind = self.data_kind.currentData()
         if kind == "demo":
-            self.data_path, self.split_csv = "", ""
-        elif kind == "npz":
+            return self.set_data(DEMO)
+        if kind == "npz":
             path, _ = QFileDialog.getOpenFileName(self, "MedMNIST archive",
                                                   self.folders.start("data"), "NumPy (*.npz)")
             if not path:
                 return self._revert_kind()
             self.folders.remember("data", path)
-            self.data_path, self.split_csv = path, ""
-        else:
-            path = QFileDialog.getExistingDirectory(self, "Image folder (one sub-folder a class)",
-                                                    self.folders.start("data"))
-            if not path:
+            return self.set_data(path)
+        path = QFileDialog.getExistingDirectory(self, "Image folder (one sub-folder a class)",
+                                                self.folders.start("data"))
+        if not path:
+            return self._revert_kind()
+        self.folders.remember("data", path)
+        split = ""
+        if kind == "radimagenet":
+            split = QFileDialog.getExistingDirectory(
+                self, "Folder with the split CSVs (e.g. RadiologyAI_train.csv)", path)
+            if not split:
                 return self._revert_kind()
-            self.folders.remember("data", path)
-            split = ""
-            if kind == "radimagenet":
-                split = QFileDialog.getExistingDirectory(
-                    self, "Folder with the split CSVs (e.g. RadiologyAI_train.csv)", path)
-                if not split:
-                    return self._revert_kind()
-            self.data_path, self.split_csv = path, split
-        self.load_dataset()
+        self.set_data(path, split)
 
     def _revert_kind(self) -> None:
         self.data_kind.setCurrentIndex(
@@ -303,15 +265,15 @@ class ExperimentPanel(QWidget):
     def set_data(self, path: str, split_csv: str = "") -> None:
         """Point at a dataset without a dialog (menus, tests, remembered settings)."""
         if data_kind(path) == "demo":
-            path = split_csv = ""
-        self.data_path, self.split_csv = path, split_csv
+            path, split_csv = DEMO, ""
+        self.state.edit_config(data=path or DEMO, split_csv=split_csv or None)
         self.data_kind.setCurrentIndex(self.data_kind.findData(data_kind(path, split_csv)))
         self.load_dataset()
 
     def data_config(self) -> RunConfig:
         """The data settings alone (what the dataset preview and the split depend on)."""
-        return RunConfig(data=self.data_source, split_csv=self.split_csv or None,
-                         demo_per_class=self.demo_per_class)
+        c = self.state.config
+        return RunConfig(data=c.data, split_csv=c.split_csv, demo_per_class=c.demo_per_class)
 
     def load_dataset(self) -> None:
         """Open the chosen data in a worker and show its summary when ready."""
@@ -356,137 +318,79 @@ class ExperimentPanel(QWidget):
         self._update_enabled()
         self.data_checked.emit(message)
 
-    def _choose_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Weights to start from",
-                                              self.folders.start("weights"),
-                                              "PyTorch weights (*.pt *.pth *.bin);;All files (*)")
-        if path:
-            self.folders.remember("weights", path)
-            self.weights.setText(path)
-
-    def _show_alpha(self, config: RunConfig) -> None:
-        alpha = loss_alpha(config.loss, config.alpha)
-        self.alpha.setValue(0.5 if alpha is None else alpha)  # disabled for CE and LS
-
     # --- state ---------------------------------------------------------------------
-    def _loss_changed(self) -> None:
-        loss = self.loss.currentData()
-        default = loss_alpha(loss, None)
-        if default is not None and self.sender() is self.loss:
-            self.alpha.setValue(default)
+    def _edited(self, name: str) -> None:
+        """A setting the user changed: a new loss starts from its own default α."""
+        if name == "loss" and self.state.config.alpha is not None:
+            self.state.edit_config(alpha=None)
+        if name == "demo_per_class":
+            self.load_dataset()
+
+    def _config_changed(self, _config: RunConfig) -> None:
         self._update_enabled()
 
     def _update_enabled(self) -> None:
-        loss = self.loss.currentData()
-        self.alpha.setEnabled(loss in ("ols", "tfkd"))
-        self.epsilon.setEnabled(loss == "ls")
-        self.temperature.setEnabled(loss == "tfkd")
-        for box, used in ((self.alpha, "OLS and TF-KD"), (self.epsilon, "label smoothing"),
-                          (self.temperature, "TF-KD")):
-            box.setStatusTip("" if box.isEnabled() else f"used by {used} only")
-        self.model_hint.setText(MODEL_HINTS[self.model.currentData()])
-        idle = self.state == "idle" if hasattr(self, "state") else True
+        idle = self.state_name == "idle"
+        for form in (self.form, self.more):
+            form.update_enabled(idle)
+        self.model_hint.setText(MODEL_HINTS[self.state.config.model])
         self.train_button.setEnabled(idle and self.dataset is not None)
         self.train_button.setToolTip("" if self.dataset is not None else
                                      "waiting for the data to be read")
 
     def set_state(self, state: str) -> None:
         """idle, training or paused: which buttons and settings are live."""
-        self.state = state
+        self.state_name = state
         running = state != "idle"
         self.pause_button.setEnabled(running)
         self.pause_button.setText("Resume" if state == "paused" else "Pause")
         self.stop_button.setEnabled(running)
-        for widget in (self.data_kind, self.weights, self.weights_pick, self.weights_clear,
-                       self.gpus, *self.setting_widgets().values()):
-            widget.setEnabled(not running)
-        if not running:
-            self._update_enabled()  # alpha, epsilon, T only where the loss uses them
-        else:
-            self.train_button.setEnabled(False)
+        self.data_kind.setEnabled(not running)
+        self.gpus.setEnabled(not running)
+        self._update_enabled()
 
     def show_error(self, message: str) -> None:
         self.error.setText(message)
 
     def show_config(self, config: RunConfig) -> None:
-        """Show a run's own settings (after File → Open run…): what the panel says is
-        what that run was trained with, and Train repeats it."""
-        for name in ("model", "loss", "optimizer", "schedule", "device"):
-            combo = getattr(self, name)
-            index = combo.findData(getattr(config, name))
-            if index >= 0 and combo.model().item(index).isEnabled():
-                combo.setCurrentIndex(index)
-        for name in ("epsilon", "temperature", "epochs", "batch_size", "lr", "seed"):
-            getattr(self, name).setValue(getattr(config, name))
-        self._show_alpha(config)
-        self.image_size.setValue(config.image_size or self.image_size.minimum())
-        self.weights.setText(config.weights or "")
-        self.demo_per_class = config.demo_per_class
-        self.set_data(config.data, config.split_csv or "")
+        """Show a run's own settings (after File → Open run…): the form edits a copy of
+        that run's RunConfig, so Train repeats it exactly."""
+        self.state.set_config(config)
+        self.data_kind.setCurrentIndex(self.data_kind.findData(
+            data_kind(self.data_path, self.split_csv)))
+        self.load_dataset()
 
     def config(self) -> RunConfig:
         """The settings as a validated RunConfig (ConfigError says what is wrong)."""
-        loss = self.loss.currentData()
-        config = RunConfig(
-            data=self.data_source, split_csv=self.split_csv or None,
-            model=self.model.currentData(), weights=self.weights.text() or None, loss=loss,
-            alpha=self.alpha.value() if loss in ("ols", "tfkd") else None,
-            epsilon=self.epsilon.value(), temperature=self.temperature.value(),
-            epochs=self.epochs.value(), batch_size=self.batch_size.value(), lr=self.lr.value(),
-            optimizer=self.optimizer.currentData(), schedule=self.schedule.currentData(),
-            image_size=None if self.image_size.value() == self.image_size.minimum()
-            else self.image_size.value(),
-            device=self.device.currentData(), seed=self.seed.value(),
-            demo_per_class=self.demo_per_class,
-        )
+        config = self.state.config
         if not config.data:
             raise ConfigError("choose a dataset first.")
         return config.validated()
 
     # --- remembering -----------------------------------------------------------------
-    FIELDS = ("model", "loss", "optimizer", "schedule", "device")
-    NUMBERS = ("alpha", "epsilon", "temperature", "epochs", "batch_size", "lr", "image_size",
-               "seed")
-
     def save(self) -> None:
-        s = self.settings
-        for name in self.FIELDS:
-            s.setValue(f"experiment/{name}", getattr(self, name).currentData())
-        for name in self.NUMBERS:
-            box = getattr(self, name)
-            auto = box.specialValueText() and box.value() == box.minimum()
-            s.setValue(f"experiment/{name}", "auto" if auto else box.value())
-        s.setValue("experiment/data", self.data_source)
-        s.setValue("experiment/split_csv", self.split_csv)
-        s.setValue("experiment/weights", self.weights.text())
-        s.sync()
+        """Remember the settings as the RunConfig's JSON."""
+        self.settings.setValue("experiment/config", self.state.config.to_json())
+        self.settings.sync()
 
     def restore(self) -> None:
-        s = self.settings
-        for name in self.FIELDS:
-            value = s.value(f"experiment/{name}")
-            combo = getattr(self, name)
-            index = combo.findData(value) if value is not None else -1
-            if index >= 0 and combo.model().item(index).isEnabled():
-                combo.setCurrentIndex(index)
-        for name in self.NUMBERS:
-            value = s.value(f"experiment/{name}")
-            if value is not None:
-                box = getattr(self, name)
-                if value == "auto" and box.specialValueText():
-                    box.setValue(box.minimum())
-                    continue
-                try:
-                    box.setValue(type(box.value())(value))
-                except (TypeError, ValueError):
-                    pass
-        self.weights.setText(str(s.value("experiment/weights", "") or ""))
-        data = str(s.value("experiment/data", DEMO) or DEMO)
-        if data != DEMO and Path(data).exists():
-            self.data_path = data
-            self.split_csv = str(s.value("experiment/split_csv", "") or "")
-            self.data_kind.setCurrentIndex(
-                self.data_kind.findData(data_kind(data, self.split_csv)))
+        """The settings of the last session, where they still make sense here: data and
+        files that are gone fall back to the demo set and to no file."""
+        text = self.settings.value("experiment/config")
+        try:
+            config = RunConfig.from_json(str(text)) if text else RunConfig()
+        except (ConfigError, ValueError, TypeError):
+            config = RunConfig()
+        changes = {}
+        if config.data != DEMO and not Path(config.data).exists():
+            changes.update(data=DEMO, split_csv=None)
+        for name in ("weights", "test_data"):
+            value = getattr(config, name)
+            if value is not None and not Path(value).exists():
+                changes[name] = None
+        if config.device in ("cuda", "mps") and not accelerators()[config.device]:
+            changes["device"] = "auto"
+        self.state.set_config(config.replace(**changes))
 
     def shutdown(self) -> None:
         """Wait for a dataset still being read."""

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 from olsdesk.core.data.sources import FileSamples
 from olsdesk.core.predictor import Prediction, Predictor, write_predictions_csv
 from olsdesk.core.saliency import Explained, iter_explain
+from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table, short_names
 from olsdesk.gui.resources import resource
 from olsdesk.gui.widgets import DialogFolders
@@ -67,9 +68,10 @@ class PredictPanel(QWidget):
     predictions_finished = Signal(int)  # how many files were handled
     _progressed = Signal(int, int)  # done, total: from the worker thread, queued here
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, state: AppState | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setAcceptDrops(True)
+        self.state = state or AppState()  # the checkpoint in use is the window's
         self.checkpoint: str | None = None
         self.checkpoint_note = ""
         self.predictor: Predictor | None = None
@@ -188,15 +190,21 @@ class PredictPanel(QWidget):
         layout.addLayout(top)
         layout.addWidget(splitter, 1)
         layout.addLayout(bottom)
+        self.state.events.checkpoint.connect(self._checkpoint_changed)
+        self._checkpoint_changed(self.state.checkpoint)
 
     # --- which model -------------------------------------------------------------------
     def set_checkpoint(self, path: str | Path, note: str = "") -> None:
-        """Use this checkpoint for the next predictions (the current run's best, or a file)."""
-        path = str(path)
+        """Use this checkpoint for the next predictions (and in Evaluate: one checkpoint)."""
+        self.state.set_checkpoint(CheckpointRef(str(path), note=note))
+
+    def _checkpoint_changed(self, ref: CheckpointRef | None) -> None:
+        path, note = (ref.path, ref.note) if ref is not None else (None, "")
         if path != self.checkpoint or note != self.checkpoint_note:
             self.checkpoint, self.checkpoint_note = path, note
             self.predictor = None  # reload: the file on disk may have changed
-            self.model_label.setText(f"Model: {self.model_name}")
+            self.model_label.setText(f"Model: {self.model_name}" if path else
+                                     "No model yet: train, or load a checkpoint.")
             self._refresh_notes()  # rows of the previous model are marked as such
 
     @property

@@ -228,6 +228,12 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.plot.setLabel("bottom", bottom_label)
         self.title.setText(title)
 
+    def clear_matrix(self) -> None:
+        """Draw nothing (the matrix shown belonged to something no longer shown)."""
+        self.image.clear()
+        self.title.setText("")
+        self.hover.setText(" ")
+
     def readout(self, row: int, col: int) -> str:
         """What hovering cell (row, col) says: 'true A → B: 0.120'."""
         matrix = self.current_matrix()

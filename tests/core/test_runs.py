@@ -1,0 +1,40 @@
+"""The run folder: files as the user's umask makes them, and the incremental follower."""
+
+from olsdesk.config import RunConfig
+from olsdesk.core.runs import RunFollower, RunStore
+from olsdesk.core.trainer import Trainer
+
+
+def test_run_files_are_written_with_the_users_umask(tmp_path):
+    import os
+    import stat
+
+    from olsdesk.core.runs import FILE_MODE, atomic_write_bytes
+
+    old = os.umask(0o022)
+    os.umask(old)
+    assert FILE_MODE == 0o666 & ~old
+    atomic_write_bytes(tmp_path / "run.json", b"{}")
+    with open(tmp_path / "metrics.jsonl", "w") as fh:  # as open() makes them
+        fh.write("\n")
+    modes = {stat.S_IMODE((tmp_path / name).stat().st_mode)
+             for name in ("run.json", "metrics.jsonl")}
+    assert modes == {FILE_MODE}
+
+
+def test_a_resumed_run_cut_back_is_read_again_from_the_start(tmp_path):
+    config = RunConfig(demo_per_class=4, image_size=32, batch_size=16, epochs=2, device="cpu")
+    trainer = Trainer(config, runs_dir=tmp_path)
+    list(trainer.fit())
+    store = RunStore(trainer.store.path)
+    follower = RunFollower(store)
+    first = follower.read(with_status=False)
+    assert [r.epoch for r in first.reports] == [1, 2] and not first.reset
+    assert follower.read(with_status=False).reports == []  # nothing new
+    store.truncate_to(1)  # what a resume from epoch 1 does
+    again = follower.read(with_status=False)
+    assert again.reset and [r.epoch for r in again.reports] == [1]
+    # a half-written line waits for the next read
+    with open(store.path / "metrics.jsonl", "a") as fh:
+        fh.write('{"epoch": 2, ')
+    assert follower.read(with_status=False).reports == []

@@ -1,0 +1,96 @@
+"""The window shows exactly the run, checkpoint and evaluation it names (AppState), driven
+as a person drives it: buttons, the File menu and its dialogs."""
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+
+from tests.gui.conftest import train
+
+
+def menu_action(window, text: str):
+    for menu in window.menuBar().actions():
+        for action in menu.menu().actions():
+            if action.text().replace("&", "") == text:
+                return action
+    raise AssertionError(f"no menu item {text}")
+
+
+def evaluate(qtbot, window) -> None:
+    panel = window.evaluation
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as blocker:
+        qtbot.mouseClick(panel.run_button, Qt.MouseButton.LeftButton)
+    assert blocker.args == [""]
+
+
+def nothing_of_an_evaluation_shown(window) -> bool:
+    panel = window.evaluation
+    return (panel.evaluation is None and panel.per_class.rowCount() == 0
+            and panel.metrics.item(0, 0) is None and panel.shown_confusion() is None
+            and panel.browser.grid.count() == 0 and not panel.save_button.isEnabled())
+
+
+def exported(window, folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in window.export(folder)}
+
+
+def test_evaluate_a_then_open_or_train_b_shows_and_exports_nothing_of_a(
+        qtbot, window, tmp_path, monkeypatch):
+    assert train(qtbot, window) == "finished"
+    run_a = window.run_path
+    evaluate(qtbot, window)
+    panel = window.evaluation
+    counts = panel.evaluation.confusion()
+    panel.browser.show_cell(*np.unravel_index(np.argmax(counts), counts.shape))
+    assert panel.per_class.rowCount() == 12 and panel.browser.grid.count() > 0
+    assert any(name.startswith("test/") for name in exported(window, tmp_path / "a"))
+    report_a = (tmp_path / "a" / "report.md").read_text()
+    assert "## Test split" in report_a and "| Top-1 |" in report_a.split("## Test split")[1]
+    assert f"{panel.evaluation.resamples} bootstrap resamples" in report_a
+    qtbot.waitUntil(lambda: not panel.browser.busy, timeout=60_000)
+
+    # a second run trained: A's evaluation goes with A
+    assert train(qtbot, window) == "finished"
+    run_b = window.run_path
+    assert run_b != run_a and run_b.name in panel.model_label.text()
+    assert nothing_of_an_evaluation_shown(window)
+    assert "not evaluated yet" in panel.status.text()
+    files = exported(window, tmp_path / "b")
+    assert not any(name.startswith("test/") for name in files)
+    assert "## Test split" not in (tmp_path / "b" / "report.md").read_text()
+
+    # B evaluated, then A opened through File → Open run…
+    evaluate(qtbot, window)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: str(run_a))
+    menu_action(window, "Open run…").trigger()
+    qtbot.waitUntil(lambda: not window.session.loading, timeout=60_000)
+    assert window.run_path == run_a and run_a.name in panel.model_label.text()
+    assert nothing_of_an_evaluation_shown(window)
+    assert not any(name.startswith("test/") for name in exported(window, tmp_path / "a2"))
+
+
+def test_an_evaluation_that_ends_after_the_checkpoint_changed_is_not_shown(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    panel = window.evaluation
+    first = window.state.checkpoint
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as blocker:
+        panel.evaluate(resamples=20)
+        # meanwhile the run's best.pt is replaced by a later epoch's weights
+        window.state.set_checkpoint(type(first)(first.path, first.epoch + 1, "a later epoch"))
+    assert blocker.args == ["the checkpoint changed during the evaluation"]
+    assert panel.evaluation is None and "Evaluate again" in panel.status.text()
+
+
+def test_cancelling_a_re_evaluation_keeps_the_shown_one_and_says_so(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    evaluate(qtbot, window)
+    panel = window.evaluation
+    shown = panel.evaluation
+    with qtbot.waitSignal(panel.finished, timeout=120_000) as blocker:
+        panel.evaluate()
+        panel.cancel()
+    assert blocker.args == ["cancelled"]
+    assert panel.evaluation is shown
+    assert "cancelled" in panel.status.text() and "Predicting" not in panel.status.text()
