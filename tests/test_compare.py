@@ -103,3 +103,29 @@ def test_interrupted_comparison_resumes_instead_of_starting_over(tmp_path, capsy
     assert "ols-s0 epoch 2/2" in out and "ols-s0 epoch 1/2" not in out
     assert (ce_run / "checkpoints" / "latest.pt").stat().st_mtime_ns == first_checkpoint
     assert [r.epoch for r in RunStore.load(tmp_path / "runs" / "ols-s0")] == [1, 2]
+
+
+def test_a_stop_asked_while_the_next_run_is_set_up_is_not_lost(tmp_path, monkeypatch):
+    """The study hands its control to every trainer it makes: a stop that arrives between
+    two runs (here: while the second trainer is built) ends the study there."""
+    from olsdesk.config import RunConfig
+    from olsdesk.core import trainer as trainer_module
+
+    base = RunConfig(demo_per_class=4, image_size=32, batch_size=16, epochs=1, device="cpu")
+    comparison = study.Study(base, ["ce", "ols"], 1, tmp_path)
+    built = []
+    original = trainer_module.Trainer.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        built.append(self)
+        assert self.control is comparison.control  # one control for the whole study
+        if len(built) == 2:
+            comparison.request_stop()  # the user presses Stop just now
+
+    monkeypatch.setattr(trainer_module.Trainer, "__init__", init)
+    steps = list(comparison.run())
+    assert len(built) == 2 and comparison.stopped
+    assert [s.name for s in steps if s.item == "finished earlier"] == []
+    assert {s.name for s in steps} == {comparison.runs[0][0]}  # the second never started
+    assert len(comparison.stores) == 1

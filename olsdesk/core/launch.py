@@ -4,9 +4,9 @@
 process and follows what its rank 0 writes to the run folder; pause and stop reach it
 through the run's control file (``RunStore.request``), so a paused or stopped run ends
 the way an in-process one does: after the batch, with the last finished epoch's
-checkpoint kept. It has the Trainer's shape (``started``, ``fit``, ``pause``,
-``unpause``, ``request_stop``, ``paused``, ``stopped``), so the app's training
-controller drives it unchanged.
+checkpoint kept. It has the Trainer's shape (``started``, ``fit``, ``stopped``) and
+takes ``pause``, ``unpause``, ``request_stop`` and ``paused`` from ``core.control``, so
+the app's training controller drives it unchanged.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from olsdesk.config import RunConfig
+from olsdesk.core.control import Controlled, JobControl
 from olsdesk.core.report import EpochReport, RunStarted
-from olsdesk.core.runs import RunStore, ensure_runs_dir
+from olsdesk.core.runs import RunFollower, RunStore, ensure_runs_dir
 from olsdesk.errors import TrainingError
 
 
@@ -34,7 +35,7 @@ def olsdesk_command() -> list[str]:
     return [sys.executable, "-m", "olsdesk"]
 
 
-class ProcessRun:
+class ProcessRun(Controlled):
     """``config`` trained by ``processes`` processes started with torchrun."""
 
     POLL_SECONDS = 0.5
@@ -50,8 +51,8 @@ class ProcessRun:
         self.process: subprocess.Popen | None = None
         self.output: deque[str] = deque(maxlen=200)  # the child's last lines, for errors
         self.stopped = False
-        self._paused = False
-        self._stop_asked = False
+        # requests go on to the processes through the run folder's control file
+        self.control = JobControl(listener=self._pass_on)
         self._detached = False
 
     @property
@@ -85,19 +86,12 @@ class ProcessRun:
         """Each epoch's report as rank 0 writes it, until the processes end."""
         if self.store is None:
             self.started()
-        shown, seen = 0, None
-        metrics = self.path / "metrics.jsonl"
+        follower, shown = RunFollower(self.store), 0
         while True:
             ended = self.process.poll() is not None
-            try:
-                stamp = (metrics.stat().st_mtime_ns, metrics.stat().st_size)
-            except OSError:
-                stamp = None
-            if stamp != seen or ended:  # read the reports only when an epoch was written
-                seen = stamp
-                reports = self.store.load_reports()
-                yield from reports[shown:]
-                shown = max(shown, len(reports))
+            for report in follower.read(with_status=False).reports:  # only the new epochs
+                shown += 1
+                yield report
             if ended or self._detached:
                 break
             time.sleep(self.POLL_SECONDS)
@@ -107,7 +101,7 @@ class ProcessRun:
         self._reader.join()
         Path(self._config_file).unlink(missing_ok=True)
         self.stopped = shown < self.config.epochs
-        if self.process.returncode != 0 and not self._stop_asked:
+        if self.process.returncode != 0 and not self.control.stop_requested:
             raise TrainingError(self._failure())
 
     def _failure(self) -> str:
@@ -122,34 +116,21 @@ class ProcessRun:
         return (f"training with {self.processes} processes ended with exit code "
                 f"{self.process.returncode}: {detail}")
 
-    # --- control, as Trainer's ----------------------------------------------------------
-    def pause(self) -> None:
-        self._paused = True
+    # --- control: Controlled's calls, passed on to the processes -----------------------
+    def _pass_on(self, what: str) -> None:
         if self.store is not None:
-            self.store.request("pause")
+            self.store.request(what)
+        elif what == "stop" and self.process is not None:
+            self.process.terminate()  # before the run folder exists
 
-    def unpause(self) -> None:
-        self._paused = False
-        if self.store is not None:
-            self.store.request("run")
+    def request_stop(self) -> None:
+        if not self._detached:  # detached: the processes train on, as the user chose
+            self.control.request_stop()
 
     def detach(self) -> None:
         """Stop following: ``fit`` ends and a later ``request_stop`` does nothing, while
         the processes train on (the app is closing and the user chose to leave them)."""
         self._detached = True
-
-    def request_stop(self) -> None:
-        if self._detached:
-            return
-        self._stop_asked = True
-        if self.store is not None:
-            self.store.request("stop")
-        elif self.process is not None:
-            self.process.terminate()
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
 
 
 class _LineReader:

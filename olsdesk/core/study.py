@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import math
 import shutil
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from olsdesk.config import LOSS_LABELS, RunConfig
+from olsdesk.core.control import Controlled, JobControl
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunLock, RunStore, ensure_runs_dir
 
@@ -77,7 +77,7 @@ class StudyStep:
     item: RunStarted | BatchProgress | EpochReport | str
 
 
-class Study:
+class Study(Controlled):
     """Every loss x seed of ``base``, trained into ``out/runs``; resumable."""
 
     def __init__(self, base: RunConfig, losses: Sequence[str], seeds: int, out: str | Path,
@@ -89,34 +89,13 @@ class Study:
         self.runs = plan(base, self.losses, seeds)
         self.dataset = dataset
         self.stores: list[RunStore] = []
-        self.stop_event = threading.Event()
-        self.pause_event = threading.Event()
+        self.control = JobControl()  # shared with each run's trainer: no stop is lost
         self.trainer = None  # the run training now
         self.stopped = False
 
     @property
     def run_paths(self) -> list[Path]:
         return [self.out / "runs" / name for name, _ in self.runs]
-
-    # --- control from other threads, as Trainer's -------------------------------------
-    def request_stop(self) -> None:
-        self.stop_event.set()
-        if self.trainer is not None:
-            self.trainer.request_stop()
-
-    def pause(self) -> None:
-        self.pause_event.set()
-        if self.trainer is not None:
-            self.trainer.pause()
-
-    def unpause(self) -> None:
-        self.pause_event.clear()
-        if self.trainer is not None:
-            self.trainer.unpause()
-
-    @property
-    def paused(self) -> bool:
-        return self.pause_event.is_set()
 
     def run(self) -> Iterator[StudyStep]:
         """Train every run not finished yet, in plan order; ``stores`` fills as they end."""
@@ -145,14 +124,16 @@ class Study:
                 yield StudyStep(index, total, name, "finished earlier")
                 continue
             if state == "resumable":
-                trainer = Trainer.from_run(path, epochs=config.epochs, dataset=self.dataset)
+                trainer = Trainer.from_run(path, epochs=config.epochs, dataset=self.dataset,
+                                           control=self.control)
             else:
                 shutil.rmtree(path, ignore_errors=True)
                 trainer = Trainer(config, runs_dir=runs_dir, dataset=self.dataset,
-                                  run_name=name)
+                                  run_name=name, control=self.control)
+            if self.stop_event.is_set():  # asked for while this run was being set up
+                trainer.close()
+                break
             self.trainer = trainer
-            if self.pause_event.is_set():
-                trainer.pause()
             yield StudyStep(index, total, name, trainer.started())
             try:
                 for item in trainer.fit():

@@ -12,9 +12,8 @@ from __future__ import annotations
 import errno
 import math
 import os
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from torch.utils.data import DataLoader
 from olsdesk.config import RunConfig
 from olsdesk.core import metrics
 from olsdesk.core.calibration import cross_fitted_scaling, fit_temperature
+from olsdesk.core.control import Controlled, JobControl
 from olsdesk.core.data.loader import TorchSamples, collate, default_workers
 from olsdesk.core.data.sources import Dataset, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
@@ -65,7 +65,7 @@ class _ReadOnlyStore:
         return getattr(self._store, name)
 
 
-class Trainer:
+class Trainer(Controlled):
     """Trains one run. Create (or reopen with ``from_run``), optionally ``prepare()`` to
     surface data errors early, then iterate ``fit()``. ``request_stop()``, ``pause()``
     and ``unpause()`` may be called from any thread.
@@ -76,14 +76,16 @@ class Trainer:
 
     def __init__(self, config: RunConfig, runs_dir: str | Path | None = None,
                  store: RunStore | None = None, dataset: Dataset | None = None,
-                 run_name: str | None = None) -> None:
+                 run_name: str | None = None,
+                 clock: Callable[[], float] = time.perf_counter,
+                 control: JobControl | None = None) -> None:
         self.config = config.validated()
+        self.control = control or JobControl()  # a study's, when it runs this trainer
+        self.clock = clock  # seconds, for epoch times, speed and ETA (tests inject one)
         self.runs_dir = runs_dir
         self.store = store
         self.dataset = dataset
         self.run_name = run_name
-        self.stop_event = threading.Event()
-        self.pause_event = threading.Event()
         self.prepared = False
         self.start_epoch = 0  # epochs already done (non-zero when resuming)
         self.best_top1 = -1.0
@@ -94,14 +96,15 @@ class Trainer:
 
     @classmethod
     def from_run(cls, run: str | Path, runs_dir: str | Path | None = None,
-                 epochs: int | None = None, dataset: Dataset | None = None) -> Trainer:
+                 epochs: int | None = None, dataset: Dataset | None = None,
+                 control: JobControl | None = None) -> Trainer:
         """A trainer that continues the stored run at ``run`` (a path or a name in
         runs_dir) from its last checkpoint; ``epochs`` sets a new total."""
         store = RunStore.find(str(run), runs_dir)
         if int(os.environ.get("RANK", "0")) > 0:  # torchrun: rank 0 holds the lock
             return cls(store.config() if epochs is None else
                        store.config().replace(epochs=epochs).validated(),
-                       store=_ReadOnlyStore(store), dataset=dataset)
+                       store=_ReadOnlyStore(store), dataset=dataset, control=control)
         lock = store.lock()  # before anything is written: one run, one writer
         try:
             config = store.config()
@@ -111,26 +114,12 @@ class Trainer:
             if epochs is not None and epochs != config.epochs:
                 config = config.replace(epochs=epochs).validated()
                 store.write_config(config)
-            trainer = cls(config, store=store, dataset=dataset)
+            trainer = cls(config, store=store, dataset=dataset, control=control)
         except BaseException:
             lock.release()
             raise
         trainer.lock = lock
         return trainer
-
-    # --- control from other threads -------------------------------------------
-    def request_stop(self) -> None:
-        self.stop_event.set()
-
-    def pause(self) -> None:
-        self.pause_event.set()
-
-    def unpause(self) -> None:
-        self.pause_event.clear()
-
-    @property
-    def paused(self) -> bool:
-        return self.pause_event.is_set()
 
     # --- set-up -----------------------------------------------------------------
     def prepare(self) -> None:
@@ -284,7 +273,7 @@ class Trainer:
     def fit(self) -> Iterator[BatchProgress | EpochReport]:
         """Train from the first unfinished epoch to ``config.epochs``, yielding progress."""
         self.prepare()
-        self.run_started = time.perf_counter()
+        self.run_started = self.clock()
         self.paused_seconds = 0.0  # time spent paused: never counted as training time
         self._requests_read, self._paused_by_request = -1.0, False
         self.store.clear_request()  # a request left from an earlier process is stale
@@ -336,16 +325,16 @@ class Trainer:
         """Block while paused; True when a stop was requested."""
         self._read_requests()
         if self.pause_event.is_set():
-            began = time.perf_counter()
+            began = self.clock()
             while self.pause_event.is_set() and not self.stop_event.is_set():
                 self.stop_event.wait(0.05)
                 self._read_requests()
-            self.paused_seconds += time.perf_counter() - began
+            self.paused_seconds += self.clock() - began
         return self.stop_event.is_set()
 
     def _since(self, started: float, paused_then: float) -> float:
         """Seconds of work since ``started``, less the pauses since then."""
-        return time.perf_counter() - started - (self.paused_seconds - paused_then)
+        return self.clock() - started - (self.paused_seconds - paused_then)
 
     def _note_failures(self, failed, samples) -> None:
         for index, message in failed:
@@ -378,7 +367,7 @@ class Trainer:
         # loss x images, top-1 hits, top-5 hits: summed on the device, read every
         # `sync_every` steps; the image count is the host's (no copy to the device a step)
         totals = torch.zeros(3, dtype=torch.float64, device=device)
-        started, paused_then = time.perf_counter(), self.paused_seconds
+        started, paused_then = self.clock(), self.paused_seconds
         batches = len(self.train_loader)
         sync_every = 1 if device.type == "cpu" else 20
         running_loss, seen = float("nan"), 0
@@ -453,7 +442,7 @@ class Trainer:
         self.loss_fn.eval()
         probs, labels, indices, feats = [], [], [], []
         batches = len(self.val_loader)
-        started, paused_then = time.perf_counter(), self.paused_seconds
+        started, paused_then = self.clock(), self.paused_seconds
         done = 0
         stopped = False
         for step, (images, y, idx, failed) in enumerate(self.val_loader, start=1):

@@ -2,7 +2,6 @@
 
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -124,8 +123,20 @@ def test_stop_is_honoured_within_one_batch(tmp_path):
     assert not (trainer.store.path / "metrics.jsonl").exists()
 
 
-def test_pause_blocks_until_resumed(tmp_path):
-    trainer = Trainer(RunConfig(**{**TINY, "epochs": 1}), runs_dir=tmp_path)
+class StepClock:
+    """A clock that moves 1 ms each time it is read, and as far as a test says."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
+
+
+def test_pause_blocks_until_resumed_and_is_not_counted_as_training_time(tmp_path):
+    clock = StepClock()
+    trainer = Trainer(RunConfig(**{**TINY, "epochs": 1}), runs_dir=tmp_path, clock=clock)
     fit = trainer.fit()
     next(fit)
     trainer.pause()
@@ -134,13 +145,14 @@ def test_pause_blocks_until_resumed(tmp_path):
     worker.start()
     worker.join(0.3)
     assert worker.is_alive() and not got  # paused: no batch comes
-    time.sleep(1.0)  # a long pause: it must not count as training time
+    clock.now += 1000.0  # a long pause, on the trainer's clock
     trainer.unpause()
     worker.join(10)
     assert got
     reports = [r for r in fit if isinstance(r, EpochReport)]
-    assert trainer.paused_seconds >= 1.0
-    assert reports[-1].epoch_seconds < 1.0  # the epoch itself takes a fraction of a second
+    assert trainer.paused_seconds >= 1000.0
+    # the epoch's time is its clock readings (1 ms each), never the 1000 s paused
+    assert 0 < reports[-1].epoch_seconds < 1.0
     last = [i for i in got if isinstance(i, BatchProgress)]
     assert all(p.elapsed_seconds < 1.0 for p in last)
 
