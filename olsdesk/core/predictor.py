@@ -168,16 +168,14 @@ class Predictor:
         for i, file in enumerate(files):
             if cancel is not None and cancel.is_set():
                 break
-            try:
-                image = self.preprocessing.read(file)
-                tensor = self.preprocessing(image, train=False)
+            try:  # the per-file firewall
+                image, tensor = self.preprocessing.prepare(
+                    lambda file=file: self.preprocessing.read(file), str(file))
                 note = describe_source(file)
             except ImageReadError as exc:
+                if getattr(exc, "detail", ""):
+                    log.warning("predicting %s failed:\n%s", printable(str(file)), exc.detail)
                 pending.append(Prediction(str(file), error=str(exc)))
-            except Exception as exc:  # noqa: BLE001 - the per-file firewall
-                log.warning("predicting %s failed", printable(str(file)), exc_info=exc)
-                pending.append(Prediction(str(file), error=f"{printable(file.name)} could not be "
-                                          f"prepared for the model ({type(exc).__name__}: {exc})."))
             else:
                 pending.append((file, thumbnail(image) if thumbnails else None, tensor, note))
             if len(pending) >= batch_size:

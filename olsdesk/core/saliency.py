@@ -126,9 +126,10 @@ def iter_explain(predictor, samples, items: Sequence[tuple[int, int, int]],
             return
         chunk, tensors, failed = items[start:start + batch_size], [], {}
         for row, index, _ in chunk:
-            try:
-                image = samples.load(index, predictor.preprocessing)
-                tensors.append(predictor.preprocessing(image, train=False))
+            try:  # the per-file firewall: any failure is this image's sentence
+                tensors.append(predictor.preprocessing.prepare(
+                    lambda index=index: samples.load(index, predictor.preprocessing),
+                    samples.describe(index))[1])
             except ImageReadError as exc:
                 failed[row] = str(exc)
         good = [item for item in chunk if item[0] not in failed]

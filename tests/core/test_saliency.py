@@ -121,3 +121,26 @@ def test_explaining_files_gives_a_map_each_and_a_sentence_for_a_broken_one(tmp_p
     assert out[0].error is None and out[0].cam.shape == out[0].image.shape == (32, 32)
     assert out[0].class_index == 2 and out[0].picture().shape == (32, 32, 3)
     assert out[1].error and "broken.png" in out[1].error
+
+
+def test_a_sample_that_fails_in_any_way_is_its_own_sentence_not_the_jobs_end(tmp_path):
+    """The firewall is Preprocessing.prepare's, shared with training and prediction: a
+    ValueError from one sample (an array of the wrong shape) used to end the whole job."""
+    from olsdesk.core.data.transforms import Preprocessing
+    from olsdesk.core.predictor import Predictor
+
+    class OneOdd(FileSamples):
+        def load(self, index, preprocessing=None):
+            if index == 1:
+                return np.zeros((2, 2, 2, 2), np.float32)  # not an image
+            return super().load(index, preprocessing)
+
+    rng = np.random.default_rng(2)
+    files = [str(write_png(tmp_path / f"{i}.png", (rng.random((40, 40)) * 255)
+                           .astype(np.uint8))) for i in range(3)]
+    predictor = Predictor(build_model("smallcnn", 3, 1), ("a", "b", "c"),
+                          Preprocessing.for_size(32, 1))
+    out = list(iter_explain(predictor, OneOdd(files, np.zeros(3, int)),
+                            [(0, 0, 0), (1, 1, 0), (2, 2, 1)]))
+    assert [e.error is None for e in out] == [True, False, True]
+    assert "1.png could not be prepared for the model (ValueError" in out[1].error

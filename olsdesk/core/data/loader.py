@@ -5,13 +5,11 @@ goes on without it; ``collate`` hands the batch and the failures to the consumer
 from __future__ import annotations
 
 import os
-import traceback
-from pathlib import Path
 
 import torch
 
 from olsdesk.core.data.transforms import Preprocessing
-from olsdesk.errors import ImageReadError, printable
+from olsdesk.errors import ImageReadError
 
 
 class TorchSamples(torch.utils.data.Dataset):
@@ -26,18 +24,17 @@ class TorchSamples(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        """The per-file firewall: whatever goes wrong with one file becomes its sentence
-        (with the traceback, for the run's log) and the batch goes on without it."""
+        """One sample through the per-file firewall (``Preprocessing.prepare``): a file
+        that fails becomes its sentence (with any traceback, for the run's log) and the
+        batch goes on without it."""
         try:
-            image = self.samples.load(index, self.preprocessing)
-            return (self.preprocessing(image, train=self.train), int(self.samples.labels[index]),
-                    index)
+            _, tensor = self.preprocessing.prepare(
+                lambda: self.samples.load(index, self.preprocessing),
+                self.samples.describe(index), train=self.train)
         except ImageReadError as exc:
-            return None, str(exc), index
-        except Exception as exc:  # noqa: BLE001 - one file must never stop an epoch
-            name = printable(Path(self.samples.describe(index)).name)
-            return (None, f"{name} could not be prepared for the model ({type(exc).__name__}: "
-                    f"{exc}).\n{traceback.format_exc()}", index)
+            detail = getattr(exc, "detail", "")
+            return None, str(exc) + (f"\n{detail}" if detail else ""), index
+        return tensor, int(self.samples.labels[index]), index
 
 
 def collate(batch):

@@ -12,6 +12,8 @@ wherever the file is read.
 from __future__ import annotations
 
 import math
+import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -80,6 +82,28 @@ class Preprocessing:
     def load(self, path: str | Path) -> torch.Tensor:
         """The evaluation tensor for a file: exactly what validation feeds the model."""
         return self(self.read(path), train=False)
+
+    def prepare(self, read: Callable[[], np.ndarray], name: str, train: bool = False,
+                generator: torch.Generator | None = None) -> tuple[np.ndarray, torch.Tensor]:
+        """The per-file firewall: ``read()`` (a file, or a sample of a dataset) and its
+        model input. Whatever goes wrong for this one file becomes an ``ImageReadError``
+        whose message is its sentence, with any unexpected traceback in ``detail`` (for
+        the log); training skips the file, prediction, evaluation and Grad-CAM give it
+        an error row, and the rest go on. Training, prediction, evaluation and Grad-CAM
+        all prepare files through here."""
+        from olsdesk.errors import ImageReadError, printable
+
+        try:
+            image = read()
+            return image, self(image, train=train, generator=generator)
+        except ImageReadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one file must never stop the others
+            error = ImageReadError(
+                f"{printable(Path(name).name)} could not be prepared for the model "
+                f"({type(exc).__name__}: {exc}).")
+            error.detail = traceback.format_exc()
+            raise error from exc
 
     def __call__(
         self, image: np.ndarray, train: bool = False, generator: torch.Generator | None = None
