@@ -442,7 +442,7 @@ def _renderer(name: str):
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train every loss x seed (resuming what is done), then write the report and figures."""
     from olsdesk.core.report import EpochReport, RunStarted
-    from olsdesk.core.study import Study, compare_on_test, write_study_report
+    from olsdesk.core.study import Study
 
     losses = [x.strip() for x in args.losses.split(",") if x.strip()]
     unknown = [x for x in losses if x not in LOSS_NAMES]
@@ -475,19 +475,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 130
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
-    test = None
     if study.dataset is not None and study.dataset.test is not None and study.stores:
         print(f"scoring every run's best checkpoint on {len(study.dataset.test)} test images "
               f"({args.resamples} bootstrap resamples)", flush=True)
-        try:
-            test = compare_on_test(study.stores, study.dataset, resamples=args.resamples,
-                                   device=base.device)
-        except OlsdeskError as exc:
-            raise UsageError(str(exc)) from None
+    try:
+        test = study.score_on_test(args.resamples)
+    except OlsdeskError as exc:
+        raise UsageError(str(exc)) from None
     renderer, note = figure_renderer()
     if note:
         print(note, flush=True)
-    paths, _ = write_study_report(study.stores, base, args.seeds, out, renderer, note, test)
+    paths = study.write_report(renderer, note)
     if test is not None:
         print("On the test split, against hard labels (paired 95% intervals):")
         for line in test.reading():

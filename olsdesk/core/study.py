@@ -50,8 +50,11 @@ def run_name(loss: str, seed: int) -> str:
 
 
 def plan(base: RunConfig, losses: Sequence[str], seeds: int) -> list[tuple[str, RunConfig]]:
-    """(run name, config) for every loss x seed; the split seed stays the same."""
-    return [(run_name(loss, s), base.replace(loss=loss, seed=s, alpha=None).validated())
+    """(run name, config) for every loss x seed; the split seed stays the same. The α set
+    in ``base`` is for ``base.loss`` (OLS's hard-label weight is not TF-KD's teacher
+    weight): other losses take their own default."""
+    return [(run_name(loss, s), base.replace(
+                loss=loss, seed=s, alpha=base.alpha if loss == base.loss else None).validated())
             for loss in losses for s in range(seeds)]
 
 
@@ -92,6 +95,7 @@ class Study(Controlled):
         self.control = JobControl()  # shared with each run's trainer: no stop is lost
         self.trainer = None  # the run training now
         self.stopped = False
+        self.test: TestComparison | None = None  # set by score_on_test
 
     @property
     def run_paths(self) -> list[Path]:
@@ -144,6 +148,23 @@ class Study(Controlled):
                 break
             self.stores.append(trainer.store)
         self.stopped = len(self.stores) < total
+
+
+    def score_on_test(self, resamples: int = 1000,
+                      progress: Callable[[int, int], None] | None = None
+                      ) -> TestComparison | None:
+        """Every finished run's best checkpoint on the test split, paired against hard
+        labels (None without a test split); ``olsdesk compare`` and the app's New
+        comparison both end with this, then ``write_study_report``."""
+        self.test = compare_on_test(self.stores, self.dataset, resamples=resamples,
+                                    device=self.base.device, progress=progress)
+        return self.test
+
+    def write_report(self, renderer: FigureRenderer | None, figures_note: str = ""
+                     ) -> list[Path]:
+        """report.md, results.csv, test_results.csv and the figures, into ``out``."""
+        return write_study_report(self.stores, self.base, self.seeds, self.out, renderer,
+                                  figures_note, self.test)[0]
 
 
 # --- the summary -------------------------------------------------------------------------

@@ -168,6 +168,7 @@ class MainWindow(QMainWindow):
         controller.run_started.connect(self._run_started)
         controller.batch_progressed.connect(self._batch_progressed)
         controller.epoch_finished.connect(session.add_report)
+        controller.noted.connect(self.message.setText)
         controller.failed.connect(self._failed)
         controller.finished.connect(self._finished)
         controller.state_changed.connect(self.experiment.set_state)
@@ -292,6 +293,18 @@ class MainWindow(QMainWindow):
         index = [p.name for p in study.run_paths].index(started.path.name)
         return f"[{index + 1}/{len(study.runs)}] "
 
+    def _write_study_report(self, study: Study) -> str:
+        """What `olsdesk compare` writes, into the study's folder (the figures are the
+        panels' own, so drawn here, on the GUI thread); says where, in words."""
+        from olsdesk.gui.figures import write_comparison_figures
+
+        try:
+            written = study.write_report(write_comparison_figures)
+        except (OlsdeskError, OSError) as exc:
+            return f"its report could not be written ({exc})."
+        scored = "scored on the test split, " if study.test is not None else ""
+        return (f"{scored}report.md and {len(written) - 1} more files in {study.out}.")
+
     @Slot()
     def toggle_pause(self) -> None:
         if not self.training:
@@ -335,7 +348,8 @@ class MainWindow(QMainWindow):
         if study is not None:
             done = len(study.stores)
             if status == "finished":
-                self.message.setText(f"Comparison of {len(study.runs)} runs finished.")
+                self.message.setText(f"Comparison of {len(study.runs)} runs finished; "
+                                     f"{self._write_study_report(study)}")
                 self.tabs.setCurrentWidget(self.compare)
                 self.compare.refresh()
                 self.compare.select_runs(study.run_paths)

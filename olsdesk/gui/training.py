@@ -18,9 +18,13 @@ from olsdesk.gui.workers import Worker, start_worker
 def _drive(job: Trainer | Study):
     """Yield what the job yields (a study's steps unwrapped); a Trainer announces its run
     first, as every run of a study does."""
-    if isinstance(job, Study):
+    if isinstance(job, Study):  # as `olsdesk compare`: train, then score on the test split
         for step in job.run():
             yield step.item
+        if not job.stopped and job.dataset is not None and job.dataset.test is not None:
+            yield (f"Scoring every run's best checkpoint on {len(job.dataset.test):,} test "
+                   "images (1,000 bootstrap resamples)…")
+            job.score_on_test()
     else:
         yield job.started()
         yield from job.fit()
@@ -44,6 +48,7 @@ class TrainingController(QObject):
     failed = Signal(str)  # one sentence for the user
     finished = Signal(str)  # "finished", "stopped" or "failed"
     state_changed = Signal(str)  # "idle", "training" or "paused"
+    noted = Signal(str)  # what the job is doing, in words (a study scoring on test)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -99,6 +104,8 @@ class TrainingController(QObject):
             self.batch_progressed.emit(item)
         elif isinstance(item, EpochReport):
             self.epoch_finished.emit(item)
+        elif isinstance(item, str) and item != "finished earlier":
+            self.noted.emit(item)
 
     def _failed(self, message: str) -> None:
         self.last_error = message

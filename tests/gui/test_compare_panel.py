@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from olsdesk.cli import figure_renderer
+from olsdesk.cli import figure_renderer, main
 from olsdesk.core import study
 from olsdesk.core.runs import RunStore
 from tests.gui.conftest import open_run
@@ -16,7 +16,19 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
     window.start_comparison(["ce", "ols"], 2)
     assert len(window.controller.study.runs) == 4  # the study engine, in the worker
     qtbot.waitUntil(lambda: window.last_status != "" and not window.training, timeout=120_000)
-    assert "Comparison of 4 runs finished" in window.message.text()
+    assert "Comparison of 4 runs finished; scored on the test split" in window.message.text()
+    # the same files, with the same numbers, as `olsdesk compare` with these settings
+    ours = window.controller.study.out
+    cli = tmp_path / "cli"
+    assert main(["compare", "--losses", "ce,ols", "--seeds", "2", "--epochs", "2",
+                 "--demo-per-class", "6", "--image-size", "32", "--batch-size", "24",
+                 "--device", "cpu", "--model", "smallcnn", "--out", str(cli)]) == 0
+    files = {p.name for p in ours.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert files == {p.name for p in cli.iterdir() if p.is_file()
+                     and not p.name.startswith(".")}
+    assert {"report.md", "results.csv", "test_results.csv", "curves.png"} <= files
+    for table in ("results.csv", "test_results.csv"):
+        assert list(csv.DictReader(open(ours / table))) == list(csv.DictReader(open(cli / table)))
     panel = window.compare
     assert window.tabs.currentWidget() is panel
     assert panel.runs.rowCount() == 4
