@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QStatusBar,
     QVBoxLayout,
@@ -104,6 +105,8 @@ class TrainingStatus(QStatusBar):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.message = QLabel("Ready: press Train to train on the demo set.")
+        # a long message (a run's path) is cut short, never widening the window
+        self.message.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.epoch_progress = QProgressBar()
         self.epoch_progress.setFormat("epoch %p%")
         self.run_progress = QProgressBar()

@@ -94,3 +94,27 @@ def test_cancelling_a_re_evaluation_keeps_the_shown_one_and_says_so(qtbot, windo
     assert blocker.args == ["cancelled"]
     assert panel.evaluation is shown
     assert "cancelled" in panel.status.text() and "Predicting" not in panel.status.text()
+
+
+def test_the_window_fits_1024_by_700(qtbot, window):
+    """Every tab's controls fit a 1024 px wide window (the settings column scrolls)."""
+    assert train(qtbot, window) == "finished"
+    evaluate(qtbot, window)
+    widths = {}
+    for i in range(window.tabs.count()):
+        window.tabs.setCurrentIndex(i)
+        qtbot.wait(10)
+        widths[window.tabs.tabText(i)] = window.tabs.widget(i).minimumSizeHint().width()
+    assert window.minimumSizeHint().width() <= 1024, str(widths)
+    assert window.minimumSizeHint().height() <= 700
+    window.resize(1024, 700)
+    qtbot.wait(50)
+    assert window.width() == 1024
+
+
+def test_the_per_class_rows_are_numbered_as_the_matrix(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    evaluate(qtbot, window)
+    table = window.evaluation.per_class
+    names = window.evaluation.evaluation.class_names
+    assert [table.item(r, 0).text() for r in range(table.rowCount())] == list(names)

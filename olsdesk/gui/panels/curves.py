@@ -85,7 +85,9 @@ class CurvesPanel(RedrawWhenShown, QWidget):
         self.best_marker = pg.ScatterPlotItem(size=16, symbol="star", pen=pg.mkPen("k"),
                                               brush=pg.mkBrush(SERIES["val"]))
         self.best_marker.setZValue(8)
-        self.plots[0].addItem(self.best_marker)
+        top1 = next(i for i, (_, _, series) in enumerate(PLOTS)
+                    if any(attr == "val_top1" for _, attr, _ in series))
+        self.plots[top1].addItem(self.best_marker)
 
     def follow(self, session) -> None:
         """Draw every report of ``session`` (a RunSession) as it arrives."""

@@ -53,13 +53,17 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
         self.tsne_button.clicked.connect(self.compute_tsne)
         self.separation = QLabel(" ")
         self.status = QLabel(" ")
+        # the status and the separation line share what room is left (1024 px windows):
+        # they are cut short when the window is narrow instead of widening it
+        for label in (self.status, self.separation):
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
         top.addWidget(QLabel("Projection:"))
         top.addWidget(self.projection)
         top.addWidget(self.tsne_button)
-        top.addWidget(self.status)
-        top.addStretch(1)
-        top.addWidget(self.separation)
+        top.addWidget(self.status, 1)
+        top.addWidget(self.separation, 1)
+        self.separation.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
         self.graphics = Canvas()
         self.plot = self.graphics.addPlot()

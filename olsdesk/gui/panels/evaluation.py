@@ -253,8 +253,10 @@ class EvaluationPanel(QWidget):
         self.per_class.setSortingEnabled(False)
         self.per_class.setRowCount(len(ev.class_names))
         for c, name in enumerate(ev.class_names):
-            name_item = QTableWidgetItem(name)
-            name_item.setData(Qt.ItemDataRole.UserRole, c)  # rows move when sorted
+            # the class column sorts by class number, so row n is the matrix's class n;
+            # the row keeps its class however the table is sorted
+            name_item = NumberItem(c, name)
+            name_item.setData(Qt.ItemDataRole.UserRole, c)
             self.per_class.setItem(c, 0, name_item)
             self.per_class.setItem(c, 1, NumberItem(int(support[c]), str(int(support[c]))))
             for col, metric in enumerate(CLASS_METRICS, start=2):
@@ -262,7 +264,7 @@ class EvaluationPanel(QWidget):
                 self.per_class.setItem(c, col, NumberItem(
                     value, format_interval(value, intervals[metric][c])))
         self.per_class.setSortingEnabled(True)
-        self.per_class.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # the class order
+        self.per_class.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # the matrix's order
         self.per_class.resizeColumnsToContents()
         self.confusion.set_classes(ev.class_names)
         self._draw_confusion()
@@ -284,15 +286,13 @@ class EvaluationPanel(QWidget):
             self.confusion.scale_choice.setCurrentIndex(
                 self.confusion.scale_choice.findData("full"))
             top = max(int(counts.max()), 1)
-            self.confusion.show_matrix(counts / top, f"Confusion matrix, {len(ev.labels)} test "
-                                       "images (counts)", "predicted class",
-                                       f"count / {top}")
+            self.confusion.show_matrix(counts / top, f"{len(ev.labels)} test images, counts",
+                                       "predicted class", f"count / {top}")
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
                 rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
-            self.confusion.show_matrix(rates, f"Confusion matrix, {len(ev.labels)} test images "
-                                       "(each row sums to 1)", "predicted class",
-                                       "share of the row")
+            self.confusion.show_matrix(rates, f"{len(ev.labels)} test images, rows sum to 1",
+                                       "predicted class", "share of the row")
 
     def _class_clicked(self, row: int, _column: int) -> None:
         item = self.per_class.item(row, 0)

@@ -110,11 +110,15 @@ class PredictPanel(QWidget):
         export.clicked.connect(self.choose_export)
         clear = QPushButton("Clear")
         clear.clicked.connect(self.clear)
-        top = QHBoxLayout()
-        top.addWidget(self.model_label, 1)
-        for w in (load, add, samples, QLabel("low confidence below"), self.threshold, export,
-                  clear):
-            top.addWidget(w)
+        buttons = QHBoxLayout()  # below the model's name: the window fits 1024 px
+        for w in (load, add, samples):
+            buttons.addWidget(w)
+        buttons.addStretch(1)
+        for w in (QLabel("low confidence below"), self.threshold, export, clear):
+            buttons.addWidget(w)
+        top = QVBoxLayout()
+        top.addWidget(self.model_label)
+        top.addLayout(buttons)
 
         self.table = row_table(COLUMNS, single=True)
         # long names lose their middle, never their end: .dcm and .png stay apart

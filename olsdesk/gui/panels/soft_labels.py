@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QFont, QFontMetrics
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
 from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, short_names
@@ -49,7 +49,8 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
                                      "(the diagonal shows as the top colour), or the full 0-1")
         self.scale_choice.currentIndexChanged.connect(self._redraw)
         self.hover = QLabel(" ")
-        self.hover.setMinimumWidth(320)
+        # takes the room left beside the choices, never widens the window (1024 px)
+        self.hover.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top = QHBoxLayout()
         self.choice_label = QLabel("Show:")
         top.addWidget(self.choice_label)
@@ -57,8 +58,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.scale_label = QLabel("Colours:")
         top.addWidget(self.scale_label)
         top.addWidget(self.scale_choice)
-        top.addStretch(1)
-        top.addWidget(self.hover)
+        top.addWidget(self.hover, 1)
 
         self.graphics = Canvas()
         self.plot = self.graphics.addPlot()
