@@ -252,8 +252,8 @@ class SettingsForm:
             self.on_edit(name)
 
     def show(self, config: RunConfig) -> None:
-        """Every widget shows ``config``'s value; those the other settings make unused are
-        disabled, with a status tip saying when they apply."""
+        """Every widget shows ``config``'s value (which are live is ``update_enabled``'s,
+        called by the panel that owns the form: it knows whether training runs)."""
         self._showing = True
         try:
             for name, widget in self.widgets.items():
@@ -262,7 +262,6 @@ class SettingsForm:
                     widget.show_effective(config.effective("alpha"))
         finally:
             self._showing = False
-        self.update_enabled(True)
 
     def update_enabled(self, editable: bool) -> None:
         config = self.state.config
@@ -273,8 +272,6 @@ class SettingsForm:
             widget.setStatusTip("" if used else "used only with " + ", ".join(
                 f"{other} {' or '.join(values)}" for other, values in needs.items()))
 
-    def row_label(self, name: str):
-        return self.layout.labelForField(self.widgets[name])
 
 
 def form_fields(group: str) -> list[str]:
