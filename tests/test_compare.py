@@ -20,7 +20,10 @@ def test_tiny_comparison_writes_every_file_and_column(tmp_path, capsys):
     for key, _, _ in study.METRICS:
         for suffix in ("mean", "std", "best"):
             assert f"{key}_{suffix}" in rows[0]
-    assert sum(r["val_top1_best"] == "True" for r in rows) == 1
+    # every loss holding the best mean is marked (ties too), and none other
+    top = max(float(r["val_top1_mean"]) for r in rows)
+    assert [r["val_top1_best"] == "True" for r in rows] == [
+        float(r["val_top1_mean"]) == top for r in rows]
     report = (tmp_path / "report.md").read_text()
     assert "ECE after T-scaling" in report and "online label smoothing" in report
     assert "![curves](curves.png)" in report
@@ -78,6 +81,29 @@ def test_the_reading_of_a_test_comparison_follows_the_intervals():
                                        "smoothing +0.0300 (+0.0100 to +0.0500)")
     assert "worse: online label smoothing +0.0200" in reading["ECE"]
     assert "no difference the test set can show: label smoothing" in reading["Top-1"]
+
+
+def test_ties_are_all_best_and_one_seed_is_never_called_within_the_spread():
+    from olsdesk.core.study import LossSummary, StudySummary, tied_best
+
+    assert tied_best([0.9, 1.0, 1.0, float("nan")], higher=True) == {1, 2}
+    assert tied_best([0.2, 0.1, 0.1], higher=False) == {1, 2}
+    assert tied_best([float("nan")], higher=True) == set()
+    keys = [key for key, _, _ in study.METRICS]
+
+    def row(loss, top1, runs, sd=0.0):
+        mean = {k: 0.5 for k in keys} | {"val_top1": top1}
+        return LossSummary(loss, runs, mean, {k: sd for k in keys})
+
+    tie = study.StudySummary([row("ce", 1.0, 1), row("ls", 0.9, 1), row("ols", 1.0, 1)],
+                             {"val_top1": "ce"})
+    assert [tie.is_best("val_top1", loss) for loss in ("ce", "ls", "ols")] == [True, False, True]
+    one_seed = StudySummary([row("ce", 0.8, 1), row("ols", 0.9, 1)], {"val_top1": "ols"})
+    (line,) = one_seed.reading()
+    assert "within the spread" not in line and "one run each" in line
+    seeds = StudySummary([row("ce", 0.8, 3, 0.01), row("ols", 0.9, 3, 0.01)],
+                         {"val_top1": "ols"})
+    assert "more than twice" in seeds.reading()[0]
 
 
 def test_interrupted_comparison_resumes_instead_of_starting_over(tmp_path, capsys):

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,7 @@ from olsdesk.errors import RunError, printable
 
 LATEST = "latest.pt"
 BEST = "best.pt"
+log = logging.getLogger(__name__)
 
 
 def default_runs_dir() -> Path:
@@ -353,6 +356,116 @@ class RunFollower:
         with np.load(file, allow_pickle=False) as arrays:
             return EpochReport.from_parts(scalars, {k: arrays[k] for k in ARRAY_FIELDS},
                                           self._names)
+
+
+class RunReader:
+    """Several runs' epochs, each read once: one follower a run folder, so showing a
+    run again reads only the epochs it gained. The Compare tab reads through it in a
+    worker; one caller at a time (it holds a lock)."""
+
+    def __init__(self) -> None:
+        self._followers: dict[Path, RunFollower] = {}
+        self._reports: dict[Path, list[EpochReport]] = {}
+        self._lock = threading.Lock()
+
+    def reports(self, paths: list[Path]) -> dict[Path, list[EpochReport]]:
+        """Each run's complete epochs now; a run that cannot be read maps to []."""
+        with self._lock:
+            found = {}
+            for path in paths:
+                follower = self._followers.get(path)
+                if follower is None:
+                    follower = self._followers[path] = RunFollower(RunStore(path))
+                try:
+                    update = follower.read(with_status=False)
+                except (RunError, OSError, ValueError, KeyError) as exc:
+                    log.warning("run %s cannot be read: %s", path, exc)
+                    self._followers.pop(path, None)
+                    self._reports.pop(path, None)
+                    found[path] = []
+                    continue
+                kept = [] if update.reset else self._reports.get(path, [])
+                self._reports[path] = kept + update.reports
+                found[path] = list(self._reports[path])
+            return found
+
+    def keep_only(self, paths) -> None:
+        """Forget the runs not in ``paths`` (a run folder removed or no longer listed)."""
+        wanted = set(paths)
+        with self._lock:
+            for path in [p for p in self._followers if p not in wanted]:
+                self._followers.pop(path, None)
+                self._reports.pop(path, None)
+
+
+@dataclass
+class RunListing:
+    """A run as a list of runs shows it, read once (off the GUI thread)."""
+
+    store: RunStore
+    config: RunConfig
+    status: str
+    metrics: list[dict]
+    notes: str
+
+    @property
+    def path(self) -> Path:
+        return self.store.path
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.metrics)
+
+    @property
+    def best_top1(self) -> float:
+        return max((m["val_top1"] for m in self.metrics), default=float("nan"))
+
+    @property
+    def final_ece(self) -> float:
+        return self.metrics[-1]["ece"] if self.metrics else float("nan")
+
+
+def find_runs(root: Path, depth: int = 3) -> list[Path]:
+    """Run folders (holding run.json and config.json) under ``root``, newest first."""
+    found = []
+
+    def walk(folder: Path, level: int) -> None:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return
+        names = {e.name for e in entries}
+        if "run.json" in names and "config.json" in names:
+            found.append(folder)
+            return
+        if level < depth:
+            for entry in entries:
+                if not entry.name.startswith(".") and entry.is_dir():
+                    walk(Path(entry.path), level + 1)
+
+    def mtime(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    if root.is_dir():
+        walk(root, 0)
+    return sorted(found, key=mtime, reverse=True)
+
+
+def list_runs(root: str | Path) -> list[RunListing]:
+    """Every readable run under ``root``, newest first; an unreadable one is skipped
+    (and logged)."""
+    listed = []
+    for path in find_runs(Path(root)):
+        store = RunStore(path)
+        try:
+            listed.append(RunListing(store, store.config(), store.status, store.metrics(),
+                                     store.notes()))
+        except (RunError, OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("run %s is not listed: %s", path, exc)
+    return listed
 
 
 def ensure_runs_dir(runs_dir: str | Path | None) -> Path:

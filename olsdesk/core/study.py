@@ -96,6 +96,8 @@ class Study(Controlled):
         self.trainer = None  # the run training now
         self.stopped = False
         self.test: TestComparison | None = None  # set by score_on_test
+        self.histories: Histories | None = None  # set by load_results
+        self.dataset_line: str | None = None
 
     @property
     def run_paths(self) -> list[Path]:
@@ -117,7 +119,7 @@ class Study(Controlled):
         if self.dataset is None:
             self.dataset = open_dataset(self.base)
         total = len(self.runs)
-        self.stores, self.stopped = [], False
+        self.stores, self.stopped, self.histories = [], False, None
         for index, (name, config) in enumerate(self.runs):
             if self.stop_event.is_set():
                 break
@@ -160,11 +162,20 @@ class Study(Controlled):
                                     device=self.base.device, progress=progress)
         return self.test
 
+    def load_results(self) -> Histories:
+        """Read every finished run's epochs (once; the app does it in its worker, so the
+        report is then written without reading a run folder on the GUI thread)."""
+        if self.histories is None:
+            self.histories = histories_of(self.stores)
+            self.dataset_line = dataset_line(self.stores)
+        return self.histories
+
     def write_report(self, renderer: FigureRenderer | None, figures_note: str = ""
                      ) -> list[Path]:
         """report.md, results.csv, test_results.csv and the figures, into ``out``."""
         return write_study_report(self.stores, self.base, self.seeds, self.out, renderer,
-                                  figures_note, self.test)[0]
+                                  figures_note, self.test, self.load_results(),
+                                  self.dataset_line)[0]
 
 
 # --- the summary -------------------------------------------------------------------------
@@ -182,6 +193,13 @@ class StudySummary:
 
     rows: list[LossSummary]
     best: dict[str, str]  # metric -> loss with the best mean
+
+    def is_best(self, key: str, loss: str) -> bool:
+        """``loss`` has the best mean of ``key``, alone or tied with others."""
+        if key not in self.best:
+            return False
+        by_loss = {r.loss: r for r in self.rows}
+        return by_loss[loss].mean[key] == by_loss[self.best[key]].mean[key]
 
     def reading(self) -> list[str]:
         """Plain sentences about who wins what, and whether the gap exceeds the spread."""
@@ -202,8 +220,12 @@ class StudySummary:
                 who = "all losses" if len(tied) == len(self.rows) else ", ".join(tied)
                 lines.append(f"{label}: {who} tie at {winner.mean[key]:.4f}.")
                 continue
-            clear = ("more than twice the larger standard deviation over seeds"
-                     if spread > 0 and gap > 2 * spread else "within the spread over seeds")
+            if min(winner.runs, second.runs) < 2:
+                clear = "not weighed against a spread: one run each, so no spread over seeds"
+            elif spread > 0 and gap > 2 * spread:
+                clear = "more than twice the larger standard deviation over seeds"
+            else:
+                clear = "within the spread over seeds"
             lines.append(f"{label}: best {LOSS_LABELS[winner.loss]} ({winner.mean[key]:.4f}), "
                          f"next {LOSS_LABELS[second.loss]} ({second.mean[key]:.4f}); "
                          f"the gap is {clear}.")
@@ -218,9 +240,15 @@ def best_index(values: Sequence[float], higher: bool) -> int | None:
     return (max if higher else min)(finite)[1]
 
 
-def best_runs(finals: Sequence[EpochReport]) -> dict[str, int | None]:
-    """Metric -> the position of the run with the best final value."""
-    return {key: best_index([getattr(f, key) for f in finals], higher)
+def tied_best(values: Sequence[float], higher: bool) -> set[int]:
+    """Every position holding the best finite value (several when they tie)."""
+    at = best_index(values, higher)
+    return set() if at is None else {i for i, v in enumerate(values) if v == values[at]}
+
+
+def best_runs(finals: Sequence[EpochReport]) -> dict[str, set[int]]:
+    """Metric -> the positions of the runs with the best final value (all of a tie)."""
+    return {key: tied_best([getattr(f, key) for f in finals], higher)
             for key, _, higher in METRICS}
 
 
@@ -241,6 +269,12 @@ def summarise(finals: dict[str, list[EpochReport]]) -> StudySummary:
         if at is not None:
             best[key] = rows[at].loss
     return StudySummary(rows, best)
+
+
+def dataset_line(stores: Sequence[RunStore]) -> str:
+    """The data the runs were trained on, in words (from the first run's run.json)."""
+    info = stores[0].info()
+    return info.dataset.describe(len(info.class_names))
 
 
 def histories_of(stores: Sequence[RunStore]) -> Histories:
@@ -429,7 +463,7 @@ def write_results_csv(summary: StudySummary, path: Path) -> None:
         for r in summary.rows:
             line = [r.loss, r.runs]
             for key, _, _ in METRICS:
-                line += [f"{r.mean[key]:.6f}", f"{r.std[key]:.6f}", summary.best.get(key) == r.loss]
+                line += [f"{r.mean[key]:.6f}", f"{r.std[key]:.6f}", summary.is_best(key, r.loss)]
             writer.writerow(line)
 
 
@@ -453,7 +487,7 @@ def write_report_md(summary: StudySummary, base: RunConfig, seeds: int, figures:
         cells = []
         for key, _, _ in METRICS:
             text = f"{r.mean[key]:.4f} ± {r.std[key]:.4f}"
-            cells.append(f"**{text}**" if summary.best.get(key) == r.loss else text)
+            cells.append(f"**{text}**" if summary.is_best(key, r.loss) else text)
         lines.append(f"| {LOSS_LABELS[r.loss]} | {r.runs} | " + " | ".join(cells) + " |")
     lines += ["", "## What validation shows", ""] + [f"- {s}" for s in summary.reading()]
     lines += [""] + (test_section(test) if test is not None else [
@@ -467,11 +501,12 @@ def write_report_md(summary: StudySummary, base: RunConfig, seeds: int, figures:
 
 def write_study_report(stores: Sequence[RunStore], base: RunConfig, seeds: int, out: Path,
                        renderer: FigureRenderer | None, figures_note: str = "",
-                       test: TestComparison | None = None
+                       test: TestComparison | None = None,
+                       histories: Histories | None = None, line: str | None = None
                        ) -> tuple[list[Path], StudySummary]:
     """report.md, results.csv, test_results.csv (with a test comparison) and (with a
-    renderer) the figures for finished runs."""
-    histories = histories_of(stores)
+    renderer) the figures for finished runs (``histories``: their epochs, read already)."""
+    histories = histories_of(stores) if histories is None else histories
     summary = summarise(finals_of(histories))
     write_results_csv(summary, out / "results.csv")
     written = [out / "report.md", out / "results.csv"]
@@ -479,6 +514,6 @@ def write_study_report(stores: Sequence[RunStore], base: RunConfig, seeds: int, 
         write_test_csv(test, out / "test_results.csv")
         written.append(out / "test_results.csv")
     figures = renderer(histories, out) if renderer is not None else []
-    line = stores[0].info().dataset.describe(len(stores[0].class_names))
+    line = dataset_line(stores) if line is None else line
     write_report_md(summary, base, seeds, figures, out / "report.md", line, figures_note, test)
     return written + [out / f for f in figures], summary

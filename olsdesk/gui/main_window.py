@@ -351,8 +351,7 @@ class MainWindow(QMainWindow):
                 self.message.setText(f"Comparison of {len(study.runs)} runs finished; "
                                      f"{self._write_study_report(study)}")
                 self.tabs.setCurrentWidget(self.compare)
-                self.compare.refresh()
-                self.compare.select_runs(study.run_paths)
+                self.compare.refresh(select=study.run_paths)
             elif not self.last_error:
                 self.message.setText(f"Comparison {status} after {done} runs; the finished "
                                      "runs are kept.")

@@ -107,7 +107,8 @@ class NumberField(QWidget):
         self.box.setValue(value)
 
     def show_effective(self, value) -> None:
-        """Show what an 'auto' value means without choosing it (α of the loss chosen)."""
+        """Show what an 'auto' value means without choosing it (α of the loss chosen, the
+        image size of the data)."""
         if value is not None:
             self.box.blockSignals(True)
             self.box.setValue(value)
@@ -174,6 +175,14 @@ class PathField(QWidget):
         self.setText(value)
 
 
+def narrow(combo: QComboBox) -> None:
+    """A combo box as narrow as the settings column (1024-pixel screens): its width no
+    longer follows its longest choice, whose whole text shows when it opens."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(8)
+    combo.view().setMinimumWidth(combo.view().sizeHintForColumn(0) + 24)
+
+
 class ChoiceField(QComboBox):
     changed = Signal()
 
@@ -182,6 +191,7 @@ class ChoiceField(QComboBox):
         meta = field_meta(name)
         for choice in meta["choices"]:
             self.addItem(meta["choice_labels"].get(choice, choice), choice)
+        narrow(self)
         self.currentIndexChanged.connect(self.changed)
 
     def value(self):
@@ -257,9 +267,11 @@ class SettingsForm:
         self._showing = True
         try:
             for name, widget in self.widgets.items():
-                widget.setValue(getattr(config, name))
-                if name == "alpha":
-                    widget.show_effective(config.effective("alpha"))
+                value = getattr(config, name)
+                widget.setValue(value)
+                if value is None and isinstance(widget, NumberField):
+                    # 'auto' shows the value it means: α of the loss, 64 px on the demo set
+                    widget.show_effective(config.effective(name))
         finally:
             self._showing = False
 

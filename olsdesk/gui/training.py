@@ -25,6 +25,8 @@ def _drive(job: Trainer | Study):
             yield (f"Scoring every run's best checkpoint on {len(job.dataset.test):,} test "
                    "images (1,000 bootstrap resamples)…")
             job.score_on_test()
+        if not job.stopped:
+            job.load_results()  # here, so the report is written without reading run folders
     else:
         yield job.started()
         yield from job.fit()

@@ -38,3 +38,37 @@ def test_a_resumed_run_cut_back_is_read_again_from_the_start(tmp_path):
     with open(store.path / "metrics.jsonl", "a") as fh:
         fh.write('{"epoch": 2, ')
     assert follower.read(with_status=False).reports == []
+
+
+def test_the_reader_reads_each_epoch_once_and_the_listing_skips_broken_runs(tmp_path,
+                                                                             monkeypatch):
+    from olsdesk.core.runs import RunReader, list_runs
+
+    config = RunConfig(demo_per_class=4, image_size=32, batch_size=16, epochs=2, device="cpu")
+    trainer = Trainer(config, runs_dir=tmp_path)
+    list(trainer.fit())
+    path = trainer.store.path
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
+    (broken / "run.json").write_text("{}")
+    listed = list_runs(tmp_path)
+    assert [item.path for item in listed] == [path]  # the broken folder is skipped
+    (item,) = listed
+    assert item.epochs_done == 2 and item.status == "finished" and item.notes == ""
+    assert item.best_top1 == max(m["val_top1"] for m in RunStore(path).metrics())
+
+    loads = []
+    real = RunFollower._report
+    monkeypatch.setattr(RunFollower, "_report",
+                        lambda self, scalars: loads.append(scalars["epoch"]) or real(self,
+                                                                                     scalars))
+    reader = RunReader()
+    assert [r.epoch for r in reader.reports([path])[path]] == [1, 2]
+    assert [r.epoch for r in reader.reports([path])[path]] == [1, 2]
+    assert loads == [1, 2]  # shown again: nothing read again
+    RunStore(path).truncate_to(1)
+    assert [r.epoch for r in reader.reports([path])[path]] == [1]
+    assert reader.reports([broken]) == {broken: []}  # unreadable: nothing, no exception
+    reader.keep_only([])
+    assert reader.reports([path])[path][0].epoch == 1  # forgotten, then read afresh

@@ -31,12 +31,14 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
         assert list(csv.DictReader(open(ours / table))) == list(csv.DictReader(open(cli / table)))
     panel = window.compare
     assert window.tabs.currentWidget() is panel
+    qtbot.waitUntil(lambda: not panel.busy and panel.curve_count() == 4, timeout=20_000)
     assert panel.runs.rowCount() == 4
     assert len(panel.selected_stores()) == 4
 
-    # curves: one line per run in each plot; reliability: a diagram per run
+    # curves: one line per run in each plot; reliability: every run on one diagram
     assert panel.curve_count() == 4
-    assert len(panel.reliability_panels) == 4
+    assert panel.reliability_count() == 4
+    assert panel.legend.text().count("━━") == 4
     assert panel.metrics.rowCount() == 4
 
     # the per-loss table holds exactly what `olsdesk compare` writes to results.csv
@@ -87,6 +89,8 @@ def test_the_runs_table_shows_settings_filters_diffs_and_keeps_notes(qtbot, tmp_
     panel = ComparePanel(runs)
     qtbot.addWidget(panel)
     panel.refresh()
+    assert panel.busy  # listed in a worker, not on the GUI thread
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
     assert sorted(panel.listed_runs()) == sorted(p.name for p in paths.values())
     assert panel.shown_label.text() == "2 of 3 runs"
     panel.show_empty.setChecked(True)
@@ -115,6 +119,17 @@ def test_the_runs_table_shows_settings_filters_diffs_and_keeps_notes(qtbot, tmp_
     panel.all_settings.setChecked(True)
     assert panel.settings_table.rowCount() > 10 and set(panel.settings_differing()) == {
         "loss", "lr"}
+    table = panel.settings_table
+    rows = {table.verticalHeaderItem(r).text(): r for r in range(table.rowCount())}
+    columns = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+
+    def setting(key, run):
+        return table.item(rows[key], columns.index(run)).text()
+
+    # the values training used: α's default for OLS, "not used" where the loss ignores it
+    assert setting("alpha", paths["ols"].name) == "0.5"
+    assert setting("alpha", paths["ce"].name) == "not used"
+    assert setting("image_size", paths["ce"].name) == "32"
 
     # one run: its notes, saved in its folder as they are typed
     panel.select_runs([paths["ols"]])

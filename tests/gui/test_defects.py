@@ -78,17 +78,12 @@ def test_runs_trained_differently_are_named_as_such(tmp_path):
     from olsdesk.config import RunConfig
     from olsdesk.gui.panels.compare import settings_that_differ
 
-    class Store:
-        def __init__(self, **changes):
-            self._config = RunConfig(**changes)
-
-        def config(self):
-            return self._config
-
-    same = [Store(seed=0), Store(seed=1, loss="ce")]
+    same = [RunConfig(seed=0), RunConfig(seed=1, loss="ce")]
     assert settings_that_differ(same) == []  # seeds and losses are what a study varies
-    assert settings_that_differ([Store(epochs=10), Store(epochs=3, image_size=32)]) == [
+    assert settings_that_differ([RunConfig(epochs=10), RunConfig(epochs=3, image_size=32)]) == [
         "epochs", "image size"]
+    # the image size training used, not the field: 'auto' on the demo set is 64
+    assert settings_that_differ([RunConfig(), RunConfig(image_size=64)]) == []
 
 
 def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):

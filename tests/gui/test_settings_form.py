@@ -53,6 +53,13 @@ def test_only_the_settings_a_loss_uses_are_editable(qtbot, settings):
     panel.loss.setValue("tfkd")
     assert panel.alpha.value() == pytest.approx(0.95)  # the loss's own default α
     assert panel.config().alpha is None
+    # 'auto' shows the size it means on this data, and stays auto
+    size = panel.setting_widgets()["image_size"]
+    size.setValue(None)
+    assert size.auto.isChecked() and size.box.value() == 64 and panel.config().image_size is None
+    panel.state.edit_config(data="/some/folder")
+    assert size.box.value() == 224 and panel.config().image_size is None
+    panel.state.edit_config(data="demo")
     panel.optimizer.setValue("adamw")
     assert not panel.momentum.isEnabled()
     panel.optimizer.setValue("sgd")

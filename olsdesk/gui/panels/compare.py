@@ -5,10 +5,15 @@ diagrams next to each other, and read their final-epoch metrics with the best va
 highlighted, per run and per loss (mean ± sd over seeds: the numbers `olsdesk compare`
 writes in results.csv, from the same ``core.study`` summary). "New comparison…" runs the
 study engine in the window's training worker.
+
+The runs are listed, and the selected runs' epochs read, in workers (``core.runs``'s
+``list_runs`` and ``RunReader``: each run's epochs once, then only those it gains), so
+neither showing the tab nor selecting runs reads a run folder on the GUI thread.
 """
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import numpy as np
@@ -37,36 +42,13 @@ from PySide6.QtWidgets import (
 
 from olsdesk.config import LOSS_LABELS, LOSS_NAMES, loss_alpha
 from olsdesk.core import study
-from olsdesk.core.runs import RunStore
-from olsdesk.errors import RunError
+from olsdesk.core.runs import RunListing, RunReader, RunStore, list_runs
 from olsdesk.gui.panels.common import Canvas, NumberItem, class_color, row_table, style_plot
-from olsdesk.gui.panels.reliability import ReliabilityPanel
+from olsdesk.gui.workers import start_worker
 
 RUN_COLUMNS = ("run", "data", "model", "loss", "α / ε", "epochs", "lr", "best top-1",
                "final ECE", "status", "notes")
-MAX_RELIABILITY = 4
-
-
-def find_runs(root: Path, depth: int = 3) -> list[Path]:
-    """Run folders (holding run.json) under ``root``, newest first."""
-    found = []
-
-    def walk(folder: Path, level: int) -> None:
-        try:
-            entries = list(folder.iterdir())
-        except OSError:
-            return
-        if (folder / "run.json").is_file() and (folder / "config.json").is_file():
-            found.append(folder)
-            return
-        if level < depth:
-            for entry in entries:
-                if entry.is_dir() and not entry.name.startswith("."):
-                    walk(entry, level + 1)
-
-    if root.is_dir():
-        walk(root, 0)
-    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
+UNUSED = "not used"  # a setting the run's loss or optimiser ignores
 
 
 class NewComparisonDialog(QDialog):
@@ -103,9 +85,13 @@ class ComparePanel(QWidget):
     def __init__(self, runs_dir: Path, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.runs_dir = Path(runs_dir)
-        self.stores: list[RunStore] = []
-        # run folder -> (metrics.jsonl mtime, reports): selection changes re-read nothing
-        self._loaded: dict[Path, tuple[int, list]] = {}
+        self.listings: list[RunListing] = []
+        self.reports: dict[str, list] = {}  # the selected runs' epochs, by run name
+        self.reader = RunReader()  # each run's epochs read once, in a worker
+        self._listing = None  # the worker listing the runs, while it runs
+        self._reading = None  # the worker reading the selected runs' epochs
+        self._again = {"list": False, "read": False}  # asked for while one ran
+        self._select_after: list[Path] | None = None
         self.where = QLabel("")
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
@@ -142,8 +128,8 @@ class ComparePanel(QWidget):
         self.notes.setPlaceholderText("Notes on the selected run (kept in its folder as "
                                       "notes.md)")
         self.notes.setEnabled(False)
-        self.notes.setMaximumHeight(90)
-        self._notes_store: RunStore | None = None
+        self.notes.setMaximumHeight(60)
+        self._notes_of: RunListing | None = None
         self._notes_timer = QTimer(self)
         self._notes_timer.setSingleShot(True)
         self._notes_timer.setInterval(600)
@@ -156,17 +142,33 @@ class ComparePanel(QWidget):
         self.settings_note = QLabel("")
         self.settings_note.setWordWrap(True)
         self.all_settings = QCheckBox("show the settings they share too")
-        self.all_settings.toggled.connect(lambda: self._fill_settings(self.selected_stores()))
+        self.all_settings.toggled.connect(
+            lambda: self._fill_settings(self.selected_listings()))
 
         self.curves = Canvas()
         self.top1_plot = self.curves.addPlot(row=0, col=0)
         style_plot(self.top1_plot, "Validation Top-1", "accuracy")
-        self.top1_plot.addLegend(offset=(-10, -10))
         self.ece_plot = self.curves.addPlot(row=0, col=1)
         style_plot(self.ece_plot, "Validation ECE", "error")
+        # every run's final-epoch bins on one diagram (any number of runs, full axes)
+        self.reliability = Canvas()
+        self.diagram = self.reliability.addPlot(row=0, col=0)
+        style_plot(self.diagram, "Reliability (validation, final epoch)", "accuracy",
+                   "mean confidence of the bin")
+        self.shares = self.reliability.addPlot(row=0, col=1)
+        style_plot(self.shares, "Confidence histogram", "share of images",
+                   "top-label confidence")
+        for plot in (self.diagram, self.shares):
+            plot.setMouseEnabled(False, False)
+        self.diagram.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
+        self.shares.setXRange(0, 1, padding=0.02)
+        self.reliability_legend = QLabel("")
+        self.reliability_legend.setWordWrap(True)
         self.reliability_holder = QWidget()
-        self.reliability_layout = QHBoxLayout(self.reliability_holder)
-        self.reliability_panels: list[ReliabilityPanel] = []
+        reliability_layout = QVBoxLayout(self.reliability_holder)
+        reliability_layout.setContentsMargins(0, 0, 0, 0)
+        reliability_layout.addWidget(self.reliability_legend)
+        reliability_layout.addWidget(self.reliability, 1)
         self.metrics = QTableWidget()
         self.metrics.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.by_loss = QTableWidget()
@@ -186,7 +188,15 @@ class ComparePanel(QWidget):
         settings_layout.addLayout(settings_row)
         settings_layout.addWidget(self.settings_table, 1)
         self.views = QTabWidget()
-        self.views.addTab(self.curves, "Curves")
+        # which colour is which run: a line above the plots, never over the curves
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        curves_box = QWidget()
+        curves_layout = QVBoxLayout(curves_box)
+        curves_layout.setContentsMargins(0, 0, 0, 0)
+        curves_layout.addWidget(self.legend)
+        curves_layout.addWidget(self.curves, 1)
+        self.views.addTab(curves_box, "Curves")
         self.views.addTab(self.reliability_holder, "Reliability")
         self.views.addTab(tables, "Metrics")
         self.views.addTab(settings_box, "Settings")
@@ -216,41 +226,73 @@ class ComparePanel(QWidget):
         self.runs_dir = Path(path)
         self.refresh()
 
-    def refresh(self) -> None:
-        """List every run under the runs folder with its key settings and numbers."""
+    @property
+    def busy(self) -> bool:
+        """Runs are being listed or read (tests wait for it)."""
+        return self._listing is not None or self._reading is not None
+
+    def refresh(self, select: list[Path] | None = None) -> None:
+        """List every run under the runs folder with its key settings and numbers, read
+        in a worker; the selection is kept (or becomes ``select``)."""
         self.save_notes()
+        if select is not None:
+            self._select_after = list(select)
+        elif self._select_after is None:
+            self._select_after = [listing.path for listing in self.selected_listings()]
+        if self._listing is not None:
+            self._again["list"] = True
+            return
+        self.where.setText(f"Reading the runs in {self.runs_dir}…")
+        folder = self.runs_dir
+        self._listing = start_worker(list_runs, folder,
+                                     returned=lambda found: self._listed(folder, found),
+                                     errored=self._list_failed, finished=self._listed_end)
+
+    def _list_failed(self, message: str) -> None:
+        self.where.setText(f"The runs in {self.runs_dir} could not be listed: {message}")
+
+    def _listed_end(self) -> None:
+        self._listing = None
+        if self._again["list"]:
+            self._again["list"] = False
+            self.refresh()
+
+    def _listed(self, folder: Path, found: list[RunListing]) -> None:
+        if folder != self.runs_dir:
+            return  # the runs folder changed while it was read
         self.where.setText(f"Runs in {self.runs_dir}")
-        self.stores = []
+        self.listings = found
+        self.reader.keep_only(listing.path for listing in found)
+        self.runs.blockSignals(True)
         self.runs.setSortingEnabled(False)
         self.runs.setRowCount(0)
-        for path in find_runs(self.runs_dir):
-            try:
-                store = RunStore.open(path)
-                config, status, metrics = store.config(), store.status, store.metrics()
-                notes = store.notes()
-            except (RunError, OSError, ValueError, KeyError):
-                continue
-            row = self.runs.rowCount()
-            self.runs.insertRow(row)
-            name = QTableWidgetItem(str(path.relative_to(self.runs_dir)))
-            name.setData(Qt.ItemDataRole.UserRole, len(self.stores))
-            self.stores.append(store)
-            best = max((m["val_top1"] for m in metrics), default=float("nan"))
-            ece = metrics[-1]["ece"] if metrics else float("nan")
+        self.runs.setRowCount(len(found))
+        for row, listing in enumerate(found):
+            config = listing.config
+            name = QTableWidgetItem(_relative(listing.path, self.runs_dir))
+            name.setToolTip(str(listing.path))
+            name.setData(Qt.ItemDataRole.UserRole, row)
+            best, ece = listing.best_top1, listing.final_ece
             cells = [name, QTableWidgetItem(Path(config.data).name or config.data),
                      QTableWidgetItem(config.model), QTableWidgetItem(config.loss),
                      QTableWidgetItem(_smoothing_text(config)),
-                     NumberItem(len(metrics), f"{len(metrics)}/{config.epochs}"),
+                     NumberItem(listing.epochs_done, f"{listing.epochs_done}/{config.epochs}"),
                      NumberItem(config.lr, f"{config.lr:g}"),
                      NumberItem(best, metric_text("val_top1", best)),
                      NumberItem(ece, metric_text("ece", ece)),
-                     QTableWidgetItem(status),  # 'interrupted' when killed mid-run
-                     QTableWidgetItem(_first_line(notes))]
-            cells[-1].setToolTip(notes)
+                     QTableWidgetItem(listing.status),  # 'interrupted' when killed mid-run
+                     QTableWidgetItem(_first_line(listing.notes))]
+            cells[-1].setToolTip(listing.notes)
             for col, item in enumerate(cells):
                 self.runs.setItem(row, col, item)
         self.runs.setSortingEnabled(True)
+        self.runs.resizeColumnToContents(0)  # whole names: two runs never look the same
+        self.runs.blockSignals(False)
         self._apply_filter()
+        wanted, self._select_after = self._select_after or [], None
+        self.select_runs(wanted)
+        if not wanted:
+            self._selection_changed()
 
     def _apply_filter(self) -> None:
         """Hide the rows that miss a word of the filter (each word must appear in some
@@ -273,85 +315,103 @@ class ComparePanel(QWidget):
         return [self.runs.item(r, 0).text() for r in range(self.runs.rowCount())
                 if not self.runs.isRowHidden(r)]
 
-    def selected_stores(self) -> list[RunStore]:
+    def selected_listings(self) -> list[RunListing]:
         rows = sorted({i.row() for i in self.runs.selectedIndexes()})
-        return [self.stores[self.runs.item(r, 0).data(Qt.ItemDataRole.UserRole)] for r in rows]
+        return [self.listings[self.runs.item(r, 0).data(Qt.ItemDataRole.UserRole)]
+                for r in rows]
+
+    def selected_stores(self) -> list[RunStore]:
+        return [listing.store for listing in self.selected_listings()]
 
     def select_runs(self, paths: list[Path]) -> None:
+        """Select these runs (one selection change, however many)."""
         wanted = {Path(p).resolve() for p in paths}
+        self.runs.blockSignals(True)
         self.runs.clearSelection()
         mode = self.runs.selectionMode()
         self.runs.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
         for row in range(self.runs.rowCount()):
-            store = self.stores[self.runs.item(row, 0).data(Qt.ItemDataRole.UserRole)]
-            if store.path.resolve() in wanted:
+            listing = self.listings[self.runs.item(row, 0).data(Qt.ItemDataRole.UserRole)]
+            if listing.path.resolve() in wanted:
                 self.runs.selectRow(row)
         self.runs.setSelectionMode(mode)
+        self.runs.blockSignals(False)
+        self._selection_changed()
 
     def save_notes(self) -> None:
         """Write the notes being edited into their run's folder."""
         self._notes_timer.stop()
-        store = self._notes_store
-        if store is None:
+        listing = self._notes_of
+        if listing is None:
             return
         text = self.notes.toPlainText()
-        if text == store.notes():
+        if text == listing.notes:
             return
         try:
-            store.write_notes(text)
+            listing.store.write_notes(text)
         except OSError as exc:
-            self.where.setText(f"The notes could not be saved in {store.path.name} ({exc}).")
+            self.where.setText(f"The notes could not be saved in {listing.path.name} ({exc}).")
             return
+        listing.notes = text
         for row in range(self.runs.rowCount()):
             index = self.runs.item(row, 0).data(Qt.ItemDataRole.UserRole)
-            if self.stores[index] is store:
+            if self.listings[index] is listing:
                 item = self.runs.item(row, RUN_COLUMNS.index("notes"))
                 item.setText(_first_line(text))
                 item.setToolTip(text)
 
-    def _show_notes(self, stores: list[RunStore]) -> None:
+    def _show_notes(self, listings: list[RunListing]) -> None:
         self.save_notes()
-        self._notes_store = stores[0] if len(stores) == 1 else None
+        self._notes_of = listings[0] if len(listings) == 1 else None
         self.notes.blockSignals(True)
-        self.notes.setPlainText(self._notes_store.notes() if self._notes_store else "")
+        self.notes.setPlainText(self._notes_of.notes if self._notes_of else "")
         self.notes.blockSignals(False)
-        self.notes.setEnabled(self._notes_store is not None)
+        self.notes.setEnabled(self._notes_of is not None)
         self.notes.setPlaceholderText(
             "Notes on the selected run (kept in its folder as notes.md)"
-            if self._notes_store is not None or not stores else
+            if self._notes_of is not None or not listings else
             "Select one run to read or write its notes")
 
-    def _fill_settings(self, stores: list[RunStore]) -> None:
-        """Rows = settings, columns = runs; those that differ first and marked."""
+    def _fill_settings(self, listings: list[RunListing]) -> None:
+        """Rows = settings, columns = runs; those that differ first and marked. A value is
+        the one training used (α's and the image size's defaults filled in); a setting
+        the run's loss or optimiser does not use reads "not used" and differs from
+        nothing."""
         table = self.settings_table
         table.clear()
-        if not stores:
+        if not listings:
             table.setRowCount(0)
             table.setColumnCount(0)
             self.settings_note.setText("Select runs to see their settings.")
             return
-        configs = [s.config().to_dict() for s in stores]
-        keys = list(configs[0])
-        for config in configs[1:]:
-            keys += [k for k in config if k not in keys]
-        differ = [k for k in keys if len({repr(c.get(k)) for c in configs}) > 1]
+        configs = [listing.config for listing in listings]
+        keys = list(configs[0].to_dict())
+        shown = [{k: (c.effective(k) if c.uses(k) else UNUSED) for k in keys} for c in configs]
+        differ = [k for k in keys
+                  if len({repr(v[k]) for v in shown if v[k] is not UNUSED}) > 1]
         same = [k for k in keys if k not in differ]
-        rows = differ + (same if self.all_settings.isChecked() or len(stores) == 1 else [])
+        rows = differ + (same if self.all_settings.isChecked() or len(listings) == 1 else [])
         table.setRowCount(len(rows))
-        table.setColumnCount(len(stores))
-        table.setHorizontalHeaderLabels([s.path.name for s in stores])
+        table.setColumnCount(len(listings))
+        table.setHorizontalHeaderLabels([listing.path.name for listing in listings])
         table.setVerticalHeaderLabels(rows)
         highlight = QBrush(QColor("#fff1c2"))
+        grey = QBrush(QColor("#888888"))
         for r, key in enumerate(rows):
-            for c, config in enumerate(configs):
-                value = config.get(key, "—")
-                item = QTableWidgetItem("—" if value is None else str(value))
+            for c, values in enumerate(shown):
+                value = values[key]
+                item = QTableWidgetItem(UNUSED if value is UNUSED else
+                                        "—" if value is None else str(value))
+                if value is UNUSED:
+                    item.setForeground(grey)
+                    item.setToolTip(f"{listings[c].config.loss}/{listings[c].config.optimizer}"
+                                    f" does not use {key}")
                 if key in differ:
                     item.setBackground(highlight)
                 table.setItem(r, c, item)
         table.resizeColumnsToContents()
-        if len(stores) == 1:
-            self.settings_note.setText(f"Every setting of {stores[0].path.name}.")
+        if len(listings) == 1:
+            self.settings_note.setText(f"Every setting of {listings[0].path.name}.")
         elif differ:
             self.settings_note.setText(f"{len(differ)} setting{'s' if len(differ) > 1 else ''}"
                                        f" differ (highlighted): {', '.join(differ)}.")
@@ -369,30 +429,40 @@ class ComparePanel(QWidget):
         return highlighted
 
     def _selection_changed(self) -> None:
-        stores = self.selected_stores()
-        self._show_notes(stores)
-        self._fill_settings(stores)
-        reports = {s.path.name: self._reports_of(s) for s in stores}
-        reports = {k: v for k, v in reports.items() if v}
+        """Settings and notes at once (the listing holds them); curves, diagrams and
+        tables once the runs' epochs are read, in a worker."""
+        listings = self.selected_listings()
+        self._show_notes(listings)
+        self._fill_settings(listings)
+        if self._reading is not None:
+            self._again["read"] = True
+            return
+        paths = [listing.path for listing in listings]
+        self._reading = start_worker(self.reader.reports, paths,
+                                     returned=lambda found: self._read(listings, found),
+                                     errored=self._list_failed, finished=self._read_end)
+
+    def _read_end(self) -> None:
+        self._reading = None
+        if self._again["read"]:
+            self._again["read"] = False
+            self._selection_changed()
+
+    def _read(self, listings: list[RunListing], found: dict) -> None:
+        if self._again["read"]:
+            return  # the selection changed while these were read: they are drawn next
+        reports = {listing.path.name: found[listing.path] for listing in listings
+                   if found.get(listing.path)}
         self.reports = reports
         self._draw_curves(reports)
         self._draw_reliability(reports)
-        self._fill_metrics(reports, stores)
+        chosen = [listing for listing in listings if listing.path.name in reports]
+        self._fill_metrics(reports, chosen)
         self.hint.setVisible(len(reports) < 2)
-        differences = settings_that_differ([s for s in stores if s.path.name in reports])
+        differences = settings_that_differ([listing.config for listing in chosen])
         self.caveat.setText(f"⚠ These runs differ in {', '.join(differences)}: their numbers "
                             "are not a like-for-like comparison." if differences else "")
         self.caveat.setVisible(bool(differences))
-
-    def _reports_of(self, store: RunStore) -> list:
-        """A run's reports, read again only when its metrics.jsonl has changed."""
-        metrics = store.path / "metrics.jsonl"
-        stamp = metrics.stat().st_mtime_ns if metrics.exists() else 0
-        cached = self._loaded.get(store.path)
-        if cached is None or cached[0] != stamp:
-            cached = (stamp, store.load_reports())
-            self._loaded[store.path] = cached
-        return cached[1]
 
     def curve_count(self) -> int:
         """How many runs the Top-1 plot overlays."""
@@ -401,7 +471,7 @@ class ComparePanel(QWidget):
     def _draw_curves(self, reports: dict) -> None:
         for plot in (self.top1_plot, self.ece_plot):
             plot.clear()
-        self.top1_plot.legend.clear()
+        names = []
         for i, (name, runs) in enumerate(reports.items()):
             epochs = [r.epoch for r in runs]
             pen = pg.mkPen(class_color(i), width=2)
@@ -409,18 +479,39 @@ class ComparePanel(QWidget):
                                 symbol="o", symbolSize=5, symbolBrush=class_color(i))
             self.ece_plot.plot(epochs, [r.ece for r in runs], pen=pen, symbol="o",
                                symbolSize=5, symbolBrush=class_color(i))
+            names.append(f'<span style="color:{class_color(i).name()}">━━</span>&nbsp;'
+                         f"{html.escape(name)}")
+        self.legend.setText(" &nbsp; ".join(names))
 
     def _draw_reliability(self, reports: dict) -> None:
-        for panel in self.reliability_panels:
-            self.reliability_layout.removeWidget(panel)
-            panel.deleteLater()
-        self.reliability_panels = []
-        for name, runs in list(reports.items())[:MAX_RELIABILITY]:
-            panel = ReliabilityPanel()
-            panel.diagram.setTitle(name, size="10pt")
-            panel.show_report(runs[-1])
-            self.reliability_layout.addWidget(panel)
-            self.reliability_panels.append(panel)
+        """Each run's bins (accuracy at the bin's mean confidence) over the dashed
+        diagonal, and its confidence histogram as a share of its images, in its colour."""
+        for plot in (self.diagram, self.shares):
+            plot.clear()
+        self.diagram.plot([0, 1], [0, 1], pen=pg.mkPen("#444", width=1.5,
+                                                        style=Qt.PenStyle.DashLine))
+        names, top = [], 0.0
+        for i, (name, runs) in enumerate(reports.items()):
+            final = runs[-1]
+            counts = np.asarray(final.reliability_counts, dtype=float)
+            filled = counts > 0
+            colour = class_color(i)
+            self.diagram.plot(np.asarray(final.reliability_confidence)[filled],
+                              np.asarray(final.reliability_accuracy)[filled],
+                              pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
+                              symbolBrush=colour, name=name)
+            share = counts / max(counts.sum(), 1.0)
+            top = max(top, float(share.max(initial=0.0)))
+            edges = np.linspace(0.0, 1.0, len(counts) + 1)
+            self.shares.plot(edges, share, stepMode="center", pen=pg.mkPen(colour, width=2))
+            names.append(f'<span style="color:{colour.name()}">━━</span>&nbsp;'
+                         f"{html.escape(name)} (epoch {final.epoch}, ECE {final.ece:.4f})")
+        self.shares.setYRange(0, max(top, 0.01) * 1.05, padding=0)
+        self.reliability_legend.setText(" &nbsp; ".join(names))
+
+    def reliability_count(self) -> int:
+        """How many runs the reliability diagram overlays (tests)."""
+        return len(self.diagram.listDataItems()) - 1  # less the diagonal
 
     @staticmethod
     def _fill(table: QTableWidget, rows: list[str], cells: list[list[str]],
@@ -441,23 +532,23 @@ class ComparePanel(QWidget):
                     item.setBackground(QBrush(QColor("#d8f0d8")))
                 table.setItem(row, col, item)
 
-    def _fill_metrics(self, reports: dict, stores: list[RunStore]) -> None:
+    def _fill_metrics(self, reports: dict, chosen: list[RunListing]) -> None:
+        """Every tie for the best value is highlighted, not only the first."""
         names = list(reports)
         finals = [reports[n][-1] for n in names]
         best_run = study.best_runs(finals)
         keys = [key for key, _, _ in study.METRICS]
         self._fill(self.metrics, names,
                    [[metric_text(key, getattr(f, key)) for key in keys] for f in finals],
-                   [[best_run[key] == i for key in keys] for i in range(len(finals))])
-        chosen = [s for s in stores if s.path.name in reports]
+                   [[i in best_run[key] for key in keys] for i in range(len(finals))])
         histories: study.Histories = {}
-        for store in chosen:
-            histories.setdefault(store.config().loss, []).append(reports[store.path.name])
+        for listing in chosen:
+            histories.setdefault(listing.config.loss, []).append(reports[listing.path.name])
         summary = study.summarise(study.finals_of(histories))
         self._fill(self.by_loss, [f"{LOSS_LABELS[r.loss]} ({r.runs})" for r in summary.rows],
                    [[metric_text(k, r.mean[k], r.std[k] if r.runs > 1 else None) for k in keys]
                     for r in summary.rows],
-                   [[summary.best.get(k) == r.loss for k in keys] for r in summary.rows])
+                   [[summary.is_best(k, r.loss) for k in keys] for r in summary.rows])
 
     def _new_comparison(self) -> None:
         dialog = NewComparisonDialog(self)
@@ -497,11 +588,18 @@ def metric_text(key: str, value: float, sd: float | None = None) -> str:
     return text
 
 
-def settings_that_differ(stores) -> list[str]:
-    """What differs between the runs' settings that their numbers depend on."""
-    configs = [s.config() for s in stores]
+def settings_that_differ(configs) -> list[str]:
+    """What differs between the runs' settings (as training used them: the image size's
+    default filled in) that their numbers depend on."""
     found: list[str] = []
     for field, label in COMPARABLE:
-        if len({getattr(c, field) for c in configs}) > 1 and label not in found:
+        if len({c.effective(field) for c in configs}) > 1 and label not in found:
             found.append(label)
     return found
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

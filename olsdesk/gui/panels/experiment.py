@@ -25,7 +25,7 @@ from olsdesk.core.data.sources import DEMO, Dataset, data_kind, dataset_key, ope
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import accelerators, device_menu_label
 from olsdesk.core.state import AppState
-from olsdesk.gui.settings_form import SettingsForm, form_fields
+from olsdesk.gui.settings_form import SettingsForm, form_fields, narrow
 from olsdesk.gui.widgets import DatasetPreview, DialogFolders, read_thumbnails
 from olsdesk.gui.workers import Worker, start_worker
 
@@ -107,6 +107,7 @@ class ExperimentPanel(QWidget):
         self.data_kind = QComboBox()
         for key, label in DATA_KIND_LABELS:
             self.data_kind.addItem(label, key)
+        narrow(self.data_kind)
         self.data_kind.activated.connect(self._data_kind_chosen)
         self.data_kind.setCurrentIndex(self.data_kind.findData(
             data_kind(self.data_path, self.split_csv)))
