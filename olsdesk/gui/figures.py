@@ -162,15 +162,21 @@ def export_plot(graphics: pg.GraphicsLayoutWidget, base: str | Path,
     from PySide6.QtSvg import QSvgGenerator
 
     base = Path(base)
-    shown = [item for item in hidden if item.isVisible()]
+    scene = graphics.scene()
+    # the auto-range "A" buttons a hover leaves showing are controls, not the figure
+    buttons = [item for item in scene.items() if isinstance(item, pg.ButtonItem)]
+    shown = [item for item in [*hidden, *buttons] if item.isVisible()]
+    exporting = []
     for item in shown:
         item.hide()
     try:
-        scene = graphics.scene()
         rect = graphics.viewRect()  # what the panel shows of its scene
         target = QRectF(0, 0, rect.width(), rect.height())
         svg = QSvgGenerator()
         svg.setFileName(str(base.with_suffix(".svg")))
+        # the screen's resolution: at the generator's default 72 dpi every font (in
+        # points) is drawn at 3/4 of its size on screen, under a matrix(0.75, ...)
+        svg.setResolution(graphics.logicalDpiX())
         svg.setSize(rect.size().toSize())
         svg.setViewBox(target)
         svg.setTitle(base.stem)
@@ -178,6 +184,11 @@ def export_plot(graphics: pg.GraphicsLayoutWidget, base: str | Path,
         image = QImage(max(1, round(rect.width() * scale)),
                        max(1, round(rect.height() * scale)), QImage.Format.Format_RGB32)
         image.setDevicePixelRatio(scale)
+        # export mode: scatter symbols drawn as shapes, not pasted from their pixmap
+        # atlas (which an SVG holds as garbled little images)
+        exporting = [item for item in scene.items() if hasattr(item, "setExportMode")]
+        for item in exporting:
+            item.setExportMode(True, {"antialias": True})
         with uncached(scene):  # text as text, drawn at the figure's scale
             for device in (svg, image):
                 painter = QPainter(device)
@@ -188,6 +199,8 @@ def export_plot(graphics: pg.GraphicsLayoutWidget, base: str | Path,
                 painter.end()
         image.save(str(base.with_suffix(".png")))
     finally:
+        for item in exporting:
+            item.setExportMode(False)
         for item in shown:
             item.show()
     return [base.with_suffix(".svg"), base.with_suffix(".png")]

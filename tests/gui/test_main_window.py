@@ -180,8 +180,15 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
                   PLOTS[0][2], curves.hover_labels[0])
     hover_text = curves.hover_labels[0].textItem.toPlainText()
     assert curves.hover_labels[0].isVisible() and hover_text.startswith("epoch 2")
+    plot.autoBtn.show()  # what a hover leaves on a plot: a control, not the figure
     written = other.export(tmp_path / "export")
     out = tmp_path / "export"
+    assert plot.autoBtn.isVisible()
+    for name in ("curves", "embedding", "reliability"):
+        text = (out / f"{name}.svg").read_text()
+        # drawn at the screen's scale (not under matrix(0.75, ...)), markers as shapes
+        # (not the scatter's pixmap atlas, nor the "A" button, pasted as images)
+        assert "matrix(0.75," not in text and "<image" not in text, name
     names = sorted(p.name for p in written)
     assert names == sorted(["curves.png", "curves.svg", "embedding.png", "embedding.svg",
                             "reliability.png", "reliability.svg", "soft_labels.png",
