@@ -1,7 +1,7 @@
 """Make the README's screenshots: the real window after a few demo epochs, one per panel.
 
 Run under a virtual display:  xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python
-tools/screenshots.py [--epochs 8] [--out docs/images]
+tools/screenshots.py [--epochs 8] [--out docs/images] [--size 1024x700]
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--out", default="docs/images")
+    parser.add_argument("--size", default="1400x880", help="the window's size, WxH")
     args = parser.parse_args()
     app = QApplication(sys.argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         window = isolated_window(tmp, args.epochs)
-        window.resize(1400, 880)
+        window.resize(*(int(v) for v in args.size.split("x")))
         window.show()
         wait_for(app, lambda: window.experiment.dataset is not None)
         window.experiment.train_button.click()

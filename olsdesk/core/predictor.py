@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from olsdesk.core.calibration import apply_temperature
-from olsdesk.core.data.images import ImageReadError, describe_source
+from olsdesk.core.data.images import ImageReadError, source_frame
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device
 from olsdesk.core.models import build_model
@@ -40,7 +41,14 @@ class Prediction:
     calibrated_probabilities: np.ndarray | None = field(default=None, repr=False)
     error: str | None = None
     thumbnail: np.ndarray | None = field(default=None, repr=False, compare=False)  # uint8
-    note: str = ""  # what part of the file was used, e.g. "frame 61 of 120"
+    frame: tuple[int, int] | None = None  # (frame, frames) of a multi-frame file used
+    checkpoint: str = ""  # the checkpoint that made the prediction
+    epoch: int | None = None  # that checkpoint's epoch
+
+    @property
+    def note(self) -> str:
+        """What part of the file was used, e.g. "frame 61 of 120" ("" for all of it)."""
+        return f"frame {self.frame[0]} of {self.frame[1]}" if self.frame else ""
 
     @property
     def ok(self) -> bool:
@@ -65,9 +73,10 @@ class Prediction:
         return float(-(p * np.log(p)).sum())
 
     def to_dict(self) -> dict:
-        out = {"path": printable(self.path), "error": self.error}
-        if self.note:
-            out["note"] = self.note
+        out = {"path": printable(self.path), "error": self.error,
+               "checkpoint": printable(self.checkpoint), "epoch": self.epoch,
+               "frame": self.frame[0] if self.frame else None,
+               "frames": self.frame[1] if self.frame else None}
         if self.ok:
             order = np.argsort(-self.probabilities)[: len(self.top_classes)]
             out.update(top_classes=list(self.top_classes),
@@ -79,15 +88,22 @@ class Prediction:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and every non-hidden file inside given folders (sorted)."""
+    """Files as given, and every non-hidden file inside given folders (sorted); each file
+    once, however often it is named (a folder and a file inside it, dropped together)."""
     out: list[Path] = []
+    seen: set[Path] = set()
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            out.extend(sorted(p for p in path.rglob("*") if p.is_file() and
-                              not any(part.startswith(".") for part in p.relative_to(path).parts)))
+            found = sorted(p for p in path.rglob("*") if p.is_file() and
+                           not any(part.startswith(".") for part in p.relative_to(path).parts))
         else:
-            out.append(path)
+            found = [path]
+        for file in found:
+            key = Path(os.path.abspath(file))
+            if key not in seen:
+                seen.add(key)
+                out.append(file)
     return out
 
 
@@ -148,7 +164,8 @@ class Predictor:
         whatever it is, is that file's ``error``; the others go on. With ``thumbnails``
         each prediction keeps a small preview of its image (never the decoded image)."""
         files = expand_paths(paths)
-        pending: list[Prediction | tuple[Path, np.ndarray | None, torch.Tensor, str]] = []
+        pending: list[Prediction | tuple[Path, np.ndarray | None, torch.Tensor,
+                                 tuple[int, int] | None]] = []
 
         def flush() -> Iterator[Prediction]:
             tensors = [item[2] for item in pending if not isinstance(item, Prediction)]
@@ -161,8 +178,8 @@ class Predictor:
                 if isinstance(item, Prediction):
                     yield item
                 else:
-                    file, thumb, _, note = item
-                    yield self._prediction(file, next(logits), top_k, thumb, note)
+                    file, thumb, _, frame = item
+                    yield self._prediction(file, next(logits), top_k, thumb, frame)
             pending.clear()
 
         for i, file in enumerate(files):
@@ -171,13 +188,14 @@ class Predictor:
             try:  # the per-file firewall
                 image, tensor = self.preprocessing.prepare(
                     lambda file=file: self.preprocessing.read(file), str(file))
-                note = describe_source(file)
+                frame = source_frame(file)
             except ImageReadError as exc:
                 if getattr(exc, "detail", ""):
                     log.warning("predicting %s failed:\n%s", printable(str(file)), exc.detail)
-                pending.append(Prediction(str(file), error=str(exc)))
+                pending.append(Prediction(str(file), error=str(exc), checkpoint=self.source,
+                                          epoch=self.epoch))
             else:
-                pending.append((file, thumbnail(image) if thumbnails else None, tensor, note))
+                pending.append((file, thumbnail(image) if thumbnails else None, tensor, frame))
             if len(pending) >= batch_size:
                 yield from flush()
             if progress is not None:
@@ -185,13 +203,13 @@ class Predictor:
         yield from flush()
 
     def _prediction(self, file: Path, logits: np.ndarray, top_k: int,
-                    thumb: np.ndarray | None, note: str) -> Prediction:
+                    thumb: np.ndarray | None, frame: tuple[int, int] | None) -> Prediction:
         probs = apply_temperature(logits[None], 1.0)[0]
         calibrated = apply_temperature(logits[None], self.temperature)[0]
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
         return Prediction(str(file), tuple(self.class_names[i] for i in order),
                           tuple(float(probs[i]) for i in order), probs, calibrated, None, thumb,
-                          note)
+                          frame, self.source, self.epoch)
 
 
 def thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:
@@ -204,21 +222,25 @@ def thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:
 
 def write_predictions_csv(predictions: Iterable[Prediction], path: str | Path,
                           low_confidence_below: float = 0.5) -> Path:
-    """One row a file: top-1, raw and calibrated confidence, entropy, the low-confidence
-    mark, the top-k with probabilities, or the error sentence."""
+    """One row a file: the frame used (multi-frame files), top-1, raw and calibrated
+    confidence, entropy, the low-confidence mark, the top-k with probabilities, or the
+    error sentence; and the checkpoint (and its epoch) that made the prediction."""
     path = Path(path)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "top1", "confidence", "calibrated_confidence", "entropy",
-                         "low_confidence", "top5", "error"])
+        writer.writerow(["path", "frame", "frames", "top1", "confidence",
+                         "calibrated_confidence", "entropy", "low_confidence", "top5", "error",
+                         "checkpoint", "epoch"])
         for p in predictions:
+            frame = [p.frame[0], p.frame[1]] if p.frame else ["", ""]
+            made_by = [p.checkpoint, "" if p.epoch is None else p.epoch]
             if p.ok:
-                writer.writerow([p.path, p.top_classes[0], f"{p.confidence:.6f}",
+                writer.writerow([p.path, *frame, p.top_classes[0], f"{p.confidence:.6f}",
                                  f"{p.calibrated_confidence:.6f}", f"{p.entropy:.6f}",
                                  p.confidence < low_confidence_below,
                                  "|".join(f"{c}:{v:.4f}" for c, v in
                                           zip(p.top_classes, p.top_probabilities, strict=True)),
-                                 ""])
+                                 "", *made_by])
             else:
-                writer.writerow([p.path, "", "", "", "", "", "", p.error])
+                writer.writerow([p.path, *frame, "", "", "", "", "", "", p.error, *made_by])
     return path

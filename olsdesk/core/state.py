@@ -154,6 +154,7 @@ class AppState:
         if current is None or of != current or not current.describes(evaluation):
             return False
         self._set("evaluation", evaluation)
+        self.select_images()  # the pick was of the rows of another evaluation
         return True
 
     @property
@@ -169,3 +170,11 @@ class AppState:
 
     def select_epoch(self, position: int) -> None:
         self.select(replace(self.selection, epoch=position))
+
+    def select_images(self, cell: tuple[int, int] | None = None,
+                      class_index: int | None = None,
+                      confidence_bin: int | None = None) -> None:
+        """Pick the evaluation's test images to look at: a confusion cell, a class's
+        mistakes or a confidence bin (one of them; none clears the pick)."""
+        self.select(replace(self.selection, cell=cell, class_index=class_index,
+                            confidence_bin=confidence_bin))

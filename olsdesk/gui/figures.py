@@ -130,19 +130,11 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
     panel = SoftLabelsPanel()
-    panel.scale_choice.setCurrentIndex(panel.scale_choice.findData("full"))
     panel.hide_controls()
     panel.set_classes(ev.class_names)
     panel.show_matrix(rates, f"Confusion matrix on {len(ev.labels)} test images: counts, "
                       "coloured by the share of the true class's images", "predicted class",
-                      "share of the row")
-    if len(ev.class_names) <= 24:  # counts are legible up to about this many classes
-        for (row, col), count in np.ndenumerate(counts):
-            if count:
-                text = pg.TextItem(str(count), anchor=(0.5, 0.5),
-                                   color="k" if rates[row, col] > 0.6 else "w")
-                text.setPos(col + 0.5, row + 0.5)
-                panel.plot.addItem(text)
+                      "share of the row", values=counts, value_format="{:d}")
     written.append(_save(panel, out / "confusion_matrix.png", (1000, 800)))
     return written
 

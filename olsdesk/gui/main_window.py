@@ -442,9 +442,9 @@ class MainWindow(QMainWindow):
                                  f"{plural(len(self.reports), 'epoch')} "
                                  f"({self.session.run_store.status}).")
 
-    def _browser_for(self, what: str):
-        """The Evaluate tab's error browser, shown, when the checkpoint on show has been
-        evaluated; else None, and the status says how to see ``what``."""
+    def _evaluated(self, what: str):
+        """The evaluation of the checkpoint on show (and the Evaluate tab shown, where
+        its test images are browsed); else None, and the status says how to see ``what``."""
         ev = self.state.evaluation  # always of the checkpoint in use
         names = self.session.info.class_names if self.session.info else ()
         if ev is None or tuple(ev.class_names) != tuple(names):
@@ -453,24 +453,22 @@ class MainWindow(QMainWindow):
                 "images are what a click here opens).")
             return None
         self.tabs.setCurrentWidget(self.evaluation)
-        return self.evaluation.browser
+        return ev
 
     def _heatmap_cell_clicked(self, true: int, column: int) -> None:
-        """A heatmap cell opens its test images (true class, predicted as the column's
-        class) in the Evaluate tab's browser, once this model has been evaluated."""
+        """A heatmap cell picks its test images (true class, predicted as the column's
+        class), shown in the Evaluate tab, once this model has been evaluated."""
         names = self.session.info.class_names
-        browser = self._browser_for(f"the images behind {names[true]} → {names[column]}")
-        if browser is not None:
-            browser.show_cell(true, column)
+        if self._evaluated(f"the images behind {names[true]} → {names[column]}"):
+            self.state.select_images(cell=(true, column))
 
     def _reliability_bin_clicked(self, b: int, bins: int) -> None:
-        """A bin of the reliability diagram or the confidence histogram opens the test
+        """A bin of the reliability diagram or the confidence histogram picks the test
         images whose top-class confidence falls in it, once this model is evaluated."""
-        browser = self._browser_for(f"the images of confidence {b / bins:.2f}–"
-                                    f"{(b + 1) / bins:.2f}")
-        if browser is not None:
-            n = browser.evaluation.n_bins  # the run's bins, unless the setting differs
-            browser.show_confidence_bin(min(int((b + 0.5) / bins * n), n - 1))
+        ev = self._evaluated(f"the images of confidence {b / bins:.2f}–{(b + 1) / bins:.2f}")
+        if ev is not None:
+            n = ev.n_bins  # the run's bins, unless the setting differs
+            self.state.select_images(confidence_bin=min(int((b + 0.5) / bins * n), n - 1))
 
     def _embedding_point_clicked(self, index: int) -> None:
         """Validation image ``index`` of the shown run, predicted in Predict (with

@@ -201,7 +201,7 @@ class DatasetPreview(QWidget):
         self._clear_thumbs()
         for shown, (name, image) in enumerate(thumbnails):
             thumb = QLabel()
-            thumb.setPixmap(array_pixmap(image))
+            thumb.setPixmap(array_pixmap(image, 48))  # four fit the column at 1024 px
             thumb.setToolTip(name)
             self.thumbs.addWidget(thumb, shown // 4, shown % 4)
 

@@ -171,3 +171,26 @@ def test_a_checkpoint_is_validated_before_anything_is_allocated(tmp_path, checkp
     assert bomb.stat().st_size < 5 * 1024**2
     with pytest.raises(PredictorError, match="would unpack to 1.0 GB"):
         Predictor.from_checkpoint(bomb)
+
+
+def test_csv_and_json_name_the_frame_and_the_checkpoint(checkpoint, predictor, tmp_path,
+                                                         capsys):
+    import csv
+
+    from olsdesk.core.predictor import write_predictions_csv
+    from tests.core.test_real_files import real
+
+    multi, single = real("SC_rgb_2frame.dcm"), real("SC_rgb.dcm")
+    found = predictor.predict([multi, single, tmp_path / "missing.png"])
+    assert [p.frame for p in found] == [(2, 2), None, None]
+    assert found[0].note == "frame 2 of 2"
+    out = write_predictions_csv(found, tmp_path / "p.csv")
+    rows = list(csv.DictReader(open(out)))
+    assert [(r["frame"], r["frames"]) for r in rows] == [("2", "2"), ("", ""), ("", "")]
+    epoch = str(torch.load(checkpoint, weights_only=True)["epoch"])
+    assert {(r["checkpoint"], r["epoch"]) for r in rows} == {(str(checkpoint), epoch)}
+    assert main(["predict", "--checkpoint", str(checkpoint), str(multi), "--json",
+                 "--device", "cpu"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert (row["frame"], row["frames"], row["checkpoint"]) == (2, 2, str(checkpoint))
+    assert row["epoch"] == int(epoch)

@@ -59,6 +59,51 @@ def test_curves_span_the_whole_run_from_its_first_epoch(qtbot):
     assert y_lo < 0.51 and 0.53 < y_hi
 
 
+def test_no_colour_scale_hides_a_matrix_structure(qtbot):
+    """A label-smoothing target (every off-diagonal value equal), OLS's first epoch and a
+    confusion matrix of 0.05 / 0.9 / 1.0: on every scale the diagonal and the rest get
+    different colours, the bar says which scale, and its ticks are distinct values."""
+    from olsdesk.gui.panels.soft_labels import SCALES, SoftLabelsPanel
+
+    panel = SoftLabelsPanel()
+    qtbot.addWidget(panel)
+    panel.set_classes([f"c{i}" for i in range(12)])
+    eps = 0.1
+    smoothing = np.full((12, 12), eps / 12) + np.eye(12) * (1 - eps)
+    confusion = np.zeros((12, 12))
+    np.fill_diagonal(confusion, 1.0)
+    confusion[0, :2] = (0.9, 0.05)
+    confusion[0, 2] = 0.05
+
+    def colours(matrix):
+        drawn = panel.image.image
+        lo, hi = panel.image.levels
+        return np.clip((drawn - lo) / (hi - lo), 0, 1), matrix
+
+    for key, _ in SCALES:
+        panel.scale_choice.setCurrentIndex(panel.scale_choice.findData(key))
+        panel.show_matrix(smoothing, "LS target", "soft label")
+        levels, _ = colours(smoothing)
+        off = levels[~np.eye(12, dtype=bool)]
+        if key == "off_diagonal":  # the diagonal is left blank, said on the bar
+            assert np.isnan(np.diag(levels)).all()
+            assert "every off-diagonal value is 0.0083" in panel.colorbar.getAxis("left").labelText
+        else:
+            assert np.diag(levels).min() - off.max() > 0.5, key
+        ticks = [label for _, label in panel.colorbar.axis._tickLevels[0]]
+        assert len(set(ticks)) == len(ticks), (key, ticks)
+        if key == "log":  # the bar reads in probabilities, not in exponents
+            assert ticks == ["0.001", "0.01", "0.1", "1"]
+    panel.scale_choice.setCurrentIndex(panel.scale_choice.findData("log"))
+    panel.show_matrix(confusion, "confusion", "predicted", values=confusion)
+    levels, _ = colours(confusion)
+    assert levels[0, 1] < 0.7 < levels[0, 0]  # 0.05 and 0.9 apart
+    assert "log scale" in panel.colorbar.getAxis("left").labelText
+    # the cells carry their values: 1.00 and 0.90 read apart although close in colour
+    assert panel.cell_values()[(0, 0)] == "0.90" and panel.cell_values()[(1, 1)] == "1.00"
+    assert (0, 5) not in panel.cell_values()  # zeros stay blank
+
+
 def test_counts_read_as_words():
     assert plural(1, "epoch") == "1 epoch" and plural(2, "epoch") == "2 epochs"
     assert _range_text(200, 200) == "200" and _range_text(150, 210) == "150–210"
@@ -104,7 +149,7 @@ def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):
     panel.show_report(Report())
     lines = [i for i in panel.group_items if isinstance(i, pg.InfiniteLine)]
     assert sorted({i.value() for i in lines}) == [2, 3]  # CT | MR | US
-    assert panel.colour_levels == (0.0, 0.05)  # off-diagonal range by default
+    assert panel.colour_levels == pytest.approx((0.001, 1.0))  # log scale by default
     panel.hover.setText(panel.readout(0, 1))
     assert panel.hover.text().startswith("true CT/lung/normal")
     panel.graphics.leaveEvent(QEvent(QEvent.Type.Leave))

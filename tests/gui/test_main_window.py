@@ -40,9 +40,11 @@ def test_training_through_the_window_fills_every_panel(qtbot, window):
     np.testing.assert_allclose(panel.shown_matrix(), reports[0].soft_labels)  # uniform start
     panel.matrix_choice.setCurrentIndex(panel.matrix_choice.findData("mean_prediction"))
     np.testing.assert_allclose(panel.shown_matrix(), np.nan_to_num(reports[0].mean_prediction))
-    # the default scale spans the off-diagonal values (what OLS learns), the other 0-1
+    # the default scale is logarithmic, 0.001 to 1; the others 0-1 and the off-diagonal
     matrix = np.nan_to_num(reports[0].mean_prediction)
     off_diagonal = matrix[~np.eye(12, dtype=bool)].max()
+    assert panel.colour_levels == pytest.approx((0.001, 1.0))
+    panel.scale_choice.setCurrentIndex(panel.scale_choice.findData("off_diagonal"))
     assert panel.colour_levels == pytest.approx((0.0, off_diagonal))
     panel.scale_choice.setCurrentIndex(panel.scale_choice.findData("full"))
     assert panel.colour_levels == (0.0, 1.0)

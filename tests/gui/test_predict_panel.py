@@ -82,10 +82,28 @@ def test_drop_on_the_window_predicts_good_files_and_explains_bad_ones(qtbot, win
 def test_a_folder_dropped_on_the_panel_itself(qtbot, window, tmp_path):
     assert train(qtbot, window) == "finished"
     panel = window.predict
+    files = sorted(SAMPLES.iterdir())
     with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
-        drop(panel, [SAMPLES])
-    assert panel.table.rowCount() == len(list(SAMPLES.iterdir()))
+        drop(panel, [SAMPLES, files[0]])  # a folder and a file inside it: one row a file
+    assert panel.table.rowCount() == len(files)
     assert all(p.ok for p in panel.predictions)
+    # whole names: the file column is as wide as the widest name
+    names = [panel.table.item(r, 0).text() for r in range(panel.table.rowCount())]
+    widest = max(panel.table.fontMetrics().horizontalAdvance(n) for n in names)
+    assert panel.table.columnWidth(0) >= widest
+    # dropped again: nothing predicted twice; the status counts this drop and the list
+    with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
+        drop(panel, [files[1]])
+    assert panel.table.rowCount() == len(files)
+    assert panel.status.text().startswith("This drop: 0 predicted, 0 could not be read, "
+                                          "1 listed already")
+    assert f"The list: {len(files)} predicted, 0 unreadable" in panel.status.text()
+    # Clear leaves nothing of the files on screen
+    panel.table.selectRow(0)
+    assert not panel.preview.pixmap().isNull()
+    panel.clear()
+    assert panel.preview.pixmap().isNull() and panel.detail.text().strip() == ""
+    assert panel.table.rowCount() == 0 and not panel.bars_view.isVisible()
 
 
 def test_without_a_model_or_with_a_bad_checkpoint_a_sentence_and_nothing_lost(qtbot, window,

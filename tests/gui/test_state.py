@@ -43,8 +43,22 @@ def test_evaluate_a_then_open_or_train_b_shows_and_exports_nothing_of_a(
     evaluate(qtbot, window)
     panel = window.evaluation
     counts = panel.evaluation.confusion()
-    panel.browser.show_cell(*np.unravel_index(np.argmax(counts), counts.shape))
+    cell = tuple(int(i) for i in np.unravel_index(np.argmax(counts), counts.shape))
+    panel.browser.show_cell(*cell)
     assert panel.per_class.rowCount() == 12 and panel.browser.grid.count() > 0
+    assert window.state.selection.cell == cell  # the pick is the state's, as indices
+    # a click on a class in the table picks its mistakes instead
+    panel.per_class.cellClicked.emit(0, 0)
+    row_class = panel.per_class.item(0, 0).data(Qt.ItemDataRole.UserRole)
+    assert window.state.selection.cell is None
+    assert window.state.selection.class_index == row_class
+    assert "misclassified" in panel.browser.title.text()
+    qtbot.waitUntil(lambda: not panel.browser.busy, timeout=60_000)
+    # evaluated again: the pick was of the old rows; no title of it stays over an empty grid
+    evaluate(qtbot, window)
+    assert window.state.selection.class_index is None and panel.browser.grid.count() == 0
+    assert panel.browser.title.text().startswith("Click a confusion-matrix cell")
+    panel.browser.show_cell(*cell)
     assert any(name.startswith("test/") for name in exported(window, tmp_path / "a"))
     report_a = (tmp_path / "a" / "report.md").read_text()
     assert "## Test split" in report_a and "| Top-1 |" in report_a.split("## Test split")[1]

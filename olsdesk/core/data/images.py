@@ -226,20 +226,27 @@ def _frame_count(ds) -> int:
         return 1
 
 
-def describe_source(path: str | Path) -> str:
-    """What part of the file the model sees, when that is not all of it: "frame 61 of
-    120" for a multi-frame DICOM (header only is read); "" otherwise."""
+def source_frame(path: str | Path) -> tuple[int, int] | None:
+    """(frame, frames) when the model sees one frame of several: the middle frame of a
+    multi-frame DICOM, counted from 1 (header only is read); None otherwise."""
     path = Path(path)
     if not is_dicom(path):
-        return ""
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = _pydicom().dcmread(path, stop_before_pixels=True, force=True)
     except Exception:  # noqa: BLE001 - only a note; reading reports real problems
-        return ""
+        return None
     frames = _frame_count(ds)
-    return f"frame {frames // 2 + 1} of {frames}" if frames > 1 else ""
+    return (frames // 2 + 1, frames) if frames > 1 else None
+
+
+def describe_source(path: str | Path) -> str:
+    """What part of the file the model sees, when that is not all of it: "frame 61 of
+    120" for a multi-frame DICOM; "" otherwise."""
+    frame = source_frame(path)
+    return f"frame {frame[0]} of {frame[1]}" if frame else ""
 
 
 def _read_dicom(path: Path) -> np.ndarray:

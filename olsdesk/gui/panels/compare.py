@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -93,6 +94,8 @@ class ComparePanel(QWidget):
         self._again = {"list": False, "read": False}  # asked for while one ran
         self._select_after: list[Path] | None = None
         self.where = QLabel("")
+        # a long runs folder takes the room left, never widens the window (1024 px)
+        self.where.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh)
         new = QPushButton("New comparison…")

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QListWidgetItem,
+    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -29,6 +30,7 @@ from PySide6.QtWidgets import (
 
 from olsdesk.core.evaluation import Evaluation, reliability_tables
 from olsdesk.core.saliency import Explained, iter_explain
+from olsdesk.core.state import AppState, Selection
 from olsdesk.gui.panels.common import array_pixmap
 from olsdesk.gui.workers import Worker, in_chunks, start_worker
 
@@ -36,11 +38,18 @@ MAX_IMAGES = 120  # thumbnails a selection shows (its most confident first)
 THUMB = 112
 
 
-class ErrorBrowser(QWidget):
-    """Thumbnails of chosen evaluation rows, with Grad-CAM of the predicted class."""
+HINT = ("Click a confusion-matrix cell, or a class in the table, to see its test images "
+        "here.")
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+
+class ErrorBrowser(QWidget):
+    """Thumbnails of chosen evaluation rows, with Grad-CAM of the predicted class: a view
+    of ``state.selection``'s pick of test images (a cell, a class's mistakes or a
+    confidence bin), which a click anywhere in the window sets."""
+
+    def __init__(self, state: AppState | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.state = state or AppState()
         self.evaluation: Evaluation | None = None
         self.predictor = None  # loaded in the worker for the evaluation's checkpoint
         self.selection: dict = {}
@@ -49,8 +58,7 @@ class ErrorBrowser(QWidget):
         self._worker: Worker | None = None
         self._stop = threading.Event()
 
-        self.title = QLabel("Click a confusion-matrix cell, or a class in the table, to see "
-                            "its test images here.")
+        self.title = QLabel(HINT)
         self.title.setWordWrap(True)
         self.order = QComboBox()
         self.order.addItem("most confident first", True)
@@ -83,7 +91,9 @@ class ErrorBrowser(QWidget):
         self.grid.currentItemChanged.connect(self._show_current)
         self.large = QLabel()
         self.large.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.large.setMinimumSize(200, 200)
+        self.large.setMinimumSize(140, 140)
+        # the picture follows the room it has: never drawn over the text below it
+        self.large.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.detail = QLabel(" ")
         self.detail.setWordWrap(True)
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -102,6 +112,7 @@ class ErrorBrowser(QWidget):
         layout.addLayout(top)
         layout.addWidget(splitter, 1)
         layout.addWidget(self.status)
+        self.state.events.selection.connect(self._selection_changed)
 
     # --- what to show ------------------------------------------------------------------
     def set_evaluation(self, evaluation: Evaluation | None) -> None:
@@ -118,42 +129,62 @@ class ErrorBrowser(QWidget):
                     self.bins.addItem(f"{bins.edges[b]:.2f}–{bins.edges[b + 1]:.2f}: "
                                       f"{bins.counts[b]} images, {bins.accuracy[b]:.0%} right",
                                       b)
+        self._show_nothing()
+
+    def _show_nothing(self) -> None:
+        """No pick: the hint, an empty grid (no title of an earlier pick over it)."""
+        self.cancel()
         self.selection = {}
         self.rows = np.zeros(0, dtype=int)
+        self.title.setText(HINT)
         self.grid.clear()
         self.explained.clear()
         self.large.clear()
         self.detail.setText(" ")
         self.status.setText(" ")
 
+    # the picks: each sets the state's selection, which the browser then shows
     def show_cell(self, true: int, predicted: int) -> None:
-        ev = self.evaluation
-        if ev is None:
-            return
-        names = ev.class_names
-        what = ("correctly classified" if true == predicted
-                else f"predicted {names[predicted]}")
-        self._select(f"True {names[true]}, {what}", true=true, predicted=predicted)
+        self.state.select_images(cell=(true, predicted))
 
     def show_class_mistakes(self, true: int) -> None:
-        if self.evaluation is not None:
-            self._select(f"True {self.evaluation.class_names[true]}, misclassified",
-                         true=true, wrong=True)
+        self.state.select_images(class_index=true)
 
-    def show_confidence_bin(self, b: int, scaled: bool = False) -> None:
+    def show_confidence_bin(self, b: int) -> None:
         """Bin ``b`` of the reliability diagram (top-class confidence in (lower, upper])."""
-        n = self.evaluation.n_bins
-        which = "calibrated " if scaled else ""
-        self._select(f"Top-class {which}confidence {b / n:.2f}–{(b + 1) / n:.2f}",
-                     confidence_bin=b, scaled=scaled)
+        self.state.select_images(confidence_bin=b)
 
     def _bin_chosen(self, index: int) -> None:
         b = self.bins.itemData(index)
         if b is not None:
             self.show_confidence_bin(b)
 
-    def _select(self, title: str, **selection) -> None:
-        self.selection = {"title": title, **selection}
+    def _selection_changed(self, selection: Selection) -> None:
+        ev = self.evaluation
+        picked = (selection.cell, selection.class_index, selection.confidence_bin)
+        if ev is None or picked == (None, None, None):
+            if self.selection:
+                self._show_nothing()
+            return
+        if picked == self.selection.get("picked"):
+            return  # the epoch changed, not the pick
+        names = ev.class_names
+        if selection.cell is not None:
+            true, predicted = selection.cell
+            what = ("correctly classified" if true == predicted
+                    else f"predicted {names[predicted]}")
+            self._select(f"True {names[true]}, {what}", picked, true=true,
+                         predicted=predicted)
+        elif selection.class_index is not None:
+            self._select(f"True {names[selection.class_index]}, misclassified", picked,
+                         true=selection.class_index, wrong=True)
+        else:
+            b, n = selection.confidence_bin, ev.n_bins
+            self._select(f"Top-class confidence {b / n:.2f}–{(b + 1) / n:.2f}", picked,
+                         confidence_bin=b)
+
+    def _select(self, title: str, picked: tuple, **selection) -> None:
+        self.selection = {"title": title, "picked": picked, **selection}
         self._reselect()
 
     def _reselect(self) -> None:
@@ -161,6 +192,7 @@ class ErrorBrowser(QWidget):
         if ev is None or not selection:
             return
         title = selection.pop("title")
+        selection.pop("picked")
         self.cancel()
         rows = ev.rows(**selection, most_confident_first=self.order.currentData())
         self.rows = rows[:MAX_IMAGES]
@@ -265,7 +297,8 @@ class ErrorBrowser(QWidget):
         row = current.data(Qt.ItemDataRole.UserRole)
         explained = self.explained.get(row)
         if explained is not None and not explained.error:
-            self.large.setPixmap(array_pixmap(self._picture(explained), 260))
+            room = max(min(self.large.width(), self.large.height(), 260), 100)
+            self.large.setPixmap(array_pixmap(self._picture(explained), room))
         else:
             self.large.clear()
         text = self._describe(row).replace("\n", "<br>")

@@ -107,7 +107,7 @@ class EvaluationPanel(QWidget):
         confusion_layout.addWidget(self.confusion, 1)
 
         # the images behind a cell, a class or a reliability bin
-        self.browser = ErrorBrowser()
+        self.browser = ErrorBrowser(self.state)
         self.confusion.cell_clicked.connect(self.browser.show_cell)
         self.confusion.setToolTip("Click a cell to see its test images below")
         self.per_class.cellClicked.connect(self._class_clicked)
@@ -124,6 +124,8 @@ class EvaluationPanel(QWidget):
         whole.addWidget(splitter)
         whole.addWidget(self.browser)
         whole.setSizes([470, 330])
+        whole.setStretchFactor(0, 3)  # a short window keeps the numbers and the matrix
+        whole.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addWidget(self.status)
@@ -283,16 +285,15 @@ class EvaluationPanel(QWidget):
             return
         counts = ev.confusion()
         if self.confusion_choice.currentData() == "counts":
-            self.confusion.scale_choice.setCurrentIndex(
-                self.confusion.scale_choice.findData("full"))
             top = max(int(counts.max()), 1)
             self.confusion.show_matrix(counts / top, f"{len(ev.labels)} test images, counts",
-                                       "predicted class", f"count / {top}")
+                                       "predicted class", f"count / {top}", values=counts,
+                                       value_format="{:d}")
         else:
             with np.errstate(invalid="ignore", divide="ignore"):
                 rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
             self.confusion.show_matrix(rates, f"{len(ev.labels)} test images, rows sum to 1",
-                                       "predicted class", "share of the row")
+                                       "predicted class", "share of the row", values=rates)
 
     def _class_clicked(self, row: int, _column: int) -> None:
         item = self.per_class.item(row, 0)

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk.core.data.sources import FileSamples
-from olsdesk.core.predictor import Prediction, Predictor, write_predictions_csv
+from olsdesk.core.predictor import Prediction, Predictor, expand_paths, write_predictions_csv
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table, short_names
@@ -46,13 +46,17 @@ SAMPLES = resource("samples")
 
 
 def _predict(predictor: Predictor | None, checkpoint: str, paths: list[str],
-             cancel: threading.Event, progress):
-    """Load the checkpoint if needed, then yield the predictor and the predictions in
-    chunks as they are done (off the GUI thread; rows appear while a folder runs)."""
+             listed: frozenset[str], cancel: threading.Event, progress):
+    """Load the checkpoint if needed, then yield the predictor, how many of the files are
+    listed already (by this model: not predicted again) and the predictions in chunks as
+    they are done (off the GUI thread; rows appear while a folder runs)."""
     if predictor is None or predictor.source != checkpoint:
         predictor = Predictor.from_checkpoint(checkpoint)
     yield predictor
-    yield from in_chunks(predictor.iter_predict(paths, progress=progress, cancel=cancel,
+    files = expand_paths(paths)
+    new = [f for f in files if str(f) not in listed]
+    yield len(files) - len(new)
+    yield from in_chunks(predictor.iter_predict(new, progress=progress, cancel=cancel,
                                                 thumbnails=True), 32)
 
 
@@ -83,6 +87,8 @@ class PredictPanel(QWidget):
         self.queue: list[str] = []
         self._worker: Worker | None = None
         self._batch: list[Prediction] = []  # the predictions of the running drop
+        self._already = 0  # files of the running drop listed already by this model
+        self._name_width = 0  # the widest file name listed, in pixels
         self._cancel = threading.Event()
         self._progressed.connect(self._show_progress)
         self.folders = DialogFolders()  # where its file dialogs open (the window's)
@@ -123,7 +129,10 @@ class PredictPanel(QWidget):
         self.table = row_table(COLUMNS, single=True)
         # long names lose their middle, never their end: .dcm and .png stay apart
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)  # fit to names
+        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.table.setColumnWidth(0, 160)
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.drop_hint = QLabel("Drop images, DICOMs or folders anywhere on the window")
         self.drop_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -279,8 +288,10 @@ class PredictPanel(QWidget):
         self.cancel_button.show()
         self.status.setText("Predicting…")
         self._running_model = self.model_name
+        listed = frozenset(p.path for p, model in zip(self.predictions, self.models,
+                                                      strict=True) if model == self.model_name)
         self._worker = start_worker(
-            _predict, self.predictor, self.checkpoint, paths, self._cancel,
+            _predict, self.predictor, self.checkpoint, paths, listed, self._cancel,
             self._progressed.emit, yielded=self._arrived, returned=self._done,
             errored=self._failed,
             finished=self._worker_finished, stop=self._cancel.set)
@@ -298,17 +309,26 @@ class PredictPanel(QWidget):
     def _arrived(self, item) -> None:
         if isinstance(item, Predictor):
             self.predictor = item
-            self._batch = []
+            self._batch, self._already = [], 0
+            return
+        if isinstance(item, int):
+            self._already = item
             return
         self._batch.extend(item)
         self._add(item)
 
     def _done(self, _=None) -> None:
+        """What this drop did, and what the whole list holds now."""
         results = self._batch
         failed = sum(not r.ok for r in results)
         cancelled = " (cancelled)" if self._cancel.is_set() else ""
-        self.status.setText(f"{len(results) - failed} predicted, {failed} could not be read"
-                            f"{cancelled}; temperature T = {self.predictor.temperature:.2f}.")
+        already = f", {self._already} listed already" if self._already else ""
+        total = len(self.predictions)
+        unread = sum(not p.ok for p in self.predictions)
+        self.status.setText(
+            f"This drop: {len(results) - failed} predicted, {failed} could not be read"
+            f"{already}{cancelled}. The list: {total - unread} predicted, {unread} unreadable;"
+            f" T = {self.predictor.temperature:.2f}.")
         self.predictions_finished.emit(len(results))
 
     def _failed(self, message: str) -> None:
@@ -347,6 +367,7 @@ class PredictPanel(QWidget):
                     self.table.setItem(row, col, NumberItem(math.nan, "—"))
             self.table.setItem(row, 5, QTableWidgetItem(""))
         self.table.setSortingEnabled(True)
+        self._fit_names(results)
         self._refresh_notes()
         wanted = self._select_when_done
         if wanted is not None and any(r.path == wanted for r in results):
@@ -356,6 +377,17 @@ class PredictPanel(QWidget):
                 if self.predictions[index].path == wanted:
                     self.table.selectRow(row)
                     break
+
+    def _fit_names(self, results: list[Prediction]) -> None:
+        """The file column as wide as its widest name (up to half the table, or 280 px):
+        names are whole, or lose their middle only when very long."""
+        metrics = self.table.fontMetrics()
+        widest = max((metrics.horizontalAdvance(Path(r.path).name) for r in results),
+                     default=0)
+        if widest > self._name_width:
+            self._name_width = widest
+            limit = max(self.table.viewport().width() // 2, 280)
+            self.table.setColumnWidth(0, min(widest + 24, limit))
 
     def _refresh_notes(self) -> None:
         threshold = self.threshold.value()
@@ -483,6 +515,11 @@ class PredictPanel(QWidget):
         self.repredict_button.hide()
         self.bars_view.hide()
         self.table.setRowCount(0)
+        self._name_width = 0
+        self.preview.clear()  # nothing of a cleared file stays on screen
+        self.preview.setToolTip("")
+        self.detail.setText(" ")
+        self.status.setText("The list is empty.")
         self.drop_hint.show()
 
     def choose_export(self) -> None:

@@ -20,12 +20,17 @@ MATRICES = (
     ("soft_labels", "Soft labels the loss trained against"),
     ("mean_prediction", "Validation mean prediction"),
 )
-# colour scales: what OLS learns sits off the diagonal, at 0.01-0.15, which the full 0-1
-# scale paints one dark purple
+# colour scales. What OLS learns sits off the diagonal, at 0.01-0.15, which the full 0-1
+# scale paints one dark purple; the off-diagonal range alone paints a label-smoothing
+# target (every off-diagonal value equal) one colour. The log scale shows both the
+# diagonal and what lies off it, so it is the default; the bar says which scale is used.
 SCALES = (
-    ("off_diagonal", "off-diagonal range"),
+    ("log", "log scale"),
     ("full", "0 – 1"),
+    ("off_diagonal", "off-diagonal range"),
 )
+LOG_FLOOR = 1e-3  # the log scale's bottom: smaller values (and 0) take its colour
+MAX_VALUE_CELLS = 24  # classes up to which cells carry their value as text
 
 
 class SoftLabelsPanel(RedrawWhenShown, QWidget):
@@ -45,8 +50,10 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.scale_choice = QComboBox()
         for key, label in SCALES:
             self.scale_choice.addItem(label, key)
-        self.scale_choice.setToolTip("Colour scale: from 0 to the largest off-diagonal value "
-                                     "(the diagonal shows as the top colour), or the full 0-1")
+        self.scale_choice.setToolTip(
+            "Colour scale: logarithmic from 0.001 to 1 (the diagonal and what lies off it "
+            "both show), linear 0-1, or linear from 0 to the largest off-diagonal value "
+            "(the diagonal left blank)")
         self.scale_choice.currentIndexChanged.connect(self._redraw)
         self.hover = QLabel(" ")
         # takes the room left beside the choices, never widens the window (1024 px)
@@ -75,9 +82,12 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.graphics.addItem(self.title, row=1, col=0)
         self.graphics.scene().sigMouseMoved.connect(self._hover)
         self.graphics.scene().sigMouseClicked.connect(self._clicked)
-        self.plot.vb.sigResized.connect(lambda _view: self._layout_ticks())
+        self.plot.vb.sigResized.connect(lambda _view: (self._layout_ticks(),
+                                                       self._fit_values()))
         self.graphics.leaveEvent = self._left  # the readout never outlives the pointer
         self.group_items: list = []  # lines and labels between groups of classes
+        self.cell_texts: list = []  # the values written on the cells
+        self._shown: np.ndarray | None = None  # the values drawn (before any log)
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -183,14 +193,17 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         return True
 
     def shown_matrix(self) -> np.ndarray | None:
-        """The matrix drawn now (None before the first epoch)."""
-        return self.image.image
+        """The matrix drawn now, its values as given (None before the first epoch)."""
+        return self._shown
 
     @property
     def colour_levels(self) -> tuple[float, float] | None:
-        """The colour bar's range (0-1, or 0 to the largest off-diagonal value)."""
+        """The values at the colour bar's ends (0.001-1 on the log scale)."""
         levels = self.image.levels
-        return None if levels is None else (float(levels[0]), float(levels[1]))
+        if levels is None or self._shown is None:
+            return None
+        lo, hi = float(levels[0]), float(levels[1])
+        return (10 ** lo, 10 ** hi) if self.scale_choice.currentData() == "log" else (lo, hi)
 
     def current_matrix(self) -> np.ndarray | None:
         if self.report is None:
@@ -202,8 +215,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
             self._set_classes(self.report.class_names)  # with the drawing: when shown
         matrix = self.current_matrix()
         if matrix is None:
-            self.image.clear()
-            self.title.setText("")
+            self.clear_matrix()
             return
         label = dict(MATRICES)[self.matrix_key]
         self.show_matrix(matrix, f"{label}, epoch {self.report.epoch} of {self.report.epochs}",
@@ -211,26 +223,86 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
                          else "predicted class (mean probability)")
 
     def show_matrix(self, matrix: np.ndarray, title: str, bottom_label: str,
-                    scale_label: str = "probability") -> None:
+                    scale_label: str = "probability", values: np.ndarray | None = None,
+                    value_format: str = "{:.2f}") -> None:
         """Draw any class x class matrix of values in [0, 1] (a confusion matrix's rows
-        normalised, say) on the fixed colour scale."""
-        levels = (0.0, 1.0)
-        if self.scale_choice.currentData() == "off_diagonal" and matrix.shape[0] > 1:
-            off = matrix[~np.eye(*matrix.shape, dtype=bool)]
+        normalised, say) on the colour scale chosen, which the colour bar names; with
+        ``values`` (up to MAX_VALUE_CELLS classes) each non-zero cell carries its value."""
+        matrix = np.asarray(matrix, dtype=float)
+        self._shown = matrix
+        scale = self.scale_choice.currentData()
+        drawn, levels, ticks = matrix, (0.0, 1.0), None
+        if scale == "log":
+            drawn = np.log10(np.clip(matrix, LOG_FLOOR, 1.0))
+            levels = (float(np.log10(LOG_FLOOR)), 0.0)
+            ticks = [[(float(np.log10(v)), f"{v:g}") for v in (0.001, 0.01, 0.1, 1.0)]]
+            scale_label += ", log scale"
+        elif scale == "off_diagonal" and matrix.shape[0] > 1:
+            off_mask = ~np.eye(*matrix.shape, dtype=bool)
+            off = matrix[off_mask]
             top = float(np.nanmax(off)) if off.size else 1.0
-            if 0 < top < 1:
+            drawn = np.where(off_mask, matrix, np.nan)  # the diagonal left blank
+            if top > 0 and float(np.nanmin(off)) == top:
                 levels = (0.0, top)
-                scale_label += f" (0 to {top:.3f}: off-diagonal range)"
-        self.colorbar.getAxis("left").setLabel(scale_label)
+                scale_label += f" (every off-diagonal value is {top:.4f}; diagonal blank)"
+            elif 0 < top:
+                levels = (0.0, top)
+                scale_label += f" (0 to {top:.3f}, off-diagonal only; diagonal blank)"
+        if ticks is None:  # five labelled values, each distinct (never "0.3, 0.3, 0.2")
+            ticks = [[(float(v), f"{v:.3g}") for v in np.linspace(*levels, 5)]]
+        self.colorbar.getAxis("left").setLabel(scale_label)  # the bar's title side
+        self.colorbar.axis.setTicks(ticks)  # its value axis
         self.colorbar.setLevels(levels)
-        self.image.setImage(matrix, levels=levels, autoLevels=False)
+        self.image.setImage(drawn, levels=levels, autoLevels=False)
         self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
         self.plot.setLabel("bottom", bottom_label)
         self.title.setText(title)
+        self._write_values(values, value_format, drawn, levels)
+
+    def _write_values(self, values, value_format: str, drawn, levels) -> None:
+        for item in self.cell_texts:
+            self.plot.removeItem(item)
+        self.cell_texts = []
+        if values is None or len(values) > MAX_VALUE_CELLS:
+            return
+        span = max(levels[1] - levels[0], 1e-12)
+        font = QFont()
+        font.setPointSize(8)
+        for (row, col), value in np.ndenumerate(values):
+            if not value:
+                continue
+            # dark text on the bright (yellow) end of viridis, light text elsewhere
+            level = (drawn[row, col] - levels[0]) / span if np.isfinite(drawn[row, col]) else 0
+            text = pg.TextItem(value_format.format(value), anchor=(0.5, 0.5),
+                               color="k" if level > 0.6 else "w")
+            text.setFont(font)
+            text.setPos(col + 0.5, row + 0.5)
+            self.plot.addItem(text)
+            self.cell_texts.append(text)
+        self._fit_values()
+
+    def _fit_values(self) -> None:
+        """The cells' values show while a cell is wide and tall enough for them (the
+        hover read-out gives the value of a smaller cell)."""
+        if not self.cell_texts:
+            return
+        room = self.plot.vb.viewPixelSize()  # data units a pixel
+        cell_w, cell_h = 1 / max(room[0], 1e-9), 1 / max(room[1], 1e-9)
+        widest = max(t.textItem.boundingRect().width() for t in self.cell_texts)
+        fits = cell_w >= widest + 2 and cell_h >= 14
+        for text in self.cell_texts:
+            text.setVisible(fits)
+
+    def cell_values(self) -> dict[tuple[int, int], str]:
+        """The values written on the cells, shown or not (tests)."""
+        return {(int(t.pos().y()), int(t.pos().x())): t.textItem.toPlainText()
+                for t in self.cell_texts}
 
     def clear_matrix(self) -> None:
         """Draw nothing (the matrix shown belonged to something no longer shown)."""
         self.image.clear()
+        self._shown = None
+        self._write_values(None, "", None, (0, 1))
         self.title.setText("")
         self.hover.setText(" ")
 
