@@ -147,13 +147,35 @@ class MainWindow(QMainWindow):
         self._wire()
         self._build_menus()
         self.resize(1320, 860)
+        self._restore_view()
         self.garbage.freeze_startup()  # later collections skip what lives for the session
+
+    def _restore_view(self) -> None:
+        """The window as the user left it: its size and place, the tab shown and the run
+        open (reopened without touching the settings column, which keeps its own)."""
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        tab = self.settings.value("window/tab")
+        if tab in self.TABS:
+            self.tabs.setCurrentWidget(getattr(self, tab))
+        run = self.settings.value("window/run")
+        if run and (Path(run) / "run.json").is_file():
+            self.open_run(run, show_settings=False)
+
+    def _save_view(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        current = next((name for name in self.TABS
+                        if getattr(self, name) is self.tabs.currentWidget()), "")
+        self.settings.setValue("window/tab", current)
+        self.settings.setValue("window/run", str(self.session.path or ""))
 
     def _wire(self) -> None:
         session, controller = self.session, self.controller
         for panel in (self.curves, self.soft_labels, self.reliability, self.embedding):
             panel.follow(session)
         session.report_added.connect(self._use_run_checkpoint)
+        session.report_added.connect(self._show_run_progress)
         session.loaded.connect(self._run_loaded)
         session.follow_failed.connect(lambda message: self.message.setText(message))
         session.following_changed.connect(self._following_changed)
@@ -405,8 +427,9 @@ class MainWindow(QMainWindow):
         if path:
             self.open_run(path)
 
-    def open_run(self, path: str | Path) -> bool:
-        """Replay a finished run in every panel, or follow one still training."""
+    def open_run(self, path: str | Path, show_settings: bool = True) -> bool:
+        """Replay a finished run in every panel, or follow one still training; with
+        ``show_settings`` the settings column shows the run's (Train repeats it)."""
         if self.training:
             self.message.setText("Stop the training before opening another run.")
             return False
@@ -418,7 +441,8 @@ class MainWindow(QMainWindow):
         self.embedding.set_feature_source(self.session.run_store.embedding_features)
         self.status.reset()  # no speed or ETA left from the run trained before
         try:
-            self.experiment.show_config(self.session.run_store.config())
+            if show_settings:
+                self.experiment.show_config(self.session.run_store.config())
         except (OlsdeskError, OSError, ValueError):
             pass  # a run without a readable config.json still replays
         name = self.session.path.name
@@ -430,11 +454,25 @@ class MainWindow(QMainWindow):
         """A run opened from disk has been read: its checkpoint is the one in use now."""
         self._use_run_checkpoint()
         if self.session.path is not None:
-            status = self.session.opened_status
-            following = (" (training: following it)" if self.session.following and
-                         status == "training" else f" ({status})")
-            self.message.setText(f"Replaying {self.session.path.name}: "
-                                 f"{plural(epochs, 'epoch')}{following}.")
+            name, status = self.session.path.name, self.session.opened_status
+            if self.session.following and status == "training":
+                self.message.setText(f"Following {name}, still training: "
+                                     f"{plural(epochs, 'epoch')} so far.")
+            else:
+                self.message.setText(f"Replaying {name}: {plural(epochs, 'epoch')} "
+                                     f"({status}).")
+            self._show_run_progress()
+
+    def _show_run_progress(self, *_) -> None:
+        """A run opened from disk: the run bar says how many of its epochs are done (the
+        epoch bar has no batches to count)."""
+        if self.training or self.session.path is None or self.session.info is None:
+            return
+        epochs = self.reports[-1].epochs if self.reports else 0
+        self.status.show_epochs(len(self.reports), epochs)
+        if self.session.following and self.reports:
+            self.message.setText(f"Following {self.session.path.name}, still training: "
+                                 f"epoch {self.reports[-1].epoch} of {epochs} done.")
 
     def _following_changed(self, status: str) -> None:
         if not status and self.session.path is not None:
@@ -595,7 +633,7 @@ class MainWindow(QMainWindow):
             return
         if problem:
             self.status.say(f"Train is unavailable until the data can be read: {problem}")
-        else:
+        elif self.session.path is None:  # a run's own message stays while it is shown
             source = self.experiment.data_source
             self.status.say("Ready: press Train to train on "
                             + ("the demo set." if source == "demo" else f"{Path(source).name}."))
@@ -611,10 +649,27 @@ class MainWindow(QMainWindow):
             QMessageBox.StandardButton.Yes)
         return answer == QMessageBox.StandardButton.Yes
 
+    def confirm_stop_training(self) -> bool:
+        """Whether to stop the training running in the app and close (Ctrl+Q, the close
+        button): nothing stops without a word."""
+        answer = QMessageBox.question(
+            self, "Stop the training?",
+            f"{self.run_path.name if self.run_path else 'A run'} is training. Stop it and "
+            "close olsdesk? Its last checkpoint is kept: olsdesk train --resume with its "
+            "folder continues it.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
+        job = self.controller.job
+        if (self.training and not isinstance(job, ProcessRun)
+                and not self.confirm_stop_training()):
+            event.ignore()
+            return
+        self._save_view()
         self.scrubber.stop_play()
         self.session.stop_following()
-        job = self.controller.job
         if self.training and isinstance(job, ProcessRun) and self.ask_leave_running(job):
             job.detach()  # its processes train on; File → Open run… follows it again
         elif self.training:

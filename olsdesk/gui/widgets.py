@@ -128,6 +128,7 @@ class TrainingStatus(QStatusBar):
 
     def run_started(self, started: RunStarted) -> None:
         self.start_epoch = started.start_epoch
+        self.epoch_progress.show()
         self.device_label.setText(started.info.device)
         self.reset()
 
@@ -149,6 +150,13 @@ class TrainingStatus(QStatusBar):
             loss = "" if p.loss != p.loss else f", loss {p.loss:.4f}"
             self.say(f"{prefix}Epoch {p.epoch}/{p.epochs}: {phase} batch {p.batch}/"
                      f"{p.batches}{loss}")
+
+    def show_epochs(self, done: int, epochs: int) -> None:
+        """A run on disk: epochs done of its epochs on the run bar; no batch, speed or
+        ETA of this process's to show, so no epoch bar."""
+        self.reset()
+        self.epoch_progress.hide()
+        self.run_progress.setValue(int(1000 * done / epochs) if epochs else 0)
 
     def ended(self, finished: bool) -> None:
         if finished:

@@ -35,9 +35,11 @@ def settings(tmp_path):
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, settings):
+def window(qtbot, tmp_path, settings, monkeypatch):
     from olsdesk.gui.main_window import MainWindow
 
+    # closing while training asks first; a test's teardown answers "stop it"
+    monkeypatch.setattr(MainWindow, "confirm_stop_training", lambda self: True)
     win = MainWindow(settings=settings, runs_dir=tmp_path / "runs")
     qtbot.addWidget(win)
     exp = win.experiment

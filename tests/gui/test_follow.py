@@ -34,8 +34,16 @@ def test_following_a_training_run_reads_nothing_on_the_gui_thread(
     assert open_run(qtbot, window, store.path)
     assert [r.epoch for r in window.reports] == [1] and window.session.following
     assert window.state.checkpoint is not None  # the run's best, once read
+    # the status says it is followed (not "Replaying", not replaced by "Ready"), and the
+    # run bar counts its epochs (no epoch bar: there are no batches to count)
+    qtbot.wait(200)
+    assert window.message.text().startswith(f"Following {store.path.name}, still training")
+    assert window.status.run_progress.value() == 333
+    assert not window.status.epoch_progress.isVisible()
     metrics.write_text("".join(lines[:2]))  # epoch 2 arrives
     qtbot.waitUntil(lambda: len(window.reports) == 2, timeout=10_000)
+    assert window.status.run_progress.value() == 666
+    assert "epoch 2 of 3 done" in window.message.text()
     metrics.write_text("".join(lines))
     store.set_status("finished")
     writer.release()
@@ -46,3 +54,38 @@ def test_following_a_training_run_reads_nothing_on_the_gui_thread(
     assert reads and not any(reads)  # never on the GUI thread
     assert "finished" in window.message.text()
 
+
+
+def test_closing_while_training_asks_and_the_window_comes_back_as_left(qtbot, window,
+                                                                      settings, tmp_path,
+                                                                      monkeypatch):
+    from PySide6.QtCore import Qt
+
+    from olsdesk.gui.main_window import MainWindow
+    from tests.gui.conftest import train
+
+    assert train(qtbot, window) == "finished"
+    run = window.run_path
+    window.tabs.setCurrentWidget(window.reliability)
+    window.resize(1100, 720)
+    # Ctrl+Q while a run trains: asked, and "No" keeps the window and the training
+    asked = []
+    monkeypatch.setattr(MainWindow, "confirm_stop_training",
+                        lambda self: asked.append(True) or False)
+    window.experiment.epochs.setValue(30)
+    qtbot.mouseClick(window.experiment.train_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.training, timeout=20_000)
+    assert not window.close() and asked and window.isVisible() and window.training
+    window.stop_training()
+    qtbot.waitUntil(lambda: not window.training, timeout=60_000)
+    window.open_run(run)
+    qtbot.waitUntil(lambda: not window.session.loading, timeout=20_000)
+    assert window.close()
+    again = MainWindow(settings=settings, runs_dir=tmp_path / "runs")
+    qtbot.addWidget(again)
+    qtbot.waitUntil(lambda: not again.session.loading, timeout=20_000)
+    assert again.run_path == run and again.tabs.currentWidget() is again.reliability
+    # restored (Qt keeps a restored window on its screen: the offscreen one is narrow)
+    screen = again.screen().availableGeometry().width()
+    assert again.height() == 720 and again.width() >= min(1100, screen) - 4
+    again.close()

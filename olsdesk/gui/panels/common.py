@@ -15,6 +15,8 @@ from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsTextItem,
     QHeaderView,
+    QLabel,
+    QSizePolicy,
     QTableWidget,
     QTableWidgetItem,
 )
@@ -140,7 +142,8 @@ def fit_y(plot: pg.PlotItem, values, floor: float = 0.02) -> None:
     paints again with the new axes (a second full repaint of the panel an epoch)."""
     finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
     plot.disableAutoRange(pg.ViewBox.YAxis)
-    if not finite.size:
+    if not finite.size:  # nothing yet: 0-1, never the last run's range or pyqtgraph's
+        plot.setYRange(0.0, 1.0, padding=0.02)
         return
     low, high = float(finite.min()), float(finite.max())
     if high - low < floor:
@@ -208,3 +211,32 @@ def array_pixmap(image: np.ndarray, size: int = 56) -> QPixmap:
                         QImage.Format.Format_RGB888)
     return QPixmap.fromImage(qimage.copy()).scaled(
         size, size, Qt.AspectRatioMode.KeepAspectRatio, Qt.TransformationMode.SmoothTransformation)
+
+
+class FittedPicture(QLabel):
+    """A picture drawn as large as the label's room allows (up to ``largest`` pixels),
+    redrawn when the room changes: never larger than the label, so never over the text
+    laid out below it."""
+
+    def __init__(self, largest: int = 260, parent=None) -> None:
+        super().__init__(parent)
+        self.largest = largest
+        self._image: np.ndarray | None = None
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
+
+    def show_image(self, image: np.ndarray | None) -> None:
+        """A [0, 1] gray or RGB array, or None for nothing."""
+        self._image = image
+        self._fit()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self._image is None:
+            self.clear()
+            return
+        room = max(min(self.width(), self.height(), self.largest), 32)
+        self.setPixmap(array_pixmap(self._image, room))

@@ -105,6 +105,9 @@ class CurvesPanel(RedrawWhenShown, QWidget):
 
     def set_reports(self, reports: list[EpochReport]) -> None:
         """Show a whole run (replay) or the run so far."""
+        if not reports or (self.reports and reports[0] is not self.reports[0]):
+            for label in self.hover_labels:  # a read-out of another run's epoch
+                label.hide()
         self.reports = list(reports)
         self.draw_when_shown(self._draw)
 

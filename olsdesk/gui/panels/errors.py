@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QListWidgetItem,
-    QSizePolicy,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -31,7 +30,7 @@ from PySide6.QtWidgets import (
 from olsdesk.core.evaluation import Evaluation, reliability_tables
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.core.state import AppState, Selection
-from olsdesk.gui.panels.common import array_pixmap
+from olsdesk.gui.panels.common import FittedPicture, array_pixmap
 from olsdesk.gui.workers import Worker, in_chunks, start_worker
 
 MAX_IMAGES = 120  # thumbnails a selection shows (its most confident first)
@@ -89,11 +88,8 @@ class ErrorBrowser(QWidget):
         self.grid.setUniformItemSizes(True)
         self.grid.setWordWrap(True)
         self.grid.currentItemChanged.connect(self._show_current)
-        self.large = QLabel()
-        self.large.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.large = FittedPicture(260)  # follows its room: never over the text below
         self.large.setMinimumSize(140, 140)
-        # the picture follows the room it has: never drawn over the text below it
-        self.large.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
         self.detail = QLabel(" ")
         self.detail.setWordWrap(True)
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -139,7 +135,7 @@ class ErrorBrowser(QWidget):
         self.title.setText(HINT)
         self.grid.clear()
         self.explained.clear()
-        self.large.clear()
+        self.large.show_image(None)
         self.detail.setText(" ")
         self.status.setText(" ")
 
@@ -201,7 +197,7 @@ class ErrorBrowser(QWidget):
                            f"{'' if len(rows) == 1 else 's'}{more}")
         self.grid.clear()
         self.explained.clear()
-        self.large.clear()
+        self.large.show_image(None)
         self.detail.setText(" ")
         if not len(self.rows):
             self.status.setText("No test image here.")
@@ -296,11 +292,8 @@ class ErrorBrowser(QWidget):
             return
         row = current.data(Qt.ItemDataRole.UserRole)
         explained = self.explained.get(row)
-        if explained is not None and not explained.error:
-            room = max(min(self.large.width(), self.large.height(), 260), 100)
-            self.large.setPixmap(array_pixmap(self._picture(explained), room))
-        else:
-            self.large.clear()
+        self.large.show_image(self._picture(explained) if explained is not None
+                              and not explained.error else None)
         text = self._describe(row).replace("\n", "<br>")
         if explained is not None and explained.error:
             text += f"<br>⚠ {explained.error}"
