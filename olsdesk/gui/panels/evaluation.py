@@ -92,6 +92,7 @@ class EvaluationPanel(QWidget):
                                    single=True)
         self.confusion = SoftLabelsPanel()
         self.confusion.hide_controls()
+        self.confusion.plot.setLabel("bottom", "predicted class")  # from the start
         self.confusion_choice = QComboBox()
         self.confusion_choice.addItem("rows normalised", "rates")
         self.confusion_choice.addItem("counts", "counts")

@@ -78,6 +78,12 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"),
                                         interactive=False, label="probability")
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
+        # before any matrix: an empty 0-1 square, not pyqtgraph's -500...500 "(x0.001)"
+        for side in ("left", "bottom"):
+            self.plot.getAxis(side).enableAutoSIPrefix(False)
+            self.plot.getAxis(side).setTicks([[]])
+        self.plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
+        self._set_bar(*self._scale(np.zeros((1, 1)), "probability")[1:])
         self.title = pg.LabelItem("", size="11pt")
         self.graphics.addItem(self.title, row=1, col=0)
         self.graphics.scene().sigMouseMoved.connect(self._hover)
@@ -230,6 +236,16 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         ``values`` (up to MAX_VALUE_CELLS classes) each non-zero cell carries its value."""
         matrix = np.asarray(matrix, dtype=float)
         self._shown = matrix
+        drawn, levels, ticks, scale_label = self._scale(matrix, scale_label)
+        self._set_bar(levels, ticks, scale_label)
+        self.image.setImage(drawn, levels=levels, autoLevels=False)
+        self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
+        self.plot.setLabel("bottom", bottom_label)
+        self.title.setText(title)
+        self._write_values(values, value_format, drawn, levels)
+
+    def _scale(self, matrix: np.ndarray, scale_label: str):
+        """What the chosen colour scale draws: (values drawn, levels, ticks, bar label)."""
         scale = self.scale_choice.currentData()
         drawn, levels, ticks = matrix, (0.0, 1.0), None
         if scale == "log":
@@ -248,16 +264,15 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
             elif 0 < top:
                 levels = (0.0, top)
                 scale_label += f" (0 to {top:.3f}, off-diagonal only; diagonal blank)"
+        return drawn, levels, ticks, scale_label
+
+    def _set_bar(self, levels, ticks, label: str) -> None:
+        """The colour bar: its scale's name and ticks."""
         if ticks is None:  # five labelled values, each distinct (never "0.3, 0.3, 0.2")
             ticks = [[(float(v), f"{v:.3g}") for v in np.linspace(*levels, 5)]]
-        self.colorbar.getAxis("left").setLabel(scale_label)  # the bar's title side
+        self.colorbar.getAxis("left").setLabel(label)  # the bar's title side
         self.colorbar.axis.setTicks(ticks)  # its value axis
         self.colorbar.setLevels(levels)
-        self.image.setImage(drawn, levels=levels, autoLevels=False)
-        self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
-        self.plot.setLabel("bottom", bottom_label)
-        self.title.setText(title)
-        self._write_values(values, value_format, drawn, levels)
 
     def _write_values(self, values, value_format: str, drawn, levels) -> None:
         for item in self.cell_texts:
