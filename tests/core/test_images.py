@@ -145,3 +145,36 @@ def test_real_dicom_files_shipped_with_pydicom(name):
     shown = image.ravel()
     order = np.argsort(raw, kind="stable")
     assert np.all(np.diff(shown[order]) >= -1e-6)
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "I;16", "I;16B", "L", "RGB", "I"])
+def test_every_mode_pillow_opens_is_read_at_every_size(tmp_path, mode):
+    """A chest X-ray export is often 16-bit (or palette, or 1-bit) and 2048 px: read at
+    read-time reduction as at full size. An image of constant 6 x 6 blocks keeps its values
+    (and its range) under the 6x reduction, so both reads must agree with the full-size
+    read reduced by numpy."""
+    rng = np.random.default_rng(0)
+    blocks = rng.integers(0, 2, (224, 336)) if mode == "1" else rng.integers(0, 256, (224, 336))
+    pixels = np.kron(blocks, np.ones((6, 6), dtype=np.int64))  # 1344 x 2016
+    if mode in ("I;16", "I;16B", "I"):
+        pixels = pixels * 200
+    if mode == "1":
+        image = Image.fromarray((pixels * 255).astype(np.uint8)).convert("1")
+    elif mode == "P":
+        image = Image.fromarray(pixels.astype(np.uint8), "L").convert("P")
+    elif mode == "RGB":
+        image = Image.fromarray(np.stack([pixels, 255 - pixels, pixels // 2], -1)
+                                .astype(np.uint8), "RGB")
+    elif mode == "L":
+        image = Image.fromarray(pixels.astype(np.uint8), "L")
+    else:
+        image = Image.fromarray(pixels.astype(np.int32), "I").convert(mode) \
+            if mode != "I" else Image.fromarray(pixels.astype(np.int32), "I")
+    path = tmp_path / ("x.tif" if mode in ("I;16B", "I") else "x.png")
+    image.save(path)
+    assert Image.open(path).mode in (mode, "I;16") or mode == "I;16B"
+    full = read_image(path)
+    reduced = read_image(path, min_side=224)  # 1344 // 224 = 6: a reduction by 6
+    assert reduced.shape[:2] == (224, 336)
+    expected = full.reshape(224, 6, 336, 6, *full.shape[2:]).mean(axis=(1, 3))
+    np.testing.assert_allclose(reduced, expected, atol=2 / 255)

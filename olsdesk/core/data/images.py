@@ -134,15 +134,32 @@ def _read_pil(path: Path, min_side: int | None) -> np.ndarray:
                 if min_side is not None and img.format == "JPEG":
                     img.draft(img.mode, (min_side, min_side))  # keeps both sides >= min_side
                 if min_side is not None and (factor := _reduction(img.size, min_side)) > 1:
-                    img = img.reduce(factor)
+                    img = _reducible(img).reduce(factor)
                 img.load()
                 return _pil_to_array(img)
     except UnidentifiedImageError as exc:
         raise ImageReadError(f"{name} is not an image olsdesk can read.") from exc
     except Image.DecompressionBombError as exc:
         raise ImageReadError(f"{name} is too large to open safely ({exc}).") from exc
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{name} is truncated or corrupt ({exc}).") from exc
+    except (OSError, SyntaxError) as exc:  # the decoder's own: the file's bytes are wrong
+        text = str(exc)
+        if "not available" in text or "unsupported" in text.lower():  # a missing codec
+            raise ImageReadError(f"{name} uses an encoding this installation cannot decode "
+                                 f"({text}).") from exc
+        raise ImageReadError(f"{name} is truncated or corrupt ({text}).") from exc
+
+
+def _reducible(img):
+    """``img`` in a mode Pillow's ``reduce()`` takes, holding the same values: 1-bit as
+    8-bit gray, a palette as its colours, 16-bit integers as 32-bit ones (reduce rejects
+    modes 1, P and I;16, and a valid X-ray export is refused as corrupt otherwise)."""
+    if img.mode == "1":
+        return img.convert("L")
+    if img.mode == "P":
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode.startswith("I;16"):
+        return img.convert("I")
+    return img
 
 
 def _pil_to_array(img) -> np.ndarray:
