@@ -145,9 +145,9 @@ class RunStore:
 
     def notes(self) -> str:
         """The user's notes on this run ("" when none)."""
-        try:
-            return (self.path / self.NOTES).read_text(encoding="utf-8")
-        except FileNotFoundError:
+        try:  # written by hand in another encoding: shown with what cannot be read marked
+            return (self.path / self.NOTES).read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
             return ""
 
     def write_notes(self, text: str) -> None:
@@ -403,10 +403,11 @@ class RunListing:
     """A run as a list of runs shows it, read once (off the GUI thread)."""
 
     store: RunStore
-    config: RunConfig
+    config: RunConfig | None  # None for a damaged run
     status: str
     metrics: list[dict]
     notes: str
+    problem: str = ""  # why the run is damaged, in one sentence ("" when it is not)
 
     @property
     def path(self) -> Path:
@@ -455,17 +456,42 @@ def find_runs(root: Path, depth: int = 3) -> list[Path]:
 
 
 def list_runs(root: str | Path) -> list[RunListing]:
-    """Every readable run under ``root``, newest first; an unreadable one is skipped
-    (and logged)."""
-    listed = []
-    for path in find_runs(Path(root)):
-        store = RunStore(path)
-        try:
-            listed.append(RunListing(store, store.config(), store.status, store.metrics(),
-                                     store.notes()))
-        except (RunError, OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("run %s is not listed: %s", path, exc)
-    return listed
+    """Every run under ``root``, newest first; a damaged one is listed as damaged, with
+    the sentence saying what is wrong, and never stops the others being listed."""
+    return [read_listing(path) for path in find_runs(Path(root))]
+
+
+def read_listing(path: Path) -> RunListing:
+    store = RunStore(path)
+    notes = store.notes()
+    try:
+        config = store.config().validated()
+    except Exception as exc:  # noqa: BLE001 - a damaged file is this run's sentence
+        return _damaged(store, notes, f"its config.json cannot be used ({_why(exc)})")
+    try:
+        status = store.status
+    except Exception as exc:  # noqa: BLE001
+        return _damaged(store, notes, f"its run.json cannot be read ({_why(exc)})")
+    try:
+        metrics = store.metrics()
+    except Exception as exc:  # noqa: BLE001 - not UTF-8, unreadable
+        return _damaged(store, notes, f"its metrics.jsonl cannot be read ({_why(exc)})")
+    for number, line in enumerate(metrics, 1):
+        if not (isinstance(line, dict) and all(
+                isinstance(line.get(key), int | float) for key in ("epoch", "val_top1", "ece"))):
+            return _damaged(store, notes, f"line {number} of its metrics.jsonl is not an "
+                                          "epoch's record")
+    return RunListing(store, config, status, metrics, notes)
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def _damaged(store: RunStore, notes: str, why: str) -> RunListing:
+    log.warning("run %s is damaged: %s", store.path, why)
+    return RunListing(store, None, "damaged", [], notes, f"{store.path.name}: {why}.")
 
 
 def ensure_runs_dir(runs_dir: str | Path | None) -> Path:

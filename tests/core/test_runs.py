@@ -72,3 +72,40 @@ def test_the_reader_reads_each_epoch_once_and_the_listing_skips_broken_runs(tmp_
     assert reader.reports([broken]) == {broken: []}  # unreadable: nothing, no exception
     reader.keep_only([])
     assert reader.reports([path])[path][0].epoch == 1  # forgotten, then read afresh
+
+
+def test_a_damaged_run_is_listed_as_damaged_with_its_sentence(tmp_path):
+    import json
+    import shutil
+
+    from olsdesk.core.runs import list_runs
+
+    config = RunConfig(demo_per_class=4, image_size=32, batch_size=16, epochs=1, device="cpu")
+    trainer = Trainer(config, runs_dir=tmp_path / "runs")
+    list(trainer.fit())
+    good = trainer.store.path
+    stored = json.loads((good / "config.json").read_text())
+    damage = {
+        "data-null": ("config.json", json.dumps({**stored, "data": None})),
+        "string-lr": ("config.json", json.dumps({**stored, "lr": "0.1"})),
+        "config-list": ("config.json", "[]"),
+        "run-garbage": ("run.json", "{garbage"),
+        "metrics-empty": ("metrics.jsonl", "{}\n"),
+        "metrics-list": ("metrics.jsonl", "[1, 2]\n"),
+        "metrics-strings": ("metrics.jsonl", '{"epoch": "1", "val_top1": "x", "ece": 1}\n'),
+        "metrics-bytes": ("metrics.jsonl", b"\xff\xfe\x00garbage\n"),
+    }
+    for name, (file, content) in damage.items():
+        folder = tmp_path / "runs" / name
+        shutil.copytree(good, folder)
+        target = folder / file
+        target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    (good / "notes.md").write_bytes("Réunion: a = 0.5".encode("cp1252"))  # not UTF-8
+    listed = {item.path.name: item for item in list_runs(tmp_path / "runs")}
+    assert set(listed) == set(damage) | {good.name}  # every run listed, none lost
+    assert listed[good.name].problem == "" and listed[good.name].epochs_done == 1
+    assert listed[good.name].notes.startswith("R") and "0.5" in listed[good.name].notes
+    for name, (file, _) in damage.items():
+        item = listed[name]
+        assert item.config is None and item.status == "damaged", name
+        assert item.problem.startswith(f"{name}: ") and f"its {file}" in item.problem, item

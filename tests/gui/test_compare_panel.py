@@ -147,3 +147,20 @@ def test_the_runs_table_shows_settings_filters_diffs_and_keeps_notes(qtbot, tmp_
     panel.notes.setPlainText("")
     panel.save_notes()
     assert not (paths["ols"] / "notes.md").exists()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)  # its epochs, read meanwhile
+    assert panel.curve_count() == 1
+
+    # a damaged run is listed as damaged, with its sentence; the others as before
+    broken = runs / "broken"
+    shutil.copytree(paths["ce"], broken)
+    (broken / "metrics.jsonl").write_text("{}\n")
+    panel.filter.clear()
+    panel.refresh()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
+    assert sorted(panel.listed_runs()) == sorted([broken.name, *(p.name for p in paths.values())])
+    row = {panel.runs.item(r, 0).text(): r for r in range(panel.runs.rowCount())}[broken.name]
+    assert panel.runs.item(row, column["status"]).text() == "damaged"
+    assert "metrics.jsonl is not an epoch's record" in panel.runs.item(row, column["notes"]).text()
+    panel.select_runs([broken, paths["ols"]])  # selecting it draws the others, raises nothing
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
+    assert panel.curve_count() == 1

@@ -275,6 +275,9 @@ class ComparePanel(QWidget):
             name = QTableWidgetItem(_relative(listing.path, self.runs_dir))
             name.setToolTip(str(listing.path))
             name.setData(Qt.ItemDataRole.UserRole, row)
+            if config is None:  # damaged: listed with its sentence, the others unharmed
+                self._damaged_row(row, name, listing)
+                continue
             best, ece = listing.best_top1, listing.final_ece
             cells = [name, QTableWidgetItem(Path(config.data).name or config.data),
                      QTableWidgetItem(config.model), QTableWidgetItem(config.loss),
@@ -297,6 +300,16 @@ class ComparePanel(QWidget):
         if not wanted:
             self._selection_changed()
 
+    def _damaged_row(self, row: int, name: QTableWidgetItem, listing: RunListing) -> None:
+        red = QBrush(QColor("#b00020"))
+        cells = [name] + [NumberItem(-1, "—") if column == "epochs" else QTableWidgetItem("—")
+                          for column in RUN_COLUMNS[1:-2]]
+        cells += [QTableWidgetItem("damaged"), QTableWidgetItem(listing.problem)]
+        for col, item in enumerate(cells):
+            item.setForeground(red)
+            item.setToolTip(listing.problem)
+            self.runs.setItem(row, col, item)
+
     def _apply_filter(self) -> None:
         """Hide the rows that miss a word of the filter (each word must appear in some
         column) and, unless asked for, the runs without a finished epoch."""
@@ -306,7 +319,8 @@ class ComparePanel(QWidget):
         for row in range(self.runs.rowCount()):
             texts = [self.runs.item(row, c).text().lower()
                      for c in range(self.runs.columnCount()) if self.runs.item(row, c)]
-            epochs_done = self.runs.item(row, empty_column).value > 0  # its number, not text
+            # its number, not text; a damaged run (-1) is always listed, with its sentence
+            epochs_done = self.runs.item(row, empty_column).value != 0
             visible = (epochs_done or self.show_empty.isChecked()) and all(
                 any(word in text for text in texts) for word in words)
             self.runs.setRowHidden(row, not visible)
@@ -319,9 +333,11 @@ class ComparePanel(QWidget):
                 if not self.runs.isRowHidden(r)]
 
     def selected_listings(self) -> list[RunListing]:
+        """The selected runs that can be shown (a damaged run's row says why it cannot)."""
         rows = sorted({i.row() for i in self.runs.selectedIndexes()})
-        return [self.listings[self.runs.item(r, 0).data(Qt.ItemDataRole.UserRole)]
-                for r in rows]
+        chosen = [self.listings[self.runs.item(r, 0).data(Qt.ItemDataRole.UserRole)]
+                  for r in rows]
+        return [listing for listing in chosen if listing.config is not None]
 
     def selected_stores(self) -> list[RunStore]:
         return [listing.store for listing in self.selected_listings()]

@@ -133,6 +133,11 @@ class CurvesPanel(RedrawWhenShown, QWidget):
             fit_y(plot, [getattr(r, attr) for r in self.reports for _, attr, _ in series])
 
     def add_report(self, report: EpochReport) -> None:
+        # the selection follows a new epoch when it was on the latest (RunSession): the
+        # dashed line moves with this drawing, not in a second repaint a turn later
+        latest = self.reports[-1].epoch if self.reports else None
+        if self.reports and self.selected_epoch == latest:
+            self.show_selected(report)
         self.set_reports([*self.reports, report])
 
     def _hover(self, pos, plot: pg.PlotItem, series, label: pg.TextItem) -> None:
