@@ -24,7 +24,7 @@ from scipy import sparse
 _EPS = 1e-12
 # metrics of the whole test set: metrics.json, the study's test table
 SUMMARY_METRICS = ("top1", "top5", "nll", "brier", "ece", "mce", "adaptive_ece",
-                   "classwise_ece", "macro_auroc", "balanced_accuracy")
+                   "classwise_ece", "macro_auroc", "balanced_accuracy", "aurc", "eaurc")
 # metrics of one class against the rest: per_class.csv
 CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "average_precision")
 BLOCK_BYTES = 64 * 2**20  # memory of one block of resample weights
@@ -242,6 +242,7 @@ class _Scorer:
             -np.log(np.clip(probs[rows, labels], _EPS, None)),
             np.einsum("ij,ij->i", onehot_gap, onehot_gap)])
         self.hit, self.conf = hit, conf
+        self.selective = Selective(conf, hit)
         # equal-count bins: images in confidence order
         self.conf_order = np.argsort(conf, kind="stable")
         sizes = [len(g) for g in np.array_split(np.arange(n), min(n_bins, n))]
@@ -324,6 +325,7 @@ class _Scorer:
         with np.errstate(invalid="ignore", divide="ignore"):
             summary["balanced_accuracy"] = _nanmean(np.where(support > 0, true_pos / support,
                                                              np.nan))
+        summary["aurc"], summary["eaurc"] = self.selective.aurc(w)
         auroc, ap = self._rank_scores(w)
         summary["macro_auroc"] = _nanmean(auroc)
         per_class: dict[str, np.ndarray] = {}
@@ -364,6 +366,80 @@ class _Scorer:
         confs = np.where(first, 0.0, cum_conf[r, prev]) + partial * conf[t]
         gaps = np.diff(hits.astype(np.float64), axis=1) - np.diff(confs.astype(np.float64), axis=1)
         return np.abs(gaps).sum(axis=1) / self.n
+
+
+class Selective:
+    """Selective prediction by a confidence score: the model answers the images it is
+    most confident about and refers the rest. Images with equal scores are taken in every
+    order alike (their errors spread evenly over their positions), so no value depends on
+    how a sort breaks ties. Definitions: docs/ALGORITHMS.md."""
+
+    def __init__(self, score: np.ndarray, correct: np.ndarray) -> None:
+        score = np.asarray(score, dtype=np.float64)
+        self.n = len(score)
+        self.order = np.argsort(-score, kind="stable")
+        ordered = score[self.order]
+        self.starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        self.error = 1.0 - np.asarray(correct, dtype=np.float64)[self.order]
+        # harmonic numbers H(m) = 1 + 1/2 + ... + 1/m, H(0) = 0
+        self.harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, self.n + 1))])
+
+    def _groups(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per tie group (score order) and resample column: its weight and its errors."""
+        ws = w[self.order]  # counts: exact in float32, summed per group exactly too
+        weight = np.add.reduceat(ws, self.starts, axis=0).astype(np.float64)
+        errors = np.add.reduceat(ws * self.error[:, None].astype(w.dtype), self.starts,
+                                 axis=0).astype(np.float64)
+        return weight, errors
+
+    def aurc(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(AURC, E-AURC) of each column of image weights ``w`` (counts summing to n).
+
+        A group of weight W and errors F, after C_b images holding F_b errors, fills the
+        positions p = C_b+1 .. C_b+W with expected errors F_b + (F / W)(p - C_b); the sum
+        of risk(p) = errors(p) / p over them is (F_b - (F / W) C_b)(H(C_b + W) - H(C_b)) + F."""
+        n, h = self.n, self.harmonic
+        weight, errors = self._groups(w)
+        after = np.cumsum(weight, axis=0)
+        before = after - weight
+        errors_before = np.cumsum(errors, axis=0) - errors
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.where(weight > 0, errors / weight, 0.0)
+        step = h[np.rint(after).astype(np.int64)] - h[np.rint(before).astype(np.int64)]
+        aurc = ((errors_before - rate * before) * step + errors).sum(axis=0) / n
+        # the best a score could do: every correct answer before every error
+        right = np.rint(n - errors.sum(axis=0)).astype(np.int64)
+        best = ((n - right) - right * (h[n] - h[right])) / n
+        return aurc, aurc - best
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """(coverage k/n, selective risk at k) for k = 1 .. n, on the images as they are."""
+        if getattr(self, "_curve", None) is None:
+            self._curve = self._compute_curve()
+        return self._curve
+
+    def _compute_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        weight, errors = (x[:, 0] for x in self._groups(np.ones((self.n, 1))))
+        k = np.arange(1, self.n + 1, dtype=np.float64)
+        group = np.repeat(np.arange(len(weight)), weight.astype(np.int64))
+        before = np.cumsum(weight) - weight
+        errors_before = np.cumsum(errors) - errors
+        expected = errors_before[group] + errors[group] / weight[group] * (k - before[group])
+        return k / self.n, expected / k
+
+    def accuracy_at(self, coverage: float) -> float:
+        """Accuracy on the most confident ``coverage`` of the images (at least one)."""
+        _, risk = self.curve()
+        k = min(max(int(round(coverage * self.n)), 1), self.n)
+        return float(1.0 - risk[k - 1])
+
+    def referral_for(self, accuracy: float) -> float | None:
+        """The smallest share of images to refer (the least confident) for the answered
+        rest to reach ``accuracy``; None when no share does (the most confident answers
+        are already below it)."""
+        _, risk = self.curve()
+        reach = np.flatnonzero(1.0 - risk >= accuracy - 1e-12)
+        return None if not reach.size else float(1.0 - (reach[-1] + 1) / self.n)
 
 
 def _nanmean(x: np.ndarray) -> np.ndarray:

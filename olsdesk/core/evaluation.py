@@ -26,6 +26,7 @@ from olsdesk.core.bootstrap import (
     CLASS_METRICS,
     SUMMARY_METRICS,
     BootstrapResult,
+    Selective,
     metric_samples,
 )
 from olsdesk.core.calibration import apply_temperature
@@ -35,7 +36,16 @@ DEFAULT_RESAMPLES = 1000
 METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "nll": "NLL", "brier": "Brier",
                  "ece": "ECE", "mce": "MCE", "adaptive_ece": "adaptive ECE",
                  "classwise_ece": "classwise ECE", "macro_auroc": "macro AUROC",
-                 "balanced_accuracy": "balanced accuracy"}
+                 "balanced_accuracy": "balanced accuracy", "aurc": "AURC",
+                 "eaurc": "E-AURC"}
+# selective prediction: the coverages whose accuracy is reported, the accuracies whose
+# referral rate is, and the scores ranked (higher = more confident)
+COVERAGES = (0.8, 0.9, 0.95)
+TARGET_ACCURACIES = (0.9, 0.95, 0.99)
+SCORES = {"raw": "top-1 probability", "temperature_scaled": "temperature-scaled top-1 "
+          "probability", "negative_entropy": "minus the entropy of the prediction",
+          "max_logit": "largest logit"}
+CURVE_POINTS = 1000  # rows of risk_coverage.csv at most
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,36 @@ class Evaluation:
     # and each row's index among them
     samples: object = field(default=None, repr=False, compare=False)
     sample_index: np.ndarray | None = field(default=None, repr=False, compare=False)
+    max_logit: np.ndarray | None = field(default=None, repr=False)  # (N,), a score
+
+    def scores(self) -> dict[str, np.ndarray]:
+        """The confidence scores selective prediction ranks by (SCORES), each image's."""
+        p = np.clip(self.probs, 1e-300, 1.0)
+        found = {"raw": self.probs.max(axis=1),
+                 "temperature_scaled": self.scaled_probs.max(axis=1),
+                 "negative_entropy": (p * np.log(p)).sum(axis=1)}
+        if self.max_logit is not None:
+            found["max_logit"] = self.max_logit
+        return found
+
+    @cached_property
+    def selective(self) -> dict[str, Selective]:
+        correct = self.predicted == self.labels
+        return {name: Selective(score, correct) for name, score in self.scores().items()}
+
+    def selective_dict(self) -> dict:
+        """metrics.json's ``selective`` section: per score, AURC and E-AURC (the raw and
+        scaled ones with intervals in their sections), accuracy at each coverage and the
+        share to refer for each target accuracy."""
+        out = {}
+        for name, sel in self.selective.items():
+            aurc, eaurc = (float(v[0]) for v in sel.aurc(np.ones((sel.n, 1))))
+            out[name] = {
+                "score": SCORES[name], "aurc": aurc, "eaurc": eaurc,
+                "accuracy_at_coverage": {f"{c:g}": sel.accuracy_at(c) for c in COVERAGES},
+                "referral_for_accuracy": {f"{a:g}": sel.referral_for(a)
+                                          for a in TARGET_ACCURACIES}}
+        return out
 
     def rows(self, true: int | None = None, predicted: int | None = None,
              confidence_bin: int | None = None, scaled: bool = False,
@@ -124,7 +164,7 @@ class Evaluation:
             "bootstrap_resamples": self.resamples, "bootstrap_seed": self.seed,
             "rank_metrics_resampling": self.raw.rank_method,
             "calibration_bins": self.n_bins, "class_names": list(self.class_names),
-            "warnings": self.warnings,
+            "selective": self.selective_dict(), "warnings": self.warnings,
         }
 
 
@@ -220,7 +260,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                         batch_size=batch_size, collate_fn=collate,
                         num_workers=default_workers(samples, workers, predictor.device),
                         pin_memory=predictor.device.type == "cuda")
-    logits, labels, indices, failed = [], [], [], []
+    logits, labels, indices, failed, top_logits = [], [], [], [], []
     done, total = 0, len(samples)
     with torch.no_grad():
         for images, y, idx, bad in loader:
@@ -231,6 +271,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
             if images is not None:
                 out = predictor.model(images.to(predictor.device, non_blocking=True))
                 logits.append(torch.log_softmax(out.double(), dim=1).cpu())
+                top_logits.append(out.double().max(dim=1).values.cpu())
                 labels.append(y)
                 indices.append(idx)
                 done += len(y)
@@ -251,7 +292,8 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                    message.split("\n", 1)[0]) for i, message in failed]
     yield Evaluation(str(checkpoint), predictor.epoch, predictor.class_names, source, names,
                      labels_np, log_probs, predictor.temperature, unreadable, raw, scaled,
-                     resamples, seed, n_bins, warnings, samples, index)
+                     resamples, seed, n_bins, warnings, samples, index,
+                     torch.cat(top_logits).numpy())
 
 
 def evaluate(checkpoint: str | Path, **options) -> Evaluation:
@@ -280,6 +322,7 @@ def write_evaluation(ev: Evaluation, out: str | Path,
     written.append(_write_per_class(ev, out / "per_class.csv"))
     written.append(_write_confusion(ev, out / "confusion_matrix.csv"))
     written.append(_write_reliability(ev, out / "reliability.csv"))
+    written.append(_write_risk_coverage(ev, out / "risk_coverage.csv"))
     if renderer is not None:
         written += [out / name for name in renderer(ev, out)]
     return written
@@ -320,6 +363,21 @@ def _write_per_class(ev: Evaluation, path: Path) -> Path:
 
 def _cell(x: float) -> str:
     return f"{x:.6f}" if math.isfinite(x) else ""
+
+
+def _write_risk_coverage(ev: Evaluation, path: Path) -> Path:
+    """The risk-coverage curve of every score: the error rate among the k most confident
+    images at coverage k / N (at most CURVE_POINTS rows, evenly spaced, the last k = N)."""
+    curves = {name: sel.curve() for name, sel in ev.selective.items()}
+    n = len(ev.labels)
+    ks = np.unique(np.linspace(1, n, min(n, CURVE_POINTS)).round().astype(int))
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["images_answered", "coverage"] + [f"risk_{name}" for name in curves])
+        for k in ks:
+            writer.writerow([k, f"{k / n:.6f}"] + [f"{curves[name][1][k - 1]:.6f}"
+                                                    for name in curves])
+    return path
 
 
 def _write_confusion(ev: Evaluation, path: Path) -> Path:

@@ -309,6 +309,9 @@ TEST_METRICS = (
     ("ece_scaled", "ECE after T-scaling", False),
     ("macro_auroc", "macro AUROC", True),
     ("balanced_accuracy", "balanced accuracy", True),
+    ("aurc", "AURC", False),
+    ("eaurc", "E-AURC", False),
+    ("eaurc_scaled", "E-AURC after T-scaling", False),
 )
 BASELINE = "ce"
 Interval = tuple[float, float, float]  # value, 95 % low, 95 % high
@@ -387,7 +390,8 @@ def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
 
     def pooled(evs, key):
         """(value, per-resample values): the mean over seeds."""
-        result, name = ("scaled", "ece") if key == "ece_scaled" else ("raw", key)
+        result, name = (("scaled", key.removesuffix("_scaled")) if key.endswith("_scaled")
+                        else ("raw", key))
         return (float(np.mean([getattr(e, result).value[name] for e in evs])),
                 np.mean([getattr(e, result).summary[name] for e in evs], axis=0))
 

@@ -79,10 +79,36 @@ def test_demo_run_evaluation_files_match_an_independent_computation(demo_run, tm
             "balanced_accuracy": float(np.mean(
                 [(probs[y == c].argmax(1) == c).mean() for c in range(12)])),
         }
+        risk = naive_risk_coverage(probs.max(1), probs.argmax(1) == y)
+        best = naive_risk_coverage((probs.argmax(1) == y) * 1.0, probs.argmax(1) == y)
+        expected["aurc"] = float(risk.mean())
+        expected["eaurc"] = float(risk.mean() - best.mean())
         for name, value in expected.items():
             assert got[name]["value"] == pytest.approx(value, abs=2e-6), (block, name)
             lo, hi = got[name]["ci95"]
             assert lo <= hi
+
+    # selective prediction: every score's curve, accuracies and referral rates
+    selective = report["selective"]
+    correct = p.argmax(1) == y
+    entropy = -(p * np.log(np.clip(p, 1e-300, 1))).sum(1)
+    for name, score in (("raw", p.max(1)), ("temperature_scaled", q.max(1)),
+                        ("negative_entropy", -entropy)):
+        risk = naive_risk_coverage(score, correct)
+        assert selective[name]["aurc"] == pytest.approx(risk.mean(), abs=1e-5), name
+        for coverage, accuracy in selective[name]["accuracy_at_coverage"].items():
+            k = max(int(round(float(coverage) * 24)), 1)
+            assert accuracy == pytest.approx(1 - risk[k - 1], abs=1e-5), (name, coverage)
+        for target, referral in selective[name]["referral_for_accuracy"].items():
+            reach = np.flatnonzero(1 - risk >= float(target) - 1e-9)
+            assert referral == (None if not reach.size else
+                                pytest.approx(1 - (reach[-1] + 1) / 24)), (name, target)
+    assert "max_logit" in selective
+    with open(tmp_path / "risk_coverage.csv", newline="") as fh:
+        curve = list(csv.DictReader(fh))
+    assert [int(r["images_answered"]) for r in curve] == list(range(1, 25))
+    np.testing.assert_allclose([float(r["risk_raw"]) for r in curve],
+                               naive_risk_coverage(p.max(1), correct), atol=1e-5)
 
     with open(tmp_path / "per_class.csv", newline="") as fh:
         per_class = list(csv.DictReader(fh))
@@ -108,6 +134,22 @@ def test_demo_run_evaluation_files_match_an_independent_computation(demo_run, tm
         bins = list(csv.DictReader(fh))
     expected_bins = metrics.reliability_bins(p, y)
     assert [int(b["count"]) for b in bins] == expected_bins.counts.tolist()
+
+
+def naive_risk_coverage(score, correct):
+    """The error rate among the k most confident images, k = 1..N, images whose scores
+    tie taken in every order alike: written afresh from the definition, one k at a time."""
+    score = np.round(np.asarray(score, dtype=float), 6)  # as predictions.csv holds them
+    error = 1.0 - np.asarray(correct, dtype=float)
+    ranked = np.sort(score)[::-1]
+    risks = []
+    for k in range(1, len(score) + 1):
+        t = ranked[k - 1]
+        above = score > t
+        tied = score == t
+        expected = error[above].sum() + (k - above.sum()) * error[tied].mean()
+        risks.append(expected / k)
+    return np.array(risks)
 
 
 def metrics_scaled(p, temperature):

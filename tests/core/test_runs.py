@@ -40,7 +40,7 @@ def test_a_resumed_run_cut_back_is_read_again_from_the_start(tmp_path):
     assert follower.read(with_status=False).reports == []
 
 
-def test_the_reader_reads_each_epoch_once_and_the_listing_skips_broken_runs(tmp_path,
+def test_the_reader_reads_each_epoch_once_and_lists_a_broken_run_as_damaged(tmp_path,
                                                                              monkeypatch):
     from olsdesk.core.runs import RunReader, list_runs
 
@@ -52,9 +52,9 @@ def test_the_reader_reads_each_epoch_once_and_the_listing_skips_broken_runs(tmp_
     broken.mkdir()
     (broken / "config.json").write_text("{not json")
     (broken / "run.json").write_text("{}")
-    listed = list_runs(tmp_path)
-    assert [item.path for item in listed] == [path]  # the broken folder is skipped
-    (item,) = listed
+    listed = {item.path: item for item in list_runs(tmp_path)}
+    assert listed[broken].status == "damaged"  # listed with its sentence, not lost
+    item = listed[path]
     assert item.epochs_done == 2 and item.status == "finished" and item.notes == ""
     assert item.best_top1 == max(m["val_top1"] for m in RunStore(path).metrics())
 
