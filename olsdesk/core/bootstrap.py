@@ -376,13 +376,17 @@ class Selective:
 
     def __init__(self, score: np.ndarray, correct: np.ndarray) -> None:
         score = np.asarray(score, dtype=np.float64)
-        self.n = len(score)
+        self.n = n = len(score)
         self.order = np.argsort(-score, kind="stable")
         ordered = score[self.order]
         self.starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        self.tied = len(self.starts) < n
         self.error = 1.0 - np.asarray(correct, dtype=np.float64)[self.order]
-        # harmonic numbers H(m) = 1 + 1/2 + ... + 1/m, H(0) = 0
-        self.harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, self.n + 1))])
+        self.error_rows = np.flatnonzero(self.error > 0)  # in score order
+        # harmonic numbers H(m) = 1 + 1/2 + ... + 1/m (H(0) = 0) and their running sums
+        # G(m) = H(0) + ... + H(m - 1)
+        self.harmonic = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+        self.g = np.concatenate([[0.0], np.cumsum(self.harmonic[:-1])])
 
     def _groups(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per tie group (score order) and resample column: its weight and its errors."""
@@ -395,20 +399,32 @@ class Selective:
     def aurc(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(AURC, E-AURC) of each column of image weights ``w`` (counts summing to n).
 
-        A group of weight W and errors F, after C_b images holding F_b errors, fills the
-        positions p = C_b+1 .. C_b+W with expected errors F_b + (F / W)(p - C_b); the sum
-        of risk(p) = errors(p) / p over them is (F_b - (F / W) C_b)(H(C_b + W) - H(C_b)) + F."""
-        n, h = self.n, self.harmonic
-        weight, errors = self._groups(w)
-        after = np.cumsum(weight, axis=0)
-        before = after - weight
-        errors_before = np.cumsum(errors, axis=0) - errors
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(weight > 0, errors / weight, 0.0)
-        step = h[np.rint(after).astype(np.int64)] - h[np.rint(before).astype(np.int64)]
-        aurc = ((errors_before - rate * before) * step + errors).sum(axis=0) / n
+        N x AURC = sum over positions p of errors(p) / p = sum over the positions q that
+        hold an error of H(N) - H(q - 1). An image (or a group of tied images) of weight
+        W after C_b others fills positions C_b+1 .. C_b+W, which add W H(N) - (G(C_b + W)
+        - G(C_b)) for each error among them: a tied group's errors spread evenly over its
+        positions, so it adds its error rate times that. Only the errors' positions are
+        needed: the rest of the sum is zero."""
+        n, h, g = self.n, self.harmonic, self.g
+        if self.tied:
+            weight, errors = self._groups(w)
+            after = np.rint(np.cumsum(weight, axis=0)).astype(np.int64)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rate = np.where(weight > 0, errors / weight, 0.0)
+            span = g[after] - g[after - weight.astype(np.int64)]
+            total = (rate * (weight * h[n] - span)).sum(axis=0)
+            wrong = errors.sum(axis=0)
+        else:
+            ws = w[self.order]
+            after = np.cumsum(ws, axis=0)[self.error_rows]  # exact: integer counts
+            weight = ws[self.error_rows]
+            ends = after.astype(np.int64)
+            span = g[ends] - g[ends - weight.astype(np.int64)]
+            wrong = weight.sum(axis=0, dtype=np.float64)
+            total = wrong * h[n] - span.sum(axis=0)
+        aurc = total / n
         # the best a score could do: every correct answer before every error
-        right = np.rint(n - errors.sum(axis=0)).astype(np.int64)
+        right = np.rint(n - wrong).astype(np.int64)
         best = ((n - right) - right * (h[n] - h[right])) / n
         return aurc, aurc - best
 
