@@ -6,7 +6,11 @@ the same run. Prints the 95th percentile and the worst stall of each and their r
 Target: worst stall under 50 ms while training. Not a test: timings never fail a build.
 
 Usage: QT_QPA_PLATFORM=offscreen python bench/ui_latency.py [--epochs 3] [--idle 5]
-       [--tab embedding|soft_labels|reliability|curves]
+       [--tab embedding|soft_labels|reliability|curves] [--explain]
+
+--explain lists the GUI-thread events that took over 15 ms while training (what stalled
+the window: a paint, a queued slot, a timer), with when they ran; it slows every event a
+little, so its stall figures are not the bench's.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class LatencyProbe:
 
     def start(self) -> None:
         self.late_ms.clear()
+        self.at_ms: list[float] = []  # when each tick fired (ms since start)
         self.clock.start()
         self.last = 0
         self.timer.start()
@@ -51,7 +56,32 @@ class LatencyProbe:
         now = self.clock.nsecsElapsed() / 1e6
         if self.last:
             self.late_ms.append(max(0.0, now - self.last - INTERVAL_MS))
+            self.at_ms.append(now)
         self.last = now
+
+
+class TimedApplication(QApplication):
+    """Times every event the GUI thread handles; keeps those over ``SLOW_MS``."""
+
+    SLOW_MS = 15.0
+
+    def __init__(self, argv) -> None:
+        super().__init__(argv)
+        self.clock = QElapsedTimer()
+        self.clock.start()
+        self.slow: list[tuple[float, float, str]] = []  # (at ms, took ms, what)
+        self.recording = False
+
+    def notify(self, receiver, event) -> bool:  # noqa: N802 - Qt's name
+        if not self.recording:
+            return super().notify(receiver, event)
+        start = self.clock.nsecsElapsed()
+        result = super().notify(receiver, event)
+        took = (self.clock.nsecsElapsed() - start) / 1e6
+        if took > self.SLOW_MS:
+            self.slow.append((start / 1e6, took, f"{type(receiver).__name__} "
+                              f"{event.type().name}"))
+        return result
 
 
 def summary(name: str, late: np.ndarray) -> tuple[float, float]:
@@ -68,8 +98,10 @@ def main() -> int:
     parser.add_argument("--tab", default="embedding",
                         choices=("embedding", "soft_labels", "reliability", "curves"),
                         help="the tab showing while it trains (embedding: the heaviest)")
+    parser.add_argument("--explain", action="store_true",
+                        help="list the slow GUI-thread events while training")
     args = parser.parse_args()
-    app = QApplication(sys.argv)
+    app = TimedApplication(sys.argv) if args.explain else QApplication(sys.argv)
     from olsdesk.gui.app import isolated_window, wait_for
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,10 +118,21 @@ def main() -> int:
         idle = probe.stop()
 
         probe.start()
+        if args.explain:
+            app.recording, began = True, app.clock.nsecsElapsed() / 1e6
+            window.session.report_added.connect(lambda r: app.slow.append(
+                (app.clock.nsecsElapsed() / 1e6, 0.0, f"-- epoch {r.epoch} arrived")))
         window.experiment.train_button.click()
         wait_for(app, lambda: not window.training and window.last_status, poll=0.001)
         busy = probe.stop()
         window.close()
+        if args.explain:
+            app.recording = False
+            for at, took, what in app.slow:
+                print(f"  {(at - began) / 1000:7.2f} s  {took:6.1f} ms  {what}")
+            worst = np.argsort(busy)[::-1][:6]
+            print("  the worst stalls ended at: " + ", ".join(
+                f"{probe.at_ms[i] / 1000:.2f} s ({busy[i]:.0f} ms)" for i in sorted(worst)))
     print(f"olsdesk window, offscreen; training {args.epochs} demo epochs "
           f"({window.last_status}), {args.tab} tab showing")
     idle_p95, idle_worst = summary("idle", idle)

@@ -43,6 +43,7 @@ class RunSession(QObject):
     report_added = Signal(object)  # EpochReport, appended
     epoch_selected = Signal(object)  # EpochReport or None: the epoch the views show
     following_changed = Signal(str)  # the run's status while followed, "" when not
+    run_planned = Signal(int)  # the epochs a run the app starts will train, before any
 
     loaded = Signal(int)  # a run opened from disk has been read (its epoch count)
     follow_failed = Signal(str)  # the run folder could not be read, in one sentence
@@ -79,6 +80,7 @@ class RunSession(QObject):
         self._select_pending = False
         self.path, self.info, self.reports, self.position = started.path, started.info, [], 0
         self.state.set_run(ShownRun(started.path, started.info))
+        self.run_planned.emit(started.epochs)
         self.run_changed.emit(self.info)
         self.reports_reset.emit([])
         self.epoch_selected.emit(None)

@@ -50,6 +50,7 @@ def test_curves_span_the_whole_run_from_its_first_epoch(qtbot):
     ranges = []
     for epoch in (1, 2, 3):
         panel.add_report(Report(epoch))
+        panel.flush()  # drawn in the next turn of the event loop
         ranges.append([plot.vb.viewRange()[0] for plot in panel.plots])
     # the epoch axis already shows epochs 1-10 at the first epoch, and never moves
     lo, hi = ranges[0][0]

@@ -138,18 +138,32 @@ class EpochAxis(pg.AxisItem):
 def fit_y(plot: pg.PlotItem, values, floor: float = 0.02) -> None:
     """Set ``plot``'s y range to its values (10 % margins), never to a span under
     ``floor``: one epoch's single value would otherwise get ticks like 0.5456858317335366.
-    Set here, not by pyqtgraph's auto-range, which works it out while painting and then
-    paints again with the new axes (a second full repaint of the panel an epoch)."""
+    The ends snap outward to a grid of a fifth of the span, rounded to 1, 2 or 5 times a
+    power of ten, so most epochs leave the range (and the axis, whose labels are costly
+    to lay out and draw again) as it was. Set here, not by pyqtgraph's auto-range, which
+    works it out while painting and then paints again with the new axes."""
     finite = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
     plot.disableAutoRange(pg.ViewBox.YAxis)
     if not finite.size:  # nothing yet: 0-1, never the last run's range or pyqtgraph's
-        plot.setYRange(0.0, 1.0, padding=0.02)
-        return
-    low, high = float(finite.min()), float(finite.max())
-    if high - low < floor:
-        centre = (high + low) / 2
-        low, high = centre - floor / 2, centre + floor / 2
-    plot.setYRange(low, high, padding=0.1)
+        low, high = 0.0, 1.0
+    else:
+        low, high = float(finite.min()), float(finite.max())
+        if high - low < floor:
+            centre = (high + low) / 2
+            low, high = centre - floor / 2, centre + floor / 2
+        margin = 0.1 * (high - low)
+        low, high = low - margin, high + margin
+        step = nice_step((high - low) / 5)
+        low, high = math.floor(low / step) * step, math.ceil(high / step) * step
+    if getattr(plot, "_fitted_y", None) != (low, high):
+        plot._fitted_y = (low, high)
+        plot.setYRange(low, high, padding=0)
+
+
+def nice_step(raw: float) -> float:
+    """The smallest of 1, 2 or 5 times a power of ten that is at least ``raw``."""
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw * (1 - 1e-9))
 
 
 def plural(n: int, word: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
@@ -42,6 +42,8 @@ class CurvesPanel(RedrawWhenShown, QWidget):
         self.reports: list[EpochReport] = []
         self.selected_lines: list[pg.InfiniteLine] = []
         self.selected_epoch: int | None = None
+        self.planned_epochs = 1  # of the run starting, before its first report
+        self._draw_pending = False
         # one legend above the four plots (a colour means the same in each): inside a
         # plot it covered data while training, and the hover read-out covered it
         self.legend = pg.LegendItem(colCount=3, labelTextSize="9pt")
@@ -91,6 +93,7 @@ class CurvesPanel(RedrawWhenShown, QWidget):
 
     def follow(self, session) -> None:
         """Draw every report of ``session`` (a RunSession) as it arrives."""
+        session.run_planned.connect(self.plan)
         session.reports_reset.connect(self.set_reports)
         session.report_added.connect(self.add_report)
         session.epoch_selected.connect(self.show_selected)
@@ -103,13 +106,31 @@ class CurvesPanel(RedrawWhenShown, QWidget):
             if report is not None:
                 line.setValue(report.epoch)
 
+    def plan(self, epochs: int) -> None:
+        """A run of ``epochs`` epochs starts: the epoch axis spans them from the start, so
+        it is laid out once a run, not again at its first epoch."""
+        self.planned_epochs = epochs
+
     def set_reports(self, reports: list[EpochReport]) -> None:
         """Show a whole run (replay) or the run so far."""
         if not reports or (self.reports and reports[0] is not self.reports[0]):
             for label in self.hover_labels:  # a read-out of another run's epoch
                 label.hide()
         self.reports = list(reports)
-        self.draw_when_shown(self._draw)
+        self.draw_when_shown(self._draw_soon)
+
+    def _draw_soon(self) -> None:
+        """Draw in the next turn of the event loop (once, however many reports came): the
+        slot that brought the report, this drawing and its paint then run as three
+        events, with the window's timers and input between them, not as one stall."""
+        if not self._draw_pending:
+            self._draw_pending = True
+            QTimer.singleShot(0, self, self._draw_now)
+
+    def _draw_now(self) -> None:
+        if self._draw_pending:
+            self._draw_pending = False
+            self._draw()
 
     def _draw(self) -> None:
         epochs = np.array([r.epoch for r in self.reports], dtype=float)
@@ -126,10 +147,13 @@ class CurvesPanel(RedrawWhenShown, QWidget):
                                  [best.val_top1] if best else [])
         # the run's whole length from its first epoch: the curves grow to the right, and
         # the epoch axis (with its grid) is drawn once a run, not at every epoch
-        last = max((max(r.epochs, r.epoch) for r in self.reports), default=1)
+        last = max((max(r.epochs, r.epoch) for r in self.reports),
+                   default=self.planned_epochs)
         for plot, (_, _, series) in zip(self.plots, PLOTS, strict=True):
             plot.disableAutoRange(pg.ViewBox.XAxis)
-            plot.setXRange(0.5, last + 0.5, padding=0.02)
+            if getattr(plot, "_epochs_shown", None) != last:  # else the axis stays drawn
+                plot._epochs_shown = last
+                plot.setXRange(0.5, last + 0.5, padding=0.02)
             fit_y(plot, [getattr(r, attr) for r in self.reports for _, attr, _ in series])
 
     def add_report(self, report: EpochReport) -> None:
@@ -153,8 +177,14 @@ class CurvesPanel(RedrawWhenShown, QWidget):
         label.setPos(report.epoch, y_range[0] + 0.02 * (y_range[1] - y_range[0]))
         label.show()
 
+    def flush(self) -> None:
+        """Draw now what waits (for the tab to be shown, or for the next turn)."""
+        super().flush()
+        self._draw_now()
+
     def series_points(self, attr: str) -> tuple[np.ndarray, np.ndarray]:
         """The (epochs, values) a curve shows; for tests and export."""
+        self._draw_now()
         x, y = self.curves[attr].getData()
         return (np.array([]), np.array([])) if x is None else (x, y)
 
