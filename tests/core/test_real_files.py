@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from olsdesk.core.data.images import describe_source, read_image
+from olsdesk.core.data.images import read_image, source_frame
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.errors import ImageReadError
 
@@ -88,8 +88,8 @@ def test_multi_frame_decodes_the_middle_frame_and_says_so():
     image = read_image(path)
     lo, hi = expected.min(), expected.max()
     np.testing.assert_allclose(image, (expected - lo) / (hi - lo), atol=1e-6)
-    assert describe_source(path) == "frame 2 of 2"
-    assert describe_source(real("SC_rgb.dcm")) == ""
+    assert source_frame(path) == (2, 2)  # frame 2 of 2
+    assert source_frame(real("SC_rgb.dcm")) is None
 
 
 def test_truncated_and_headerless_dicom_get_true_sentences(tmp_path):

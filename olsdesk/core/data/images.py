@@ -12,7 +12,7 @@ DICOM is decoded as PACS exports it: every transfer syntax pydicom has a decoder
 2000; pydicom itself reads RLE), colour converted to RGB exactly once (by pydicom),
 palette colour applied, rescale slope/intercept and the file's window applied to gray
 images, MONOCHROME1 inverted. Of a multi-frame file only the middle frame is decoded;
-``describe_source`` says which ("frame 61 of 120").
+``source_frame`` says which ((61, 120): frame 61 of 120).
 """
 
 from __future__ import annotations
@@ -257,13 +257,6 @@ def source_frame(path: str | Path) -> tuple[int, int] | None:
         return None
     frames = _frame_count(ds)
     return (frames // 2 + 1, frames) if frames > 1 else None
-
-
-def describe_source(path: str | Path) -> str:
-    """What part of the file the model sees, when that is not all of it: "frame 61 of
-    120" for a multi-frame DICOM; "" otherwise."""
-    frame = source_frame(path)
-    return f"frame {frame[0]} of {frame[1]}" if frame else ""
 
 
 def _read_dicom(path: Path) -> np.ndarray:
