@@ -638,28 +638,29 @@ class MainWindow(QMainWindow):
             self.status.say("Ready: press Train to train on "
                             + ("the demo set." if source == "demo" else f"{Path(source).name}."))
 
+    def _yes(self, title: str, text: str, default_yes: bool) -> bool:
+        """A Yes/No question; True for Yes."""
+        buttons = QMessageBox.StandardButton
+        answer = QMessageBox.question(self, title, text, buttons.Yes | buttons.No,
+                                      buttons.Yes if default_yes else buttons.No)
+        return answer == buttons.Yes
+
     def ask_leave_running(self, job: ProcessRun) -> bool:
         """Whether a run training in other processes should go on after the app closes."""
-        answer = QMessageBox.question(
-            self, "Leave the run training?",
+        return self._yes(
+            "Leave the run training?",
             f"{job.path.name} is training in {job.processes} processes. Leave it training "
             "after olsdesk closes? (Open it again with File → Open run… to follow it.) "
-            "No stops it after the current batch, keeping the last checkpoint.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.Yes)
-        return answer == QMessageBox.StandardButton.Yes
+            "No stops it after the current batch, keeping the last checkpoint.", True)
 
     def confirm_stop_training(self) -> bool:
         """Whether to stop the training running in the app and close (Ctrl+Q, the close
         button): nothing stops without a word."""
-        answer = QMessageBox.question(
-            self, "Stop the training?",
+        return self._yes(
+            "Stop the training?",
             f"{self.run_path.name if self.run_path else 'A run'} is training. Stop it and "
             "close olsdesk? Its last checkpoint is kept: olsdesk train --resume with its "
-            "folder continues it.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
+            "folder continues it.", False)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt's name
         job = self.controller.job
