@@ -45,6 +45,11 @@ class UsageError(OlsdeskError):
     """A bad command-line invocation: the CLI exits 2 with the message."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception in a few words: its message's first line, or its type's name."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def printable(text: str | os.PathLike) -> str:
     """A file name or path safe to print and log: bytes that are not valid UTF-8 (kept by
     Python as lone surrogates) shown as \\xNN escapes instead of crashing the output."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy import sparse
@@ -430,11 +431,10 @@ class Selective:
 
     def curve(self) -> tuple[np.ndarray, np.ndarray]:
         """(coverage k/n, selective risk at k) for k = 1 .. n, on the images as they are."""
-        if getattr(self, "_curve", None) is None:
-            self._curve = self._compute_curve()
         return self._curve
 
-    def _compute_curve(self) -> tuple[np.ndarray, np.ndarray]:
+    @cached_property
+    def _curve(self) -> tuple[np.ndarray, np.ndarray]:
         weight, errors = (x[:, 0] for x in self._groups(np.ones((self.n, 1))))
         k = np.arange(1, self.n + 1, dtype=np.float64)
         group = np.repeat(np.arange(len(weight)), weight.astype(np.int64))

@@ -31,7 +31,7 @@ import numpy as np
 from olsdesk.config import RunConfig
 from olsdesk.core.records import Checkpoint, RunInfo
 from olsdesk.core.report import ARRAY_FIELDS, EpochReport
-from olsdesk.errors import RunError, printable
+from olsdesk.errors import RunError, first_line, printable
 
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -485,8 +485,7 @@ def read_listing(path: Path) -> RunListing:
 
 
 def _why(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:200]
+    return first_line(exc)[:200]
 
 
 def _damaged(store: RunStore, notes: str, why: str) -> RunListing:

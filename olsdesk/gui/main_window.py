@@ -454,14 +454,11 @@ class MainWindow(QMainWindow):
         """A run opened from disk has been read: its checkpoint is the one in use now."""
         self._use_run_checkpoint()
         if self.session.path is not None:
-            name, status = self.session.path.name, self.session.opened_status
-            if self.session.following and status == "training":
-                self.message.setText(f"Following {name}, still training: "
-                                     f"{plural(epochs, 'epoch')} so far.")
-            else:
-                self.message.setText(f"Replaying {name}: {plural(epochs, 'epoch')} "
-                                     f"({status}).")
-            self._show_run_progress()
+            status = self.session.opened_status
+            if not (self.session.following and status == "training"):
+                self.message.setText(f"Replaying {self.session.path.name}: "
+                                     f"{plural(epochs, 'epoch')} ({status}).")
+            self._show_run_progress()  # and, while it trains, says so
 
     def _show_run_progress(self, *_) -> None:
         """A run opened from disk: the run bar says how many of its epochs are done (the
@@ -470,9 +467,11 @@ class MainWindow(QMainWindow):
             return
         epochs = self.reports[-1].epochs if self.reports else 0
         self.status.show_epochs(len(self.reports), epochs)
-        if self.session.following and self.reports:
+        if self.session.following and self.session.opened_status == "training":
+            done = (f"epoch {self.reports[-1].epoch} of {epochs} done" if self.reports
+                    else "no epoch done yet")
             self.message.setText(f"Following {self.session.path.name}, still training: "
-                                 f"epoch {self.reports[-1].epoch} of {epochs} done.")
+                                 f"{done}.")
 
     def _following_changed(self, status: str) -> None:
         if not status and self.session.path is not None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
-from olsdesk.errors import OlsdeskError
+from olsdesk.errors import OlsdeskError, first_line
 
 log = logging.getLogger(__name__)
 _LIVE: set[Worker] = set()
@@ -41,7 +41,7 @@ def user_message(exc: BaseException) -> str:
         return "the job ran out of memory; try a smaller batch or image size."
     if isinstance(exc, OSError):
         return f"a file could not be read or written ({exc})."
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = first_line(exc)
     if "out of memory" in text.lower():  # CUDA's RuntimeError
         return "the GPU ran out of memory; try a smaller batch or image size."
     return f"{type(exc).__name__}: {text}"

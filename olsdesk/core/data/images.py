@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from olsdesk.errors import ImageReadError, printable
+from olsdesk.errors import ImageReadError, first_line, printable
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
                              "available.") from None
     except Exception as exc:  # noqa: BLE001 - the firewall: any decoder failure is this file's
         log.warning("reading %s failed", printable(str(path)), exc_info=exc)
-        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        detail = first_line(exc)
         raise ImageReadError(f"{printable(path.name)} could not be decoded ({detail}).") from None
 
 
