@@ -40,11 +40,13 @@ def test_following_a_training_run_reads_nothing_on_the_gui_thread(
     assert window.message.text().startswith(f"Following {store.path.name}, still training")
     assert window.status.run_progress.value() == 333
     assert not window.status.epoch_progress.isVisible()
-    metrics.write_text("".join(lines[:2]))  # epoch 2 arrives
+    with open(metrics, "a") as fh:  # epoch 2 arrives, appended as training writes it
+        fh.write(lines[1])
     qtbot.waitUntil(lambda: len(window.reports) == 2, timeout=10_000)
     assert window.status.run_progress.value() == 666
     assert "epoch 2 of 3 done" in window.message.text()
-    metrics.write_text("".join(lines))
+    with open(metrics, "a") as fh:  # (a rewrite could be read half-way: a false reset)
+        fh.write(lines[2])
     store.set_status("finished")
     writer.release()
     qtbot.waitUntil(lambda: not window.session.following and len(window.reports) == 3,
