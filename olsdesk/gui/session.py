@@ -11,14 +11,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Signal
 
 from olsdesk.core.records import RunInfo
 from olsdesk.core.report import EpochReport, RunStarted, best_report
 from olsdesk.core.runs import RunFollower, RunStore, RunUpdate
 from olsdesk.core.state import AppState, ShownRun
 from olsdesk.errors import RunError
-from olsdesk.gui.workers import Worker, start_worker
+from olsdesk.gui.workers import Worker, next_turn_timer, start_worker
 
 
 def follow_run(follower: RunFollower, stop: threading.Event, poll_s: float):
@@ -63,6 +63,8 @@ class RunSession(QObject):
         self.position = 0  # 1-based index of the selected epoch; 0 when none
         self.store: RunStore | None = None  # set while reading or following a run on disk
         self._select_pending = False  # the latest epoch is to be selected (add_report)
+        # after the events waiting (the curves' paint among them): never back to back
+        self._select_timer = next_turn_timer(self, self._select_latest)
 
     # --- filling it ----------------------------------------------------------------
     def clear(self) -> None:
@@ -95,7 +97,7 @@ class RunSession(QObject):
         self.report_added.emit(report)
         if following:
             self._select_pending = True
-            QTimer.singleShot(0, self, self._select_latest)
+            self._select_timer.start()
 
     def _select_latest(self) -> None:
         if self._select_pending:  # unless the user chose an epoch meanwhile

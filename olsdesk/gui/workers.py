@@ -227,3 +227,14 @@ class MainThreadGarbageCollector(QObject):
             if counts[generation] > thresholds[generation]:
                 gc.collect(generation)
                 return
+
+
+def next_turn_timer(owner: QObject, slot: Callable[[], None]) -> QTimer:
+    """A single-shot zero timer calling ``slot``: it fires once the events waiting are
+    handled (a paint they caused among them), where a queued call would run straight after
+    them as one stall of the window. ``start()`` it to ask; asking twice calls once."""
+    timer = QTimer(owner)
+    timer.setSingleShot(True)
+    timer.setInterval(0)
+    timer.timeout.connect(slot)
+    return timer

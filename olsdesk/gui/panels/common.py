@@ -21,6 +21,8 @@ from PySide6.QtWidgets import (
     QTableWidgetItem,
 )
 
+from olsdesk.gui.workers import next_turn_timer
+
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="w", foreground="k")
 
 # Kelly's colours of maximum contrast, less the near-twins (a second yellow, orange,
@@ -82,6 +84,15 @@ class RedrawWhenShown:
         else:
             self._pending_draw = None
             draw()
+
+    def draw_soon(self, draw: Callable[[], None]) -> None:
+        """As ``draw_when_shown``, but a shown panel draws in a later turn of the event
+        loop (``next_turn_timer``), not inside the slot that asked."""
+        self._pending_draw = draw
+        if not (self.window().isVisible() and not self.isVisible()):
+            if getattr(self, "_soon", None) is None:
+                self._soon = next_turn_timer(self, self.flush)
+            self._soon.start()
 
     def flush(self) -> None:
         """Draw now what waits for the panel to be shown."""

@@ -130,7 +130,8 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
         self.status.setText(" ")
         if info is not None:
             self.set_sample_names(list(info.validation_names))
-            self.set_classes(info.class_names)
+            # the legend is built when the panel shows, in a turn of its own (25 ms)
+            self.draw_soon(lambda names=info.class_names: self.set_classes(names))
 
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
@@ -170,6 +171,7 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
 
     def legend_entries(self) -> list[str]:
         """The legend's lines as plain text ('● lung', …, '○ misclassified')."""
+        self.flush()
         text = html.unescape(re.sub(r"<[^>]+>", "", self.legend.text.replace("<br>", "\n")))
         return text.split("\n") if text else []
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QCoreApplication, QEvent, Signal
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
@@ -42,7 +42,8 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.report: EpochReport | None = None
-        self.class_names: tuple[str, ...] = ()
+        self.class_names: tuple[str, ...] = ()  # the classes on the axes
+        self.run_classes: tuple[str, ...] = ()  # those of the run followed, before its epochs
         self.matrix_choice = QComboBox()
         for key, label in MATRICES:
             self.matrix_choice.addItem(label, key)
@@ -78,6 +79,11 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.colorbar = pg.ColorBarItem(values=(0.0, 1.0), colorMap=pg.colormap.get("viridis"),
                                         interactive=False, label="probability")
         self.colorbar.setImageItem(self.image, insert_in=self.plot)
+        # room for its widest tick ('0.0625') from the start: an axis growing to fit its first
+        # labels lays the panel out again and paints it twice (30 ms more at a run's start)
+        bar_axis = self.colorbar.axis
+        bar_axis.setStyle(autoExpandTextSpace=False, tickTextWidth=QFontMetrics(
+            bar_axis.style["tickFont"] or bar_axis.font()).horizontalAdvance("0.0000") + 2)
         # before any matrix: an empty 0-1 square, not pyqtgraph's -500...500 "(x0.001)"
         for side in ("left", "bottom"):
             self.plot.getAxis(side).enableAutoSIPrefix(False)
@@ -105,13 +111,20 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         return self.matrix_choice.currentData()
 
     def follow(self, session) -> None:
-        """Show the epoch chosen in ``session`` (a RunSession)."""
-        session.epoch_selected.connect(self.show_report)
+        """Show the epoch chosen in ``session`` (a RunSession); a run's classes are laid
+        out when it starts, not with its first epoch's matrix (one stall fewer then)."""
+        session.run_changed.connect(self._run_changed)
+        # in a turn of its own, not inside the slot that brought the epoch
+        session.epoch_selected.connect(lambda report: self.show_report(report, soon=True))
 
-    def show_report(self, report: EpochReport | None) -> None:
+    def _run_changed(self, info) -> None:
+        self.run_classes = tuple(info.class_names) if info is not None else ()
+        self.draw_soon(self._redraw)
+
+    def show_report(self, report: EpochReport | None, soon: bool = False) -> None:
         self.report = report
         self.hover.setText(" ")  # a readout of another epoch would be wrong
-        self.draw_when_shown(self._redraw)
+        (self.draw_soon if soon else self.draw_when_shown)(self._redraw)
 
     def hide_controls(self) -> None:
         """For a figure: the picture alone, no combo boxes."""
@@ -134,6 +147,14 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         # room above the first row for the group names
         self.plot.setRange(xRange=(0, k), yRange=(-0.06 * k if grouped else 0, k), padding=0.02)
         self._layout_ticks()
+        self._lay_out_now()
+
+    def _lay_out_now(self) -> None:
+        """New axis sizes and title laid out now, so what changed is painted once (left to
+        the layout's queued request, the first matrix was painted twice: 45 ms). Twice: a
+        title resized by the first pass asks for a second one (pyqtgraph's LabelItem)."""
+        for _ in range(2):
+            QCoreApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
 
     def _layout_ticks(self) -> None:
         """Class names on both axes, as many as fit without overlapping: columns keep
@@ -199,7 +220,9 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         return True
 
     def shown_matrix(self) -> np.ndarray | None:
-        """The matrix drawn now, its values as given (None before the first epoch)."""
+        """The matrix shown, its values as given (None before the first epoch); a drawing
+        waiting for its turn is done first."""
+        self.flush()
         return self._shown
 
     @property
@@ -217,8 +240,9 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         return np.nan_to_num(getattr(self.report, self.matrix_key), nan=0.0)
 
     def _redraw(self) -> None:
-        if self.report is not None and self.report.class_names != self.class_names:
-            self._set_classes(self.report.class_names)  # with the drawing: when shown
+        names = self.report.class_names if self.report is not None else self.run_classes
+        if names and names != self.class_names:
+            self._set_classes(names)  # with the drawing: when shown
         matrix = self.current_matrix()
         if matrix is None:
             self.clear_matrix()
@@ -240,9 +264,11 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self._set_bar(levels, ticks, scale_label)
         self.image.setImage(drawn, levels=levels, autoLevels=False)
         self.image.setRect(0, 0, matrix.shape[1], matrix.shape[0])
-        self.plot.setLabel("bottom", bottom_label)
+        if self.plot.getAxis("bottom").labelText != bottom_label:  # else it is drawn again
+            self.plot.setLabel("bottom", bottom_label)
         self.title.setText(title)
         self._write_values(values, value_format, drawn, levels)
+        self._lay_out_now()
 
     def _scale(self, matrix: np.ndarray, scale_label: str):
         """What the chosen colour scale draws: (values drawn, levels, ticks, bar label)."""
@@ -270,6 +296,9 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         """The colour bar: its scale's name and ticks."""
         if ticks is None:  # five labelled values, each distinct (never "0.3, 0.3, 0.2")
             ticks = [[(float(v), f"{v:.3g}") for v in np.linspace(*levels, 5)]]
+        if (levels, ticks, label) == getattr(self, "_bar", None):
+            return  # as drawn: redrawing its axes would cost each epoch's repaint 10 ms
+        self._bar = (levels, ticks, label)
         self.colorbar.getAxis("left").setLabel(label)  # the bar's title side
         self.colorbar.axis.setTicks(ticks)  # its value axis
         self.colorbar.setLevels(levels)
