@@ -17,11 +17,13 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QListView,
     QListWidget,
     QListWidgetItem,
+    QScrollArea,
     QSplitter,
     QVBoxLayout,
     QWidget,
@@ -89,15 +91,27 @@ class ErrorBrowser(QWidget):
         self.grid.setWordWrap(True)
         self.grid.currentItemChanged.connect(self._show_current)
         self.large = FittedPicture(260)  # follows its room: never over the text below
-        self.large.setMinimumSize(140, 140)
+        self.large.setMinimumSize(96, 96)
         self.detail = QLabel(" ")
         self.detail.setWordWrap(True)
+        self.detail.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.detail.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # the text's room is fixed (five lines, scrolled when a long name needs more): a
+        # selected image never changes the browser's height, so the numbers and the
+        # matrix above it stay where they are
+        detail_room = QScrollArea()
+        detail_room.setWidget(self.detail)
+        detail_room.setWidgetResizable(True)
+        detail_room.setFrameShape(QFrame.Shape.NoFrame)
+        detail_room.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        detail_room.setFixedHeight(5 * self.detail.fontMetrics().lineSpacing() + 6)
+        detail_room.viewport().setAutoFillBackground(False)  # the panel's own background
+        self.detail.setAutoFillBackground(False)
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
         side_layout.addWidget(self.large, 1)
-        side_layout.addWidget(self.detail)
+        side_layout.addWidget(detail_room)
         splitter = QSplitter()
         splitter.addWidget(self.grid)
         splitter.addWidget(side)

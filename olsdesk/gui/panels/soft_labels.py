@@ -98,6 +98,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
                                                        self._fit_values()))
         self.graphics.leaveEvent = self._left  # the readout never outlives the pointer
         self.group_items: list = []  # lines and labels between groups of classes
+        self.group_labels: list = []
         self.cell_texts: list = []  # the values written on the cells
         self._shown: np.ndarray | None = None  # the values drawn (before any log)
 
@@ -177,11 +178,19 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         widest = max(max(bottom_metrics.horizontalAdvance(part) for part in s.split("\n"))
                      for s in two_lines)
         numbered = widest + 4 > width / k
-        if numbered:
+        left_metrics = QFontMetrics(left.font())
+        named_rows = [f"{i + 1} {s}" for i, s in enumerate(short)]
+        # a narrow panel (the Evaluate tab's matrix at 1024 px) keeps its width for the
+        # cells: numbers alone on both axes, the names in the hover read-out and in the
+        # per-class table beside it (whose row n is class n)
+        numbers_only = (max(left_metrics.horizontalAdvance(r) for r in named_rows) + 34
+                        > 0.3 * max(self.graphics.width(), 1))
+        if numbered or numbers_only:
+            numbered = True
             number_width = bottom_metrics.horizontalAdvance(str(k)) + 6
             step = max(1, int(np.ceil(number_width * k / width)))
             columns = [(i + 0.5, str(i + 1)) for i in range(0, k, step)]
-            rows = [f"{i + 1} {s}" for i, s in enumerate(short)]
+            rows = [str(i + 1) for i in range(k)] if numbers_only else named_rows
         else:
             columns = [(i + 0.5, s) for i, s in enumerate(two_lines)]
             rows = short
@@ -191,7 +200,14 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         row_step = max(1, int(np.ceil(line * k / height)))
         left.setTicks([[(i + 0.5, rows[i]) for i in range(0, k, row_step)]])
         # wide enough for every name: pyqtgraph silently drops labels that do not fit
-        left.setWidth(max(QFontMetrics(left.font()).horizontalAdvance(r) for r in rows) + 34)
+        left.setWidth(max(left_metrics.horizontalAdvance(r) for r in rows) + 34)
+        for label, columns_spanned in self.group_labels:  # a group's name over its columns
+            label.setVisible(label.textItem.boundingRect().width() <= columns_spanned * width / k)
+        if self.group_labels and rect.height() > 50:
+            # room above the first row for the groups' names: a line of text, in rows
+            needed = 1.04 * (line + 2) * k / max(rect.height() - 1.04 * (line + 2), 1.0)
+            if abs(needed + y0 + 0.02 * (y1 - y0)) > 0.01 * k:  # not yet the room shown
+                self.plot.setYRange(-needed, k, padding=0.02)
 
     def _draw_groups(self, names: tuple[str, ...]) -> bool:
         """Lines between classes of different parent folders (CT/…, MR/…, US/…), each
@@ -199,6 +215,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         for item in self.group_items:
             self.plot.removeItem(item)
         self.group_items = []
+        self.group_labels = []  # (label, the columns its group spans)
         parents = [n.split("/")[0] if "/" in n else "" for n in names]
         if len(set(parents)) < 2:
             return False
@@ -216,6 +233,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
             label.setPos((start + i) / 2, 0)  # above the first row (the y axis is inverted)
             self.plot.addItem(label)
             self.group_items.append(label)
+            self.group_labels.append((label, i - start))
             start = i
         return True
 
