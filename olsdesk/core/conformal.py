@@ -1,0 +1,184 @@
+"""Split-conformal prediction sets: the classes that hold the true one with a chosen
+probability (the coverage), calibrated on images no training step saw (validation).
+
+Each image gets a nonconformity score for every class from its probabilities; the
+calibration images' scores of their *true* class give a threshold, the
+``ceil((n + 1) * coverage) / n`` quantile; a new image's set is every class scoring
+within it. If calibration and new images are exchangeable, the set holds the true class
+with probability at least ``coverage`` whatever the model (Vovk et al. 2005; Angelopoulos
+& Bates 2021). Three scores (definitions in docs/ALGORITHMS.md):
+
+- ``lac``: 1 - p(class). Smallest sets on average; a set can be empty (no class is
+  likely enough) and its size says little about how hard the image is.
+- ``aps``: the probability mass of the classes ranked above the class plus its own
+  (Romano et al. 2020). Sets grow with the model's doubt; never empty.
+- ``raps``: APS plus ``lam`` for every rank past ``k_reg`` (Angelopoulos et al. 2021),
+  which keeps APS's long tails of unlikely classes out of the sets; ``lam`` and
+  ``k_reg`` are chosen on a fifth of the calibration images, the threshold on the rest.
+
+The APS and RAPS sets are deterministic: a class is in the set while the mass (and
+penalty) ranked *above* it is under the threshold, so the class that crosses it is
+included. That set contains the one of the score's definition, so it covers at least as
+often (it over-covers a little) and the same image always gets the same set.
+
+``class_conditional`` fits one threshold a class from that class's calibration images,
+so each class is covered at the target, not only on average (165 imbalanced classes
+otherwise leave rare classes under-covered). A class with too few calibration images for
+its quantile (fewer than ``1 / (1 - coverage) - 1``) gets no threshold: it is in every set.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+METHODS = ("aps", "lac", "raps")
+RAPS_LAMBDAS = (0.001, 0.01, 0.1, 0.2, 0.5)  # the penalty candidates, as in RAPS's paper
+RAPS_TUNING_SHARE = 0.2  # of the calibration images, to choose lam and k_reg
+
+
+def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
+    """The ``ceil((n + 1) * coverage)``-th smallest of ``scores``; +inf when n is too small
+    for the coverage asked (then only the set of every class is sure to cover)."""
+    scores = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    n = scores.size
+    rank = math.ceil((n + 1) * coverage - 1e-9)
+    return float(scores[rank - 1]) if 1 <= rank <= n else math.inf
+
+
+def _ranked(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(order, rank): classes by descending probability (ties: lower class first), and
+    each class's 0-based rank in that order."""
+    order = np.argsort(-probs, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(probs.shape[1])[None, :].repeat(len(probs), 0),
+                      axis=1)
+    return order, rank
+
+
+def _mass_above(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mass of the classes ranked above each class, each class's 0-based rank)."""
+    order, rank = _ranked(probs)
+    sorted_probs = np.take_along_axis(probs, order, axis=1)
+    before_sorted = np.cumsum(sorted_probs, axis=1) - sorted_probs
+    return np.take_along_axis(before_sorted, rank, axis=1), rank
+
+
+def class_scores(probs: np.ndarray, method: str, lam: float = 0.0,
+                 k_reg: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """N x K: (the score of every class, the score that decides its place in a set).
+
+    The first is the score's definition (calibrated on the true class); the second is
+    what a set compares with the threshold: the same for LAC, the mass ranked above (and
+    the penalty) for APS and RAPS, so the class crossing the threshold is kept."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if method == "lac":
+        score = 1.0 - probs
+        return score, score
+    if method not in ("aps", "raps"):
+        raise ValueError(f"unknown conformal method {method!r}; one of {', '.join(METHODS)}")
+    above, rank = _mass_above(probs)
+    penalty = lam * np.maximum(0, rank + 1 - k_reg) if method == "raps" else 0.0
+    return above + probs + penalty, above + penalty
+
+
+def true_class_scores(probs: np.ndarray, labels: np.ndarray, method: str, lam: float = 0.0,
+                      k_reg: int = 0) -> np.ndarray:
+    """Each image's score of its true class (what calibration takes the quantile of)."""
+    score, _ = class_scores(probs, method, lam, k_reg)
+    return score[np.arange(len(labels)), np.asarray(labels)]
+
+
+@dataclass(frozen=True)
+class ConformalSets:
+    """A fitted split-conformal predictor: a threshold (one a class if class-conditional)."""
+
+    method: str
+    coverage: float  # the target: the share of images whose set holds their class
+    thresholds: np.ndarray = field(repr=False)  # K (class-conditional) or 1
+    class_conditional: bool = False
+    lam: float = 0.0  # RAPS's penalty a rank past k_reg
+    k_reg: int = 0
+    calibration_images: int = 0
+
+    def sets(self, probs: np.ndarray) -> np.ndarray:
+        """N x K booleans: class k is in image i's set."""
+        _, placed = class_scores(probs, self.method, self.lam, self.k_reg)
+        limit = self.thresholds[None, :] if self.class_conditional else self.thresholds[0]
+        if self.method == "lac":
+            return placed <= limit
+        return placed < limit  # APS/RAPS: the class that crosses the threshold is kept
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "coverage_target": self.coverage,
+                "class_conditional": self.class_conditional,
+                "thresholds": [None if not math.isfinite(t) else float(t)
+                               for t in self.thresholds],
+                "lambda": self.lam, "k_reg": self.k_reg,
+                "calibration_images": self.calibration_images}
+
+
+def fit_conformal(probs: np.ndarray, labels: np.ndarray, method: str = "aps",
+                  coverage: float = 0.9, class_conditional: bool = False,
+                  seed: int = 0) -> ConformalSets:
+    """Fit on calibration images (validation: never the test images that are scored)."""
+    if not 0.0 < coverage < 1.0:
+        raise ValueError(f"coverage {coverage} must lie between 0 and 1")
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    k = probs.shape[1]
+    lam, k_reg = 0.0, 0
+    if method == "raps":
+        lam, k_reg, keep = _tune_raps(probs, labels, coverage, seed)
+        probs, labels = probs[keep], labels[keep]
+    scores = true_class_scores(probs, labels, method, lam, k_reg)
+    if class_conditional:
+        thresholds = np.array([conformal_quantile(scores[labels == c], coverage)
+                               for c in range(k)])
+    else:
+        thresholds = np.array([conformal_quantile(scores, coverage)])
+    return ConformalSets(method, float(coverage), thresholds, class_conditional, lam, k_reg,
+                         len(labels))
+
+
+def _tune_raps(probs, labels, coverage, seed) -> tuple[float, int, np.ndarray]:
+    """RAPS's lam and k_reg from a random fifth of the calibration images (k_reg: the
+    coverage quantile of the true class's rank; lam: the candidate with the smallest mean
+    set size there), and the images left for the threshold."""
+    n = len(labels)
+    tune = np.zeros(n, dtype=bool)
+    tune[np.random.default_rng(seed).permutation(n)[: int(round(RAPS_TUNING_SHARE * n))]] = True
+    if tune.sum() < 2 or (~tune).sum() < 2:
+        return RAPS_LAMBDAS[1], 1, np.ones(n, dtype=bool)
+    _, rank = _ranked(probs[tune])
+    true_rank = rank[np.arange(tune.sum()), labels[tune]] + 1
+    quantile = conformal_quantile(true_rank, coverage)
+    k_reg = int(quantile) if math.isfinite(quantile) else probs.shape[1]
+    best = None
+    for lam in RAPS_LAMBDAS:
+        scores = true_class_scores(probs[tune], labels[tune], "raps", lam, k_reg)
+        trial = ConformalSets("raps", coverage, np.array([conformal_quantile(scores, coverage)]),
+                              lam=lam, k_reg=k_reg)
+        size = trial.sets(probs[tune]).sum(axis=1).mean()
+        if best is None or size < best[0]:
+            best = (size, lam)
+    return best[1], k_reg, ~tune
+
+
+def covered_and_size(sets: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: (its set holds its class, the set's size): the two things a bootstrap
+    averages (their weighted means are the coverage and the mean set size)."""
+    labels = np.asarray(labels)
+    return sets[np.arange(len(labels)), labels], sets.sum(axis=1)
+
+
+def class_coverage(sets: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per true class: (share of its images covered, their mean set size); NaN when a
+    class has no image."""
+    covered, size = covered_and_size(sets, labels)
+    count = np.bincount(labels, minlength=k).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.bincount(labels, weights=covered, minlength=k) / count,
+                np.bincount(labels, weights=size, minlength=k) / count)

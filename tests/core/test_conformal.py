@@ -1,0 +1,138 @@
+"""Split-conformal sets against hand-computed cases, a plain-loop reference and the
+coverage guarantee over many random calibration/test splits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from olsdesk.core.conformal import (
+    class_coverage,
+    conformal_quantile,
+    covered_and_size,
+    fit_conformal,
+    true_class_scores,
+)
+
+
+def test_the_quantile_is_the_finite_sample_corrected_order_statistic():
+    scores = np.arange(1, 10, dtype=float)  # n = 9
+    assert conformal_quantile(scores, 0.9) == 9.0  # ceil(10 * 0.9) = 9th smallest
+    assert conformal_quantile(scores, 0.5) == 5.0  # ceil(10 * 0.5) = 5th
+    assert conformal_quantile(scores[::-1], 0.8) == 8.0  # order of the input is irrelevant
+    assert conformal_quantile(scores, 0.95) == math.inf  # ceil(9.5) = 10 > n: no finite one
+
+
+def test_scores_by_hand():
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3]])
+    labels = np.array([1, 2])
+    # LAC: 1 - p(true)
+    np.testing.assert_allclose(true_class_scores(probs, labels, "lac"), [0.7, 0.7])
+    # APS: mass ranked above the true class plus its own: 0.5 + 0.3; 0.6 + 0.3
+    np.testing.assert_allclose(true_class_scores(probs, labels, "aps"), [0.8, 0.9])
+    # RAPS, lam 0.1, k_reg 1: APS + 0.1 * (rank - 1) for 1-based rank 2 in both
+    np.testing.assert_allclose(true_class_scores(probs, labels, "raps", 0.1, 1), [0.9, 1.0])
+
+
+def test_sets_by_hand():
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.34, 0.33, 0.33]])
+    labels = np.array([1, 2, 0])
+    aps = fit_conformal(probs, labels, "aps", coverage=0.5)
+    # APS true scores 0.8, 0.9, 0.34; n = 3, ceil(4 * 0.5) = 2nd smallest = 0.8
+    assert aps.thresholds[0] == pytest.approx(0.8)
+    # a class is kept while the mass above it is under 0.8: [0.5 | 0.3 kept (0.5 < 0.8),
+    # 0.2 out (0.8)], [0.6, 0.3 (0.6 < 0.8), 0.1 out (0.9)], [all: 0, 0.34, 0.67]
+    np.testing.assert_array_equal(aps.sets(probs), [[1, 1, 0], [0, 1, 1], [1, 1, 1]])
+    lac = fit_conformal(probs, labels, "lac", coverage=0.5)
+    # LAC true scores 0.7, 0.7, 0.66: 2nd smallest 0.7; keep p >= 0.3
+    assert lac.thresholds[0] == pytest.approx(0.7)
+    np.testing.assert_array_equal(lac.sets(probs), [[1, 1, 0], [0, 1, 1], [1, 1, 1]])
+    covered, size = covered_and_size(lac.sets(probs), labels)
+    np.testing.assert_array_equal(covered, [True, True, True])
+    np.testing.assert_array_equal(size, [2, 2, 3])
+
+
+def _reference_sets(probs, threshold, method):
+    """Plain loops, written from the definitions, not from the module."""
+    sets = np.zeros(probs.shape, dtype=bool)
+    for i, row in enumerate(probs):
+        if method == "lac":
+            for k, p in enumerate(row):
+                sets[i, k] = 1 - p <= threshold
+            continue
+        mass = 0.0
+        for k in sorted(range(len(row)), key=lambda c: (-row[c], c)):
+            if mass < threshold:
+                sets[i, k] = True
+            mass += row[k]
+    return sets
+
+
+def _model(n, k=6, seed=0, weights=None):
+    """A classifier's probabilities on synthetic data: noisy logits favouring the truth."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(k, size=n, p=weights)
+    logits = rng.normal(size=(n, k)) * 1.5
+    logits[np.arange(n), labels] += 1.5
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True), labels
+
+
+@pytest.mark.parametrize("method", ["lac", "aps"])
+def test_sets_match_a_plain_loop_reference(method):
+    probs, labels = _model(400, seed=3)
+    fitted = fit_conformal(probs[:200], labels[:200], method, coverage=0.8)
+    np.testing.assert_array_equal(fitted.sets(probs[200:]),
+                                  _reference_sets(probs[200:], fitted.thresholds[0], method))
+
+
+@pytest.mark.parametrize("method", ["lac", "aps", "raps"])
+def test_coverage_holds_over_many_random_splits(method):
+    """The guarantee: mean coverage over calibration/test draws is at least the target
+    (less three standard errors of the mean over the draws)."""
+    coverages, sizes = [], []
+    for trial in range(60):
+        probs, labels = _model(1500, seed=100 + trial)
+        fitted = fit_conformal(probs[:500], labels[:500], method, coverage=0.9, seed=trial)
+        covered, size = covered_and_size(fitted.sets(probs[500:]), labels[500:])
+        coverages.append(covered.mean())
+        sizes.append(size.mean())
+    mean, se = np.mean(coverages), np.std(coverages) / np.sqrt(len(coverages))
+    assert mean >= 0.9 - 3 * se
+    if method == "lac":  # continuous scores: at most 1/(n+1) above the target on average
+        assert mean <= 0.9 + 1 / 501 + 3 * se
+    assert 1.0 <= np.mean(sizes) < 6  # informative: not every class
+
+
+def test_class_conditional_covers_every_class_even_a_rare_one():
+    weights = [0.55, 0.2, 0.1, 0.08, 0.05, 0.02]
+    per_class = []
+    for trial in range(40):
+        probs, labels = _model(6000, seed=500 + trial, weights=weights)
+        fitted = fit_conformal(probs[:3000], labels[:3000], "aps", coverage=0.9,
+                               class_conditional=True)
+        coverage, _ = class_coverage(fitted.sets(probs[3000:]), labels[3000:], 6)
+        per_class.append(coverage)
+    mean = np.nanmean(per_class, axis=0)
+    se = np.nanstd(per_class, axis=0) / np.sqrt(len(per_class))
+    assert np.all(mean >= 0.9 - 3 * se - 1e-9), mean
+
+
+def test_too_few_calibration_images_for_a_class_put_it_in_every_set():
+    probs, labels = _model(300, seed=9)
+    labels[labels == 5] = 0
+    labels[:3] = 5  # three images of class 5: ceil(4 * 0.9) = 4 > 3
+    fitted = fit_conformal(probs, labels, "lac", coverage=0.9, class_conditional=True)
+    assert fitted.thresholds[5] == math.inf
+    assert fitted.sets(probs)[:, 5].all()
+    assert fitted.to_dict()["thresholds"][5] is None  # JSON has no infinity
+
+
+def test_bad_coverage_and_method_are_refused():
+    probs, labels = _model(50)
+    with pytest.raises(ValueError, match="coverage"):
+        fit_conformal(probs, labels, coverage=1.0)
+    with pytest.raises(ValueError, match="unknown conformal method"):
+        fit_conformal(probs, labels, method="naive")
