@@ -169,6 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
                           help="an external test folder (another hospital) with class folders "
                                "named as the run's classes")
     evaluate.add_argument("--out", required=True, metavar="DIR", help="where the files go")
+    evaluate.add_argument("--coverage", type=_float, default=0.9,
+                          help="the share of images whose prediction set holds the true "
+                               "class (default: 0.9)")
+    evaluate.add_argument("--conformal", choices=("aps", "lac", "raps"), default="aps",
+                          help="the conformal score: aps (sets grow with doubt, never empty), "
+                               "lac (smallest sets, may be empty) or raps (aps without long "
+                               "tails of unlikely classes) (default: aps)")
+    evaluate.add_argument("--class-conditional", action="store_true",
+                          help="one threshold a class, so every class is covered at "
+                               "--coverage, not only on average")
     evaluate.add_argument("--resamples", type=_positive_int, default=1000,
                           help="bootstrap resamples for the intervals (default: 1000)")
     evaluate.add_argument("--seed", type=_int, default=0,
@@ -380,13 +390,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("give --data or --test-data, not both.")
     if args.workers is not None and not 0 <= args.workers <= 256:
         raise UsageError("the number of loader workers must be between 0 and 256.")
+    if not 0 < args.coverage < 1:
+        raise UsageError(f"--coverage {args.coverage:g} must lie between 0 and 1 (0.9: the "
+                         "sets hold the true class of 90 % of images).")
     printer = ProgressPrinter()
     result = None
     try:
         for item in iter_evaluate(args.checkpoint, data=args.data, split_csv=args.split_csv,
                                   test_data=args.test_data, device=args.device,
                                   resamples=args.resamples, seed=args.seed,
-                                  batch_size=args.batch_size, workers=args.workers):
+                                  batch_size=args.batch_size, workers=args.workers,
+                                  conformal=args.conformal, coverage=args.coverage,
+                                  class_conditional=args.class_conditional):
             if isinstance(item, Evaluation):
                 result = item
             elif printer.live and item.phase == "predict":
@@ -413,6 +428,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raw = format_interval(result.raw.value[m], result.raw.interval(m))
         scaled = format_interval(result.scaled.value[m], result.scaled.interval(m))
         print(f"  {METRIC_LABELS[m]:{width}}  {raw:<26}  {scaled}")
+    conformal = result.conformal_dict()
+    if conformal is not None:
+        cov, size = conformal["set_coverage"], conformal["mean_set_size"]
+        print(f"  {conformal['method'].upper()} prediction sets for {args.coverage:.0%} "
+              f"coverage{' (per class)' if args.class_conditional else ''}, calibrated on "
+              f"{conformal['calibration_images']} validation images: coverage "
+              f"{format_interval(cov['value'], cov['ci95'])}, mean size "
+              f"{format_interval(size['value'], size['ci95'])}")
     for warning in result.warnings:
         print(f"warning: {warning}")
     if note:

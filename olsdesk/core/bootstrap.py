@@ -487,3 +487,17 @@ def metric_samples(probs: np.ndarray, labels: np.ndarray, *, resamples: int = 10
     return BootstrapResult({m: float(v[0]) for m, v in value.items()},
                            {m: v[:, 0] for m, v in class_value.items()}, summary, per,
                            scorer.rank_method)
+
+
+def mean_samples(values: np.ndarray, *, resamples: int = 1000,
+                 seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(means, means on every resample) of per-image ``values`` (N, or N x m columns),
+    on the same resamples as ``metric_samples`` with this seed: a coverage, a mean set
+    size. Each resample's columns of weights sum to N."""
+    values = np.asarray(values, dtype=np.float64)
+    flat = values.reshape(len(values), -1)
+    n = len(flat)
+    blocks = _parallel(lambda b: (resample_block(n, resamples, seed, b).T @ flat) / n,
+                       range(-(-resamples // _block_size(n))))
+    return flat.mean(axis=0).reshape(values.shape[1:]), np.concatenate(blocks).reshape(
+        (resamples, *values.shape[1:]))

@@ -37,6 +37,7 @@ import numpy as np
 METHODS = ("aps", "lac", "raps")
 RAPS_LAMBDAS = (0.001, 0.01, 0.1, 0.2, 0.5)  # the penalty candidates, as in RAPS's paper
 RAPS_TUNING_SHARE = 0.2  # of the calibration images, to choose lam and k_reg
+RAPS_TUNING_COVERAGE = 0.9  # the coverage lam and k_reg are chosen for (stored once)
 
 
 def conformal_quantile(scores: np.ndarray, coverage: float) -> float:
@@ -120,33 +121,81 @@ class ConformalSets:
                 "calibration_images": self.calibration_images}
 
 
+@dataclass(frozen=True)
+class Calibration:
+    """What split conformal needs from the calibration images, kept in each checkpoint
+    (a few floats an image, not its probabilities): every image's true class and its
+    score of that class under each method; RAPS's ``lam`` and ``k_reg``, and NaN for
+    RAPS on the fifth of images that chose them. Any coverage, method or per-class
+    choice is fitted from it at once."""
+
+    labels: np.ndarray = field(repr=False)  # (N,) int
+    scores: dict = field(repr=False)  # method -> (N,) float
+    lam: float = 0.0
+    k_reg: int = 0
+
+    def fit(self, method: str = "aps", coverage: float = 0.9,
+            class_conditional: bool = False, num_classes: int | None = None) -> ConformalSets:
+        if method not in METHODS:
+            raise ValueError(f"unknown conformal method {method!r}; one of "
+                             f"{', '.join(METHODS)}")
+        if not 0.0 < coverage < 1.0:
+            raise ValueError(f"coverage {coverage} must lie between 0 and 1")
+        scores = np.asarray(self.scores[method], dtype=np.float64)
+        used = np.isfinite(scores)
+        scores, labels = scores[used], self.labels[used]
+        if class_conditional:
+            k = num_classes if num_classes is not None else int(self.labels.max()) + 1
+            thresholds = np.array([conformal_quantile(scores[labels == c], coverage)
+                                   for c in range(k)])
+        else:
+            thresholds = np.array([conformal_quantile(scores, coverage)])
+        lam, k_reg = (self.lam, self.k_reg) if method == "raps" else (0.0, 0)
+        return ConformalSets(method, float(coverage), thresholds, class_conditional, lam,
+                             k_reg, int(used.sum()))
+
+    def to_arrays(self) -> dict:
+        """Plain arrays and numbers (a checkpoint stores them as tensors)."""
+        return {"labels": self.labels.astype(np.int64), "lambda": float(self.lam),
+                "k_reg": int(self.k_reg),
+                **{f"scores_{m}": np.asarray(self.scores[m], dtype=np.float32)
+                   for m in METHODS}}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> Calibration:
+        labels = np.asarray(arrays["labels"], dtype=np.int64)
+        scores = {m: np.asarray(arrays[f"scores_{m}"], dtype=np.float64) for m in METHODS}
+        if any(s.shape != labels.shape for s in scores.values()):
+            raise ValueError("the conformal calibration's scores and labels differ in length")
+        return cls(labels, scores, float(arrays["lambda"]), int(arrays["k_reg"]))
+
+
+def calibrate(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> Calibration:
+    """Every method's calibration from the calibration images' probabilities (for
+    prediction: the temperature-scaled ones; never test images)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    lam, k_reg, keep = _tune_raps(probs, labels, seed)
+    raps = np.full(len(labels), np.nan)
+    raps[keep] = true_class_scores(probs[keep], labels[keep], "raps", lam, k_reg)
+    return Calibration(labels, {"lac": true_class_scores(probs, labels, "lac"),
+                                "aps": true_class_scores(probs, labels, "aps"),
+                                "raps": raps}, lam, k_reg)
+
+
 def fit_conformal(probs: np.ndarray, labels: np.ndarray, method: str = "aps",
                   coverage: float = 0.9, class_conditional: bool = False,
                   seed: int = 0) -> ConformalSets:
     """Fit on calibration images (validation: never the test images that are scored)."""
-    if not 0.0 < coverage < 1.0:
-        raise ValueError(f"coverage {coverage} must lie between 0 and 1")
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels)
-    k = probs.shape[1]
-    lam, k_reg = 0.0, 0
-    if method == "raps":
-        lam, k_reg, keep = _tune_raps(probs, labels, coverage, seed)
-        probs, labels = probs[keep], labels[keep]
-    scores = true_class_scores(probs, labels, method, lam, k_reg)
-    if class_conditional:
-        thresholds = np.array([conformal_quantile(scores[labels == c], coverage)
-                               for c in range(k)])
-    else:
-        thresholds = np.array([conformal_quantile(scores, coverage)])
-    return ConformalSets(method, float(coverage), thresholds, class_conditional, lam, k_reg,
-                         len(labels))
+    return calibrate(probs, labels, seed).fit(method, coverage, class_conditional,
+                                              num_classes=np.asarray(probs).shape[1])
 
 
-def _tune_raps(probs, labels, coverage, seed) -> tuple[float, int, np.ndarray]:
+def _tune_raps(probs, labels, seed, coverage: float = RAPS_TUNING_COVERAGE
+               ) -> tuple[float, int, np.ndarray]:
     """RAPS's lam and k_reg from a random fifth of the calibration images (k_reg: the
     coverage quantile of the true class's rank; lam: the candidate with the smallest mean
-    set size there), and the images left for the threshold."""
+    set size there, at ``coverage``), and the images left for the threshold."""
     n = len(labels)
     tune = np.zeros(n, dtype=bool)
     tune[np.random.default_rng(seed).permutation(n)[: int(round(RAPS_TUNING_SHARE * n))]] = True

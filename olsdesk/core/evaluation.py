@@ -27,9 +27,12 @@ from olsdesk.core.bootstrap import (
     SUMMARY_METRICS,
     BootstrapResult,
     Selective,
+    mean_samples,
     metric_samples,
+    percentile_ci,
 )
 from olsdesk.core.calibration import apply_temperature
+from olsdesk.core.conformal import ConformalSets, class_coverage, covered_and_size
 from olsdesk.errors import DataError, RunError, printable
 
 DEFAULT_RESAMPLES = 1000
@@ -79,6 +82,25 @@ class Evaluation:
     samples: object = field(default=None, repr=False, compare=False)
     sample_index: np.ndarray | None = field(default=None, repr=False, compare=False)
     max_logit: np.ndarray | None = field(default=None, repr=False)  # (N,), a score
+    # split-conformal sets from the checkpoint's validation calibration (None: an older
+    # checkpoint without one), each image's set, and (coverage, mean size) a resample
+    conformal: ConformalSets | None = None
+    prediction_sets: np.ndarray | None = field(default=None, repr=False)  # (N, K) bool
+    conformal_samples: np.ndarray | None = field(default=None, repr=False)  # (R, 2)
+
+    def conformal_dict(self) -> dict | None:
+        """metrics.json's ``conformal`` section (None without a calibration)."""
+        if self.conformal is None:
+            return None
+        covered, size = covered_and_size(self.prediction_sets, self.labels)
+        out = {**self.conformal.to_dict(), "calibrated_on": "validation"}
+        for name, values, column in (("set_coverage", covered, 0),
+                                     ("mean_set_size", size, 1)):
+            out[name] = {"value": float(np.mean(values)),
+                         "ci95": [_num(x) for x in percentile_ci(
+                             self.conformal_samples[:, column])]}
+        out["empty_sets"] = int((size == 0).sum())
+        return out
 
     def scores(self) -> dict[str, np.ndarray]:
         """The confidence scores selective prediction ranks by (SCORES), each image's."""
@@ -164,7 +186,8 @@ class Evaluation:
             "bootstrap_resamples": self.resamples, "bootstrap_seed": self.seed,
             "rank_metrics_resampling": self.raw.rank_method,
             "calibration_bins": self.n_bins, "class_names": list(self.class_names),
-            "selective": self.selective_dict(), "warnings": self.warnings,
+            "selective": self.selective_dict(), "conformal": self.conformal_dict(),
+            "warnings": self.warnings,
         }
 
 
@@ -242,7 +265,9 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                   split_csv: str | None = None, test_data: str | None = None,
                   device: str = "auto", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                   batch_size: int = 64, workers: int | None = None,
-                  stop: threading.Event | None = None, test: tuple | None = None
+                  stop: threading.Event | None = None, test: tuple | None = None,
+                  conformal: str = "aps", coverage: float = 0.9,
+                  class_conditional: bool = False,
                   ) -> Iterator[EvaluationProgress | Evaluation]:
     """Progress while the test images go through the model, then the Evaluation.
     Setting ``stop`` ends it early without a result. ``test``: (samples, source) already
@@ -290,10 +315,20 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                             resamples=resamples, seed=seed, n_bins=n_bins, per_class=False)
     unreadable = [(samples.describe(i), predictor.class_names[int(samples.labels[i])],
                    message.split("\n", 1)[0]) for i, message in failed]
+    fitted = sets = conformal_samples = None
+    if predictor.calibration is not None:  # calibrated on validation, never on these images
+        fitted = predictor.calibration.fit(conformal, coverage, class_conditional,
+                                           num_classes=len(predictor.class_names))
+        sets = fitted.sets(apply_temperature(log_probs, predictor.temperature))
+        _, conformal_samples = mean_samples(np.stack(covered_and_size(sets, labels_np), 1),
+                                            resamples=resamples, seed=seed)
+    else:
+        warnings = [*warnings, "the checkpoint holds no conformal calibration (it was saved "
+                    "before olsdesk kept one): no prediction sets."]
     yield Evaluation(str(checkpoint), predictor.epoch, predictor.class_names, source, names,
                      labels_np, log_probs, predictor.temperature, unreadable, raw, scaled,
                      resamples, seed, n_bins, warnings, samples, index,
-                     torch.cat(top_logits).numpy())
+                     torch.cat(top_logits).numpy(), fitted, sets, conformal_samples)
 
 
 def evaluate(checkpoint: str | Path, **options) -> Evaluation:
@@ -335,14 +370,17 @@ def _write_predictions(ev: Evaluation, path: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label", "prediction"] + [f"p_{n}" for n in names]
-                        + [f"q_{n}" for n in names] + ["error"])
+                        + [f"q_{n}" for n in names] + ["prediction_set", "error"])
+        sets = ev.prediction_sets
         for i, name in enumerate(ev.names):
             values = row_format % tuple(np.concatenate([raw[i], scaled[i]]))
+            members = ("|".join(names[k] for k in np.flatnonzero(sets[i]))
+                       if sets is not None else "")
             writer.writerow([printable(name), names[ev.labels[i]], names[pred[i]]]
-                            + values.split(",") + [""])
+                            + values.split(",") + [members, ""])
         for name, label, sentence in ev.unreadable:
             writer.writerow([printable(name), label, ""] + [""] * (2 * len(names))
-                            + [sentence])
+                            + ["", sentence])
     return path
 
 
@@ -352,12 +390,16 @@ def _write_per_class(ev: Evaluation, path: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["class", "support"] + [f"{m}{s}" for m in CLASS_METRICS
-                                                for s in ("", "_ci_low", "_ci_high")])
+                                                for s in ("", "_ci_low", "_ci_high")]
+                        + ["set_coverage", "mean_set_size"])
+        k = len(ev.class_names)
+        coverage, size = (class_coverage(ev.prediction_sets, ev.labels, k)
+                          if ev.prediction_sets is not None else ([math.nan] * k,) * 2)
         for c, name in enumerate(ev.class_names):
             row = [name, int(support[c])]
             for m in CLASS_METRICS:
                 row += [_cell(ev.raw.class_value[m][c]), *map(_cell, intervals[m][c])]
-            writer.writerow(row)
+            writer.writerow(row + [_cell(coverage[c]), _cell(size[c])])
     return path
 
 

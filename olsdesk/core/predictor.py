@@ -113,7 +113,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, class_names: tuple[str, ...],
                  preprocessing: Preprocessing, temperature: float = 1.0,
                  device: torch.device | None = None, source: str = "",
-                 epoch: int | None = None, config=None) -> None:
+                 epoch: int | None = None, config=None, calibration=None) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
         self.class_names = tuple(class_names)
@@ -122,6 +122,7 @@ class Predictor:
         self.source = source
         self.epoch = epoch
         self.config = config  # the run's RunConfig (where its data and split came from)
+        self.calibration = calibration  # conformal.Calibration from validation, or None
         # one pass through the model at a time: Grad-CAM hooks a layer, and a prediction
         # from another thread must not run through it meanwhile
         self.lock = threading.RLock()
@@ -147,7 +148,7 @@ class Predictor:
                 f"{checkpoint.num_classes} classes; the file is damaged or was edited.") from None
         return cls(model, checkpoint.class_names, checkpoint.preprocessing,
                    checkpoint.temperature, choose_device(device), str(path), checkpoint.epoch,
-                   checkpoint.config)
+                   checkpoint.config, checkpoint.calibration)
 
     def predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,

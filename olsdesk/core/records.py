@@ -113,7 +113,20 @@ class Checkpoint:
     scaler: dict[str, Any] = field(default_factory=dict, repr=False)
     best_top1: float = -1.0
     temperature: float = 1.0  # fitted on the validation set at this epoch's end
+    # split conformal's calibration on the same validation images (conformal.Calibration's
+    # arrays, as tensors); empty in checkpoints from before olsdesk kept it
+    conformal: dict[str, Any] = field(default_factory=dict, repr=False)
     olsdesk_version: str = __version__
+
+    @property
+    def calibration(self):
+        """The conformal Calibration, or None (an older checkpoint)."""
+        from olsdesk.core.conformal import Calibration
+
+        if not self.conformal:
+            return None
+        return Calibration.from_arrays({k: v.numpy() if hasattr(v, "numpy") else v
+                                        for k, v in self.conformal.items()})
 
     @property
     def num_classes(self) -> int:
@@ -130,6 +143,7 @@ class Checkpoint:
             "model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
             "loss_name": self.config.loss, "loss": self.loss, "scaler": self.scaler,
             "best_top1": self.best_top1, "temperature": self.temperature,
+            "conformal": self.conformal,
         }
 
     @classmethod
@@ -149,6 +163,7 @@ class Checkpoint:
                 scaler=state.get("scaler") or {},
                 best_top1=float(state.get("best_top1", -1.0)),
                 temperature=float(state.get("temperature", 1.0)),
+                conformal=state.get("conformal") or {},
                 olsdesk_version=str(state.get("olsdesk_version", "")),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
@@ -172,6 +187,14 @@ class Checkpoint:
             raise ValueError("the input channels do not match the preprocessing")
         if not (math.isfinite(self.temperature) and 0.01 <= self.temperature <= 100):
             raise ValueError(f"temperature {self.temperature} is out of range")
+        if self.conformal:
+            try:
+                calibration = self.calibration  # ValueError when its arrays disagree
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"its conformal calibration is incomplete ({exc})") from None
+            if len(calibration.labels) and not (
+                    0 <= calibration.labels.min() and calibration.labels.max() < len(names)):
+                raise ValueError("the conformal calibration names classes the model lacks")
         if not 0 <= self.epoch <= 100_000:
             raise ValueError(f"epoch {self.epoch} is out of range")
         if not isinstance(self.model, dict) or not self.model:

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 
 from olsdesk.config import RunConfig
 from olsdesk.core import metrics
-from olsdesk.core.calibration import cross_fitted_scaling, fit_temperature
+from olsdesk.core.calibration import apply_temperature, cross_fitted_scaling, fit_temperature
+from olsdesk.core.conformal import calibrate
 from olsdesk.core.control import Controlled, JobControl
 from olsdesk.core.data.loader import TorchSamples, collate, default_workers
 from olsdesk.core.data.sources import Dataset, open_dataset
@@ -93,6 +94,7 @@ class Trainer(Controlled):
         self.stopped = False
         self.lock = None  # the run's write lock, held from prepare() to the end of fit()
         self.temperature = 1.0  # fitted on the validation set at every epoch end
+        self.conformal: dict = {}  # conformal.Calibration's arrays, at every epoch end too
 
     @classmethod
     def from_run(cls, run: str | Path, runs_dir: str | Path | None = None,
@@ -249,6 +251,7 @@ class Trainer(Controlled):
         self.start_epoch = checkpoint.epoch
         self.best_top1 = checkpoint.best_top1
         self.temperature = checkpoint.temperature
+        self.conformal = dict(checkpoint.conformal)
         self.store.truncate_to(self.start_epoch)
         self.store.log(f"resumed after epoch {self.start_epoch}")
 
@@ -261,7 +264,9 @@ class Trainer(Controlled):
             optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
             loss=self.loss_fn.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            best_top1=self.best_top1, temperature=self.temperature)
+            best_top1=self.best_top1, temperature=self.temperature,
+            conformal={k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                       for k, v in self.conformal.items()})
 
     def started(self) -> RunStarted:
         """What the run is, once prepared: the message the app and the CLI start from."""
@@ -493,6 +498,9 @@ class Trainer(Controlled):
         separation = metrics.embedding_separation(val["features"], emb_labels)
         log_probs = np.log(np.clip(probs, 1e-12, None))
         self.temperature = fit_temperature(log_probs, labels)  # for prediction: all of val
+        # split conformal's calibration, on the probabilities prediction shows (scaled)
+        self.conformal = calibrate(apply_temperature(log_probs, self.temperature), labels,
+                                   seed=cfg.split_seed).to_arrays()
         scaled = cross_fitted_scaling(log_probs, labels, seed=cfg.split_seed)  # honest ECE
         return EpochReport(
             epoch=epoch + 1, epochs=cfg.epochs,

@@ -265,3 +265,60 @@ def test_rows_select_a_cell_a_class_or_a_bin_most_confident_first(demo_run, tmp_
     # each row leads back to its image
     for row in ev.rows(true=0):
         assert ev.samples.describe(int(ev.sample_index[row])) == csv_rows[row]["path"]
+
+
+def test_prediction_sets_are_calibrated_on_validation_and_match_a_hand_computation(
+        demo_run, tmp_path):
+    """LAC at 80 %: the threshold is the ceil((n+1)0.8)-th smallest 1 - q(true class) of
+    the validation images (computed here from their own predictions), a test image's set
+    every class with q >= 1 - threshold; coverage and size are read back from the files."""
+    best = demo_run.store.checkpoint_path("best.pt")
+    ev = evaluate(best, device="cpu", resamples=200, conformal="lac", coverage=0.8)
+    write_evaluation(ev, tmp_path)
+    val = evaluate(best, device="cpu", resamples=10, test=(demo_run.dataset.val, "val"))
+    q_val = val.scaled_probs
+    scores = np.sort(1 - q_val[np.arange(len(val.labels)), val.labels])
+    n = len(scores)
+    threshold = scores[int(np.ceil((n + 1) * 0.8)) - 1]
+
+    rows, classes, p, q, y = _read_predictions(tmp_path / "predictions.csv")
+    sets = np.array([[c in r["prediction_set"].split("|") for c in classes] for r in rows])
+    expected = q >= 1 - threshold
+    clear = np.abs(q - (1 - threshold)) > 1e-5  # away from the boundary's float rounding
+    assert np.array_equal(sets[clear], expected[clear])
+
+    report = json.loads((tmp_path / "metrics.json").read_text())["conformal"]
+    assert report["method"] == "lac" and report["coverage_target"] == 0.8
+    assert report["calibration_images"] == n == len(demo_run.dataset.val)
+    assert report["calibrated_on"] == "validation"
+    covered = sets[np.arange(len(y)), y]
+    assert report["set_coverage"]["value"] == pytest.approx(covered.mean())
+    assert report["mean_set_size"]["value"] == pytest.approx(sets.sum(1).mean())
+    for name in ("set_coverage", "mean_set_size"):
+        lo, hi = report[name]["ci95"]
+        assert lo <= report[name]["value"] <= hi
+    with open(tmp_path / "per_class.csv", newline="") as fh:
+        per_class = list(csv.DictReader(fh))
+    for c, row in enumerate(per_class):
+        assert float(row["set_coverage"]) == pytest.approx(covered[y == c].mean())
+        assert float(row["mean_set_size"]) == pytest.approx(sets[y == c].sum(1).mean())
+
+    # APS sets (the default) are never empty; per-class thresholds are one a class
+    aps = evaluate(best, device="cpu", resamples=20, class_conditional=True)
+    assert aps.prediction_sets.sum(1).min() >= 1
+    assert aps.conformal.method == "aps" and len(aps.conformal.thresholds) == 12
+
+
+def test_a_checkpoint_without_a_conformal_calibration_still_evaluates(demo_run, tmp_path):
+    import torch
+
+    state = torch.load(demo_run.store.checkpoint_path("best.pt"), weights_only=True)
+    del state["conformal"]  # as olsdesk saved them before it kept one
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    ev = evaluate(old, device="cpu", resamples=20, test=(demo_run.dataset.test, "test"))
+    assert ev.conformal is None and ev.metrics_dict()["conformal"] is None
+    assert any("no conformal calibration" in w for w in ev.warnings)
+    write_evaluation(ev, tmp_path / "out")
+    with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
+        assert {r["prediction_set"] for r in csv.DictReader(fh)} == {""}
