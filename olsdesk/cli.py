@@ -172,10 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--coverage", type=_float, default=0.9,
                           help="the share of images whose prediction set holds the true "
                                "class (default: 0.9)")
-    evaluate.add_argument("--conformal", choices=("aps", "lac", "raps"), default="aps",
-                          help="the conformal score: aps (sets grow with doubt, never empty), "
-                               "lac (smallest sets, may be empty) or raps (aps without long "
-                               "tails of unlikely classes) (default: aps)")
+    evaluate.add_argument("--conformal", choices=("raps", "aps", "lac"), default="raps",
+                          help="the conformal score: raps (sets grow with the model's doubt, "
+                               "without long tails of unlikely classes), aps (the same with "
+                               "the tails) or lac (smallest sets, may be empty) "
+                               "(default: raps)")
     evaluate.add_argument("--class-conditional", action="store_true",
                           help="one threshold a class, so every class is covered at "
                                "--coverage, not only on average")

@@ -32,7 +32,12 @@ from olsdesk.core.bootstrap import (
     percentile_ci,
 )
 from olsdesk.core.calibration import apply_temperature
-from olsdesk.core.conformal import ConformalSets, class_coverage, covered_and_size
+from olsdesk.core.conformal import (
+    DEFAULT_METHOD,
+    ConformalSets,
+    class_coverage,
+    covered_and_size,
+)
 from olsdesk.errors import DataError, RunError, printable
 
 DEFAULT_RESAMPLES = 1000
@@ -266,7 +271,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                   device: str = "auto", resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
                   batch_size: int = 64, workers: int | None = None,
                   stop: threading.Event | None = None, test: tuple | None = None,
-                  conformal: str = "aps", coverage: float = 0.9,
+                  conformal: str = DEFAULT_METHOD, coverage: float = 0.9,
                   class_conditional: bool = False,
                   ) -> Iterator[EvaluationProgress | Evaluation]:
     """Progress while the test images go through the model, then the Evaluation.

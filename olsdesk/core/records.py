@@ -189,12 +189,9 @@ class Checkpoint:
             raise ValueError(f"temperature {self.temperature} is out of range")
         if self.conformal:
             try:
-                calibration = self.calibration  # ValueError when its arrays disagree
+                self.calibration  # noqa: B018 - ValueError when its arrays disagree
             except (KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(f"its conformal calibration is incomplete ({exc})") from None
-            if len(calibration.labels) and not (
-                    0 <= calibration.labels.min() and calibration.labels.max() < len(names)):
-                raise ValueError("the conformal calibration names classes the model lacks")
         if not 0 <= self.epoch <= 100_000:
             raise ValueError(f"epoch {self.epoch} is out of range")
         if not isinstance(self.model, dict) or not self.model:

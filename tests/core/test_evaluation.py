@@ -303,10 +303,12 @@ def test_prediction_sets_are_calibrated_on_validation_and_match_a_hand_computati
         assert float(row["set_coverage"]) == pytest.approx(covered[y == c].mean())
         assert float(row["mean_set_size"]) == pytest.approx(sets[y == c].sum(1).mean())
 
-    # APS sets (the default) are never empty; per-class thresholds are one a class
-    aps = evaluate(best, device="cpu", resamples=20, class_conditional=True)
-    assert aps.prediction_sets.sum(1).min() >= 1
-    assert aps.conformal.method == "aps" and len(aps.conformal.thresholds) == 12
+    # RAPS (the default) and APS sets are never empty; per-class thresholds, one a class
+    for method in ("raps", "aps"):
+        fitted = evaluate(best, device="cpu", resamples=20, class_conditional=True,
+                          **({} if method == "raps" else {"conformal": method}))
+        assert fitted.prediction_sets.sum(1).min() >= 1
+        assert fitted.conformal.method == method and len(fitted.conformal.thresholds) == 12
 
 
 def test_a_checkpoint_without_a_conformal_calibration_still_evaluates(demo_run, tmp_path):
