@@ -127,9 +127,9 @@ class CurvesPanel(RedrawWhenShown, QWidget):
             for label in self.hover_labels:  # a read-out of another run's epoch
                 label.hide()
         self.reports = list(reports)
-        self.draw_when_shown(self._draw_soon)
+        self.draw_when_shown(self._draw_in_turns)
 
-    def _draw_soon(self) -> None:
+    def _draw_in_turns(self) -> None:
         """Draw the four plots one at a time, each a turn of the event loop after the
         last one's paint: the slot that brought the report and each plot's drawing and
         paint run as separate events, with the window's timers and input between them,
