@@ -125,6 +125,21 @@ def test_the_window_fits_1024_by_700(qtbot, window):
     qtbot.wait(50)
     assert window.width() == 1024
 
+    # selecting an image in the error browser leaves the numbers and the matrix in place
+    window.show()
+    panel = window.evaluation
+    window.tabs.setCurrentWidget(panel)
+    counts = panel.evaluation.confusion()
+    panel.browser.show_cell(*np.unravel_index(np.argmax(counts), counts.shape))
+    qtbot.waitUntil(lambda: not panel.browser.busy and panel.browser.grid.count() > 0,
+                    timeout=60_000)
+    qtbot.wait(50)
+    before = [w.geometry() for w in (panel.metrics, panel.confusion, panel.browser)]
+    panel.browser.grid.setCurrentRow(0)
+    qtbot.wait(50)
+    assert panel.browser.detail.text().strip()  # the image's description is shown
+    assert [w.geometry() for w in (panel.metrics, panel.confusion, panel.browser)] == before
+
 
 def test_the_per_class_rows_are_numbered_as_the_matrix(qtbot, window):
     assert train(qtbot, window) == "finished"
