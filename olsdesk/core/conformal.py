@@ -72,22 +72,25 @@ def _mass_above(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(before_sorted, rank, axis=1), rank
 
 
-def class_scores(probs: np.ndarray, method: str, lam: float = 0.0,
-                 k_reg: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """N x K: (the score of every class, the score that decides its place in a set).
+def _check(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown conformal method {method!r}; one of {', '.join(METHODS)}")
 
-    The first is the score's definition (calibrated on the true class); the second is
-    what a set compares with the threshold: the same for LAC, the mass ranked above (and
-    the penalty) for APS and RAPS, so the class crossing the threshold is kept."""
+
+def _penalty(rank: np.ndarray, method: str, lam: float, k_reg: int):
+    """RAPS's penalty of a 0-based rank (0 for APS)."""
+    return lam * np.maximum(0, rank + 1 - k_reg) if method == "raps" else 0.0
+
+
+def _placement(probs: np.ndarray, method: str, lam: float = 0.0, k_reg: int = 0) -> np.ndarray:
+    """N x K: what a set compares with the threshold for each class: its LAC score, or
+    the mass (and penalty) ranked above it for APS and RAPS, so that the class crossing
+    the threshold is kept."""
     probs = np.asarray(probs, dtype=np.float64)
     if method == "lac":
-        score = 1.0 - probs
-        return score, score
-    if method not in ("aps", "raps"):
-        raise ValueError(f"unknown conformal method {method!r}; one of {', '.join(METHODS)}")
+        return 1.0 - probs
     above, rank = _mass_above(probs)
-    penalty = lam * np.maximum(0, rank + 1 - k_reg) if method == "raps" else 0.0
-    return above + probs + penalty, above + penalty
+    return above + _penalty(rank, method, lam, k_reg)
 
 
 def true_class_scores(probs: np.ndarray, labels: np.ndarray, method: str, lam: float = 0.0,
@@ -97,17 +100,15 @@ def true_class_scores(probs: np.ndarray, labels: np.ndarray, method: str, lam: f
     probable with a lower number (one pass over N x K at RadImageNet's size)."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
+    _check(method)
     p_true = probs[np.arange(len(labels)), labels]
     if method == "lac":
         return 1.0 - p_true
-    if method not in ("aps", "raps"):
-        raise ValueError(f"unknown conformal method {method!r}; one of {', '.join(METHODS)}")
     columns = np.arange(probs.shape[1])[None, :]
     above = (probs > p_true[:, None]) | ((probs == p_true[:, None])
                                          & (columns < labels[:, None]))
     mass, rank = np.where(above, probs, 0.0).sum(axis=1), above.sum(axis=1)
-    penalty = lam * np.maximum(0, rank + 1 - k_reg) if method == "raps" else 0.0
-    return mass + p_true + penalty
+    return mass + p_true + _penalty(rank, method, lam, k_reg)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class ConformalSets:
 
     def sets(self, probs: np.ndarray) -> np.ndarray:
         """N x K booleans: class k is in image i's set."""
-        _, placed = class_scores(probs, self.method, self.lam, self.k_reg)
+        placed = _placement(probs, self.method, self.lam, self.k_reg)
         limit = self.thresholds[None, :] if self.class_conditional else self.thresholds[0]
         if self.method == "lac":
             return placed <= limit
@@ -154,9 +155,7 @@ class Calibration:
 
     def fit(self, method: str = DEFAULT_METHOD, coverage: float = 0.9,
             class_conditional: bool = False, num_classes: int | None = None) -> ConformalSets:
-        if method not in METHODS:
-            raise ValueError(f"unknown conformal method {method!r}; one of "
-                             f"{', '.join(METHODS)}")
+        _check(method)
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage {coverage} must lie between 0 and 1")
         scores = np.asarray(self.scores[method], dtype=np.float64)
@@ -226,7 +225,7 @@ def _tune_raps(probs, labels, seed, coverage: float = RAPS_TUNING_COVERAGE
     k_reg = int(quantile) if math.isfinite(quantile) else probs.shape[1]
     best = None
     for lam in RAPS_LAMBDAS:
-        penalty = lam * np.maximum(0, rank + 1 - k_reg)
+        penalty = _penalty(rank, "raps", lam, k_reg)
         threshold = conformal_quantile((above + p + penalty)[rows, y], coverage)
         size = ((above + penalty) < threshold).sum(axis=1).mean()
         if best is None or size < best[0]:

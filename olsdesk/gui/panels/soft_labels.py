@@ -89,6 +89,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
             self.plot.getAxis(side).enableAutoSIPrefix(False)
             self.plot.getAxis(side).setTicks([[]])
         self.plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
+        self._bar = None  # the colour bar's (levels, ticks, label) as drawn
         self._set_bar(*self._scale(np.zeros((1, 1)), "probability")[1:])
         self.title = pg.LabelItem("", size="11pt")
         self.graphics.addItem(self.title, row=1, col=0)
@@ -314,7 +315,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         """The colour bar: its scale's name and ticks."""
         if ticks is None:  # five labelled values, each distinct (never "0.3, 0.3, 0.2")
             ticks = [[(float(v), f"{v:.3g}") for v in np.linspace(*levels, 5)]]
-        if (levels, ticks, label) == getattr(self, "_bar", None):
+        if (levels, ticks, label) == self._bar:
             return  # as drawn: redrawing its axes would cost each epoch's repaint 10 ms
         self._bar = (levels, ticks, label)
         self.colorbar.getAxis("left").setLabel(label)  # the bar's title side
