@@ -114,6 +114,27 @@ def config_from(args: argparse.Namespace, base: str | None = None, **overrides) 
     return RunConfig(**{**start, **given, **overrides}).validated()
 
 
+def add_set_options(parser: argparse.ArgumentParser) -> None:
+    """The conformal prediction sets' options (predict and evaluate)."""
+    parser.add_argument("--coverage", type=_float, default=0.9,
+                        help="the share of images whose prediction set holds the true "
+                             "class (default: 0.9)")
+    parser.add_argument("--conformal", choices=("raps", "aps", "lac"), default="raps",
+                        help="the conformal score: raps (sets grow with the model's doubt, "
+                             "without long tails of unlikely classes), aps (the same with "
+                             "the tails) or lac (smallest sets, may be empty) "
+                             "(default: raps)")
+    parser.add_argument("--class-conditional", action="store_true",
+                        help="one threshold a class, so every class is covered at "
+                             "--coverage, not only on average")
+
+
+def check_coverage(args: argparse.Namespace) -> None:
+    if not 0 < args.coverage < 1:
+        raise UsageError(f"--coverage {args.coverage:g} must lie between 0 and 1 (0.9: the "
+                         "sets hold the true class of 90 % of images).")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="olsdesk", description="Train medical-image classifiers with Online "
                      "Label Smoothing and watch what it does. With no command, opens the app.")
@@ -151,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", choices=DEVICES, default="auto",
                          help=RunConfig.__dataclass_fields__["device"].metadata["help"]
                          + " (default: auto)")
+    add_set_options(predict)
 
     evaluate = sub.add_parser(
         "evaluate", help="evaluate a checkpoint on its test split, with 95%% intervals",
@@ -169,17 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="an external test folder (another hospital) with class folders "
                                "named as the run's classes")
     evaluate.add_argument("--out", required=True, metavar="DIR", help="where the files go")
-    evaluate.add_argument("--coverage", type=_float, default=0.9,
-                          help="the share of images whose prediction set holds the true "
-                               "class (default: 0.9)")
-    evaluate.add_argument("--conformal", choices=("raps", "aps", "lac"), default="raps",
-                          help="the conformal score: raps (sets grow with the model's doubt, "
-                               "without long tails of unlikely classes), aps (the same with "
-                               "the tails) or lac (smallest sets, may be empty) "
-                               "(default: raps)")
-    evaluate.add_argument("--class-conditional", action="store_true",
-                          help="one threshold a class, so every class is covered at "
-                               "--coverage, not only on average")
+    add_set_options(evaluate)
     evaluate.add_argument("--resamples", type=_positive_int, default=1000,
                           help="bootstrap resamples for the intervals (default: 1000)")
     evaluate.add_argument("--seed", type=_int, default=0,
@@ -350,10 +362,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from olsdesk.core.predictor import Predictor
 
+    check_coverage(args)
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
+    predictor.use_sets(args.conformal, args.coverage, args.class_conditional)
+    if predictor.sets is None:
+        print("warning: the checkpoint holds no conformal calibration (saved before olsdesk "
+              "0.4); no prediction sets. Retrain to get them.", file=sys.stderr)
     missing = [p for p in args.paths if not Path(p).expanduser().exists()]
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"{missing[0]} does not exist.")
@@ -367,8 +384,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             top = "  ".join(f"{c} {p:.1%}" for c, p in
                             zip(prediction.top_classes, prediction.top_probabilities, strict=True))
             note = f", {prediction.note}" if prediction.note else ""
+            held = f"; set {prediction.set_text}" if prediction.set_text else ""
             print(f"{name}: {top}  (calibrated {prediction.calibrated_confidence:.1%},"
-                  f" entropy {prediction.entropy:.2f}{note})", flush=True)
+                  f" entropy {prediction.entropy:.2f}{note}){held}", flush=True)
         else:
             print(f"{name}: ERROR {prediction.error}", flush=True)
     return 1 if failed else 0
@@ -391,9 +409,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("give --data or --test-data, not both.")
     if args.workers is not None and not 0 <= args.workers <= 256:
         raise UsageError("the number of loader workers must be between 0 and 256.")
-    if not 0 < args.coverage < 1:
-        raise UsageError(f"--coverage {args.coverage:g} must lie between 0 and 1 (0.9: the "
-                         "sets hold the true class of 90 % of images).")
+    check_coverage(args)
     printer = ProgressPrinter()
     result = None
     try:

@@ -320,10 +320,10 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                             resamples=resamples, seed=seed, n_bins=n_bins, per_class=False)
     unreadable = [(samples.describe(i), predictor.class_names[int(samples.labels[i])],
                    message.split("\n", 1)[0]) for i, message in failed]
-    fitted = sets = conformal_samples = None
-    if predictor.calibration is not None:  # calibrated on validation, never on these images
-        fitted = predictor.calibration.fit(conformal, coverage, class_conditional,
-                                           num_classes=len(predictor.class_names))
+    sets = conformal_samples = None
+    predictor.use_sets(conformal, coverage, class_conditional)
+    fitted = predictor.sets  # calibrated on validation, never on these images
+    if fitted is not None:
         sets = fitted.sets(apply_temperature(log_probs, predictor.temperature))
         _, conformal_samples = mean_samples(np.stack(covered_and_size(sets, labels_np), 1),
                                             resamples=resamples, seed=seed)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from olsdesk.core.calibration import apply_temperature
+from olsdesk.core.conformal import DEFAULT_METHOD, ConformalSets
 from olsdesk.core.data.images import ImageReadError, source_frame
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device
@@ -44,6 +45,10 @@ class Prediction:
     frame: tuple[int, int] | None = None  # (frame, frames) of a multi-frame file used
     checkpoint: str = ""  # the checkpoint that made the prediction
     epoch: int | None = None  # that checkpoint's epoch
+    # the conformal set (most probable first) holding the true class with probability
+    # set_coverage; None when the checkpoint keeps no calibration (older than 0.4)
+    prediction_set: tuple[str, ...] | None = None
+    set_coverage: float | None = None
 
     @property
     def note(self) -> str:
@@ -83,8 +88,18 @@ class Prediction:
                        top_probabilities=[round(float(p), 6) for p in self.top_probabilities],
                        calibrated_top_probabilities=[
                            round(float(self.calibrated_probabilities[i]), 6) for i in order],
-                       entropy=round(self.entropy, 6))
+                       entropy=round(self.entropy, 6),
+                       prediction_set=None if self.prediction_set is None
+                       else list(self.prediction_set),
+                       set_coverage=self.set_coverage)
         return out
+
+    @property
+    def set_text(self) -> str:
+        """The set as a reader sees it, "{A, B} at 90 %" ("" without one)."""
+        if self.prediction_set is None:
+            return ""
+        return f"{{{', '.join(self.prediction_set)}}} at {self.set_coverage:.0%}"
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
@@ -123,6 +138,8 @@ class Predictor:
         self.epoch = epoch
         self.config = config  # the run's RunConfig (where its data and split came from)
         self.calibration = calibration  # conformal.Calibration from validation, or None
+        self.sets: ConformalSets | None = None  # what each prediction's set comes from
+        self.use_sets()
         # one pass through the model at a time: Grad-CAM hooks a layer, and a prediction
         # from another thread must not run through it meanwhile
         self.lock = threading.RLock()
@@ -149,6 +166,13 @@ class Predictor:
         return cls(model, checkpoint.class_names, checkpoint.preprocessing,
                    checkpoint.temperature, choose_device(device), str(path), checkpoint.epoch,
                    checkpoint.config, checkpoint.calibration)
+
+    def use_sets(self, method: str = DEFAULT_METHOD, coverage: float = 0.9,
+                 class_conditional: bool = False) -> None:
+        """Fit the prediction sets from the checkpoint's calibration (none without one)."""
+        if self.calibration is not None:
+            self.sets = self.calibration.fit(method, coverage, class_conditional,
+                                             num_classes=len(self.class_names))
 
     def predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,
@@ -208,9 +232,15 @@ class Predictor:
         probs = apply_temperature(logits[None], 1.0)[0]
         calibrated = apply_temperature(logits[None], self.temperature)[0]
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
+        members = coverage = None
+        if self.sets is not None:  # on the scaled probabilities, as it was calibrated
+            held = self.sets.sets(calibrated[None])[0]
+            members = tuple(self.class_names[i] for i in np.argsort(-calibrated, kind="stable")
+                            if held[i])
+            coverage = self.sets.coverage
         return Prediction(str(file), tuple(self.class_names[i] for i in order),
                           tuple(float(probs[i]) for i in order), probs, calibrated, None, thumb,
-                          frame, self.source, self.epoch)
+                          frame, self.source, self.epoch, members, coverage)
 
 
 def thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:
@@ -224,14 +254,15 @@ def thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:
 def write_predictions_csv(predictions: Iterable[Prediction], path: str | Path,
                           low_confidence_below: float = 0.5) -> Path:
     """One row a file: the frame used (multi-frame files), top-1, raw and calibrated
-    confidence, entropy, the low-confidence mark, the top-k with probabilities, or the
-    error sentence; and the checkpoint (and its epoch) that made the prediction."""
+    confidence, entropy, the low-confidence mark, the top-k with probabilities, the
+    prediction set (classes joined by ``|``) and its coverage, or the error sentence; and
+    the checkpoint (and its epoch) that made the prediction."""
     path = Path(path)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "frame", "frames", "top1", "confidence",
-                         "calibrated_confidence", "entropy", "low_confidence", "top5", "error",
-                         "checkpoint", "epoch"])
+                         "calibrated_confidence", "entropy", "low_confidence", "top5",
+                         "prediction_set", "set_coverage", "error", "checkpoint", "epoch"])
         for p in predictions:
             frame = [p.frame[0], p.frame[1]] if p.frame else ["", ""]
             made_by = [p.checkpoint, "" if p.epoch is None else p.epoch]
@@ -241,7 +272,10 @@ def write_predictions_csv(predictions: Iterable[Prediction], path: str | Path,
                                  p.confidence < low_confidence_below,
                                  "|".join(f"{c}:{v:.4f}" for c, v in
                                           zip(p.top_classes, p.top_probabilities, strict=True)),
+                                 "" if p.prediction_set is None else "|".join(p.prediction_set),
+                                 "" if p.set_coverage is None else p.set_coverage,
                                  "", *made_by])
             else:
-                writer.writerow([p.path, *frame, "", "", "", "", "", "", p.error, *made_by])
+                writer.writerow([p.path, *frame, "", "", "", "", "", "", "", "", p.error,
+                                 *made_by])
     return path

@@ -187,6 +187,9 @@ def test_csv_and_json_name_the_frame_and_the_checkpoint(checkpoint, predictor, t
     out = write_predictions_csv(found, tmp_path / "p.csv")
     rows = list(csv.DictReader(open(out)))
     assert [(r["frame"], r["frames"]) for r in rows] == [("2", "2"), ("", ""), ("", "")]
+    assert [r["prediction_set"] for r in rows[:2]] == ["|".join(p.prediction_set)
+                                                       for p in found[:2]]
+    assert rows[2]["prediction_set"] == "" and "missing.png" in rows[2]["error"]
     epoch = str(torch.load(checkpoint, weights_only=True)["epoch"])
     assert {(r["checkpoint"], r["epoch"]) for r in rows} == {(str(checkpoint), epoch)}
     assert main(["predict", "--checkpoint", str(checkpoint), str(multi), "--json",
@@ -194,3 +197,42 @@ def test_csv_and_json_name_the_frame_and_the_checkpoint(checkpoint, predictor, t
     row = json.loads(capsys.readouterr().out)
     assert (row["frame"], row["frames"], row["checkpoint"]) == (2, 2, str(checkpoint))
     assert row["epoch"] == int(epoch)
+
+
+def test_each_prediction_carries_its_conformal_set(checkpoint, tmp_path, capsys):
+    """The set is every class the LAC threshold admits, the threshold computed here by
+    numpy from the checkpoint's validation scores; CLI lines and JSON carry it."""
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    predictor.use_sets("lac", 0.8)
+    scores = np.sort(predictor.calibration.scores["lac"])
+    n = len(scores)
+    threshold = scores[int(np.ceil((n + 1) * 0.8)) - 1]
+    files = [SAMPLES / "CT_lung_nodule.png", SAMPLES / "MR_brain_tumor.png"]
+    for p in predictor.predict(files):
+        expected = {c for c, q in zip(predictor.class_names, p.calibrated_probabilities,
+                                      strict=True) if 1 - q <= threshold}
+        assert set(p.prediction_set) == expected and p.set_coverage == 0.8
+        probs = [p.calibrated_probabilities[predictor.class_names.index(c)]
+                 for c in p.prediction_set]
+        assert probs == sorted(probs, reverse=True)  # most probable first
+    predictor.use_sets()  # RAPS at 90 %: never empty, the top class first
+    for p in predictor.predict(files):
+        assert p.prediction_set[0] == p.top_classes[0] and p.set_text.endswith("} at 90%")
+    good = str(files[0])
+    assert main(["predict", "--checkpoint", str(checkpoint), good, "--device", "cpu",
+                 "--coverage", "0.95", "--conformal", "aps"]) == 0
+    assert "; set {" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(checkpoint), good, "--json",
+                 "--device", "cpu"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert isinstance(row["prediction_set"], list) and row["set_coverage"] == 0.9
+    assert row["prediction_set"][0] == row["top_classes"][0]
+    assert main(["predict", "--checkpoint", str(checkpoint), good, "--coverage", "1"]) == 2
+    state = torch.load(checkpoint, weights_only=True)
+    state.pop("conformal")  # a checkpoint from before 0.4
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert main(["predict", "--checkpoint", str(old), good, "--json", "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["prediction_set"] is None
+    assert "no conformal calibration" in out.err

@@ -10,6 +10,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
+from olsdesk.gui.panels.predict import NOTE, SET
 from olsdesk.gui.resources import resource
 from tests.gui.conftest import train
 from tests.helpers import truncate, write_dicom, write_png
@@ -51,7 +52,7 @@ def test_drop_on_the_window_predicts_good_files_and_explains_bad_ones(qtbot, win
     by_name = {Path(p.path).name: p for p in panel.predictions}
     assert {n for n, p in by_name.items() if p.ok} == {"CT_lung_nodule.png",
                                                         "CT_lung_nodule.dcm", "mono1.dcm"}
-    notes = {panel.table.item(r, 0).text(): panel.table.item(r, 5).text()
+    notes = {panel.table.item(r, 0).text(): panel.table.item(r, NOTE).text()
              for r in range(panel.table.rowCount())}
     assert "not an image" in notes["readme.txt"]
     assert "truncated or corrupt" in notes["broken.png"]
@@ -63,15 +64,19 @@ def test_drop_on_the_window_predicts_good_files_and_explains_bad_ones(qtbot, win
     finite = [v for v in values if v == v]
     assert finite == sorted(finite) and all(v != v for v in values[len(finite):])
 
-    # selecting a row shows its preview and top-5 bars
+    # selecting a row shows its preview, its prediction set and top-5 bars
     panel.table.selectRow(0)
     assert panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull()
     assert panel.bars_shown() == 5
+    first = panel.predictions[panel.table.item(0, 0).data(Qt.ItemDataRole.UserRole)]
+    assert first.prediction_set and first.set_text in panel.detail.text()
+    assert panel.table.item(0, SET).text() == str(len(first.prediction_set))
+    assert first.set_text in panel.table.item(0, SET).toolTip()
 
     # the low-confidence mark follows the threshold
     panel.threshold.setValue(1.0)
     assert len(panel.low_confidence()) == 3
-    assert "low confidence" in panel.table.item(0, 5).text()
+    assert "low confidence" in panel.table.item(0, NOTE).text()
 
     out = tmp_path / "predictions.csv"
     panel.export_csv(out)
@@ -134,7 +139,7 @@ def test_rows_of_an_earlier_model_are_marked_and_can_be_predicted_again(qtbot, w
     # a newer checkpoint (as when training improves on its best epoch)
     panel.set_checkpoint(window.run_path / "checkpoints" / "latest.pt", "a newer model")
     assert panel.stale_rows() == 2 and not panel.repredict_button.isHidden()
-    note = panel.table.item(0, 5)
+    note = panel.table.item(0, NOTE)
     assert note.text() == "⟲ earlier model"
     assert "previous model" in note.toolTip() and first in note.toolTip()
     # a stale row still shows its own model's calibration (that model is gone)

@@ -2,12 +2,14 @@
 
 Files are predicted in a worker thread, with progress and Cancel. Each gets a row
 (sortable, so the least confident come first) with the raw and the temperature-scaled
-confidence side by side, the entropy and a low-confidence mark; the selected row shows
-its preview and top-5 bars. Failures are rows too, with their one-sentence reason.
+confidence side by side, the entropy, the size of its conformal prediction set and a
+low-confidence mark; the selected row shows its preview, its set and top-5 bars.
+Failures are rows too, with their one-sentence reason.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import threading
 from pathlib import Path
@@ -41,7 +43,8 @@ from olsdesk.gui.resources import resource
 from olsdesk.gui.widgets import DialogFolders
 from olsdesk.gui.workers import Worker, in_chunks, start_worker
 
-COLUMNS = ("file", "top-1", "confidence", "calibrated", "entropy", "note")
+COLUMNS = ("file", "top-1", "confidence", "calibrated", "entropy", "set", "note")
+SET, NOTE = COLUMNS.index("set"), COLUMNS.index("note")
 SAMPLES = resource("samples")
 
 
@@ -131,7 +134,7 @@ class PredictPanel(QWidget):
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)  # fit to names
-        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(NOTE, QHeaderView.ResizeMode.Stretch)
         self.table.setColumnWidth(0, 160)
         self.table.itemSelectionChanged.connect(self._show_selected)
         self.drop_hint = QLabel("Drop images, DICOMs or folders anywhere on the window")
@@ -362,10 +365,11 @@ class PredictPanel(QWidget):
                 for col, value in ((2, result.confidence), (3, result.calibrated_confidence)):
                     self.table.setItem(row, col, NumberItem(value, f"{value:.1%}"))
                 self.table.setItem(row, 4, NumberItem(result.entropy, f"{result.entropy:.2f}"))
+                self.table.setItem(row, SET, self._set_item(result))
             else:
-                for col in (1, 2, 3, 4):
+                for col in range(1, NOTE):
                     self.table.setItem(row, col, NumberItem(math.nan, "—"))
-            self.table.setItem(row, 5, QTableWidgetItem(""))
+            self.table.setItem(row, NOTE, QTableWidgetItem(""))
         self.table.setSortingEnabled(True)
         self._fit_names(results)
         self._refresh_notes()
@@ -377,6 +381,20 @@ class PredictPanel(QWidget):
                 if self.predictions[index].path == wanted:
                     self.table.selectRow(row)
                     break
+
+    @staticmethod
+    def _set_item(result: Prediction) -> QTableWidgetItem:
+        """The set's size (sorts: the most doubtful first), its classes on hover."""
+        if result.prediction_set is None:
+            item = NumberItem(math.nan, "—")
+            item.setToolTip("the checkpoint keeps no conformal calibration (saved before "
+                            "olsdesk 0.4): no prediction set")
+            return item
+        size = len(result.prediction_set)
+        item = NumberItem(size, str(size))
+        item.setToolTip(f"prediction set: {result.set_text}: the classes that hold the true "
+                        f"one for {result.set_coverage:.0%} of validation-like images")
+        return item
 
     def _fit_names(self, results: list[Prediction]) -> None:
         """The file column as wide as its widest name (up to half the table, or 280 px):
@@ -395,9 +413,9 @@ class PredictPanel(QWidget):
         for row in range(self.table.rowCount()):
             index = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
             result, model = self.predictions[index], self.models[index]
-            note = self.table.item(row, 5)
+            note = self.table.item(row, NOTE)
             stale = model != current
-            for col in range(1, 5):
+            for col in range(1, NOTE):
                 cell = self.table.item(row, col)
                 if cell is not None:
                     cell.setForeground(QColor("#999999" if stale else "#000000"))
@@ -440,7 +458,8 @@ class PredictPanel(QWidget):
             f"<b>{Path(result.path).name}</b>: {result.top_classes[0]}<br>confidence "
             f"{result.confidence:.1%}, calibrated {result.calibrated_confidence:.1%} "
             f"(T = {temperature:.2f}), entropy {result.entropy:.2f} nats<br>"
-            "<span style='color:#666'>chart: bars raw, red marks calibrated</span>"
+            + (f"prediction set {html.escape(result.set_text)}<br>" if result.set_text else "")
+            + "<span style='color:#666'>chart: bars raw, red marks calibrated</span>"
             + ("<br><span style='color:#b36b00'>⚠ low confidence</span>"
                if result.confidence < self.threshold.value() else ""))
         k = len(result.top_classes)
