@@ -192,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "named as the run's classes")
     evaluate.add_argument("--out", required=True, metavar="DIR", help="where the files go")
     add_set_options(evaluate)
+    evaluate.add_argument("--ood-data", metavar="DIR",
+                          help="a folder of images unlike the training data (another "
+                               "modality, another body part): reports how well the "
+                               "unfamiliar-input score tells them from the test images "
+                               "(AUROC, FPR at 95%% TPR)")
     evaluate.add_argument("--resamples", type=_positive_int, default=1000,
                           help="bootstrap resamples for the intervals (default: 1000)")
     evaluate.add_argument("--seed", type=_int, default=0,
@@ -368,9 +373,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
     predictor.use_sets(args.conformal, args.coverage, args.class_conditional)
-    if predictor.sets is None:
-        print("warning: the checkpoint holds no conformal calibration (saved before olsdesk "
-              "0.4); no prediction sets. Retrain to get them.", file=sys.stderr)
+    lacking = [what for what, there in (("conformal calibration (no prediction sets)",
+                                          predictor.sets), ("unfamiliar-input detector "
+                                          "(no unfamiliar mark)", predictor.familiarity))
+               if there is None]
+    if lacking:
+        print(f"warning: the checkpoint holds no {' and no '.join(lacking)}: it was saved by "
+              "an older olsdesk; retrain to get them.", file=sys.stderr)
     missing = [p for p in args.paths if not Path(p).expanduser().exists()]
     if missing and len(missing) == len(args.paths):
         raise UsageError(f"{missing[0]} does not exist.")
@@ -387,6 +396,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             held = f"; set {prediction.set_text}" if prediction.set_text else ""
             print(f"{name}: {top}  (calibrated {prediction.calibrated_confidence:.1%},"
                   f" entropy {prediction.entropy:.2f}{note}){held}", flush=True)
+            if prediction.unfamiliar:
+                print(f"  warning: {prediction.unfamiliar_sentence}", flush=True)
         else:
             print(f"{name}: ERROR {prediction.error}", flush=True)
     return 1 if failed else 0
@@ -418,11 +429,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                   resamples=args.resamples, seed=args.seed,
                                   batch_size=args.batch_size, workers=args.workers,
                                   conformal=args.conformal, coverage=args.coverage,
-                                  class_conditional=args.class_conditional):
+                                  class_conditional=args.class_conditional,
+                                  ood_data=args.ood_data):
             if isinstance(item, Evaluation):
                 result = item
-            elif printer.live and item.phase == "predict":
-                printer.stream.write(f"\rpredicting {item.done}/{item.total} test images ")
+            elif printer.live and item.phase in ("predict", "ood"):
+                what = "test images" if item.phase == "predict" else "--ood-data files"
+                printer.stream.write(f"\rpredicting {item.done}/{item.total} {what} ")
                 printer.stream.flush()
             elif item.phase == "bootstrap":
                 if printer.live:
@@ -453,6 +466,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{conformal['calibration_images']} validation images: coverage "
               f"{format_interval(cov['value'], cov['ci95'])}, mean size "
               f"{format_interval(size['value'], size['ci95'])}")
+    ood = result.ood_dict()
+    if ood is not None:
+        line = (f"  unfamiliar inputs ({ood['method']}, threshold keeping "
+                f"{ood['keep_target']:.0%} of validation): {ood['test_unfamiliar']:.1%} of test "
+                "images marked")
+        if "auroc" in ood:
+            line += (f"; against {ood['unfamiliar_images']} images of {ood['folder']}: AUROC "
+                     f"{ood['auroc']:.3f}, FPR at 95% TPR {ood['fpr_at_95_tpr']:.3f}, "
+                     f"{ood['folder_unfamiliar']:.1%} marked")
+        print(line)
     for warning in result.warnings:
         print(f"warning: {warning}")
     if note:

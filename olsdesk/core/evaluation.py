@@ -38,6 +38,7 @@ from olsdesk.core.conformal import (
     class_coverage,
     covered_and_size,
 )
+from olsdesk.core.ood import Familiarity, detection_metrics
 from olsdesk.errors import DataError, RunError, printable
 
 DEFAULT_RESAMPLES = 1000
@@ -92,6 +93,28 @@ class Evaluation:
     conformal: ConformalSets | None = None
     prediction_sets: np.ndarray | None = field(default=None, repr=False)  # (N, K) bool
     conformal_samples: np.ndarray | None = field(default=None, repr=False)  # (R, 2)
+    # the unfamiliar-input detector's score of every test image (None: an older
+    # checkpoint without a detector), and of the readable images of --ood-data
+    familiarity: np.ndarray | None = field(default=None, repr=False)
+    detector: Familiarity | None = None
+    ood_folder: str | None = None
+    ood_scores: np.ndarray | None = field(default=None, repr=False)
+    ood_unreadable: int = 0
+
+    def ood_dict(self) -> dict | None:
+        """metrics.json's ``ood`` section: the score, its threshold, the share of test
+        images it marks; with --ood-data, how well it tells that folder from the test
+        split (AUROC, FPR at 95 % TPR) and the share of the folder it marks."""
+        if self.detector is None:
+            return None
+        out = {"method": self.detector.method, "threshold": self.detector.threshold,
+               "fitted_on": "validation", "keep_target": self.detector.keep,
+               "test_unfamiliar": float(self.detector.unfamiliar(self.familiarity).mean())}
+        if self.ood_scores is not None:
+            out.update(folder=printable(self.ood_folder), folder_unreadable=self.ood_unreadable,
+                       folder_unfamiliar=float(self.detector.unfamiliar(self.ood_scores).mean()),
+                       **detection_metrics(self.familiarity, self.ood_scores))
+        return out
 
     def conformal_dict(self) -> dict | None:
         """metrics.json's ``conformal`` section (None without a calibration)."""
@@ -192,6 +215,7 @@ class Evaluation:
             "rank_metrics_resampling": self.raw.rank_method,
             "calibration_bins": self.n_bins, "class_names": list(self.class_names),
             "selective": self.selective_dict(), "conformal": self.conformal_dict(),
+            "ood": self.ood_dict(),
             "warnings": self.warnings,
         }
 
@@ -272,16 +296,18 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                   batch_size: int = 64, workers: int | None = None,
                   stop: threading.Event | None = None, test: tuple | None = None,
                   conformal: str = DEFAULT_METHOD, coverage: float = 0.9,
-                  class_conditional: bool = False,
+                  class_conditional: bool = False, ood_data: str | None = None,
                   ) -> Iterator[EvaluationProgress | Evaluation]:
     """Progress while the test images go through the model, then the Evaluation.
     Setting ``stop`` ends it early without a result. ``test``: (samples, source) already
-    opened (the study's), instead of opening them from the checkpoint's configuration."""
+    opened (the study's), instead of opening them from the checkpoint's configuration.
+    ``ood_data``: a folder of images unlike the training data, to measure how well the
+    checkpoint's unfamiliar-input score tells them from the test images."""
     import torch
     from torch.utils.data import DataLoader
 
     from olsdesk.core.data.loader import TorchSamples, collate, default_workers
-    from olsdesk.core.predictor import Predictor
+    from olsdesk.core.predictor import Predictor, expand_paths
 
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
     samples, source, warnings = (test + ([],) if test is not None
@@ -290,7 +316,10 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                         batch_size=batch_size, collate_fn=collate,
                         num_workers=default_workers(samples, workers, predictor.device),
                         pin_memory=predictor.device.type == "cuda")
-    logits, labels, indices, failed, top_logits = [], [], [], [], []
+    if ood_data is not None and not Path(ood_data).expanduser().is_dir():
+        raise DataError(f"--ood-data {printable(ood_data)} is not a folder.")
+    logits, labels, indices, failed, top_logits, familiar = [], [], [], [], [], []
+    detector = predictor.familiarity
     done, total = 0, len(samples)
     with torch.no_grad():
         for images, y, idx, bad in loader:
@@ -299,7 +328,11 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
             failed += bad
             done += len(bad)
             if images is not None:
-                out = predictor.model(images.to(predictor.device, non_blocking=True))
+                out, features = predictor.model.forward_with_features(
+                    images.to(predictor.device, non_blocking=True))
+                if detector is not None:
+                    familiar.append(detector.score(out.float().cpu().numpy(),
+                                                   features.float().cpu().numpy()))
                 logits.append(torch.log_softmax(out.double(), dim=1).cpu())
                 top_logits.append(out.double().max(dim=1).values.cpu())
                 labels.append(y)
@@ -308,6 +341,25 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
             yield EvaluationProgress(done, total, "predict")
     if not logits:
         raise DataError(f"none of the {total} test images could be read.")
+    ood_scores, ood_unreadable = None, 0
+    if ood_data is not None and detector is None:
+        warnings = [*warnings, "the checkpoint holds no unfamiliar-input detector (it was "
+                    "saved before olsdesk kept one): --ood-data is not measured."]
+    elif ood_data is not None:
+        found = []
+        files = expand_paths([ood_data])
+        for i, prediction in enumerate(predictor.iter_predict(files, top_k=1, cancel=stop)):
+            if prediction.ok:
+                found.append(prediction.familiarity)
+            else:
+                ood_unreadable += 1
+            yield EvaluationProgress(i + 1, len(files), "ood")
+        if stop is not None and stop.is_set():
+            return
+        if not found:
+            raise DataError(f"no image in --ood-data {printable(ood_data)} could be read "
+                            f"({ood_unreadable} files).")
+        ood_scores = np.array(found)
     index = torch.cat(indices).numpy()
     labels_np = torch.cat(labels).numpy()
     log_probs = torch.cat(logits).numpy()
@@ -333,7 +385,9 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
     yield Evaluation(str(checkpoint), predictor.epoch, predictor.class_names, source, names,
                      labels_np, log_probs, predictor.temperature, unreadable, raw, scaled,
                      resamples, seed, n_bins, warnings, samples, index,
-                     torch.cat(top_logits).numpy(), fitted, sets, conformal_samples)
+                     torch.cat(top_logits).numpy(), fitted, sets, conformal_samples,
+                     np.concatenate(familiar) if familiar else None, detector, ood_data,
+                     ood_scores, ood_unreadable)
 
 
 def evaluate(checkpoint: str | Path, **options) -> Evaluation:
@@ -375,17 +429,20 @@ def _write_predictions(ev: Evaluation, path: Path) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label", "prediction"] + [f"p_{n}" for n in names]
-                        + [f"q_{n}" for n in names] + ["prediction_set", "error"])
-        sets = ev.prediction_sets
+                        + [f"q_{n}" for n in names]
+                        + ["prediction_set", "familiarity", "unfamiliar", "error"])
+        sets, familiar = ev.prediction_sets, ev.familiarity
+        marked = ev.detector.unfamiliar(familiar) if familiar is not None else None
         for i, name in enumerate(ev.names):
             values = row_format % tuple(np.concatenate([raw[i], scaled[i]]))
             members = ("|".join(names[k] for k in np.flatnonzero(sets[i]))
                        if sets is not None else "")
+            ood = [f"{familiar[i]:.8g}", bool(marked[i])] if familiar is not None else ["", ""]
             writer.writerow([printable(name), names[ev.labels[i]], names[pred[i]]]
-                            + values.split(",") + [members, ""])
+                            + values.split(",") + [members, *ood, ""])
         for name, label, sentence in ev.unreadable:
             writer.writerow([printable(name), label, ""] + [""] * (2 * len(names))
-                            + ["", sentence])
+                            + ["", "", "", sentence])
     return path
 
 

@@ -49,6 +49,18 @@ class Prediction:
     # set_coverage; None when the checkpoint keeps no calibration (older than 0.4)
     prediction_set: tuple[str, ...] | None = None
     set_coverage: float | None = None
+    # the unfamiliar-input score (high: like the training data) and whether it lies below
+    # the threshold that keeps 95 % of validation images; None without a detector
+    familiarity: float | None = None
+    unfamiliar: bool | None = None
+
+    @property
+    def unfamiliar_sentence(self) -> str:
+        """One sentence when the image is unlike the training data ("" otherwise)."""
+        if not self.unfamiliar:
+            return ""
+        return (f"{Path(self.path).name} is unlike the training data (less familiar to the "
+                "model than 95 % of validation images): do not trust this prediction.")
 
     @property
     def note(self) -> str:
@@ -91,7 +103,9 @@ class Prediction:
                        entropy=round(self.entropy, 6),
                        prediction_set=None if self.prediction_set is None
                        else list(self.prediction_set),
-                       set_coverage=self.set_coverage)
+                       set_coverage=self.set_coverage, unfamiliar=self.unfamiliar,
+                       familiarity=None if self.familiarity is None
+                       else round(self.familiarity, 6))
         return out
 
     @property
@@ -128,7 +142,8 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, class_names: tuple[str, ...],
                  preprocessing: Preprocessing, temperature: float = 1.0,
                  device: torch.device | None = None, source: str = "",
-                 epoch: int | None = None, config=None, calibration=None) -> None:
+                 epoch: int | None = None, config=None, calibration=None,
+                 familiarity=None) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
         self.class_names = tuple(class_names)
@@ -139,6 +154,7 @@ class Predictor:
         self.config = config  # the run's RunConfig (where its data and split came from)
         self.calibration = calibration  # conformal.Calibration from validation, or None
         self.sets: ConformalSets | None = None  # what each prediction's set comes from
+        self.familiarity = familiarity  # ood.Familiarity from validation, or None
         self.use_sets()
         # one pass through the model at a time: Grad-CAM hooks a layer, and a prediction
         # from another thread must not run through it meanwhile
@@ -163,9 +179,14 @@ class Predictor:
             raise PredictorError(
                 f"{path.name}'s weights do not fit a {checkpoint.model_name} with "
                 f"{checkpoint.num_classes} classes; the file is damaged or was edited.") from None
+        density = checkpoint.familiarity.density if checkpoint.familiarity else None
+        if density is not None and density.means.shape != (checkpoint.num_classes,
+                                                           model.feature_dim):
+            raise PredictorError(f"{path.name} is damaged or was edited: its unfamiliar-input "
+                                 "detector does not fit the model's classes and features.")
         return cls(model, checkpoint.class_names, checkpoint.preprocessing,
                    checkpoint.temperature, choose_device(device), str(path), checkpoint.epoch,
-                   checkpoint.config, checkpoint.calibration)
+                   checkpoint.config, checkpoint.calibration, checkpoint.familiarity)
 
     def use_sets(self, method: str = DEFAULT_METHOD, coverage: float = 0.9,
                  class_conditional: bool = False) -> None:
@@ -194,17 +215,22 @@ class Predictor:
 
         def flush() -> Iterator[Prediction]:
             tensors = [item[2] for item in pending if not isinstance(item, Prediction)]
-            logits = iter(())
+            logits = familiar = iter(())
             if tensors:
                 with torch.no_grad(), self.lock:
-                    logits = iter(self.model(torch.stack(tensors).to(self.device))
-                                  .float().cpu().numpy())
+                    out, features = self.model.forward_with_features(
+                        torch.stack(tensors).to(self.device))
+                    out = out.float().cpu().numpy()
+                if self.familiarity is not None:
+                    familiar = iter(self.familiarity.score(out, features.float().cpu().numpy()))
+                logits = iter(out)
             for item in pending:
                 if isinstance(item, Prediction):
                     yield item
                 else:
                     file, thumb, _, frame = item
-                    yield self._prediction(file, next(logits), top_k, thumb, frame)
+                    yield self._prediction(file, next(logits), top_k, thumb, frame,
+                                           next(familiar, None))
             pending.clear()
 
         for i, file in enumerate(files):
@@ -228,7 +254,8 @@ class Predictor:
         yield from flush()
 
     def _prediction(self, file: Path, logits: np.ndarray, top_k: int,
-                    thumb: np.ndarray | None, frame: tuple[int, int] | None) -> Prediction:
+                    thumb: np.ndarray | None, frame: tuple[int, int] | None,
+                    familiarity: float | None = None) -> Prediction:
         probs = apply_temperature(logits[None], 1.0)[0]
         calibrated = apply_temperature(logits[None], self.temperature)[0]
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
@@ -240,7 +267,10 @@ class Predictor:
             coverage = self.sets.coverage
         return Prediction(str(file), tuple(self.class_names[i] for i in order),
                           tuple(float(probs[i]) for i in order), probs, calibrated, None, thumb,
-                          frame, self.source, self.epoch, members, coverage)
+                          frame, self.source, self.epoch, members, coverage,
+                          None if familiarity is None else float(familiarity),
+                          None if familiarity is None
+                          else bool(self.familiarity.unfamiliar(familiarity)))
 
 
 def thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:
@@ -255,14 +285,16 @@ def write_predictions_csv(predictions: Iterable[Prediction], path: str | Path,
                           low_confidence_below: float = 0.5) -> Path:
     """One row a file: the frame used (multi-frame files), top-1, raw and calibrated
     confidence, entropy, the low-confidence mark, the top-k with probabilities, the
-    prediction set (classes joined by ``|``) and its coverage, or the error sentence; and
+    prediction set (classes joined by ``|``) and its coverage, the unfamiliar-input mark and
+    score, or the error sentence; and
     the checkpoint (and its epoch) that made the prediction."""
     path = Path(path)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "frame", "frames", "top1", "confidence",
                          "calibrated_confidence", "entropy", "low_confidence", "top5",
-                         "prediction_set", "set_coverage", "error", "checkpoint", "epoch"])
+                         "prediction_set", "set_coverage", "unfamiliar", "familiarity",
+                         "error", "checkpoint", "epoch"])
         for p in predictions:
             frame = [p.frame[0], p.frame[1]] if p.frame else ["", ""]
             made_by = [p.checkpoint, "" if p.epoch is None else p.epoch]
@@ -274,8 +306,9 @@ def write_predictions_csv(predictions: Iterable[Prediction], path: str | Path,
                                           zip(p.top_classes, p.top_probabilities, strict=True)),
                                  "" if p.prediction_set is None else "|".join(p.prediction_set),
                                  "" if p.set_coverage is None else p.set_coverage,
+                                 "" if p.unfamiliar is None else p.unfamiliar,
+                                 "" if p.familiarity is None else f"{p.familiarity:.6g}",
                                  "", *made_by])
             else:
-                writer.writerow([p.path, *frame, "", "", "", "", "", "", "", "", p.error,
-                                 *made_by])
+                writer.writerow([p.path, *frame, *[""] * 10, p.error, *made_by])
     return path

@@ -116,6 +116,9 @@ class Checkpoint:
     # split conformal's calibration on the same validation images (conformal.Calibration's
     # arrays, as tensors); empty in checkpoints from before olsdesk kept it
     conformal: dict[str, Any] = field(default_factory=dict, repr=False)
+    # the unfamiliar-input detector fitted on the same validation images (ood.Familiarity's
+    # arrays); empty in checkpoints from before olsdesk kept it
+    ood: dict[str, Any] = field(default_factory=dict, repr=False)
     olsdesk_version: str = __version__
 
     @property
@@ -127,6 +130,16 @@ class Checkpoint:
             return None
         return Calibration.from_arrays({k: v.numpy() if hasattr(v, "numpy") else v
                                         for k, v in self.conformal.items()})
+
+    @property
+    def familiarity(self):
+        """The unfamiliar-input detector (ood.Familiarity), or None (an older checkpoint)."""
+        from olsdesk.core.ood import Familiarity
+
+        if not self.ood:
+            return None
+        return Familiarity.from_arrays({k: v.numpy() if hasattr(v, "numpy") else v
+                                        for k, v in self.ood.items()})
 
     @property
     def num_classes(self) -> int:
@@ -143,7 +156,7 @@ class Checkpoint:
             "model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
             "loss_name": self.config.loss, "loss": self.loss, "scaler": self.scaler,
             "best_top1": self.best_top1, "temperature": self.temperature,
-            "conformal": self.conformal,
+            "conformal": self.conformal, "ood": self.ood,
         }
 
     @classmethod
@@ -164,6 +177,7 @@ class Checkpoint:
                 best_top1=float(state.get("best_top1", -1.0)),
                 temperature=float(state.get("temperature", 1.0)),
                 conformal=state.get("conformal") or {},
+                ood=state.get("ood") or {},
                 olsdesk_version=str(state.get("olsdesk_version", "")),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
@@ -192,6 +206,11 @@ class Checkpoint:
                 self.calibration  # noqa: B018 - ValueError when its arrays disagree
             except (KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(f"its conformal calibration is incomplete ({exc})") from None
+        if self.ood:
+            try:
+                self.familiarity  # noqa: B018 - ValueError when its arrays disagree
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"its unfamiliar-input detector is incomplete ({exc})") from None
         if not 0 <= self.epoch <= 100_000:
             raise ValueError(f"epoch {self.epoch} is out of range")
         if not isinstance(self.model, dict) or not self.model:

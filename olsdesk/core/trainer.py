@@ -32,6 +32,7 @@ from olsdesk.core.device import choose_device, describe_device
 from olsdesk.core.distributed import Context, ShardSampler
 from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
+from olsdesk.core.ood import fit_familiarity
 from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
@@ -95,6 +96,7 @@ class Trainer(Controlled):
         self.lock = None  # the run's write lock, held from prepare() to the end of fit()
         self.temperature = 1.0  # fitted on the validation set at every epoch end
         self.conformal: dict = {}  # conformal.Calibration's arrays, at every epoch end too
+        self.ood: dict = {}  # ood.Familiarity's arrays, likewise
 
     @classmethod
     def from_run(cls, run: str | Path, runs_dir: str | Path | None = None,
@@ -252,6 +254,7 @@ class Trainer(Controlled):
         self.best_top1 = checkpoint.best_top1
         self.temperature = checkpoint.temperature
         self.conformal = dict(checkpoint.conformal)
+        self.ood = dict(checkpoint.ood)
         self.store.truncate_to(self.start_epoch)
         self.store.log(f"resumed after epoch {self.start_epoch}")
 
@@ -265,8 +268,7 @@ class Trainer(Controlled):
             loss=self.loss_fn.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             best_top1=self.best_top1, temperature=self.temperature,
-            conformal={k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
-                       for k, v in self.conformal.items()})
+            conformal=_tensors(self.conformal), ood=_tensors(self.ood))
 
     def started(self) -> RunStarted:
         """What the run is, once prepared: the message the app and the CLI start from."""
@@ -445,7 +447,7 @@ class Trainer(Controlled):
         device = self.device
         self.model.eval()
         self.loss_fn.eval()
-        probs, labels, indices, feats = [], [], [], []
+        probs, labels, indices, feats, energies = [], [], [], [], []
         batches = len(self.val_loader)
         started, paused_then = self.clock(), self.paused_seconds
         done = 0
@@ -461,6 +463,7 @@ class Trainer(Controlled):
             with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
                 logits, features = self.model.forward_with_features(images)
             probs.append(torch.softmax(logits.float(), dim=1).cpu())
+            energies.append(torch.logsumexp(logits.float(), dim=1).cpu())
             labels.append(y)
             indices.append(idx)
             mask = torch.from_numpy(self.embed_mask[idx.numpy()])
@@ -473,17 +476,18 @@ class Trainer(Controlled):
             return None
         self._gather_failures()
         shard = [torch.cat(x).numpy() if x else None
-                 for x in (probs, labels, indices, feats)]
+                 for x in (probs, labels, indices, feats, energies)]
         shards = [s for s in self.dist.gather(shard) if s[0] is not None]
         if not shards:
             raise TrainingError("no validation image could be read; see log.txt.")
         # every image once, in image order, whichever process validated it
-        prob, label, index, feat = (np.concatenate(parts) for parts in zip(*shards, strict=True))
+        prob, label, index, feat, energy = (np.concatenate(parts)
+                                            for parts in zip(*shards, strict=True))
         order = np.argsort(index, kind="stable")
         embedded_order = np.argsort(index[self.embed_mask[index]], kind="stable")
         index = index[order]
         return {"probs": prob[order].astype(np.float64), "labels": label[order],
-                "indices": index, "features": feat[embedded_order],
+                "indices": index, "energy": energy[order], "features": feat[embedded_order],
                 "embedded": index[self.embed_mask[index]]}
 
     def _report(self, epoch, soft_labels, lr, train_loss, train_top1, train_top5, val,
@@ -500,6 +504,9 @@ class Trainer(Controlled):
         self.temperature = fit_temperature(log_probs, labels)  # for prediction: all of val
         # split conformal's calibration, on the probabilities prediction shows (scaled)
         self.conformal = calibrate(apply_temperature(log_probs, self.temperature), labels,
+                                   seed=cfg.split_seed).to_arrays()
+        # unfamiliar inputs: the embedded images' features (the embedding's sample)
+        self.ood = fit_familiarity(val["energy"], val["features"], emb_labels, k,
                                    seed=cfg.split_seed).to_arrays()
         scaled = cross_fitted_scaling(log_probs, labels, seed=cfg.split_seed)  # honest ECE
         return EpochReport(
@@ -530,3 +537,9 @@ class Trainer(Controlled):
             embedding_confidences=emb_probs.max(axis=1).astype(np.float32),
             class_names=self.dataset.class_names,
         )
+
+
+def _tensors(arrays: dict) -> dict:
+    """numpy arrays as tensors (what ``torch.load(weights_only=True)`` reads back)."""
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+            for k, v in arrays.items()}

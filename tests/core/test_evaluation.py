@@ -324,3 +324,49 @@ def test_a_checkpoint_without_a_conformal_calibration_still_evaluates(demo_run, 
     write_evaluation(ev, tmp_path / "out")
     with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
         assert {r["prediction_set"] for r in csv.DictReader(fh)} == {""}
+
+
+def test_ood_data_is_told_from_the_test_split_as_scikit_learn_computes_it(tmp_path, capsys):
+    """--ood-data: AUROC and FPR at 95 % TPR between the test images' familiarity (read back
+    from predictions.csv) and each readable file's (from Predictor), the shares marked."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from olsdesk.core.predictor import Predictor
+
+    run = _train(RunConfig(demo_per_class=24, **{**TINY, "epochs": 2}), tmp_path / "runs")
+    best = run.store.checkpoint_path("best.pt")
+    digits = tmp_path / "digits"
+    digits.mkdir()
+    for i, image in enumerate(load_digits().images[:20]):
+        Image.fromarray((image * 255 / 16).astype(np.uint8)).save(digits / f"{i}.png")
+    (digits / "notes.txt").write_text("not an image")
+    ev = evaluate(best, device="cpu", resamples=20, ood_data=str(digits))
+    write_evaluation(ev, tmp_path / "out")
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())["ood"]
+    with open(tmp_path / "out" / "predictions.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    familiar = np.array([float(r["familiarity"]) for r in rows])
+    outside = np.array([p.familiarity for p in
+                        Predictor.from_checkpoint(best, device="cpu").predict([digits])
+                        if p.ok])
+    assert report["method"] == "mahalanobis" and report["fitted_on"] == "validation"
+    assert (report["familiar_images"], report["unfamiliar_images"]) == (len(rows), 20)
+    assert report["folder_unreadable"] == 1
+    truth = np.r_[np.ones(len(familiar)), np.zeros(20)]
+    assert report["auroc"] == pytest.approx(roc_auc_score(truth, np.r_[familiar, outside]),
+                                            abs=1e-6)
+    assert report["fpr_at_95_tpr"] == pytest.approx(
+        (outside >= np.quantile(familiar, 0.05)).mean())
+    assert report["test_unfamiliar"] == pytest.approx(
+        np.mean([r["unfamiliar"] == "True" for r in rows]))
+    assert report["test_unfamiliar"] == pytest.approx((familiar < report["threshold"]).mean())
+    assert report["folder_unfamiliar"] == pytest.approx((outside < report["threshold"]).mean())
+    assert report["auroc"] > 0.9  # digits are nothing like the demo's scans
+
+    assert main(["evaluate", "--checkpoint", str(best), "--out", str(tmp_path / "cli"),
+                 "--ood-data", str(digits), "--resamples", "20", "--device", "cpu"]) == 0
+    assert "AUROC" in capsys.readouterr().out
+    assert main(["evaluate", "--checkpoint", str(best), "--out", str(tmp_path / "cli"),
+                 "--ood-data", str(digits / "0.png"), "--device", "cpu"]) == 2
+    assert "is not a folder" in capsys.readouterr().err

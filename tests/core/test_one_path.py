@@ -72,7 +72,7 @@ def test_validation_and_prediction_feed_the_model_the_same_tensor(trained):
 
     predictor = Predictor.from_checkpoint(trained.store.checkpoint_path(), device="cpu")
     fed_in_prediction = []
-    predictor.model.register_forward_pre_hook(
+    predictor.model.backbone.register_forward_pre_hook(  # the network's first layers
         lambda module, args: fed_in_prediction.append(args[0].clone()))
     paths = list(fed_in_validation)
     predictor.predict(paths, batch_size=1)

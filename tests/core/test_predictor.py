@@ -236,3 +236,34 @@ def test_each_prediction_carries_its_conformal_set(checkpoint, tmp_path, capsys)
     out = capsys.readouterr()
     assert json.loads(out.out)["prediction_set"] is None
     assert "no conformal calibration" in out.err
+
+
+def test_unlike_the_training_data_is_marked(tmp_path, capsys):
+    """The demo model's own kind of image passes; a real CT from another scanner and a
+    handwritten digit are unlike anything it was trained on, and say so."""
+    from sklearn.datasets import load_digits
+
+    from tests.core.test_real_files import real
+
+    cfg = RunConfig(demo_per_class=24, image_size=32, batch_size=16, epochs=2, device="cpu")
+    trainer = Trainer(cfg, runs_dir=tmp_path / "runs")  # 36 validation images, 12 classes
+    for _ in trainer.fit():
+        pass
+    checkpoint = trainer.store.checkpoint_path("best.pt")
+    digit = tmp_path / "digit.png"
+    Image.fromarray((load_digits().images[0] * 255 / 16).astype(np.uint8)).save(digit)
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    assert predictor.familiarity.method == "mahalanobis"
+    own = predictor.predict(sorted(SAMPLES.glob("*.png")))
+    strange = predictor.predict([real("CT_small.dcm"), digit])
+    assert sum(p.unfamiliar for p in own) <= 1  # of 12: the threshold keeps 95 %
+    assert [p.unfamiliar for p in strange] == [True, True]
+    assert max(p.familiarity for p in strange) < min(p.familiarity for p in own)
+    assert strange[0].unfamiliar_sentence.startswith("CT_small.dcm is unlike the training")
+    assert main(["predict", "--checkpoint", str(checkpoint), str(digit), "--device",
+                 "cpu"]) == 0
+    assert "warning: digit.png is unlike the training data" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(checkpoint), str(digit), "--json",
+                 "--device", "cpu"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["unfamiliar"] is True and isinstance(row["familiarity"], float)

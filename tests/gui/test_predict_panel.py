@@ -239,3 +239,27 @@ def test_an_embedding_point_opens_its_file_in_predict_with_grad_cam(qtbot, windo
     assert selected and panel.table.item(selected[0].row(), 0).data(
         Qt.ItemDataRole.UserRole) == index
     qtbot.waitUntil(lambda: index in panel.saliency, timeout=30_000)
+
+
+def test_an_image_unlike_the_training_data_is_marked_in_one_sentence(qtbot, window, tmp_path):
+    from olsdesk.config import RunConfig
+    from olsdesk.core.trainer import Trainer
+    from tests.core.test_real_files import real
+
+    cfg = RunConfig(demo_per_class=24, image_size=32, batch_size=16, epochs=2, device="cpu")
+    trainer = Trainer(cfg, runs_dir=tmp_path / "runs")
+    for _ in trainer.fit():
+        pass
+    panel = window.predict
+    panel.set_checkpoint(trainer.store.checkpoint_path("best.pt"))
+    with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
+        panel.predict_paths([str(real("CT_small.dcm")), str(SAMPLES / "CT_lung_nodule.png")])
+    notes = {panel.table.item(r, 0).text(): panel.table.item(r, NOTE)
+             for r in range(panel.table.rowCount())}
+    assert notes["CT_small.dcm"].text().startswith("⚠ unlike the training data")
+    assert "do not trust this prediction" in notes["CT_small.dcm"].toolTip()
+    assert "unlike" not in notes["CT_lung_nodule.png"].text()
+    row = next(r for r in range(panel.table.rowCount())
+               if panel.table.item(r, 0).text() == "CT_small.dcm")
+    panel.table.selectRow(row)
+    assert "CT_small.dcm is unlike the training data" in panel.detail.text()

@@ -2,9 +2,9 @@
 
 Files are predicted in a worker thread, with progress and Cancel. Each gets a row
 (sortable, so the least confident come first) with the raw and the temperature-scaled
-confidence side by side, the entropy, the size of its conformal prediction set and a
-low-confidence mark; the selected row shows its preview, its set and top-5 bars.
-Failures are rows too, with their one-sentence reason.
+confidence side by side, the entropy, the size of its conformal prediction set, and a
+mark when it is unlike the training data or of low confidence; the selected row shows
+its preview, its set and top-5 bars. Failures are rows too, with their one-sentence reason.
 """
 
 from __future__ import annotations
@@ -428,13 +428,14 @@ class PredictPanel(QWidget):
             if not result.ok:
                 note.setText(result.error)
                 note.setForeground(QColor("#b00020"))
-            elif result.confidence < threshold:
-                note.setText(" · ".join(filter(None, ("⚠ low confidence", result.note))))
-                note.setForeground(QColor("#b36b00"))
             else:
-                note.setText(result.note)  # e.g. "frame 61 of 120"
-                note.setForeground(QColor("#333333"))
-            note.setToolTip(note.text())
+                marks = ("⚠ unlike the training data" if result.unfamiliar else "",
+                         "⚠ low confidence" if result.confidence < threshold else "",
+                         result.note)  # e.g. "frame 61 of 120"
+                note.setText(" · ".join(filter(None, marks)))
+                note.setForeground(QColor("#b00020" if result.unfamiliar else "#b36b00"
+                                          if marks[1] else "#333333"))
+            note.setToolTip(result.unfamiliar_sentence or note.text())
         self.repredict_button.setVisible(self.stale_rows() > 0)
 
     def low_confidence(self) -> list[Prediction]:
@@ -459,6 +460,8 @@ class PredictPanel(QWidget):
             f"{result.confidence:.1%}, calibrated {result.calibrated_confidence:.1%} "
             f"(T = {temperature:.2f}), entropy {result.entropy:.2f} nats<br>"
             + (f"prediction set {html.escape(result.set_text)}<br>" if result.set_text else "")
+            + (f"<span style='color:#b00020'>⚠ {html.escape(result.unfamiliar_sentence)}"
+               "</span><br>" if result.unfamiliar else "")
             + "<span style='color:#666'>chart: bars raw, red marks calibrated</span>"
             + ("<br><span style='color:#b36b00'>⚠ low confidence</span>"
                if result.confidence < self.threshold.value() else ""))
