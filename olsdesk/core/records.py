@@ -128,8 +128,7 @@ class Checkpoint:
 
         if not self.conformal:
             return None
-        return Calibration.from_arrays({k: v.numpy() if hasattr(v, "numpy") else v
-                                        for k, v in self.conformal.items()})
+        return Calibration.from_arrays(_numpy(self.conformal))
 
     @property
     def familiarity(self):
@@ -138,8 +137,7 @@ class Checkpoint:
 
         if not self.ood:
             return None
-        return Familiarity.from_arrays({k: v.numpy() if hasattr(v, "numpy") else v
-                                        for k, v in self.ood.items()})
+        return Familiarity.from_arrays(_numpy(self.ood))
 
     @property
     def num_classes(self) -> int:
@@ -215,3 +213,8 @@ class Checkpoint:
             raise ValueError(f"epoch {self.epoch} is out of range")
         if not isinstance(self.model, dict) or not self.model:
             raise ValueError("it holds no model weights")
+
+
+def _numpy(arrays: dict) -> dict:
+    """A checkpoint's tensors as numpy arrays (numbers and strings as they are)."""
+    return {k: v.numpy() if hasattr(v, "numpy") else v for k, v in arrays.items()}
