@@ -452,13 +452,15 @@ class PredictPanel(QWidget):
         temperature, names = self.calibration[index]
         self._show_preview(index)
         if not result.ok:
-            self.detail.setText(f"<b>{Path(result.path).name}</b><br>{result.error}")
+            self.detail.setText(f"<b>{html.escape(Path(result.path).name)}</b><br>"
+                                f"{html.escape(result.error)}")
             self.bars.setOpts(y=[], width=[])
             self.calibrated_bars.clear()
             self.bars_view.hide()  # an empty chart only shows an upside-down axis
             return
         self.detail.setText(
-            f"<b>{Path(result.path).name}</b>: {result.top_classes[0]}<br>confidence "
+            f"<b>{html.escape(Path(result.path).name)}</b>: "
+            f"{html.escape(result.top_classes[0])}<br>confidence "
             f"{result.confidence:.1%}, calibrated {result.calibrated_confidence:.1%} "
             f"(T = {temperature:.2f}), entropy {result.entropy:.2f} nats<br>"
             + (f"prediction set {html.escape(result.set_text)}<br>" if result.set_text else "")
