@@ -100,6 +100,10 @@ class ProcessRun(Controlled):
             return
         self._reader.join()
         Path(self._config_file).unlink(missing_ok=True)
+        try:  # a request made as the processes ended (after rank 0 cleared its own) is stale
+            self.store.clear_request()
+        except OSError:
+            pass
         self.stopped = shown < self.config.epochs
         if self.process.returncode != 0 and not self.control.stop_requested:
             raise TrainingError(self._failure())
