@@ -33,9 +33,9 @@ MIN_SPREAD = 10  # images beyond one a class, for a covariance about the class m
 
 def energy_score(logits: np.ndarray) -> np.ndarray:
     """log sum_k exp(logit_k) per image (high: familiar)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    top = logits.max(axis=1, keepdims=True)
-    return (top + np.log(np.exp(logits - top).sum(axis=1, keepdims=True)))[:, 0]
+    from scipy.special import logsumexp
+
+    return logsumexp(np.asarray(logits, dtype=np.float64), axis=1)
 
 
 def ledoit_wolf_shrinkage(centred: np.ndarray, gram: np.ndarray | None = None
@@ -68,7 +68,7 @@ def _top_eigen(x: np.ndarray, gram: np.ndarray, rank: int) -> tuple[np.ndarray, 
     r = min(rank, m)
     values, vectors = eigh(gram, driver="evd")  # all of them: faster than a subset's driver
     values, vectors = values[::-1][:r], vectors[:, ::-1][:, :r]
-    keep = values > max(values[0], 0.0) * 1e-10 if len(values) else values > 0
+    keep = values > max(values[0], 0.0) * 1e-10
     values, vectors = values[keep], vectors[:, keep]
     if n <= d:  # gram = X X': the eigenvectors of X'X are X' u / sigma
         vectors = x.T @ vectors / np.sqrt(values)
@@ -124,10 +124,9 @@ def fit_density(features: np.ndarray, labels: np.ndarray, num_classes: int,
     f = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     n, d = f.shape
-    counts = np.bincount(labels, minlength=num_classes).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.stack([np.bincount(labels, weights=f[:, j], minlength=num_classes)
-                          for j in range(d)], axis=1) / counts[:, None]
+    members = np.eye(num_classes)[labels]  # n x K, one-hot
+    with np.errstate(invalid="ignore", divide="ignore"):  # a class without images: NaN
+        means = (members.T @ f) / members.sum(axis=0)[:, None]
     centred = f - means[labels]
     gram = centred @ centred.T if n <= d else centred.T @ centred
     shrinkage, mu = ledoit_wolf_shrinkage(centred, gram)
@@ -220,10 +219,10 @@ def detection_metrics(familiar: np.ndarray, unfamiliar: np.ndarray) -> dict:
     """How well the score tells the two apart, familiar images being the positives:
     AUROC (ties count half) and the share of unfamiliar images still called familiar at
     the threshold that keeps 95 % of the familiar ones (FPR at 95 % TPR)."""
-    a = np.asarray(familiar, dtype=np.float64)
-    b = np.asarray(unfamiliar, dtype=np.float64)
     from scipy.stats import rankdata
 
+    a = np.asarray(familiar, dtype=np.float64)
+    b = np.asarray(unfamiliar, dtype=np.float64)
     ranks = rankdata(np.concatenate([a, b]))  # ties share their mean rank (Mann-Whitney)
     auroc = (ranks[: len(a)].sum() - len(a) * (len(a) + 1) / 2) / (len(a) * len(b))
     cut = _threshold(a, 0.95)
