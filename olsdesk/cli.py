@@ -19,7 +19,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from olsdesk import __version__
-from olsdesk.config import DEVICES, LOSS_NAMES, RunConfig
+from olsdesk.config import DEVICES, LOSS_NAMES, RECALIBRATORS, RunConfig
 from olsdesk.errors import OlsdeskError, UsageError, printable
 
 
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a checkpoint on test images it has never seen: the run's "
         "held-out test split (from the data and split stored in the checkpoint), the test "
         "split of --data, or an external --test-data folder. Writes predictions.csv, "
-        "metrics.json, per_class.csv, confusion_matrix.csv, reliability.csv and figures.")
+        "metrics.json, per_class.csv, confusion_matrix.csv, reliability.csv, "
+        "reliability_smooth.csv, risk_coverage.csv and figures.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
                           help="an olsdesk checkpoint (a run's checkpoints/best.pt)")
     evaluate.add_argument("--data", metavar="PATH",
@@ -197,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "modality, another body part): reports how well the "
                                "unfamiliar-input score tells them from the test images "
                                "(AUROC, FPR at 95%% TPR)")
+    evaluate.add_argument("--recalibration", choices=RECALIBRATORS, default="temperature",
+                          help="the recalibrator (fitted on validation) whose probabilities "
+                               "predictions.csv gets beside the temperature's; every one "
+                               "the checkpoint holds is compared on test either way "
+                               "(default: temperature)")
     evaluate.add_argument("--resamples", type=_positive_int, default=1000,
                           help="bootstrap resamples for the intervals (default: 1000)")
     evaluate.add_argument("--seed", type=_int, default=0,
@@ -430,7 +436,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                   batch_size=args.batch_size, workers=args.workers,
                                   conformal=args.conformal, coverage=args.coverage,
                                   class_conditional=args.class_conditional,
-                                  ood_data=args.ood_data):
+                                  ood_data=args.ood_data,
+                                  recalibration=args.recalibration):
             if isinstance(item, Evaluation):
                 result = item
             elif printer.live and item.phase in ("predict", "ood"):
@@ -458,6 +465,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raw = format_interval(result.raw.value[m], result.raw.interval(m))
         scaled = format_interval(result.scaled.value[m], result.scaled.interval(m))
         print(f"  {METRIC_LABELS[m]:{width}}  {raw:<26}  {scaled}")
+    print("  recalibrators fitted on validation, on these test images:")
+    compared = result.results()
+    for name, metric in (("nll", "NLL"), ("ece", "ECE"), ("smooth_ece", "smooth ECE"),
+                         ("l2_ce_debiased", "debiased L2 CE"), ("top1", "Top-1")):
+        cells = [f"{key} {format_interval(r.value[name], r.interval(name))}"
+                 for key, r in compared.items()]
+        print(f"    {metric}: " + "; ".join(cells))
     conformal = result.conformal_dict()
     if conformal is not None:
         cov, size = conformal["set_coverage"], conformal["mean_set_size"]

@@ -21,6 +21,8 @@ DEFAULT_ALPHA = {"tfkd": 0.95, "ols": 0.5}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# recalibrators fitted on validation at every epoch end (olsdesk evaluate --recalibration)
+RECALIBRATORS = ("temperature", "vector", "histogram")
 
 
 def loss_alpha(loss: str, alpha: float | None) -> float | None:

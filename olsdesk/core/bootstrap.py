@@ -9,7 +9,8 @@ models scored on the same test images with the same seed see the same resamples:
 per-resample differences are a paired bootstrap.
 
 ``metric_samples`` gives each metric's value on every resample; ``percentile_ci`` turns
-those into a 95 % interval. Definitions of the metrics: docs/ALGORITHMS.md.
+those into a 95 % interval (``interval`` centres a calibration error's on its value).
+Definitions of the metrics: docs/ALGORITHMS.md.
 """
 
 from __future__ import annotations
@@ -22,10 +23,23 @@ from functools import cached_property
 import numpy as np
 from scipy import sparse
 
+from olsdesk.core.metrics import (
+    SMOOTH_GRID,
+    debiased_l2_from_bins,
+    smooth_ece_from_grid,
+    smooth_grid_weights,
+    smooth_rows,
+)
+
 _EPS = 1e-12
 # metrics of the whole test set: metrics.json, the study's test table
 SUMMARY_METRICS = ("top1", "top5", "nll", "brier", "ece", "mce", "adaptive_ece",
-                   "classwise_ece", "macro_auroc", "balanced_accuracy", "aurc", "eaurc")
+                   "classwise_ece", "smooth_ece", "l2_ce_debiased", "macro_auroc",
+                   "balanced_accuracy", "aurc", "eaurc")
+# plug-in calibration errors: a resample repeats images, which makes their bins noisier,
+# so the resamples sit above the value; their interval is centred on it (``interval``)
+CALIBRATION_ERRORS = ("ece", "mce", "adaptive_ece", "classwise_ece", "smooth_ece",
+                      "l2_ce_debiased")
 # metrics of one class against the rest: per_class.csv
 CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "average_precision")
 BLOCK_BYTES = 64 * 2**20  # memory of one block of resample weights
@@ -74,6 +88,24 @@ def percentile_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, floa
     tail = (1.0 - level) / 2.0 * 100.0
     lo, hi = np.percentile(samples, [tail, 100.0 - tail])
     return (float(lo), float(hi))
+
+
+def interval(metric: str, value: float, samples: np.ndarray,
+             level: float = 0.95) -> tuple[float, float]:
+    """The 95 % interval of ``metric``: the resamples' percentile interval, for a
+    calibration error shifted by the resamples' median excess over ``value`` (so that it
+    describes how much the estimate varies, centred on it, instead of sitting above it;
+    never below 0). The upward bias of the estimator itself is not corrected: smooth
+    ECE and the debiased L2 error are the estimators with less of it."""
+    lo, hi = percentile_ci(samples, level)
+    if metric not in CALIBRATION_ERRORS or not np.isfinite(value):
+        return (lo, hi)
+    finite = np.asarray(samples, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        return (lo, hi)
+    shift = float(np.median(finite)) - float(value)
+    return (max(lo - shift, 0.0), max(hi - shift, 0.0))
 
 
 class _Groups:
@@ -212,10 +244,10 @@ class BootstrapResult:
     class_value: dict[str, np.ndarray]  # CLASS_METRICS -> (classes,)
     summary: dict[str, np.ndarray]  # SUMMARY_METRICS -> (resamples,)
     per_class: dict[str, np.ndarray]  # CLASS_METRICS -> (classes, resamples)
-    rank_method: str  # how AUROC and AP were resampled: "exact" or "linearised"
+    rank_method: str  # how AUROC and AP were resampled: "exact", "linearised" or "skipped"
 
     def interval(self, metric: str) -> tuple[float, float]:
-        return percentile_ci(self.summary[metric])
+        return interval(metric, self.value[metric], self.summary[metric])
 
     def class_intervals(self, metric: str) -> list[tuple[float, float]]:
         return [percentile_ci(row) for row in self.per_class[metric]]
@@ -226,7 +258,7 @@ class _Scorer:
     once; ``block(w)`` scores a block of resamples."""
 
     def __init__(self, probs: np.ndarray, labels: np.ndarray, n_bins: int,
-                 per_class: bool, resamples: int) -> None:
+                 per_class: bool, resamples: int, ranks: bool = True) -> None:
         probs = np.asarray(probs, dtype=np.float64)
         labels = np.asarray(labels, dtype=np.int64)
         n, k = probs.shape
@@ -256,6 +288,12 @@ class _Scorer:
         cls_bin = np.clip(np.ceil(probs * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
         hi_i, hi_k = np.nonzero(cls_bin > 0)
         hi_group = hi_k * n_bins + cls_bin[hi_i, hi_k]
+        # smooth ECE: each image's residual (confidence - correctness) and weight split
+        # between its two nearest points of the smoothing grid
+        lower, lo_share, hi_share = smooth_grid_weights(conf)
+        grid_point, grid_image = np.r_[lower, lower + 1], np.r_[rows, rows]
+        grid_share = np.r_[lo_share, hi_share]
+        residual = np.r_[conf - hit, conf - hit]
         blocks = [("bin_count", n_bins, top_bin, rows, np.ones(n)),
                   ("bin_hit", n_bins, top_bin, rows, hit),
                   ("bin_conf", n_bins, top_bin, rows, conf),
@@ -263,7 +301,9 @@ class _Scorer:
                   ("true_pos", k, labels, rows, hit),
                   ("predicted", k, pred, rows, np.ones(n)),
                   ("cw_conf", k * n_bins, hi_group, hi_i, probs[hi_i, hi_k]),
-                  ("cw_hit", k * n_bins, hi_group, hi_i, (labels[hi_i] == hi_k) * 1.0)]
+                  ("cw_hit", k * n_bins, hi_group, hi_i, (labels[hi_i] == hi_k) * 1.0),
+                  ("grid_residual", SMOOTH_GRID, grid_point, grid_image, grid_share * residual),
+                  ("grid_mass", SMOOTH_GRID, grid_point, grid_image, grid_share)]
         self.slices, r_idx, c_idx, vals, start = {}, [], [], [], 0
         for name, size, group, image, value in blocks:
             self.slices[name] = slice(start, start + size)
@@ -279,10 +319,12 @@ class _Scorer:
         # the products run twice as fast)
         self.by_dtype = {np.dtype(t): (grouped.astype(t), per_image.astype(t),
                                        probs.T.astype(t)) for t in (np.float64, np.float32)}
-        self.curves = _parallel(lambda c: _RankCurves(probs[:, c], labels == c), range(k))
+        self.curves = (_parallel(lambda c: _RankCurves(probs[:, c], labels == c), range(k))
+                       if ranks else [])
         self.want_per_class = per_class
         cost = sum(c.exact_cost for c in self.curves) * resamples
-        self.rank_method = "exact" if cost <= EXACT_RANK_BUDGET else "linearised"
+        self.rank_method = ("skipped" if not ranks else
+                            "exact" if cost <= EXACT_RANK_BUDGET else "linearised")
         if self.rank_method == "linearised":
             parts = _parallel(lambda c: c.influence(n), self.curves)
             self.rank_value = np.array([[p[0] for p in parts], [p[1] for p in parts]])
@@ -290,7 +332,10 @@ class _Scorer:
                                    np.column_stack([p[3] for p in parts]).astype(np.float32))
 
     def _rank_scores(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(AUROC, AP), classes x resamples."""
+        """(AUROC, AP), classes x resamples (NaN when skipped)."""
+        if self.rank_method == "skipped":
+            nan = np.full((self.k, w.shape[1]), np.nan)
+            return nan, nan
         if self.rank_method == "exact":
             total = np.full(w.shape[1], float(self.n))  # every resample holds n images
             auroc, ap = zip(*(c.scores(w, total) for c in self.curves), strict=True)
@@ -315,7 +360,12 @@ class _Scorer:
         summary["ece"] = gaps.sum(axis=0) / n
         with np.errstate(invalid="ignore", divide="ignore"):
             summary["mce"] = np.where(counts > 0, gaps / counts, 0.0).max(axis=0)
-        summary["adaptive_ece"] = self._adaptive(w)
+        hits, confs = self._equal_count_sums(w)
+        summary["adaptive_ece"] = np.abs(hits - confs).sum(axis=0) / n
+        summary["l2_ce_debiased"] = debiased_l2_from_bins(
+            np.diff(self.adaptive_edges)[:, None], hits, confs, n)
+        summary["smooth_ece"] = smooth_ece_from_grid(part["grid_residual"],
+                                                     part["grid_mass"])[0]
         support, true_pos = part["support"], part["true_pos"]
         # classwise ECE: the first bin of class c holds what the other bins do not
         cw_conf = part["cw_conf"].reshape(k, nb, -1).copy()
@@ -344,10 +394,11 @@ class _Scorer:
             per_class["auroc"], per_class["average_precision"] = auroc, ap
         return summary, per_class
 
-    def _adaptive(self, w: np.ndarray) -> np.ndarray:
-        """ECE over equal-count bins of each resample, as if its images were listed in
-        confidence order with repeats: a repeated image may straddle a bin edge, and
-        then contributes to both bins in proportion."""
+    def _equal_count_sums(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(hits, confidence) summed in each equal-count bin (bins x resamples), as if
+        each resample's images were listed in confidence order with repeats: a repeated
+        image may straddle a bin edge, and then counts in both bins in proportion. Each
+        bin's weight is its share of n, the same in every resample."""
         order = self.conf_order
         hit, conf = self.hit[order], self.conf[order]
         ws = np.ascontiguousarray(w[order].T)  # resamples x N, in confidence order
@@ -365,8 +416,8 @@ class _Scorer:
         partial = edges[None, :] - before_w
         hits = np.where(first, 0.0, cum_hit[r, prev]) + partial * hit[t]
         confs = np.where(first, 0.0, cum_conf[r, prev]) + partial * conf[t]
-        gaps = np.diff(hits.astype(np.float64), axis=1) - np.diff(confs.astype(np.float64), axis=1)
-        return np.abs(gaps).sum(axis=1) / self.n
+        return (np.diff(hits.astype(np.float64), axis=1).T,
+                np.diff(confs.astype(np.float64), axis=1).T)
 
 
 class Selective:
@@ -466,14 +517,16 @@ def _nanmean(x: np.ndarray) -> np.ndarray:
 
 
 def metric_samples(probs: np.ndarray, labels: np.ndarray, *, resamples: int = 1000,
-                   seed: int = 0, n_bins: int = 15, per_class: bool = True) -> BootstrapResult:
-    """Every metric on the images and on ``resamples`` bootstrap resamples of them."""
+                   seed: int = 0, n_bins: int = 15, per_class: bool = True,
+                   ranks: bool = True) -> BootstrapResult:
+    """Every metric on the images and on ``resamples`` bootstrap resamples of them;
+    without ``ranks``, AUROC and AP are left out (NaN): the dearest part at scale."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
     if probs.ndim != 2 or len(probs) != len(labels) or len(labels) == 0:
         raise ValueError(f"probs must be N x K and labels N (N > 0); got {probs.shape} and "
                          f"{labels.shape}")
-    scorer = _Scorer(probs, labels, n_bins, per_class=True, resamples=resamples)
+    scorer = _Scorer(probs, labels, n_bins, per_class=True, resamples=resamples, ranks=ranks)
     value, class_value = scorer.block(np.ones((scorer.n, 1)))
     scorer.want_per_class = per_class
     n = scorer.n
@@ -501,3 +554,35 @@ def mean_samples(values: np.ndarray, *, resamples: int = 1000,
                        range(-(-resamples // _block_size(n))))
     return flat.mean(axis=0).reshape(values.shape[1:]), np.concatenate(blocks).reshape(
         (resamples, *values.shape[1:]))
+
+
+def smooth_reliability_band(conf: np.ndarray, hits: np.ndarray, bandwidth: float,
+                            resamples: int = 200, seed: int = 0,
+                            level: float = 0.95) -> np.ndarray:
+    """(2 x SMOOTH_GRID) pointwise ``level`` band of the smoothed accuracy curve at
+    ``bandwidth``, over bootstrap resamples of the images (the same weights as
+    ``metric_samples`` with this seed); NaN where the resamples have no weight."""
+    conf = np.asarray(conf, dtype=np.float64)
+    residual = conf - np.asarray(hits, dtype=np.float64)
+    n = len(conf)
+    lower, lo_share, hi_share = smooth_grid_weights(conf)
+    images = np.arange(n)
+    spread = sparse.csr_matrix((np.r_[lo_share, hi_share],
+                                (np.r_[lower, lower + 1], np.r_[images, images])),
+                               shape=(SMOOTH_GRID, n))
+    grid = np.linspace(0.0, 1.0, SMOOTH_GRID)
+    curves = []
+    for b in range(-(-resamples // _block_size(n))):
+        w = resample_block(n, resamples, seed, b).astype(np.float64)
+        cols = w.shape[1]
+        smoothed = smooth_rows(np.vstack([(spread @ (w * residual[:, None])).T,
+                                          (spread @ w).T]), bandwidth)
+        r, m = smoothed[:cols], smoothed[cols:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            curves.append(np.where(m > 1e-12 * n, grid - r / m, np.nan))
+    curves = np.vstack(curves)
+    tail = (1.0 - level) / 2.0 * 100.0
+    band = np.full((2, SMOOTH_GRID), np.nan)
+    seen = np.isfinite(curves).any(axis=0)
+    band[:, seen] = np.nanpercentile(curves[:, seen], [tail, 100.0 - tail], axis=0)
+    return band

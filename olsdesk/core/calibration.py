@@ -1,8 +1,13 @@
-"""Temperature scaling (Guo et al., 2017): one scalar T that minimises the NLL of
-softmax(logits / T) on held-out data. Log-probabilities work as logits (softmax is
-shift-invariant), so a run's stored validation probabilities are enough."""
+"""Recalibration fitted on held-out data. Temperature scaling (Guo et al., 2017): one
+scalar T that minimises the NLL of softmax(logits / T). Log-probabilities work as
+logits (softmax is shift-invariant), so a run's stored validation probabilities are
+enough. Beside it, vector scaling (a scale and a bias per class) and histogram binning
+(one class against the rest), fitted at every epoch end and compared by
+``olsdesk evaluate`` on the test split."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -66,3 +71,137 @@ def cross_fitted_scaling(logits: np.ndarray, labels: np.ndarray, seed: int = 0) 
         t = fit_temperature(logits[fit_on], labels[fit_on])
         scaled[apply_to] = apply_temperature(logits[apply_to], t)
     return scaled
+
+
+# --- recalibrators beyond one temperature ------------------------------------------------
+VECTOR_RIDGE = 1e-3  # pull of each scale toward 1/T and each bias toward 0
+_VECTOR_STEPS = 200
+
+
+def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
+                       ridge: float = VECTOR_RIDGE) -> tuple[np.ndarray, np.ndarray]:
+    """Vector scaling (Guo et al., 2017): per class a scale w_k and a bias b_k, so that
+    softmax(w * z + b) has the least validation NLL. z are log-probabilities (a run's
+    stored validation probabilities; softmax of them is the model's), so w = 1/T,
+    b = 0 is temperature scaling, where the fit starts. A small ridge toward it keeps a
+    class with few validation images from running off (b to minus infinity for a
+    class never seen)."""
+    from scipy.optimize import minimize
+
+    z = np.asarray(log_probs, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    n, k = z.shape
+    onehot_z = np.bincount(labels, minlength=k)  # images per class
+    picked = z[np.arange(n), labels]
+    w0 = np.full(k, 1.0 / temperature)
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:k], theta[k:]
+        logp = _log_softmax(z * w + b)
+        p = np.exp(logp)
+        nll = -(logp[np.arange(n), labels].sum()) / n
+        grad_w = ((p * z).sum(axis=0) - np.bincount(labels, weights=picked, minlength=k)) / n
+        grad_b = (p.sum(axis=0) - onehot_z) / n
+        penalty = 0.5 * ridge * (((w - w0) ** 2).sum() + (b**2).sum())
+        return (nll + penalty, np.concatenate([grad_w + ridge * (w - w0), grad_b + ridge * b]))
+
+    found = minimize(objective, np.concatenate([w0, np.zeros(k)]), jac=True,
+                     method="L-BFGS-B", options={"maxiter": _VECTOR_STEPS})
+    return found.x[:k].copy(), found.x[k:].copy()
+
+
+def apply_vector_scaling(log_probs: np.ndarray, scale: np.ndarray,
+                         bias: np.ndarray) -> np.ndarray:
+    return np.exp(_log_softmax(np.asarray(log_probs, dtype=np.float64) * scale + bias))
+
+
+def fit_histogram_binning(probs: np.ndarray, labels: np.ndarray,
+                          n_bins: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    """Histogram binning (Zadrozny & Elkan, 2001), one class against the rest: each
+    class's probabilities cut into ``n_bins`` bins of equal count, each bin replaced
+    by the share of its images that are of the class, shrunk toward the class's
+    frequency by one image's weight (so an empty or tiny bin is not 0 or 1). Returns
+    (inner edges K x (n_bins - 1), bin values K x n_bins)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    n, k = probs.shape
+    edges = np.quantile(probs, np.arange(1, n_bins) / n_bins, axis=0).T  # K x (B - 1)
+    prior = np.bincount(labels, minlength=k) / n
+    values = np.empty((k, n_bins))
+    for c in range(k):
+        b = np.searchsorted(edges[c], probs[:, c], side="right")
+        count = np.bincount(b, minlength=n_bins)
+        positive = np.bincount(b, weights=(labels == c).astype(np.float64), minlength=n_bins)
+        values[c] = (positive + prior[c]) / (count + 1.0)
+    return edges, values
+
+
+def apply_histogram_binning(probs: np.ndarray, edges: np.ndarray,
+                            values: np.ndarray) -> np.ndarray:
+    """Each class's binned value for each image, the rows renormalised to sum to 1."""
+    probs = np.asarray(probs, dtype=np.float64)
+    out = np.empty_like(probs)
+    for c in range(probs.shape[1]):
+        out[:, c] = values[c][np.searchsorted(edges[c], probs[:, c], side="right")]
+    return out / out.sum(axis=1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """The recalibrators fitted on a run's validation split at an epoch's end."""
+
+    temperature: float
+    vector_scale: np.ndarray | None = None  # (K,)
+    vector_bias: np.ndarray | None = None  # (K,)
+    histogram_edges: np.ndarray | None = None  # (K, bins - 1)
+    histogram_values: np.ndarray | None = None  # (K, bins)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The recalibrators this one holds (an older checkpoint: only temperature)."""
+        return tuple(m for m, ok in (("temperature", True),
+                                     ("vector", self.vector_scale is not None),
+                                     ("histogram", self.histogram_values is not None)) if ok)
+
+    def apply(self, method: str, log_probs: np.ndarray) -> np.ndarray:
+        """Recalibrated probabilities from (raw) log-probabilities."""
+        if method not in self.methods:
+            raise ValueError(f"no {method} recalibration here (it holds "
+                             f"{', '.join(self.methods)})")
+        if method == "temperature":
+            return apply_temperature(log_probs, self.temperature)
+        if method == "vector":
+            return apply_vector_scaling(log_probs, self.vector_scale, self.vector_bias)
+        return apply_histogram_binning(np.exp(np.asarray(log_probs, dtype=np.float64)),
+                                       self.histogram_edges, self.histogram_values)
+
+    def check(self, classes: int) -> None:
+        """ValueError unless every array fits ``classes`` classes."""
+        for name in ("vector_scale", "vector_bias", "histogram_edges", "histogram_values"):
+            value = getattr(self, name)
+            if value is not None and (value.shape[0] != classes
+                                      or not np.all(np.isfinite(value))):
+                raise ValueError(f"its {name.replace('_', ' ')} does not fit {classes} "
+                                 "classes")
+        if self.histogram_values is not None and (
+                self.histogram_edges is None
+                or self.histogram_edges.shape[1] != self.histogram_values.shape[1] - 1):
+            raise ValueError("its histogram bins and edges disagree")
+
+    def to_arrays(self) -> dict:
+        """The fitted arrays (the temperature is stored on its own)."""
+        names = ("vector_scale", "vector_bias", "histogram_edges", "histogram_values")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+    @classmethod
+    def from_arrays(cls, temperature: float, arrays: dict) -> Recalibration:
+        return cls(float(temperature), **{k: np.asarray(v, dtype=np.float64)
+                                          for k, v in arrays.items()})
+
+
+def fit_recalibration(log_probs: np.ndarray, labels: np.ndarray, temperature: float,
+                      n_bins: int = 15) -> Recalibration:
+    """Vector scaling and histogram binning on validation, beside the temperature."""
+    scale, bias = fit_vector_scaling(log_probs, labels, temperature)
+    edges, values = fit_histogram_binning(np.exp(log_probs), labels, n_bins)
+    return Recalibration(temperature, scale, bias, edges, values)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from olsdesk.config import RECALIBRATORS
 from olsdesk.core import metrics
 from olsdesk.core.bootstrap import (
     CLASS_METRICS,
@@ -30,6 +31,7 @@ from olsdesk.core.bootstrap import (
     mean_samples,
     metric_samples,
     percentile_ci,
+    smooth_reliability_band,
 )
 from olsdesk.core.calibration import apply_temperature
 from olsdesk.core.conformal import (
@@ -44,7 +46,8 @@ from olsdesk.errors import DataError, RunError, printable
 DEFAULT_RESAMPLES = 1000
 METRIC_LABELS = {"top1": "Top-1", "top5": "Top-5", "nll": "NLL", "brier": "Brier",
                  "ece": "ECE", "mce": "MCE", "adaptive_ece": "adaptive ECE",
-                 "classwise_ece": "classwise ECE", "macro_auroc": "macro AUROC",
+                 "classwise_ece": "classwise ECE", "smooth_ece": "smooth ECE",
+                 "l2_ce_debiased": "debiased L2 CE", "macro_auroc": "macro AUROC",
                  "balanced_accuracy": "balanced accuracy", "aurc": "AURC",
                  "eaurc": "E-AURC"}
 # selective prediction: the coverages whose accuracy is reported, the accuracies whose
@@ -55,6 +58,13 @@ SCORES = {"raw": "top-1 probability", "temperature_scaled": "temperature-scaled 
           "probability", "negative_entropy": "minus the entropy of the prediction",
           "max_logit": "largest logit"}
 CURVE_POINTS = 1000  # rows of risk_coverage.csv at most
+# what the recalibrators are compared on (metrics.json's ``recalibration``)
+RECALIBRATION_METRICS = ("top1", "nll", "brier", "ece", "adaptive_ece", "classwise_ece",
+                         "smooth_ece", "l2_ce_debiased", "aurc")
+RECALIBRATOR_LABELS = {"none": "none (raw)", "temperature": "temperature scaling",
+                       "vector": "vector scaling", "histogram": "histogram binning"}
+SMOOTH_POINTS = 201  # rows of reliability_smooth.csv
+BAND_RESAMPLES = 200  # resamples behind the smooth curve's band
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,53 @@ class Evaluation:
     ood_folder: str | None = None
     ood_scores: np.ndarray | None = field(default=None, repr=False)
     ood_unreadable: int = 0
+    # every recalibrator fitted on validation beside the temperature (vector scaling,
+    # histogram binning: those the checkpoint holds), scored on these images on the same
+    # resamples, and the one --recalibration chose (its probabilities go to
+    # predictions.csv when it is not the temperature)
+    recalibrators: object = field(default=None, repr=False)  # calibration.Recalibration
+    recalibrated: dict[str, BootstrapResult] = field(default_factory=dict, repr=False)
+    recalibration: str = "temperature"
+
+    def results(self) -> dict[str, BootstrapResult]:
+        """Every way of calibrating compared, raw first: "none", "temperature", then the
+        others the checkpoint holds."""
+        return {"none": self.raw, "temperature": self.scaled, **self.recalibrated}
+
+    def recalibrated_probs(self, method: str) -> np.ndarray:
+        """The test probabilities after ``method`` ("none": raw)."""
+        if method == "none":
+            return self.probs
+        if method == "temperature":
+            return self.scaled_probs
+        return self._other_probs(method)
+
+    def _other_probs(self, method: str) -> np.ndarray:
+        cache = self.__dict__.setdefault("_recalibrated_probs", {})
+        if method not in cache:
+            cache[method] = self.recalibrators.apply(method, self.log_probs)
+        return cache[method]
+
+    def recalibration_dict(self) -> dict:
+        """metrics.json's ``recalibration`` section: each recalibrator fitted on
+        validation, compared on these test images (value and interval, same resamples)."""
+        return {"chosen": self.recalibration, "fitted_on": "validation",
+                "compared": {name: _block(result, RECALIBRATION_METRICS)
+                             for name, result in self.results().items()}}
+
+    def smooth_tables(self) -> dict[str, tuple]:
+        """(metrics.SmoothReliability, its 95 % band) of the raw and of the chosen
+        recalibrated probabilities: computed once (the file and the app read them)."""
+        cache = self.__dict__.setdefault("_smooth_tables", {})
+        for name in ("none", self.recalibration):
+            if name not in cache:
+                probs = self.recalibrated_probs(name)
+                conf, hits = probs.max(axis=1), probs.argmax(axis=1) == self.labels
+                table = metrics.smooth_reliability(conf, hits)
+                cache[name] = (table, smooth_reliability_band(
+                    conf, hits, table.bandwidth, min(self.resamples, BAND_RESAMPLES),
+                    self.seed))
+        return {name: cache[name] for name in ("none", self.recalibration)}
 
     def ood_dict(self) -> dict | None:
         """metrics.json's ``ood`` section: the score, its threshold, the share of test
@@ -159,6 +216,23 @@ class Evaluation:
                                           for a in TARGET_ACCURACIES}}
         return out
 
+    def risk_coverage(self, points: int = CURVE_POINTS) -> dict[str, tuple]:
+        """Each score's (coverage, risk) at ``points`` evenly spaced k (the last k = N),
+        as risk_coverage.csv holds them."""
+        n = len(self.labels)
+        ks = np.unique(np.linspace(1, n, min(n, points)).round().astype(int))
+        return {name: (ks / n, sel.curve()[1][ks - 1]) for name, sel in self.selective.items()}
+
+    def prepare(self) -> Evaluation:
+        """Compute what the files and the app read (curves, recalibrated probabilities,
+        smooth reliability), so that a GUI thread only draws."""
+        for sel in self.selective.values():
+            sel.curve()
+        for name in self.recalibrated:
+            self.recalibrated_probs(name)
+        self.smooth_tables()
+        return self
+
     def rows(self, true: int | None = None, predicted: int | None = None,
              confidence_bin: int | None = None, scaled: bool = False,
              wrong: bool = False, most_confident_first: bool = True) -> np.ndarray:
@@ -202,14 +276,11 @@ class Evaluation:
 
     def metrics_dict(self) -> dict:
         """metrics.json's contents."""
-        def block(result: BootstrapResult) -> dict:
-            return {m: {"value": _num(result.value[m]),
-                        "ci95": [_num(x) for x in result.interval(m)]}
-                    for m in SUMMARY_METRICS}
         return {
             "split": "test", "test_images": self.source, "checkpoint": self.checkpoint,
-            "epoch": self.epoch, "raw": block(self.raw),
-            "temperature_scaled": block(self.scaled), "temperature": self.temperature,
+            "epoch": self.epoch, "raw": _block(self.raw),
+            "temperature_scaled": _block(self.scaled), "temperature": self.temperature,
+            "recalibration": self.recalibration_dict(),
             "n_images": len(self.labels), "n_unreadable": len(self.unreadable),
             "bootstrap_resamples": self.resamples, "bootstrap_seed": self.seed,
             "rank_metrics_resampling": self.raw.rank_method,
@@ -238,6 +309,12 @@ class Evaluation:
 
 def _num(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None  # JSON has no NaN
+
+
+def _block(result: BootstrapResult, names=SUMMARY_METRICS) -> dict:
+    """Each metric's value and 95 % interval, as metrics.json holds them."""
+    return {m: {"value": _num(result.value[m]), "ci95": [_num(x) for x in result.interval(m)]}
+            for m in names}
 
 
 def open_test_split(predictor, data: str | None = None, split_csv: str | None = None,
@@ -297,19 +374,28 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                   stop: threading.Event | None = None, test: tuple | None = None,
                   conformal: str = DEFAULT_METHOD, coverage: float = 0.9,
                   class_conditional: bool = False, ood_data: str | None = None,
+                  recalibration: str = "temperature",
                   ) -> Iterator[EvaluationProgress | Evaluation]:
     """Progress while the test images go through the model, then the Evaluation.
     Setting ``stop`` ends it early without a result. ``test``: (samples, source) already
     opened (the study's), instead of opening them from the checkpoint's configuration.
     ``ood_data``: a folder of images unlike the training data, to measure how well the
-    checkpoint's unfamiliar-input score tells them from the test images."""
+    checkpoint's unfamiliar-input score tells them from the test images.
+    ``recalibration``: the recalibrator whose probabilities predictions.csv gets beside
+    the temperature's (every one the checkpoint holds is compared in any case)."""
     import torch
     from torch.utils.data import DataLoader
 
     from olsdesk.core.data.loader import TorchSamples, collate, default_workers
     from olsdesk.core.predictor import Predictor, expand_paths
 
+    if recalibration not in RECALIBRATORS:
+        raise DataError(f"--recalibration {printable(recalibration)} is not one of "
+                        f"{', '.join(RECALIBRATORS)}.")
     predictor = Predictor.from_checkpoint(checkpoint, device=device)
+    if recalibration not in predictor.recalibration.methods:
+        raise DataError(f"the checkpoint holds no {recalibration} recalibration (it was "
+                        "saved before olsdesk fitted one); --recalibration temperature works.")
     samples, source, warnings = (test + ([],) if test is not None
                                  else open_test_split(predictor, data, split_csv, test_data))
     loader = DataLoader(TorchSamples(samples, predictor.preprocessing, train=False),
@@ -370,6 +456,11 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                          n_bins=n_bins)
     scaled = metric_samples(apply_temperature(log_probs, predictor.temperature), labels_np,
                             resamples=resamples, seed=seed, n_bins=n_bins, per_class=False)
+    recalibrated = {
+        method: metric_samples(predictor.recalibration.apply(method, log_probs), labels_np,
+                               resamples=resamples, seed=seed, n_bins=n_bins,
+                               per_class=False, ranks=False)
+        for method in predictor.recalibration.methods if method != "temperature"}
     unreadable = [(samples.describe(i), predictor.class_names[int(samples.labels[i])],
                    message.split("\n", 1)[0]) for i, message in failed]
     sets = conformal_samples = None
@@ -387,7 +478,8 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                      resamples, seed, n_bins, warnings, samples, index,
                      torch.cat(top_logits).numpy(), fitted, sets, conformal_samples,
                      np.concatenate(familiar) if familiar else None, detector, ood_data,
-                     ood_scores, ood_unreadable)
+                     ood_scores, ood_unreadable, predictor.recalibration, recalibrated,
+                     recalibration)
 
 
 def evaluate(checkpoint: str | Path, **options) -> Evaluation:
@@ -416,6 +508,7 @@ def write_evaluation(ev: Evaluation, out: str | Path,
     written.append(_write_per_class(ev, out / "per_class.csv"))
     written.append(_write_confusion(ev, out / "confusion_matrix.csv"))
     written.append(_write_reliability(ev, out / "reliability.csv"))
+    written.append(_write_smooth_reliability(ev, out / "reliability_smooth.csv"))
     written.append(_write_risk_coverage(ev, out / "risk_coverage.csv"))
     if renderer is not None:
         written += [out / name for name in renderer(ev, out)]
@@ -425,23 +518,28 @@ def write_evaluation(ev: Evaluation, out: str | Path,
 def _write_predictions(ev: Evaluation, path: Path) -> Path:
     names = ev.class_names
     raw, scaled, pred = ev.probs, ev.scaled_probs, ev.predicted
-    row_format = ",".join(["%.8g"] * (2 * len(names)))
+    columns = [raw, scaled]
+    header = [f"p_{n}" for n in names] + [f"q_{n}" for n in names]
+    if ev.recalibration != "temperature":  # the chosen recalibrator's, to check it by
+        columns.append(ev.recalibrated_probs(ev.recalibration))
+        header += [f"r_{n}" for n in names]
+    values_all = np.concatenate(columns, axis=1)
+    row_format = ",".join(["%.8g"] * values_all.shape[1])
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "label", "prediction"] + [f"p_{n}" for n in names]
-                        + [f"q_{n}" for n in names]
+        writer.writerow(["path", "label", "prediction"] + header
                         + ["prediction_set", "familiarity", "unfamiliar", "error"])
         sets, familiar = ev.prediction_sets, ev.familiarity
         marked = ev.detector.unfamiliar(familiar) if familiar is not None else None
         for i, name in enumerate(ev.names):
-            values = row_format % tuple(np.concatenate([raw[i], scaled[i]]))
+            values = row_format % tuple(values_all[i])
             members = ("|".join(names[k] for k in np.flatnonzero(sets[i]))
                        if sets is not None else "")
             ood = [f"{familiar[i]:.8g}", bool(marked[i])] if familiar is not None else ["", ""]
             writer.writerow([printable(name), names[ev.labels[i]], names[pred[i]]]
                             + values.split(",") + [members, *ood, ""])
         for name, label, sentence in ev.unreadable:
-            writer.writerow([printable(name), label, ""] + [""] * (2 * len(names))
+            writer.writerow([printable(name), label, ""] + [""] * len(header)
                             + ["", "", "", sentence])
     return path
 
@@ -472,15 +570,15 @@ def _cell(x: float) -> str:
 def _write_risk_coverage(ev: Evaluation, path: Path) -> Path:
     """The risk-coverage curve of every score: the error rate among the k most confident
     images at coverage k / N (at most CURVE_POINTS rows, evenly spaced, the last k = N)."""
-    curves = {name: sel.curve() for name, sel in ev.selective.items()}
+    curves = ev.risk_coverage()
     n = len(ev.labels)
-    ks = np.unique(np.linspace(1, n, min(n, CURVE_POINTS)).round().astype(int))
+    coverage = next(iter(curves.values()))[0]
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["images_answered", "coverage"] + [f"risk_{name}" for name in curves])
-        for k in ks:
-            writer.writerow([k, f"{k / n:.6f}"] + [f"{curves[name][1][k - 1]:.6f}"
-                                                    for name in curves])
+        for i, c in enumerate(coverage):
+            writer.writerow([int(round(c * n)), f"{c:.6f}"] + [f"{curves[name][1][i]:.6f}"
+                                                                for name in curves])
     return path
 
 
@@ -510,6 +608,26 @@ def _write_reliability(ev: Evaluation, path: Path) -> Path:
                              int(raw.counts[b]), _cell(raw.accuracy[b]),
                              _cell(raw.confidence[b]), int(scaled.counts[b]),
                              _cell(scaled.accuracy[b]), _cell(scaled.confidence[b])])
+    return path
+
+
+def _write_smooth_reliability(ev: Evaluation, path: Path) -> Path:
+    """The smooth reliability curves (raw and recalibrated) at SMOOTH_POINTS confidences:
+    the kernel-smoothed accuracy with its 95 % band (empty where there are too few images
+    to speak of) and the density of the confidences, each at the bandwidth of its smooth
+    ECE."""
+    tables = ev.smooth_tables()
+    grid = np.linspace(0.0, 1.0, SMOOTH_POINTS)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["confidence"] + [f"{name}_{col}" for name in tables
+                                          for col in ("accuracy", "accuracy_ci_low",
+                                                      "accuracy_ci_high", "density")])
+        curves = [[np.interp(grid, t.confidence, x) for x in (
+            *(np.where(t.supported, y, np.nan) for y in (t.accuracy, *band)), t.density)]
+            for t, band in tables.values()]
+        for i, c in enumerate(grid):
+            writer.writerow([f"{c:.4f}"] + [_cell(x[i]) for pair in curves for x in pair])
     return path
 
 

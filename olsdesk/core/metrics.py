@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft
 
 _EPS = 1e-12
 
@@ -122,13 +123,8 @@ def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
     """ECE over equal-count bins: the sorted confidences split into n_bins groups."""
     probs, labels = _check(probs, labels)
     conf, hits = _top_label(probs, labels)
-    order = np.argsort(conf, kind="stable")
-    total = len(conf)
-    ece = 0.0
-    for group in np.array_split(order, min(n_bins, total)):
-        if len(group):
-            ece += len(group) / total * abs(hits[group].mean() - conf[group].mean())
-    return float(ece)
+    count, hit_sum, conf_sum = _equal_count_bins(conf, hits, n_bins)
+    return float(np.abs(hit_sum - conf_sum).sum() / len(conf))
 
 
 def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -140,6 +136,165 @@ def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: i
         hits = (labels == k).astype(np.float64)
         errors.append(_ece_from(*_binned(conf, hits, n_bins)))
     return float(np.mean(errors))
+
+
+# --- smooth ECE (Blasiok & Nakkiran, 2023) ------------------------------------------------
+SMOOTH_GRID = 2049  # points of [0, 1] the residuals are smoothed on (spacing 1/2048)
+SMOOTH_MIN_BANDWIDTH = 1e-3  # the bandwidth is never chosen below this
+SUPPORTED = 0.01  # share of the peak density below which a smoothed curve is not drawn
+_BISECTIONS = 30
+
+
+def smooth_grid_weights(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower grid point, its share, the upper point's share) of each confidence: its
+    weight is split between the two nearest points of the SMOOTH_GRID grid, linearly."""
+    pos = np.clip(np.asarray(conf, dtype=np.float64), 0.0, 1.0) * (SMOOTH_GRID - 1)
+    lower = np.minimum(pos.astype(np.int64), SMOOTH_GRID - 2)
+    upper_share = pos - lower
+    return lower, 1.0 - upper_share, upper_share
+
+
+def _on_grid(conf: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(SMOOTH_GRID x columns) masses: each image's ``values`` row spread over its two
+    nearest grid points."""
+    lower, lo_share, hi_share = smooth_grid_weights(conf)
+    values = values.reshape(len(conf), -1)
+    out = np.zeros((SMOOTH_GRID, values.shape[1]))
+    np.add.at(out, lower, lo_share[:, None] * values)
+    np.add.at(out, lower + 1, hi_share[:, None] * values)
+    return out
+
+
+_TRAPEZOID = np.r_[0.5, np.ones(SMOOTH_GRID - 2), 0.5]
+_FREQUENCY = np.pi * np.arange(SMOOTH_GRID)
+_ROOT_STEPS = 20  # Illinois steps at most; they stop when error(s) - s is below
+_ROOT_TOLERANCE = 1e-10  # (three or four steps, as the error is nearly linear in s)
+
+
+def _smoothed(coeffs: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """Grid masses (rows of DCT-I coefficients, one row a column of masses) convolved
+    with a Gaussian of bandwidth ``sigma`` (one per row) reflected at 0 and 1: the
+    reflected kernel is the Gaussian on the even, period-2 extension of [0, 1], which
+    the cosine basis diagonalises, with gain exp(-(pi k sigma)^2 / 2) for cos(pi k t)."""
+    gain = np.exp(-0.5 * (np.asarray(sigma, dtype=np.float64)[:, None] * _FREQUENCY) ** 2)
+    return fft.idct(coeffs * gain, type=1, axis=1)
+
+
+def smooth_rows(masses: np.ndarray, sigma: float) -> np.ndarray:
+    """Rows of grid masses, each smoothed at bandwidth ``sigma``."""
+    return _smoothed(fft.dct(masses, type=1, axis=1), np.full(len(masses), sigma))
+
+
+def smooth_ece_from_grid(residual: np.ndarray, mass: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """(smooth ECE, bandwidth) of every column of grid masses: ``residual`` holds the
+    weighted sums of confidence minus correctness at each grid point, ``mass`` the
+    weights. At bandwidth s the error is the integral of |kernel-smoothed residual|
+    over the integral of the smoothed mass; it falls as s grows, and the bandwidth is
+    the s where it equals s (never below SMOOTH_MIN_BANDWIDTH)."""
+    coeffs = fft.dct(np.ascontiguousarray(np.asarray(residual, dtype=np.float64).T),
+                     type=1, axis=1)
+    # the reflected smoothing keeps the trapezoid sum of the mass
+    total = _TRAPEZOID @ np.asarray(mass, dtype=np.float64)
+
+    def excess(sigma: np.ndarray) -> np.ndarray:  # error(sigma) - sigma
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.abs(_smoothed(coeffs, sigma)) @ _TRAPEZOID / total - sigma
+
+    # error falls with sigma, so the root lies between the floor and the error there
+    lo = np.full(len(coeffs), SMOOTH_MIN_BANDWIDTH)
+    f_lo = excess(lo)
+    floor = ~(f_lo > 0)  # calibrated beyond what the grid resolves, or no weight
+    at_floor = f_lo + lo
+    hi = np.minimum(lo + np.where(floor, 1.0, f_lo), 1.0)
+    f_hi = excess(hi)
+    for _ in range(_ROOT_STEPS):  # Illinois (regula falsi that halves a stale end)
+        if not np.any(np.abs(f_hi[~floor]) > _ROOT_TOLERANCE):
+            break
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mid = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+        mid = np.where(np.isfinite(mid), np.clip(mid, np.minimum(lo, hi),
+                                                 np.maximum(lo, hi)), hi)
+        f_mid = excess(mid)
+        swap = (f_mid > 0) != (f_hi > 0)
+        lo, f_lo = np.where(swap, hi, lo), np.where(swap, f_hi, 0.5 * f_lo)
+        hi, f_hi = mid, f_mid
+    sigma = np.where(floor, SMOOTH_MIN_BANDWIDTH, hi)
+    return np.where(floor, at_floor, f_hi + sigma), sigma
+
+
+@dataclass(frozen=True)
+class SmoothReliability:
+    """The smooth ECE and its kernel reliability curve on the SMOOTH_GRID grid."""
+
+    value: float  # smooth ECE
+    bandwidth: float
+    confidence: np.ndarray  # the grid, 0 .. 1
+    accuracy: np.ndarray  # the smoothed accuracy at each confidence
+    density: np.ndarray  # the smoothed density of the confidences (integrates to 1)
+
+    @property
+    def supported(self) -> np.ndarray:
+        """Where there are images to speak of (the density at least SUPPORTED of its
+        peak): beyond, the smoothed accuracy extrapolates from far-away images."""
+        return self.density >= SUPPORTED * np.nanmax(self.density)
+
+
+def smooth_reliability(conf: np.ndarray, hits: np.ndarray,
+                       bandwidth: float | None = None) -> SmoothReliability:
+    """Smooth ECE of confidences against correctness (0/1), with the smoothed accuracy
+    curve at its own bandwidth (or at ``bandwidth``)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    hits = np.asarray(hits, dtype=np.float64)
+    residual = _on_grid(conf, conf - hits)
+    mass = _on_grid(conf, np.ones_like(conf))
+    value, sigma = (float(x[0]) for x in smooth_ece_from_grid(residual, mass))
+    if bandwidth is not None:
+        sigma = float(bandwidth)
+    smoothed_r, smoothed_m = smooth_rows(np.vstack([residual.T, mass.T]), sigma)
+    grid = np.linspace(0.0, 1.0, SMOOTH_GRID)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = grid - smoothed_r / smoothed_m
+    density = smoothed_m / (_TRAPEZOID @ smoothed_m / (SMOOTH_GRID - 1))
+    return SmoothReliability(value, sigma, grid, accuracy, density)
+
+
+def smooth_ece(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Smooth ECE of the top-label confidence (Blasiok & Nakkiran, 2023)."""
+    probs, labels = _check(probs, labels)
+    return smooth_reliability(*_top_label(probs, labels)).value
+
+
+# --- debiased L2 calibration error (Kumar, Liang & Ma, 2019) -----------------------------
+def debiased_l2_from_bins(count: np.ndarray, hits: np.ndarray, conf: np.ndarray,
+                          total: float) -> np.ndarray:
+    """The debiased L2 calibration error from per-bin sums (bins x columns): each bin's
+    squared gap between mean confidence and accuracy, less the accuracy's sampling
+    variance acc (1 - acc) / (n_b - 1) (a bin of fewer than 2 images adds 0), weighted
+    by the bin's share; the root of the sum clipped at 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = hits / count
+        gap = conf / count - acc
+        term = np.where(count >= 2, gap**2 - acc * (1.0 - acc) / (count - 1.0), 0.0)
+    return np.sqrt(np.maximum((count * term).sum(axis=0) / total, 0.0))
+
+
+def _equal_count_bins(conf: np.ndarray, hits: np.ndarray, n_bins: int):
+    order = np.argsort(conf, kind="stable")
+    groups = [g for g in np.array_split(order, min(n_bins, len(conf))) if len(g)]
+    return (np.array([len(g) for g in groups], dtype=np.float64),
+            np.array([hits[g].sum() for g in groups]), np.array([conf[g].sum() for g in groups]))
+
+
+def debiased_l2_calibration_error(probs: np.ndarray, labels: np.ndarray,
+                                  n_bins: int = 15) -> float:
+    """Top-label L2 calibration error over equal-count bins with each bin's sampling
+    noise subtracted (Kumar et al., 2019): far less biased than the plug-in on small
+    test sets."""
+    probs, labels = _check(probs, labels)
+    conf, hits = _top_label(probs, labels)
+    count, hit_sum, conf_sum = _equal_count_bins(conf, hits, n_bins)
+    return float(debiased_l2_from_bins(count, hit_sum, conf_sum, len(conf)))
 
 
 def confidence_histogram(probs: np.ndarray, n_bins: int = 15) -> np.ndarray:

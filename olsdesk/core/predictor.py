@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from olsdesk.core.calibration import apply_temperature
+from olsdesk.core.calibration import Recalibration, apply_temperature
 from olsdesk.core.conformal import DEFAULT_METHOD, ConformalSets
 from olsdesk.core.data.images import ImageReadError, source_frame
 from olsdesk.core.data.transforms import Preprocessing
@@ -143,7 +143,7 @@ class Predictor:
                  preprocessing: Preprocessing, temperature: float = 1.0,
                  device: torch.device | None = None, source: str = "",
                  epoch: int | None = None, config=None, calibration=None,
-                 familiarity=None) -> None:
+                 familiarity=None, recalibration: Recalibration | None = None) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device).eval()
         self.class_names = tuple(class_names)
@@ -155,6 +155,8 @@ class Predictor:
         self.calibration = calibration  # conformal.Calibration from validation, or None
         self.sets: ConformalSets | None = None  # what each prediction's set comes from
         self.familiarity = familiarity  # ood.Familiarity from validation, or None
+        # every recalibrator fitted on validation (an older checkpoint: the temperature)
+        self.recalibration = recalibration or Recalibration(self.temperature)
         self.use_sets()
         # one pass through the model at a time: Grad-CAM hooks a layer, and a prediction
         # from another thread must not run through it meanwhile
@@ -184,9 +186,15 @@ class Predictor:
                                                            model.feature_dim):
             raise PredictorError(f"{path.name} is damaged or was edited: its unfamiliar-input "
                                  "detector does not fit the model's classes and features.")
+        recalibration = checkpoint.recalibrators
+        try:
+            recalibration.check(checkpoint.num_classes)
+        except ValueError as exc:
+            raise PredictorError(f"{path.name} is damaged or was edited: {exc}.") from None
         return cls(model, checkpoint.class_names, checkpoint.preprocessing,
                    checkpoint.temperature, choose_device(device), str(path), checkpoint.epoch,
-                   checkpoint.config, checkpoint.calibration, checkpoint.familiarity)
+                   checkpoint.config, checkpoint.calibration, checkpoint.familiarity,
+                   recalibration)
 
     def use_sets(self, method: str = DEFAULT_METHOD, coverage: float = 0.9,
                  class_conditional: bool = False) -> None:

@@ -119,6 +119,9 @@ class Checkpoint:
     # the unfamiliar-input detector fitted on the same validation images (ood.Familiarity's
     # arrays); empty in checkpoints from before olsdesk kept it
     ood: dict[str, Any] = field(default_factory=dict, repr=False)
+    # vector scaling and histogram binning fitted on the same validation images
+    # (calibration.Recalibration's arrays); empty in checkpoints from before olsdesk kept them
+    recalibration: dict[str, Any] = field(default_factory=dict, repr=False)
     olsdesk_version: str = __version__
 
     @property
@@ -140,6 +143,14 @@ class Checkpoint:
         return Familiarity.from_arrays(_numpy(self.ood))
 
     @property
+    def recalibrators(self):
+        """calibration.Recalibration: the temperature, and vector scaling and histogram
+        binning where the checkpoint holds them."""
+        from olsdesk.core.calibration import Recalibration
+
+        return Recalibration.from_arrays(self.temperature, _numpy(self.recalibration))
+
+    @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
@@ -155,6 +166,7 @@ class Checkpoint:
             "loss_name": self.config.loss, "loss": self.loss, "scaler": self.scaler,
             "best_top1": self.best_top1, "temperature": self.temperature,
             "conformal": self.conformal, "ood": self.ood,
+            "recalibration": self.recalibration,
         }
 
     @classmethod
@@ -176,6 +188,7 @@ class Checkpoint:
                 temperature=float(state.get("temperature", 1.0)),
                 conformal=state.get("conformal") or {},
                 ood=state.get("ood") or {},
+                recalibration=state.get("recalibration") or {},
                 olsdesk_version=str(state.get("olsdesk_version", "")),
             )
         except (KeyError, TypeError, ValueError, ConfigError) as exc:
@@ -209,6 +222,11 @@ class Checkpoint:
                 self.familiarity  # noqa: B018 - ValueError when its arrays disagree
             except (KeyError, TypeError, AttributeError) as exc:
                 raise ValueError(f"its unfamiliar-input detector is incomplete ({exc})") from None
+        if self.recalibration:
+            try:
+                self.recalibrators  # noqa: B018 - TypeError on unknown or odd arrays
+            except (TypeError, AttributeError) as exc:
+                raise ValueError(f"its recalibration is incomplete ({exc})") from None
         if not 0 <= self.epoch <= 100_000:
             raise ValueError(f"epoch {self.epoch} is out of range")
         if not isinstance(self.model, dict) or not self.model:

@@ -77,7 +77,9 @@ ARRAY_FIELDS = (
     "confidence_histogram",
     "embedding", "embedding_indices", "embedding_labels", "embedding_predictions",
     "embedding_confidences",
+    "smooth_confidence", "smooth_accuracy", "smooth_band",
 )
+SMOOTH_POINTS = 101  # points of the smoothed reliability curve an epoch keeps
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,14 @@ class EpochReport:
     embedding_predictions: np.ndarray = field(repr=False)
     embedding_confidences: np.ndarray = field(repr=False)
     class_names: tuple[str, ...] = field(default=(), repr=False)
+    # smooth ECE (kernel reliability curve, its own bandwidth) and the debiased L2
+    # calibration error; NaN and empty in runs from before olsdesk measured them
+    smooth_ece: float = math.nan
+    smooth_bandwidth: float = math.nan
+    l2_ce_debiased: float = math.nan
+    smooth_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    smooth_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    smooth_band: np.ndarray = field(default_factory=lambda: np.zeros((2, 0)), repr=False)
 
     def __post_init__(self) -> None:
         for name in ARRAY_FIELDS:
@@ -147,7 +157,7 @@ class EpochReport:
     def from_parts(cls, scalars: dict, arrays: dict, class_names: tuple[str, ...]) -> EpochReport:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in scalars.items() if k in known}
-        values.update({k: arrays[k] for k in ARRAY_FIELDS})
+        values.update({k: arrays[k] for k in ARRAY_FIELDS if k in arrays})
         return cls(**values, class_names=tuple(class_names))
 
 

@@ -354,8 +354,8 @@ class RunFollower:
         if self._names is None:
             self._names = self.store.class_names
         with np.load(file, allow_pickle=False) as arrays:
-            return EpochReport.from_parts(scalars, {k: arrays[k] for k in ARRAY_FIELDS},
-                                          self._names)
+            return EpochReport.from_parts(scalars, {k: arrays[k] for k in ARRAY_FIELDS
+                                                    if k in arrays}, self._names)
 
 
 class RunReader:

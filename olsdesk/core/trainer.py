@@ -22,7 +22,13 @@ from torch.utils.data import DataLoader
 
 from olsdesk.config import RunConfig
 from olsdesk.core import metrics
-from olsdesk.core.calibration import apply_temperature, cross_fitted_scaling, fit_temperature
+from olsdesk.core.bootstrap import smooth_reliability_band
+from olsdesk.core.calibration import (
+    apply_temperature,
+    cross_fitted_scaling,
+    fit_recalibration,
+    fit_temperature,
+)
 from olsdesk.core.conformal import calibrate
 from olsdesk.core.control import Controlled, JobControl
 from olsdesk.core.data.loader import TorchSamples, collate, default_workers
@@ -35,9 +41,11 @@ from olsdesk.core.models import build_model
 from olsdesk.core.ood import fit_familiarity
 from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
-from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
+from olsdesk.core.report import SMOOTH_POINTS, BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunStore, ensure_runs_dir, load_checkpoint
 from olsdesk.errors import RunError, TrainingError, printable
+
+SMOOTH_BAND_RESAMPLES = 100  # resamples behind an epoch's smoothed reliability band
 
 
 def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -97,6 +105,7 @@ class Trainer(Controlled):
         self.temperature = 1.0  # fitted on the validation set at every epoch end
         self.conformal: dict = {}  # conformal.Calibration's arrays, at every epoch end too
         self.ood: dict = {}  # ood.Familiarity's arrays, likewise
+        self.recalibration: dict = {}  # calibration.Recalibration's arrays, likewise
 
     @classmethod
     def from_run(cls, run: str | Path, runs_dir: str | Path | None = None,
@@ -255,6 +264,7 @@ class Trainer(Controlled):
         self.temperature = checkpoint.temperature
         self.conformal = dict(checkpoint.conformal)
         self.ood = dict(checkpoint.ood)
+        self.recalibration = dict(checkpoint.recalibration)
         self.store.truncate_to(self.start_epoch)
         self.store.log(f"resumed after epoch {self.start_epoch}")
 
@@ -268,7 +278,8 @@ class Trainer(Controlled):
             loss=self.loss_fn.state_dict(),
             scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
             best_top1=self.best_top1, temperature=self.temperature,
-            conformal=_tensors(self.conformal), ood=_tensors(self.ood))
+            conformal=_tensors(self.conformal), ood=_tensors(self.ood),
+            recalibration=_tensors(self.recalibration))
 
     def started(self) -> RunStarted:
         """What the run is, once prepared: the message the app and the CLI start from."""
@@ -502,6 +513,9 @@ class Trainer(Controlled):
         separation = metrics.embedding_separation(val["features"], emb_labels)
         log_probs = np.log(np.clip(probs, 1e-12, None))
         self.temperature = fit_temperature(log_probs, labels)  # for prediction: all of val
+        # the other recalibrators evaluate compares on test
+        self.recalibration = fit_recalibration(log_probs, labels, self.temperature,
+                                               cfg.calibration_bins).to_arrays()
         # split conformal's calibration, on the probabilities prediction shows (scaled)
         self.conformal = calibrate(apply_temperature(log_probs, self.temperature), labels,
                                    seed=cfg.split_seed).to_arrays()
@@ -509,6 +523,11 @@ class Trainer(Controlled):
         self.ood = fit_familiarity(val["energy"], val["features"], emb_labels, k,
                                    seed=cfg.split_seed).to_arrays()
         scaled = cross_fitted_scaling(log_probs, labels, seed=cfg.split_seed)  # honest ECE
+        conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
+        smooth = metrics.smooth_reliability(conf, hits)
+        band = smooth_reliability_band(conf, hits, smooth.bandwidth, SMOOTH_BAND_RESAMPLES,
+                                       seed=cfg.split_seed)
+        points = np.linspace(0.0, 1.0, SMOOTH_POINTS)
         return EpochReport(
             epoch=epoch + 1, epochs=cfg.epochs,
             train_loss=train_loss, train_top1=train_top1, train_top5=train_top5,
@@ -536,6 +555,15 @@ class Trainer(Controlled):
             embedding_predictions=emb_probs.argmax(axis=1),
             embedding_confidences=emb_probs.max(axis=1).astype(np.float32),
             class_names=self.dataset.class_names,
+            smooth_ece=smooth.value, smooth_bandwidth=smooth.bandwidth,
+            l2_ce_debiased=metrics.debiased_l2_calibration_error(probs, labels,
+                                                                 cfg.calibration_bins),
+            smooth_confidence=points,
+            smooth_accuracy=np.interp(points, smooth.confidence,
+                                      np.where(smooth.supported, smooth.accuracy, np.nan)),
+            smooth_band=np.vstack([np.interp(points, smooth.confidence,
+                                             np.where(smooth.supported, b, np.nan))
+                                   for b in band]),
         )
 
 

@@ -20,10 +20,12 @@ from PySide6.QtCore import Qt, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QGridLayout, QHBoxLayout, QLabel, QWidget
 
 from olsdesk.config import LOSS_LABELS
-from olsdesk.core.evaluation import Evaluation, reliability_tables
+from olsdesk.core import metrics
+from olsdesk.core.evaluation import RECALIBRATOR_LABELS, Evaluation, reliability_tables
 from olsdesk.core.study import Histories, seed_band
-from olsdesk.gui.panels.common import class_color, style_plot, uncached
+from olsdesk.gui.panels.common import Canvas, class_color, style_plot, uncached
 from olsdesk.gui.panels.embedding import EmbeddingPanel
+from olsdesk.gui.panels.evaluation import draw_familiarity, draw_risk_coverage
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 
@@ -126,6 +128,34 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
                         f"adaptive ECE {result.value['adaptive_ece']:.4f}")
         layout.addWidget(panel)
     written = [_save(holder, out / "reliability.png", (1400, 620))]
+    # the smooth reliability curves with their bands: raw and the chosen recalibrator
+    holder = QWidget()
+    layout = QHBoxLayout(holder)
+    for name, (table, band) in ev.smooth_tables().items():
+        panel = ReliabilityPanel()
+        panel.set_title(f"Smoothed reliability (test, {RECALIBRATOR_LABELS[name]})")
+        result = ev.results()[name]
+        lo, hi = result.interval("smooth_ece")
+        probs = ev.recalibrated_probs(name)
+        bins = metrics.reliability_bins(probs, ev.labels, ev.n_bins)
+        panel.show_bins(bins.counts, bins.accuracy, bins.confidence, result.value["top1"],
+                        float(probs.max(axis=1).mean()), "")
+        panel.smoothed.setChecked(True)
+        supported = table.supported
+        panel.show_smooth(table.confidence, np.where(supported, table.accuracy, np.nan),
+                          np.where(supported, band, np.nan),
+                          f"smooth ECE {result.value['smooth_ece']:.4f} (95 % CI {lo:.4f}–"
+                          f"{hi:.4f}), bandwidth {table.bandwidth:.3f}")
+        layout.addWidget(panel)
+    written.append(_save(holder, out / "reliability_smooth.png", (1400, 620)))
+    for name, draw, size in (("risk_coverage.png", draw_risk_coverage, (900, 600)),
+                             ("familiarity.png", draw_familiarity, (900, 500))):
+        canvas = Canvas()
+        plot = canvas.addPlot()
+        style_plot(plot, "", "", "")
+        plot.addLegend(offset=(10, 10))
+        draw(plot, ev)
+        written.append(_save(canvas, out / name, size))
     counts = ev.confusion()
     with np.errstate(invalid="ignore", divide="ignore"):
         rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))

@@ -1,4 +1,5 @@
-"""Temperature scaling against a dense grid and a known generating temperature."""
+"""Temperature scaling against a dense grid and a known generating temperature; vector
+scaling and histogram binning against known miscalibrations and a hand-computed case."""
 
 import numpy as np
 import pytest
@@ -49,3 +50,78 @@ def test_cross_fitted_scaling_never_scores_an_image_with_its_own_fit():
     expected[a] = apply_temperature(logits[a], fit_temperature(logits[b], labels[b]))
     scaled = cross_fitted_scaling(logits, labels, seed=7)
     np.testing.assert_allclose(scaled, expected)
+
+
+def _per_class_miscalibrated(n: int, k: int, seed: int):
+    """Log-probabilities whose classes are over- and under-confident by different scales
+    and biased by different amounts: what one temperature cannot undo."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += rng.normal(3, 1.5, size=n)
+    logits = logits * np.linspace(0.6, 1.8, k) + np.linspace(-1, 1, k)
+    return logits - np.log(np.exp(logits).sum(1, keepdims=True)), y
+
+
+def test_vector_scaling_starts_at_the_temperature_and_beats_it_where_classes_differ():
+    from olsdesk.core.calibration import (
+        apply_vector_scaling,
+        fit_temperature,
+        fit_vector_scaling,
+        nll_at_temperature,
+    )
+
+    z, y = _per_class_miscalibrated(4000, 6, seed=0)
+    test_z, test_y = _per_class_miscalibrated(4000, 6, seed=1)
+    t = fit_temperature(z, y)
+    scale, bias = fit_vector_scaling(z, y, t)
+    probs = apply_vector_scaling(test_z, scale, bias)
+    vector_nll = -np.log(probs[np.arange(len(test_y)), test_y]).mean()
+    assert vector_nll < nll_at_temperature(test_z, test_y, t) - 0.05
+    # one temperature's miscalibration only: vector scaling finds (about) that temperature
+    z = np.random.default_rng(2).normal(0, 3, (3000, 5))
+    y = _sample(z / 2.0, seed=3)
+    scale, bias = fit_vector_scaling(z, y, 1.0)
+    np.testing.assert_allclose(scale, 0.5, atol=0.06)
+    np.testing.assert_allclose(bias - bias.mean(), 0.0, atol=0.1)
+
+
+def _sample(logits: np.ndarray, seed: int) -> np.ndarray:
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    u = np.random.default_rng(seed).uniform(size=(len(p), 1))
+    return (p.cumsum(1) < u).sum(1)
+
+
+def test_histogram_binning_by_hand():
+    """Two classes, 2 bins of equal count a class: each bin's share of its class, shrunk
+    by one image toward the class frequency; rows renormalised."""
+    from olsdesk.core.calibration import apply_histogram_binning, fit_histogram_binning
+
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8]])
+    labels = np.array([0, 1, 1, 1])  # class 0 frequency 1/4, class 1: 3/4
+    edges, values = fit_histogram_binning(probs, labels, n_bins=2)
+    np.testing.assert_allclose(edges[:, 0], [0.55, 0.45])  # the medians
+    # class 0: low bin {0.3, 0.2} has 0 of class 0, high bin {0.9, 0.8} has 1
+    np.testing.assert_allclose(values[0], [(0 + 0.25) / 3, (1 + 0.25) / 3])
+    # class 1: low bin {0.1, 0.2} has 1, high bin {0.7, 0.8} has 2
+    np.testing.assert_allclose(values[1], [(1 + 0.75) / 3, (2 + 0.75) / 3])
+    out = apply_histogram_binning(np.array([[0.95, 0.05]]), edges, values)
+    expected = np.array([values[0, 1], values[1, 0]])
+    np.testing.assert_allclose(out[0], expected / expected.sum())
+
+
+def test_a_recalibration_round_trips_and_refuses_what_does_not_fit():
+    from olsdesk.core.calibration import Recalibration, fit_recalibration
+
+    z, y = _per_class_miscalibrated(600, 4, seed=4)
+    fitted = fit_recalibration(z, y, 1.3)
+    again = Recalibration.from_arrays(1.3, fitted.to_arrays())
+    for method in ("temperature", "vector", "histogram"):
+        np.testing.assert_array_equal(again.apply(method, z), fitted.apply(method, z))
+        np.testing.assert_allclose(fitted.apply(method, z).sum(1), 1.0)
+    assert Recalibration(1.0).methods == ("temperature",)
+    with pytest.raises(ValueError, match="no vector"):
+        Recalibration(1.0).apply("vector", z)
+    with pytest.raises(ValueError, match="does not fit 5 classes"):
+        fitted.check(5)

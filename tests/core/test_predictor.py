@@ -256,7 +256,9 @@ def test_unlike_the_training_data_is_marked(tmp_path, capsys):
     assert predictor.familiarity.method == "mahalanobis"
     own = predictor.predict(sorted(SAMPLES.glob("*.png")))
     strange = predictor.predict([real("CT_small.dcm"), digit])
-    assert sum(p.unfamiliar for p in own) <= 1  # of 12: the threshold keeps 95 %
+    # of 12: the threshold keeps 95 % of validation, so 0.6 false alarms are expected and
+    # 2 happen one time in ten (the packages of a fresh install gave 2)
+    assert sum(p.unfamiliar for p in own) <= 2
     assert [p.unfamiliar for p in strange] == [True, True]
     assert max(p.familiarity for p in strange) < min(p.familiarity for p in own)
     assert strange[0].unfamiliar_sentence.startswith("CT_small.dcm is unlike the training")

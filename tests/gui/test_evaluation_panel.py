@@ -6,7 +6,8 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from olsdesk.core.bootstrap import CLASS_METRICS, SUMMARY_METRICS
-from olsdesk.core.evaluation import format_interval
+from olsdesk.core.conformal import class_coverage
+from olsdesk.core.evaluation import RECALIBRATION_METRICS, format_interval
 from tests.gui.conftest import train
 
 
@@ -25,8 +26,26 @@ def test_the_evaluate_tab_shows_test_metrics_per_class_and_the_confusion_matrix(
         assert panel.metrics.item(row, 0).text() == format_interval(
             ev.raw.value[metric], ev.raw.interval(metric))
     assert panel.per_class.rowCount() == 12
-    assert panel.per_class.columnCount() == 2 + len(CLASS_METRICS)
+    assert panel.per_class.columnCount() == 2 + len(CLASS_METRICS) + 2  # set coverage, size
     assert int(panel.per_class.item(0, 1).text()) == int((ev.labels == 0).sum())
+    # each class's set coverage, as per_class.csv has it
+    coverage, _ = class_coverage(ev.prediction_sets, ev.labels, 12)
+    column = 2 + len(CLASS_METRICS)
+    assert panel.per_class.item(0, column).text() == f"{coverage[0]:.1%}"
+    # the recalibrators: beside raw (temperature first), then any other, side by side
+    assert panel.recalibrator.currentData() == "temperature"
+    assert panel.compared.columnCount() == 4  # none, temperature, vector, histogram
+    row = RECALIBRATION_METRICS.index("nll")
+    vector = ev.results()["vector"]
+    assert panel.compared.item(row, 2).text() == format_interval(
+        vector.value["nll"], vector.interval("nll"))
+    panel.recalibrator.setCurrentIndex(panel.recalibrator.findData("vector"))
+    assert panel.metrics.horizontalHeaderItem(1).text() == "vector scaling"
+    assert panel.metrics.item(SUMMARY_METRICS.index("nll"), 1).text() == format_interval(
+        vector.value["nll"], vector.interval("nll"))
+    # the risk-coverage curves, one a score, and the familiarity histogram
+    assert len(panel.risk_plot.listDataItems()) == len(ev.selective)
+    assert len(panel.ood_plot.listDataItems()) == 1  # the test images
     # rows normalised, then counts
     shown = panel.shown_confusion()
     np.testing.assert_allclose(shown.sum(axis=1), 1.0)
@@ -34,7 +53,8 @@ def test_the_evaluate_tab_shows_test_metrics_per_class_and_the_confusion_matrix(
     counts = panel.shown_confusion() * ev.confusion().max()
     np.testing.assert_allclose(counts, ev.confusion())
     written = {p.name for p in panel.save(tmp_path / "eval")}
-    assert {"predictions.csv", "metrics.json", "per_class.csv", "reliability.png"} <= written
+    assert {"predictions.csv", "metrics.json", "per_class.csv", "reliability.png",
+            "reliability_smooth.png", "risk_coverage.png", "familiarity.png"} <= written
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n_images"] == 12
 
 
@@ -152,3 +172,23 @@ def test_a_reliability_bin_opens_its_test_images_once_the_model_is_evaluated(qtb
     assert panel.browser.grid.count() == len(ev.rows(confidence_bin=n - 1)) == expected
     assert "confidence" in panel.browser.title.text()
     qtbot.waitUntil(lambda: not panel.browser.busy, timeout=60_000)
+
+
+def test_the_reliability_tab_switches_to_the_smoothed_curve_with_its_band(qtbot, window):
+    assert train(qtbot, window) == "finished"
+    panel = window.reliability
+    report = window.session.selected or window.reports[-1]
+    panel.show_report(report)
+    panel.flush()
+    assert panel.accuracy_bars.isVisible() and not panel.curve.isVisible()
+    panel.smoothed.setChecked(True)
+    assert panel.curve.isVisible() and panel.band.isVisible()
+    assert not panel.accuracy_bars.isVisible()
+    assert f"smooth ECE {report.smooth_ece:.4f}" in panel.statistics_text()
+    x, y = panel.curve.getData()
+    shown = np.isfinite(report.smooth_accuracy)
+    np.testing.assert_allclose(y, np.clip(report.smooth_accuracy[shown], 0, 1))
+    low, high = panel.band_low.getData()[1], panel.band_high.getData()[1]
+    assert np.all(low <= high)
+    panel.smoothed.setChecked(False)
+    assert panel.accuracy_bars.isVisible() and "ECE" in panel.statistics_text()

@@ -1,9 +1,12 @@
 """Evaluate: the chosen checkpoint on its test split, with 95 % intervals.
 
 Runs ``core.evaluation.iter_evaluate`` in a worker (progress, cancel) on the run's held-out
-test split or an external folder, then shows every metric with its interval (raw and
-temperature-scaled), the per-class table (sortable) and the confusion matrix (counts or
-rows normalised); Save files… writes what ``olsdesk evaluate`` writes.
+test split or an external folder (and, with "Unfamiliar folder…", a folder of images unlike
+the training data), then shows every metric with its interval (raw beside a recalibrator
+chosen from those fitted on validation), the recalibrators compared, the risk-coverage
+curves, the unfamiliar-input scores, the per-class table with each class's set coverage
+and size (sortable) and the confusion matrix (counts or rows normalised); Save files…
+writes what ``olsdesk evaluate`` writes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
@@ -23,13 +27,18 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
 from olsdesk.core.bootstrap import CLASS_METRICS, SUMMARY_METRICS
+from olsdesk.core.conformal import class_coverage
 from olsdesk.core.evaluation import (
     METRIC_LABELS,
+    RECALIBRATION_METRICS,
+    RECALIBRATOR_LABELS,
+    SCORES,
     Evaluation,
     EvaluationProgress,
     format_interval,
@@ -37,7 +46,7 @@ from olsdesk.core.evaluation import (
     write_evaluation,
 )
 from olsdesk.core.state import AppState, CheckpointRef
-from olsdesk.gui.panels.common import NumberItem, row_table
+from olsdesk.gui.panels.common import Canvas, NumberItem, row_table, style_plot
 from olsdesk.gui.panels.errors import ErrorBrowser
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 from olsdesk.gui.widgets import DialogFolders
@@ -45,6 +54,9 @@ from olsdesk.gui.workers import Worker, start_worker
 
 CLASS_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV",
                 "npv": "NPV", "f1": "F1", "auroc": "AUROC", "average_precision": "AP"}
+SET_COLUMNS = ("set coverage", "set size")  # per class, from the conformal sets
+CURVE_COLOURS = {"raw": "#0072B2", "temperature_scaled": "#D55E00",
+                 "negative_entropy": "#009E73", "max_logit": "#CC79A7"}
 
 
 class EvaluationPanel(QWidget):
@@ -67,6 +79,11 @@ class EvaluationPanel(QWidget):
         external = QPushButton("External test folder…")
         external.setToolTip("Another hospital's images in class folders named as the run's")
         external.clicked.connect(self.choose_external)
+        unfamiliar = QPushButton("Unfamiliar folder…")
+        unfamiliar.setToolTip("Images unlike the training data (another modality, another "
+                              "body part): how well the unfamiliar-input score tells them "
+                              "from the test images")
+        unfamiliar.clicked.connect(self.choose_unfamiliar)
         self.save_button = QPushButton("Save files…")
         self.save_button.setEnabled(False)
         self.save_button.clicked.connect(self.choose_save)
@@ -77,19 +94,59 @@ class EvaluationPanel(QWidget):
         self.progress.hide()
         top = QHBoxLayout()
         top.addWidget(self.model_label, 1)
-        for widget in (self.run_button, external, self.save_button, self.progress,
+        for widget in (self.run_button, external, unfamiliar, self.save_button, self.progress,
                        self.cancel_button):
             top.addWidget(widget)
         self.status = QLabel(" ")
         self.status.setWordWrap(True)
 
         self.metrics = QTableWidget(len(SUMMARY_METRICS), 2)
-        self.metrics.setHorizontalHeaderLabels(["raw", "temperature-scaled"])
+        self.metrics.setHorizontalHeaderLabels(["raw", "temperature scaling"])
         self.metrics.setVerticalHeaderLabels([METRIC_LABELS[m] for m in SUMMARY_METRICS])
         self.metrics.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.metrics.horizontalHeader().setStretchLastSection(True)
-        self.per_class = row_table(["class", "images"] + [CLASS_LABELS[m] for m in CLASS_METRICS],
-                                   single=True)
+        # the second column: any recalibrator the checkpoint holds, fitted on validation
+        self.recalibrator = QComboBox()
+        self.recalibrator.setToolTip("The recalibrator beside the raw numbers; each was "
+                                     "fitted on the validation split, never on these images")
+        self.recalibrator.currentIndexChanged.connect(self._draw_metrics)
+        metrics_box = QWidget()
+        metrics_layout = QVBoxLayout(metrics_box)
+        metrics_layout.setContentsMargins(0, 0, 0, 0)
+        choice = QHBoxLayout()
+        choice.addWidget(QLabel("Beside raw:"))
+        choice.addWidget(self.recalibrator)
+        choice.addStretch(1)
+        metrics_layout.addLayout(choice)
+        metrics_layout.addWidget(self.metrics, 1)
+        # the recalibrators side by side on the calibration numbers
+        self.compared = QTableWidget(len(RECALIBRATION_METRICS), 0)
+        self.compared.setVerticalHeaderLabels([METRIC_LABELS[m] for m in RECALIBRATION_METRICS])
+        self.compared.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.compared.setToolTip("Each recalibrator fitted on validation, scored on these "
+                                 "test images on the same bootstrap resamples")
+        # selective prediction: the error rate among the most confident answers
+        self.risk_canvas = Canvas()
+        self.risk_plot = self.risk_canvas.addPlot()
+        style_plot(self.risk_plot, "Risk-coverage (test)", "error rate among the answered",
+                   "coverage (share of images answered, most confident first)")
+        self.risk_plot.addLegend(offset=(-10, -10))  # bottom right: the curves rise left
+        self.risk_plot.setXRange(0, 1, padding=0.02)
+        self.risk_plot.setMouseEnabled(False, False)
+        # unfamiliar inputs: the score of the test images (and of an unfamiliar folder)
+        self.ood_canvas = Canvas()
+        self.ood_plot = self.ood_canvas.addPlot()
+        style_plot(self.ood_plot, "Unfamiliar-input score", "share of images",
+                   "familiarity (higher: more like the training data)")
+        self.ood_plot.addLegend(offset=(10, 10))
+        self.ood_plot.setMouseEnabled(False, False)
+        self.views = QTabWidget()
+        self.views.addTab(metrics_box, "Metrics")
+        self.views.addTab(self.compared, "Recalibrators")
+        self.views.addTab(self.risk_canvas, "Risk–coverage")
+        self.views.addTab(self.ood_canvas, "Unfamiliar inputs")
+        self.per_class = row_table(["class", "images"] + [CLASS_LABELS[m] for m in CLASS_METRICS]
+                                   + list(SET_COLUMNS), single=True)
         self.confusion = SoftLabelsPanel()
         self.confusion.hide_controls()
         self.confusion.plot.setLabel("bottom", "predicted class")  # from the start
@@ -115,7 +172,7 @@ class EvaluationPanel(QWidget):
         self.per_class.setToolTip("Click a class to see its misclassified test images below")
 
         left = QSplitter(Qt.Orientation.Vertical)
-        left.addWidget(self.metrics)
+        left.addWidget(self.views)
         left.addWidget(self.per_class)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
@@ -163,8 +220,10 @@ class EvaluationPanel(QWidget):
         return self._worker is not None
 
     # --- running ---------------------------------------------------------------------
-    def evaluate(self, test_data: str | None = None, resamples: int = 1000) -> None:
-        """Evaluate the checkpoint in the worker (the run's test split, or ``test_data``)."""
+    def evaluate(self, test_data: str | None = None, resamples: int = 1000,
+                 ood_data: str | None = None) -> None:
+        """Evaluate the checkpoint in the worker (the run's test split, or ``test_data``;
+        with ``ood_data``, also a folder of images unlike the training data)."""
         if self.checkpoint is None:
             self.status.setText("No checkpoint to evaluate yet: train a run or open one.")
             return
@@ -178,10 +237,10 @@ class EvaluationPanel(QWidget):
         self.cancel_button.show()
         self.status.setText("Predicting the test images…")
         self._worker = start_worker(
-            _evaluate, self.checkpoint, test_data, resamples, self._stop,
+            _evaluate, self.checkpoint, test_data, resamples, ood_data, self._stop,
             yielded=self._arrived, errored=self._failed, finished=self._worker_finished,
             throttle=lambda item: isinstance(item, EvaluationProgress)
-            and item.phase == "predict" and item.done != item.total,
+            and item.phase in ("predict", "ood") and item.done != item.total,
             stop=self._stop.set)
 
     def choose_external(self) -> None:
@@ -190,6 +249,13 @@ class EvaluationPanel(QWidget):
         if folder:
             self.folders.remember("data", folder)
             self.evaluate(test_data=folder)
+
+    def choose_unfamiliar(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Images unlike the training data",
+                                                  self.folders.start("data"))
+        if folder:
+            self.folders.remember("data", folder)
+            self.evaluate(ood_data=folder)
 
     def cancel(self) -> None:
         self._stop.set()
@@ -237,6 +303,10 @@ class EvaluationPanel(QWidget):
     def _clear(self) -> None:
         """No evaluation of the checkpoint in use: nothing of another model stays shown."""
         self.metrics.clearContents()
+        self.compared.setColumnCount(0)
+        self.recalibrator.clear()
+        self.risk_plot.clear()
+        self.ood_plot.clear()
         self.per_class.setRowCount(0)
         self.confusion.clear_matrix()
         self.browser.set_evaluation(None)
@@ -245,13 +315,28 @@ class EvaluationPanel(QWidget):
             self._say_not_evaluated()
 
     def _show(self, ev: Evaluation) -> None:
-        for row, metric in enumerate(SUMMARY_METRICS):
-            for col, result in enumerate((ev.raw, ev.scaled)):
-                item = QTableWidgetItem(format_interval(result.value[metric],
-                                                        result.interval(metric)))
-                self.metrics.setItem(row, col, item)
-        self.metrics.resizeColumnsToContents()
+        results = ev.results()
+        self.recalibrator.blockSignals(True)
+        self.recalibrator.clear()
+        for name in results:
+            if name != "none":
+                self.recalibrator.addItem(RECALIBRATOR_LABELS[name], name)
+        self.recalibrator.setCurrentIndex(max(self.recalibrator.findData(ev.recalibration), 0))
+        self.recalibrator.blockSignals(False)
+        self._draw_metrics()
+        self.compared.setColumnCount(len(results))
+        self.compared.setHorizontalHeaderLabels([RECALIBRATOR_LABELS[n] for n in results])
+        for col, result in enumerate(results.values()):
+            for row, metric in enumerate(RECALIBRATION_METRICS):
+                self.compared.setItem(row, col, QTableWidgetItem(format_interval(
+                    result.value[metric], result.interval(metric))))
+        self.compared.resizeColumnsToContents()
+        self._draw_risk_coverage(ev)
+        self._draw_familiarity(ev)
         support = np.bincount(ev.labels, minlength=len(ev.class_names))
+        k = len(ev.class_names)
+        coverage, size = (class_coverage(ev.prediction_sets, ev.labels, k)
+                          if ev.prediction_sets is not None else ([np.nan] * k,) * 2)
         intervals = {m: ev.raw.class_intervals(m) for m in CLASS_METRICS}
         self.per_class.setSortingEnabled(False)
         self.per_class.setRowCount(len(ev.class_names))
@@ -266,6 +351,10 @@ class EvaluationPanel(QWidget):
                 value = float(ev.raw.class_value[metric][c])
                 self.per_class.setItem(c, col, NumberItem(
                     value, format_interval(value, intervals[metric][c])))
+            col = 2 + len(CLASS_METRICS)
+            for offset, value, text in ((0, coverage[c], "{:.1%}"), (1, size[c], "{:.2f}")):
+                self.per_class.setItem(c, col + offset, NumberItem(
+                    value, text.format(value) if np.isfinite(value) else "n/a"))
         self.per_class.setSortingEnabled(True)
         self.per_class.sortByColumn(0, Qt.SortOrder.AscendingOrder)  # the matrix's order
         self.per_class.resizeColumnsToContents()
@@ -279,6 +368,28 @@ class EvaluationPanel(QWidget):
             f"bootstrap resamples of the images.{warnings}")
         self.save_button.setEnabled(True)
         self.finished.emit("")
+
+    def _draw_metrics(self) -> None:
+        """The metrics table: raw, and the recalibrator chosen above it."""
+        ev = self.evaluation
+        name = self.recalibrator.currentData()
+        if ev is None or name is None:
+            return
+        chosen = ev.results()[name]
+        self.metrics.setHorizontalHeaderLabels(["raw", RECALIBRATOR_LABELS[name]])
+        for row, metric in enumerate(SUMMARY_METRICS):
+            for col, result in enumerate((ev.raw, chosen)):
+                value = result.value[metric]
+                text = (format_interval(value, result.interval(metric)) if np.isfinite(value)
+                        else "not computed" if metric == "macro_auroc" else "n/a")
+                self.metrics.setItem(row, col, QTableWidgetItem(text))
+        self.metrics.resizeColumnsToContents()
+
+    def _draw_risk_coverage(self, ev: Evaluation) -> None:
+        draw_risk_coverage(self.risk_plot, ev)
+
+    def _draw_familiarity(self, ev: Evaluation) -> None:
+        draw_familiarity(self.ood_plot, ev)
 
     def _draw_confusion(self) -> None:
         ev = self.evaluation
@@ -320,6 +431,51 @@ class EvaluationPanel(QWidget):
         return written
 
 
-def _evaluate(checkpoint: str, test_data: str | None, resamples: int, stop: threading.Event):
-    """Off the GUI thread: progress, then the Evaluation (nothing when stopped)."""
-    yield from iter_evaluate(checkpoint, test_data=test_data, resamples=resamples, stop=stop)
+def _evaluate(checkpoint: str, test_data: str | None, resamples: int, ood_data: str | None,
+              stop: threading.Event):
+    """Off the GUI thread: progress, then the Evaluation (nothing when stopped), with
+    everything the tab draws computed here."""
+    for item in iter_evaluate(checkpoint, test_data=test_data, resamples=resamples,
+                              ood_data=ood_data, stop=stop):
+        if isinstance(item, Evaluation):
+            item.prepare()
+        yield item
+
+
+def draw_risk_coverage(plot: pg.PlotItem, ev: Evaluation) -> None:
+    """One curve a confidence score: the error rate among the k most confident test
+    images at coverage k / N (the curves of risk_coverage.csv)."""
+    plot.clear()
+    for name, (coverage, risk) in ev.risk_coverage().items():
+        aurc = ev.selective[name].aurc(np.ones((len(ev.labels), 1)))[0][0]
+        plot.plot(coverage, risk, pen=pg.mkPen(CURVE_COLOURS[name], width=2),
+                  name=f"{SCORES[name]} (AURC {aurc:.4f})")
+
+
+def draw_familiarity(plot: pg.PlotItem, ev: Evaluation) -> None:
+    """Histograms of the test images' familiarity (and an unfamiliar folder's), with the
+    threshold below which a prediction is marked."""
+    plot.clear()
+    if ev.familiarity is None:
+        plot.setTitle("Unfamiliar-input score: the checkpoint holds no detector (saved "
+                      "before olsdesk kept one)", size="10pt")
+        return
+    groups = [("test images", ev.familiarity, "#0072B2")]
+    if ev.ood_scores is not None:
+        groups.append((Path(ev.ood_folder).name, ev.ood_scores, "#D55E00"))
+    values = np.concatenate([g[1] for g in groups])
+    values = values[np.isfinite(values)]
+    edges = (np.linspace(values.min(), values.max(), 41) if values.size and
+             values.max() > values.min() else np.linspace(-1.0, 1.0, 41))
+    for label, scores, colour in groups:
+        counts, _ = np.histogram(scores[np.isfinite(scores)], bins=edges)
+        plot.plot(edges, counts / max(len(scores), 1), stepMode="center", fillLevel=0,
+                  brush=pg.mkBrush(colour + "60"), pen=pg.mkPen(colour), name=label)
+    plot.addItem(pg.InfiniteLine(ev.detector.threshold, angle=90, pen=pg.mkPen(
+        "#444", width=1.5, style=Qt.PenStyle.DashLine), label="threshold",
+        labelOpts={"position": 0.9, "color": "#444"}))
+    ood = ev.ood_dict()
+    title = f"{ood['method']}: {ood['test_unfamiliar']:.1%} of test images marked"
+    if "auroc" in ood:
+        title += f"; {ood['folder_unfamiliar']:.1%} of the folder, AUROC {ood['auroc']:.3f}"
+    plot.setTitle(title, size="10pt")

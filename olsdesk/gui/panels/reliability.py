@@ -1,5 +1,6 @@
 """Reliability: the diagram (accuracy bars, gap bars, dashed diagonal, ECE/MCE/ACE written
-on it) and the confidence histogram, for the epoch on the shared slider."""
+on it) and the confidence histogram, for the epoch on the shared slider; or, switched to
+"smoothed", the kernel reliability curve of the smooth ECE with its 95 % band."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QBrush, QColor
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QVBoxLayout, QWidget
 
 from olsdesk.core.report import EpochReport
 from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, style_plot
@@ -28,8 +29,18 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
         self.report: EpochReport | None = None
         self.n_bins = 0  # of the bins drawn
         self.graphics = Canvas()
+        self.smoothed = QCheckBox("Smoothed (kernel) curve with its 95 % band")
+        self.smoothed.setToolTip("The smooth ECE's reliability curve (Blasiok & Nakkiran, "
+                                 "2023): no bins to choose; the band comes from bootstrap "
+                                 "resamples of the images")
+        self.smoothed.toggled.connect(self._switch)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        row.setContentsMargins(6, 0, 0, 0)
+        row.addWidget(self.smoothed)
+        row.addStretch(1)
+        layout.addLayout(row)
         layout.addWidget(self.graphics)
 
         self.diagram = self.graphics.addPlot(row=0, col=0)
@@ -51,6 +62,18 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
                                                                 style=Qt.PenStyle.DashLine))
         self.diagram.addItem(diagonal)
         legend.addItem(diagonal, "perfect calibration")
+        # the smoothed view: the curve over its band (hidden until switched to)
+        self.band_low = pg.PlotDataItem([], [], pen=pg.mkPen(None))
+        self.band_high = pg.PlotDataItem([], [], pen=pg.mkPen(None))
+        self.band = pg.FillBetweenItem(self.band_low, self.band_high,
+                                       brush=pg.mkBrush(ACCURACY + "40"))
+        self.curve = pg.PlotDataItem([], [], pen=pg.mkPen(ACCURACY, width=2.5))
+        for item in (self.band_low, self.band_high, self.band, self.curve):
+            self.diagram.addItem(item)
+            item.hide()
+        self.smooth_text = ""
+        self._bins_text = ""
+        self.has_smooth = False
         # the statistics get a line of their own between the two plots: on the diagram
         # they covered its legend or its bars, whichever the bins left free
         self.metrics_text = pg.LabelItem("", size="10pt", color="k")
@@ -106,6 +129,32 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
         """The diagram's title, which says which split it is on."""
         self.diagram.setTitle(title, size="11pt")
 
+    def show_smooth(self, confidence: np.ndarray, accuracy: np.ndarray, band: np.ndarray,
+                    text: str) -> None:
+        """The smoothed curve (accuracy at each confidence) and its band (2 x points),
+        drawn where the switch asks for it; ``text`` replaces the statistics line then."""
+        confidence = np.asarray(confidence, dtype=np.float64)
+        accuracy = np.asarray(accuracy, dtype=np.float64)
+        shown = np.isfinite(accuracy)
+        self.curve.setData(confidence[shown], np.clip(accuracy[shown], 0.0, 1.0))
+        band = np.asarray(band, dtype=np.float64).reshape(2, -1)
+        both = np.isfinite(band).all(axis=0) if band.shape[1] == len(confidence) else \
+            np.zeros(len(confidence), dtype=bool)
+        for item, edge in zip((self.band_low, self.band_high), band, strict=True):
+            item.setData(confidence[both], np.clip(edge[both], 0.0, 1.0) if both.any() else [])
+        self.has_smooth = bool(shown.any())
+        self.smooth_text = text
+        self._switch()
+
+    def _switch(self) -> None:
+        """Bars, or the smoothed curve (when there is one to show)."""
+        smooth = self.smoothed.isChecked() and self.has_smooth
+        for item in (self.accuracy_bars, self.gap_bars):
+            item.setVisible(not smooth)
+        for item in (self.band_low, self.band_high, self.band, self.curve):
+            item.setVisible(smooth)
+        self.metrics_text.setText(self.smooth_text if smooth else self._bins_text)
+
     def show_report(self, report: EpochReport | None) -> None:
         self.report = report
         self.draw_when_shown(self._draw_report)
@@ -117,6 +166,8 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
                 bars.setOpts(x0=[], height=[], width=0.0)
             self.gap_bars.setOpts(x0=[], y0=[], height=[], width=0.0)
             self.metrics_text.setText("")
+            self._bins_text = ""
+            self.show_smooth(np.zeros(0), np.zeros(0), np.zeros((2, 0)), "")
             self.n_bins = 0
             return
         self.show_bins(report.reliability_counts, report.reliability_accuracy,
@@ -124,6 +175,12 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
                        f"epoch {report.epoch}\nECE {report.ece:.4f}\nMCE {report.mce:.4f}\n"
                        f"adaptive ECE {report.adaptive_ece:.4f}\n"
                        f"classwise ECE {report.classwise_ece:.4f}")
+        smooth = (f"epoch {report.epoch}  ·  smooth ECE {report.smooth_ece:.4f} (bandwidth "
+                  f"{report.smooth_bandwidth:.3f})  ·  debiased L2 CE "
+                  f"{report.l2_ce_debiased:.4f}" if np.isfinite(report.smooth_ece) else
+                  "no smoothed curve: this run was trained before olsdesk measured it")
+        self.show_smooth(report.smooth_confidence, report.smooth_accuracy, report.smooth_band,
+                         smooth)
 
     def show_bins(self, counts: np.ndarray, accuracy: np.ndarray, confidence: np.ndarray,
                   overall_accuracy: float, mean_confidence: float, text: str) -> None:
@@ -143,7 +200,8 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
         half = (len(parts) + 1) // 2  # two lines when one would be wider than a narrow panel
         lines = ["  ·  ".join(parts)] if len("  ·  ".join(parts)) <= 70 else [
             "  ·  ".join(parts[:half]), "  ·  ".join(parts[half:])]
-        self.metrics_text.setText("<br>".join(lines))
+        self._bins_text = "<br>".join(lines)
+        self.metrics_text.setText(self._bins_text)
         self.histogram_bars.setOpts(x0=edges[:-1], height=counts, width=width)
         self.accuracy_line.setValue(overall_accuracy)
         self.confidence_line.setValue(mean_confidence)
