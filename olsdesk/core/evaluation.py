@@ -117,6 +117,8 @@ class Evaluation:
     recalibrators: object = field(default=None, repr=False)  # calibration.Recalibration
     recalibrated: dict[str, BootstrapResult] = field(default_factory=dict, repr=False)
     recalibration: str = "temperature"
+    # those recalibrators' test probabilities, as their bootstrap scored them
+    other_probs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def results(self) -> dict[str, BootstrapResult]:
         """Every way of calibrating compared, raw first: "none", "temperature", then the
@@ -129,13 +131,9 @@ class Evaluation:
             return self.probs
         if method == "temperature":
             return self.scaled_probs
-        return self._other_probs(method)
-
-    def _other_probs(self, method: str) -> np.ndarray:
-        cache = self.__dict__.setdefault("_recalibrated_probs", {})
-        if method not in cache:
-            cache[method] = self.recalibrators.apply(method, self.log_probs)
-        return cache[method]
+        if method not in self.other_probs:
+            self.other_probs[method] = self.recalibrators.apply(method, self.log_probs)
+        return self.other_probs[method]
 
     def recalibration_dict(self) -> dict:
         """metrics.json's ``recalibration`` section: each recalibrator fitted on
@@ -456,11 +454,11 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                          n_bins=n_bins)
     scaled = metric_samples(apply_temperature(log_probs, predictor.temperature), labels_np,
                             resamples=resamples, seed=seed, n_bins=n_bins, per_class=False)
-    recalibrated = {
-        method: metric_samples(predictor.recalibration.apply(method, log_probs), labels_np,
-                               resamples=resamples, seed=seed, n_bins=n_bins,
-                               per_class=False, ranks=False)
-        for method in predictor.recalibration.methods if method != "temperature"}
+    other_probs = {method: predictor.recalibration.apply(method, log_probs)
+                   for method in predictor.recalibration.methods if method != "temperature"}
+    recalibrated = {method: metric_samples(probs, labels_np, resamples=resamples, seed=seed,
+                                           n_bins=n_bins, per_class=False, ranks=False)
+                    for method, probs in other_probs.items()}
     unreadable = [(samples.describe(i), predictor.class_names[int(samples.labels[i])],
                    message.split("\n", 1)[0]) for i, message in failed]
     sets = conformal_samples = None
@@ -479,7 +477,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                      torch.cat(top_logits).numpy(), fitted, sets, conformal_samples,
                      np.concatenate(familiar) if familiar else None, detector, ood_data,
                      ood_scores, ood_unreadable, predictor.recalibration, recalibrated,
-                     recalibration)
+                     recalibration, other_probs)
 
 
 def evaluate(checkpoint: str | Path, **options) -> Evaluation:

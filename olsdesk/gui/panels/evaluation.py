@@ -110,15 +110,7 @@ class EvaluationPanel(QWidget):
         self.recalibrator.setToolTip("The recalibrator beside the raw numbers; each was "
                                      "fitted on the validation split, never on these images")
         self.recalibrator.currentIndexChanged.connect(self._draw_metrics)
-        metrics_box = QWidget()
-        metrics_layout = QVBoxLayout(metrics_box)
-        metrics_layout.setContentsMargins(0, 0, 0, 0)
-        choice = QHBoxLayout()
-        choice.addWidget(QLabel("Beside raw:"))
-        choice.addWidget(self.recalibrator)
-        choice.addStretch(1)
-        metrics_layout.addLayout(choice)
-        metrics_layout.addWidget(self.metrics, 1)
+        metrics_box = _under_a_choice("Beside raw:", self.recalibrator, self.metrics)
         # the recalibrators side by side on the calibration numbers
         self.compared = QTableWidget(len(RECALIBRATION_METRICS), 0)
         self.compared.setVerticalHeaderLabels([METRIC_LABELS[m] for m in RECALIBRATION_METRICS])
@@ -154,15 +146,8 @@ class EvaluationPanel(QWidget):
         self.confusion_choice.addItem("rows normalised", "rates")
         self.confusion_choice.addItem("counts", "counts")
         self.confusion_choice.currentIndexChanged.connect(self._draw_confusion)
-        confusion_box = QWidget()
-        confusion_layout = QVBoxLayout(confusion_box)
-        confusion_layout.setContentsMargins(0, 0, 0, 0)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Confusion matrix:"))
-        row.addWidget(self.confusion_choice)
-        row.addStretch(1)
-        confusion_layout.addLayout(row)
-        confusion_layout.addWidget(self.confusion, 1)
+        confusion_box = _under_a_choice("Confusion matrix:", self.confusion_choice,
+                                        self.confusion)
 
         # the images behind a cell, a class or a reliability bin
         self.browser = ErrorBrowser(self.state)
@@ -440,6 +425,20 @@ def _evaluate(checkpoint: str, test_data: str | None, resamples: int, ood_data: 
         if isinstance(item, Evaluation):
             item.prepare()
         yield item
+
+
+def _under_a_choice(label: str, choice: QComboBox, widget: QWidget) -> QWidget:
+    """``widget`` with a labelled choice in a row above it."""
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    row = QHBoxLayout()
+    row.addWidget(QLabel(label))
+    row.addWidget(choice)
+    row.addStretch(1)
+    layout.addLayout(row)
+    layout.addWidget(widget, 1)
+    return box
 
 
 def draw_risk_coverage(plot: pg.PlotItem, ev: Evaluation) -> None:
