@@ -19,7 +19,14 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from olsdesk import __version__
-from olsdesk.config import DEVICES, LOSS_NAMES, RECALIBRATORS, RunConfig
+from olsdesk.config import (
+    CONFORMAL_METHODS,
+    DEVICES,
+    LOSS_NAMES,
+    RECALIBRATOR_LABELS,
+    RECALIBRATORS,
+    RunConfig,
+)
 from olsdesk.errors import OlsdeskError, UsageError, printable
 
 
@@ -119,7 +126,7 @@ def add_set_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--coverage", type=_float, default=0.9,
                         help="the share of images whose prediction set holds the true "
                              "class (default: 0.9)")
-    parser.add_argument("--conformal", choices=("raps", "aps", "lac"), default="raps",
+    parser.add_argument("--conformal", choices=CONFORMAL_METHODS, default="raps",
                         help="the conformal score: raps (sets grow with the model's doubt, "
                              "without long tails of unlikely classes), aps (the same with "
                              "the tails) or lac (smallest sets, may be empty) "
@@ -173,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help=RunConfig.__dataclass_fields__["device"].metadata["help"]
                          + " (default: auto)")
     add_set_options(predict)
+    predict.add_argument("--recalibration", choices=RECALIBRATORS, default="temperature",
+                         help="the recalibrator (fitted on validation) the calibrated "
+                              "confidence comes from (default: temperature)")
 
     evaluate = sub.add_parser(
         "evaluate", help="evaluate a checkpoint on its test split, with 95%% intervals",
@@ -379,6 +389,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
     predictor.use_sets(args.conformal, args.coverage, args.class_conditional)
+    try:
+        predictor.use_recalibration(args.recalibration)
+    except OlsdeskError as exc:
+        raise UsageError(str(exc)) from None
+    calibrated = ("calibrated" if args.recalibration == "temperature"
+                  else RECALIBRATOR_LABELS[args.recalibration])
     lacking = [what for what, there in (("conformal calibration (no prediction sets)",
                                           predictor.sets), ("unfamiliar-input detector "
                                           "(no unfamiliar mark)", predictor.familiarity))
@@ -400,7 +416,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             zip(prediction.top_classes, prediction.top_probabilities, strict=True))
             note = f", {prediction.note}" if prediction.note else ""
             held = f"; set {prediction.set_text}" if prediction.set_text else ""
-            print(f"{name}: {top}  (calibrated {prediction.calibrated_confidence:.1%},"
+            print(f"{name}: {top}  ({calibrated} {prediction.calibrated_confidence:.1%},"
                   f" entropy {prediction.entropy:.2f}{note}){held}", flush=True)
             if prediction.unfamiliar:
                 print(f"  warning: {prediction.unfamiliar_sentence}", flush=True)

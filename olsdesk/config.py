@@ -23,6 +23,10 @@ SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # recalibrators fitted on validation at every epoch end (olsdesk evaluate --recalibration)
 RECALIBRATORS = ("temperature", "vector", "histogram")
+RECALIBRATOR_LABELS = {"none": "none (raw)", "temperature": "temperature scaling",
+                       "vector": "vector scaling", "histogram": "histogram binning"}
+# split-conformal scores of the prediction sets (core/conformal.py)
+CONFORMAL_METHODS = ("raps", "aps", "lac")
 
 
 def loss_alpha(loss: str, alpha: float | None) -> float | None:

@@ -12,8 +12,9 @@ ARGS = ["compare", "--losses", "ce,ols", "--seeds", "1", "--epochs", "1", "--dem
 
 def test_tiny_comparison_writes_every_file_and_column(tmp_path, capsys):
     assert main([*ARGS, "--out", str(tmp_path), "--resamples", "100"]) == 0
-    for name in ("report.md", "results.csv", "test_results.csv", "curves.png",
-                 "reliability.png", "ols_soft_labels.png", "embeddings.png"):
+    for name in ("report.md", "results.csv", "test_results.csv", "risk_coverage.csv",
+                 "curves.png", "reliability.png", "ols_soft_labels.png", "embeddings.png",
+                 "risk_coverage.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert [r["loss"] for r in rows] == ["ce", "ols"]
@@ -28,6 +29,10 @@ def test_tiny_comparison_writes_every_file_and_column(tmp_path, capsys):
     assert "ECE after T-scaling" in report and "online label smoothing" in report
     assert "![curves](curves.png)" in report
     assert "## On the test split" in report and "Difference to hard labels" in report
+    for label in ("| smooth ECE |", "| mean set size |", "| set coverage |", "| AURC |"):
+        assert label in report  # a row a metric
+    curve = list(csv.DictReader(open(tmp_path / "risk_coverage.csv")))
+    assert {r["loss"] for r in curve} == {"ce", "ols"}
     assert "On the test split, against hard labels" in capsys.readouterr().out
 
 
@@ -35,6 +40,9 @@ def test_test_comparison_is_each_best_checkpoint_on_the_test_images_paired_again
     """The pooled values and the paired differences, recomputed from each run's best
     checkpoint with scikit-learn on the same test images."""
     import numpy as np
+    import pytest
+    import relplot
+    import torch
     from sklearn.metrics import accuracy_score
 
     from olsdesk.config import RunConfig
@@ -49,19 +57,46 @@ def test_test_comparison_is_each_best_checkpoint_on_the_test_images_paired_again
     data = open_dataset(base)
     images = [data.test.load(i) for i in range(len(data.test))]
 
-    def top1(store):
-        predictor = Predictor.from_checkpoint(store.checkpoint_path("best.pt"), device="cpu")
-        with __import__("torch").no_grad():
-            x = __import__("torch").stack([predictor.preprocessing(im, train=False)
-                                           for im in images])
-            pred = predictor.model(x).argmax(1).numpy()
-        return accuracy_score(data.test.labels, pred)
+    y = np.asarray(data.test.labels)
 
-    acc = {loss: np.mean([top1(s) for s in run.stores if s.config().loss == loss])
-           for loss in ("ce", "ls")}
+    def scored(store):
+        """Top-1, smooth ECE (relplot), AURC (by its definition) and the sets' coverage
+        and mean size (the predictor's own sets, on the scaled probabilities)."""
+        predictor = Predictor.from_checkpoint(store.checkpoint_path("best.pt"), device="cpu")
+        with torch.no_grad():
+            x = torch.stack([predictor.preprocessing(im, train=False) for im in images])
+            logits = predictor.model(x).double()
+        probs = logits.softmax(1).numpy()
+        pred = probs.argmax(1)
+        scaled = (logits / predictor.temperature).softmax(1).numpy()
+        predictor.use_sets()
+        sets = predictor.sets.sets(scaled)
+        order = np.argsort(-probs.max(1), kind="stable")
+        errors = (pred != y)[order]
+        risk = np.cumsum(errors) / np.arange(1, len(y) + 1)
+        return {"top1": accuracy_score(y, pred),
+                "smooth_ece": relplot.smECE(probs.max(1), (pred == y) * 1.0),
+                "aurc": risk.mean(),
+                "set_coverage": sets[np.arange(len(y)), y].mean(),
+                "mean_set_size": sets.sum(1).mean()}
+
+    found = {loss: [scored(s) for s in run.stores if s.config().loss == loss]
+             for loss in ("ce", "ls")}
+    acc = {loss: np.mean([r["top1"] for r in rows]) for loss, rows in found.items()}
     assert test.n_images == len(data.test) == 24
     assert test.values["ce"]["top1"][0] == acc["ce"]
     assert test.values["ls"]["top1"][0] == acc["ls"]
+    for loss, rows in found.items():
+        for key, tolerance in (("smooth_ece", 2e-3), ("aurc", 0.02), ("set_coverage", 1e-9),
+                               ("mean_set_size", 1e-9)):
+            # AURC: the stable sort breaks ties one way, olsdesk spreads tied errors evenly
+            expected = np.mean([r[key] for r in rows])
+            assert test.values[loss][key][0] == pytest.approx(expected, abs=tolerance), key
+        value, lo, hi = test.values[loss]["smooth_ece"]
+        assert lo <= value <= hi  # a calibration error's interval is centred on it
+        coverage, risk = test.curves[loss]
+        assert coverage[-1] == 1.0 and risk[-1] == pytest.approx(1 - acc[loss])
+    assert test.sets == "RAPS at 90%"
     value, lo, hi = test.differences["ls"]["top1"]
     assert value == acc["ls"] - acc["ce"] and lo <= hi
     assert test.significant("ls", "top1") == (lo > 0 or hi < 0)

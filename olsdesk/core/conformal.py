@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-METHODS = ("raps", "aps", "lac")
+from olsdesk.config import CONFORMAL_METHODS
+
+METHODS = CONFORMAL_METHODS
 # the default, by measurement (docs/PERFORMANCE.md): deterministic APS sets swell to tens
 # of classes when a model spreads its doubt thinly over many (1.0 coverage, 43 classes of
 # 165); LAC leaves sets empty; RAPS holds the target with 1-14 classes

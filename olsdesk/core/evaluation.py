@@ -61,8 +61,6 @@ CURVE_POINTS = 1000  # rows of risk_coverage.csv at most
 # what the recalibrators are compared on (metrics.json's ``recalibration``)
 RECALIBRATION_METRICS = ("top1", "nll", "brier", "ece", "adaptive_ece", "classwise_ece",
                          "smooth_ece", "l2_ce_debiased", "aurc")
-RECALIBRATOR_LABELS = {"none": "none (raw)", "temperature": "temperature scaling",
-                       "vector": "vector scaling", "histogram": "histogram binning"}
 SMOOTH_POINTS = 201  # rows of reliability_smooth.csv
 BAND_RESAMPLES = 200  # resamples behind the smooth curve's band
 

@@ -53,6 +53,8 @@ class Prediction:
     # the threshold that keeps 95 % of validation images; None without a detector
     familiarity: float | None = None
     unfamiliar: bool | None = None
+    # what made calibrated_probabilities (fitted on validation): a RECALIBRATORS name
+    recalibration: str = "temperature"
 
     @property
     def unfamiliar_sentence(self) -> str:
@@ -100,7 +102,7 @@ class Prediction:
                        top_probabilities=[round(float(p), 6) for p in self.top_probabilities],
                        calibrated_top_probabilities=[
                            round(float(self.calibrated_probabilities[i]), 6) for i in order],
-                       entropy=round(self.entropy, 6),
+                       recalibration=self.recalibration, entropy=round(self.entropy, 6),
                        prediction_set=None if self.prediction_set is None
                        else list(self.prediction_set),
                        set_coverage=self.set_coverage, unfamiliar=self.unfamiliar,
@@ -157,6 +159,7 @@ class Predictor:
         self.familiarity = familiarity  # ood.Familiarity from validation, or None
         # every recalibrator fitted on validation (an older checkpoint: the temperature)
         self.recalibration = recalibration or Recalibration(self.temperature)
+        self.recalibrator = "temperature"  # the one calibrated probabilities come from
         self.use_sets()
         # one pass through the model at a time: Grad-CAM hooks a layer, and a prediction
         # from another thread must not run through it meanwhile
@@ -202,6 +205,18 @@ class Predictor:
         if self.calibration is not None:
             self.sets = self.calibration.fit(method, coverage, class_conditional,
                                              num_classes=len(self.class_names))
+
+    def use_recalibration(self, method: str) -> None:
+        """Calibrated probabilities from ``method`` (a RECALIBRATORS name) from now on;
+        PredictorError when the checkpoint holds no such recalibrator (an older one
+        holds only the temperature). The sets stay on the temperature-scaled
+        probabilities they were calibrated on."""
+        if method not in self.recalibration.methods:
+            raise PredictorError(
+                f"{Path(self.source).name or 'this checkpoint'} holds no {method} "
+                f"recalibration (only {', '.join(self.recalibration.methods)}): it was saved "
+                "by an older olsdesk; retrain, or choose one it holds.")
+        self.recalibrator = method
 
     def predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
                 progress: Callable[[int, int], None] | None = None,
@@ -265,12 +280,15 @@ class Predictor:
                     thumb: np.ndarray | None, frame: tuple[int, int] | None,
                     familiarity: float | None = None) -> Prediction:
         probs = apply_temperature(logits[None], 1.0)[0]
-        calibrated = apply_temperature(logits[None], self.temperature)[0]
+        scaled = apply_temperature(logits[None], self.temperature)[0]
+        calibrated = (scaled if self.recalibrator == "temperature" else
+                      self.recalibration.apply(self.recalibrator, np.log(
+                          np.clip(probs, 1e-300, 1.0))[None])[0])
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
         members = coverage = None
         if self.sets is not None:  # on the scaled probabilities, as it was calibrated
-            held = self.sets.sets(calibrated[None])[0]
-            members = tuple(self.class_names[i] for i in np.argsort(-calibrated, kind="stable")
+            held = self.sets.sets(scaled[None])[0]
+            members = tuple(self.class_names[i] for i in np.argsort(-scaled, kind="stable")
                             if held[i])
             coverage = self.sets.coverage
         return Prediction(str(file), tuple(self.class_names[i] for i in order),
@@ -278,7 +296,8 @@ class Predictor:
                           frame, self.source, self.epoch, members, coverage,
                           None if familiarity is None else float(familiarity),
                           None if familiarity is None
-                          else bool(self.familiarity.unfamiliar(familiarity)))
+                          else bool(self.familiarity.unfamiliar(familiarity)),
+                          self.recalibrator)
 
 
 def thumbnail(image: np.ndarray, size: int = 224) -> np.ndarray:

@@ -16,7 +16,7 @@ import csv
 import math
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,9 @@ METRICS = (
 
 # loss -> each seed's reports, in plan order
 Histories = dict[str, list[list[EpochReport]]]
-# draws the figures of a study into a folder; returns the file names it wrote
-FigureRenderer = Callable[[Histories, Path], list[str]]
+# draws the figures of a study (and its test comparison, if any) into a folder; returns
+# the file names it wrote
+FigureRenderer = Callable[[Histories, Path, "TestComparison | None"], list[str]]
 
 
 def run_name(loss: str, seed: int) -> str:
@@ -309,10 +310,17 @@ TEST_METRICS = (
     ("ece_scaled", "ECE after T-scaling", False),
     ("macro_auroc", "macro AUROC", True),
     ("balanced_accuracy", "balanced accuracy", True),
+    ("smooth_ece", "smooth ECE", False),
+    ("smooth_ece_scaled", "smooth ECE after T-scaling", False),
+    ("l2_ce_debiased", "debiased L2 CE", False),
     ("aurc", "AURC", False),
     ("eaurc", "E-AURC", False),
     ("eaurc_scaled", "E-AURC after T-scaling", False),
+    # split-conformal sets calibrated on validation: coverage has a target, not a direction
+    ("set_coverage", "set coverage", None),
+    ("mean_set_size", "mean set size", False),
 )
+CONFORMAL_METRICS = ("set_coverage", "mean_set_size")  # columns of conformal_samples
 BASELINE = "ce"
 Interval = tuple[float, float, float]  # value, 95 % low, 95 % high
 
@@ -331,6 +339,9 @@ class TestComparison:
     resamples: int
     values: dict[str, dict[str, Interval]]  # loss -> metric -> (value, lo, hi)
     differences: dict[str, dict[str, Interval]]  # loss -> metric -> loss minus hard labels
+    # loss -> (coverage, selective risk of the raw top-1 probability, mean over seeds)
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    sets: str = ""  # the conformal sets scored, in words ("RAPS at 90 %")
 
     def significant(self, loss: str, key: str) -> bool:
         """True when the difference's 95 % interval excludes 0."""
@@ -349,15 +360,17 @@ class TestComparison:
                 text = f"{LOSS_LABELS[loss]} {value:+.4f} ({lo:+.4f} to {hi:+.4f})"
                 if not self.significant(loss, key):
                     same.append(text)
-                elif (value > 0) == higher:
+                elif (value > 0) == (higher is None or higher):
                     better.append(text)
                 else:
                     worse.append(text)
             parts = []
+            up, down = (("higher than hard labels", "lower") if higher is None else
+                        ("better than hard labels", "worse"))
             if better:
-                parts.append("better than hard labels: " + "; ".join(better))
+                parts.append(f"{up}: " + "; ".join(better))
             if worse:
-                parts.append("worse: " + "; ".join(worse))
+                parts.append(f"{down}: " + "; ".join(worse))
             if same:
                 parts.append("no difference the test set can show: " + "; ".join(same))
             if parts:
@@ -370,7 +383,8 @@ def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
                     progress: Callable[[int, int], None] | None = None
                     ) -> TestComparison | None:
     """Score every run's best checkpoint on ``dataset``'s test split (None without one)."""
-    from olsdesk.core.bootstrap import percentile_ci
+    from olsdesk.core.bootstrap import interval, percentile_ci
+    from olsdesk.core.conformal import covered_and_size
     from olsdesk.core.evaluation import evaluate
 
     if dataset is None or dataset.test is None or not stores:
@@ -389,7 +403,15 @@ def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
         return None
 
     def pooled(evs, key):
-        """(value, per-resample values): the mean over seeds."""
+        """(value, per-resample values): the mean over seeds (NaN where a checkpoint holds
+        no conformal calibration)."""
+        if key in CONFORMAL_METRICS:
+            if any(e.conformal is None for e in evs):
+                return float("nan"), np.full(resamples, np.nan)
+            column = CONFORMAL_METRICS.index(key)
+            return (float(np.mean([np.mean(covered_and_size(e.prediction_sets, e.labels)
+                                           [column]) for e in evs])),
+                    np.mean([e.conformal_samples[:, column] for e in evs], axis=0))
         result, name = (("scaled", key.removesuffix("_scaled")) if key.endswith("_scaled")
                         else ("raw", key))
         return (float(np.mean([getattr(e, result).value[name] for e in evs])),
@@ -398,7 +420,8 @@ def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
     # each loss pooled once; the differences reuse the baseline's pooled resamples
     pools = {loss: {key: pooled(evs, key) for key, _, _ in TEST_METRICS}
              for loss, evs in per_loss.items()}
-    values = {loss: {key: (value, *percentile_ci(samples))
+    # a calibration error's interval is centred on its value (bootstrap.interval)
+    values = {loss: {key: (value, *interval(key.removesuffix("_scaled"), value, samples))
                      for key, (value, samples) in pool.items()}
               for loss, pool in pools.items()}
     differences = {}
@@ -409,7 +432,29 @@ def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
                               for key, (value, samples) in pool.items()}
                        for loss, pool in pools.items() if loss != BASELINE}
     first = next(iter(per_loss.values()))[0]
-    return TestComparison(first.source, len(first.labels), resamples, values, differences)
+    curves = {loss: pooled_curve(evs) for loss, evs in per_loss.items()}
+    sets = next((e.conformal for evs in per_loss.values() for e in evs if e.conformal), None)
+    return TestComparison(first.source, len(first.labels), resamples, values, differences,
+                          curves, "" if sets is None else
+                          f"{sets.method.upper()} at {sets.coverage:.0%}")
+
+
+def pooled_curve(evs) -> tuple[np.ndarray, np.ndarray]:
+    """(coverage, selective risk) of the raw top-1 probability, averaged over seeds at each
+    k (every seed scores the same test images, so the same k)."""
+    curves = [e.risk_coverage()["raw"] for e in evs]
+    return curves[0][0], np.mean([risk for _, risk in curves], axis=0)
+
+
+def write_risk_coverage_csv(comparison: TestComparison, path: Path) -> None:
+    """risk_coverage.csv of a study: per loss, the seeds' mean selective risk at each
+    coverage, ranking by the raw top-1 probability."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["loss", "coverage", "selective_risk"])
+        for loss, (coverage, risk) in comparison.curves.items():
+            writer.writerows([loss, f"{c:.6f}", f"{r:.6f}"]
+                             for c, r in zip(coverage, risk, strict=True))
 
 
 def write_test_csv(comparison: TestComparison, path: Path) -> None:
@@ -428,29 +473,36 @@ def write_test_csv(comparison: TestComparison, path: Path) -> None:
 
 
 def test_section(comparison: TestComparison) -> list[str]:
-    """report.md's test-split tables and reading."""
-    header = "| loss | " + " | ".join(label for _, label, _ in TEST_METRICS) + " |"
-    rule = "|---|" + "---|" * len(TEST_METRICS)
+    """report.md's test-split tables (a row a metric, a column a loss) and reading."""
+
+    def table(losses) -> list[str]:
+        return ["| metric | " + " | ".join(LOSS_LABELS[loss] for loss in losses) + " |",
+                "|---|" + "---|" * len(losses)]
+
+    sets = (f" Sets: split-conformal {comparison.sets} target coverage, calibrated on "
+            "validation." if comparison.sets else "")
     lines = ["## On the test split", "",
              f"Each run's best checkpoint (highest validation Top-1) on {comparison.n_images} "
              f"test images ({comparison.source}) that no run saw in training or model "
              "selection. Value: mean over seeds; in brackets its 95 % interval from "
-             f"{comparison.resamples} bootstrap resamples of the test images. The "
-             "temperature is fitted on validation.", "", header, rule]
-    for loss, metrics in comparison.values.items():
+             f"{comparison.resamples} bootstrap resamples of the test images (for a "
+             "calibration error, centred on the value). The temperature is fitted on "
+             f"validation.{sets}", "", *table(comparison.values)]
+    for key, label, _ in TEST_METRICS:
         cells = [f"{v:.4f} ({lo:.4f}–{hi:.4f})" for v, lo, hi in
-                 (metrics[key] for key, _, _ in TEST_METRICS)]
-        lines.append(f"| {LOSS_LABELS[loss]} | " + " | ".join(cells) + " |")
+                 (metrics[key] for metrics in comparison.values.values())]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if comparison.differences:
         lines += ["", "Difference to hard labels (CE), paired over the same test images and "
-                  "resamples; **bold** where the 95 % interval excludes 0.", "", header, rule]
-        for loss, diffs in comparison.differences.items():
+                  "resamples; **bold** where the 95 % interval excludes 0.", "",
+                  *table(comparison.differences)]
+        for key, label, _ in TEST_METRICS:
             cells = []
-            for key, _, _ in TEST_METRICS:
+            for loss, diffs in comparison.differences.items():
                 v, lo, hi = diffs[key]
                 text = f"{v:+.4f} ({lo:+.4f} to {hi:+.4f})"
                 cells.append(f"**{text}**" if comparison.significant(loss, key) else text)
-            lines.append(f"| {LOSS_LABELS[loss]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += ["", "### What the test split shows", ""]
         lines += [f"- {s}" for s in comparison.reading()]
     return lines + [""]
@@ -516,8 +568,9 @@ def write_study_report(stores: Sequence[RunStore], base: RunConfig, seeds: int, 
     written = [out / "report.md", out / "results.csv"]
     if test is not None:
         write_test_csv(test, out / "test_results.csv")
-        written.append(out / "test_results.csv")
-    figures = renderer(histories, out) if renderer is not None else []
+        write_risk_coverage_csv(test, out / "risk_coverage.csv")
+        written += [out / "test_results.csv", out / "risk_coverage.csv"]
+    figures = renderer(histories, out, test) if renderer is not None else []
     line = dataset_line(stores) if line is None else line
     write_report_md(summary, base, seeds, figures, out / "report.md", line, figures_note, test)
     return written + [out / f for f in figures], summary

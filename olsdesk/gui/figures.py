@@ -19,13 +19,17 @@ import shiboken6
 from PySide6.QtCore import Qt, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QGridLayout, QHBoxLayout, QLabel, QWidget
 
-from olsdesk.config import LOSS_LABELS
+from olsdesk.config import LOSS_LABELS, RECALIBRATOR_LABELS
 from olsdesk.core import metrics
-from olsdesk.core.evaluation import RECALIBRATOR_LABELS, Evaluation, reliability_tables
-from olsdesk.core.study import Histories, seed_band
+from olsdesk.core.evaluation import Evaluation, reliability_tables
+from olsdesk.core.study import Histories, TestComparison, seed_band
 from olsdesk.gui.panels.common import Canvas, class_color, style_plot, uncached
 from olsdesk.gui.panels.embedding import EmbeddingPanel
-from olsdesk.gui.panels.evaluation import draw_familiarity, draw_risk_coverage
+from olsdesk.gui.panels.evaluation import (
+    draw_comparison_risk_coverage,
+    draw_familiarity,
+    draw_risk_coverage,
+)
 from olsdesk.gui.panels.reliability import ReliabilityPanel
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 
@@ -58,8 +62,10 @@ def _save(widget, path: Path, size=SIZE) -> str:
     return path.name
 
 
-def write_comparison_figures(histories: Histories, out: str | Path) -> list[str]:
-    """Loss -> [each seed's reports]. Writes curves, reliability, OLS matrix, embeddings."""
+def write_comparison_figures(histories: Histories, out: str | Path,
+                             test: TestComparison | None = None) -> list[str]:
+    """Loss -> [each seed's reports]. Writes curves, reliability, OLS matrix, embeddings
+    and, with a test comparison, the risk-coverage curves (one a loss)."""
     _app()
     out = Path(out)
     written = []
@@ -105,6 +111,14 @@ def write_comparison_figures(histories: Histories, out: str | Path) -> list[str]
         written.append(_save(panel, out / "ols_soft_labels.png", (1000, 800)))
 
     written.append(_save(grid(EmbeddingPanel), out / "embeddings.png", (1400, 560 * rows)))
+    if test is not None and test.curves:
+        canvas = Canvas()
+        plot = canvas.addPlot()
+        style_plot(plot, f"Risk-coverage on {test.n_images} test images (mean over seeds)",
+                   "error rate among the answered", "coverage (most confident first)")
+        plot.addLegend(offset=(10, 10))
+        draw_comparison_risk_coverage(plot, test)
+        written.append(_save(canvas, out / "risk_coverage.png", (900, 600)))
     return written
 
 

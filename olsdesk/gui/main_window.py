@@ -372,6 +372,7 @@ class MainWindow(QMainWindow):
             if status == "finished":
                 self.message.setText(f"Comparison of {len(study.runs)} runs finished; "
                                      f"{self._write_study_report(study)}")
+                self.evaluation.show_comparison(study.test)
                 self.tabs.setCurrentWidget(self.compare)
                 self.compare.refresh(select=study.run_paths)
             elif not self.last_error:

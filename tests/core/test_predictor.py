@@ -269,3 +269,41 @@ def test_unlike_the_training_data_is_marked(tmp_path, capsys):
                  "--device", "cpu"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["unfamiliar"] is True and isinstance(row["familiarity"], float)
+
+
+def test_predict_recalibration_takes_the_calibrated_confidence_from_the_chosen_one(
+        checkpoint, tmp_path, capsys):
+    """--recalibration vector / histogram: the calibrated probabilities are the
+    checkpoint's fitted recalibrator applied to the file's log-probabilities (by hand here);
+    the sets stay on the temperature-scaled probabilities they were calibrated on; an older
+    checkpoint without the recalibrator is refused in one sentence (exit 2)."""
+    good = str(SAMPLES / "CT_lung_nodule.png")
+    base = Predictor.from_checkpoint(checkpoint, device="cpu")
+    (reference,) = base.predict([good])
+    log_p = np.log(reference.probabilities)
+    fitted = base.recalibration
+    by_hand = {
+        "vector": torch.softmax(torch.from_numpy(fitted.vector_scale * log_p
+                                                 + fitted.vector_bias), 0).numpy(),
+        "histogram": fitted.apply("histogram", log_p[None])[0]}
+    for method, expected in by_hand.items():
+        assert main(["predict", "--checkpoint", str(checkpoint), good, "--json",
+                     "--device", "cpu", "--recalibration", method]) == 0
+        row = json.loads(capsys.readouterr().out)
+        top = [base.class_names.index(c) for c in row["top_classes"]]
+        assert row["recalibration"] == method
+        np.testing.assert_allclose(row["calibrated_top_probabilities"], expected[top],
+                                   atol=1e-6)
+        assert row["prediction_set"] == list(reference.prediction_set)
+        assert row["top_probabilities"] == [round(p, 6) for p in reference.top_probabilities]
+    assert main(["predict", "--checkpoint", str(checkpoint), good, "--device", "cpu",
+                 "--recalibration", "vector"]) == 0
+    assert "(vector scaling " in capsys.readouterr().out
+    state = torch.load(checkpoint, weights_only=True)
+    state.pop("recalibration")  # a checkpoint from before the recalibrators
+    old = tmp_path / "old.pt"
+    torch.save(state, old)
+    assert main(["predict", "--checkpoint", str(old), good, "--device", "cpu",
+                 "--recalibration", "histogram"]) == 2
+    err = capsys.readouterr().err
+    assert "old.pt holds no histogram recalibration (only temperature)" in err

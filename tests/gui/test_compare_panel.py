@@ -27,8 +27,15 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
     assert files == {p.name for p in cli.iterdir() if p.is_file()
                      and not p.name.startswith(".")}
     assert {"report.md", "results.csv", "test_results.csv", "curves.png"} <= files
-    for table in ("results.csv", "test_results.csv"):
+    for table in ("results.csv", "test_results.csv", "risk_coverage.csv"):
         assert list(csv.DictReader(open(ours / table))) == list(csv.DictReader(open(cli / table)))
+    # the Evaluate tab offers the comparison's risk-coverage curves, one a loss
+    evaluate = window.evaluation
+    assert evaluate.risk_source.currentData() == "comparison"
+    assert [item.name().split(" (AURC")[0] for item in evaluate.risk_plot.listDataItems()] == [
+        "hard labels (CE)", "online label smoothing"]
+    evaluate.risk_source.setCurrentIndex(evaluate.risk_source.findData("checkpoint"))
+    assert evaluate.risk_plot.listDataItems() == []  # no evaluation of this checkpoint yet
     panel = window.compare
     assert window.tabs.currentWidget() is panel
     qtbot.waitUntil(lambda: not panel.busy and panel.curve_count() == 4, timeout=20_000)

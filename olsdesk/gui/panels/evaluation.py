@@ -4,9 +4,10 @@ Runs ``core.evaluation.iter_evaluate`` in a worker (progress, cancel) on the run
 test split or an external folder (and, with "Unfamiliar folder…", a folder of images unlike
 the training data), then shows every metric with its interval (raw beside a recalibrator
 chosen from those fitted on validation), the recalibrators compared, the risk-coverage
-curves, the unfamiliar-input scores, the per-class table with each class's set coverage
-and size (sortable) and the confusion matrix (counts or rows normalised); Save files…
-writes what ``olsdesk evaluate`` writes.
+curves (after a comparison run in the window, also one a loss), the unfamiliar-input
+scores, the per-class table with each class's set coverage and size (sortable) and the
+confusion matrix (counts or rows normalised); Save files… writes what ``olsdesk evaluate``
+writes.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from olsdesk.config import LOSS_LABELS, RECALIBRATOR_LABELS
 from olsdesk.core.bootstrap import CLASS_METRICS, SUMMARY_METRICS
 from olsdesk.core.conformal import class_coverage
 from olsdesk.core.evaluation import (
     METRIC_LABELS,
     RECALIBRATION_METRICS,
-    RECALIBRATOR_LABELS,
     SCORES,
     Evaluation,
     EvaluationProgress,
@@ -46,7 +47,7 @@ from olsdesk.core.evaluation import (
     write_evaluation,
 )
 from olsdesk.core.state import AppState, CheckpointRef
-from olsdesk.gui.panels.common import Canvas, NumberItem, row_table, style_plot
+from olsdesk.gui.panels.common import Canvas, NumberItem, class_color, row_table, style_plot
 from olsdesk.gui.panels.errors import ErrorBrowser
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 from olsdesk.gui.widgets import DialogFolders
@@ -125,6 +126,15 @@ class EvaluationPanel(QWidget):
         self.risk_plot.addLegend(offset=(-10, -10))  # bottom right: the curves rise left
         self.risk_plot.setXRange(0, 1, padding=0.02)
         self.risk_plot.setMouseEnabled(False, False)
+        # whose curves: this checkpoint's scores, or a finished comparison's losses
+        self.risk_source = QComboBox()
+        self.risk_source.addItem("this checkpoint, one curve a score", "checkpoint")
+        self.risk_source.setToolTip("A comparison run in this window adds its losses: each "
+                                    "loss's curve is the mean over its seeds of the raw "
+                                    "top-1 probability's, on the same test images")
+        self.risk_source.currentIndexChanged.connect(self._draw_risk)
+        self.comparison = None  # study.TestComparison of the last comparison, if any
+        risk_box = _under_a_choice("Curves of:", self.risk_source, self.risk_canvas)
         # unfamiliar inputs: the score of the test images (and of an unfamiliar folder)
         self.ood_canvas = Canvas()
         self.ood_plot = self.ood_canvas.addPlot()
@@ -135,7 +145,7 @@ class EvaluationPanel(QWidget):
         self.views = QTabWidget()
         self.views.addTab(metrics_box, "Metrics")
         self.views.addTab(self.compared, "Recalibrators")
-        self.views.addTab(self.risk_canvas, "Risk–coverage")
+        self.views.addTab(risk_box, "Risk–coverage")
         self.views.addTab(self.ood_canvas, "Unfamiliar inputs")
         self.per_class = row_table(["class", "images"] + [CLASS_LABELS[m] for m in CLASS_METRICS]
                                    + list(SET_COLUMNS), single=True)
@@ -290,7 +300,7 @@ class EvaluationPanel(QWidget):
         self.metrics.clearContents()
         self.compared.setColumnCount(0)
         self.recalibrator.clear()
-        self.risk_plot.clear()
+        self._draw_risk()
         self.ood_plot.clear()
         self.per_class.setRowCount(0)
         self.confusion.clear_matrix()
@@ -316,7 +326,7 @@ class EvaluationPanel(QWidget):
                 self.compared.setItem(row, col, QTableWidgetItem(format_interval(
                     result.value[metric], result.interval(metric))))
         self.compared.resizeColumnsToContents()
-        self._draw_risk_coverage(ev)
+        self._draw_risk()
         self._draw_familiarity(ev)
         support = np.bincount(ev.labels, minlength=len(ev.class_names))
         k = len(ev.class_names)
@@ -370,8 +380,24 @@ class EvaluationPanel(QWidget):
                 self.metrics.setItem(row, col, QTableWidgetItem(text))
         self.metrics.resizeColumnsToContents()
 
-    def _draw_risk_coverage(self, ev: Evaluation) -> None:
-        draw_risk_coverage(self.risk_plot, ev)
+    def show_comparison(self, comparison) -> None:
+        """Offer a comparison's risk-coverage curves (a ``study.TestComparison``), one a
+        loss, and show them."""
+        if comparison is None or not comparison.curves:
+            return
+        self.comparison = comparison
+        if self.risk_source.findData("comparison") < 0:
+            self.risk_source.addItem("the last comparison, one curve a loss", "comparison")
+        self.risk_source.setCurrentIndex(self.risk_source.findData("comparison"))
+        self._draw_risk()
+
+    def _draw_risk(self) -> None:
+        if self.risk_source.currentData() == "comparison":
+            draw_comparison_risk_coverage(self.risk_plot, self.comparison)
+        elif self.evaluation is not None:
+            draw_risk_coverage(self.risk_plot, self.evaluation)
+        else:
+            self.risk_plot.clear()
 
     def _draw_familiarity(self, ev: Evaluation) -> None:
         draw_familiarity(self.ood_plot, ev)
@@ -449,6 +475,16 @@ def draw_risk_coverage(plot: pg.PlotItem, ev: Evaluation) -> None:
         aurc = ev.selective[name].aurc(np.ones((len(ev.labels), 1)))[0][0]
         plot.plot(coverage, risk, pen=pg.mkPen(CURVE_COLOURS[name], width=2),
                   name=f"{SCORES[name]} (AURC {aurc:.4f})")
+
+
+def draw_comparison_risk_coverage(plot: pg.PlotItem, comparison) -> None:
+    """One curve a loss of a comparison (``study.TestComparison``): the mean over its seeds
+    of the error rate among the k most confident test images (raw top-1 probability)."""
+    plot.clear()
+    for i, (loss, (coverage, risk)) in enumerate(comparison.curves.items()):
+        value, lo, hi = comparison.values[loss]["aurc"]
+        plot.plot(coverage, risk, pen=pg.mkPen(class_color(i), width=2),
+                  name=f"{LOSS_LABELS[loss]} (AURC {value:.4f}, {lo:.4f}–{hi:.4f})")
 
 
 def draw_familiarity(plot: pg.PlotItem, ev: Evaluation) -> None:
