@@ -88,6 +88,71 @@ def test_sets_match_a_plain_loop_reference(method):
                                   _reference_sets(probs[200:], fitted.thresholds[0], method))
 
 
+class _Given:
+    """A fitted scikit-learn classifier whose probabilities are its input (MAPIE needs an
+    estimator; the probabilities are the ones olsdesk's sets are made from)."""
+
+    def __init__(self, k: int) -> None:
+        from sklearn.base import BaseEstimator, ClassifierMixin
+
+        class Given(ClassifierMixin, BaseEstimator):
+            def fit(self, x, y):
+                self.classes_ = np.arange(k)
+                self.n_features_in_ = k
+                return self
+
+            def predict_proba(self, x):
+                return np.asarray(x)
+
+            def predict(self, x):
+                return np.asarray(x).argmax(1)
+
+        self.estimator = Given().fit(np.eye(k), np.arange(k))
+
+
+def _mapie(probs, labels, method, coverage):
+    import warnings
+
+    from mapie.classification import SplitConformalClassifier  # test-only reference
+
+    mapie = SplitConformalClassifier(_Given(probs.shape[1]).estimator, prefit=True,
+                                     confidence_level=coverage, conformity_score=method)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapie.conformalize(probs, labels)
+    return mapie
+
+
+@pytest.mark.parametrize("coverage", [0.8, 0.9, 0.95])
+def test_lac_sets_are_mapies(coverage):
+    """MAPIE's split-conformal LAC (its own quantile and set rule) on the same calibration
+    and test probabilities gives the same sets, image for image."""
+    probs, labels = _model(1200, k=10, seed=7)
+    mapie = _mapie(probs[:600], labels[:600], "lac", coverage)
+    _, theirs = mapie.predict_set(probs[600:])
+    ours = fit_conformal(probs[:600], labels[:600], "lac", coverage=coverage).sets(probs[600:])
+    np.testing.assert_array_equal(ours, theirs[:, :, 0])
+
+
+def test_aps_scores_and_sets_are_mapies_at_the_same_threshold():
+    """APS: the true class's cumulative mass is MAPIE's (before it subtracts a uniform
+    share of the true class's probability: MAPIE's calibration scores are always
+    randomized, olsdesk's deterministic, so the thresholds differ by design); with
+    olsdesk's threshold, MAPIE's deterministic set rule (include_last_label=True) gives
+    the same sets."""
+    probs, labels = _model(1200, k=10, seed=8)
+    mapie = _mapie(probs[:600], labels[:600], "aps", 0.9)
+    score = mapie._mapie_classifier.conformity_score_function_
+    cumulative, _ = score.get_true_label_cumsum_proba(labels[:600], probs[:600], np.arange(10))
+    np.testing.assert_allclose(true_class_scores(probs[:600], labels[:600], "aps"),
+                               cumulative.ravel(), atol=1e-12)
+    fitted = fit_conformal(probs[:600], labels[:600], "aps", coverage=0.9)
+    score.get_conformity_score_quantiles = lambda *a, **k: np.array([fitted.thresholds[0]])
+    _, theirs = mapie.predict_set(probs[600:], conformity_score_params={
+        "include_last_label": True})
+    np.testing.assert_array_equal(fitted.sets(probs[600:]), theirs[:, :, 0])
+
+
 @pytest.mark.parametrize("method", ["lac", "aps", "raps"])
 def test_coverage_holds_over_many_random_splits(method):
     """The guarantee: mean coverage over calibration/test draws is at least the target
