@@ -76,6 +76,42 @@ def cross_fitted_scaling(logits: np.ndarray, labels: np.ndarray, seed: int = 0) 
 # --- recalibrators beyond one temperature ------------------------------------------------
 VECTOR_RIDGE = 1e-3  # pull of each scale toward 1/T and each bias toward 0
 _VECTOR_STEPS = 200
+# vector scaling is fitted on at most this many validation images, every image of a class
+# with few and an equal share of each larger class, weighted back to the class counts
+# (the objective is then the full set's in expectation; docs/PERFORMANCE.md measures it)
+VECTOR_FIT_IMAGES = 10_000
+
+
+def stratified_sample(labels: np.ndarray, limit: int, seed: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, weights): at most ``limit`` rows, all of a class with fewer than a cap and
+    ``cap`` random ones of each other class (the cap as large as ``limit`` allows), each
+    weighted by its class's count over its rows, so weighted sums estimate the full
+    sums. Every row, weight 1, when there are no more than ``limit``."""
+    labels = np.asarray(labels).astype(np.int64)
+    n = len(labels)
+    if n <= limit:
+        return np.arange(n), np.ones(n)
+    counts = np.bincount(labels)
+    present = np.sort(counts[counts > 0])
+    # the largest cap with sum(min(count, cap)) <= limit
+    taken = np.cumsum(present)
+    cap = 1
+    for i, c in enumerate(present):
+        remaining = len(present) - i
+        below = taken[i - 1] if i else 0
+        if below + c * remaining > limit:
+            cap = max(1, (limit - below) // remaining)
+            break
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in np.flatnonzero(counts):
+        members = np.flatnonzero(labels == c)
+        rows.append(members if len(members) <= cap else
+                    np.sort(rng.choice(members, cap, replace=False)))
+    rows = np.concatenate(rows)
+    kept = np.bincount(labels[rows], minlength=len(counts))
+    return rows, counts[labels[rows]] / kept[labels[rows]]
 
 
 def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: float = 1.0,
@@ -85,28 +121,33 @@ def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: f
     stored validation probabilities; softmax of them is the model's), so w = 1/T,
     b = 0 is temperature scaling, where the fit starts. A small ridge toward it keeps a
     class with few validation images from running off (b to minus infinity for a
-    class never seen)."""
+    class never seen). Above VECTOR_FIT_IMAGES images the fit runs on a stratified
+    sample weighted back to the class counts (``stratified_sample``)."""
     from scipy.optimize import minimize
 
-    z = np.asarray(log_probs, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
-    n, k = z.shape
-    onehot_z = np.bincount(labels, minlength=k)  # images per class
+    rows, weight = stratified_sample(labels, VECTOR_FIT_IMAGES)
+    z = np.asarray(log_probs, dtype=np.float64)[rows]
+    labels = labels[rows]
+    n, k = len(labels), z.shape[1]
+    total = weight.sum()  # the full set's image count
+    per_class = np.bincount(labels, weights=weight, minlength=k)
     picked = z[np.arange(n), labels]
+    picked_sum = np.bincount(labels, weights=weight * picked, minlength=k)
     w0 = np.full(k, 1.0 / temperature)
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:k], theta[k:]
         logp = _log_softmax(z * w + b)
-        p = np.exp(logp)
-        nll = -(logp[np.arange(n), labels].sum()) / n
-        grad_w = ((p * z).sum(axis=0) - np.bincount(labels, weights=picked, minlength=k)) / n
-        grad_b = (p.sum(axis=0) - onehot_z) / n
+        p = np.exp(logp) * weight[:, None]
+        nll = -(weight * logp[np.arange(n), labels]).sum() / total
+        grad_w = ((p * z).sum(axis=0) - picked_sum) / total
+        grad_b = (p.sum(axis=0) - per_class) / total
         penalty = 0.5 * ridge * (((w - w0) ** 2).sum() + (b**2).sum())
         return (nll + penalty, np.concatenate([grad_w + ridge * (w - w0), grad_b + ridge * b]))
 
     found = minimize(objective, np.concatenate([w0, np.zeros(k)]), jac=True,
-                     method="L-BFGS-B", options={"maxiter": _VECTOR_STEPS})
+                     method="L-BFGS-B", options={"maxiter": _VECTOR_STEPS, "ftol": 1e-7})
     return found.x[:k].copy(), found.x[k:].copy()
 
 
