@@ -1,4 +1,5 @@
-"""Make the README's screenshots: the real window after a few demo epochs, one per panel.
+"""Make the README's screenshots: the real window after a few demo epochs, one per panel,
+and the smoothed reliability curve, risk-coverage and unfamiliar-input views.
 
 Run under a virtual display:  xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python
 tools/screenshots.py [--epochs 8] [--out docs/images] [--size 1024x700]
@@ -49,16 +50,47 @@ def main() -> int:
         evaluation.browser.show_cell(*np.unravel_index(np.argmax(counts), counts.shape))
         wait_for(app, lambda: not evaluation.browser.busy)
         evaluation.browser.grid.setCurrentRow(0)
-        for name in ("curves", "soft_labels", "reliability", "embedding", "predict",
-                     "evaluation"):
-            window.tabs.setCurrentWidget(getattr(window, name))
+        def shoot(name: str) -> None:
             for _ in range(20):
                 app.processEvents()
                 time.sleep(0.02)
             window.grab().save(str(out / f"{name}.png"))
             print("wrote", out / f"{name}.png")
+
+        for name in ("curves", "soft_labels", "reliability", "embedding", "predict",
+                     "evaluation"):
+            window.tabs.setCurrentWidget(getattr(window, name))
+            shoot(name)
+        window.tabs.setCurrentWidget(window.reliability)
+        window.reliability.smoothed.setChecked(True)
+        shoot("reliability_smooth")
+        # the trust views: risk-coverage, and the unfamiliar-input score against images
+        # nobody made for this model (handwritten digits, pydicom's own CT and MR)
+        window.tabs.setCurrentWidget(evaluation)
+        evaluation.views.setCurrentIndex(2)
+        shoot("evaluation_risk")
+        evaluation.evaluate(ood_data=unfamiliar_folder(Path(tmp) / "unfamiliar"))
+        wait_for(app, lambda: evaluation.evaluation is not None and not evaluation.busy
+                 and evaluation.evaluation.ood_scores is not None)
+        evaluation.views.setCurrentIndex(3)
+        shoot("evaluation_unfamiliar")
         window.close()
     return 0
+
+
+def unfamiliar_folder(folder: Path) -> str:
+    """scikit-learn's handwritten digits as PNGs, and pydicom's bundled CT and MR."""
+    from PIL import Image
+    from pydicom.data import get_testdata_file
+    from sklearn.datasets import load_digits
+
+    folder.mkdir(parents=True)
+    for i, image in enumerate(load_digits().images[:60]):
+        Image.fromarray((image * 255 / 16).astype(np.uint8)).resize((64, 64)).save(
+            folder / f"digit_{i:02d}.png")
+    for name in ("CT_small.dcm", "MR_small.dcm"):
+        (folder / name).write_bytes(Path(get_testdata_file(name)).read_bytes())
+    return str(folder)
 
 
 if __name__ == "__main__":

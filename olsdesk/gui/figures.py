@@ -155,6 +155,7 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
         panel.show_bins(bins.counts, bins.accuracy, bins.confidence, result.value["top1"],
                         float(probs.max(axis=1).mean()), "")
         panel.smoothed.setChecked(True)
+        panel.smoothed.hide()  # a control, not part of the figure
         supported = table.supported
         panel.show_smooth(table.confidence, np.where(supported, table.accuracy, np.nan),
                           np.where(supported, band, np.nan),
@@ -162,11 +163,15 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
                           f"{hi:.4f}), bandwidth {table.bandwidth:.3f}")
         layout.addWidget(panel)
     written.append(_save(holder, out / "reliability_smooth.png", (1400, 620)))
-    for name, draw, size in (("risk_coverage.png", draw_risk_coverage, (900, 600)),
-                             ("familiarity.png", draw_familiarity, (900, 500))):
+    for name, draw, size, axes in (
+            ("risk_coverage.png", draw_risk_coverage, (900, 600),
+             ("error rate among the answered", "coverage (most confident first)")),
+            ("familiarity.png", draw_familiarity, (900, 500),
+             ("share of images", "familiarity (higher: more like the training data; "
+                                 "log scale)"))):
         canvas = Canvas()
         plot = canvas.addPlot()
-        style_plot(plot, "", "", "")
+        style_plot(plot, "", *axes)
         plot.addLegend(offset=(10, 10))
         draw(plot, ev)
         written.append(_save(canvas, out / name, size))

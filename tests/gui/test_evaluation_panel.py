@@ -184,6 +184,11 @@ def test_the_reliability_tab_switches_to_the_smoothed_curve_with_its_band(qtbot,
     panel.smoothed.setChecked(True)
     assert panel.curve.isVisible() and panel.band.isVisible()
     assert not panel.accuracy_bars.isVisible()
+
+    def legend():
+        return [label.text for _, label in panel.legend.items]
+
+    assert legend() == ["smoothed accuracy (95 % band)", "perfect calibration"]
     assert f"smooth ECE {report.smooth_ece:.4f}" in panel.statistics_text()
     x, y = panel.curve.getData()
     shown = np.isfinite(report.smooth_accuracy)
@@ -192,3 +197,4 @@ def test_the_reliability_tab_switches_to_the_smoothed_curve_with_its_band(qtbot,
     assert np.all(low <= high)
     panel.smoothed.setChecked(False)
     assert panel.accuracy_bars.isVisible() and "ECE" in panel.statistics_text()
+    assert legend() == ["accuracy", "gap to mean confidence", "perfect calibration"]

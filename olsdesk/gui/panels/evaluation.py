@@ -123,7 +123,7 @@ class EvaluationPanel(QWidget):
         self.risk_plot = self.risk_canvas.addPlot()
         style_plot(self.risk_plot, "Risk-coverage (test)", "error rate among the answered",
                    "coverage (share of images answered, most confident first)")
-        self.risk_plot.addLegend(offset=(-10, -10))  # bottom right: the curves rise left
+        self.risk_plot.addLegend(offset=(10, 10))  # top left: the curves start low there
         self.risk_plot.setXRange(0, 1, padding=0.02)
         self.risk_plot.setMouseEnabled(False, False)
         # whose curves: this checkpoint's scores, or a finished comparison's losses
@@ -139,7 +139,7 @@ class EvaluationPanel(QWidget):
         self.ood_canvas = Canvas()
         self.ood_plot = self.ood_canvas.addPlot()
         style_plot(self.ood_plot, "Unfamiliar-input score", "share of images",
-                   "familiarity (higher: more like the training data)")
+                   "familiarity (higher: more like the training data; log scale)")
         self.ood_plot.addLegend(offset=(10, 10))
         self.ood_plot.setMouseEnabled(False, False)
         self.views = QTabWidget()
@@ -498,19 +498,32 @@ def draw_familiarity(plot: pg.PlotItem, ev: Evaluation) -> None:
     groups = [("test images", ev.familiarity, "#0072B2")]
     if ev.ood_scores is not None:
         groups.append((Path(ev.ood_folder).name, ev.ood_scores, "#D55E00"))
-    values = np.concatenate([g[1] for g in groups])
+    # a symmetric log axis: an unfamiliar folder's scores can lie thousands of units below
+    # the test images', which a linear axis would squeeze into one bin
+    values = symlog(np.concatenate([g[1] for g in groups]))
     values = values[np.isfinite(values)]
     edges = (np.linspace(values.min(), values.max(), 41) if values.size and
              values.max() > values.min() else np.linspace(-1.0, 1.0, 41))
     for label, scores, colour in groups:
-        counts, _ = np.histogram(scores[np.isfinite(scores)], bins=edges)
+        counts, _ = np.histogram(symlog(scores[np.isfinite(scores)]), bins=edges)
         plot.plot(edges, counts / max(len(scores), 1), stepMode="center", fillLevel=0,
                   brush=pg.mkBrush(colour + "60"), pen=pg.mkPen(colour), name=label)
-    plot.addItem(pg.InfiniteLine(ev.detector.threshold, angle=90, pen=pg.mkPen(
+    plot.addItem(pg.InfiniteLine(symlog(ev.detector.threshold), angle=90, pen=pg.mkPen(
         "#444", width=1.5, style=Qt.PenStyle.DashLine), label="threshold",
-        labelOpts={"position": 0.9, "color": "#444"}))
+        labelOpts={"position": 0.9, "color": "#444", "anchors": [(1, 0), (1, 0)]}))
+    span = np.abs([edges[0], edges[-1]]).max()
+    decades = [0.0] + [s * 10.0**d for d in range(int(np.ceil(span)) + 1) for s in (1, -1)]
+    plot.getAxis("bottom").setTicks([[(float(symlog(v)), f"{v:g}") for v in decades
+                                      if edges[0] <= symlog(v) <= edges[-1]]])
     ood = ev.ood_dict()
     title = f"{ood['method']}: {ood['test_unfamiliar']:.1%} of test images marked"
     if "auroc" in ood:
-        title += f"; {ood['folder_unfamiliar']:.1%} of the folder, AUROC {ood['auroc']:.3f}"
+        title += (f"<br>{ood['folder_unfamiliar']:.1%} of {Path(ev.ood_folder).name}, "
+                  f"AUROC {ood['auroc']:.3f}")
     plot.setTitle(title, size="10pt")
+
+
+def symlog(x):
+    """sign(x) log10(1 + |x|): the familiarity histogram's axis (ticks at real values)."""
+    x = np.asarray(x, dtype=np.float64)
+    return np.sign(x) * np.log10(1.0 + np.abs(x))

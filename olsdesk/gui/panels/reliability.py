@@ -47,7 +47,7 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
         style_plot(self.diagram, "Reliability diagram (validation)", "accuracy", "confidence")
         self.diagram.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
         self.diagram.setMouseEnabled(False, False)
-        legend = self.diagram.addLegend(offset=(10, 10))
+        self.legend = legend = self.diagram.addLegend(offset=(10, 10))
         self.accuracy_bars = pg.BarGraphItem(x0=[], height=[], width=0.0, brush=ACCURACY,
                                              pen=pg.mkPen("w"))
         # hatched, so the gap reads clearly whether it lies above or inside the accuracy bar
@@ -62,6 +62,7 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
                                                                 style=Qt.PenStyle.DashLine))
         self.diagram.addItem(diagonal)
         legend.addItem(diagonal, "perfect calibration")
+        self.diagonal = diagonal
         # the smoothed view: the curve over its band (hidden until switched to)
         self.band_low = pg.PlotDataItem([], [], pen=pg.mkPen(None))
         self.band_high = pg.PlotDataItem([], [], pen=pg.mkPen(None))
@@ -153,6 +154,12 @@ class ReliabilityPanel(RedrawWhenShown, QWidget):
             item.setVisible(not smooth)
         for item in (self.band_low, self.band_high, self.band, self.curve):
             item.setVisible(smooth)
+        # the legend names what is drawn: the bars, or the curve with its band
+        self.legend.clear()
+        shown = ([(self.curve, "smoothed accuracy (95 % band)")] if smooth else
+                 [(self.accuracy_bars, "accuracy"), (self.gap_bars, "gap to mean confidence")])
+        for item, name in [*shown, (self.diagonal, "perfect calibration")]:
+            self.legend.addItem(item, name)
         self.metrics_text.setText(self.smooth_text if smooth else self._bins_text)
 
     def show_report(self, report: EpochReport | None) -> None:
