@@ -97,6 +97,21 @@ def test_test_comparison_is_each_best_checkpoint_on_the_test_images_paired_again
         coverage, risk = test.curves[loss]
         assert coverage[-1] == 1.0 and risk[-1] == pytest.approx(1 - acc[loss])
     assert test.sets == "RAPS at 90%"
+    # what the app reads of a study folder: the same numbers, to the files' 6 decimals
+    study.write_test_csv(test, tmp_path / "test_results.csv")
+    study.write_risk_coverage_csv(test, tmp_path / "risk_coverage.csv")
+    again = study.read_test_comparison(tmp_path)
+    assert again.n_images == 24 and list(again.curves) == list(test.curves)
+    for loss, metrics in test.values.items():
+        np.testing.assert_allclose(again.values[loss]["aurc"], metrics["aurc"], atol=1e-6)
+        np.testing.assert_allclose(again.curves[loss][1], test.curves[loss][1], atol=1e-6)
+    np.testing.assert_allclose(again.differences["ls"]["top1"], test.differences["ls"]["top1"],
+                               atol=1e-6)
+    checkpoint = run.stores[0].checkpoint_path("best.pt")
+    assert study.study_folder_of(checkpoint) == tmp_path
+    assert study.study_folder_of(tmp_path / "best.pt") is None
+    (tmp_path / "risk_coverage.csv").write_text("not,a\nstudy,file\n")
+    assert study.read_test_comparison(tmp_path) is None
     value, lo, hi = test.differences["ls"]["top1"]
     assert value == acc["ls"] - acc["ce"] and lo <= hi
     assert test.significant("ls", "top1") == (lo > 0 or hi < 0)

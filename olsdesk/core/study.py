@@ -457,6 +457,50 @@ def write_risk_coverage_csv(comparison: TestComparison, path: Path) -> None:
                              for c, r in zip(coverage, risk, strict=True))
 
 
+def study_folder_of(checkpoint: str | Path) -> Path | None:
+    """The study folder a run's checkpoint belongs to (OUT of OUT/runs/<run>/checkpoints/
+    x.pt), when that study has been scored on test; else None."""
+    parents = Path(checkpoint).parents
+    if len(parents) < 4 or parents[2].name != "runs":
+        return None
+    folder = parents[3]
+    return folder if all((folder / name).is_file() for name in
+                         ("test_results.csv", "risk_coverage.csv")) else None
+
+
+def read_test_comparison(folder: str | Path) -> TestComparison | None:
+    """A scored study's comparison from its test_results.csv and risk_coverage.csv (what
+    the app draws of a study it did not run itself); None when the files are missing or
+    not a study's. The number of images is the curve's (its first point is k = 1); the
+    resamples are not in the files (0)."""
+    folder = Path(folder)
+    values: dict[str, dict[str, Interval]] = {}
+    differences: dict[str, dict[str, Interval]] = {}
+    curves: dict[str, tuple[list, list]] = {}
+    try:
+        with open(folder / "test_results.csv", newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                triple = tuple(float(row[k]) for k in ("value", "ci_low", "ci_high"))
+                values.setdefault(row["loss"], {})[row["metric"]] = triple
+                if row["minus_ce"]:
+                    differences.setdefault(row["loss"], {})[row["metric"]] = tuple(
+                        float(row[k]) for k in ("minus_ce", "minus_ce_ci_low",
+                                                "minus_ce_ci_high"))
+        with open(folder / "risk_coverage.csv", newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                coverage, risk = curves.setdefault(row["loss"], ([], []))
+                coverage.append(float(row["coverage"]))
+                risk.append(float(row["selective_risk"]))
+    except (OSError, KeyError, ValueError, TypeError, UnicodeDecodeError):
+        return None
+    arrays = {loss: (np.array(c), np.array(r)) for loss, (c, r) in curves.items()
+              if loss in values and "aurc" in values[loss] and c}
+    if not arrays:
+        return None
+    n_images = int(round(1.0 / next(iter(arrays.values()))[0][0]))
+    return TestComparison(str(folder), n_images, 0, values, differences, arrays)
+
+
 def write_test_csv(comparison: TestComparison, path: Path) -> None:
     """test_results.csv: a row per loss and metric, with the paired difference to CE."""
     with open(path, "w", newline="", encoding="utf-8") as fh:

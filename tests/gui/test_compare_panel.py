@@ -36,6 +36,15 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
         "hard labels (CE)", "online label smoothing"]
     evaluate.risk_source.setCurrentIndex(evaluate.risk_source.findData("checkpoint"))
     assert evaluate.risk_plot.listDataItems() == []  # no evaluation of this checkpoint yet
+    # a run of a study scored earlier (here the CLI's): its study's curves are offered,
+    # read from its files in a worker, without taking over the view
+    evaluate.set_checkpoint(cli / "runs" / "ols-s1" / "checkpoints" / "best.pt")
+    qtbot.waitUntil(lambda: evaluate.comparison.source == str(cli), timeout=10_000)
+    index = evaluate.risk_source.findData("comparison")
+    assert evaluate.risk_source.itemText(index) == "its study (cli), one curve a loss"
+    assert evaluate.risk_source.currentData() == "checkpoint"
+    evaluate.risk_source.setCurrentIndex(index)
+    assert len(evaluate.risk_plot.listDataItems()) == 2
     panel = window.compare
     assert window.tabs.currentWidget() is panel
     qtbot.waitUntil(lambda: not panel.busy and panel.curve_count() == 4, timeout=20_000)

@@ -205,6 +205,13 @@ class EvaluationPanel(QWidget):
                                  "No checkpoint yet: train a run or open one.")
         if self.evaluation is None and not self.busy:
             self._say_not_evaluated()
+        if ref is not None:  # a run of a scored study: offer the study's curves (files read
+            start_worker(_study_of, ref.path, returned=self._study_found)  # off this thread)
+
+    def _study_found(self, found) -> None:
+        path, folder, comparison = found
+        if comparison is not None and path == self.checkpoint:
+            self.show_comparison(comparison, f"its study ({folder.name})", select=False)
 
     def _say_not_evaluated(self) -> None:
         ref = self.state.checkpoint
@@ -380,15 +387,21 @@ class EvaluationPanel(QWidget):
                 self.metrics.setItem(row, col, QTableWidgetItem(text))
         self.metrics.resizeColumnsToContents()
 
-    def show_comparison(self, comparison) -> None:
+    def show_comparison(self, comparison, where: str = "the comparison just run",
+                        select: bool = True) -> None:
         """Offer a comparison's risk-coverage curves (a ``study.TestComparison``), one a
-        loss, and show them."""
+        loss, named by ``where``, and (with ``select``) show them."""
         if comparison is None or not comparison.curves:
             return
         self.comparison = comparison
-        if self.risk_source.findData("comparison") < 0:
-            self.risk_source.addItem("the last comparison, one curve a loss", "comparison")
-        self.risk_source.setCurrentIndex(self.risk_source.findData("comparison"))
+        label = f"{where}, one curve a loss"
+        index = self.risk_source.findData("comparison")
+        if index < 0:
+            self.risk_source.addItem(label, "comparison")
+        else:
+            self.risk_source.setItemText(index, label)
+        if select:
+            self.risk_source.setCurrentIndex(self.risk_source.findData("comparison"))
         self._draw_risk()
 
     def _draw_risk(self) -> None:
@@ -451,6 +464,14 @@ def _evaluate(checkpoint: str, test_data: str | None, resamples: int, ood_data: 
         if isinstance(item, Evaluation):
             item.prepare()
         yield item
+
+
+def _study_of(checkpoint: str):
+    """(checkpoint, its scored study's folder and comparison, or Nones): read in a worker."""
+    from olsdesk.core.study import read_test_comparison, study_folder_of
+
+    folder = study_folder_of(checkpoint)
+    return checkpoint, folder, None if folder is None else read_test_comparison(folder)
 
 
 def _under_a_choice(label: str, choice: QComboBox, widget: QWidget) -> QWidget:
