@@ -351,6 +351,8 @@ def cmd_train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
           f"on {describe_device(trainer.device)}", flush=True)
     for warning in data.all_warnings():
         print(f"warning: {warning}", flush=True)
+    if trainer.weights_report is not None:
+        print(trainer.weights_report.sentence(), flush=True)
     if trainer.start_epoch:
         print(f"resuming after epoch {trainer.start_epoch}", flush=True)
     printer = ProgressPrinter()

@@ -82,9 +82,15 @@ class RunConfig:
                                     label="Split CSVs", group="data")
     model: str = setting("smallcnn", "the network", choices=MODEL_NAMES, label="Model",
                          group="main")
-    weights: str | None = setting(None, "optional local state-dict file to start from "
-                                  "(ImageNet or RadImageNet weights); nothing is downloaded",
-                                  metavar="FILE", label="Start from", group="main")
+    weights: str | None = setting(None, "weights to start from: a state-dict file "
+                                  "(RadImageNet's PyTorch weights, say) or imagenet "
+                                  "(torchvision's ImageNet weights for the model, from its "
+                                  "cache, downloaded when online)", metavar="FILE|imagenet",
+                                  label="Start from", group="main")
+    allow_partial_weights: bool = setting(
+        False, "start from weights that leave some of the model's convolutions unmatched "
+        "(a file made for another architecture; those layers start fresh)",
+        label="Partial weights")
     loss: str = setting("ols", "training objective: hard labels, label smoothing, teacher-free "
                         "KD or online label smoothing", choices=LOSS_NAMES, label="Loss",
                         group="main", choice_labels=LOSS_LABELS)
@@ -220,7 +226,10 @@ class RunConfig:
         need(within("embedding_samples"),
              "embed between 10 and 1,000,000 validation samples.")
         need(within("calibration_bins"), "use between 2 and 100 calibration bins.")
-        if self.weights is not None:
+        if self.weights == "imagenet":
+            need(self.model != "smallcnn", "torchvision has no ImageNet weights for the "
+                 "small CNN; choose ResNet, MobileNetV2 or VGG, or a weights file.")
+        elif self.weights is not None:
             need(Path(self.weights).expanduser().is_file(),
                  f"weights file {self.weights} does not exist.")
         return self

@@ -97,3 +97,43 @@ def test_train_help_states_every_runconfig_setting_with_its_default(capsys):
     assert "--losses" in compare and "--loss " not in compare and "(default: 10)" in compare
     predict = help_of("predict", capsys)
     assert "(default: 5)" in predict and "(default: auto)" in predict
+
+
+def test_train_from_imagenet_weights_says_what_it_loaded_and_records_it(tmp_path, monkeypatch,
+                                                                        capsys):
+    """--weights imagenet: offline and not cached, exit 2 naming the file and the folder;
+    cached in TORCH_HOME, the CLI and log.txt say how many tensors were loaded, and
+    run.json records the weights' name and SHA-256."""
+    import hashlib
+    import json
+
+    import torch
+    from torchvision.models import resnet18
+
+    from olsdesk.core import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, path):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(weights, "_download", offline)
+    args = ["train", *TINY, "--epochs", "1", "--model", "resnet18", "--weights", "imagenet",
+            "--runs-dir", str(tmp_path / "runs")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "put resnet18-f37072fd.pth" in err and str(tmp_path / "torch" / "hub") in err
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(resnet18().state_dict(), cache / "resnet18-f37072fd.pth")
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "weights: 100 of 100 backbone tensors loaded from resnet18-f37072fd.pth" in out
+    (run,) = (tmp_path / "runs").iterdir()
+    recorded = json.loads((run / "run.json").read_text())["weights"]
+    digest = hashlib.sha256((cache / "resnet18-f37072fd.pth").read_bytes()).hexdigest()
+    assert recorded["name"] == "imagenet" and recorded["sha256"] == digest
+    assert (recorded["loaded"], recorded["total"]) == (100, 100)
+    assert "weights: 100 of 100" in (run / "log.txt").read_text()
+    assert main(["train", *TINY, "--weights", "imagenet"]) == 2  # the small CNN has none
+    assert "no ImageNet weights for the small CNN" in capsys.readouterr().err

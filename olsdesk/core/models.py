@@ -2,9 +2,10 @@
 
 Every model is a ``Classifier``: a ``backbone`` that ends in the penultimate feature
 vector (what the embedding view projects) and a ``head`` that maps it to logits.
-Nothing downloads: ``weights`` is an optional local state-dict file (ImageNet or
-RadImageNet weights, say), loaded tensor by tensor where shapes fit, with the first
-convolution adapted to the input channels and the head left fresh for K classes.
+``weights`` is an optional state-dict file (ImageNet or RadImageNet weights, say) or
+``imagenet`` (torchvision's, through ``core.weights``), loaded tensor by tensor where
+names and shapes fit, with the first convolution adapted to the input channels and the
+head left fresh for K classes; a file that leaves a convolution unmatched is refused.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from olsdesk.config import MODEL_NAMES
+from olsdesk.core.weights import HEAD_PREFIX, IMAGENET, LoadReport, resolve, sha256_of
 from olsdesk.errors import WeightsError
 
 
@@ -27,6 +29,7 @@ class Classifier(nn.Module):
         self.backbone = backbone
         self.head = head
         self.feature_dim = feature_dim
+        self.weights_report = None  # core.weights.LoadReport of the starting weights
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The penultimate feature vector (N x feature_dim)."""
@@ -133,54 +136,85 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     return data
 
 
-def _own_key(key: str, own: dict) -> str | None:
-    """The model's name for a file's tensor name, trying common wrapper prefixes."""
-    while key not in own:
+def _own_key(key: str, own: dict, children: list[str]) -> str | None:
+    """The model's name for a file's tensor name, trying common wrapper prefixes and the
+    layout of an ``nn.Sequential`` of the model's children (RadImageNet's PyTorch
+    weights: ``backbone.4.0.conv1.weight`` is ResNet's ``layer1.0.conv1.weight``)."""
+    while True:
+        if key in own:
+            return key
+        head, _, rest = key.partition(".")
+        if head.isdigit() and int(head) < len(children) and rest:
+            mapped = f"{children[int(head)]}.{rest}"
+            if mapped in own:
+                return mapped
         prefix = next((p for p in _PREFIXES if key.startswith(p)), None)
         if prefix is None:
             return None
         key = key[len(prefix):]
-    return key
 
 
-def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> int:
-    """Copy every tensor whose name and shape fit; returns how many were loaded."""
+def _load_matching(net: nn.Module, state: dict[str, torch.Tensor], name: str, file: Path,
+                   model: str, allow_partial: bool = False) -> LoadReport:
+    """Copy every tensor whose name and shape fit. Refused (WeightsError) when a backbone
+    convolution stays unmatched (the file was made for another architecture), unless
+    ``allow_partial``; never when nothing at all matches."""
     own = net.state_dict()
+    head = HEAD_PREFIX[model]
     conv_key = next(k for k, v in own.items() if v.ndim == 4)
-    loaded = {}
+    children = [child for child, _ in net.named_children()]
+    loaded, adapted = {}, False
     for file_key, value in state.items():
-        key = _own_key(file_key, own)
-        if key is None:
+        key = _own_key(file_key, own, children)
+        if key is None or key.startswith(head):
             continue
         if key == conv_key and value.ndim == 4 and value.shape[1] != own[key].shape[1]:
-            value = _adapt_kernel(value, own[key].shape[1])
+            value, adapted = _adapt_kernel(value, own[key].shape[1]), True
         if value.shape == own[key].shape:
             loaded[key] = value
-    backbone_keys = [k for k in own if own[k].is_floating_point()]
-    if len(loaded) < 0.5 * len(backbone_keys):
-        raise WeightsError(f"{source} does not fit this model: only {len(loaded)} of "
-                           f"{len(backbone_keys)} tensors match by name and shape.")
+    backbone = [k for k in own if own[k].is_floating_point() and not k.startswith(head)]
+    convolutions = [k for k in backbone if own[k].ndim == 4]
+    missing = [k for k in convolutions if k not in loaded]
+    source = Path(name).name if name != IMAGENET else f"ImageNet weights ({file.name})"
+    if not loaded or (missing and not allow_partial):
+        raise WeightsError(
+            f"{source} does not fit {model}: {len(missing)} of its {len(convolutions)} "
+            f"convolutions have no tensor of that name and shape in the file (first: "
+            f"{missing[0] if missing else '-'}); {sum(k in loaded for k in backbone)} of "
+            f"{len(backbone)} backbone "
+            "tensors match. It was made for another architecture"
+            + ("." if not loaded else "; --allow-partial-weights starts from it anyway, "
+               "with those layers fresh."))
     net.load_state_dict(loaded, strict=False)
-    return len(loaded)
+    fresh = sorted({k.rsplit(".", 1)[0] for k in backbone if k not in loaded})
+    return LoadReport(str(name), str(file), sha256_of(file),
+                      sum(k in loaded for k in backbone), len(backbone),
+                      tuple(fresh), len(state) - len(loaded), adapted)
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3,
-                weights: str | Path | None = None) -> Classifier:
-    """A classifier for ``num_classes``; ``weights`` is an optional local state-dict file."""
+                weights: str | Path | None = None,
+                allow_partial: bool = False) -> Classifier:
+    """A classifier for ``num_classes``; ``weights`` is an optional state-dict file or
+    ``imagenet`` (``core.weights``). What loading did is the model's ``weights_report``."""
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
     if in_channels not in (1, 3):
         raise ValueError("in_channels must be 1 (grayscale) or 3 (colour)")
+    report = None
     if name == "smallcnn":
         model = _small_cnn(num_classes, in_channels)
         if weights is not None:
-            _load_matching(model, load_state_file(weights), Path(weights).name)
-        return model
-    net = _torchvision(name)(weights=None)
-    if weights is not None:
-        state = load_state_file(weights)
-        _adapt_input_channels(net, in_channels)
-        _load_matching(net, state, Path(weights).name)
+            file = resolve(weights, name)
+            report = _load_matching(model, load_state_file(file), str(weights), file, name,
+                                    allow_partial)
     else:
+        net = _torchvision(name)(weights=None)
         _adapt_input_channels(net, in_channels)
-    return _split_torchvision(name, net, num_classes)
+        if weights is not None:
+            file = resolve(weights, name)
+            report = _load_matching(net, load_state_file(file), str(weights), file, name,
+                                    allow_partial)
+        model = _split_torchvision(name, net, num_classes)
+    model.weights_report = report
+    return model

@@ -52,6 +52,9 @@ class RunInfo:
     validation_names: tuple[str, ...] = ()
     test_names: tuple[str, ...] = ()
     device: str = ""
+    # the starting weights: core.weights.LoadReport.to_dict() (name, file, sha256, tensors
+    # loaded of the backbone's, the parts left fresh); None when trained from scratch
+    weights: dict | None = None
     # which split each recorded number is on (for a reader of run.json and metrics.jsonl)
     metrics_split: dict[str, str] = field(default_factory=lambda: {
         "train_loss, train_top1, train_top5": "train",
@@ -89,6 +92,7 @@ class RunInfo:
             validation_names=tuple(data.get("validation_names", ())),
             test_names=tuple(data.get("test_names", ())),
             device=str(data.get("device", "")),
+            weights=data["weights"] if isinstance(data.get("weights"), dict) else None,
             status=str(data.get("status", "created")),
             created=float(data.get("created", 0.0)),
             olsdesk_version=str(data.get("olsdesk_version", "")),

@@ -150,7 +150,11 @@ class Trainer(Controlled):
             self.dataset = open_dataset(cfg)
         data = self.dataset
         self.preprocessing = Preprocessing.for_size(cfg.effective_image_size, data.channels)
-        self.model = build_model(cfg.model, data.num_classes, data.channels, cfg.weights)
+        # a run being continued takes its weights from its checkpoint, not from the start
+        self.model = build_model(cfg.model, data.num_classes, data.channels,
+                                 cfg.weights if self.store is None else None,
+                                 cfg.allow_partial_weights)
+        self.weights_report = self.model.weights_report
         if cfg.sync_bn and self.dist.active:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
@@ -196,6 +200,8 @@ class Trainer(Controlled):
                 self.lock = self.store.lock()
                 for warning in data.all_warnings():
                     self.store.log(f"warning: {warning}")
+                if self.weights_report is not None:
+                    self.store.log(self.weights_report.sentence())
                 path = str(self.store.path)
             path = self.dist.broadcast(path)
             if not self.dist.main:
@@ -226,7 +232,8 @@ class Trainer(Controlled):
                         if data.test is not None else ()),
             device=describe_device(self.device) + (f", {self.dist.world_size} process(es) "
                                                    "under torchrun" if self.dist.active
-                                                   else ""))
+                                                   else ""),
+            weights=None if self.weights_report is None else self.weights_report.to_dict())
 
     def _build_loaders(self) -> None:
         data, cfg = self.dataset, self.config

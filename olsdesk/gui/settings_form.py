@@ -146,6 +146,12 @@ class PathField(QWidget):
         row = QHBoxLayout(self)
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.line, 1)
+        if name == "weights":  # torchvision's ImageNet weights, by name
+            self.imagenet = QPushButton("ImageNet")
+            self.imagenet.setToolTip("torchvision's ImageNet weights for the model: from "
+                                     "its cache, downloaded when training starts if not")
+            self.imagenet.clicked.connect(lambda: self.setText("imagenet"))
+            row.addWidget(self.imagenet)
         row.addWidget(self.pick)
         row.addWidget(self.clear_button)
 

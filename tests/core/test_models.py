@@ -57,3 +57,83 @@ def test_a_file_that_is_not_weights_is_refused(tmp_path):
     path.write_bytes(b"definitely not a checkpoint")
     with pytest.raises(WeightsError, match="not a PyTorch weights file"):
         build_model("smallcnn", 4, weights=path)
+
+
+def test_radimagenet_pytorch_layout_maps_onto_torchvision_names(tmp_path):
+    """RadImageNet's published PyTorch ResNet-50: an nn.Sequential of ResNet-50's children
+    (without fc) saved under ``backbone.``: backbone.0 is conv1, backbone.4 layer1, …"""
+    from torchvision.models import resnet50
+
+    from olsdesk.core.weights import sha256_of
+
+    torch.manual_seed(1)
+    source = resnet50()
+    sequential = torch.nn.Sequential(*list(source.children())[:-1])
+    path = tmp_path / "RadImageNet-ResNet50.pt"
+    torch.save({f"backbone.{k}": v for k, v in sequential.state_dict().items()}, path)
+    model = build_model("resnet50", 3, in_channels=1, weights=path)
+    assert torch.allclose(model.backbone.conv1.weight,
+                          source.conv1.weight.sum(dim=1, keepdim=True))
+    assert torch.equal(model.backbone.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert torch.equal(model.backbone.layer4[2].bn3.running_var, source.layer4[2].bn3.running_var)
+    report = model.weights_report
+    # every float tensor of the backbone: 53 convolutions + 53 BatchNorms x 4
+    assert (report.loaded, report.total) == (265, 265) and report.fresh == ()
+    assert report.unused == 0  # its BatchNorms' counters load too (not counted above)
+    assert report.adapted_input and report.sha256 == sha256_of(path)
+    assert "265 of 265 backbone tensors loaded from RadImageNet-ResNet50.pt" in \
+        report.sentence()
+
+
+def test_imagenet_weights_come_from_torchvision_cache_or_say_where_to_put_them(
+        tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    from torchvision.models import resnet18
+
+    from olsdesk.core import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def offline(url, path):
+        raise URLError("no network")
+
+    monkeypatch.setattr(weights, "_download", offline)
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    assert weights.imagenet_status("resnet18") == (False, cache / "resnet18-f37072fd.pth")
+    with pytest.raises(WeightsError) as refused:
+        build_model("resnet18", 4, weights="imagenet")
+    assert str(refused.value) == (
+        "ImageNet weights for resnet18 are not on this machine and could not be downloaded "
+        "(URLError): put resnet18-f37072fd.pth (from "
+        "https://download.pytorch.org/models/resnet18-f37072fd.pth) into "
+        f"{cache}.")
+    torch.manual_seed(2)
+    source = resnet18()
+    cache.mkdir(parents=True)
+    torch.save(source.state_dict(), cache / "resnet18-f37072fd.pth")
+    assert weights.imagenet_status("resnet18")[0]
+    model = build_model("resnet18", 4, weights="imagenet")
+    assert torch.equal(model.backbone.layer3[1].conv2.weight, source.layer3[1].conv2.weight)
+    report = model.weights_report
+    assert report.name == "imagenet" and report.loaded == report.total == 100
+    assert report.unused == 2  # the 1000-class fc
+    with pytest.raises(WeightsError, match="no ImageNet weights for smallcnn"):
+        build_model("smallcnn", 4, weights="imagenet")
+
+
+def test_a_file_that_leaves_convolutions_fresh_is_refused_unless_asked(tmp_path):
+    from torchvision.models import resnet18
+
+    state = {k: v for k, v in resnet18().state_dict().items() if not k.startswith("layer4")}
+    path = tmp_path / "no_layer4.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsError) as refused:
+        build_model("resnet18", 4, weights=path)
+    assert str(refused.value).startswith(
+        "no_layer4.pth does not fit resnet18: 5 of its 20 convolutions have no tensor of "
+        "that name and shape in the file (first: layer4.0.conv1.weight)")
+    assert "--allow-partial-weights" in str(refused.value)
+    report = build_model("resnet18", 4, weights=path, allow_partial=True).weights_report
+    assert report.total - report.loaded == 25  # 5 convolutions, 5 BatchNorms x 4
+    assert report.fresh[0] == "layer4.0.bn1" and "layer4.1.conv2" in report.fresh

@@ -24,6 +24,35 @@ def test_the_form_has_a_widget_for_every_setting_but_the_data(qtbot, settings):
     panel.shutdown()
 
 
+def test_start_from_imagenet_says_whether_the_file_is_cached_and_where_it_belongs(
+        qtbot, settings, tmp_path, monkeypatch):
+    import torch
+    from torchvision.models import resnet18
+
+    from olsdesk.gui.panels.experiment import ExperimentPanel
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    panel = ExperimentPanel(settings)
+    qtbot.addWidget(panel)
+    panel.model.setValue("resnet18")
+    panel.weights.imagenet.click()
+    assert panel.state.config.weights == "imagenet"
+    cache = tmp_path / "torch" / "hub" / "checkpoints"
+    hint = panel.weights_hint.text()
+    assert "resnet18-f37072fd.pth missing" in hint and str(cache) in hint
+    cache.mkdir(parents=True)
+    torch.save(resnet18().state_dict(), cache / "resnet18-f37072fd.pth")
+    panel.model.setValue("resnet50")
+    assert "resnet50-" in panel.weights_hint.text()  # another model, another file
+    panel.model.setValue("resnet18")
+    assert panel.weights_hint.text() == "ImageNet (torchvision): resnet18-f37072fd.pth cached ✓"
+    panel.model.setValue("smallcnn")
+    assert "no ImageNet weights for the small CNN" in panel.weights_hint.text()
+    panel.weights.clear()
+    assert panel.weights_hint.text() == "" and panel.state.config.weights is None
+    panel.shutdown()
+
+
 @pytest.mark.parametrize("name", [f.name for f in fields(RunConfig)
                                   if f.metadata["bounds"] is not None])
 def test_every_value_a_box_offers_passes_validation_and_none_beyond(qtbot, name):

@@ -25,6 +25,7 @@ from olsdesk.core.data.sources import DEMO, Dataset, data_kind, dataset_key, ope
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import accelerators, device_menu_label
 from olsdesk.core.state import AppState
+from olsdesk.core.weights import IMAGENET, imagenet_status
 from olsdesk.gui.settings_form import SettingsForm, form_fields, narrow
 from olsdesk.gui.widgets import DatasetPreview, DialogFolders, read_thumbnails
 from olsdesk.gui.workers import Worker, start_worker
@@ -131,6 +132,13 @@ class ExperimentPanel(QWidget):
         self.model_hint.setStyleSheet("color: #555;")
         self.form.layout.insertRow(self.form.layout.getWidgetPosition(self.model)[0] + 1, "",
                                    self.model_hint)
+        # ImageNet weights: whether torchvision's file is cached, and where it belongs
+        self.weights_hint = QLabel("")
+        self.weights_hint.setWordWrap(True)
+        self.weights_hint.setStyleSheet("color: #555;")
+        self.weights_hint.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.form.layout.insertRow(self.form.layout.getWidgetPosition(self.weights)[0] + 1,
+                                   "", self.weights_hint)
         self._label_devices()
         # several GPUs: train one run on them with torchrun (a child process the app follows)
         gpus = self.gpu_count = torch_cuda_count()
@@ -335,6 +343,8 @@ class ExperimentPanel(QWidget):
         for form in (self.form, self.more):
             form.update_enabled(idle)
         self.model_hint.setText(MODEL_HINTS[self.state.config.model])
+        self.weights_hint.setText(weights_hint(self.state.config))
+        self.weights_hint.setVisible(bool(self.weights_hint.text()))
         self.train_button.setEnabled(idle and self.dataset is not None)
         self.train_button.setToolTip("" if self.dataset is not None else
                                      "waiting for the data to be read")
@@ -387,7 +397,7 @@ class ExperimentPanel(QWidget):
             changes.update(data=DEMO, split_csv=None)
         for name in ("weights", "test_data"):
             value = getattr(config, name)
-            if value is not None and not Path(value).exists():
+            if value not in (None, IMAGENET) and not Path(value).exists():
                 changes[name] = None
         if config.device in ("cuda", "mps") and not accelerators()[config.device]:
             changes["device"] = "auto"
@@ -398,3 +408,16 @@ class ExperimentPanel(QWidget):
         if self._loader is not None:
             self._loader.quit()
             self._loader = None
+
+
+def weights_hint(config: RunConfig) -> str:
+    """What "Start from: imagenet" means for the chosen model ("" for anything else)."""
+    if config.weights != IMAGENET:
+        return ""
+    if config.model == "smallcnn":
+        return "torchvision has no ImageNet weights for the small CNN: choose ResNet, " \
+               "MobileNetV2 or VGG."
+    cached, path = imagenet_status(config.model)
+    return (f"ImageNet (torchvision): {path.name} cached ✓" if cached else
+            f"ImageNet (torchvision): {path.name} missing; downloaded when training starts "
+            f"if this machine is online, or put it into {path.parent}")
