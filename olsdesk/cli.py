@@ -23,6 +23,7 @@ from olsdesk.config import (
     CONFORMAL_METHODS,
     DEVICES,
     LOSS_NAMES,
+    PAPER_LOSSES,
     RECALIBRATOR_LABELS,
     RECALIBRATORS,
     RunConfig,
@@ -228,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="train several losses x seeds and report")
     add_config_options(compare, skip=_NOT_IN_COMPARE)
-    compare.add_argument("--losses", default=",".join(LOSS_NAMES),
+    compare.add_argument("--losses", default=",".join(PAPER_LOSSES),
                          help="comma-separated, from " + ",".join(LOSS_NAMES)
-                         + f" (default: {','.join(LOSS_NAMES)})")
+                         + f" (default: the OLS paper's {','.join(PAPER_LOSSES)})")
     compare.add_argument("--seeds", type=_positive_int, default=3,
                          help="seeds a loss, 0 to N-1 (default: 3)")
     compare.add_argument("--out", required=True, metavar="DIR",

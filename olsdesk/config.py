@@ -14,9 +14,11 @@ from pathlib import Path
 from olsdesk.errors import ConfigError
 
 MODEL_NAMES = ("smallcnn", "resnet18", "resnet50", "mobilenet_v2", "vgg19")
-LOSS_NAMES = ("ce", "ls", "tfkd", "ols")
+LOSS_NAMES = ("ce", "ls", "tfkd", "ols", "focal", "mbls")
 LOSS_LABELS = {"ce": "hard labels (CE)", "ls": "label smoothing", "tfkd": "teacher-free KD",
-               "ols": "online label smoothing"}
+               "ols": "online label smoothing", "focal": "focal loss",
+               "mbls": "margin-based LS"}
+PAPER_LOSSES = ("ce", "ls", "tfkd", "ols")  # the OLS paper's comparison: compare's default
 DEFAULT_ALPHA = {"tfkd": 0.95, "ols": 0.5}
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
@@ -92,7 +94,8 @@ class RunConfig:
         "(a file made for another architecture; those layers start fresh)",
         label="Partial weights")
     loss: str = setting("ols", "training objective: hard labels, label smoothing, teacher-free "
-                        "KD or online label smoothing", choices=LOSS_NAMES, label="Loss",
+                        "KD, online label smoothing, focal loss or margin-based label "
+                        "smoothing", choices=LOSS_NAMES, label="Loss",
                         group="main", choice_labels=LOSS_LABELS)
     alpha: float | None = setting(None, "OLS: weight of the hard-label term; TF-KD: weight of "
                                   "the virtual teacher (default 0.5 for OLS, 0.95 for TF-KD)",
@@ -107,6 +110,17 @@ class RunConfig:
     ols_init: str = setting("uniform", "OLS: the soft-label matrix of the first epoch",
                             choices=("uniform", "zeros"), label="OLS start",
                             uses={"loss": ("ols",)})
+    focal_gamma: float | None = setting(
+        None, "focal loss: the focusing exponent γ; auto is FLSD-53 (γ = 5 for an image "
+        "whose true-class probability is below 0.2, 3 otherwise)", label="γ", group="main",
+        bounds=(0.0, 100.0), step=0.5, decimals=2, uses={"loss": ("focal",)})
+    mbls_margin: float = setting(10.0, "margin-based LS: the margin m on the distances of "
+                                 "each logit to the largest", label="MbLS margin",
+                                 bounds=(0.0, 1000.0), open_bounds="lo", step=1.0,
+                                 decimals=2, uses={"loss": ("mbls",)})
+    mbls_lambda: float = setting(0.1, "margin-based LS: the weight λ of the margin penalty",
+                                 label="MbLS λ", bounds=(0.0, 100.0), step=0.05,
+                                 decimals=3, uses={"loss": ("mbls",)})
     epochs: int = setting(10, "epochs to train (with --resume: a new total)", label="Epochs",
                           group="main", bounds=(1, 100_000))
     batch_size: int = setting(64, "images a training step", label="Batch size", group="main",
@@ -195,6 +209,9 @@ class RunConfig:
         need(within("temperature"), "the TF-KD temperature must be positive and at most "
              "1000.")
         need(self.ols_init in ("uniform", "zeros"), "the OLS start must be 'uniform' or 'zeros'.")
+        need(within("focal_gamma"), "the focal loss's gamma must be between 0 and 100.")
+        need(within("mbls_margin"), "the MbLS margin must be positive and at most 1000.")
+        need(within("mbls_lambda"), "the MbLS lambda must be between 0 and 100.")
         need(within("epochs"), "train for 1 to 100,000 epochs.")
         need(within("batch_size"), "the batch size must be between 1 and 65,536.")
         need(within("lr"), "the learning rate must be positive and at most 10.")

@@ -23,7 +23,7 @@ def test_version_imports_neither_torch_nor_qt():
 @pytest.mark.parametrize("argv,fragment", [
     (["train", "--data", "/no/such/folder"], "does not exist"),
     (["train", "--model", "alexnet"], "invalid choice"),
-    (["train", "--loss", "focal"], "invalid choice"),
+    (["train", "--loss", "poly"], "invalid choice"),
     (["train", "--epochs", "three"], "not a whole number"),
     (["train", "--lr", "-0.1"], "positive"),
     (["train", "--alpha", "1.5"], "between 0 and 1"),
@@ -137,3 +137,17 @@ def test_train_from_imagenet_weights_says_what_it_loaded_and_records_it(tmp_path
     assert "weights: 100 of 100" in (run / "log.txt").read_text()
     assert main(["train", *TINY, "--weights", "imagenet"]) == 2  # the small CNN has none
     assert "no ImageNet weights for the small CNN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--loss", "focal"], ["--loss", "focal", "--focal-gamma", "2"],
+                                   ["--loss", "mbls", "--mbls-margin", "5",
+                                    "--mbls-lambda", "0.2"]])
+def test_the_calibration_baselines_train(extra, tmp_path, capsys):
+    import json
+
+    assert main(["train", *TINY, "--epochs", "1", "--runs-dir", str(tmp_path), *extra]) == 0
+    (run,) = tmp_path.iterdir()
+    config = json.loads((run / "config.json").read_text())
+    assert config["loss"] == extra[1]
+    if "--mbls-margin" in extra:
+        assert (config["mbls_margin"], config["mbls_lambda"]) == (5.0, 0.2)

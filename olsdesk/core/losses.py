@@ -1,4 +1,6 @@
-"""Training objectives: hard labels, label smoothing, teacher-free KD and online label smoothing.
+"""Training objectives: hard labels, label smoothing, teacher-free KD, online label smoothing,
+and the two baselines calibration work compares against: focal loss and margin-based label
+smoothing.
 
 Every loss here is an ``nn.Module`` called as ``loss(logits, targets)`` and exposes
 ``soft_labels``: the K x K matrix of targets it trains against (row = true class), so
@@ -161,6 +163,59 @@ class OnlineLabelSmoothing(SoftTargetLoss):
         self.correct_count.zero_()
 
 
+FLSD_THRESHOLD = 0.2  # FLSD-53: gamma 5 below this true-class probability, 3 above
+FLSD_GAMMAS = (5.0, 3.0)
+
+
+class FocalLoss(SoftTargetLoss):
+    """Focal loss (Lin et al., ICCV 2017), as calibration work trains with it (Mukhoti et
+    al., NeurIPS 2020): ``-(1 - p_y)^gamma * log p_y``, averaged over the batch. It
+    trains against one-hot labels (the soft-label view shows the identity). ``gamma``
+    None is FLSD-53, Mukhoti et al.'s sample-dependent schedule: gamma 5 for an image
+    whose true-class probability is below 0.2, 3 otherwise (the choice is a constant of
+    the step: no gradient flows through it)."""
+
+    def __init__(self, num_classes: int, gamma: float | None = None) -> None:
+        super().__init__(num_classes)
+        if gamma is not None and gamma < 0:
+            raise ValueError("the focal loss's gamma must be at least 0")
+        self.gamma = gamma
+        self.register_buffer("soft_labels", torch.eye(num_classes))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        log_p = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
+        p = log_p.exp()
+        if self.gamma is None:
+            low, high = FLSD_GAMMAS
+            gamma = torch.where(p.detach() < FLSD_THRESHOLD, low, high)
+        else:
+            gamma = self.gamma
+        return -((1.0 - p) ** gamma * log_p).mean()
+
+
+class MarginLabelSmoothing(SoftTargetLoss):
+    """Margin-based label smoothing, MbLS (Liu et al., CVPR 2022), as its official code:
+    ``CE + lam * mean over N x K of max(0, max_j z_j - z_k - margin)``: the logits may
+    spread apart by at most ``margin`` before they are pulled together (label smoothing
+    pulls every distance towards 0). One-hot targets (the soft-label view shows the
+    identity)."""
+
+    def __init__(self, num_classes: int, margin: float = 10.0, lam: float = 0.1) -> None:
+        super().__init__(num_classes)
+        if margin <= 0:
+            raise ValueError("the MbLS margin must be positive")
+        if lam < 0:
+            raise ValueError("the MbLS lambda must be at least 0")
+        self.margin = margin
+        self.lam = lam
+        self.register_buffer("soft_labels", torch.eye(num_classes))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        z = logits.float()
+        distance = z.max(dim=1, keepdim=True).values - z
+        return F.cross_entropy(z, targets) + self.lam * F.relu(distance - self.margin).mean()
+
+
 def build_loss(
     name: str,
     num_classes: int,
@@ -169,6 +224,9 @@ def build_loss(
     epsilon: float = 0.1,
     temperature: float = 6.0,
     ols_init: str = "uniform",
+    focal_gamma: float | None = None,
+    mbls_margin: float = 10.0,
+    mbls_lambda: float = 0.1,
 ) -> SoftTargetLoss:
     """The loss called ``name`` (one of LOSS_NAMES); ``alpha`` defaults per loss."""
     if name == "ce":
@@ -179,4 +237,8 @@ def build_loss(
         return TeacherFreeKDLoss(num_classes, loss_alpha(name, alpha), temperature)
     if name == "ols":
         return OnlineLabelSmoothing(num_classes, loss_alpha(name, alpha), ols_init)
+    if name == "focal":
+        return FocalLoss(num_classes, focal_gamma)
+    if name == "mbls":
+        return MarginLabelSmoothing(num_classes, mbls_margin, mbls_lambda)
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")

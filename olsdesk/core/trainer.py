@@ -171,7 +171,9 @@ class Trainer(Controlled):
             self.forward = torch.compile(self.forward)
         self.loss_fn = build_loss(cfg.loss, data.num_classes, alpha=cfg.alpha,
                                   epsilon=cfg.epsilon, temperature=cfg.temperature,
-                                  ols_init=cfg.ols_init).to(self.device)
+                                  ols_init=cfg.ols_init, focal_gamma=cfg.focal_gamma,
+                                  mbls_margin=cfg.mbls_margin,
+                                  mbls_lambda=cfg.mbls_lambda).to(self.device)
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
                                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)

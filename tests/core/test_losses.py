@@ -8,8 +8,10 @@ import torch
 
 from olsdesk.config import loss_alpha
 from olsdesk.core.losses import (
+    FocalLoss,
     HardLabelLoss,
     LabelSmoothingLoss,
+    MarginLabelSmoothing,
     OnlineLabelSmoothing,
     TeacherFreeKDLoss,
     build_loss,
@@ -143,6 +145,44 @@ def test_tfkd_value_against_the_formula():
     assert loss_fn(logits, targets).item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_focal_loss_by_hand_and_its_flsd53_schedule():
+    # logits (2, 0, 0), class 0: p = e^2 / (e^2 + 2); gamma 2: (1 - p)^2 * -log p
+    z = torch.tensor([[2.0, 0.0, 0.0]])
+    p = math.exp(2) / (math.exp(2) + 2)
+    assert FocalLoss(3, 2.0)(z, torch.tensor([0])).item() == pytest.approx(
+        (1 - p) ** 2 * -math.log(p), rel=1e-6)
+    # gamma 0 is cross-entropy
+    logits, y = torch.randn(8, 5), torch.randint(0, 5, (8,))
+    assert FocalLoss(5, 0.0)(logits, y).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-6)
+    # FLSD-53: class 1 of the same logits has q = 1 / (e^2 + 2) < 0.2 -> gamma 5;
+    # class 0 (p = 0.787) -> gamma 3; the batch mean of the two
+    q = 1 / (math.exp(2) + 2)
+    both = FocalLoss(3)(z.repeat(2, 1), torch.tensor([0, 1])).item()
+    assert both == pytest.approx(((1 - p) ** 3 * -math.log(p) + (1 - q) ** 5 * -math.log(q))
+                                 / 2, rel=1e-6)
+    np.testing.assert_array_equal(FocalLoss(3).soft_labels.numpy(), np.eye(3))
+    with pytest.raises(ValueError):
+        FocalLoss(3, -1.0)
+
+
+def test_margin_based_label_smoothing_by_hand():
+    # logits (5, 0, -8): distances to the largest (0, 5, 13); margin 10 leaves (0, 0, 3),
+    # mean over the 3 logits 1.0; lam 0.1 -> CE + 0.1
+    z = torch.tensor([[5.0, 0.0, -8.0]])
+    ce = math.log(1 + math.exp(-5) + math.exp(-13))
+    loss = MarginLabelSmoothing(3, margin=10.0, lam=0.1)
+    assert loss(z, torch.tensor([0])).item() == pytest.approx(ce + 0.1, rel=1e-6)
+    # inside the margin it is cross-entropy
+    assert MarginLabelSmoothing(3, margin=20.0)(z, torch.tensor([1])).item() == pytest.approx(
+        torch.nn.functional.cross_entropy(z, torch.tensor([1])).item(), rel=1e-6)
+    built = build_loss("mbls", 3, mbls_margin=6.0, mbls_lambda=0.5)
+    assert (built.margin, built.lam) == (6.0, 0.5)
+    assert build_loss("focal", 3, focal_gamma=1.5).gamma == 1.5
+    with pytest.raises(ValueError):
+        MarginLabelSmoothing(3, margin=0.0)
+
+
 def test_fixed_target_matrices():
     np.testing.assert_allclose(HardLabelLoss(3).soft_labels.numpy(), np.eye(3))
     ls = LabelSmoothingLoss(4, 0.2).soft_labels.numpy()
@@ -158,7 +198,7 @@ def test_build_loss_defaults_and_errors():
     assert build_loss("ols", 5, alpha=0.0).alpha == loss_alpha("ols", 0.0) == 0.0  # a value
     assert loss_alpha("ce", 0.3) is None and loss_alpha("ls", None) is None  # no α there
     with pytest.raises(ValueError, match="unknown loss"):
-        build_loss("focal", 5)
+        build_loss("poly", 5)
     with pytest.raises(ValueError):
         OnlineLabelSmoothing(3, init="random")
     assert math.isclose(build_loss("ls", 4, epsilon=0.2).epsilon, 0.2)

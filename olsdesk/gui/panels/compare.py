@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from olsdesk.config import LOSS_LABELS, LOSS_NAMES, loss_alpha
+from olsdesk.config import LOSS_LABELS, LOSS_NAMES, PAPER_LOSSES, loss_alpha
 from olsdesk.core import study
 from olsdesk.core.runs import RunListing, RunReader, RunStore, list_runs
 from olsdesk.gui.panels.common import Canvas, NumberItem, class_color, row_table, style_plot
@@ -62,7 +62,7 @@ class NewComparisonDialog(QDialog):
         self.boxes = {}
         for loss in LOSS_NAMES:
             box = QCheckBox(LOSS_LABELS[loss])
-            box.setChecked(True)
+            box.setChecked(loss in PAPER_LOSSES)  # the paper's four, as olsdesk compare
             self.boxes[loss] = box
             form.addRow("" if loss != LOSS_NAMES[0] else "Losses", box)
         self.seeds = QSpinBox()
@@ -576,12 +576,17 @@ class ComparePanel(QWidget):
 
 
 def _smoothing_text(config) -> str:
-    """The loss's own knob: α for OLS and TF-KD, ε for label smoothing."""
+    """The loss's own knob: α for OLS and TF-KD, ε for label smoothing, γ for focal loss
+    (FLSD-53 when auto), the margin and λ for MbLS."""
     alpha = loss_alpha(config.loss, config.alpha)
     if alpha is not None:
         return f"α {alpha:g}"
     if config.loss == "ls":
         return f"ε {config.epsilon:g}"
+    if config.loss == "focal":
+        return "FLSD-53" if config.focal_gamma is None else f"γ {config.focal_gamma:g}"
+    if config.loss == "mbls":
+        return f"m {config.mbls_margin:g}, λ {config.mbls_lambda:g}"
     return "—"
 
 
