@@ -1,5 +1,5 @@
 """The ``olsdesk`` command: the app with no arguments, or ``train``, ``predict``, ``compare``,
-``demo-data``.
+``evaluate``, ``audit``, ``demo-data``.
 
 Heavy libraries (torch, Qt) are imported inside the commands, so ``olsdesk --version``
 and argument errors answer at once. The options of ``train`` and ``compare`` are
@@ -23,6 +23,7 @@ from olsdesk.config import (
     CONFORMAL_METHODS,
     DEVICES,
     LOSS_NAMES,
+    MODEL_NAMES,
     PAPER_LOSSES,
     RECALIBRATOR_LABELS,
     RECALIBRATORS,
@@ -62,6 +63,9 @@ def _float(text: str) -> float:
 
 # RunConfig fields the CLI names differently, or leaves out of a command
 _FLAG = {"num_workers": "--workers"}
+# the settings that decide which files and which split the audit sees
+_AUDIT_OPTIONS = {"split_csv", "val_fraction", "test_fraction", "test_data", "split_seed",
+                  "group_pattern", "demo_per_class"}
 _NOT_IN_COMPARE = {"loss", "seed", "alpha"}  # set per run by --losses and --seeds
 
 
@@ -232,14 +236,36 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--losses", default=",".join(PAPER_LOSSES),
                          help="comma-separated, from " + ",".join(LOSS_NAMES)
                          + f" (default: the OLS paper's {','.join(PAPER_LOSSES)})")
+    compare.add_argument("--models", metavar="LIST",
+                         help="comma-separated models, from " + ",".join(MODEL_NAMES)
+                         + ", each a study in OUT/<model> and one table over them in OUT "
+                         "(default: --model's)")
+    compare.add_argument("--alphas", metavar="LIST",
+                         help="comma-separated α values, each an arm for OLS and TF-KD "
+                              "(default: each loss's own)")
+    compare.add_argument("--epsilons", metavar="LIST",
+                         help="comma-separated ε values, each an arm for label smoothing "
+                              "(default: --epsilon's)")
     compare.add_argument("--seeds", type=_positive_int, default=3,
-                         help="seeds a loss, 0 to N-1 (default: 3)")
+                         help="seeds an arm, 0 to N-1 (default: 3)")
     compare.add_argument("--out", required=True, metavar="DIR",
                          help="where runs, report.md, results.csv, test_results.csv and "
                               "figures go")
     compare.add_argument("--resamples", type=_positive_int, default=1000,
                          help="bootstrap resamples of the test images for the intervals "
                               "(default: 1000)")
+
+    audit = sub.add_parser("audit", help="find duplicates, leaks across splits, constant "
+                           "and unreadable images in a dataset")
+    audit.add_argument("data", metavar="DATA", help="an image folder or a MedMNIST .npz "
+                       "(or 'demo')")
+    add_config_options(audit, skip={f.name for f in fields(RunConfig)} - _AUDIT_OPTIONS)
+    audit.add_argument("--decode", action="store_true",
+                       help="decode every image (finds every constant and truncated file; "
+                            "slower): by default only duplicates and files under 4 KiB are "
+                            "decoded")
+    audit.add_argument("--json", metavar="FILE",
+                       help="also write the findings (counts and examples) to FILE as JSON")
 
     demo = sub.add_parser("demo-data", help="write the built-in demo set as PNG class folders")
     demo.add_argument("--out", required=True, metavar="DIR", help="folder to write")
@@ -535,23 +561,69 @@ def _renderer(name: str):
     return getattr(figures, name), ""
 
 
+def _values(text: str | None, flag: str) -> list[float]:
+    """A comma-separated list of numbers, or UsageError naming the one that is not."""
+    if not text:
+        return []
+    out = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        try:
+            out.append(float(part))
+        except ValueError:
+            raise UsageError(f"{part!r} in {flag} is not a number.") from None
+    return out
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Train every loss x seed (resuming what is done), then write the report and figures."""
-    from olsdesk.core.report import EpochReport, RunStarted
-    from olsdesk.core.study import Study
+    """Train every model x arm x seed (resuming what is done), then write the reports
+    and figures: one study a model, and a table over the models."""
+    from olsdesk.core.study import Study, write_models_report
 
     losses = [x.strip() for x in args.losses.split(",") if x.strip()]
     unknown = [x for x in losses if x not in LOSS_NAMES]
     if unknown or not losses:
         raise UsageError(f"unknown loss '{unknown[0] if unknown else ''}' in --losses; choose "
                          f"from {', '.join(LOSS_NAMES)}.")
+    models = [x.strip() for x in (args.models or "").split(",") if x.strip()]
+    strange = [m for m in models if m not in MODEL_NAMES]
+    if strange:
+        raise UsageError(f"unknown model '{strange[0]}' in --models; choose from "
+                         f"{', '.join(MODEL_NAMES)}.")
+    alphas, epsilons = _values(args.alphas, "--alphas"), _values(args.epsilons, "--epsilons")
+    if alphas and not {"ols", "tfkd"} & set(losses):
+        raise UsageError("--alphas sets OLS's and TF-KD's α; --losses names neither.")
+    if epsilons and "ls" not in losses:
+        raise UsageError("--epsilons sets label smoothing's ε; --losses does not name ls.")
+    out = Path(args.out).expanduser()
     try:
         base = config_from(args)
+        models = models or [base.model]
+        studies = [Study(base.replace(model=m).validated(), losses, args.seeds,
+                         out / m if len(models) > 1 else out, alphas=alphas,
+                         epsilons=epsilons) for m in models]
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
-    out = Path(args.out).expanduser()
+    dataset = None
+    for number, study in enumerate(studies):
+        if len(studies) > 1:
+            print(f"model {number + 1}/{len(studies)}: {study.base.model} -> {study.out}",
+                  flush=True)
+        study.dataset = dataset  # every model trains on the same data, opened once
+        code = _run_study(study, args.resamples, out)
+        if code:
+            return code
+        dataset = study.dataset
+    if len(studies) > 1:
+        paths = write_models_report(out, studies, args.seeds)
+        print(f"wrote {', '.join(p.name for p in paths)} over {len(studies)} models to {out}")
+    return 0
+
+
+def _run_study(study, resamples: int, out: Path) -> int:
+    """One study trained, scored on test and reported, as compare prints it."""
+    from olsdesk.core.report import EpochReport, RunStarted
+
     printer = ProgressPrinter()
-    study = Study(base, losses, args.seeds, out)
     try:
         for step in study.run():
             prefix = f"[{step.index + 1}/{step.total}] {step.name}"
@@ -573,9 +645,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if study.dataset is not None and study.dataset.test is not None and study.stores:
         print(f"scoring every run's best checkpoint on {len(study.dataset.test)} test images "
-              f"({args.resamples} bootstrap resamples)", flush=True)
+              f"({resamples} bootstrap resamples)", flush=True)
     try:
-        test = study.score_on_test(args.resamples)
+        test = study.score_on_test(resamples)
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
     renderer, note = figure_renderer()
@@ -586,7 +658,62 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print("On the test split, against hard labels (paired 95% intervals):")
         for line in test.reading():
             print(f"  {line}")
-    print(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    print(f"wrote {', '.join(p.name for p in paths)} to {study.out}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Hash the dataset's splits and print what repeats, leaks, is blank or unreadable."""
+    import json
+
+    from olsdesk.core.audit import audit_dataset
+    from olsdesk.core.data.sources import open_dataset
+
+    try:
+        dataset = open_dataset(config_from(args, audit_data=False))
+    except OlsdeskError as exc:
+        raise UsageError(str(exc)) from None
+    splits = ", ".join(f"{len(s):,} {name}" for name, s in
+                       (("train", dataset.train), ("val", dataset.val), ("test", dataset.test))
+                       if s is not None)
+    print(f"auditing {dataset.source}: {splits} images, {dataset.num_classes} classes",
+          flush=True)
+    live = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if live:
+            sys.stderr.write(f"\rhashed {done:,} of {total:,} files ")
+            sys.stderr.flush()
+
+    started = time.monotonic()
+    try:
+        report = audit_dataset(dataset, decode=args.decode, progress=progress)
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+        return 130
+    if live:
+        sys.stderr.write("\r" + " " * 40 + "\r")
+    for line in report.lines():
+        print(line)
+    shown = [("in more than one split", report.across_splits),
+             ("under two or more labels", report.across_classes),
+             ("repeated within a class", report.within_class)]
+    for title, groups in shown:
+        if groups:
+            print(f"identical files {title} (first {min(len(groups), 10)} of {len(groups):,}):")
+            for group in groups[:10]:
+                print("  " + " = ".join(f"{c.split}:{c.label}:{c.name}" for c in group))
+    for copy in report.constant[:10]:
+        print(f"constant: {copy.split}:{copy.label}:{copy.name}")
+    for _, why in report.unreadable[:10]:
+        print(f"unreadable: {why}")
+    print(f"{report.total:,} images audited in {time.monotonic() - started:.1f} s")
+    if args.json:
+        try:
+            Path(args.json).expanduser().write_text(json.dumps(report.to_dict(), indent=1),
+                                                    encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"{args.json} cannot be written ({exc.strerror}).") from None
     return 0
 
 
@@ -649,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_evaluate(args)
         if args.command == "demo-data":
             return cmd_demo_data(args)
+        if args.command == "audit":
+            return cmd_audit(args)
         from olsdesk.gui.app import run_app
 
         return run_app(self_test=args.self_test)

@@ -166,6 +166,19 @@ class RunConfig:
                                     "folder with the run's class folders; replaces the "
                                     "held-out test split", metavar="DIR",
                                     label="External test folder")
+    group_pattern: str | None = setting(
+        None, "a regular expression finding each image's group (the patient, the study) in "
+        "its path, e.g. 'patient_([0-9]+)': its first capture group (or the whole match) "
+        "names the group, and every group stays in one split; a split CSV's group column "
+        "does the same for given splits", metavar="REGEX", label="Group pattern")
+    audit_data: bool = setting(True, "hash every file when the data is opened: exact "
+                               "duplicates within and across classes, copies across "
+                               "train/val/test (a leak), constant and unreadable images; "
+                               "in run.json and the data summary", label="Audit the data")
+    drop_duplicates: bool = setting(False, "drop the validation and test images whose "
+                                    "content is also in an earlier split (found by the "
+                                    "audit)", label="Drop leaked copies",
+                                    uses={"audit_data": (True,)})
     demo_per_class: int = setting(200, "demo set: images a class", label="Demo images a class",
                                   bounds=(2, 100_000), uses={"data": ("demo",)})
     num_workers: int | None = setting(None, "data-loader processes (default: on a GPU, "
@@ -243,6 +256,16 @@ class RunConfig:
         need(within("embedding_samples"),
              "embed between 10 and 1,000,000 validation samples.")
         need(within("calibration_bins"), "use between 2 and 100 calibration bins.")
+        if self.group_pattern:
+            import re
+
+            try:
+                re.compile(self.group_pattern)
+            except re.error as exc:
+                raise ConfigError(f"the group pattern {self.group_pattern!r} is not a "
+                                  f"regular expression ({exc}).") from None
+        need(self.audit_data or not self.drop_duplicates,
+             "dropping leaked copies needs the data audit (audit_data).")
         if self.weights == "imagenet":
             need(self.model != "smallcnn", "torchvision has no ImageNet weights for the "
                  "small CNN; choose ResNet, MobileNetV2 or VGG, or a weights file.")

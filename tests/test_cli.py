@@ -1,9 +1,12 @@
 """The olsdesk command: version without heavy imports, exit codes, train, demo-data."""
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from olsdesk.cli import main
 from tests.helpers import make_class_folder
@@ -151,3 +154,19 @@ def test_the_calibration_baselines_train(extra, tmp_path, capsys):
     assert config["loss"] == extra[1]
     if "--mbls-margin" in extra:
         assert (config["mbls_margin"], config["mbls_lambda"]) == (5.0, 0.2)
+
+
+def test_audit_names_the_leak_and_the_blank_image(tmp_path, capsys):
+    root = make_class_folder(tmp_path / "data", {"ct": 10, "mr": 10})
+    files = sorted(root.rglob("*.png"))
+    files[1].write_bytes(files[0].read_bytes())  # the same slice twice in one class
+    Image.fromarray(np.zeros((24, 24), np.uint8)).save(files[2])  # a blank one
+    out = tmp_path / "audit.json"
+    assert main(["audit", str(root), "--test-fraction", "0.3", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "1 image(s) are constant" in text
+    assert ("repeat another file of their class" in text
+            or "appear in more than one split" in text)
+    found = json.loads(out.read_text())
+    assert found["files"]["test"] > 0 and found["constant_images"] == 1
+    assert main(["audit", str(tmp_path / "nothing")]) == 2

@@ -205,3 +205,46 @@ def test_a_stop_asked_while_the_next_run_is_set_up_is_not_lost(tmp_path, monkeyp
     assert [s.name for s in steps if s.item == "finished earlier"] == []
     assert {s.name for s in steps} == {comparison.runs[0][0]}  # the second never started
     assert len(comparison.stores) == 1
+
+
+def test_the_papers_table_models_by_losses_by_alpha_in_one_command(tmp_path, capsys):
+    """Two models x (hard labels, OLS at two α, LS at two ε, focal loss, MbLS) x 1 seed: a
+    study a model with its full report, and one table over them paired within each model."""
+    args = ["compare", "--models", "smallcnn,mobilenet_v2", "--losses", "ce,ols,ls,focal,mbls",
+            "--alphas", "0.3,0.7", "--epsilons", "0.05,0.2", "--seeds", "1", "--epochs", "1",
+            "--demo-per-class", "6", "--image-size", "32", "--device", "cpu",
+            "--resamples", "50", "--out", str(tmp_path)]
+    assert main(args) == 0
+    arms = ["ce", "ols-a0.3", "ols-a0.7", "ls-e0.05", "ls-e0.2", "focal", "mbls"]
+    for model in ("smallcnn", "mobilenet_v2"):
+        folder = tmp_path / model
+        assert sorted(p.name for p in (folder / "runs").iterdir()
+                      if not p.name.startswith(".")) == sorted(f"{a}-s0" for a in arms)
+        config = RunStore(folder / "runs" / "ols-a0.3-s0").config()
+        assert (config.model, config.loss, config.alpha) == (model, "ols", 0.3)
+        assert RunStore(folder / "runs" / "ls-e0.2-s0").config().epsilon == 0.2
+        rows = list(csv.DictReader(open(folder / "results.csv")))
+        assert [r["loss"] for r in rows] == arms
+        assert "online label smoothing α=0.3" in (folder / "report.md").read_text()
+    table = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert [(r["model"], r["loss"]) for r in table] == [
+        (m, a) for m in ("smallcnn", "mobilenet_v2") for a in arms]
+    tests = list(csv.DictReader(open(tmp_path / "test_results.csv")))
+    # each model's differences are to its own hard labels: none for CE itself
+    assert {r["minus_ce"] for r in tests if r["loss"] == "ce"} == {""}
+    assert all(r["minus_ce"] for r in tests if r["loss"] != "ce")
+    report = (tmp_path / "report.md").read_text()
+    assert "| mobilenet_v2 | margin-based LS |" in report
+    assert "[smallcnn](smallcnn/report.md)" in report
+    # run again: everything is finished, nothing trains
+    assert main(args) == 0
+    assert "starting" not in capsys.readouterr().out.split("model 1/2")[-1]
+
+
+def test_compare_refuses_an_axis_without_its_loss(capsys):
+    assert main(["compare", "--losses", "ce,ols", "--epsilons", "0.1", "--out", "x"]) == 2
+    assert "does not name ls" in capsys.readouterr().err
+    assert main(["compare", "--models", "resnet50,alexnet", "--out", "x"]) == 2
+    assert "unknown model 'alexnet'" in capsys.readouterr().err
+    assert main(["compare", "--losses", "ols", "--alphas", "0.5,2", "--out", "x"]) == 2
+    assert "alpha must be between 0 and 1" in capsys.readouterr().err

@@ -55,6 +55,8 @@ class RunInfo:
     # the starting weights: core.weights.LoadReport.to_dict() (name, file, sha256, tensors
     # loaded of the backbone's, the parts left fresh); None when trained from scratch
     weights: dict | None = None
+    # what the data audit found (core.audit.AuditReport.to_dict()); None when not audited
+    audit: dict | None = None
     # which split each recorded number is on (for a reader of run.json and metrics.jsonl)
     metrics_split: dict[str, str] = field(default_factory=lambda: {
         "train_loss, train_top1, train_top5": "train",
@@ -93,6 +95,7 @@ class RunInfo:
             test_names=tuple(data.get("test_names", ())),
             device=str(data.get("device", "")),
             weights=data["weights"] if isinstance(data.get("weights"), dict) else None,
+            audit=data["audit"] if isinstance(data.get("audit"), dict) else None,
             status=str(data.get("status", "created")),
             created=float(data.get("created", 0.0)),
             olsdesk_version=str(data.get("olsdesk_version", "")),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from olsdesk.config import LOSS_LABELS, RunConfig
+from olsdesk.config import DEFAULT_ALPHA, LOSS_LABELS, RunConfig
 from olsdesk.core.control import Controlled, JobControl
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunLock, RunStore, ensure_runs_dir
@@ -46,17 +47,58 @@ Histories = dict[str, list[list[EpochReport]]]
 FigureRenderer = Callable[[Histories, Path, "TestComparison | None"], list[str]]
 
 
-def run_name(loss: str, seed: int) -> str:
-    return f"{loss}-s{seed}"
+# an arm of a study: a loss, or a loss at one value of its α (OLS, TF-KD) or ε (LS) when
+# the study has that axis: "ols", "ols-a0.3", "ls-e0.05"
+ARM = re.compile(r"^(?P<loss>[a-z]+)(?:-(?P<axis>[ae])(?P<value>[0-9.]+))?$")
+RUN = re.compile(r"^(?P<arm>.+)-s[0-9]+$")
 
 
-def plan(base: RunConfig, losses: Sequence[str], seeds: int) -> list[tuple[str, RunConfig]]:
-    """(run name, config) for every loss x seed; the split seed stays the same. The α set
-    in ``base`` is for ``base.loss`` (OLS's hard-label weight is not TF-KD's teacher
+def run_name(arm: str, seed: int) -> str:
+    return f"{arm}-s{seed}"
+
+
+def arm_label(arm: str) -> str:
+    """An arm in words: 'online label smoothing α=0.3'; anything else as it is."""
+    match = ARM.match(arm)
+    if match is None or match["loss"] not in LOSS_LABELS:
+        return arm
+    label = LOSS_LABELS[match["loss"]]
+    if match["axis"]:
+        label += f" {'α' if match['axis'] == 'a' else 'ε'}={match['value']}"
+    return label
+
+
+def arms(base: RunConfig, losses: Sequence[str], alphas: Sequence[float] = (),
+         epsilons: Sequence[float] = ()) -> list[tuple[str, RunConfig]]:
+    """(arm, config before the seed) for every loss, and every α of ``alphas`` for OLS
+    and TF-KD, every ε of ``epsilons`` for label smoothing. Without an axis the α set in
+    ``base`` is for ``base.loss`` (OLS's hard-label weight is not TF-KD's teacher
     weight): other losses take their own default."""
-    return [(run_name(loss, s), base.replace(
-                loss=loss, seed=s, alpha=base.alpha if loss == base.loss else None).validated())
-            for loss in losses for s in range(seeds)]
+    out = []
+    for loss in losses:
+        if alphas and loss in DEFAULT_ALPHA:
+            out += [(f"{loss}-a{a:g}", base.replace(loss=loss, alpha=a)) for a in alphas]
+        elif epsilons and loss == "ls":
+            out += [(f"ls-e{e:g}", base.replace(loss=loss, epsilon=e)) for e in epsilons]
+        else:
+            out.append((loss, base.replace(
+                loss=loss, alpha=base.alpha if loss == base.loss else None)))
+    return out
+
+
+def plan(base: RunConfig, losses: Sequence[str], seeds: int, alphas: Sequence[float] = (),
+         epsilons: Sequence[float] = ()) -> list[tuple[str, RunConfig]]:
+    """(run name, config) for every arm x seed; the split seed stays the same."""
+    return [(run_name(arm, s), config.replace(seed=s).validated())
+            for arm, config in arms(base, losses, alphas, epsilons) for s in range(seeds)]
+
+
+def arm_of(path: Path, loss: str) -> str:
+    """The arm a study's run belongs to (its folder's name less the seed); the loss for
+    a run not named by a study."""
+    match = RUN.match(path.name)
+    arm = ARM.match(match["arm"]) if match else None
+    return match["arm"] if arm is not None and arm["loss"] == loss else loss
 
 
 def run_state(path: Path, epochs: int) -> str:
@@ -82,15 +124,17 @@ class StudyStep:
 
 
 class Study(Controlled):
-    """Every loss x seed of ``base``, trained into ``out/runs``; resumable."""
+    """Every arm (loss, or loss at an α or ε) x seed of ``base``, trained into
+    ``out/runs``; resumable."""
 
     def __init__(self, base: RunConfig, losses: Sequence[str], seeds: int, out: str | Path,
-                 dataset=None) -> None:
+                 dataset=None, alphas: Sequence[float] = (),
+                 epsilons: Sequence[float] = ()) -> None:
         self.base = base
         self.losses = list(losses)
         self.seeds = seeds
         self.out = Path(out)
-        self.runs = plan(base, self.losses, seeds)
+        self.runs = plan(base, self.losses, seeds, alphas, epsilons)
         self.dataset = dataset
         self.stores: list[RunStore] = []
         self.control = JobControl()  # shared with each run's trainer: no stop is lost
@@ -217,7 +261,7 @@ class StudySummary:
             gap = abs(winner.mean[key] - second.mean[key])
             spread = max(winner.std[key], second.std[key])
             if gap == 0:
-                tied = [LOSS_LABELS[r.loss] for r in self.rows if r.mean[key] == winner.mean[key]]
+                tied = [arm_label(r.loss) for r in self.rows if r.mean[key] == winner.mean[key]]
                 who = "all losses" if len(tied) == len(self.rows) else ", ".join(tied)
                 lines.append(f"{label}: {who} tie at {winner.mean[key]:.4f}.")
                 continue
@@ -227,8 +271,8 @@ class StudySummary:
                 clear = "more than twice the larger standard deviation over seeds"
             else:
                 clear = "within the spread over seeds"
-            lines.append(f"{label}: best {LOSS_LABELS[winner.loss]} ({winner.mean[key]:.4f}), "
-                         f"next {LOSS_LABELS[second.loss]} ({second.mean[key]:.4f}); "
+            lines.append(f"{label}: best {arm_label(winner.loss)} ({winner.mean[key]:.4f}), "
+                         f"next {arm_label(second.loss)} ({second.mean[key]:.4f}); "
                          f"the gap is {clear}.")
         return lines
 
@@ -279,10 +323,10 @@ def dataset_line(stores: Sequence[RunStore]) -> str:
 
 
 def histories_of(stores: Sequence[RunStore]) -> Histories:
-    """Loss -> each run's reports, grouped in the order the stores come."""
+    """Arm -> each run's reports, grouped in the order the stores come."""
     histories: Histories = {}
     for store in stores:
-        histories.setdefault(store.config().loss, []).append(store.load_reports())
+        histories.setdefault(arm_of(store.path, store.config().loss), []).append(store.load_reports())
     return histories
 
 
@@ -357,7 +401,7 @@ class TestComparison:
                 value, lo, hi = diffs[key]
                 if not math.isfinite(value):
                     continue
-                text = f"{LOSS_LABELS[loss]} {value:+.4f} ({lo:+.4f} to {hi:+.4f})"
+                text = f"{arm_label(loss)} {value:+.4f} ({lo:+.4f} to {hi:+.4f})"
                 if not self.significant(loss, key):
                     same.append(text)
                 elif (value > 0) == (higher is None or higher):
@@ -396,7 +440,7 @@ def compare_on_test(stores: Sequence[RunStore], dataset, resamples: int = 1000,
             continue
         ev = evaluate(checkpoint, device=device, resamples=resamples, seed=seed,
                       test=(dataset.test, dataset.test_source or "the test split"))
-        per_loss.setdefault(store.config().loss, []).append(ev)
+        per_loss.setdefault(arm_of(store.path, store.config().loss), []).append(ev)
         if progress is not None:
             progress(i + 1, len(stores))
     if not per_loss:
@@ -501,26 +545,39 @@ def read_test_comparison(folder: str | Path) -> TestComparison | None:
     return TestComparison(str(folder), n_images, 0, values, differences, arrays)
 
 
+TEST_HEADER = ["loss", "metric", "value", "ci_low", "ci_high", "minus_ce", "minus_ce_ci_low",
+               "minus_ce_ci_high", "significant"]
+
+
+def test_rows(comparison: TestComparison) -> list[list]:
+    """test_results.csv's rows: one per loss and metric, with the paired difference to CE."""
+    rows = []
+    for loss, metrics in comparison.values.items():
+        for key, _, _ in TEST_METRICS:
+            diff = comparison.differences.get(loss, {}).get(key)
+            rows.append([loss, key, *(f"{x:.6f}" for x in metrics[key])]
+                        + ([*(f"{x:.6f}" for x in diff), comparison.significant(loss, key)]
+                           if diff else ["", "", "", ""]))
+    return rows
+
+
 def write_test_csv(comparison: TestComparison, path: Path) -> None:
     """test_results.csv: a row per loss and metric, with the paired difference to CE."""
+    _write_csv(path, TEST_HEADER, test_rows(comparison))
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["loss", "metric", "value", "ci_low", "ci_high", "minus_ce",
-                         "minus_ce_ci_low", "minus_ce_ci_high", "significant"])
-        for loss, metrics in comparison.values.items():
-            for key, _, _ in TEST_METRICS:
-                diff = comparison.differences.get(loss, {}).get(key)
-                writer.writerow([loss, key, *(f"{x:.6f}" for x in metrics[key])]
-                                + ([*(f"{x:.6f}" for x in diff),
-                                    comparison.significant(loss, key)] if diff else
-                                   ["", "", "", ""]))
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def test_section(comparison: TestComparison) -> list[str]:
     """report.md's test-split tables (a row a metric, a column a loss) and reading."""
 
     def table(losses) -> list[str]:
-        return ["| metric | " + " | ".join(LOSS_LABELS[loss] for loss in losses) + " |",
+        return ["| metric | " + " | ".join(arm_label(loss) for loss in losses) + " |",
                 "|---|" + "---|" * len(losses)]
 
     sets = (f" Sets: split-conformal {comparison.sets} target coverage, calibrated on "
@@ -553,18 +610,23 @@ def test_section(comparison: TestComparison) -> list[str]:
 
 
 # --- the report --------------------------------------------------------------------------
-def write_results_csv(summary: StudySummary, path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        header = ["loss", "runs"]
+RESULTS_HEADER = ["loss", "runs"] + [f"{key}_{part}" for key, _, _ in METRICS
+                                     for part in ("mean", "std", "best")]
+
+
+def results_rows(summary: StudySummary) -> list[list]:
+    """results.csv's rows: one per loss, each metric's mean, sd and whether it is best."""
+    rows = []
+    for r in summary.rows:
+        line = [r.loss, r.runs]
         for key, _, _ in METRICS:
-            header += [f"{key}_mean", f"{key}_std", f"{key}_best"]
-        writer.writerow(header)
-        for r in summary.rows:
-            line = [r.loss, r.runs]
-            for key, _, _ in METRICS:
-                line += [f"{r.mean[key]:.6f}", f"{r.std[key]:.6f}", summary.is_best(key, r.loss)]
-            writer.writerow(line)
+            line += [f"{r.mean[key]:.6f}", f"{r.std[key]:.6f}", summary.is_best(key, r.loss)]
+        rows.append(line)
+    return rows
+
+
+def write_results_csv(summary: StudySummary, path: Path) -> None:
+    _write_csv(path, RESULTS_HEADER, results_rows(summary))
 
 
 def write_report_md(summary: StudySummary, base: RunConfig, seeds: int, figures: list[str],
@@ -588,7 +650,7 @@ def write_report_md(summary: StudySummary, base: RunConfig, seeds: int, figures:
         for key, _, _ in METRICS:
             text = f"{r.mean[key]:.4f} ± {r.std[key]:.4f}"
             cells.append(f"**{text}**" if summary.is_best(key, r.loss) else text)
-        lines.append(f"| {LOSS_LABELS[r.loss]} | {r.runs} | " + " | ".join(cells) + " |")
+        lines.append(f"| {arm_label(r.loss)} | {r.runs} | " + " | ".join(cells) + " |")
     lines += ["", "## What validation shows", ""] + [f"- {s}" for s in summary.reading()]
     lines += [""] + (test_section(test) if test is not None else [
         "No test split: these are validation numbers, which also chose the checkpoints; "
@@ -618,3 +680,79 @@ def write_study_report(stores: Sequence[RunStore], base: RunConfig, seeds: int, 
     line = dataset_line(stores) if line is None else line
     write_report_md(summary, base, seeds, figures, out / "report.md", line, figures_note, test)
     return written + [out / f for f in figures], summary
+
+
+# --- several models: the paper's table ------------------------------------------------------
+# test metrics the table shows, each with its paired difference to hard labels
+TABLE_METRICS = ("top1", "nll", "ece", "ece_scaled", "aurc", "mean_set_size")
+
+
+def write_models_report(out: Path, studies: Sequence[Study], seeds: int) -> list[Path]:
+    """report.md, results.csv and test_results.csv in ``out`` over one study a model
+    (each in ``out/<model>`` with its own full report): a row a model and arm, each
+    model's differences paired against its own hard-label runs."""
+    out = Path(out)
+    results, tests, table = [], [], []
+    for st in studies:
+        model = st.base.model
+        summary = summarise(finals_of(st.load_results()))
+        results += [[model, *row] for row in results_rows(summary)]
+        if st.test is not None:
+            tests += [[model, *row] for row in test_rows(st.test)]
+        table += _model_rows(model, summary, st.test)
+    _write_csv(out / "results.csv", ["model", *RESULTS_HEADER], results)
+    written = [out / "report.md", out / "results.csv"]
+    if tests:
+        _write_csv(out / "test_results.csv", ["model", *TEST_HEADER], tests)
+        written.append(out / "test_results.csv")
+    scored = all(st.test is not None for st in studies)
+    labels = dict((key, label) for key, label, _ in TEST_METRICS)
+    first = studies[0]
+    lines = [
+        f"# Comparison of training objectives on {len(studies)} models", "",
+        f"Data: {first.dataset_line or dataset_line(first.stores)}. Models "
+        f"{', '.join(st.base.model for st in studies)}; {first.base.epochs} epochs, "
+        f"{first.base.optimizer} lr {first.base.lr}, {first.base.schedule} schedule; {seeds} "
+        "seed(s) an arm on the same split. Each model's folder holds its full report "
+        "(validation curves, every test metric, figures): "
+        + ", ".join(f"[{st.base.model}]({st.base.model}/report.md)" for st in studies) + ".",
+        "",
+    ]
+    if scored:
+        lines += [
+            "On the test split: the mean over seeds of each run's best checkpoint; in "
+            "brackets the paired difference to the same model's hard-label runs, **bold** "
+            "where its 95 % bootstrap interval excludes 0.", "",
+            "| model | loss | " + " | ".join(labels[k] for k in TABLE_METRICS) + " |",
+            "|---|---|" + "---|" * len(TABLE_METRICS)]
+    else:
+        lines += ["No test split: validation numbers of each arm's final epoch, mean ± sd "
+                  "over seeds.", "",
+                  "| model | loss | " + " | ".join(label for _, label, _ in METRICS) + " |",
+                  "|---|---|" + "---|" * len(METRICS)]
+    lines += [row for row, has_test in table if has_test == scored]
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return written
+
+
+def _model_rows(model: str, summary: StudySummary, test: TestComparison | None
+                ) -> list[tuple[str, bool]]:
+    """The table's rows of one model: test values with their differences to CE when the
+    study was scored on test (and, always, the validation rows for an unscored table)."""
+    rows = []
+    for r in summary.rows:
+        cells = [f"{r.mean[key]:.4f} ± {r.std[key]:.4f}" for key, _, _ in METRICS]
+        rows.append((f"| {model} | {arm_label(r.loss)} | " + " | ".join(cells) + " |", False))
+    if test is None:
+        return rows
+    for arm, values in test.values.items():
+        cells = []
+        for key in TABLE_METRICS:
+            text = f"{values[key][0]:.4f}"
+            diff = test.differences.get(arm, {}).get(key)
+            if diff is not None and math.isfinite(diff[0]):
+                change = f"{diff[0]:+.4f}"
+                text += f" ({'**' + change + '**' if test.significant(arm, key) else change})"
+            cells.append(text)
+        rows.append((f"| {model} | {arm_label(arm)} | " + " | ".join(cells) + " |", True))
+    return rows

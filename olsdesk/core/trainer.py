@@ -235,7 +235,8 @@ class Trainer(Controlled):
             device=describe_device(self.device) + (f", {self.dist.world_size} process(es) "
                                                    "under torchrun" if self.dist.active
                                                    else ""),
-            weights=None if self.weights_report is None else self.weights_report.to_dict())
+            weights=None if self.weights_report is None else self.weights_report.to_dict(),
+            audit=None if data.audit is None else data.audit.to_dict())
 
     def _build_loaders(self) -> None:
         data, cfg = self.dataset, self.config

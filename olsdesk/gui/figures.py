@@ -19,10 +19,10 @@ import shiboken6
 from PySide6.QtCore import Qt, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QGridLayout, QHBoxLayout, QLabel, QWidget
 
-from olsdesk.config import LOSS_LABELS, RECALIBRATOR_LABELS
+from olsdesk.config import RECALIBRATOR_LABELS
 from olsdesk.core import metrics
 from olsdesk.core.evaluation import Evaluation, reliability_tables
-from olsdesk.core.study import Histories, TestComparison, seed_band
+from olsdesk.core.study import Histories, TestComparison, arm_label, seed_band
 from olsdesk.gui.panels.common import Canvas, class_color, style_plot, uncached
 from olsdesk.gui.panels.embedding import EmbeddingPanel
 from olsdesk.gui.panels.evaluation import (
@@ -80,7 +80,7 @@ def write_comparison_figures(histories: Histories, out: str | Path,
             epochs, mean, lo, hi = seed_band(runs, attr)
             colour = class_color(i)
             plot.plot(epochs, mean, pen=pg.mkPen(colour, width=2.5),
-                      symbol="o", symbolSize=5, symbolBrush=colour, name=LOSS_LABELS[loss])
+                      symbol="o", symbolSize=5, symbolBrush=colour, name=arm_label(loss))
             if len(runs) > 1:
                 band = pg.FillBetweenItem(pg.PlotDataItem(epochs, lo), pg.PlotDataItem(epochs, hi),
                                           brush=pg.mkBrush(colour.red(), colour.green(),
@@ -96,7 +96,7 @@ def write_comparison_figures(histories: Histories, out: str | Path,
         for i, (loss, runs) in enumerate(histories.items()):
             panel = panel_type()
             panel.show_report(runs[0][-1])
-            label = QLabel(f"<b>{LOSS_LABELS[loss]} (seed 0, final epoch)</b>")
+            label = QLabel(f"<b>{arm_label(loss)} (seed 0, final epoch)</b>")
             layout.addWidget(label, (i // columns) * 2, i % columns)
             layout.addWidget(panel, (i // columns) * 2 + 1, i % columns)
         return holder

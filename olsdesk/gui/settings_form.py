@@ -209,6 +209,24 @@ class ChoiceField(QComboBox):
             self.setCurrentIndex(index)
 
 
+class TextField(QLineEdit):
+    """Free text (a regular expression); empty means none."""
+
+    changed = Signal()
+
+    def __init__(self, name: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setPlaceholderText("none")
+        self.setClearButtonEnabled(True)
+        self.editingFinished.connect(self.changed)
+
+    def value(self):
+        return self.text() or None
+
+    def setValue(self, value) -> None:  # noqa: N802
+        self.setText(value or "")
+
+
 class FlagField(QCheckBox):
     changed = Signal()
 
@@ -233,6 +251,8 @@ def make_field(name: str, start: Callable[[], str]) -> QWidget:
         widget = ChoiceField(name)
     elif kind is bool:
         widget = FlagField(name)
+    elif kind is str:
+        widget = TextField(name)
     else:
         widget = NumberField(name)
     widget.setToolTip(meta["help"])
@@ -288,7 +308,7 @@ class SettingsForm:
             widget.setEnabled(editable and used)
             needs = field_meta(name)["uses"]
             widget.setStatusTip("" if used else "used only with " + ", ".join(
-                f"{other} {' or '.join(values)}" for other, values in needs.items()))
+                f"{other} {' or '.join(map(str, values))}" for other, values in needs.items()))
 
 
 

@@ -1,5 +1,7 @@
 """Dataset readers: folders (flat and RadImageNet-nested), CSV splits, MedMNIST, demo."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ from olsdesk.config import RunConfig
 from olsdesk.core.data.demo import CLASS_NAMES, make_demo
 from olsdesk.core.data.sources import DataError, open_dataset, stratified_split
 from olsdesk.core.data.transforms import Preprocessing
-from tests.helpers import make_class_folder, write_dicom
+from tests.helpers import make_class_folder, write_dicom, write_png
 
 
 def test_radimagenet_nested_layout_uses_leaf_path_as_class(tmp_path):
@@ -212,3 +214,80 @@ def test_loader_workers_default_to_the_cores_on_a_gpu_and_stay_few_on_the_cpu(mo
     cores(1)
     assert default_workers(Files(), None, torch.device("cuda")) == 1
     assert default_workers(Files(), None, torch.device("cpu")) == 0
+
+
+def test_a_group_split_keeps_every_patient_in_one_split_and_each_class_near_its_share():
+    """600 patients, 1-9 images each, two classes with a patient's images mostly of one:
+    no patient crosses splits; each class's shares are within 3 points of 70/15/15."""
+    from olsdesk.core.data.sources import stratified_group_split
+
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(1, 10, 600)
+    groups = np.repeat(np.arange(600), sizes).astype(str)
+    labels = np.repeat(rng.integers(0, 2, 600), sizes)
+    flip = rng.random(len(labels)) < 0.1
+    labels[flip] = 1 - labels[flip]
+    train, val, test = stratified_group_split(labels, groups, 0.15, seed=0, test_fraction=0.15)
+    assert len(train) + len(val) + len(test) == len(labels)
+    sets = [set(groups[s]) for s in (train, val, test)]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    for c in (0, 1):
+        total = (labels == c).sum()
+        shares = [(labels[s] == c).sum() / total for s in (train, val, test)]
+        assert np.allclose(shares, [0.7, 0.15, 0.15], atol=0.03)
+    again = stratified_group_split(labels, groups, 0.15, seed=0, test_fraction=0.15)
+    assert all(np.array_equal(a, b) for a, b in zip(again, (train, val, test), strict=True))
+
+
+def test_a_group_pattern_splits_a_folder_by_patient(tmp_path):
+    root = tmp_path / "scans"
+    for c in ("ct", "mr"):
+        for patient in range(12):
+            for slice_ in range(3):
+                rng = np.random.default_rng(hash((c, patient, slice_)) % 2**32)
+                write_png(root / c / f"patient_{patient:03d}_slice{slice_}.png",
+                          rng.integers(0, 255, (16, 16), dtype=np.uint8))
+    config = RunConfig(data=str(root), val_fraction=0.2, test_fraction=0.2,
+                       group_pattern=r"patient_(\d+)")
+    ds = open_dataset(config)
+
+    def patients(samples):
+        return {p.rsplit("/", 1)[-1].split("_slice")[0] for p in samples.paths}
+
+    train, val, test = patients(ds.train), patients(ds.val), patients(ds.test)
+    assert not (train & val or train & test or val & test)
+    assert len(ds.val) % 3 == 0 and len(ds.test) % 3 == 0 and len(ds.val) > 0
+    with pytest.raises(DataError, match="matches none of the 72 file paths"):
+        open_dataset(config.replace(group_pattern=r"subject-(\d+)"))
+    with pytest.raises(DataError, match="no file names to find groups in"):
+        open_dataset(RunConfig(group_pattern=r"(\d+)"))
+
+
+def test_a_split_csvs_patient_in_two_splits_is_named(tmp_path):
+    root = make_class_folder(tmp_path / "data", {"a": 4, "b": 4})
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "x_train.csv").write_text("filename,label,group\n" + "".join(
+        f"{f},{f.split('/')[0]},p{i}\n" for i, f in enumerate(files[:3] + files[4:7])))
+    (splits / "x_val.csv").write_text("filename,label,group\n" + "".join(
+        f"{f},{f.split('/')[0]},{g}\n" for f, g in ((files[3], "p0"), (files[7], "p9"))))
+    ds = open_dataset(RunConfig(data=str(root), split_csv=str(splits)))
+    assert any("1 group(s) of the split CSVs have images in more than one split (e.g. p0)"
+               in w for w in ds.all_warnings())
+
+
+def test_opening_data_audits_it_and_can_drop_the_leak(tmp_path):
+    root = make_class_folder(tmp_path / "data", {"a": 10, "b": 10})
+    plain = open_dataset(RunConfig(data=str(root), audit_data=False))
+    assert plain.audit is None
+    leaked = plain.test.paths[0]
+    (Path(leaked)).write_bytes(Path(plain.train.paths[0]).read_bytes())
+    ds = open_dataset(RunConfig(data=str(root)))
+    assert ds.audit.leak_count == 1
+    assert any("appear in more than one split" in w for w in ds.all_warnings())
+    dropped = open_dataset(RunConfig(data=str(root), drop_duplicates=True))
+    assert len(dropped.test) == len(ds.test) - 1 and leaked not in dropped.test.paths
+    from olsdesk.errors import ConfigError
+    with pytest.raises(ConfigError, match="needs the data audit"):
+        RunConfig(audit_data=False, drop_duplicates=True).validated()

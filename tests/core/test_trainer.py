@@ -177,6 +177,10 @@ def test_unreadable_files_are_skipped_counted_and_logged(tmp_path):
     assert reports[0].skipped_files == 2
     log = (trainer.store.path / "log.txt").read_text()
     assert "img001.png" in log and "img002.png" in log
+    # the audit saw them first: run.json and the log name the file it could not read
+    audit = json.loads((trainer.store.path / "run.json").read_text())["audit"]
+    assert audit["files"] == {"train": 6, "val": 4, "test": 2}
+    assert audit["unreadable_files"] >= 1 and "cannot be read" in log
 
 
 def test_sgd_step_schedule_and_lr_reported(tmp_path):

@@ -66,7 +66,9 @@ def test_new_comparison_queues_runs_and_the_panel_shows_the_cli_numbers(qtbot, w
                              figure_renderer()[0])
     rows = {r["loss"]: r for r in csv.DictReader(open(out / "results.csv"))}
     for row in range(panel.by_loss.rowCount()):
-        loss = "ce" if panel.by_loss.verticalHeaderItem(row).text().startswith("hard") else "ols"
+        name = panel.by_loss.verticalHeaderItem(row).text()
+        assert name.startswith(f"{base.model} · ")  # grouped by model
+        loss = "ce" if "hard labels" in name else "ols"
         for col, (key, _, _) in enumerate(study.METRICS):
             mean = float(rows[loss][f"{key}_mean"])
             text = panel.by_loss.item(row, col).text().split(" ± ")[0]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import csv
 import os
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,6 +35,7 @@ from olsdesk.errors import DataError, printable
 
 if TYPE_CHECKING:
     from olsdesk.config import RunConfig
+    from olsdesk.core.audit import AuditReport
     from olsdesk.core.data.transforms import Preprocessing
 
 DEMO = "demo"
@@ -119,6 +122,7 @@ class Dataset:
     warnings: tuple[str, ...] = ()  # what the user should know (empty folders, no val image)
     test: Samples | None = None  # None: the data has no test split
     test_source: str = ""  # where the test split comes from, in words
+    audit: AuditReport | None = None  # what core.audit found (None: not audited)
 
     @property
     def num_classes(self) -> int:
@@ -131,7 +135,8 @@ class Dataset:
         extra = ((f"{len(missing)} class(es) have no validation image, so their accuracy and "
                   f"calibration are not measured: {', '.join(missing[:5])}"
                   f"{' …' if len(missing) > 5 else ''}.",) if missing else ())
-        return self.warnings + extra
+        found = () if self.audit is None or self.audit.clean else tuple(self.audit.lines())
+        return self.warnings + extra + found
 
     def per_class_counts(self) -> dict[str, tuple[int, int, int]]:
         """Class name -> (train, validation, test images)."""
@@ -146,13 +151,17 @@ def dataset_key(config: RunConfig) -> tuple:
     """The settings that decide which dataset and split ``open_dataset`` gives."""
     return (config.data, config.split_csv or None, config.val_fraction, config.test_fraction,
             config.test_data or None, config.split_seed,
-            config.demo_per_class if config.data == DEMO else None)
+            config.demo_per_class if config.data == DEMO else None, config.group_pattern or None,
+            config.audit_data, config.drop_duplicates)
 
 
-def open_dataset(config: RunConfig) -> Dataset:
+def open_dataset(config: RunConfig,
+                 progress: Callable[[int, int], None] | None = None) -> Dataset:
     """The dataset ``config`` describes ("demo", a folder or a ``.npz``), split if it has
-    no split of its own, with its test split (held out, its own, or ``test_data``). The
-    trainer, the study, evaluation and the app all open data here."""
+    no split of its own (whole groups a split with ``group_pattern``), with its test split
+    (held out, its own, or ``test_data``), audited (``audit_data``; ``progress(done,
+    total)`` follows the hashing) and without its leaked copies (``drop_duplicates``).
+    The trainer, the study, evaluation and the app all open data here."""
     fractions = (config.val_fraction, 0.0 if config.test_data else config.test_fraction)
     if not 0.0 < fractions[0] < 1.0 or not 0.0 <= fractions[1] < 1.0 - fractions[0]:
         raise DataError("the validation and test fractions must be between 0 and 1 and "
@@ -162,12 +171,24 @@ def open_dataset(config: RunConfig) -> Dataset:
         test = open_test_folder(config.test_data, dataset.class_names)
         dataset = replace(dataset, test=test, test_source=f"the external folder "
                           f"{printable(config.test_data)}")
+    if config.audit_data:
+        from olsdesk.core.audit import audit_dataset, drop_leaked
+
+        dataset = replace(dataset, audit=audit_dataset(dataset, progress=progress))
+        if config.drop_duplicates:
+            dataset = drop_leaked(dataset, dataset.audit)
     return dataset
 
 
 def _open_main(config: RunConfig, fractions: tuple[float, float]) -> Dataset:
     data, split_seed = config.data, config.split_seed
     kind = data_kind(data, config.split_csv)
+    if config.group_pattern and (kind in ("demo", "npz") or config.split_csv):
+        raise DataError("a group pattern splits an image folder; "
+                        + ("split CSVs give their own split (a group column in them is "
+                           "checked by the audit instead)." if config.split_csv else
+                           "the demo set and MedMNIST archives have no file names to find "
+                           "groups in."))
     if kind == "demo":
         return _open_demo(config.demo_per_class, fractions, split_seed)
     path = Path(data).expanduser()
@@ -182,7 +203,7 @@ def _open_main(config: RunConfig, fractions: tuple[float, float]) -> Dataset:
         raise DataError(f"{data} is a file; give an image folder or a MedMNIST .npz archive.")
     if kind == "radimagenet":
         return _open_csv_split(path, Path(config.split_csv).expanduser())
-    return _open_folder(path, fractions, split_seed)
+    return _open_folder(path, fractions, split_seed, config.group_pattern)
 
 
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int,
@@ -210,9 +231,63 @@ def stratified_split(labels: np.ndarray, val_fraction: float, seed: int,
     return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in (train, val, test))
 
 
-def _split(samples: Samples, fractions: tuple[float, float], seed: int):
-    """(train, val, test or None) subsets of ``samples``."""
-    tr, va, te = stratified_split(samples.labels, fractions[0], seed, fractions[1])
+def stratified_group_split(labels: np.ndarray, groups: np.ndarray, val_fraction: float,
+                           seed: int, test_fraction: float = 0.0
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test indices with every group (a patient) in one split, each
+    class's shares as near the fractions as whole groups allow. Groups are placed largest
+    first (ties in a seeded order), each into the split that still lacks most of the
+    classes it holds: a greedy stratification, like scikit-learn's StratifiedGroupKFold."""
+    labels = np.asarray(labels)
+    names, group = np.unique(np.asarray(groups, dtype=str), return_inverse=True)
+    k = int(labels.max()) + 1 if len(labels) else 0
+    counts = np.zeros((len(names), k))
+    np.add.at(counts, (group, labels), 1.0)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(names))
+    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
+    targets = np.array([1.0 - val_fraction - test_fraction, val_fraction, test_fraction])
+    wanted = targets[:, None] * counts.sum(axis=0)[None, :]  # split x class
+    placed = np.zeros_like(wanted)
+    where = np.zeros(len(names), dtype=np.int64)
+    allowed = targets > 0
+    for g in order:
+        # what each split still lacks of this group's classes, as a share of the class
+        lack = ((wanted - placed) * counts[g]).sum(axis=1) / max(counts[g].sum(), 1.0)
+        lack[~allowed] = -np.inf
+        if not placed[0].any():  # the first (largest) group trains: no split is empty of it
+            split = 0
+        else:
+            split = int(np.argmax(lack))
+        where[g] = split
+        placed[split] += counts[g]
+    by_image = where[group]
+    return tuple(np.flatnonzero(by_image == s).astype(np.int64) for s in range(3))
+
+
+def group_of(names: Sequence[str], pattern: str) -> np.ndarray:
+    """Each file's group from ``pattern``, a regular expression searched in its path: the
+    first capture group, or the whole match when it has none. A file the pattern does not
+    match is a group of its own."""
+    regex = re.compile(pattern)
+    out = []
+    for name in names:
+        match = regex.search(name)
+        if match is None:
+            out.append(f"\0{name}")  # never shares a group
+        else:
+            out.append(match.group(1) if regex.groups else match.group(0))
+    return np.array(out, dtype=str)
+
+
+def _split(samples: Samples, fractions: tuple[float, float], seed: int,
+           groups: np.ndarray | None = None):
+    """(train, val, test or None) subsets of ``samples`` (whole groups a split when
+    ``groups`` are given)."""
+    tr, va, te = (stratified_split(samples.labels, fractions[0], seed, fractions[1])
+                  if groups is None else
+                  stratified_group_split(samples.labels, groups, fractions[0], seed,
+                                         fractions[1]))
     return samples.subset(tr), samples.subset(va), samples.subset(te) if len(te) else None
 
 
@@ -304,7 +379,8 @@ def scan_folder(root: Path) -> tuple[list[str], list[str], list[str]]:
     return paths, classes, empty
 
 
-def _open_folder(root: Path, fractions: tuple[float, float], split_seed: int) -> Dataset:
+def _open_folder(root: Path, fractions: tuple[float, float], split_seed: int,
+                 group_pattern: str | None = None) -> Dataset:
     paths, classes, empty = scan_folder(root)
     if not paths:
         loose = [p for p in root.iterdir() if p.is_file() and _is_image_file(p)]
@@ -319,9 +395,20 @@ def _open_folder(root: Path, fractions: tuple[float, float], split_seed: int) ->
     index = {n: i for i, n in enumerate(names)}
     labels = np.array([index[c] for c in classes])
     samples = FileSamples(paths, labels)
-    train, val, test = _split(samples, fractions, split_seed)
+    groups = None
     warnings = tuple(f"the folder {printable(e)} holds no images, so it is not a class."
                      for e in empty)
+    if group_pattern:
+        groups = group_of([Path(p).relative_to(root.resolve()).as_posix() for p in paths],
+                          group_pattern)
+        unmatched = int(sum(g.startswith("\0") for g in groups))
+        if unmatched == len(paths):
+            raise DataError(f"the group pattern {group_pattern!r} matches none of the "
+                            f"{len(paths):,} file paths (e.g. {printable(paths[0])}).")
+        warnings += ((f"the group pattern matches no group in {unmatched:,} of "
+                      f"{len(paths):,} file paths; each of those is a group of its own.",)
+                     if unmatched else ())
+    train, val, test = _split(samples, fractions, split_seed, groups)
     return Dataset(str(root), "folder", names, train, val, _detect_channels(samples), warnings,
                    test=test, test_source=_held_out(test))
 
@@ -354,7 +441,8 @@ def _find_split_csv(csv_dir: Path, split: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def _read_split_csv(path: Path) -> list[tuple[str, str]]:
+def _read_split_csv(path: Path) -> list[tuple[str, str, str]]:
+    """(filename, label, group) rows; the group is "" without a group column."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
@@ -363,10 +451,28 @@ def _read_split_csv(path: Path) -> list[tuple[str, str]]:
             label_key = next((fields[k] for k in ("label", "class") if k in fields), None)
             if file_key is None or label_key is None:
                 raise DataError(f"{path.name} needs the columns filename and label.")
-            return [(row[file_key].strip(), row[label_key].strip()) for row in reader
+            group_key = next((fields[k] for k in ("group", "patient", "patient_id")
+                              if k in fields), None)
+            return [(row[file_key].strip(), row[label_key].strip(),
+                     (row[group_key] or "").strip() if group_key else "") for row in reader
                     if row.get(file_key)]
     except OSError as exc:
         raise DataError(f"{path.name} cannot be read ({exc.strerror}).") from exc
+
+
+def _groups_in_several_splits(rows: dict[str, list[tuple[str, str, str]]]) -> tuple[str, ...]:
+    """A sentence when a split CSV's group (a patient) has images in two or more splits."""
+    seen: dict[str, set[str]] = {}
+    for split, lines in rows.items():
+        for _, _, group in lines:
+            if group:
+                seen.setdefault(group, set()).add(split)
+    shared = sorted(g for g, splits in seen.items() if len(splits) > 1)
+    if not shared:
+        return ()
+    return (f"{len(shared):,} group(s) of the split CSVs have images in more than one split "
+            f"(e.g. {printable(shared[0])}): the same patient in training and evaluation "
+            "inflates the numbers.",)
 
 
 def _resolve_base(root: Path, filenames: list[str]) -> Path:
@@ -387,19 +493,21 @@ def _open_csv_split(root: Path, csv_dir: Path) -> Dataset:
     rows = {s: _read_split_csv(path) for s, path in found.items() if path is not None}
     if not all(rows.values()):
         raise DataError(f"a split file in {csv_dir} lists no images.")
-    base = _resolve_base(root, [f for f, _ in rows["train"]])
-    names = tuple(sorted({label for split in rows.values() for _, label in split}))
+    base = _resolve_base(root, [f for f, _, _ in rows["train"]])
+    names = tuple(sorted({label for split in rows.values() for _, label, _ in split}))
     if len(names) < 2:
         raise DataError(f"the split files in {csv_dir} name only one class.")
     index = {n: i for i, n in enumerate(names)}
     splits = {
-        s: FileSamples([str(base / f) for f, _ in r], np.array([index[lab] for _, lab in r]))
+        s: FileSamples([str(base / f) for f, _, _ in r],
+                       np.array([index[lab] for _, lab, _ in r]))
         for s, r in rows.items()
     }
     test = splits.get("test")
     warnings = () if test is not None else (
         f"{csv_dir} has no test CSV (e.g. RadiologyAI_test.csv), so the run has no held-out "
         "test split; evaluate it on an external folder with --test-data.",)
+    warnings += _groups_in_several_splits(rows)
     return Dataset(str(root), "folder", names, splits["train"], splits["val"],
                    _detect_channels(splits["train"]), warnings, test=test,
                    test_source=f"{found['test'].name}" if test is not None else "")

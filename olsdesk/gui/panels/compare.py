@@ -180,8 +180,8 @@ class ComparePanel(QWidget):
         tables_layout = QVBoxLayout(tables)
         tables_layout.addWidget(QLabel("Final epoch, per run (best in bold green)"))
         tables_layout.addWidget(self.metrics, 1)
-        tables_layout.addWidget(QLabel("Per loss, mean ± sd over the selected runs "
-                                       "(as olsdesk compare's results.csv)"))
+        tables_layout.addWidget(QLabel("Per model and loss, mean ± sd over the selected "
+                                       "runs' seeds (as olsdesk compare's results.csv)"))
         tables_layout.addWidget(self.by_loss, 1)
         settings_box = QWidget()
         settings_layout = QVBoxLayout(settings_box)
@@ -561,10 +561,11 @@ class ComparePanel(QWidget):
                    [[metric_text(key, getattr(f, key)) for key in keys] for f in finals],
                    [[i in best_run[key] for key in keys] for i in range(len(finals))])
         histories: study.Histories = {}
-        for listing in chosen:
-            histories.setdefault(listing.config.loss, []).append(reports[listing.path.name])
+        for listing in sorted(chosen, key=lambda listing: listing.config.model):
+            histories.setdefault(group_name(listing.config), []).append(
+                reports[listing.path.name])
         summary = study.summarise(study.finals_of(histories))
-        self._fill(self.by_loss, [f"{LOSS_LABELS[r.loss]} ({r.runs})" for r in summary.rows],
+        self._fill(self.by_loss, [f"{r.loss} ({r.runs})" for r in summary.rows],
                    [[metric_text(k, r.mean[k], r.std[k] if r.runs > 1 else None) for k in keys]
                     for r in summary.rows],
                    [[summary.is_best(k, r.loss) for k in keys] for r in summary.rows])
@@ -588,6 +589,14 @@ def _smoothing_text(config) -> str:
     if config.loss == "mbls":
         return f"m {config.mbls_margin:g}, λ {config.mbls_lambda:g}"
     return "—"
+
+
+def group_name(config) -> str:
+    """The row of the per-loss table a run joins: its model, loss and the loss's own
+    setting ('resnet50 · online label smoothing α 0.3'), so the table groups by model."""
+    knob = _smoothing_text(config)
+    return (f"{config.model} · {LOSS_LABELS[config.loss]}"
+            + ("" if knob == "—" else f" {knob}"))
 
 
 def _first_line(text: str) -> str:

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from olsdesk.config import LOSS_LABELS, RECALIBRATOR_LABELS
+from olsdesk.config import RECALIBRATOR_LABELS
 from olsdesk.core.bootstrap import CLASS_METRICS, SUMMARY_METRICS
 from olsdesk.core.conformal import class_coverage
 from olsdesk.core.evaluation import (
@@ -47,6 +47,7 @@ from olsdesk.core.evaluation import (
     write_evaluation,
 )
 from olsdesk.core.state import AppState, CheckpointRef
+from olsdesk.core.study import arm_label
 from olsdesk.gui.panels.common import Canvas, NumberItem, class_color, row_table, style_plot
 from olsdesk.gui.panels.errors import ErrorBrowser
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
@@ -505,7 +506,7 @@ def draw_comparison_risk_coverage(plot: pg.PlotItem, comparison) -> None:
     for i, (loss, (coverage, risk)) in enumerate(comparison.curves.items()):
         value, lo, hi = comparison.values[loss]["aurc"]
         plot.plot(coverage, risk, pen=pg.mkPen(class_color(i), width=2),
-                  name=f"{LOSS_LABELS[loss]} (AURC {value:.4f}, {lo:.4f}–{hi:.4f})")
+                  name=f"{arm_label(loss)} (AURC {value:.4f}, {lo:.4f}–{hi:.4f})")
 
 
 def draw_familiarity(plot: pg.PlotItem, ev: Evaluation) -> None:
