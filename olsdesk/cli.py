@@ -246,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--epsilons", metavar="LIST",
                          help="comma-separated ε values, each an arm for label smoothing "
                               "(default: --epsilon's)")
+    compare.add_argument("--imbalance", metavar="LIST",
+                         help="comma-separated remedies for class imbalance, each an arm "
+                              "of every loss: none, balanced (a class-balanced sampler), "
+                              "weighted (inverse-frequency class weights)")
     compare.add_argument("--seeds", type=_positive_int, default=3,
                          help="seeds an arm, 0 to N-1 (default: 3)")
     compare.add_argument("--out", required=True, metavar="DIR",
@@ -535,6 +539,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                      f"{ood['auroc']:.3f}, FPR at 95% TPR {ood['fpr_at_95_tpr']:.3f}, "
                      f"{ood['folder_unfamiliar']:.1%} marked")
         print(line)
+    frequency = result.frequency_dict()
+    if frequency is not None:
+        parts = [f"{name} ({g['classes']} classes, {g['train_images'][0]:,}-"
+                 f"{g['train_images'][1]:,} training images): accuracy {g['accuracy']:.3f}, "
+                 f"ECE {g['ece']:.3f}" for name, g in frequency["groups"].items()
+                 if "accuracy" in g]
+        print(f"  by training frequency (classes in thirds, most images first; imbalance "
+              f"{frequency['imbalance_ratio']:.1f}x): " + "; ".join(parts))
     for warning in result.warnings:
         print(f"warning: {warning}")
     if note:
@@ -594,13 +606,20 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError("--alphas sets OLS's and TF-KD's α; --losses names neither.")
     if epsilons and "ls" not in losses:
         raise UsageError("--epsilons sets label smoothing's ε; --losses does not name ls.")
+    from olsdesk.core.study import IMBALANCE
+
+    imbalance = [x.strip() for x in (args.imbalance or "").split(",") if x.strip()]
+    odd = [x for x in imbalance if x not in IMBALANCE]
+    if odd:
+        raise UsageError(f"unknown remedy '{odd[0]}' in --imbalance; choose from "
+                         f"{', '.join(IMBALANCE)}.")
     out = Path(args.out).expanduser()
     try:
         base = config_from(args)
         models = models or [base.model]
         studies = [Study(base.replace(model=m).validated(), losses, args.seeds,
                          out / m if len(models) > 1 else out, alphas=alphas,
-                         epsilons=epsilons) for m in models]
+                         epsilons=epsilons, imbalance=imbalance) for m in models]
     except OlsdeskError as exc:
         raise UsageError(str(exc)) from None
     dataset = None

@@ -20,6 +20,8 @@ LOSS_LABELS = {"ce": "hard labels (CE)", "ls": "label smoothing", "tfkd": "teach
                "mbls": "margin-based LS"}
 PAPER_LOSSES = ("ce", "ls", "tfkd", "ols")  # the OLS paper's comparison: compare's default
 DEFAULT_ALPHA = {"tfkd": 0.95, "ols": 0.5}
+SAMPLINGS = ("natural", "balanced")
+OLS_MIN_CORRECT = 2  # measured: docs/ALGORITHMS.md, "A row from a handful of images"
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -110,6 +112,11 @@ class RunConfig:
     ols_init: str = setting("uniform", "OLS: the soft-label matrix of the first epoch",
                             choices=("uniform", "zeros"), label="OLS start",
                             uses={"loss": ("ols",)})
+    ols_min_correct: int = setting(
+        OLS_MIN_CORRECT, "OLS: a class with fewer correct training predictions in an epoch "
+        "gets the uniform row for the next (a row averaged over a handful of images is "
+        "noise; docs/ALGORITHMS.md gives the measurement)", label="OLS min. correct",
+        bounds=(1, 1_000_000), uses={"loss": ("ols",)})
     focal_gamma: float | None = setting(
         None, "focal loss: the focusing exponent γ; auto is FLSD-53 (γ = 5 for an image "
         "whose true-class probability is below 0.2, 3 otherwise)", label="γ", group="main",
@@ -121,6 +128,12 @@ class RunConfig:
     mbls_lambda: float = setting(0.1, "margin-based LS: the weight λ of the margin penalty",
                                  label="MbLS λ", bounds=(0.0, 100.0), step=0.05,
                                  decimals=3, uses={"loss": ("mbls",)})
+    sampling: str = setting("natural", "training batches: natural (every image once an "
+                            "epoch) or balanced (classes drawn equally often, images within "
+                            "a class with replacement)", choices=SAMPLINGS, label="Sampling",
+                            choice_labels={"natural": "natural", "balanced": "class-balanced"})
+    class_weights: bool = setting(False, "weight each image's loss by its class's inverse "
+                                  "training frequency (N / (K n_c))", label="Class weights")
     epochs: int = setting(10, "epochs to train (with --resume: a new total)", label="Epochs",
                           group="main", bounds=(1, 100_000))
     batch_size: int = setting(64, "images a training step", label="Batch size", group="main",
@@ -222,6 +235,10 @@ class RunConfig:
         need(within("temperature"), "the TF-KD temperature must be positive and at most "
              "1000.")
         need(self.ols_init in ("uniform", "zeros"), "the OLS start must be 'uniform' or 'zeros'.")
+        need(within("ols_min_correct"), "OLS needs at least 1 correct prediction to build a "
+             "row (at most 1,000,000).")
+        need(self.sampling in SAMPLINGS, f"unknown sampling '{self.sampling}'; choose "
+             f"{' or '.join(SAMPLINGS)}.")
         need(within("focal_gamma"), "the focal loss's gamma must be between 0 and 100.")
         need(within("mbls_margin"), "the MbLS margin must be positive and at most 1000.")
         need(within("mbls_lambda"), "the MbLS lambda must be between 0 and 100.")
@@ -295,9 +312,12 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
         """A stored configuration; one written before olsdesk held out a test split keeps
-        its two-way split (it resumes and evaluates on the images it was split into)."""
+        its two-way split (it resumes and evaluates on the images it was split into), one
+        written before OLS had a minimum of correct predictions a row keeps the paper's 1."""
         if "val_fraction" in data and "test_fraction" not in data:
             data = {**data, "test_fraction": 0.0}
+        if "loss" in data and "ols_min_correct" not in data:  # OLS as it trained then
+            data = {**data, "ols_min_correct": 1}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -91,7 +91,7 @@ def test_train_help_states_every_runconfig_setting_with_its_default(capsys):
 
     text = help_of("train", capsys)
     for f in fields(RunConfig):
-        flag = {"num_workers": "--workers", "amp": "--no-amp"}.get(
+        flag = {"num_workers": "--workers", "amp": "--no-amp", "audit_data": "--no-audit-data"}.get(
             f.name, "--" + f.name.replace("_", "-"))
         assert flag in text, flag
         assert " ".join(f.metadata["help"].split()[:4]) in text, f.name

@@ -248,3 +248,17 @@ def test_compare_refuses_an_axis_without_its_loss(capsys):
     assert "unknown model 'alexnet'" in capsys.readouterr().err
     assert main(["compare", "--losses", "ols", "--alphas", "0.5,2", "--out", "x"]) == 2
     assert "alpha must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_the_imbalance_remedies_are_a_study_axis(tmp_path):
+    args = ["compare", "--losses", "ce,ols", "--imbalance", "none,balanced,weighted",
+            "--seeds", "1", "--epochs", "1", "--demo-per-class", "6", "--image-size", "32",
+            "--device", "cpu", "--resamples", "30", "--out", str(tmp_path)]
+    assert main(args) == 0
+    rows = [r["loss"] for r in csv.DictReader(open(tmp_path / "results.csv"))]
+    assert rows == ["ce", "ce-balanced", "ce-weighted", "ols", "ols-balanced", "ols-weighted"]
+    config = RunStore(tmp_path / "runs" / "ols-balanced-s0").config()
+    assert (config.sampling, config.class_weights) == ("balanced", False)
+    assert RunStore(tmp_path / "runs" / "ce-weighted-s0").config().class_weights
+    assert study.arm_label("ols-a0.3-weighted") == "online label smoothing α=0.3, class weights"
+    assert main([*args[:4], "oversample", *args[5:]]) == 2

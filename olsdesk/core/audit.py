@@ -110,8 +110,8 @@ class AuditReport:
             parts = ", ".join(f"{len(v):,} {split}" for split, v in self.leaked.items() if len(v))
             out.append(f"{len(self.across_splits):,} image(s) appear in more than one split: "
                        f"{parts} image(s) are copies of an image in an earlier split (a leak "
-                       "that inflates validation and test numbers; drop_duplicates removes "
-                       "them).")
+                       "that inflates validation and test numbers; --drop-duplicates, in the "
+                       "app Drop leaked copies, removes them).")
         if self.across_classes:
             out.append(f"{len(self.across_classes):,} image(s) carry two or more labels "
                        "(the same file in different classes).")

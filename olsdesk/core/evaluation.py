@@ -117,6 +117,9 @@ class Evaluation:
     recalibration: str = "temperature"
     # those recalibrators' test probabilities, as their bootstrap scored them
     other_probs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # each class's training images (from the run's run.json; None without one): what
+    # the head / medium / tail groups are made of
+    train_counts: np.ndarray | None = field(default=None, repr=False)
 
     def results(self) -> dict[str, BootstrapResult]:
         """Every way of calibrating compared, raw first: "none", "temperature", then the
@@ -197,6 +200,40 @@ class Evaluation:
     def selective(self) -> dict[str, Selective]:
         correct = self.predicted == self.labels
         return {name: Selective(score, correct) for name, score in self.scores().items()}
+
+    def frequency_dict(self) -> dict | None:
+        """metrics.json's ``frequency``: accuracy, balanced accuracy and ECE (raw and
+        temperature-scaled) of the head, medium and tail classes (FREQUENCY_GROUPS: the
+        classes in thirds by training images, most first), with the imbalance ratio;
+        None without the training counts."""
+        if self.train_counts is None:
+            return None
+        counts = np.asarray(self.train_counts)
+        groups = frequency_groups(counts)
+        predicted, scaled = self.predicted, self.scaled_probs
+        out = {"definition": FREQUENCY_DEFINITION,
+               "imbalance_ratio": float(counts.max() / max(counts[counts > 0].min(), 1))
+               if (counts > 0).any() else math.nan, "groups": {}}
+        for g, name in enumerate(FREQUENCY_GROUPS):
+            classes = np.flatnonzero(groups == g)
+            rows = np.isin(self.labels, classes)
+            n = int(rows.sum())
+            entry = {"classes": len(classes),
+                     "train_images": [int(counts[classes].min()), int(counts[classes].max())]
+                     if len(classes) else [0, 0], "test_images": n}
+            if n:
+                hits = predicted[rows] == self.labels[rows]
+                recalls = [float(hits[self.labels[rows] == c].mean()) for c in classes
+                           if (self.labels[rows] == c).any()]
+                entry.update({
+                    "accuracy": float(hits.mean()),
+                    "balanced_accuracy": float(np.mean(recalls)),
+                    "ece": metrics.expected_calibration_error(self.probs[rows],
+                                                              self.labels[rows], self.n_bins),
+                    "ece_scaled": metrics.expected_calibration_error(
+                        scaled[rows], self.labels[rows], self.n_bins)})
+            out["groups"][name] = entry
+        return out
 
     def selective_dict(self) -> dict:
         """metrics.json's ``selective`` section: per score, AURC and E-AURC (the raw and
@@ -282,7 +319,7 @@ class Evaluation:
             "rank_metrics_resampling": self.raw.rank_method,
             "calibration_bins": self.n_bins, "class_names": list(self.class_names),
             "selective": self.selective_dict(), "conformal": self.conformal_dict(),
-            "ood": self.ood_dict(),
+            "ood": self.ood_dict(), "frequency": self.frequency_dict(),
             "warnings": self.warnings,
         }
 
@@ -301,6 +338,35 @@ class Evaluation:
                                for r in (self.raw, self.scaled)) + " |"
                   for m in SUMMARY_METRICS]
         return lines
+
+
+FREQUENCY_GROUPS = ("head", "medium", "tail")
+FREQUENCY_DEFINITION = ("classes ranked by their training images, most first (ties in class "
+                        "order), cut into three groups of as equal a number of classes as "
+                        "can be: head, medium, tail")
+
+
+def frequency_groups(train_counts: np.ndarray) -> np.ndarray:
+    """Each class's group: 0 head, 1 medium, 2 tail (FREQUENCY_DEFINITION)."""
+    order = np.argsort(-np.asarray(train_counts), kind="stable")
+    groups = np.empty(len(order), dtype=np.int64)
+    for g, part in enumerate(np.array_split(order, 3)):
+        groups[part] = g
+    return groups
+
+
+def _train_counts(checkpoint: str | Path, class_names: tuple[str, ...]) -> np.ndarray | None:
+    """The run's training images a class, from the run.json beside the checkpoint."""
+    from olsdesk.core.runs import RunStore
+
+    folder = Path(checkpoint).parent.parent
+    if not (folder / "run.json").is_file():
+        return None
+    try:
+        per_class = RunStore(folder).info().dataset.per_class
+        return np.array([per_class[name][0] for name in class_names], dtype=np.int64)
+    except (OSError, KeyError, TypeError, ValueError, RunError):
+        return None
 
 
 def _num(x: float) -> float | None:
@@ -475,7 +541,8 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                      torch.cat(top_logits).numpy(), fitted, sets, conformal_samples,
                      np.concatenate(familiar) if familiar else None, detector, ood_data,
                      ood_scores, ood_unreadable, predictor.recalibration, recalibrated,
-                     recalibration, other_probs)
+                     recalibration, other_probs,
+                     train_counts=_train_counts(checkpoint, predictor.class_names))
 
 
 def evaluate(checkpoint: str | Path, **options) -> Evaluation:

@@ -19,7 +19,10 @@ from olsdesk.config import LOSS_NAMES, loss_alpha
 
 
 class SoftTargetLoss(nn.Module):
-    """Base class: holds the K x K target matrix as a buffer."""
+    """Base class: holds the K x K target matrix as a buffer. A loss states its value for
+    each image (``per_image``); the batch's loss is their mean or, with class weights
+    (``set_class_weights``), their weighted mean ``sum w_y l / sum w_y`` (PyTorch's
+    weighted cross-entropy convention)."""
 
     soft_labels: torch.Tensor
 
@@ -28,6 +31,27 @@ class SoftTargetLoss(nn.Module):
         if num_classes < 2:
             raise ValueError("a classifier needs at least two classes")
         self.num_classes = num_classes
+        # not in the state dict: derived from the training split, set by the trainer
+        self.register_buffer("class_weights", None, persistent=False)
+
+    def set_class_weights(self, weights: torch.Tensor | None) -> None:
+        """Weight each image's loss by its class's weight (None: every image alike)."""
+        if weights is not None:
+            weights = torch.as_tensor(weights, dtype=torch.float32)
+            if weights.shape != (self.num_classes,) or bool((weights < 0).any()):
+                raise ValueError("class weights: one non-negative number a class")
+            weights = weights.to(self.soft_labels.device)
+        self.class_weights = weights
+
+    def per_image(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        values = self.per_image(logits, targets)
+        if self.class_weights is None:
+            return values.mean()
+        w = self.class_weights[targets]
+        return (w * values).sum() / w.sum().clamp(min=1e-12)
 
     def next_epoch(self) -> None:
         """Called once at every epoch end. Fixed-target losses do nothing."""
@@ -40,8 +64,8 @@ class HardLabelLoss(SoftTargetLoss):
         super().__init__(num_classes)
         self.register_buffer("soft_labels", torch.eye(num_classes))
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets)
+    def per_image(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
 class LabelSmoothingLoss(SoftTargetLoss):
@@ -55,8 +79,9 @@ class LabelSmoothingLoss(SoftTargetLoss):
         matrix = (1.0 - epsilon) * torch.eye(num_classes) + epsilon / num_classes
         self.register_buffer("soft_labels", matrix)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets, label_smoothing=self.epsilon)
+    def per_image(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), targets, label_smoothing=self.epsilon,
+                               reduction="none")
 
 
 class TeacherFreeKDLoss(SoftTargetLoss):
@@ -91,12 +116,13 @@ class TeacherFreeKDLoss(SoftTargetLoss):
         teacher.fill_diagonal_(correct_prob)
         self.register_buffer("soft_labels", torch.softmax(teacher / temperature, dim=1))
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def per_image(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_probs = F.log_softmax(logits.float(), dim=1)
-        ce = F.nll_loss(log_probs, targets)
+        ce = F.nll_loss(log_probs, targets, reduction="none")
         teacher = self.soft_labels[targets]
-        # KLDivLoss with 'mean' reduction: the sum divided by N*K, as the official code.
-        kl = (teacher * (teacher.log() - log_probs)).sum() / teacher.numel()
+        # KLDivLoss with 'mean' reduction, as the official code: the sum divided by N*K,
+        # so an image's share is its sum over the classes divided by K
+        kl = (teacher * (teacher.log() - log_probs)).sum(dim=1) / self.num_classes
         return (1.0 - self.alpha) * ce + self.alpha * self.multiplier * kl
 
 
@@ -106,28 +132,42 @@ class OnlineLabelSmoothing(SoftTargetLoss):
     ``soft_labels`` (row = true class) is the matrix in use this epoch. In training mode
     every call adds the softmax of each *correctly* classified sample to row ``y`` of
     ``soft_label_sum`` and counts it; ``next_epoch()`` turns the sums into the next
-    matrix (a class never predicted correctly gets the uniform row) and resets them.
+    matrix (a class with fewer than ``min_correct`` correct predictions gets the uniform
+    row) and resets them; ``row_counts`` keeps how many built each row.
     """
 
-    def __init__(self, num_classes: int, alpha: float = 0.5, init: str = "uniform") -> None:
+    def __init__(self, num_classes: int, alpha: float = 0.5, init: str = "uniform",
+                 min_correct: int = 1) -> None:
         super().__init__(num_classes)
         if not 0.0 <= alpha <= 1.0:
             raise ValueError("OLS alpha must be in [0, 1]")
         if init not in ("uniform", "zeros"):
             raise ValueError("OLS init must be 'uniform' or 'zeros'")
+        if min_correct < 1:
+            raise ValueError("OLS needs at least one correct prediction to build a row")
         self.alpha = alpha
         self.init = init
+        self.min_correct = min_correct
         start = torch.full((num_classes, num_classes), 1.0 / num_classes)
         if init == "zeros":
             start.zero_()
         self.register_buffer("soft_labels", start)
         self.register_buffer("soft_label_sum", torch.zeros(num_classes, num_classes))
         self.register_buffer("correct_count", torch.zeros(num_classes))
+        # how many correct predictions built each row of ``soft_labels`` (0: the start
+        # matrix, or the uniform row of a class with fewer than ``min_correct``)
+        self.register_buffer("row_counts", torch.zeros(num_classes))
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # a checkpoint from before the rows were counted: their counts are unknown (-1)
+        state_dict.setdefault(prefix + "row_counts",
+                              torch.full((self.num_classes,), -1.0))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def per_image(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_probs = F.log_softmax(logits.float(), dim=1)
-        ce = F.nll_loss(log_probs, targets)
-        soft = -(self.soft_labels[targets] * log_probs).sum(dim=1).mean()
+        ce = F.nll_loss(log_probs, targets, reduction="none")
+        soft = -(self.soft_labels[targets] * log_probs).sum(dim=1)
         if self.training:
             self._accumulate(log_probs.detach(), targets)
         return self.alpha * ce + (1.0 - self.alpha) * soft
@@ -155,10 +195,11 @@ class OnlineLabelSmoothing(SoftTargetLoss):
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             dist.all_reduce(self.soft_label_sum)
             dist.all_reduce(self.correct_count)
-        seen = self.correct_count > 0
+        seen = self.correct_count >= self.min_correct
         uniform = torch.full_like(self.soft_labels, 1.0 / self.num_classes)
         averaged = self.soft_label_sum / self.correct_count.clamp(min=1).unsqueeze(1)
         self.soft_labels.copy_(torch.where(seen.unsqueeze(1), averaged, uniform))
+        self.row_counts.copy_(self.correct_count)
         self.soft_label_sum.zero_()
         self.correct_count.zero_()
 
@@ -182,7 +223,7 @@ class FocalLoss(SoftTargetLoss):
         self.gamma = gamma
         self.register_buffer("soft_labels", torch.eye(num_classes))
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def per_image(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(logits.float(), dim=1).gather(1, targets[:, None]).squeeze(1)
         p = log_p.exp()
         if self.gamma is None:
@@ -190,7 +231,7 @@ class FocalLoss(SoftTargetLoss):
             gamma = torch.where(p.detach() < FLSD_THRESHOLD, low, high)
         else:
             gamma = self.gamma
-        return -((1.0 - p) ** gamma * log_p).mean()
+        return -((1.0 - p) ** gamma * log_p)
 
 
 class MarginLabelSmoothing(SoftTargetLoss):
@@ -210,10 +251,11 @@ class MarginLabelSmoothing(SoftTargetLoss):
         self.lam = lam
         self.register_buffer("soft_labels", torch.eye(num_classes))
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def per_image(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         z = logits.float()
         distance = z.max(dim=1, keepdim=True).values - z
-        return F.cross_entropy(z, targets) + self.lam * F.relu(distance - self.margin).mean()
+        return (F.cross_entropy(z, targets, reduction="none")
+                + self.lam * F.relu(distance - self.margin).mean(dim=1))
 
 
 def build_loss(
@@ -224,6 +266,7 @@ def build_loss(
     epsilon: float = 0.1,
     temperature: float = 6.0,
     ols_init: str = "uniform",
+    ols_min_correct: int = 1,
     focal_gamma: float | None = None,
     mbls_margin: float = 10.0,
     mbls_lambda: float = 0.1,
@@ -236,7 +279,8 @@ def build_loss(
     if name == "tfkd":
         return TeacherFreeKDLoss(num_classes, loss_alpha(name, alpha), temperature)
     if name == "ols":
-        return OnlineLabelSmoothing(num_classes, loss_alpha(name, alpha), ols_init)
+        return OnlineLabelSmoothing(num_classes, loss_alpha(name, alpha), ols_init,
+                                    ols_min_correct)
     if name == "focal":
         return FocalLoss(num_classes, focal_gamma)
     if name == "mbls":

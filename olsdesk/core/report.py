@@ -77,7 +77,7 @@ ARRAY_FIELDS = (
     "confidence_histogram",
     "embedding", "embedding_indices", "embedding_labels", "embedding_predictions",
     "embedding_confidences",
-    "smooth_confidence", "smooth_accuracy", "smooth_band",
+    "smooth_confidence", "smooth_accuracy", "smooth_band", "soft_label_counts",
 )
 SMOOTH_POINTS = 101  # points of the smoothed reliability curve an epoch keeps
 
@@ -130,6 +130,10 @@ class EpochReport:
     smooth_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     smooth_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     smooth_band: np.ndarray = field(default_factory=lambda: np.zeros((2, 0)), repr=False)
+    # OLS: how many correct training predictions built each row of soft_labels (0 for
+    # the start matrix and for a class that fell back to the uniform row, -1 unknown:
+    # resumed from an older checkpoint); empty for the other losses and older runs
+    soft_label_counts: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     def __post_init__(self) -> None:
         for name in ARRAY_FIELDS:

@@ -48,8 +48,14 @@ FigureRenderer = Callable[[Histories, Path, "TestComparison | None"], list[str]]
 
 
 # an arm of a study: a loss, or a loss at one value of its α (OLS, TF-KD) or ε (LS) when
-# the study has that axis: "ols", "ols-a0.3", "ls-e0.05"
-ARM = re.compile(r"^(?P<loss>[a-z]+)(?:-(?P<axis>[ae])(?P<value>[0-9.]+))?$")
+# the study has that axis, and with a remedy for imbalance when it has that one: "ols",
+# "ols-a0.3", "ls-e0.05", "ce-balanced", "ols-a0.3-weighted"
+ARM = re.compile(r"^(?P<loss>[a-z]+)(?:-(?P<axis>[ae])(?P<value>[0-9.]+))?"
+                 r"(?:-(?P<imbalance>balanced|weighted))?$")
+# the imbalance axis: none, a class-balanced sampler, inverse-frequency class weights
+IMBALANCE = {"none": {}, "balanced": {"sampling": "balanced"},
+             "weighted": {"class_weights": True}}
+IMBALANCE_LABELS = {"balanced": "class-balanced sampling", "weighted": "class weights"}
 RUN = re.compile(r"^(?P<arm>.+)-s[0-9]+$")
 
 
@@ -65,15 +71,29 @@ def arm_label(arm: str) -> str:
     label = LOSS_LABELS[match["loss"]]
     if match["axis"]:
         label += f" {'α' if match['axis'] == 'a' else 'ε'}={match['value']}"
+    if match["imbalance"]:
+        label += f", {IMBALANCE_LABELS[match['imbalance']]}"
     return label
 
 
 def arms(base: RunConfig, losses: Sequence[str], alphas: Sequence[float] = (),
-         epsilons: Sequence[float] = ()) -> list[tuple[str, RunConfig]]:
+         epsilons: Sequence[float] = (), imbalance: Sequence[str] = ()
+         ) -> list[tuple[str, RunConfig]]:
     """(arm, config before the seed) for every loss, and every α of ``alphas`` for OLS
-    and TF-KD, every ε of ``epsilons`` for label smoothing. Without an axis the α set in
-    ``base`` is for ``base.loss`` (OLS's hard-label weight is not TF-KD's teacher
-    weight): other losses take their own default."""
+    and TF-KD, every ε of ``epsilons`` for label smoothing, each under every remedy of
+    ``imbalance`` (IMBALANCE's names; "none" keeps the arm's plain name). Without an axis
+    the α set in ``base`` is for ``base.loss`` (OLS's hard-label weight is not TF-KD's
+    teacher weight): other losses take their own default."""
+    plain = _loss_arms(base, losses, alphas, epsilons)
+    if not imbalance:
+        return plain
+    return [(arm if remedy == "none" else f"{arm}-{remedy}",
+             config.replace(**{"sampling": "natural", "class_weights": False,
+                               **IMBALANCE[remedy]}))
+            for arm, config in plain for remedy in imbalance]
+
+
+def _loss_arms(base, losses, alphas, epsilons) -> list[tuple[str, RunConfig]]:
     out = []
     for loss in losses:
         if alphas and loss in DEFAULT_ALPHA:
@@ -87,10 +107,12 @@ def arms(base: RunConfig, losses: Sequence[str], alphas: Sequence[float] = (),
 
 
 def plan(base: RunConfig, losses: Sequence[str], seeds: int, alphas: Sequence[float] = (),
-         epsilons: Sequence[float] = ()) -> list[tuple[str, RunConfig]]:
+         epsilons: Sequence[float] = (), imbalance: Sequence[str] = ()
+         ) -> list[tuple[str, RunConfig]]:
     """(run name, config) for every arm x seed; the split seed stays the same."""
     return [(run_name(arm, s), config.replace(seed=s).validated())
-            for arm, config in arms(base, losses, alphas, epsilons) for s in range(seeds)]
+            for arm, config in arms(base, losses, alphas, epsilons, imbalance)
+            for s in range(seeds)]
 
 
 def arm_of(path: Path, loss: str) -> str:
@@ -129,12 +151,12 @@ class Study(Controlled):
 
     def __init__(self, base: RunConfig, losses: Sequence[str], seeds: int, out: str | Path,
                  dataset=None, alphas: Sequence[float] = (),
-                 epsilons: Sequence[float] = ()) -> None:
+                 epsilons: Sequence[float] = (), imbalance: Sequence[str] = ()) -> None:
         self.base = base
         self.losses = list(losses)
         self.seeds = seeds
         self.out = Path(out)
-        self.runs = plan(base, self.losses, seeds, alphas, epsilons)
+        self.runs = plan(base, self.losses, seeds, alphas, epsilons, imbalance)
         self.dataset = dataset
         self.stores: list[RunStore] = []
         self.control = JobControl()  # shared with each run's trainer: no stop is lost

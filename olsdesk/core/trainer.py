@@ -31,7 +31,13 @@ from olsdesk.core.calibration import (
 )
 from olsdesk.core.conformal import calibrate
 from olsdesk.core.control import Controlled, JobControl
-from olsdesk.core.data.loader import TorchSamples, collate, default_workers
+from olsdesk.core.data.loader import (
+    BalancedSampler,
+    TorchSamples,
+    collate,
+    default_workers,
+    inverse_frequency,
+)
 from olsdesk.core.data.sources import Dataset, open_dataset
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device, describe_device
@@ -171,9 +177,13 @@ class Trainer(Controlled):
             self.forward = torch.compile(self.forward)
         self.loss_fn = build_loss(cfg.loss, data.num_classes, alpha=cfg.alpha,
                                   epsilon=cfg.epsilon, temperature=cfg.temperature,
-                                  ols_init=cfg.ols_init, focal_gamma=cfg.focal_gamma,
+                                  ols_init=cfg.ols_init, ols_min_correct=cfg.ols_min_correct,
+                                  focal_gamma=cfg.focal_gamma,
                                   mbls_margin=cfg.mbls_margin,
                                   mbls_lambda=cfg.mbls_lambda).to(self.device)
+        if cfg.class_weights:
+            self.loss_fn.set_class_weights(inverse_frequency(data.train.labels,
+                                                             data.num_classes))
         if cfg.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.model.parameters(), lr=cfg.lr,
                                              momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -245,7 +255,11 @@ class Trainer(Controlled):
                       persistent_workers=self.num_workers > 0)
         self.generator = torch.Generator()
         train = TorchSamples(data.train, self.preprocessing, True)
-        if self.dist.active:  # a shard of the training set a process, reshuffled each epoch
+        if cfg.sampling == "balanced":  # classes drawn alike; a shard a process
+            self.train_sampler = BalancedSampler(data.train.labels, data.num_classes,
+                                                 cfg.seed, self.dist.rank, self.dist.world_size)
+            self.train_loader = DataLoader(train, sampler=self.train_sampler, **common)
+        elif self.dist.active:  # a shard of the training set a process, reshuffled each epoch
             self.train_sampler = torch.utils.data.DistributedSampler(
                 train, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.seed)
             self.train_loader = DataLoader(train, sampler=self.train_sampler, **common)
@@ -389,6 +403,9 @@ class Trainer(Controlled):
         if self.train_sampler is not None:
             self.train_sampler.set_epoch(epoch)
         soft_labels = self.loss_fn.soft_labels.detach().cpu().numpy().copy()
+        counts = getattr(self.loss_fn, "row_counts", None)  # OLS: what built each row
+        self.row_counts = (counts.detach().cpu().numpy().copy() if counts is not None
+                           else np.zeros(0))
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
         self.loss_fn.train()
@@ -554,7 +571,7 @@ class Trainer(Controlled):
             silhouette=separation.silhouette, intra_inter_ratio=separation.intra_inter_ratio,
             lr=lr, epoch_seconds=seconds, images_per_second=images_per_second,
             skipped_files=len(self.skipped),
-            soft_labels=soft_labels,
+            soft_labels=soft_labels, soft_label_counts=self.row_counts,
             mean_prediction=metrics.mean_prediction_matrix(probs, labels, k),
             reliability_counts=bins.counts, reliability_accuracy=bins.accuracy,
             reliability_confidence=bins.confidence,

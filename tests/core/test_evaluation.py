@@ -422,3 +422,41 @@ def test_every_recalibrator_is_fitted_on_validation_and_scored_on_test(demo_run,
     with open(tmp_path / "reliability_smooth.csv", newline="") as fh:
         smooth = list(csv.DictReader(fh))
     assert len(smooth) == 201 and f"{method}_accuracy" in smooth[0]
+
+
+def _binned_ece(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """ECE by hand: 15 equal-width bins of the top-label confidence, (lo, hi]."""
+    conf, hit = p.max(1), p.argmax(1) == y
+    total = 0.0
+    for lo, hi in zip(np.linspace(0, 1, bins + 1)[:-1], np.linspace(0, 1, bins + 1)[1:],
+                      strict=True):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            total += inside.mean() * abs(hit[inside].mean() - conf[inside].mean())
+    return total
+
+
+def test_head_medium_and_tail_by_training_frequency_match_a_hand_count(tmp_path, capsys):
+    sizes = {"a": 40, "b": 30, "c": 24, "d": 16, "e": 12, "f": 8}
+    root = make_class_folder(tmp_path / "data", sizes)
+    trainer = _train(RunConfig(data=str(root), test_fraction=0.25, **TINY), tmp_path / "runs")
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(trainer.store.checkpoint_path("best.pt")),
+                 "--out", str(out), "--resamples", "50", "--device", "cpu"]) == 0
+    assert "by training frequency (classes in thirds" in capsys.readouterr().out
+    found = json.loads((out / "metrics.json").read_text())["frequency"]
+    counts = trainer.dataset.per_class_counts()
+    train = np.array([counts[c][0] for c in trainer.dataset.class_names])
+    assert found["imbalance_ratio"] == pytest.approx(train.max() / train.min())
+    rows, classes, p, _, y = _read_predictions(out / "predictions.csv")
+    for name, members in (("head", [0, 1]), ("medium", [2, 3]), ("tail", [4, 5])):
+        group = found["groups"][name]
+        inside = np.isin(y, members)
+        assert group["classes"] == 2 and group["test_images"] == int(inside.sum())
+        assert group["train_images"] == [int(train[members].min()), int(train[members].max())]
+        hits = p[inside].argmax(1) == y[inside]
+        assert group["accuracy"] == pytest.approx(hits.mean())
+        assert group["balanced_accuracy"] == pytest.approx(
+            np.mean([hits[y[inside] == c].mean() for c in members]))
+        # predictions.csv rounds the probabilities: agreement to its precision
+        assert group["ece"] == pytest.approx(_binned_ece(p[inside], y[inside]), abs=1e-6)

@@ -236,3 +236,59 @@ def test_ols_sums_its_accumulators_over_processes(tmp_path):
     for rank in (0, 1):
         torch.testing.assert_close(torch.load(f"{out}.{rank}"), single.soft_labels)
 
+
+
+def test_class_weights_are_pytorchs_weighted_cross_entropy():
+    """Weighted, every loss is sum w_y l / sum w_y: for hard labels exactly PyTorch's
+    cross-entropy with ``weight``; inverse frequency is scikit-learn's 'balanced'."""
+    from sklearn.utils.class_weight import compute_class_weight
+
+    from olsdesk.core.data.loader import inverse_frequency
+
+    labels = np.array([0] * 12 + [1] * 3 + [2] * 1)
+    weights = inverse_frequency(labels, 4)  # class 3 has no image: weight 0
+    expected = compute_class_weight("balanced", classes=np.arange(3), y=labels)
+    np.testing.assert_allclose(weights.numpy()[:3], expected * 3 / 4, rtol=1e-6)
+    assert weights[3] == 0
+    torch.manual_seed(0)
+    logits, targets = torch.randn(16, 4), torch.as_tensor(labels)
+    ce = build_loss("ce", 4)
+    ce.set_class_weights(weights)
+    reference = torch.nn.functional.cross_entropy(logits, targets, weight=weights)
+    assert ce(logits, targets).item() == pytest.approx(reference.item(), rel=1e-6)
+    # any loss: the weighted mean of its per-image values, by hand
+    for name in ("ls", "tfkd", "ols", "focal", "mbls"):
+        loss = build_loss(name, 4)
+        values = loss.per_image(logits, targets)
+        loss.eval()
+        assert loss(logits, targets).item() == pytest.approx(values.mean().item(), rel=1e-6)
+        loss.set_class_weights(weights)
+        w = weights[targets]
+        assert loss(logits, targets).item() == pytest.approx(
+            ((w * values).sum() / w.sum()).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="one non-negative number a class"):
+        ce.set_class_weights(torch.ones(3))
+
+
+def test_ols_builds_no_row_from_fewer_correct_predictions_than_its_minimum():
+    """Class 0: three correct predictions, a row of their mean; class 1: one, below the
+    minimum of 2, so the uniform row; the counts that built each row are kept."""
+    loss = OnlineLabelSmoothing(3, alpha=0.5, min_correct=2)
+    logits = torch.tensor([[4.0, 1.0, 0.0], [3.0, 0.0, 1.0], [5.0, 2.0, 2.0],
+                           [0.0, 3.0, 1.0], [2.0, 1.0, 0.0]])
+    targets = torch.tensor([0, 0, 0, 1, 1])  # the last is wrong: class 1 has one correct
+    loss.train()
+    loss(logits, targets)
+    loss.next_epoch()
+    probs = torch.softmax(logits, 1)
+    np.testing.assert_allclose(loss.soft_labels[0], probs[:3].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(loss.soft_labels[1], [1 / 3] * 3, rtol=1e-6)
+    np.testing.assert_allclose(loss.soft_labels[2], [1 / 3] * 3, rtol=1e-6)
+    assert loss.row_counts.tolist() == [3.0, 1.0, 0.0]
+    # a checkpoint from before rows were counted loads, its counts unknown
+    state = {k: v for k, v in loss.state_dict().items() if k != "row_counts"}
+    older = OnlineLabelSmoothing(3)
+    older.load_state_dict(state)
+    assert older.row_counts.tolist() == [-1.0, -1.0, -1.0]
+    with pytest.raises(ValueError, match="at least one correct prediction"):
+        OnlineLabelSmoothing(3, min_correct=0)

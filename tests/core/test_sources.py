@@ -291,3 +291,50 @@ def test_opening_data_audits_it_and_can_drop_the_leak(tmp_path):
     from olsdesk.errors import ConfigError
     with pytest.raises(ConfigError, match="needs the data audit"):
         RunConfig(audit_data=False, drop_duplicates=True).validated()
+
+
+def test_the_balanced_sampler_draws_every_class_alike_seeded_and_sharded():
+    from olsdesk.core.data.loader import BalancedSampler
+
+    labels = np.array([0] * 900 + [1] * 90 + [2] * 10 + [4] * 0)
+    sampler = BalancedSampler(labels, 5, seed=3)
+    sampler.set_epoch(2)
+    draws = np.array(list(sampler))
+    assert len(draws) == len(sampler) == 1000
+    shares = np.bincount(labels[draws], minlength=5) / len(draws)
+    np.testing.assert_allclose(shares[:3], 1 / 3, atol=0.05)  # 90 %, 9 %, 1 % before
+    assert shares[3] == shares[4] == 0  # no image, never drawn
+    assert len(set(draws[labels[draws] == 2])) == 10  # the rare class's every image
+    assert np.array_equal(draws, list(sampler))  # the same epoch, the same batches
+    sampler.set_epoch(3)
+    assert not np.array_equal(draws, list(sampler))
+    # two processes: the same sequence, every other draw each
+    shards = [BalancedSampler(labels, 5, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    for s in shards:
+        s.set_epoch(2)
+    parts = [list(s) for s in shards]
+    assert len(parts[0]) == len(parts[1]) == 500
+    merged = np.empty(1000, dtype=np.int64)
+    merged[0::2], merged[1::2] = parts
+    assert np.array_equal(merged, draws)
+
+
+def test_training_with_the_balanced_sampler_and_class_weights_runs(tmp_path):
+    from olsdesk.core.trainer import Trainer
+
+    root = make_class_folder(tmp_path / "data", {"common": 30, "rare": 6})
+    config = RunConfig(data=str(root), image_size=16, batch_size=8, epochs=1, device="cpu",
+                       num_workers=0, sampling="balanced", class_weights=True, loss="ols")
+    trainer = Trainer(config, runs_dir=tmp_path / "runs")
+    reports = [r for r in trainer.fit() if hasattr(r, "val_top1")]
+    assert len(reports) == 1 and np.isfinite(reports[0].train_loss)
+    weights = trainer.loss_fn.class_weights.numpy()
+    assert weights[1] > weights[0] * 3  # the rare class weighs more
+    assert reports[0].soft_label_counts.tolist() == [0.0, 0.0]  # the start matrix
+
+
+def test_a_stored_configuration_from_before_the_ols_minimum_keeps_the_papers_rule():
+    old = RunConfig().to_dict()
+    del old["ols_min_correct"]
+    assert RunConfig.from_dict(old).ols_min_correct == 1
+    assert RunConfig.from_dict(RunConfig().to_dict()).ols_min_correct == 2

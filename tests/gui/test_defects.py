@@ -311,3 +311,29 @@ def test_histogram_line_labels_sit_clear_of_the_bars_and_of_each_other(qtbot, ac
     for rect in labels:
         assert rect.bottom() <= top_of_bars and plot.contains(rect), (rect, top_of_bars)
     assert not labels[0].intersects(labels[1])
+
+
+def test_the_heatmap_says_how_many_correct_predictions_built_each_ols_row(qtbot):
+    import numpy as np
+
+    from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+
+    class Report:
+        epoch, epochs = 3, 5
+        class_names = ("a", "b", "c")
+        soft_labels = np.array([[0.8, 0.15, 0.05], [1 / 3, 1 / 3, 1 / 3], [0.1, 0.1, 0.8]])
+        mean_prediction = soft_labels
+        soft_label_counts = np.array([120.0, 1.0, 7.0])
+
+    panel = SoftLabelsPanel()
+    qtbot.addWidget(panel)
+    panel.show_report(Report())
+    panel.flush()
+    assert panel.readout(0, 1).endswith("(row from 120 correct predictions)")
+    assert panel.readout(1, 0).endswith("(uniform row: 1 correct prediction, fewer than the "
+                                        "minimum)")
+    assert panel.counts_plot.isVisible() or not panel.isVisible()
+    assert list(panel.counts_bars.opts["width"]) == [120.0, 1.0, 7.0]
+    panel.matrix_choice.setCurrentIndex(1)  # the mean prediction: no counts
+    panel.flush()
+    assert "correct prediction" not in panel.readout(0, 1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from olsdesk.core.data.transforms import Preprocessing
@@ -68,3 +69,47 @@ def default_workers(samples, requested: int | None = None, device=None) -> int:
     if not hasattr(samples, "paths"):
         return 0
     return min(4, max(0, cores - 1))
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    """A class-balanced epoch: as many draws as training images, each picking a class
+    uniformly among those with images, then one of its images uniformly (with
+    replacement), so a rare class is seen as often as the largest. Seeded by (seed,
+    epoch) through ``set_epoch``, as DistributedSampler: a resumed run draws the same
+    batches. Under torchrun each process takes every ``world_size``-th draw of the same
+    sequence."""
+
+    def __init__(self, labels, num_classes: int, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.order = torch.argsort(labels, stable=True)  # images, class by class
+        counts = torch.bincount(labels, minlength=num_classes)
+        self.starts = torch.cumsum(counts, 0) - counts
+        self.counts = counts
+        self.present = torch.nonzero(counts).flatten()
+        self.total = len(labels) - len(labels) % world_size  # every process the same count
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.total // self.world_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_043 + self.epoch)
+        classes = self.present[torch.randint(len(self.present), (self.total,),
+                                             generator=generator)]
+        within = (torch.rand(self.total, generator=generator, dtype=torch.float64)
+                  * self.counts[classes]).long()
+        draws = self.order[self.starts[classes] + within]
+        return iter(draws[self.rank::self.world_size].tolist())
+
+
+def inverse_frequency(labels, num_classes: int) -> torch.Tensor:
+    """Class weights N / (K n_c) (scikit-learn's 'balanced'): a class of average size
+    weighs 1, one ten times rarer 10; a class without training images weighs 0."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)

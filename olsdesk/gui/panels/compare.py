@@ -595,8 +595,10 @@ def group_name(config) -> str:
     """The row of the per-loss table a run joins: its model, loss and the loss's own
     setting ('resnet50 · online label smoothing α 0.3'), so the table groups by model."""
     knob = _smoothing_text(config)
+    remedies = [text for on, text in ((config.sampling == "balanced", "class-balanced sampling"),
+                                      (config.class_weights, "class weights")) if on]
     return (f"{config.model} · {LOSS_LABELS[config.loss]}"
-            + ("" if knob == "—" else f" {knob}"))
+            + ("" if knob == "—" else f" {knob}") + "".join(f", {r}" for r in remedies))
 
 
 def _first_line(text: str) -> str:

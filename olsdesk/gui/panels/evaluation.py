@@ -37,6 +37,7 @@ from olsdesk.config import RECALIBRATOR_LABELS
 from olsdesk.core.bootstrap import CLASS_METRICS, SUMMARY_METRICS
 from olsdesk.core.conformal import class_coverage
 from olsdesk.core.evaluation import (
+    FREQUENCY_GROUPS,
     METRIC_LABELS,
     RECALIBRATION_METRICS,
     SCORES,
@@ -143,11 +144,24 @@ class EvaluationPanel(QWidget):
                    "familiarity (higher: more like the training data; log scale)")
         self.ood_plot.addLegend(offset=(10, 10))
         self.ood_plot.setMouseEnabled(False, False)
+        # head / medium / tail classes by training images, beside balanced accuracy
+        self.frequency = QTableWidget(len(FREQUENCY_GROUPS), len(FREQUENCY_COLUMNS))
+        self.frequency.setHorizontalHeaderLabels(list(FREQUENCY_COLUMNS))
+        self.frequency.setVerticalHeaderLabels(list(FREQUENCY_GROUPS))
+        self.frequency.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.frequency_note = QLabel("")
+        self.frequency_note.setWordWrap(True)
+        frequency_box = QWidget()
+        frequency_layout = QVBoxLayout(frequency_box)
+        frequency_layout.setContentsMargins(0, 0, 0, 0)
+        frequency_layout.addWidget(self.frequency_note)
+        frequency_layout.addWidget(self.frequency, 1)
         self.views = QTabWidget()
         self.views.addTab(metrics_box, "Metrics")
         self.views.addTab(self.compared, "Recalibrators")
         self.views.addTab(risk_box, "Risk–coverage")
         self.views.addTab(self.ood_canvas, "Unfamiliar inputs")
+        self.views.addTab(frequency_box, "Head / tail")
         self.per_class = row_table(["class", "images"] + [CLASS_LABELS[m] for m in CLASS_METRICS]
                                    + list(SET_COLUMNS), single=True)
         self.confusion = SoftLabelsPanel()
@@ -310,6 +324,7 @@ class EvaluationPanel(QWidget):
         self.recalibrator.clear()
         self._draw_risk()
         self.ood_plot.clear()
+        self._fill_frequency(None)
         self.per_class.setRowCount(0)
         self.confusion.clear_matrix()
         self.browser.set_evaluation(None)
@@ -336,6 +351,7 @@ class EvaluationPanel(QWidget):
         self.compared.resizeColumnsToContents()
         self._draw_risk()
         self._draw_familiarity(ev)
+        self._fill_frequency(ev)
         support = np.bincount(ev.labels, minlength=len(ev.class_names))
         k = len(ev.class_names)
         coverage, size = (class_coverage(ev.prediction_sets, ev.labels, k)
@@ -371,6 +387,30 @@ class EvaluationPanel(QWidget):
             f"bootstrap resamples of the images.{warnings}")
         self.save_button.setEnabled(True)
         self.finished.emit("")
+
+    def _fill_frequency(self, ev: Evaluation | None) -> None:
+        """The head / medium / tail table (metrics.json's ``frequency``)."""
+        found = ev.frequency_dict() if ev is not None else None
+        self.frequency.clearContents()
+        if found is None:
+            self.frequency_note.setText("" if ev is None else
+                                        "The checkpoint has no run.json beside it, so the "
+                                        "classes' training images are not known.")
+            return
+        balanced = ev.raw.value["balanced_accuracy"]
+        self.frequency_note.setText(
+            f"Classes in thirds by training images (most first); the largest class has "
+            f"{found['imbalance_ratio']:.1f}× the images of the smallest. Balanced accuracy "
+            f"over all classes: {balanced:.3f}.")
+        for row, name in enumerate(FREQUENCY_GROUPS):
+            group = found["groups"][name]
+            low, high = group["train_images"]
+            cells = [str(group["classes"]), f"{low:,}–{high:,}", str(group["test_images"])]
+            cells += [f"{group[k]:.3f}" if k in group else "—"
+                      for k in ("accuracy", "balanced_accuracy", "ece", "ece_scaled")]
+            for col, text in enumerate(cells):
+                self.frequency.setItem(row, col, QTableWidgetItem(text))
+        self.frequency.resizeColumnsToContents()
 
     def _draw_metrics(self) -> None:
         """The metrics table: raw, and the recalibrator chosen above it."""
@@ -465,6 +505,10 @@ def _evaluate(checkpoint: str, test_data: str | None, resamples: int, ood_data: 
         if isinstance(item, Evaluation):
             item.prepare()
         yield item
+
+
+FREQUENCY_COLUMNS = ("classes", "train images", "test", "accuracy", "balanced", "ECE",
+                     "ECE after T")
 
 
 def _study_of(checkpoint: str):

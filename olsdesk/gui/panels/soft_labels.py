@@ -91,8 +91,20 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.plot.setRange(xRange=(0, 1), yRange=(0, 1), padding=0.02)
         self._bar = None  # the colour bar's (levels, ticks, label) as drawn
         self._set_bar(*self._scale(np.zeros((1, 1)), "probability")[1:])
+        # OLS: how many correct predictions built each row, a bar a row beside the matrix
+        self.counts_plot = self.graphics.addPlot(row=0, col=1)
+        self.counts_plot.setMenuEnabled(False)
+        self.counts_plot.setMouseEnabled(False, False)
+        self.counts_plot.invertY(True)
+        self.counts_plot.setYLink(self.plot)
+        self.counts_plot.hideAxis("left")
+        self.counts_plot.setLabel("bottom", "correct")
+        self.counts_plot.setFixedWidth(70)
+        self.counts_bars = pg.BarGraphItem(x0=[], y=[], height=[], width=[])
+        self.counts_plot.addItem(self.counts_bars)
+        self.counts_plot.hide()
         self.title = pg.LabelItem("", size="11pt")
-        self.graphics.addItem(self.title, row=1, col=0)
+        self.graphics.addItem(self.title, row=1, col=0, colspan=2)
         self.graphics.scene().sigMouseMoved.connect(self._hover)
         self.graphics.scene().sigMouseClicked.connect(self._clicked)
         self.plot.vb.sigResized.connect(lambda _view: (self._layout_ticks(),
@@ -270,6 +282,32 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.show_matrix(matrix, f"{label}, epoch {self.report.epoch} of {self.report.epochs}",
                          "soft label over classes" if self.matrix_key == "soft_labels"
                          else "predicted class (mean probability)")
+        self._draw_counts()
+
+    def row_counts(self) -> np.ndarray | None:
+        """OLS's correct predictions behind each row shown (None: not OLS's matrix, or
+        not recorded)."""
+        if self.report is None or self.matrix_key != "soft_labels":
+            return None
+        counts = np.asarray(getattr(self.report, "soft_label_counts", ()))
+        return counts if counts.shape == (len(self.class_names),) else None
+
+    def _draw_counts(self) -> None:
+        """The side bar: a row's count, orange where the row is the uniform one (the
+        start, or a class with too few correct predictions to build a row from)."""
+        counts = self.row_counts()
+        self.counts_plot.setVisible(counts is not None and bool((counts >= 0).all()))
+        if counts is None:
+            return
+        uniform = self._uniform_rows()
+        brushes = [pg.mkBrush("#e08a00" if u else "#4a7fb0") for u in uniform]
+        self.counts_bars.setOpts(x0=np.zeros(len(counts)), y=np.arange(len(counts)) + 0.5,
+                                 height=0.8, width=np.maximum(counts, 0), brushes=brushes)
+        self.counts_plot.setXRange(0, max(float(counts.max()), 1.0), padding=0.05)
+
+    def _uniform_rows(self) -> np.ndarray:
+        matrix = np.asarray(self.report.soft_labels)
+        return np.isclose(matrix, 1.0 / matrix.shape[1], atol=1e-6).all(axis=1)
 
     def show_matrix(self, matrix: np.ndarray, title: str, bottom_label: str,
                     scale_label: str = "probability", values: np.ndarray | None = None,
@@ -374,7 +412,20 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         matrix = self.current_matrix()
         if matrix is None or not (0 <= row < matrix.shape[0] and 0 <= col < matrix.shape[1]):
             return ""
-        return f"true {self.class_names[row]} → {self.class_names[col]}: {matrix[row, col]:.3f}"
+        text = f"true {self.class_names[row]} → {self.class_names[col]}: {matrix[row, col]:.3f}"
+        counts = self.row_counts()
+        if counts is not None:
+            n = int(counts[row])
+            if self.report.epoch == 1:
+                text += " (the start matrix)"
+            elif n < 0:
+                text += " (row's correct predictions not recorded)"
+            elif self._uniform_rows()[row]:
+                text += (f" (uniform row: {n} correct prediction{'s' if n != 1 else ''}, "
+                         "fewer than the minimum)")
+            else:
+                text += f" (row from {n:,} correct predictions)"
+        return text
 
     def cell_at(self, scene_pos) -> tuple[int, int] | None:
         """The (row, column) of the drawn matrix under a scene position, if any."""
