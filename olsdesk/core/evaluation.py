@@ -395,7 +395,9 @@ def open_test_split(predictor, data: str | None = None, split_csv: str | None = 
                         "--test-data FOLDER.")
     if data:
         config = config.replace(data=data, split_csv=split_csv, test_data=None)
-    dataset = open_dataset(config)
+    # the audit is in run.json already; hashing again is needed only to drop the same
+    # leaked copies training dropped
+    dataset = open_dataset(config.replace(audit_data=config.drop_duplicates))
     if dataset.class_names != predictor.class_names:
         raise DataError(f"{printable(config.data)} has other classes than the checkpoint "
                         f"({len(dataset.class_names)} against {len(predictor.class_names)}); "

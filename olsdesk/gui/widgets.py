@@ -205,7 +205,9 @@ class DatasetPreview(QWidget):
             f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
             f"<th>train</th><th>val</th><th>test</th></tr>{rows}</table>{more}"
             + "".join(f"<br><span style='color:#b36b00'>⚠ {html.escape(w)}</span>"
-                      for w in data.all_warnings()))
+                      for w in data.all_warnings())
+            + (f"<br><span style='color:#2e7d32'>✓ audited: {html.escape(data.audit.lines()[0])}"
+               "</span>" if data.audit is not None and data.audit.clean else ""))
         self._clear_thumbs()
         for shown, (name, image) in enumerate(thumbnails):
             thumb = QLabel()
