@@ -262,3 +262,26 @@ def test_the_imbalance_remedies_are_a_study_axis(tmp_path):
     assert RunStore(tmp_path / "runs" / "ce-weighted-s0").config().class_weights
     assert study.arm_label("ols-a0.3-weighted") == "online label smoothing α=0.3, class weights"
     assert main([*args[:4], "oversample", *args[5:]]) == 2
+
+
+def test_a_rerun_with_other_settings_or_other_data_is_refused_not_reused(tmp_path, capsys):
+    """#22 item 2: the same --out with another model, lr or data used to reuse the finished
+    runs and publish their numbers under the new settings' name."""
+    from tests.helpers import make_class_folder
+
+    assert main([*ARGS, "--losses", "ce", "--out", str(tmp_path), "--resamples", "30"]) == 0
+    before = (tmp_path / "results.csv").read_text()
+    capsys.readouterr()
+    assert main([*ARGS, "--losses", "ce", "--lr", "0.5", "--model", "resnet18",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds runs of another experiment" in err
+    assert "model 'smallcnn' (now 'resnet18')" in err and "lr 0.003 (now 0.5)" in err
+    other = make_class_folder(tmp_path.parent / "other", {"x": 6, "y": 6, "z": 6})
+    assert main([*ARGS, "--losses", "ce", "--data", str(other), "--out", str(tmp_path)]) == 2
+    assert "data 'demo'" in capsys.readouterr().err
+    assert (tmp_path / "results.csv").read_text() == before  # nothing overwritten
+    # more epochs is a continuation, not another experiment
+    assert main([*ARGS, "--losses", "ce", "--epochs", "2", "--out", str(tmp_path),
+                 "--resamples", "30"]) == 0
+    assert "ce-s0: resuming after epoch 1" in capsys.readouterr().out

@@ -26,6 +26,7 @@ from olsdesk.config import DEFAULT_ALPHA, LOSS_LABELS, RunConfig
 from olsdesk.core.control import Controlled, JobControl
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunLock, RunStore, ensure_runs_dir
+from olsdesk.errors import RunError, first_line, printable
 
 # column, label, higher is better
 METRICS = (
@@ -123,6 +124,19 @@ def arm_of(path: Path, loss: str) -> str:
     return match["arm"] if arm is not None and arm["loss"] == loss else loss
 
 
+# settings a study's run may change when it is continued: a new total of epochs, and
+# how the machine runs it (not what it computes)
+CONTINUE_MAY_CHANGE = {"epochs", "num_workers", "device", "compile"}
+
+
+def settings_changed(stored: RunConfig, planned: RunConfig) -> list[str]:
+    """'lr 0.003 (now 0.5)' for every setting in which a study's existing run differs
+    from what the study plans for it, those a continued run may change left out."""
+    old, new = stored.to_dict(), planned.to_dict()
+    return [f"{key} {old.get(key)!r} (now {new[key]!r})" for key in new
+            if key not in CONTINUE_MAY_CHANGE and old.get(key) != new[key]]
+
+
 def run_state(path: Path, epochs: int) -> str:
     """'finished', 'resumable' or 'new' for a study's run folder."""
     if not (path / "run.json").exists():
@@ -185,6 +199,7 @@ class Study(Controlled):
 
         if self.dataset is None:
             self.dataset = open_dataset(self.base)
+        self._refuse_other_settings(runs_dir)
         total = len(self.runs)
         self.stores, self.stopped, self.histories = [], False, None
         for index, (name, config) in enumerate(self.runs):
@@ -218,6 +233,35 @@ class Study(Controlled):
             self.stores.append(trainer.store)
         self.stopped = len(self.stores) < total
 
+
+    def _refuse_other_settings(self, runs_dir: Path) -> None:
+        """RunError before anything trains when a run already in the folder was trained
+        with other settings or on other classes than this study plans for it: reusing
+        it would publish another experiment's numbers under this one's name."""
+        found = []
+        for name, config in self.runs:
+            path = runs_dir / name
+            if run_state(path, config.epochs) == "new":
+                continue
+            store = RunStore(path)
+            try:
+                stored, classes = store.config(), store.info().class_names
+            except Exception as exc:  # noqa: BLE001 - a damaged run is its own sentence
+                raise RunError(f"{printable(path)} is damaged ({first_line(exc)}); remove it "
+                               "or choose another folder.") from None
+            changed = settings_changed(stored, config)
+            if classes != self.dataset.class_names:
+                changed.insert(0, f"classes ({len(classes)} then, {self.dataset.num_classes} "
+                               "in the data now)")
+            if changed:
+                found.append((name, changed))
+        if found:
+            name, changed = found[0]
+            raise RunError(
+                f"{printable(self.out)} already holds runs of another experiment "
+                f"({len(found)} of {len(self.runs)}; {name}: {'; '.join(changed[:4])}). "
+                "Give another --out for these settings, or the same settings to continue "
+                "that study.")
 
     def score_on_test(self, resamples: int = 1000,
                       progress: Callable[[int, int], None] | None = None

@@ -161,6 +161,8 @@ class Trainer(Controlled):
                                  cfg.weights if self.store is None else None,
                                  cfg.allow_partial_weights)
         self.weights_report = self.model.weights_report
+        self.batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                              for m in self.model.modules())
         if cfg.sync_bn and self.dist.active:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
@@ -419,6 +421,12 @@ class Trainer(Controlled):
         for step, (images, labels, _, failed) in enumerate(self.train_loader, start=1):
             self._note_failures(failed, self.dataset.train)
             stop, empty = self._wait_if_paused(), images is None
+            if not empty and len(images) == 1 and self.batch_norm:
+                # BatchNorm cannot normalise one image in training: the batch is left out
+                # (a last batch of one, or one that unreadable files shrank), and said so
+                empty = True
+                self.store.log(f"epoch {epoch + 1}, step {step}: a batch of one image was "
+                               "left out (BatchNorm needs two in training)")
             if self.dist.active:  # every process stops, or skips a batch, at the same step
                 stop, empty = self.dist.any_of((stop, empty), device)
             if stop:

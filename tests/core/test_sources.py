@@ -338,3 +338,16 @@ def test_a_stored_configuration_from_before_the_ols_minimum_keeps_the_papers_rul
     del old["ols_min_correct"]
     assert RunConfig.from_dict(old).ols_min_correct == 1
     assert RunConfig.from_dict(RunConfig().to_dict()).ols_min_correct == 2
+
+
+def test_a_blank_label_in_a_split_csv_is_refused_naming_its_line(tmp_path):
+    """#22 item 8: a blank label made a class '' that the run's own checkpoint was later
+    called damaged for."""
+    root = make_class_folder(tmp_path / "data", {"a": 3, "b": 3})
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "x_train.csv").write_text("filename,label\n" + f"{files[0]},a\n{files[1]}, \n")
+    (splits / "x_val.csv").write_text("filename,label\n" + f"{files[3]},b\n")
+    with pytest.raises(DataError, match=r"x_train.csv, line 3: a/img001.png has no label"):
+        open_dataset(RunConfig(data=str(root), split_csv=str(splits)))

@@ -244,3 +244,14 @@ def test_ols_on_the_demo_set_grows_within_modality_blocks(tmp_path):
     within = (s * off_diagonal).sum() / off_diagonal.sum()
     across = (s * ~same).sum() / (~same).sum()
     assert within > 2 * across, (within, across)
+
+
+def test_a_batch_of_one_image_is_left_out_not_a_batchnorm_crash(tmp_path):
+    """#22 item 9: 24 training images in batches of 23 left a last batch of one, and
+    ResNet's BatchNorm raised at the end of the epoch's work."""
+    cfg = RunConfig(model="resnet18", demo_per_class=4, image_size=32, batch_size=23,
+                    epochs=1, device="cpu", num_workers=0)
+    trainer = Trainer(cfg, runs_dir=tmp_path)
+    reports, _ = run_all(trainer)
+    assert len(trainer.dataset.train) == 24 and len(reports) == 1
+    assert "a batch of one image was left out" in (trainer.store.path / "log.txt").read_text()

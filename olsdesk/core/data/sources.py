@@ -453,9 +453,18 @@ def _read_split_csv(path: Path) -> list[tuple[str, str, str]]:
                 raise DataError(f"{path.name} needs the columns filename and label.")
             group_key = next((fields[k] for k in ("group", "patient", "patient_id")
                               if k in fields), None)
-            return [(row[file_key].strip(), row[label_key].strip(),
-                     (row[group_key] or "").strip() if group_key else "") for row in reader
-                    if row.get(file_key)]
+            rows = []
+            for number, row in enumerate(reader, start=2):  # line 1 is the header
+                if not row.get(file_key):
+                    continue
+                label = (row.get(label_key) or "").strip()
+                if not label:
+                    raise DataError(f"{path.name}, line {number}: "
+                                    f"{printable(row[file_key].strip())} has no label; give "
+                                    "every image its class.")
+                rows.append((row[file_key].strip(), label,
+                             (row.get(group_key) or "").strip() if group_key else ""))
+            return rows
     except OSError as exc:
         raise DataError(f"{path.name} cannot be read ({exc.strerror}).") from exc
 
