@@ -1,7 +1,10 @@
 """Kill training with SIGKILL at random moments, continue it each time, and compare the
 end with a run never interrupted: the reliability claim of docs/RELIABILITY.md.
 
-Usage: python tools/kill_loop.py [--kills 5] [--epochs 20] [--seed 1]
+Usage: python tools/kill_loop.py [--kills 5] [--epochs 20] [--seed 1] [--folder]
+
+``--folder`` trains on the demo set written as PNG class folders, with two data-loader
+processes (persistent workers, as file data gets by default), instead of in memory.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--folder", action="store_true",
+                        help="PNG class folders and two loader workers")
     args = parser.parse_args()
     from olsdesk.core.runs import RunStore
     from olsdesk.errors import RunError
@@ -38,15 +43,21 @@ def main() -> int:
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
+        train_args = ARGS
+        if args.folder:
+            data = runs / "data"
+            assert olsdesk("demo-data", "--out", str(data), "--per-class", "20").wait() == 0
+            train_args = [a if a != "0" else "2" for a in ARGS]  # --workers 2
+            train_args = ["--data", str(data), *train_args[2:]]
         straight = olsdesk("train", "--epochs", str(args.epochs), "--runs-dir", str(runs / "a"),
-                           *ARGS)
+                           *train_args)
         started = time.monotonic()
         assert straight.wait() == 0, straight.stderr.read()
         per_run = time.monotonic() - started
         reference = RunStore.load(next((runs / "a").iterdir()))
 
         child = olsdesk("train", "--epochs", str(args.epochs), "--runs-dir", str(runs / "b"),
-                        *ARGS)
+                        *train_args)
         kills, resumes, statuses = 0, 0, []
         while True:
             time.sleep(rng.uniform(0.15 * per_run, 0.4 * per_run))  # past start-up, mid-epoch
@@ -68,7 +79,7 @@ def main() -> int:
 
                     shutil.rmtree(run)
                 child = olsdesk("train", "--epochs", str(args.epochs), "--runs-dir",
-                                str(runs / "b"), *ARGS)
+                                str(runs / "b"), *train_args)
             else:
                 resumes += 1
                 child = olsdesk("train", "--resume", str(run))

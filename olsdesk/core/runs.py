@@ -510,6 +510,9 @@ def ensure_runs_dir(runs_dir: str | Path | None) -> Path:
     return folder
 
 
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
 class RunLock:
     """An operating-system lock on a folder while one process writes it (a run, or a
     study's output). The system releases it when the process ends, however it ends, so
@@ -534,10 +537,12 @@ class RunLock:
         handle.write(f"process {os.getpid()} on {socket.gethostname()}")
         handle.flush()
         self.file = handle
+        _HELD.add(handle.fileno())
         return self
 
     def release(self) -> None:
         if self.file is not None:
+            _HELD.discard(self.file.fileno())
             _unlock(self.file)
             self.file.close()
             self.file = None
@@ -575,6 +580,25 @@ if os.name == "nt":  # pragma: no cover - Windows
         msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 else:
     import fcntl
+
+    def _drop_inherited_locks() -> None:
+        """In a forked child (a data-loader worker): point the held locks' descriptors at
+        /dev/null. A flock belongs to the open file, which a fork shares: without this a
+        loader worker orphaned by a kill -9 kept the run locked for seconds, and the
+        resume was refused naming a dead process. The numbers stay valid, so the child's
+        copies of the file objects close harmlessly."""
+        if not _HELD:
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in list(_HELD):
+            try:
+                os.dup2(null, fd)
+            except OSError:
+                pass
+        os.close(null)
+        _HELD.clear()
+
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
 
     def _try_lock(handle) -> bool:
         try:

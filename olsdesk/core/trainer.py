@@ -33,6 +33,7 @@ from olsdesk.core.conformal import calibrate
 from olsdesk.core.control import Controlled, JobControl
 from olsdesk.core.data.loader import (
     BalancedSampler,
+    EpochKeys,
     TorchSamples,
     collate,
     default_workers,
@@ -256,19 +257,21 @@ class Trainer(Controlled):
                       collate_fn=collate, pin_memory=self.device.type == "cuda",
                       persistent_workers=self.num_workers > 0)
         self.generator = torch.Generator()
-        train = TorchSamples(data.train, self.preprocessing, True)
+        train = TorchSamples(data.train, self.preprocessing, True, seed=cfg.seed)
         if cfg.sampling == "balanced":  # classes drawn alike; a shard a process
-            self.train_sampler = BalancedSampler(data.train.labels, data.num_classes,
-                                                 cfg.seed, self.dist.rank, self.dist.world_size)
-            self.train_loader = DataLoader(train, sampler=self.train_sampler, **common)
+            order = BalancedSampler(data.train.labels, data.num_classes, cfg.seed,
+                                    self.dist.rank, self.dist.world_size)
         elif self.dist.active:  # a shard of the training set a process, reshuffled each epoch
-            self.train_sampler = torch.utils.data.DistributedSampler(
+            order = torch.utils.data.DistributedSampler(
                 train, self.dist.world_size, self.dist.rank, shuffle=True, seed=cfg.seed)
-            self.train_loader = DataLoader(train, sampler=self.train_sampler, **common)
-        else:
-            self.train_sampler = None
-            self.train_loader = DataLoader(train, shuffle=True, generator=self.generator,
-                                           **common)
+        else:  # reshuffled each epoch by the generator, seeded from (seed, epoch)
+            order = torch.utils.data.RandomSampler(train, generator=self.generator)
+        # each key carries its epoch: the augmentation is seeded by (seed, epoch, image)
+        self.train_sampler = EpochKeys(order)
+        # no generator for the loader itself: it would draw its workers' seed from the
+        # shuffle's generator when an iterator is made (every epoch without persistent
+        # workers, once with them), so a resumed run would shuffle differently
+        self.train_loader = DataLoader(train, sampler=self.train_sampler, **common)
         self.val_loader = DataLoader(
             TorchSamples(data.val, self.preprocessing, False),
             sampler=ShardSampler(len(data.val), self.dist.rank, self.dist.world_size),
@@ -402,8 +405,7 @@ class Trainer(Controlled):
         # Seed from (seed, epoch) alone: a resumed run draws the same batches and crops.
         torch.manual_seed(cfg.seed * 100_003 + epoch + 7_919 * self.dist.rank)
         self.generator.manual_seed(cfg.seed * 100_019 + epoch)
-        if self.train_sampler is not None:
-            self.train_sampler.set_epoch(epoch)
+        self.train_sampler.set_epoch(epoch)
         soft_labels = self.loss_fn.soft_labels.detach().cpu().numpy().copy()
         counts = getattr(self.loss_fn, "row_counts", None)  # OLS: what built each row
         self.row_counts = (counts.detach().cpu().numpy().copy() if counts is not None

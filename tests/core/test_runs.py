@@ -1,5 +1,9 @@
 """The run folder: files as the user's umask makes them, and the incremental follower."""
 
+import sys
+
+import pytest
+
 from olsdesk.config import RunConfig
 from olsdesk.core.runs import RunFollower, RunStore
 from olsdesk.core.trainer import Trainer
@@ -109,3 +113,40 @@ def test_a_damaged_run_is_listed_as_damaged_with_its_sentence(tmp_path):
         item = listed[name]
         assert item.config is None and item.status == "damaged", name
         assert item.problem.startswith(f"{name}: ") and f"its {file}" in item.problem, item
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fork and kill -9")
+def test_a_killed_writer_frees_its_run_at_once_though_its_loader_workers_live_on(tmp_path):
+    """#22 item 3: a flock belongs to the open file a fork shares, so data-loader workers
+    orphaned by kill -9 held the run's lock for seconds and --resume named a dead process.
+    Here the writer forks a child that outlives it by 30 s; the lock is free at once."""
+    import signal
+    import subprocess
+    import textwrap
+    import time
+
+    from olsdesk.core.runs import RunLock
+
+    script = textwrap.dedent(f"""
+        import os, time
+        from pathlib import Path
+        from olsdesk.core.runs import RunLock
+        lock = RunLock(Path({str(tmp_path)!r})).acquire()
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        print("locked", flush=True)
+        time.sleep(60)
+    """)
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              text=True, start_new_session=False)
+    try:
+        assert writer.stdout.readline().strip() == "locked"
+        assert RunLock.holder(tmp_path) is not None
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(10)
+        time.sleep(0.2)
+        assert RunLock.holder(tmp_path) is None
+    finally:
+        writer.kill()
+        subprocess.run(["pkill", "-f", str(tmp_path)], check=False)

@@ -255,3 +255,32 @@ def test_a_batch_of_one_image_is_left_out_not_a_batchnorm_crash(tmp_path):
     reports, _ = run_all(trainer)
     assert len(trainer.dataset.train) == 24 and len(reports) == 1
     assert "a batch of one image was left out" in (trainer.store.path / "log.txt").read_text()
+
+
+def test_loader_workers_and_a_resume_mid_run_train_on_exactly_the_same_inputs(tmp_path):
+    """#22 item 3: with loader workers (persistent, seeded once) a resumed run's next
+    epoch differed from the uninterrupted one's. The crops and flips are now seeded by
+    (seed, epoch, image), the shuffle by (seed, epoch): no worker count or restart shows."""
+    root = make_class_folder(tmp_path / "data", {"a": 12, "b": 12, "c": 12}, size=40)
+    base = dict(data=str(root), image_size=32, batch_size=8, epochs=3, device="cpu",
+                loss="ols")
+
+    def losses(runs, workers, stop_after=None):
+        trainer = Trainer(RunConfig(**base, num_workers=workers), runs_dir=runs,
+                          run_name="r")
+        out = []
+        for item in trainer.fit():
+            if hasattr(item, "val_top1"):
+                out.append(item.train_loss)
+                if stop_after is not None and item.epoch == stop_after:
+                    trainer.request_stop()
+        trainer.close()
+        return out
+
+    straight = losses(tmp_path / "a", 0)
+    assert losses(tmp_path / "b", 2) == straight  # two loader processes: the same numbers
+    first = losses(tmp_path / "c", 2, stop_after=1)
+    resumed = Trainer.from_run(tmp_path / "c" / "r", dataset=None)
+    rest = [item.train_loss for item in resumed.fit() if hasattr(item, "val_top1")]
+    resumed.close()
+    assert first[:1] + rest == straight

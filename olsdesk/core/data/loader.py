@@ -14,28 +14,62 @@ from olsdesk.errors import ImageReadError
 
 
 class TorchSamples(torch.utils.data.Dataset):
-    """Samples -> (tensor, label, index); an unreadable sample becomes (None, message)."""
+    """Samples -> (tensor, label, index); an unreadable sample becomes (None, message).
 
-    def __init__(self, samples, preprocessing: Preprocessing, train: bool) -> None:
+    A training sample's crop and flip are drawn from a generator seeded by (seed, epoch,
+    index) when the key is an ``(index, epoch)`` pair (``EpochKeys``): the same image in
+    the same epoch is augmented alike in any loader process, so a run resumed mid-way,
+    or run with another number of workers, trains on exactly the same inputs."""
+
+    def __init__(self, samples, preprocessing: Preprocessing, train: bool,
+                 seed: int = 0) -> None:
         self.samples = samples
         self.preprocessing = preprocessing
         self.train = train
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key):
         """One sample through the per-file firewall (``Preprocessing.prepare``): a file
         that fails becomes its sentence (with any traceback, for the run's log) and the
         batch goes on without it."""
+        index, epoch = key if isinstance(key, tuple) else (key, None)
+        generator = None
+        if self.train and epoch is not None:
+            generator = torch.Generator().manual_seed(
+                (self.seed * 1_000_003 + epoch) * 10_000_019 + index)
         try:
             _, tensor = self.preprocessing.prepare(
                 lambda: self.samples.load(index, self.preprocessing),
-                self.samples.describe(index), train=self.train)
+                self.samples.describe(index), train=self.train, generator=generator)
         except ImageReadError as exc:
             detail = getattr(exc, "detail", "")
             return None, str(exc) + (f"\n{detail}" if detail else ""), index
         return tensor, int(self.samples.labels[index]), index
+
+
+class EpochKeys(torch.utils.data.Sampler):
+    """A sampler's indices as ``(index, epoch)`` keys: the epoch travels with each key
+    into the loader's (persistent) worker processes, which a dataset attribute set in
+    the main process would not reach. ``set_epoch`` passes on to the sampler within."""
+
+    def __init__(self, sampler) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((int(i), epoch) for i in self.sampler)
 
 
 def collate(batch):
