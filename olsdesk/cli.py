@@ -539,7 +539,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                      f"{ood['auroc']:.3f}, FPR at 95% TPR {ood['fpr_at_95_tpr']:.3f}, "
                      f"{ood['folder_unfamiliar']:.1%} marked")
         print(line)
-    frequency = result.frequency_dict()
+    frequency = result.frequency
     if frequency is not None:
         parts = [f"{name} ({g['classes']} classes, {g['train_images'][0]:,}-"
                  f"{g['train_images'][1]:,} training images): accuracy {g['accuracy']:.3f}, "
@@ -573,12 +573,15 @@ def _renderer(name: str):
     return getattr(figures, name), ""
 
 
+def _items(text: str | None) -> list[str]:
+    """The entries of a comma-separated option, blanks left out."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
 def _values(text: str | None, flag: str) -> list[float]:
     """A comma-separated list of numbers, or UsageError naming the one that is not."""
-    if not text:
-        return []
     out = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
+    for part in _items(text):
         try:
             out.append(float(part))
         except ValueError:
@@ -589,14 +592,14 @@ def _values(text: str | None, flag: str) -> list[float]:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Train every model x arm x seed (resuming what is done), then write the reports
     and figures: one study a model, and a table over the models."""
-    from olsdesk.core.study import Study, write_models_report
+    from olsdesk.core.study import IMBALANCE, Study, write_models_report
 
-    losses = [x.strip() for x in args.losses.split(",") if x.strip()]
+    losses = _items(args.losses)
     unknown = [x for x in losses if x not in LOSS_NAMES]
     if unknown or not losses:
         raise UsageError(f"unknown loss '{unknown[0] if unknown else ''}' in --losses; choose "
                          f"from {', '.join(LOSS_NAMES)}.")
-    models = [x.strip() for x in (args.models or "").split(",") if x.strip()]
+    models = _items(args.models)
     strange = [m for m in models if m not in MODEL_NAMES]
     if strange:
         raise UsageError(f"unknown model '{strange[0]}' in --models; choose from "
@@ -606,9 +609,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise UsageError("--alphas sets OLS's and TF-KD's α; --losses names neither.")
     if epsilons and "ls" not in losses:
         raise UsageError("--epsilons sets label smoothing's ε; --losses does not name ls.")
-    from olsdesk.core.study import IMBALANCE
-
-    imbalance = [x.strip() for x in (args.imbalance or "").split(",") if x.strip()]
+    imbalance = _items(args.imbalance)
     odd = [x for x in imbalance if x not in IMBALANCE]
     if odd:
         raise UsageError(f"unknown remedy '{odd[0]}' in --imbalance; choose from "

@@ -201,7 +201,8 @@ class Evaluation:
         correct = self.predicted == self.labels
         return {name: Selective(score, correct) for name, score in self.scores().items()}
 
-    def frequency_dict(self) -> dict | None:
+    @cached_property
+    def frequency(self) -> dict | None:
         """metrics.json's ``frequency``: accuracy, balanced accuracy and ECE (raw and
         temperature-scaled) of the head, medium and tail classes (FREQUENCY_GROUPS: the
         classes in thirds by training images, most first), with the imbalance ratio;
@@ -222,12 +223,14 @@ class Evaluation:
                      "train_images": [int(counts[classes].min()), int(counts[classes].max())]
                      if len(classes) else [0, 0], "test_images": n}
             if n:
-                hits = predicted[rows] == self.labels[rows]
-                recalls = [float(hits[self.labels[rows] == c].mean()) for c in classes
-                           if (self.labels[rows] == c).any()]
+                labels = self.labels[rows]
+                hits = predicted[rows] == labels
+                k = len(self.class_names)
+                seen = np.bincount(labels, minlength=k)[classes]
+                right = np.bincount(labels, weights=hits, minlength=k)[classes]
                 entry.update({
                     "accuracy": float(hits.mean()),
-                    "balanced_accuracy": float(np.mean(recalls)),
+                    "balanced_accuracy": float(np.mean(right[seen > 0] / seen[seen > 0])),
                     "ece": metrics.expected_calibration_error(self.probs[rows],
                                                               self.labels[rows], self.n_bins),
                     "ece_scaled": metrics.expected_calibration_error(
@@ -258,12 +261,13 @@ class Evaluation:
 
     def prepare(self) -> Evaluation:
         """Compute what the files and the app read (curves, recalibrated probabilities,
-        smooth reliability), so that a GUI thread only draws."""
+        smooth reliability, the head / tail table), so that a GUI thread only draws."""
         for sel in self.selective.values():
             sel.curve()
         for name in self.recalibrated:
             self.recalibrated_probs(name)
         self.smooth_tables()
+        _ = self.frequency
         return self
 
     def rows(self, true: int | None = None, predicted: int | None = None,
@@ -319,7 +323,7 @@ class Evaluation:
             "rank_metrics_resampling": self.raw.rank_method,
             "calibration_bins": self.n_bins, "class_names": list(self.class_names),
             "selective": self.selective_dict(), "conformal": self.conformal_dict(),
-            "ood": self.ood_dict(), "frequency": self.frequency_dict(),
+            "ood": self.ood_dict(), "frequency": self.frequency,
             "warnings": self.warnings,
         }
 

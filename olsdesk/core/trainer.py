@@ -408,8 +408,8 @@ class Trainer(Controlled):
         self.train_sampler.set_epoch(epoch)
         soft_labels = self.loss_fn.soft_labels.detach().cpu().numpy().copy()
         counts = getattr(self.loss_fn, "row_counts", None)  # OLS: what built each row
-        self.row_counts = (counts.detach().cpu().numpy().copy() if counts is not None
-                           else np.zeros(0))
+        row_counts = (counts.detach().cpu().numpy().copy() if counts is not None
+                      else np.zeros(0))
         lr = self.optimizer.param_groups[0]["lr"]
         self.model.train()
         self.loss_fn.train()
@@ -472,8 +472,9 @@ class Trainer(Controlled):
         val = yield from self._validate(epoch)
         if val is None:
             return None
-        report = self._report(epoch, soft_labels, lr, loss_sum / seen, top1 / seen, top5 / seen,
-                              val, self._since(started, paused_then), seen / train_seconds)
+        report = self._report(epoch, soft_labels, row_counts, lr, loss_sum / seen,
+                              top1 / seen, top5 / seen, val,
+                              self._since(started, paused_then), seen / train_seconds)
         improved = report.val_top1 > self.best_top1
         self.best_top1 = max(self.best_top1, report.val_top1)
         try:
@@ -538,8 +539,8 @@ class Trainer(Controlled):
                 "indices": index, "energy": energy[order], "features": feat[embedded_order],
                 "embedded": index[self.embed_mask[index]]}
 
-    def _report(self, epoch, soft_labels, lr, train_loss, train_top1, train_top5, val,
-                seconds, images_per_second) -> EpochReport:
+    def _report(self, epoch, soft_labels, row_counts, lr, train_loss, train_top1,
+                train_top5, val, seconds, images_per_second) -> EpochReport:
         cfg, k = self.config, self.dataset.num_classes
         probs, labels = val["probs"], val["labels"]
         probs = probs / probs.sum(axis=1, keepdims=True)
@@ -581,7 +582,7 @@ class Trainer(Controlled):
             silhouette=separation.silhouette, intra_inter_ratio=separation.intra_inter_ratio,
             lr=lr, epoch_seconds=seconds, images_per_second=images_per_second,
             skipped_files=len(self.skipped),
-            soft_labels=soft_labels, soft_label_counts=self.row_counts,
+            soft_labels=soft_labels, soft_label_counts=row_counts,
             mean_prediction=metrics.mean_prediction_matrix(probs, labels, k),
             reliability_counts=bins.counts, reliability_accuracy=bins.accuracy,
             reliability_confidence=bins.confidence,

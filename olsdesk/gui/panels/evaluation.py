@@ -389,8 +389,9 @@ class EvaluationPanel(QWidget):
         self.finished.emit("")
 
     def _fill_frequency(self, ev: Evaluation | None) -> None:
-        """The head / medium / tail table (metrics.json's ``frequency``)."""
-        found = ev.frequency_dict() if ev is not None else None
+        """The head / medium / tail table (metrics.json's ``frequency``, computed by
+        ``Evaluation.prepare`` in the worker)."""
+        found = ev.frequency if ev is not None else None
         self.frequency.clearContents()
         if found is None:
             self.frequency_note.setText("" if ev is None else
