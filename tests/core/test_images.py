@@ -178,3 +178,98 @@ def test_every_mode_pillow_opens_is_read_at_every_size(tmp_path, mode):
     assert reduced.shape[:2] == (224, 336)
     expected = full.reshape(224, 6, 336, 6, *full.shape[2:]).mean(axis=(1, 3))
     np.testing.assert_allclose(reduced, expected, atol=2 / 255)
+
+
+# Decompression bombs (#22 item 4): the declared size is checked before anything is
+# decoded or inflated, and a large DICOM is windowed as float32 and reduced before it
+# is held as floats.
+
+def _deflated(path, rows, columns, pixels):
+    """A deflated DICOM whose header declares rows x columns over ``pixels``' bytes."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    write_dicom(path, pixels)
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = rows, columns
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _peak_mib(call) -> float:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_deflated_dicom_declaring_16000_squared_is_refused_before_it_is_inflated(tmp_path):
+    # 512 MB of zeros deflate to about 0.5 MB; today it is inflated whole and decoded
+    path = _deflated(tmp_path / "bomb.dcm", 16000, 16000, np.zeros((4000, 4000), np.uint16))
+    assert path.stat().st_size < 2**20
+    errors = []
+
+    def read():
+        with pytest.raises(ImageReadError, match=r"bomb.dcm declares 16000 x 16000 pixels") as exc:
+            read_image(path, 224)
+        errors.append(str(exc.value))
+
+    assert _peak_mib(read) < 16
+    assert "\n" not in errors[0] and errors[0].endswith(".")
+
+
+def test_a_deflated_dicom_that_inflates_past_its_declared_size_is_refused(tmp_path):
+    pixels = np.zeros((2048, 2048), np.uint16)  # 8 MiB of pixel data under a 64 x 64 header
+    path = _deflated(tmp_path / "liar.dcm", 64, 64, pixels)
+    with pytest.raises(ImageReadError, match="liar.dcm inflates to more than its header"):
+        read_image(path, 224)
+
+
+def test_a_deflated_dicom_reads_as_its_uncompressed_twin(tmp_path):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 4096, (300, 260), dtype=np.uint16)
+    plain = write_dicom(tmp_path / "plain.dcm", pixels, window=(2000, 3000))
+    deflated = _deflated(tmp_path / "d.dcm", 300, 260, pixels)
+    import pydicom
+
+    ds = pydicom.dcmread(deflated)
+    ds.WindowCenter, ds.WindowWidth = 2000, 3000
+    ds.save_as(deflated, enforce_file_format=True)
+    for side in (None, 64):
+        np.testing.assert_array_equal(read_image(deflated, side), read_image(plain, side))
+
+
+def test_an_uncompressed_dicom_declaring_more_pixels_than_pil_opens_is_refused(tmp_path):
+    import pydicom
+
+    path = write_dicom(tmp_path / "big.dcm", np.zeros((8, 8), np.uint16))
+    ds = pydicom.dcmread(path)
+    ds.Rows, ds.Columns = 20000, 10000
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ImageReadError, match=r"big.dcm declares 20000 x 10000 pixels"):
+        read_image(path, 224)
+
+
+def test_a_large_16bit_dicom_is_reduced_before_it_is_held_as_floats(tmp_path):
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 4096, (4000, 4000), dtype=np.uint16)  # 30.5 MiB raw
+    path = write_dicom(tmp_path / "xray.dcm", pixels, slope=1.0, intercept=-1024.0,
+                       window=(400, 1500))
+    out = []
+    peak = _peak_mib(lambda: out.append(read_image(path, 224)))
+    # before: 549 MiB (the file, uint16, float64 rescaled, float64 windowed, float32)
+    assert peak < 5 * 30.5, peak
+    # the same numbers as windowing at full resolution in float64, then block-averaging
+    values = pixels.astype(np.float64) - 1024.0
+    lo, hi = 400 - 0.5 - 1499 / 2, 400 - 0.5 + 1499 / 2
+    full = np.clip((values - lo) / (hi - lo), 0, 1)
+    factor = 4000 // 224
+    h = 4000 // factor * factor
+    expected = full[:h, :h].reshape(h // factor, factor, h // factor, factor).mean(axis=(1, 3))
+    assert out[0].shape == expected.shape and out[0].dtype == np.float32
+    np.testing.assert_allclose(out[0], expected, atol=1e-6)

@@ -172,7 +172,7 @@ def _pil_to_array(img) -> np.ndarray:
         rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
         return _collapse_gray(rgb)
     # 16-bit, 32-bit integer and float images: stretch to the image's own range.
-    return _min_max(np.asarray(img, dtype=np.float64))
+    return _stretch(np.asarray(img, dtype=np.float64))
 
 
 def _collapse_gray(rgb: np.ndarray) -> np.ndarray:
@@ -180,13 +180,6 @@ def _collapse_gray(rgb: np.ndarray) -> np.ndarray:
     if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
         return rgb[..., 0]
     return rgb
-
-
-def _min_max(values: np.ndarray) -> np.ndarray:
-    lo, hi = float(np.min(values)), float(np.max(values))
-    if hi <= lo:
-        return np.zeros(values.shape, dtype=np.float32)
-    return ((values - lo) / (hi - lo)).astype(np.float32)
 
 
 def _pydicom():
@@ -208,13 +201,20 @@ def _pydicom():
 
 def _open_dicom(path: Path):
     """The dataset, read leniently: a file without the 128-byte preamble is read with
-    ``force`` when it parses as DICOM."""
+    ``force`` when it parses as DICOM. A deflated file is inflated here, within the size
+    its header declares (pydicom would inflate it whole first)."""
     pydicom = _pydicom()
     from pydicom.errors import InvalidDicomError
 
     name = printable(path.name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        try:
+            meta = pydicom.filereader.read_file_meta_info(path)
+        except Exception:  # noqa: BLE001 - no usable header: dcmread says what it is
+            meta = None
+        if meta is not None and meta.get("TransferSyntaxUID") == DEFLATED:
+            return _read_deflated(path, meta)
         try:
             return pydicom.dcmread(path)
         except InvalidDicomError:
@@ -234,6 +234,107 @@ def _open_dicom(path: Path):
         ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian  # the default for headerless files
     return ds
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+_INFLATE_CHUNK = 1 << 20
+_HEADER_BYTES = 4 << 20  # what a deflated file may inflate to before its Rows and Columns
+
+
+def pixel_limit() -> int:
+    """The most pixels one image may declare: Pillow's decompression-bomb error limit
+    (twice ``Image.MAX_IMAGE_PIXELS``, 179 M by default), for DICOM as for PNG."""
+    from PIL import Image
+
+    return 2 * int(Image.MAX_IMAGE_PIXELS or 2**62)
+
+
+def _check_declared_size(ds, name: str) -> None:
+    """Refuse, before any decoding, a frame whose header declares more pixels than
+    ``pixel_limit`` (a compressed frame can declare any size)."""
+    try:
+        rows, columns = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    except (TypeError, ValueError):
+        return  # pydicom says what is wrong with it
+    if rows * columns > pixel_limit():
+        raise ImageReadError(f"{name} declares {rows} x {columns} pixels "
+                             f"({rows * columns / 1e6:.0f} M), more than the "
+                             f"{pixel_limit() / 1e6:.0f} M olsdesk decodes safely.")
+
+
+def _declared_bytes(ds) -> int:
+    """The pixel data's size as the header declares it, every frame."""
+    def number(key, default):
+        try:
+            return max(1, int(ds.get(key, default) or default))
+        except (TypeError, ValueError):
+            return default
+
+    bits = number("BitsAllocated", 16)
+    return (number("Rows", 1) * number("Columns", 1) * number("SamplesPerPixel", 1)
+            * _frame_count(ds) * ((bits + 7) // 8))
+
+
+def _read_deflated(path: Path, meta):
+    """A Deflated Explicit VR Little Endian file, inflated in chunks: its header (the
+    first few MB) is read first, its declared size checked, and the rest inflated only
+    up to what that header declares, so a small file cannot expand without bound."""
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    name = printable(path.name)
+    length = meta.get("FileMetaInformationGroupLength")
+    if length is None:
+        raise ImageReadError(f"{name} is deflated without a file meta group length, so "
+                             "where its data starts is unknown.")
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    parts: list[bytes] = []
+    size, limit, header = 0, _HEADER_BYTES, None
+    with open(path, "rb") as fh:
+        fh.seek(128 + 4 + 12 + int(length))  # preamble, "DICM", the group length element
+        while True:
+            chunk = inflater.unconsumed_tail or fh.read(_INFLATE_CHUNK)
+            data = inflater.decompress(chunk, limit - size + 1) if chunk else inflater.flush()
+            parts.append(data)
+            size += len(data)
+            if header is None and (size >= _HEADER_BYTES or not chunk):
+                header = _deflated_header(b"".join(parts), name)
+                _check_declared_size(header, name)
+                limit = _HEADER_BYTES + _declared_bytes(header)
+            if size > limit:
+                raise ImageReadError(f"{name} inflates to more than its header declares "
+                                     f"({_declared_bytes(header or {}) / 2**20:.0f} MiB of "
+                                     "pixel data): it is damaged or crafted.")
+            if not chunk:
+                break
+    try:
+        ds = read_dataset(DicomBytesIO(b"".join(parts)), is_implicit_VR=False,
+                          is_little_endian=True)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for one cause
+        raise ImageReadError(f"{name} is deflated DICOM whose content does not parse "
+                             f"({first_line(exc)}).") from None
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian  # its data set is inflated now
+    ds.file_meta = meta
+    return ds
+
+
+def _deflated_header(data: bytes, name: str):
+    """The elements before the pixel data of an inflated prefix."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filereader import read_dataset
+
+    def at_pixels(tag, vr, length) -> bool:
+        return tag in (0x7FE00010, 0x7FE00009, 0x7FE00008)
+
+    try:
+        return read_dataset(DicomBytesIO(data), is_implicit_VR=False, is_little_endian=True,
+                            stop_when=at_pixels)
+    except Exception as exc:  # noqa: BLE001 - a header longer than 4 MB, or not DICOM
+        raise ImageReadError(f"{name} is deflated DICOM whose header does not parse "
+                             f"({first_line(exc)}).") from None
 
 
 def _frame_count(ds) -> int:
@@ -271,6 +372,7 @@ def _read_dicom(path: Path) -> np.ndarray:
                 raise ImageReadError(f"{name} is truncated: its pixel data ends before the "
                                      "image does.")
         raise ImageReadError(f"{name} is a DICOM file without pixel data (no image to show).")
+    _check_declared_size(ds, name)
     frames = _frame_count(ds)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     try:
@@ -279,6 +381,9 @@ def _read_dicom(path: Path) -> np.ndarray:
             # one frame only; YBR_* arrive as RGB, converted once, by pydicom
             ds.pixel_array_options(index=frames // 2 if frames > 1 else None)
             pixels = np.asarray(ds.pixel_array)
+        for key in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"):
+            if key in ds:  # the encoded bytes (and pydicom's cached array) are not needed
+                del ds[key]  # now, and would stay in memory beside the floats
     except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for one cause
         raise ImageReadError(_dicom_decode_message(ds, name, exc)) from None
     if photometric == "PALETTE COLOR":
@@ -286,26 +391,51 @@ def _read_dicom(path: Path) -> np.ndarray:
 
         pixels = apply_color_lut(pixels, ds)
     if pixels.ndim == 3 and pixels.shape[-1] >= 3:
-        return _collapse_gray(_min_max(pixels[..., :3].astype(np.float64)))
+        return _collapse_gray(_stretch(_floats(pixels[..., :3])))
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        return _min_max(pixels.astype(np.float64))
-    return _dicom_gray_to_display(ds, pixels.astype(np.float64), photometric)
+        return _stretch(_floats(pixels))
+    return _dicom_gray_to_display(ds, _floats(pixels), photometric)
 
 
-def _dicom_gray_to_display(ds, pixels: np.ndarray, photometric: str) -> np.ndarray:
+def _floats(pixels: np.ndarray) -> np.ndarray:
+    """A new float array of ``pixels`` for the display transforms to work on in place:
+    float32 for 8- and 16-bit data (exact, and half of float64's memory at full
+    resolution), float64 for wider data, whose values float32 would round."""
+    wide = pixels.dtype.itemsize > 2 or pixels.dtype.kind == "f"
+    return pixels.astype(np.float64 if wide else np.float32)
+
+
+def _stretch(values: np.ndarray) -> np.ndarray:
+    """``values`` stretched to [0, 1] by its own range, in place where it is float32."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.float32)
+    values -= lo
+    values /= hi - lo
+    return values.astype(np.float32, copy=False)
+
+
+def _dicom_gray_to_display(ds, values: np.ndarray, photometric: str) -> np.ndarray:
+    """Rescale slope/intercept, then the file's window (or the image's own range), on
+    ``values`` in place."""
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    values = pixels * slope + intercept
+    if slope != 1:
+        values *= slope
+    if intercept != 0:
+        values += intercept
     center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
     if center is not None and width is not None and width > 1:
         # DICOM PS3.3 C.11.2.1.2 linear VOI function.
         lo = center - 0.5 - (width - 1) / 2
         hi = center - 0.5 + (width - 1) / 2
-        out = np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        values -= lo
+        values /= hi - lo
+        out = np.clip(values, 0.0, 1.0, out=values).astype(np.float32, copy=False)
     else:
-        out = _min_max(values)
+        out = _stretch(values)
     if photometric == "MONOCHROME1":
-        out = 1.0 - out
+        np.subtract(1.0, out, out=out)
     return out
 
 
@@ -351,12 +481,14 @@ def _reduction(shape, min_side: int) -> int:
 
 
 def _shrink(image: np.ndarray, min_side: int) -> np.ndarray:
-    """Block-average an image by ``_reduction`` (a no-op when it is 1)."""
+    """Block-average an image by ``_reduction`` (a no-op when it is 1): rows first, on a
+    view, then columns on the small result, so no full-resolution copy is made."""
     factor = _reduction(image.shape, min_side)
     if factor < 2:
         return image
     h = image.shape[0] // factor * factor
     w = image.shape[1] // factor * factor
-    cropped = image[:h, :w]
-    shape = (h // factor, factor, w // factor, factor) + cropped.shape[2:]
-    return cropped.reshape(shape).mean(axis=(1, 3))
+    rows = image[:h].reshape((h // factor, factor) + image.shape[1:])
+    rows = rows.mean(axis=1, dtype=np.float64)[:, :w]
+    blocks = rows.reshape((h // factor, w // factor, factor) + image.shape[2:])
+    return blocks.mean(axis=2).astype(np.float32)
