@@ -121,7 +121,8 @@ def config_from(args: argparse.Namespace, base: str | None = None, **overrides) 
         except OSError as exc:
             raise ConfigError(f"{base} cannot be read ({exc.strerror}).") from None
         except ValueError as exc:
-            raise ConfigError(f"{base} is not an olsdesk config.json ({exc}).") from None
+            raise ConfigError(f"{base} is not an olsdesk config.json "
+                              f"({str(exc).rstrip('.')}).") from None
         start = start.to_dict()
     return RunConfig(**{**start, **given, **overrides}).validated()
 

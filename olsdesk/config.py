@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from olsdesk.errors import ConfigError
+from olsdesk.errors import ConfigError, printable
 
 MODEL_NAMES = ("smallcnn", "resnet18", "resnet50", "mobilenet_v2", "vgg19")
 LOSS_NAMES = ("ce", "ls", "tfkd", "ols", "focal", "mbls")
@@ -67,6 +67,25 @@ def in_bounds(name: str, value) -> bool:
     above = value > lo if ends in ("lo", "both") else value >= lo
     below = value < hi if ends in ("hi", "both") else value <= hi
     return above and below
+
+
+_TYPE_WORDS = {"str": "text", "int": "a whole number", "float": "a number",
+               "bool": "true or false"}
+
+
+def _has_type(value, annotation: str) -> bool:
+    """``value`` is of the field type ``annotation`` ("int", "float | None"...): a
+    config.json edited by hand or a crafted checkpoint holds anything JSON can."""
+    kinds = annotation.split(" | ")
+    if value is None:
+        return "None" in kinds
+    if isinstance(value, bool):
+        return "bool" in kinds
+    if isinstance(value, int):
+        return "int" in kinds or "float" in kinds
+    if isinstance(value, float):
+        return "float" in kinds
+    return isinstance(value, str) and "str" in kinds
 
 
 @dataclass(frozen=True)
@@ -217,6 +236,10 @@ class RunConfig:
 
         for f in fields(self):
             value = getattr(self, f.name)
+            if not _has_type(value, f.type):
+                kind = _TYPE_WORDS[f.type.split(" | ")[0]]
+                raise ConfigError(f"{f.name.replace('_', ' ')} must be {kind}, not "
+                                  f"{printable(repr(value))[:60]}.")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name.replace('_', ' ')} must be a finite number, "
                                   f"not {value}.")
@@ -314,6 +337,8 @@ class RunConfig:
         """A stored configuration; one written before olsdesk held out a test split keeps
         its two-way split (it resumes and evaluates on the images it was split into), one
         written before OLS had a minimum of correct predictions a row keeps the paper's 1."""
+        if not isinstance(data, dict):
+            raise ConfigError("the run configuration is not a JSON object of settings.")
         if "val_fraction" in data and "test_fraction" not in data:
             data = {**data, "test_fraction": 0.0}
         if "loss" in data and "ols_min_correct" not in data:  # OLS as it trained then
@@ -329,7 +354,11 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> RunConfig:
-        return cls.from_dict(json.loads(text))
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"it is not valid JSON ({exc}).") from None
+        return cls.from_dict(data)
 
     def replace(self, **changes) -> RunConfig:
         return replace(self, **changes)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from olsdesk.errors import first_line
+
 if TYPE_CHECKING:
     from olsdesk.core.records import RunInfo
 
@@ -159,10 +161,52 @@ class EpochReport:
 
     @classmethod
     def from_parts(cls, scalars: dict, arrays: dict, class_names: tuple[str, ...]) -> EpochReport:
+        """A stored epoch; EpochArraysError when its arrays do not fit together or the
+        run's classes (a file damaged or from another run: the views would index out of
+        them)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in scalars.items() if k in known}
         values.update({k: arrays[k] for k in ARRAY_FIELDS if k in arrays})
-        return cls(**values, class_names=tuple(class_names))
+        _check_arrays(values, len(class_names))
+        try:
+            return cls(**values, class_names=tuple(class_names))
+        except TypeError as exc:  # a field missing
+            raise EpochArraysError(first_line(exc)) from None
+
+
+class EpochArraysError(ValueError):
+    """An epoch's stored arrays do not fit the run."""
+
+
+def _check_arrays(values: dict, classes: int) -> None:
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise EpochArraysError(what)
+
+    for name in ARRAY_FIELDS:
+        if name in values:
+            array = np.asarray(values[name])
+            need(array.dtype.kind in "biuf", f"{name} holds no numbers")
+    shape = {name: np.shape(values[name]) for name in ARRAY_FIELDS if name in values}
+    for name in ("soft_labels", "mean_prediction"):
+        need(shape.get(name, (classes, classes)) == (classes, classes),
+             f"{name} is not {classes} x {classes}, one row a class of the run")
+    embedded = shape.get("embedding", (0, 2))
+    need(len(embedded) == 2 and embedded[1] == 2, "the embedding is not a list of points")
+    for name in ("embedding_indices", "embedding_labels", "embedding_predictions",
+                 "embedding_confidences"):
+        need(shape.get(name, embedded[:1]) == embedded[:1],
+             f"{name} does not have one value an embedded point")
+    for name in ("embedding_labels", "embedding_predictions"):
+        if name in values and np.size(values[name]):
+            labels = np.asarray(values[name])
+            need(labels.dtype.kind in "iu" and labels.min() >= 0 and labels.max() < classes,
+                 f"{name} names classes the run does not have")
+    bins = shape.get("reliability_counts", (0,))
+    for name in ("reliability_accuracy", "reliability_confidence"):
+        need(shape.get(name, bins) == bins, f"{name} does not have one value a bin")
+    counts = shape.get("soft_label_counts", (0,))
+    need(counts in ((0,), (classes,)), "soft_label_counts does not have one count a class")
 
 
 def best_report(reports: Sequence[EpochReport]) -> EpochReport | None:

@@ -23,6 +23,7 @@ import socket
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,8 @@ import numpy as np
 
 from olsdesk.config import RunConfig
 from olsdesk.core.records import Checkpoint, RunInfo
-from olsdesk.core.report import ARRAY_FIELDS, EpochReport
-from olsdesk.errors import RunError, first_line, printable
+from olsdesk.core.report import ARRAY_FIELDS, EpochArraysError, EpochReport
+from olsdesk.errors import ConfigError, RunError, first_line, printable
 
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -136,7 +137,20 @@ class RunStore:
 
     # --- metadata -------------------------------------------------------------
     def config(self) -> RunConfig:
-        return RunConfig.from_json((self.path / "config.json").read_text())
+        """config.json, validated; RunError saying why when it cannot be used."""
+        try:
+            return RunConfig.from_json((self.path / "config.json").read_text(
+                encoding="utf-8")).validated()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            raise RunError(f"{self._name}/config.json cannot be read ({why}).") from None
+        except (ConfigError, TypeError) as exc:
+            raise RunError(f"{self._name}/config.json cannot be used: {first_line(exc)}"
+                           ) from None
+
+    @property
+    def _name(self) -> str:
+        return printable(self.path.name)
 
     def write_config(self, config: RunConfig) -> None:
         atomic_write_bytes(self.path / "config.json", config.to_json().encode())
@@ -162,7 +176,7 @@ class RunStore:
         try:
             return RunInfo.from_dict(json.loads((self.path / "run.json").read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RunError(f"{self.path.name}/run.json cannot be read ({exc}).") from None
+            raise RunError(f"{self._name}/run.json cannot be read ({_why(exc)}).") from None
 
     def write_info(self, info: RunInfo) -> None:
         atomic_write_bytes(self.path / "run.json", json.dumps(info.to_dict(), indent=2).encode())
@@ -210,7 +224,10 @@ class RunStore:
         removed = []
         for folder in (self.path, self.path / "checkpoints", self.path / "epochs"):
             for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError as exc:
+                    raise RunError(unwritable(self.path, exc)) from None
                 removed.append(tmp)
         return removed
 
@@ -233,17 +250,37 @@ class RunStore:
             os.fsync(fh.fileno())
 
     def metrics(self) -> list[dict]:
-        """The scalar lines written so far; a half-written last line is ignored."""
+        """The scalar lines written so far (a half-written last line is left for later);
+        RunError naming the line when one is not an epoch's record."""
         path = self.path / "metrics.jsonl"
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             return []
-        lines = []
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            try:
-                lines.append(json.loads(raw))
-            except json.JSONDecodeError:
+        except OSError as exc:
+            raise RunError(f"{self._name}/metrics.jsonl cannot be read ({exc.strerror}).") from None
+        return self.parse_metrics(data)[0]
+
+    def parse_metrics(self, data: bytes, start: int = 1) -> tuple[list[dict], list[int]]:
+        """The epoch records in ``data`` (bytes of metrics.jsonl from a line's start) and
+        each one's length in bytes; a last line without its newline is still being
+        written and is left out. A complete line that is not an epoch's record (not JSON,
+        not UTF-8, a list, a record without its numbers) is RunError naming it: replaying
+        up to it would silently drop every later epoch."""
+        records, sizes = [], []
+        for number, raw in enumerate(data.splitlines(keepends=True), start):
+            if not raw.endswith(b"\n"):
                 break
-        return lines
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                record = None
+            if not is_epoch_record(record):
+                raise RunError(f"line {number} of {self._name}/metrics.jsonl is not an "
+                               "epoch's record; the run's file is damaged.")
+            records.append(record)
+            sizes.append(len(raw))
+        return records, sizes
 
     def truncate_to(self, epoch: int) -> None:
         """Forget epochs after ``epoch`` (a resume restarts from that checkpoint)."""
@@ -251,7 +288,7 @@ class RunStore:
         text = "".join(json.dumps(m) + "\n" for m in kept)
         atomic_write_bytes(self.path / "metrics.jsonl", text.encode())
         for file in (self.path / "epochs").glob("*.npz"):
-            if int(file.stem) > epoch:
+            if file.stem.isdigit() and int(file.stem) > epoch:  # not a stray file of the user's
                 file.unlink()
 
     def load_reports(self) -> list[EpochReport]:
@@ -332,18 +369,13 @@ class RunFollower:
             with open(path, "rb") as fh:
                 fh.seek(self._offset)
                 chunk = fh.read(size - self._offset)
-            for raw in chunk.splitlines(keepends=True):
-                if not raw.endswith(b"\n"):
-                    break  # still being written
-                try:
-                    scalars = json.loads(raw)
-                except json.JSONDecodeError:
-                    break
+            records, sizes = self.store.parse_metrics(chunk, self.count + 1)
+            for scalars, length in zip(records, sizes, strict=True):
                 report = self._report(scalars)
                 if report is None:
                     break  # its arrays are not there (yet)
                 reports.append(report)
-                self._offset += len(raw)
+                self._offset += length
         self.count += len(reports)
         return RunUpdate(reports, reset, self.store.status if with_status else "")
 
@@ -353,9 +385,15 @@ class RunFollower:
             return None
         if self._names is None:
             self._names = self.store.class_names
-        with np.load(file, allow_pickle=False) as arrays:
-            return EpochReport.from_parts(scalars, {k: arrays[k] for k in ARRAY_FIELDS
-                                                    if k in arrays}, self._names)
+        try:
+            with np.load(file, allow_pickle=False) as arrays:
+                return EpochReport.from_parts(scalars, {k: arrays[k] for k in ARRAY_FIELDS
+                                                        if k in arrays}, self._names)
+        except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            # never numpy's own words: a garbage file gets advice to load it with pickle
+            why = str(exc) if isinstance(exc, EpochArraysError) else "not an epoch's arrays"
+            raise RunError(f"{self.store._name}/epochs/{file.name} cannot be used ({why}); "
+                           "the run's file is damaged.") from None
 
 
 class RunReader:
@@ -465,32 +503,32 @@ def read_listing(path: Path) -> RunListing:
     store = RunStore(path)
     notes = store.notes()
     try:
-        config = store.config().validated()
-    except Exception as exc:  # noqa: BLE001 - a damaged file is this run's sentence
-        return _damaged(store, notes, f"its config.json cannot be used ({_why(exc)})")
-    try:
+        config = store.config()
         status = store.status
-    except Exception as exc:  # noqa: BLE001
-        return _damaged(store, notes, f"its run.json cannot be read ({_why(exc)})")
-    try:
         metrics = store.metrics()
-    except Exception as exc:  # noqa: BLE001 - not UTF-8, unreadable
-        return _damaged(store, notes, f"its metrics.jsonl cannot be read ({_why(exc)})")
-    for number, line in enumerate(metrics, 1):
-        if not (isinstance(line, dict) and all(
-                isinstance(line.get(key), int | float) for key in ("epoch", "val_top1", "ece"))):
-            return _damaged(store, notes, f"line {number} of its metrics.jsonl is not an "
-                                          "epoch's record")
+    except RunError as exc:  # a damaged file is this run's sentence
+        log.warning("run %s is damaged: %s", store.path, exc)
+        return RunListing(store, None, "damaged", [], notes, str(exc))
     return RunListing(store, config, status, metrics, notes)
 
 
 def _why(exc: BaseException) -> str:
-    return first_line(exc)[:200]
+    return (exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc))[:200]
 
 
-def _damaged(store: RunStore, notes: str, why: str) -> RunListing:
-    log.warning("run %s is damaged: %s", store.path, why)
-    return RunListing(store, None, "damaged", [], notes, f"{store.path.name}: {why}.")
+def is_epoch_record(record) -> bool:
+    """A metrics.jsonl line as the trainer writes it: an object with a whole epoch
+    number and the numbers every view reads."""
+    return (isinstance(record, dict) and type(record.get("epoch")) is int
+            and record["epoch"] >= 1 and all(
+                isinstance(record.get(key), int | float) and not isinstance(record[key], bool)
+                for key in ("val_top1", "ece")))
+
+
+def unwritable(folder: Path, exc: OSError) -> str:
+    """The sentence for a run or study folder this process cannot write."""
+    return (f"{printable(Path(folder).name)} cannot be written ({exc.strerror or exc}); copy "
+            "it to a folder you can write to continue it there.")
 
 
 def ensure_runs_dir(runs_dir: str | Path | None) -> Path:
@@ -525,7 +563,10 @@ class RunLock:
         self.file = None
 
     def acquire(self) -> RunLock:
-        handle = open(self.folder / self.NAME, "a+", encoding="utf-8")
+        try:
+            handle = open(self.folder / self.NAME, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise RunError(unwritable(self.folder, exc)) from None
         if not _try_lock(handle):
             handle.seek(0)
             holder = handle.read().strip() or "another process"

@@ -50,7 +50,7 @@ from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
 from olsdesk.core.report import SMOOTH_POINTS, BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunStore, ensure_runs_dir, load_checkpoint
-from olsdesk.errors import RunError, TrainingError, printable
+from olsdesk.errors import RunError, TrainingError, first_line, printable
 
 SMOOTH_BAND_RESAMPLES = 100  # resamples behind an epoch's smoothed reliability band
 
@@ -113,6 +113,7 @@ class Trainer(Controlled):
         self.conformal: dict = {}  # conformal.Calibration's arrays, at every epoch end too
         self.ood: dict = {}  # ood.Familiarity's arrays, likewise
         self.recalibration: dict = {}  # calibration.Recalibration's arrays, likewise
+        self.new_total = False  # a resumed run given more epochs: config.json says so
 
     @classmethod
     def from_run(cls, run: str | Path, runs_dir: str | Path | None = None,
@@ -128,13 +129,18 @@ class Trainer(Controlled):
         lock = store.lock()  # before anything is written: one run, one writer
         try:
             config = store.config()
+            done = len(store.metrics())  # a damaged run is refused before anything is written
             if not store.checkpoint_path(LATEST).exists():
                 raise RunError(f"{store.path.name} has no checkpoint yet; start it again "
                                "instead.")
+            if epochs is not None and epochs < done:
+                raise RunError(f"{store.path.name} has trained {done} epochs already; "
+                               "--epochs sets the new total, so give more than that.")
             if epochs is not None and epochs != config.epochs:
                 config = config.replace(epochs=epochs).validated()
-                store.write_config(config)
             trainer = cls(config, store=store, dataset=dataset, control=control)
+            # the new total is written once the checkpoint has been restored
+            trainer.new_total = config.epochs != store.config().epochs
         except BaseException:
             lock.release()
             raise
@@ -224,6 +230,8 @@ class Trainer(Controlled):
         else:
             self.store.remove_stale_temp_files()  # ours to clean: we hold the lock
             self._restore()
+            if self.new_total:
+                self.store.write_config(self.config)
         self.prepared = True
 
     def close(self) -> None:
@@ -282,12 +290,22 @@ class Trainer(Controlled):
         if checkpoint.class_names != self.dataset.class_names:
             raise RunError("the run's checkpoint was trained on other classes than the data "
                            "found now; point --data at the run's dataset.")
-        self.model.load_state_dict(checkpoint.model)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        self.scheduler.load_state_dict(checkpoint.scheduler)
-        self.loss_fn.load_state_dict(checkpoint.loss)
-        if checkpoint.scaler:
-            self.scaler.load_state_dict(checkpoint.scaler)
+        where = f"{self.store.path.name}/checkpoints/{LATEST}"
+        if checkpoint.model_name != self.config.model:
+            raise RunError(f"{where} holds weights of another model ({checkpoint.model_name}, "
+                           f"the run trains {self.config.model}); the run's file is damaged "
+                           "or was replaced.")
+        try:
+            self.model.load_state_dict(checkpoint.model)
+            self.optimizer.load_state_dict(checkpoint.optimizer)
+            self.scheduler.load_state_dict(checkpoint.scheduler)
+            self.loss_fn.load_state_dict(checkpoint.loss)
+            if checkpoint.scaler:
+                self.scaler.load_state_dict(checkpoint.scaler)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # shapes, missing keys
+            raise RunError(f"{where} does not fit the run's {self.config.model} "
+                           f"({first_line(exc)[:160]}); the run's file is damaged or was "
+                           "replaced.") from None
         self.start_epoch = checkpoint.epoch
         self.best_top1 = checkpoint.best_top1
         self.temperature = checkpoint.temperature

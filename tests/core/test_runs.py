@@ -112,7 +112,8 @@ def test_a_damaged_run_is_listed_as_damaged_with_its_sentence(tmp_path):
     for name, (file, _) in damage.items():
         item = listed[name]
         assert item.config is None and item.status == "damaged", name
-        assert item.problem.startswith(f"{name}: ") and f"its {file}" in item.problem, item
+        assert f"{name}/{file}" in item.problem and item.problem.endswith("."), item
+        assert "\n" not in item.problem, item
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fork and kill -9")
