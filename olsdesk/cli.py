@@ -11,6 +11,9 @@ exits 1 with one sentence. ``compare`` and ``predict`` never need Qt.
 from __future__ import annotations
 
 import argparse
+import errno
+import logging
+import os
 import sys
 import time
 import types
@@ -29,7 +32,7 @@ from olsdesk.config import (
     RECALIBRATORS,
     RunConfig,
 )
-from olsdesk.errors import OlsdeskError, UsageError, printable
+from olsdesk.errors import OlsdeskError, UsageError, os_reason, printable
 
 
 class _Parser(argparse.ArgumentParser):
@@ -315,8 +318,6 @@ class ProgressPrinter:
 
 def launch_processes(argv: list[str], processes: int) -> int:
     """``olsdesk train`` again, as ``processes`` torchrun processes on this machine."""
-    import os
-
     from torch.distributed.run import main as torchrun
 
     if "RANK" in os.environ:
@@ -341,8 +342,6 @@ def launch_processes(argv: list[str], processes: int) -> int:
 
 
 def cmd_train(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    import os
-
     from olsdesk.core.device import describe_device
     from olsdesk.core.report import EpochReport
     from olsdesk.core.trainer import Trainer
@@ -477,6 +476,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.workers is not None and not 0 <= args.workers <= 256:
         raise UsageError("the number of loader workers must be between 0 and 256.")
     check_coverage(args)
+    from olsdesk.core.outputs import check_output_folder
+
+    try:  # before the work, as train checks its runs folder
+        check_output_folder(args.out)
+    except OlsdeskError as exc:
+        raise UsageError(str(exc)) from None
     printer = ProgressPrinter()
     result = None
     try:
@@ -776,6 +781,8 @@ def log_to_file() -> Path | None:
     handler.setLevel(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     root.addHandler(handler)
+    # a full disk must not print a traceback a log line: the log is not worth the work
+    logging.raiseExceptions = False
     for noisy in ("pydicom",):  # pydicom logs every decoder attempt it makes as an error
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     return path
@@ -805,6 +812,29 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"olsdesk: {exc}", file=sys.stderr)
         return 2
+    except OlsdeskError as exc:  # the work failed, in one sentence (a disk full of results)
+        print(f"olsdesk: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `olsdesk predict ... | head -1`: the reader has all it wants
+        _silence_stdout()
+        return 141  # as a shell reports a process ended by SIGPIPE
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS):
+            raise
+        _silence_stdout()
+        logging.getLogger(__name__).warning("output failed", exc_info=exc)
+        print(f"olsdesk: the output could not be written ({os_reason(exc)}).", file=sys.stderr)
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush of what could not be
+    written does not trace back at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def entry() -> None:

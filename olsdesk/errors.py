@@ -6,6 +6,7 @@ pulls in neither torch nor Qt.
 
 from __future__ import annotations
 
+import errno
 import os
 
 
@@ -55,3 +56,10 @@ def printable(text: str | os.PathLike) -> str:
     Python as lone surrogates) shown as \\xNN escapes instead of crashing the output."""
     text = os.fspath(text)
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError in a few words: "the disk is full", or the system's own."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    return exc.strerror or str(exc)

@@ -103,13 +103,35 @@ def test_a_full_disk_keeps_the_last_good_checkpoint_and_says_how_to_resume(tmp_p
         list(trainer.fit())
     message = str(caught.value)
     assert "epoch 2 could not be saved" in message and "the disk is full" in message
-    assert "epoch 1's checkpoint is kept" in message and "olsdesk train --resume" in message
+    assert "the checkpoint of epoch 1 is kept" in message and "train --resume" in message
     from olsdesk.core.runs import load_checkpoint
 
     assert load_checkpoint(trainer.store.checkpoint_path()).epoch == 1
     monkeypatch.setattr(runs, "atomic_write_bytes", real_write)
     rest = [r.epoch for r in Trainer.from_run(trainer.store.path).fit() if hasattr(r, "val_top1")]
     assert rest == [2, 3]
+
+
+def test_a_disk_full_at_the_first_latest_checkpoint_advises_a_new_start(tmp_path,
+                                                                        monkeypatch, capsys):
+    """#22 item 7: best.pt was written, latest.pt not; the advice said --resume, which
+    then refused ("no checkpoint yet")."""
+    import olsdesk.core.runs as runs
+
+    real_write = runs.atomic_write_bytes
+
+    def full_at_latest(path, data):
+        if path.name == "latest.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(runs, "atomic_write_bytes", full_at_latest)
+    assert main(["train", "--epochs", "2", "--runs-dir", str(tmp_path), *CLI_TINY]) == 1
+    err = capsys.readouterr().err
+    assert "epoch 1 could not be saved" in err and "the disk is full" in err
+    assert "start the run again" in err and "--resume" not in err and "Traceback" not in err
+    run = next(tmp_path.iterdir())
+    assert (run / "checkpoints" / "best.pt").exists()
 
 
 def test_names_that_are_not_utf8_survive_training_logs_and_predict(tmp_path, capsys):

@@ -41,6 +41,7 @@ from olsdesk.core.conformal import (
     covered_and_size,
 )
 from olsdesk.core.ood import Familiarity, detection_metrics
+from olsdesk.core.outputs import output_folder
 from olsdesk.errors import DataError, RunError, printable
 
 DEFAULT_RESAMPLES = 1000
@@ -567,21 +568,22 @@ EvaluationRenderer = Callable[[Evaluation, Path], list[str]]
 
 def write_evaluation(ev: Evaluation, out: str | Path,
                      renderer: EvaluationRenderer | None = None) -> list[Path]:
-    """The evaluation's files in ``out``; figures only with a renderer."""
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    written = [_write_predictions(ev, out / "predictions.csv")]
-    (out / "metrics.json").write_text(json.dumps(ev.metrics_dict(), indent=2) + "\n",
-                                      encoding="utf-8")
-    written.append(out / "metrics.json")
-    written.append(_write_per_class(ev, out / "per_class.csv"))
-    written.append(_write_confusion(ev, out / "confusion_matrix.csv"))
-    written.append(_write_reliability(ev, out / "reliability.csv"))
-    written.append(_write_smooth_reliability(ev, out / "reliability_smooth.csv"))
-    written.append(_write_risk_coverage(ev, out / "risk_coverage.csv"))
-    if renderer is not None:
-        written += [out / name for name in renderer(ev, out)]
-    return written
+    """The evaluation's files in ``out``, written whole or not at all (OutputError says
+    why not; the folder is then as it was); figures only with a renderer."""
+    folder = Path(out).expanduser()
+    with output_folder(folder) as out:
+        names = [_write_predictions(ev, out / "predictions.csv").name]
+        (out / "metrics.json").write_text(json.dumps(ev.metrics_dict(), indent=2) + "\n",
+                                          encoding="utf-8")
+        names.append("metrics.json")
+        names.append(_write_per_class(ev, out / "per_class.csv").name)
+        names.append(_write_confusion(ev, out / "confusion_matrix.csv").name)
+        names.append(_write_reliability(ev, out / "reliability.csv").name)
+        names.append(_write_smooth_reliability(ev, out / "reliability_smooth.csv").name)
+        names.append(_write_risk_coverage(ev, out / "risk_coverage.csv").name)
+        if renderer is not None:
+            names += renderer(ev, out)
+    return [folder / name for name in names]
 
 
 def _write_predictions(ev: Evaluation, path: Path) -> Path:

@@ -8,6 +8,7 @@ gets a ``Prediction``: probabilities, or ``error``, one sentence saying why not.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
@@ -315,27 +316,28 @@ def write_predictions_csv(predictions: Iterable[Prediction], path: str | Path,
     prediction set (classes joined by ``|``) and its coverage, the unfamiliar-input mark and
     score, or the error sentence; and
     the checkpoint (and its epoch) that made the prediction."""
-    path = Path(path)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "frame", "frames", "top1", "confidence",
-                         "calibrated_confidence", "entropy", "low_confidence", "top5",
-                         "prediction_set", "set_coverage", "unfamiliar", "familiarity",
-                         "error", "checkpoint", "epoch"])
-        for p in predictions:
-            frame = [p.frame[0], p.frame[1]] if p.frame else ["", ""]
-            made_by = [p.checkpoint, "" if p.epoch is None else p.epoch]
-            if p.ok:
-                writer.writerow([p.path, *frame, p.top_classes[0], f"{p.confidence:.6f}",
-                                 f"{p.calibrated_confidence:.6f}", f"{p.entropy:.6f}",
-                                 p.confidence < low_confidence_below,
-                                 "|".join(f"{c}:{v:.4f}" for c, v in
-                                          zip(p.top_classes, p.top_probabilities, strict=True)),
-                                 "" if p.prediction_set is None else "|".join(p.prediction_set),
-                                 "" if p.set_coverage is None else p.set_coverage,
-                                 "" if p.unfamiliar is None else p.unfamiliar,
-                                 "" if p.familiarity is None else f"{p.familiarity:.6g}",
-                                 "", *made_by])
-            else:
-                writer.writerow([p.path, *frame, *[""] * 10, p.error, *made_by])
-    return path
+    from olsdesk.core.outputs import write_output_file
+
+    fh = io.StringIO(newline="")
+    writer = csv.writer(fh)
+    writer.writerow(["path", "frame", "frames", "top1", "confidence",
+                     "calibrated_confidence", "entropy", "low_confidence", "top5",
+                     "prediction_set", "set_coverage", "unfamiliar", "familiarity",
+                     "error", "checkpoint", "epoch"])
+    for p in predictions:
+        frame = [p.frame[0], p.frame[1]] if p.frame else ["", ""]
+        made_by = [p.checkpoint, "" if p.epoch is None else p.epoch]
+        if p.ok:
+            writer.writerow([p.path, *frame, p.top_classes[0], f"{p.confidence:.6f}",
+                             f"{p.calibrated_confidence:.6f}", f"{p.entropy:.6f}",
+                             p.confidence < low_confidence_below,
+                             "|".join(f"{c}:{v:.4f}" for c, v in
+                                      zip(p.top_classes, p.top_probabilities, strict=True)),
+                             "" if p.prediction_set is None else "|".join(p.prediction_set),
+                             "" if p.set_coverage is None else p.set_coverage,
+                             "" if p.unfamiliar is None else p.unfamiliar,
+                             "" if p.familiarity is None else f"{p.familiarity:.6g}",
+                             "", *made_by])
+        else:
+            writer.writerow([p.path, *frame, *[""] * 10, p.error, *made_by])
+    return write_output_file(path, fh.getvalue())

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -32,7 +33,7 @@ import numpy as np
 from olsdesk.config import RunConfig
 from olsdesk.core.records import Checkpoint, RunInfo
 from olsdesk.core.report import ARRAY_FIELDS, EpochArraysError, EpochReport
-from olsdesk.errors import ConfigError, RunError, first_line, printable
+from olsdesk.errors import ConfigError, RunError, first_line, os_reason, printable
 
 LATEST = "latest.pt"
 BEST = "best.pt"
@@ -108,8 +109,13 @@ class RunStore:
         else:
             raise RunError(f"cannot create a new run folder in {printable(runs_dir)}.")
         store = cls(path)
-        store.write_config(config)
-        store.write_info(info.with_status("created"))
+        try:
+            store.write_config(config)
+            store.write_info(info.with_status("created"))
+        except OSError as exc:  # a full disk: no empty run folder left behind
+            shutil.rmtree(path, ignore_errors=True)
+            raise RunError(f"cannot create a run in {printable(runs_dir)} "
+                           f"({os_reason(exc)}).") from None
         return store
 
     @classmethod
@@ -327,8 +333,14 @@ class RunStore:
     def log(self, message: str) -> None:
         """Append a line; names that are not valid UTF-8 are written escaped, never lost."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.path / "log.txt", "a", encoding="utf-8", errors="backslashreplace") as fh:
-            fh.write(f"{stamp} {printable(message)}\n")
+        try:
+            with open(self.path / "log.txt", "a", encoding="utf-8",
+                      errors="backslashreplace") as fh:
+                fh.write(f"{stamp} {printable(message)}\n")
+        except OSError as exc:  # a full disk: the line is lost, not the training; what
+            # matters (the epoch, its checkpoint) reports its own failure
+            log.warning("log.txt of %s could not be written (%s): %s", self.path,
+                        exc.strerror or exc, printable(message))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 
 from olsdesk.config import DEFAULT_ALPHA, LOSS_LABELS, RunConfig
 from olsdesk.core.control import Controlled, JobControl
+from olsdesk.core.outputs import output_folder
 from olsdesk.core.report import BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunLock, RunStore, ensure_runs_dir
 from olsdesk.errors import RunError, first_line, printable
@@ -736,16 +737,18 @@ def write_study_report(stores: Sequence[RunStore], base: RunConfig, seeds: int, 
     renderer) the figures for finished runs (``histories``: their epochs, read already)."""
     histories = histories_of(stores) if histories is None else histories
     summary = summarise(finals_of(histories))
-    write_results_csv(summary, out / "results.csv")
-    written = [out / "report.md", out / "results.csv"]
-    if test is not None:
-        write_test_csv(test, out / "test_results.csv")
-        write_risk_coverage_csv(test, out / "risk_coverage.csv")
-        written += [out / "test_results.csv", out / "risk_coverage.csv"]
-    figures = renderer(histories, out, test) if renderer is not None else []
     line = dataset_line(stores) if line is None else line
-    write_report_md(summary, base, seeds, figures, out / "report.md", line, figures_note, test)
-    return written + [out / f for f in figures], summary
+    names = ["report.md", "results.csv"]
+    with output_folder(out) as staging:  # all of them or none: never half a report
+        write_results_csv(summary, staging / "results.csv")
+        if test is not None:
+            write_test_csv(test, staging / "test_results.csv")
+            write_risk_coverage_csv(test, staging / "risk_coverage.csv")
+            names += ["test_results.csv", "risk_coverage.csv"]
+        figures = renderer(histories, staging, test) if renderer is not None else []
+        write_report_md(summary, base, seeds, figures, staging / "report.md", line,
+                        figures_note, test)
+    return [Path(out) / f for f in names + list(figures)], summary
 
 
 # --- several models: the paper's table ------------------------------------------------------
@@ -766,11 +769,7 @@ def write_models_report(out: Path, studies: Sequence[Study], seeds: int) -> list
         if st.test is not None:
             tests += [[model, *row] for row in test_rows(st.test)]
         table += _model_rows(model, summary, st.test)
-    _write_csv(out / "results.csv", ["model", *RESULTS_HEADER], results)
-    written = [out / "report.md", out / "results.csv"]
-    if tests:
-        _write_csv(out / "test_results.csv", ["model", *TEST_HEADER], tests)
-        written.append(out / "test_results.csv")
+    names = ["report.md", "results.csv"] + (["test_results.csv"] if tests else [])
     scored = all(st.test is not None for st in studies)
     labels = dict((key, label) for key, label, _ in TEST_METRICS)
     first = studies[0]
@@ -797,8 +796,12 @@ def write_models_report(out: Path, studies: Sequence[Study], seeds: int) -> list
                   "| model | loss | " + " | ".join(label for _, label, _ in METRICS) + " |",
                   "|---|---|" + "---|" * len(METRICS)]
     lines += [row for row, has_test in table if has_test == scored]
-    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return written
+    with output_folder(out) as staging:
+        _write_csv(staging / "results.csv", ["model", *RESULTS_HEADER], results)
+        if tests:
+            _write_csv(staging / "test_results.csv", ["model", *TEST_HEADER], tests)
+        (staging / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [out / name for name in names]
 
 
 def _model_rows(model: str, summary: StudySummary, test: TestComparison | None

@@ -9,7 +9,6 @@ resumed run continues exactly where the last finished epoch left it.
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import time
@@ -50,7 +49,7 @@ from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
 from olsdesk.core.report import SMOOTH_POINTS, BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunStore, ensure_runs_dir, load_checkpoint
-from olsdesk.errors import RunError, TrainingError, first_line, printable
+from olsdesk.errors import RunError, TrainingError, first_line, os_reason, printable
 
 SMOOTH_BAND_RESAMPLES = 100  # resamples behind an epoch's smoothed reliability band
 
@@ -500,13 +499,15 @@ class Trainer(Controlled):
             self.store.save_checkpoint(self.checkpoint(epoch + 1), best=improved)
             self.store.save_embedding_features(val["features"])
         except OSError as exc:
-            what = ("the disk is full" if exc.errno == errno.ENOSPC
-                    else f"it could not be written ({exc.strerror or exc})")
-            kept = f"epoch {epoch}'s checkpoint is kept" if epoch else "no epoch was saved"
-            raise TrainingError(
-                f"epoch {epoch + 1} could not be saved in {printable(self.store.path)}: {what}; "
-                f"{kept}. Free some space, then continue with: olsdesk train --resume "
-                f"{printable(self.store.path)}") from None
+            what = os_reason(exc)
+            where = printable(self.store.path)
+            if self.store.checkpoint_path(LATEST).exists():  # what --resume continues from
+                advice = (f"the checkpoint of epoch {epoch} is kept. Free some space, then "
+                          f"continue with: olsdesk train --resume {where}")
+            else:  # best.pt alone may be there, but a resume needs latest.pt
+                advice = "no epoch was saved. Free some space, then start the run again."
+            raise TrainingError(f"epoch {epoch + 1} could not be saved in {where}: {what}; "
+                                f"{advice}") from None
         return report
 
     @torch.no_grad()

@@ -547,19 +547,30 @@ class MainWindow(QMainWindow):
                                                   self.folders.start("export"))
         if folder:
             self.folders.remember("export", folder)
-            written = self.export(folder)
+            try:
+                written = self.export(folder)
+            except OlsdeskError as exc:  # a full disk, a folder that cannot be written
+                self.message.setText(str(exc))
+                return
             self.message.setText(f"Exported {len(written)} files to {folder}.")
 
     def export(self, folder: str | Path) -> list[Path]:
         """For a paper: each panel's plots alone as SVG and PNG, the shown epoch's
         soft-label and mean-prediction matrices and validation predictions as CSV, every
         epoch's metrics as CSV, the Evaluate tab's test evaluation when there is one, and
-        report.md tying them together."""
+        report.md tying them together. Written whole or not at all (``output_folder``):
+        OutputError says why not, and the folder is then as it was."""
+        from olsdesk.core.outputs import output_folder
+
+        target = Path(folder)
+        with output_folder(target) as staging:
+            written = self._export_into(staging)
+        return [target / path.relative_to(staging) for path in written]
+
+    def _export_into(self, folder: Path) -> list[Path]:
         from olsdesk.core.evaluation import write_evaluation
         from olsdesk.gui.figures import export_plot, write_evaluation_figures
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         report = self.session.selected or self.reports[-1]
         names = report.class_names
         info, config = self.session.info, None

@@ -63,3 +63,33 @@ def test_opening_a_damaged_run_is_one_sentence(qtbot, window, good, name):
     assert "\n" not in message and "pickle" not in message, message
     assert window.reports == [] or name == "run-json-list"
     assert open_run(qtbot, window, good) and len(window.reports) == 2  # the window goes on
+
+
+def test_export_on_a_full_disk_is_a_sentence_and_leaves_the_folder_as_it_was(
+        qtbot, window, good, tmp_path, monkeypatch):
+    """#22 item 7: File → Export wrote 0-byte files, then raised an uncaught OSError."""
+    import errno
+
+    import olsdesk.gui.main_window as main_window
+
+    assert open_run(qtbot, window, good)
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "metrics.csv").write_text("an earlier export")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(main_window, "write_matrix_csv", full)
+    monkeypatch.setattr(main_window.QFileDialog, "getExistingDirectory",
+                        lambda *a, **k: str(out))
+    window.choose_export()
+    assert "the disk is full" in window.message.text()
+    assert [p.name for p in out.iterdir()] == ["metrics.csv"]
+    assert (out / "metrics.csv").read_text() == "an earlier export"
+    assert [p.name for p in tmp_path.iterdir()] == ["export"]  # no staging folder left
+    window.predict.predictions = []
+    monkeypatch.setattr("olsdesk.core.outputs.atomic_write_bytes", full)
+    window.predict.export_csv(out / "metrics.csv")
+    assert "could not be written (the disk is full)" in window.predict.status.text()
+    assert (out / "metrics.csv").read_text() == "an earlier export"

@@ -49,6 +49,7 @@ from olsdesk.core.evaluation import (
 )
 from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.core.study import arm_label
+from olsdesk.errors import OlsdeskError
 from olsdesk.gui.panels.common import Canvas, NumberItem, class_color, row_table, style_plot
 from olsdesk.gui.panels.errors import ErrorBrowser
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
@@ -492,7 +493,11 @@ class EvaluationPanel(QWidget):
     def save(self, folder: str | Path) -> list[Path]:
         from olsdesk.gui.figures import write_evaluation_figures
 
-        written = write_evaluation(self.evaluation, folder, write_evaluation_figures)
+        try:
+            written = write_evaluation(self.evaluation, folder, write_evaluation_figures)
+        except OlsdeskError as exc:  # a full disk: nothing half-written, one sentence
+            self.status.setText(str(exc))
+            return []
         self.status.setText(f"Wrote {', '.join(p.name for p in written)} to {folder}.")
         return written
 

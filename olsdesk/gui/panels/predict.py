@@ -38,6 +38,7 @@ from olsdesk.core.data.sources import FileSamples
 from olsdesk.core.predictor import Prediction, Predictor, expand_paths, write_predictions_csv
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.core.state import AppState, CheckpointRef
+from olsdesk.errors import OlsdeskError
 from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table, short_names
 from olsdesk.gui.resources import resource
 from olsdesk.gui.widgets import DialogFolders
@@ -557,6 +558,10 @@ class PredictPanel(QWidget):
             self.export_csv(path)
 
     def export_csv(self, path: str | Path) -> None:
-        write_predictions_csv(self.predictions, path, self.threshold.value())
+        try:
+            write_predictions_csv(self.predictions, path, self.threshold.value())
+        except OlsdeskError as exc:  # a full disk: the file is as it was
+            self.status.setText(str(exc))
+            return
         self.status.setText(f"Exported {len(self.predictions)} rows to {path}.")
 
