@@ -71,3 +71,17 @@ def truncate(path: Path, keep: float = 0.5) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
     return path
+
+
+def write_zip_bomb(path: Path) -> Path:
+    """A torch-looking zip whose one deflated member unpacks to 1 GB of zeros from about
+    a megabyte."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data.pkl", "w", force_zip64=True) as member:
+            block = bytes(64 * 1024**2)
+            for _ in range(16):
+                member.write(block)
+    assert path.stat().st_size < 5 * 1024**2
+    return path

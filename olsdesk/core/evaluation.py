@@ -400,6 +400,8 @@ def open_test_split(predictor, data: str | None = None, split_csv: str | None = 
                         "--test-data FOLDER.")
     if data:
         config = config.replace(data=data, split_csv=split_csv, test_data=None)
+    else:
+        _check_stored_folders(config, predictor.class_names)
     # the audit is in run.json already; hashing again is needed only to drop the same
     # leaked copies training dropped
     dataset = open_dataset(config.replace(audit_data=config.drop_duplicates))
@@ -415,6 +417,30 @@ def open_test_split(predictor, data: str | None = None, split_csv: str | None = 
     if not data and not config.test_data:
         warnings += _changed_since_training(predictor.source, dataset.test)
     return dataset.test, dataset.test_source or "the data's test split", warnings
+
+
+def _check_stored_folders(config, class_names: tuple[str, ...]) -> None:
+    """DataError unless the folders the checkpoint names hold its class folders. The
+    checkpoint is a file from outside: before its stored path is walked, one look at
+    the folder's class folders tells the training data from anything else (a crafted
+    ``data: "/"`` walked the whole filesystem)."""
+    from olsdesk.core.data.sources import data_kind
+
+    if data_kind(config.data, config.split_csv) == "folder":
+        root = Path(config.data).expanduser()
+        missing = [c for c in class_names if not (root / c).is_dir()] if root.is_dir() else []
+        if missing:
+            raise DataError(
+                f"the checkpoint's training data {printable(config.data)} does not hold its "
+                f"class folders ({len(missing):,} of {len(class_names):,} missing, e.g. "
+                f"{printable(missing[0])}); give --data FOLDER where the data is now, or "
+                "--test-data FOLDER.")
+    if config.test_data:
+        root = Path(config.test_data).expanduser()
+        if root.is_dir() and not any((root / c).is_dir() for c in class_names):
+            raise DataError(
+                f"the checkpoint's test folder {printable(config.test_data)} holds none of "
+                "its class folders; give --test-data FOLDER where the test images are now.")
 
 
 def _changed_since_training(checkpoint: str, test) -> list[str]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from olsdesk.config import MODEL_NAMES
+from olsdesk.core.archives import check_archive
 from olsdesk.core.weights import HEAD_PREFIX, IMAGENET, LoadReport, resolve, sha256_of
 from olsdesk.errors import WeightsError
 
@@ -123,6 +124,7 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path).expanduser()
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist.")
+    check_archive(path, WeightsError, "a PyTorch weights file", require_zip=False)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors, zip errors, unsafe globals

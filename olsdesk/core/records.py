@@ -182,9 +182,17 @@ class Checkpoint:
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise RunError(f"{name} is not an olsdesk checkpoint.")
         try:
+            # the containers' types first: str() of a 3000-deep list recurses until Python
+            # gives up, and a tensor where a dict belongs fails in torch, not here
+            for key in ("config", "preprocessing"):
+                if not isinstance(state.get(key), dict):
+                    raise TypeError(f"its {key} is not a set of named values")
+            names = state.get("class_names")
+            if not isinstance(names, list | tuple) or not all(isinstance(c, str) for c in names):
+                raise TypeError("its class names are not a list of names")
             checkpoint = cls(
                 epoch=int(state["epoch"]), model_name=str(state["model_name"]),
-                class_names=tuple(str(c) for c in state["class_names"]),
+                class_names=tuple(names),
                 in_channels=int(state["in_channels"]),
                 preprocessing=Preprocessing.from_dict(state["preprocessing"]),
                 config=RunConfig.from_dict(state["config"]),
@@ -238,6 +246,16 @@ class Checkpoint:
             raise ValueError(f"epoch {self.epoch} is out of range")
         if not isinstance(self.model, dict) or not self.model:
             raise ValueError("it holds no model weights")
+        import torch
+
+        if not all(torch.isfinite(t).all() for t in self.model.values()
+                   if isinstance(t, torch.Tensor) and t.is_floating_point()):
+            raise ValueError("its model weights hold NaN or infinite values (the training "
+                             "diverged, or the file was edited)")
+        try:
+            self.config.validated()
+        except ConfigError as exc:
+            raise ValueError(f"its stored settings cannot be used: {str(exc).rstrip('.')}") from None
 
 
 def _numpy(arrays: dict) -> dict:

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from olsdesk.config import RunConfig
+from olsdesk.core.archives import check_archive
 from olsdesk.core.records import Checkpoint, RunInfo
 from olsdesk.core.report import ARRAY_FIELDS, EpochArraysError, EpochReport
 from olsdesk.errors import ConfigError, RunError, first_line, os_reason, printable
@@ -664,29 +665,6 @@ else:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-# the largest olsdesk model (VGG-19) with AdamW's two moment buffers is about 1.7 GB
-MAX_CHECKPOINT_BYTES = 4 * 1024**3
-
-
-def _check_archive(path: Path) -> None:
-    """Refuse, before anything is unpacked, a file that would unpack to far more than it
-    holds (a zip bomb) or to more than any olsdesk model needs. torch.save stores its
-    members uncompressed, so a real checkpoint unpacks to about its own size."""
-    import zipfile
-
-    name = printable(path.name)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise RunError(f"{name} is not an olsdesk checkpoint.") from None
-    size = path.stat().st_size
-    if unpacked > MAX_CHECKPOINT_BYTES or unpacked > 4 * size + 64 * 1024**2:
-        raise RunError(f"{name} would unpack to {unpacked / 1024**3:.1f} GB from a "
-                       f"{size / 1024**2:.1f} MB file; no olsdesk checkpoint does that, so it "
-                       "was not opened.")
-
-
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """A checkpoint, loaded with ``weights_only=True``: never runs code from it."""
     import torch
@@ -694,7 +672,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     path = Path(path).expanduser()
     if not path.is_file():
         raise RunError(f"checkpoint {printable(path)} does not exist.")
-    _check_archive(path)
+    check_archive(path, RunError, "an olsdesk checkpoint")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and allow-list errors all mean "not ours"

@@ -169,6 +169,7 @@ class DatasetPreview(QWidget):
 
     MAX_ROWS = 40
     MAX_THUMBS = 12
+    MAX_WARNINGS = 8
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -204,8 +205,7 @@ class DatasetPreview(QWidget):
             f"{'grayscale' if data.channels == 1 else 'colour'}<br>"
             f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
             f"<th>train</th><th>val</th><th>test</th></tr>{rows}</table>{more}"
-            + "".join(f"<br><span style='color:#b36b00'>⚠ {html.escape(w)}</span>"
-                      for w in data.all_warnings())
+            + _warning_lines(data.all_warnings(), self.MAX_WARNINGS)
             + (f"<br><span style='color:#2e7d32'>✓ audited: {html.escape(data.audit.lines()[0])}"
                "</span>" if data.audit is not None and data.audit.clean else ""))
         self._clear_thumbs()
@@ -220,6 +220,15 @@ class DatasetPreview(QWidget):
             widget = self.thumbs.takeAt(0).widget()
             if widget is not None:
                 widget.deleteLater()
+
+
+def _warning_lines(warnings: tuple[str, ...], limit: int) -> str:
+    """The first ``limit`` warnings as rich-text lines, and how many more there are."""
+    lines = "".join(f"<br><span style='color:#b36b00'>⚠ {html.escape(w)}</span>"
+                    for w in warnings[:limit])
+    more = len(warnings) - limit
+    return lines + (f"<br><span style='color:#b36b00'>… and {more:,} more warnings</span>"
+                    if more > 0 else "")
 
 
 def read_thumbnails(data: Dataset, preprocessing: Preprocessing,

@@ -59,6 +59,24 @@ def test_a_file_that_is_not_weights_is_refused(tmp_path):
         build_model("smallcnn", 4, weights=path)
 
 
+def test_a_weights_file_that_would_unpack_to_a_gigabyte_is_not_opened(tmp_path):
+    from tests.helpers import write_zip_bomb
+
+    bomb = write_zip_bomb(tmp_path / "bomb.pth")
+    with pytest.raises(WeightsError, match="would unpack to 1.0 GB from a 1.0 MB file; no "
+                                           "PyTorch weights file does that"):
+        build_model("smallcnn", 4, weights=bomb)
+
+
+def test_a_legacy_format_state_dict_is_still_read(tmp_path):
+    """torch's pre-1.6 format is not a zip: the size check leaves it to torch."""
+    from olsdesk.core.models import load_state_file
+
+    path = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_state_file(path)["w"], torch.ones(3))
+
+
 def test_radimagenet_pytorch_layout_maps_onto_torchvision_names(tmp_path):
     """RadImageNet's published PyTorch ResNet-50: an nn.Sequential of ResNet-50's children
     (without fc) saved under ``backbone.``: backbone.0 is conv1, backbone.4 layer1, …"""

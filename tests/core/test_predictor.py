@@ -1,6 +1,7 @@
 """Predictor: good files, every kind of bad input, and wrong checkpoints."""
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from olsdesk.config import RunConfig
 from olsdesk.core.predictor import Predictor, PredictorError
 from olsdesk.core.trainer import Trainer
 from olsdesk.gui.resources import resource
-from tests.helpers import truncate, write_dicom, write_png
+from tests.helpers import truncate, write_dicom, write_png, write_zip_bomb
 
 SAMPLES = resource("samples")
 
@@ -148,8 +149,6 @@ def test_cli_predict_lines_json_and_exit_codes(checkpoint, mixed_folder, capsys)
 
 
 def test_a_checkpoint_is_validated_before_anything_is_allocated(tmp_path, checkpoint):
-    import zipfile
-
     state = torch.load(checkpoint, weights_only=True)
     for field, value, fragment in (
         ("preprocessing", {**state["preprocessing"], "resize_size": 100_000}, "resize_size"),
@@ -162,15 +161,71 @@ def test_a_checkpoint_is_validated_before_anything_is_allocated(tmp_path, checkp
         torch.save({**state, field: value}, edited)
         with pytest.raises(PredictorError, match=f"damaged or was edited: .*{fragment}"):
             Predictor.from_checkpoint(edited)
-    bomb = tmp_path / "bomb.pt"  # 1 GB of zeros, deflated to about a megabyte
-    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("archive/data.pkl", "w", force_zip64=True) as member:
-            block = bytes(64 * 1024**2)
-            for _ in range(16):
-                member.write(block)
-    assert bomb.stat().st_size < 5 * 1024**2
+    bomb = write_zip_bomb(tmp_path / "bomb.pt")
     with pytest.raises(PredictorError, match="would unpack to 1.0 GB"):
         Predictor.from_checkpoint(bomb)
+
+
+def test_every_stored_field_of_a_crafted_checkpoint_is_checked(tmp_path, checkpoint):
+    """Containers of the wrong type, a name nested 3000 deep, settings no run writes and
+    weights that are not numbers: one sentence each, nothing allocated or traced back."""
+    state = torch.load(checkpoint, weights_only=True)
+    nested: list = ["x"]
+    for _ in range(3000):
+        nested = [nested]
+    weights = {k: v.clone() for k, v in state["model"].items()}
+    weights[next(iter(weights))].view(-1)[0] = float("nan")
+    for field, value, fragment in (
+        ("config", torch.zeros(3), "its config is not a set of named values"),
+        ("preprocessing", torch.zeros(3), "its preprocessing is not a set of named values"),
+        ("class_names", [nested, "b"], "its class names are not a list of names"),
+        ("class_names", "ab", "its class names are not a list of names"),
+        ("config", {**state["config"], "calibration_bins": 0}, "calibration bins"),
+        ("config", {**state["config"], "calibration_bins": 10**8}, "calibration bins"),
+        ("config", {**state["config"], "val_fraction": "x"}, "val fraction must be a number"),
+        ("preprocessing", {**state["preprocessing"], "std": 1e-300}, "std must be between"),
+        ("preprocessing", {**state["preprocessing"], "mean": 1e300}, "mean must be between"),
+        ("model", weights, "NaN or infinite"),
+    ):
+        edited = tmp_path / "edited.pt"
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(20_000)  # pickling the nested name recurses; loading does not
+        try:
+            torch.save({**state, field: value}, edited)
+        finally:
+            sys.setrecursionlimit(limit)
+        with pytest.raises(PredictorError, match=fragment):
+            Predictor.from_checkpoint(edited)
+
+
+def test_evaluate_never_walks_a_stored_data_path_that_is_not_the_training_data(
+        tmp_path, checkpoint, capsys):
+    """A checkpoint naming "/" as its data used to walk the whole filesystem for 42 s and
+    open every extension-less file on it; one look at the class folders refuses it."""
+    state = torch.load(checkpoint, weights_only=True)
+    crafted = tmp_path / "crafted.pt"
+    torch.save({**state, "config": {**state["config"], "data": "/"}}, crafted)
+    assert main(["evaluate", "--checkpoint", str(crafted), "--device", "cpu",
+                 "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint's training data / does not hold its class folders" in err
+    assert "--data FOLDER" in err
+
+
+def test_a_file_too_short_for_the_dicom_magic_is_never_opened(tmp_path, monkeypatch):
+    """/proc's files all report size 0 and some block a reader (/proc/kmsg): the sniff
+    of an extension-less file opens only what could hold a DICOM preamble."""
+    from olsdesk.core.data import images
+
+    opened = []
+    monkeypatch.setattr(images, "open", lambda *a, **k: opened.append(a[0]) or open(*a, **k),
+                        raising=False)
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "short").write_bytes(b"x" * 131)
+    assert not images.is_dicom(tmp_path / "empty")
+    assert not images.is_dicom(tmp_path / "short")
+    assert not images.is_dicom(Path("/proc/self/status"))
+    assert opened == []
 
 
 def test_csv_and_json_name_the_frame_and_the_checkpoint(checkpoint, predictor, tmp_path,

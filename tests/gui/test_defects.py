@@ -337,3 +337,22 @@ def test_the_heatmap_says_how_many_correct_predictions_built_each_ols_row(qtbot)
     panel.matrix_choice.setCurrentIndex(1)  # the mean prediction: no counts
     panel.flush()
     assert "correct prediction" not in panel.readout(0, 1)
+
+
+def test_the_data_summary_shows_a_few_warnings_and_counts_the_rest(qtbot):
+    from dataclasses import replace
+
+    from olsdesk.config import RunConfig
+    from olsdesk.core.data.sources import open_dataset
+    from olsdesk.gui.widgets import DatasetPreview
+
+    preview = DatasetPreview()
+    qtbot.addWidget(preview)
+    data = open_dataset(RunConfig(demo_per_class=4))
+    many = replace(data, warnings=tuple(f"warning number {i}" for i in range(5_000)))
+    preview.show_dataset(many, [])
+    text = preview.summary.text()
+    assert text.count("⚠") == DatasetPreview.MAX_WARNINGS
+    assert "warning number 7" in text and "warning number 8" not in text
+    assert f"… and {5_000 - DatasetPreview.MAX_WARNINGS + len(data.all_warnings()):,} more " \
+           "warnings" in text

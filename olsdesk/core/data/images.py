@@ -40,11 +40,13 @@ _PIXEL_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) Pixel Data, little endian
 
 def is_dicom(path: Path) -> bool:
     """True for a DICOM suffix, or a regular file carrying the 'DICM' preamble magic.
-    Never opens anything but a regular file (a FIFO would block the caller forever)."""
+    Never opens anything but a regular file long enough to hold the magic (a FIFO would
+    block the caller forever, and /proc's files, all of size 0, can too: /proc/kmsg)."""
     if path.suffix.lower() in DICOM_SUFFIXES:
         return True
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_size < 132:
             return False
         with open(path, "rb") as fh:
             head = fh.read(132)

@@ -396,8 +396,7 @@ def _open_folder(root: Path, fractions: tuple[float, float], split_seed: int,
     labels = np.array([index[c] for c in classes])
     samples = FileSamples(paths, labels)
     groups = None
-    warnings = tuple(f"the folder {printable(e)} holds no images, so it is not a class."
-                     for e in empty)
+    warnings = _empty_folders_warning(empty)
     if group_pattern:
         groups = group_of([Path(p).relative_to(root.resolve()).as_posix() for p in paths],
                           group_pattern)
@@ -411,6 +410,18 @@ def _open_folder(root: Path, fractions: tuple[float, float], split_seed: int,
     train, val, test = _split(samples, fractions, split_seed, groups)
     return Dataset(str(root), "folder", names, train, val, _detect_channels(samples), warnings,
                    test=test, test_source=_held_out(test))
+
+
+def _empty_folders_warning(empty: list[str], shown: int = 3) -> tuple[str, ...]:
+    """One warning for every leaf folder without an image, however many there are (one a
+    folder made 100,000 lines of log and froze the app's summary for 37 s)."""
+    if len(empty) == 1:
+        return (f"the folder {printable(empty[0])} holds no images, so it is not a class.",)
+    if not empty:
+        return ()
+    examples = ", ".join(printable(e) for e in empty[:shown])
+    return (f"{len(empty):,} folders hold no images, so they are not classes: {examples}"
+            f"{' …' if len(empty) > shown else ''}.",)
 
 
 def open_test_folder(folder: str | Path, class_names: tuple[str, ...]) -> FileSamples:

@@ -11,7 +11,6 @@ wherever the file is read.
 
 from __future__ import annotations
 
-import math
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -67,9 +66,12 @@ class Preprocessing:
              "resize_size must be between image_size and 2048")
         need(1 <= self.decode_min_side <= 8192, "decode_min_side must be between 1 and 8192")
         need(self.channels in (1, 3), "channels must be 1 or 3")
-        need(isinstance(self.mean, int | float) and math.isfinite(self.mean), "mean must be finite")
-        need(isinstance(self.std, int | float) and math.isfinite(self.std) and self.std > 0,
-             "std must be positive")
+        # an image is in [0, 1]: beyond these bounds its normalised values overflow float32
+        # (a std of 1e-300 turned every prediction into NaN)
+        need(isinstance(self.mean, int | float) and not isinstance(self.mean, bool)
+             and -1000 <= self.mean <= 1000, "mean must be between -1000 and 1000")
+        need(isinstance(self.std, int | float) and not isinstance(self.std, bool)
+             and 0.001 <= self.std <= 1000, "std must be between 0.001 and 1000")
         need(isinstance(self.hflip, bool), "hflip must be true or false")
         return self
 
