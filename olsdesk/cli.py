@@ -26,6 +26,7 @@ from olsdesk.config import (
     CONFORMAL_METHODS,
     DEVICES,
     LOSS_NAMES,
+    MAX_RESAMPLES,
     MODEL_NAMES,
     PAPER_LOSSES,
     RECALIBRATOR_LABELS,
@@ -52,6 +53,20 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def _whole(lo: int, hi: int, what: str = ""):
+    """An argparse type: a whole number from ``lo`` to ``hi`` (``what`` says why the top)."""
+    def parse(text: str) -> int:
+        value = _int(text)
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is not between {lo:,} and {hi:,}{what}")
+        return value
+    return parse
+
+
+_seed = _whole(0, 2**32 - 1)  # numpy's generators take seeds of 32 bits
+_resamples = _whole(1, MAX_RESAMPLES, " (bootstrap intervals settle well before that)")
 
 
 def _float(text: str) -> float:
@@ -222,9 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "predictions.csv gets beside the temperature's; every one "
                                "the checkpoint holds is compared on test either way "
                                "(default: temperature)")
-    evaluate.add_argument("--resamples", type=_positive_int, default=1000,
+    evaluate.add_argument("--resamples", type=_resamples, default=1000,
                           help="bootstrap resamples for the intervals (default: 1000)")
-    evaluate.add_argument("--seed", type=_int, default=0,
+    evaluate.add_argument("--seed", type=_seed, default=0,
                           help="seed of the bootstrap resamples (default: 0)")
     evaluate.add_argument("--batch-size", type=_positive_int, default=64,
                           help="images a batch (default: 64)")
@@ -259,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", required=True, metavar="DIR",
                          help="where runs, report.md, results.csv, test_results.csv and "
                               "figures go")
-    compare.add_argument("--resamples", type=_positive_int, default=1000,
+    compare.add_argument("--resamples", type=_resamples, default=1000,
                          help="bootstrap resamples of the test images for the intervals "
                               "(default: 1000)")
 
@@ -277,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-data", help="write the built-in demo set as PNG class folders")
     demo.add_argument("--out", required=True, metavar="DIR", help="folder to write")
-    demo.add_argument("--per-class", type=_positive_int, default=200,
+    demo.add_argument("--per-class", type=_whole(1, 100_000), default=200,
                       help="images a class (default: 200)")
-    demo.add_argument("--seed", type=_int, default=0, help="generator seed (default: 0)")
+    demo.add_argument("--seed", type=_seed, default=0, help="generator seed (default: 0)")
     return parser
 
 

@@ -31,6 +31,9 @@ RECALIBRATOR_LABELS = {"none": "none (raw)", "temperature": "temperature scaling
                        "vector": "vector scaling", "histogram": "histogram binning"}
 # split-conformal scores of the prediction sets (core/conformal.py)
 CONFORMAL_METHODS = ("raps", "aps", "lac")
+# bootstrap resamples of the test images: intervals settle well before; each costs memory
+# for every class and metric (1e8 got evaluate killed)
+MAX_RESAMPLES = 10_000
 
 
 def loss_alpha(loss: str, alpha: float | None) -> float | None:

@@ -170,3 +170,24 @@ def test_audit_names_the_leak_and_the_blank_image(tmp_path, capsys):
     found = json.loads(out.read_text())
     assert found["files"]["test"] > 0 and found["constant_images"] == 1
     assert main(["audit", str(tmp_path / "nothing")]) == 2
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["evaluate", "--checkpoint", "c.pt", "--out", "o", "--resamples", "100000000"],
+     "--resamples: 100000000 is not between 1 and 10,000"),
+    (["compare", "--data", "demo", "--out", "o", "--resamples", "100000000000000000000000"],
+     "--resamples: 100000000000000000000000 is not between 1 and 10,000"),
+    (["evaluate", "--checkpoint", "c.pt", "--out", "o", "--seed", "-1"],
+     "--seed: -1 is not between 0 and 4,294,967,295"),
+    (["demo-data", "--out", "o", "--seed", "-1"], "--seed: -1 is not between 0 and"),
+    (["demo-data", "--out", "o", "--per-class", "1000000000"],
+     "--per-class: 1000000000 is not between 1 and 100,000"),
+])
+def test_counts_and_seeds_are_bounded_before_any_work(argv, said, tmp_path, monkeypatch,
+                                                      capsys):
+    """1e8 resamples got evaluate killed for memory, 1e23 an OverflowError after all the
+    training, a negative seed a numpy traceback."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -409,13 +409,14 @@ def open_test_split(predictor, data: str | None = None, split_csv: str | None = 
         raise DataError(f"{printable(config.data)} has other classes than the checkpoint "
                         f"({len(dataset.class_names)} against {len(predictor.class_names)}); "
                         "point --data at the data it was trained on.")
+    warnings = []
+    if not data and not config.test_data:  # the run's own data: the split it recorded
+        dataset, changed = _recorded_split(predictor.source, dataset)
+        warnings += [changed] if changed else []
     if dataset.test is None:
         raise DataError(f"{printable(config.data)} has no test split for this run (it was "
                         "trained before olsdesk held one out, with a test fraction of 0, or "
                         "its split CSVs have no test file); give --test-data FOLDER.")
-    warnings = []
-    if not data and not config.test_data:
-        warnings += _changed_since_training(predictor.source, dataset.test)
     return dataset.test, dataset.test_source or "the data's test split", warnings
 
 
@@ -443,23 +444,22 @@ def _check_stored_folders(config, class_names: tuple[str, ...]) -> None:
                 "its class folders; give --test-data FOLDER where the test images are now.")
 
 
-def _changed_since_training(checkpoint: str, test) -> list[str]:
-    """A warning when the run recorded other test images than the data gives now."""
+def _recorded_split(checkpoint: str, dataset):
+    """``dataset`` split as the checkpoint's run recorded it (``keep_recorded_split``),
+    with its sentence; as it is for a checkpoint outside a run folder."""
+    from olsdesk.core.data.sources import keep_recorded_split
     from olsdesk.core.runs import RunStore
 
     run = Path(checkpoint).parent.parent
     if not (run / "run.json").is_file():
-        return []
+        return dataset, None
     try:
-        recorded = set(RunStore(run).info().test_names)
-    except (RunError, OSError, KeyError, TypeError, ValueError):
-        return []
-    now = {test.describe(i) for i in range(len(test))}
-    if not recorded or recorded == now:
-        return []
-    return [f"the data changed since training: {len(now - recorded)} of today's "
-            f"{len(now)} test images were not in the run's held-out split (files were added "
-            "or moved); these numbers are not on the split the run recorded."]
+        store = RunStore(run)
+        info = store.info()
+        return keep_recorded_split(dataset, store.train_names(), info.validation_names,
+                                   info.test_names)
+    except RunError:
+        return dataset, None
 
 
 def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,

@@ -15,6 +15,7 @@ such as the app replaying a run that is still training, never sees half a file.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import logging
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from olsdesk.errors import ConfigError, RunError, first_line, os_reason, printab
 
 LATEST = "latest.pt"
 BEST = "best.pt"
+TRAIN_NAMES = "train_names.json.gz"  # the training files, in their order: a resume keeps them
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +69,15 @@ def _process_umask() -> int:
 FILE_MODE = 0o666 & ~_process_umask()  # what open() would give: colleagues can read runs
 
 
+def check_run_name(name: str | None) -> None:
+    """RunError unless ``name`` (None or "": a generated one) names a folder inside the
+    runs folder: ``--name ../../x`` or an absolute name wrote the run elsewhere."""
+    if name and (not name.strip() or name in (".", "..") or "/" in name
+                             or "\\" in name or "\0" in name):
+        raise RunError(f"the run name {printable(name)!r} is not a folder name; give a name "
+                       "without slashes (the run is made inside the runs folder).")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all (a temporary file renamed into place), with the
     permissions the user's umask gives every other file (mkstemp's own are 0600)."""
@@ -92,8 +104,10 @@ class RunStore:
     # --- creating and opening -------------------------------------------------
     @classmethod
     def create(cls, runs_dir: str | Path | None, config: RunConfig, info: RunInfo,
-               name: str | None = None) -> RunStore:
-        """A new, uniquely named run directory holding ``config`` and ``info``."""
+               name: str | None = None, train_names: Sequence[str] = ()) -> RunStore:
+        """A new, uniquely named run directory holding ``config``, ``info`` and the names
+        of its training files (a resume keeps the split they record)."""
+        check_run_name(name)
         runs_dir = ensure_runs_dir(runs_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = name or f"{stamp}-{config.model}-{config.loss}-s{config.seed}"
@@ -112,6 +126,8 @@ class RunStore:
         store = cls(path)
         try:
             store.write_config(config)
+            atomic_write_bytes(path / TRAIN_NAMES,
+                               gzip.compress(json.dumps(list(train_names)).encode(), 6))
             store.write_info(info.with_status("created"))
         except OSError as exc:  # a full disk: no empty run folder left behind
             shutil.rmtree(path, ignore_errors=True)
@@ -184,6 +200,22 @@ class RunStore:
             return RunInfo.from_dict(json.loads((self.path / "run.json").read_text()))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RunError(f"{self._name}/run.json cannot be read ({_why(exc)}).") from None
+
+    def train_names(self) -> tuple[str, ...] | None:
+        """The files the run trains on, as it recorded them when it started (None: the
+        run predates olsdesk recording them); RunError when the file is damaged."""
+        path = self.path / TRAIN_NAMES
+        if not path.is_file():
+            return None
+        try:
+            names = json.loads(gzip.decompress(path.read_bytes()))
+        except (OSError, ValueError, EOFError, gzip.BadGzipFile) as exc:
+            raise RunError(f"{self._name}/{TRAIN_NAMES} cannot be read ({_why(exc)}); the "
+                           "run's file is damaged.") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RunError(f"{self._name}/{TRAIN_NAMES} is not a list of file names; the "
+                           "run's file is damaged.")
+        return tuple(names)
 
     def write_info(self, info: RunInfo) -> None:
         atomic_write_bytes(self.path / "run.json", json.dumps(info.to_dict(), indent=2).encode())

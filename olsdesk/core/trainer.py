@@ -13,6 +13,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +39,7 @@ from olsdesk.core.data.loader import (
     default_workers,
     inverse_frequency,
 )
-from olsdesk.core.data.sources import Dataset, open_dataset
+from olsdesk.core.data.sources import Dataset, keep_recorded_split, open_dataset, sample_names
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device, describe_device
 from olsdesk.core.distributed import Context, ShardSampler
@@ -48,7 +49,7 @@ from olsdesk.core.ood import fit_familiarity
 from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
 from olsdesk.core.report import SMOOTH_POINTS, BatchProgress, EpochReport, RunStarted
-from olsdesk.core.runs import LATEST, RunStore, ensure_runs_dir, load_checkpoint
+from olsdesk.core.runs import LATEST, RunStore, check_run_name, ensure_runs_dir, load_checkpoint
 from olsdesk.errors import RunError, TrainingError, first_line, os_reason, printable
 
 SMOOTH_BAND_RESAMPLES = 100  # resamples behind an epoch's smoothed reliability band
@@ -156,10 +157,17 @@ class Trainer(Controlled):
         self.dist = Context.from_env(self.device.type)
         self.device = self.dist.device(self.device)
         if self.store is None and self.dist.main:
-            ensure_runs_dir(self.runs_dir)  # a folder that cannot hold runs fails before the data
+            check_run_name(self.run_name)  # a name or a folder that cannot hold the run
+            ensure_runs_dir(self.runs_dir)  # fails before the data is read
         torch.manual_seed(cfg.seed)
         if self.dataset is None:
             self.dataset = open_dataset(cfg)
+        if self.store is not None:  # continued: on the split it started with
+            self.dataset, changed = self._recorded_split(self.dataset)
+            if changed:
+                self.dataset = replace(self.dataset, warnings=self.dataset.warnings + (changed,))
+                if self.dist.main:
+                    self.store.log(f"warning: {changed}")
         data = self.dataset
         self.preprocessing = Preprocessing.for_size(cfg.effective_image_size, data.channels)
         # a run being continued takes its weights from its checkpoint, not from the start
@@ -216,7 +224,8 @@ class Trainer(Controlled):
         if self.store is None:
             path = None
             if self.dist.main:
-                self.store = RunStore.create(self.runs_dir, cfg, self._run_info(), self.run_name)
+                self.store = RunStore.create(self.runs_dir, cfg, self._run_info(), self.run_name,
+                                             train_names=sample_names(data.train))
                 self.lock = self.store.lock()
                 for warning in data.all_warnings():
                     self.store.log(f"warning: {warning}")
@@ -241,6 +250,17 @@ class Trainer(Controlled):
         if getattr(self, "dist", None) is not None:
             self.dist.close()
 
+    def _recorded_split(self, data: Dataset) -> tuple[Dataset, str | None]:
+        """The data split as the run recorded it when it started (files added since are
+        left out, its held-out images stay held out), and a sentence when that differs
+        from today's split."""
+        info = self.store.info()
+        if tuple(info.class_names) != data.class_names:
+            raise RunError("the run was trained on other classes than the data found now; "
+                           "point --data at the run's dataset.")
+        return keep_recorded_split(data, self.store.train_names(), info.validation_names,
+                                   info.test_names, external_test=bool(self.config.test_data))
+
     def _run_info(self) -> RunInfo:
         data = self.dataset
         return RunInfo(
@@ -249,9 +269,7 @@ class Trainer(Controlled):
                                    len(data.val), data.per_class_counts(),
                                    len(data.test) if data.test is not None else 0,
                                    data.test_source),
-            validation_names=tuple(data.val.describe(i) for i in range(len(data.val))),
-            test_names=(tuple(data.test.describe(i) for i in range(len(data.test)))
-                        if data.test is not None else ()),
+            validation_names=sample_names(data.val), test_names=sample_names(data.test),
             device=describe_device(self.device) + (f", {self.dist.world_size} process(es) "
                                                    "under torchrun" if self.dist.active
                                                    else ""),

@@ -11,7 +11,7 @@ from olsdesk.config import RunConfig
 from olsdesk.core.device import choose_device
 from olsdesk.core.losses import OnlineLabelSmoothing
 from olsdesk.core.report import BatchProgress, EpochReport
-from olsdesk.core.runs import RunStore, load_checkpoint
+from olsdesk.core.runs import RunError, RunStore, load_checkpoint
 from olsdesk.core.trainer import Trainer, TrainingError
 from tests.helpers import make_class_folder, truncate
 
@@ -205,8 +205,6 @@ def test_resume_against_other_classes_is_refused(tmp_path):
     cfg = json.loads((trainer.store.path / "config.json").read_text())
     cfg["data"] = str(data)
     (trainer.store.path / "config.json").write_text(json.dumps(cfg))
-    from olsdesk.core.runs import RunError
-
     with pytest.raises(RunError, match="other classes"):
         Trainer.from_run(trainer.store.path).prepare()
 
@@ -284,3 +282,69 @@ def test_loader_workers_and_a_resume_mid_run_train_on_exactly_the_same_inputs(tm
     rest = [item.train_loss for item in resumed.fit() if hasattr(item, "val_top1")]
     resumed.close()
     assert first[:1] + rest == straight
+
+
+def _split_of(trainer):
+    from olsdesk.core.data.sources import sample_names
+
+    data = trainer.dataset
+    return sample_names(data.train), sample_names(data.val), sample_names(data.test)
+
+
+def test_a_resumed_run_keeps_its_recorded_split_when_files_were_added(tmp_path):
+    """Adding files between two sessions re-split the data: recorded test and validation
+    images landed in training while run.json still named the old split."""
+    from olsdesk.core.runs import TRAIN_NAMES
+
+    data = make_class_folder(tmp_path / "data", {"a": 12, "b": 12, "c": 12})
+    config = RunConfig(**{**TINY, "epochs": 1, "batch_size": 8}, data=str(data))
+    first = Trainer(config, runs_dir=tmp_path / "runs")
+    run_all(first)
+    recorded = _split_of(first)
+    info = first.store.info()
+    assert (info.validation_names, info.test_names) == recorded[1:]
+    assert first.store.train_names() == recorded[0]
+    # 5 new images a class: today the same seed splits the folder differently
+    make_class_folder(tmp_path / "new", {"a": 5, "b": 5, "c": 5}, seed=1)
+    for new in (tmp_path / "new").rglob("*.png"):
+        new.rename(data / new.parent.name / f"new_{new.name}")
+    from olsdesk.core.data.sources import open_dataset
+
+    today = open_dataset(config)
+    assert set(today.train.paths) & (set(recorded[1]) | set(recorded[2]))  # it re-splits
+    resumed = Trainer.from_run(first.store.path, epochs=2)
+    reports, _ = run_all(resumed)
+    assert [r.epoch for r in reports] == [2]
+    assert _split_of(resumed) == recorded
+    sentence = ("the data changed since the run started (15 files added since are left out): "
+                "the run keeps the split it recorded (")
+    assert any(w.startswith(sentence) for w in resumed.dataset.warnings)
+    assert sentence in (first.store.path / "log.txt").read_text()
+    # evaluate without --data scores the test images the run held out, not today's split
+    from olsdesk.core.data.sources import sample_names
+    from olsdesk.core.evaluation import open_test_split
+    from olsdesk.core.predictor import Predictor
+
+    test, _, said = open_test_split(Predictor.from_checkpoint(
+        resumed.store.checkpoint_path("latest.pt"), device="cpu"))
+    assert sample_names(test) == recorded[2] and said[0].startswith(sentence)
+    # a run that did not record its training files: its held-out images stay held out,
+    # the files added since train with it, and the sentence says so
+    (first.store.path / TRAIN_NAMES).unlink()
+    older = Trainer.from_run(first.store.path, epochs=3)
+    older.prepare()
+    train, val, test = _split_of(older)
+    older.close()
+    assert (val, test) == recorded[1:]
+    assert set(train) == set(today.train.paths + today.val.paths + today.test.paths) - set(
+        val + test)
+    assert any("predates olsdesk recording its training files" in w
+               for w in older.dataset.warnings)
+
+
+def test_a_run_name_cannot_leave_the_runs_folder(tmp_path):
+    for name in ("../../x", "/tmp/abs", "a/b", "..", " "):
+        with pytest.raises(RunError, match="is not a folder name"):
+            Trainer(RunConfig(**TINY), runs_dir=tmp_path / "runs", run_name=name).prepare()
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert not (tmp_path.parent / "x").exists()

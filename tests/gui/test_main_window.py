@@ -267,6 +267,31 @@ def test_choices_are_remembered(qtbot, settings):
     second.shutdown()
 
 
+def test_a_settings_file_with_values_out_of_range_still_starts_the_app(qtbot, settings):
+    """An unknown model, an image size of 1e11, an epoch count that is text: each raised
+    in the settings form and the app did not start. Each falls back to its default; the
+    remembered settings that are fine stay."""
+    from olsdesk.config import RunConfig
+    from olsdesk.gui.panels.experiment import ExperimentPanel
+
+    stored = {"model": "alexnet", "image_size": 10**11, "epochs": "x", "batch_size": -3,
+              "loss": "ls", "epsilon": 0.2, "lr": 0.01, "no_such_setting": 1}
+    settings.setValue("experiment/config", json.dumps(stored))
+    panel = ExperimentPanel(settings)
+    qtbot.addWidget(panel)
+    config = panel.config()
+    defaults = RunConfig()
+    assert (config.model, config.image_size, config.epochs, config.batch_size) == (
+        defaults.model, defaults.image_size, defaults.epochs, defaults.batch_size)
+    assert (config.loss, config.epsilon, config.lr) == ("ls", pytest.approx(0.2), 0.01)
+    settings.setValue("experiment/config", "[1, 2")  # not JSON at all: every default
+    other = ExperimentPanel(settings)
+    qtbot.addWidget(other)
+    assert other.config().model == defaults.model
+    panel.shutdown()
+    other.shutdown()
+
+
 def test_unavailable_devices_are_disabled(qtbot, settings):
     import torch
 

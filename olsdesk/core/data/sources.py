@@ -291,6 +291,65 @@ def _split(samples: Samples, fractions: tuple[float, float], seed: int,
     return samples.subset(tr), samples.subset(va), samples.subset(te) if len(te) else None
 
 
+def sample_names(samples: Samples | None) -> tuple[str, ...]:
+    return () if samples is None else tuple(samples.describe(i) for i in range(len(samples)))
+
+
+def keep_recorded_split(data: Dataset, train: Sequence[str] | None, val: Sequence[str],
+                        test: Sequence[str], external_test: bool = False
+                        ) -> tuple[Dataset, str | None]:
+    """``data`` split as a run recorded it, and a sentence when that differs from how
+    the data splits today (files were added, moved or removed since the run started),
+    for a run being continued: the images it validated and tested on must not train
+    now, nor new files join a run whose first epochs never saw them. ``train`` is None
+    for a run that did not record its training files (olsdesk before 0.4): its held-out
+    images are held out again and anything else trains. ``external_test``: the test
+    images come from a folder of their own, not from this split, and stay as they are."""
+    recorded_test = () if external_test else tuple(test)
+    if not val:  # a run from before olsdesk recorded its split: nothing to keep
+        return data, None
+    if (tuple(val) == sample_names(data.val)
+            and (external_test or recorded_test == sample_names(data.test))
+            and (train is None or tuple(train) == sample_names(data.train))):
+        return data, None
+    parts = [s for s in (data.train, data.val, None if external_test else data.test)
+             if s is not None]
+    if not all(isinstance(s, FileSamples) for s in parts):
+        return data, ("the data splits differently from the run's recorded split, and an "
+                      "in-memory dataset cannot be re-split by name; the run continues on "
+                      "today's split.")
+    label = {p: int(c) for s in parts for p, c in zip(s.paths, s.labels, strict=True)}
+    held = set(val) | set(recorded_test)
+    older = train is None
+    if older:
+        train = [p for s in parts for p in s.paths if p not in held]
+    known = held | set(train)
+
+    def pick(names: Sequence[str]) -> FileSamples:
+        present = [n for n in names if n in label]
+        return FileSamples(present, np.array([label[n] for n in present], dtype=np.int64))
+
+    kept = replace(data, train=pick(train), val=pick(val),
+                   test=data.test if external_test else (pick(recorded_test) if recorded_test
+                                                         else None))
+    new = sum(p not in known for p in label)
+    gone = sum(n not in label for n in known)
+    said = []
+    if new:
+        said.append(f"{new:,} file{'s' if new != 1 else ''} added since "
+                    f"{'are' if new != 1 else 'is'} left out")
+    if gone:
+        said.append(f"{gone:,} of the run's files {'are' if gone != 1 else 'is'} gone")
+    if not said:
+        said.append("its files are in other splits today")
+    sentence = (f"the data changed since the run started ({'; '.join(said)}): the run keeps "
+                f"the split it recorded ({len(kept.train):,} training, {len(kept.val):,} "
+                f"validation{'' if kept.test is None else f', {len(kept.test):,} test'} images"
+                + ("; it predates olsdesk recording its training files, so files added since "
+                   "train with it)." if older else ")."))
+    return kept, sentence
+
+
 def _held_out(test) -> str:
     return "held out from the data" if test is not None else ""
 

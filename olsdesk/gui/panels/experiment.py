@@ -3,6 +3,7 @@ the Train / Pause / Stop buttons. Choices are remembered between launches."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal
@@ -57,6 +58,26 @@ def torch_cuda_count() -> int:
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _valid_settings(text: object) -> RunConfig:
+    """The remembered settings, each kept only while the whole stays valid: an edited or
+    older settings.ini with a value out of range or of the wrong type (an unknown model,
+    an image size of 1e11) stopped the app from starting. The rest stay as they were."""
+    try:
+        stored = json.loads(str(text)) if text else {}
+    except ValueError:
+        return RunConfig()
+    if not isinstance(stored, dict):
+        return RunConfig()
+    config = RunConfig()
+    for _ in range(2):  # twice: a value valid only beside another (a loss's alpha) is kept
+        for name, value in stored.items():
+            try:
+                config = RunConfig.from_dict({**config.to_dict(), name: value}).validated()
+            except (ConfigError, ValueError, TypeError):
+                continue  # this one falls back to its default
+    return config
 
 
 class ExperimentPanel(QWidget):
@@ -387,11 +408,7 @@ class ExperimentPanel(QWidget):
     def restore(self) -> None:
         """The settings of the last session, where they still make sense here: data and
         files that are gone fall back to the demo set and to no file."""
-        text = self.settings.value("experiment/config")
-        try:
-            config = RunConfig.from_json(str(text)) if text else RunConfig()
-        except (ConfigError, ValueError, TypeError):
-            config = RunConfig()
+        config = _valid_settings(self.settings.value("experiment/config"))
         changes = {}
         if config.data != DEMO and not Path(config.data).exists():
             changes.update(data=DEMO, split_csv=None)
