@@ -129,13 +129,14 @@ def add_config_options(parser: argparse.ArgumentParser, skip: set[str] = frozens
 def config_from(args: argparse.Namespace, base: str | None = None, **overrides) -> RunConfig:
     """A validated RunConfig from the options given (over the settings in the config.json
     ``base``, if any); ConfigError says what is wrong."""
+    from olsdesk.core.files import read_regular_text
     from olsdesk.errors import ConfigError
 
     given = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
     start = {}
     if base:
         try:
-            start = RunConfig.from_json(Path(base).expanduser().read_text(encoding="utf-8"))
+            start = RunConfig.from_json(read_regular_text(Path(base).expanduser()))
         except OSError as exc:
             raise ConfigError(f"{base} cannot be read ({exc.strerror}).") from None
         except ValueError as exc:
@@ -456,7 +457,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failed = 0
     for prediction in predictor.iter_predict(args.paths, top_k=args.top_k):  # as batches end
         failed += not prediction.ok
-        name = printable(prediction.path)
+        name = printable(prediction.path, one_line=True)
         if args.json:
             print(json.dumps(prediction.to_dict()), flush=True)
         elif prediction.ok:
@@ -464,12 +465,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             zip(prediction.top_classes, prediction.top_probabilities, strict=True))
             note = f", {prediction.note}" if prediction.note else ""
             held = f"; set {prediction.set_text}" if prediction.set_text else ""
-            print(f"{name}: {top}  ({calibrated} {prediction.calibrated_confidence:.1%},"
-                  f" entropy {prediction.entropy:.2f}{note}){held}", flush=True)
+            print(printable(f"{name}: {top}  ({calibrated} {prediction.calibrated_confidence:.1%},"
+                            f" entropy {prediction.entropy:.2f}{note}){held}", one_line=True),
+                  flush=True)
             if prediction.unfamiliar:
-                print(f"  warning: {prediction.unfamiliar_sentence}", flush=True)
+                print(f"  warning: {printable(prediction.unfamiliar_sentence, True)}", flush=True)
         else:
-            print(f"{name}: ERROR {prediction.error}", flush=True)
+            print(f"{name}: ERROR {printable(prediction.error, one_line=True)}", flush=True)
     return 1 if failed else 0
 
 
@@ -830,6 +832,9 @@ def main(argv: list[str] | None = None) -> int:
     except OlsdeskError as exc:  # the work failed, in one sentence (a disk full of results)
         print(f"olsdesk: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C outside training's own handling (reading the data)
+        print("\nolsdesk: stopped.", file=sys.stderr)
+        return 130  # as a shell reports a process ended by SIGINT
     except BrokenPipeError:  # `olsdesk predict ... | head -1`: the reader has all it wants
         _silence_stdout()
         return 141  # as a shell reports a process ended by SIGPIPE

@@ -51,11 +51,21 @@ def first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def printable(text: str | os.PathLike) -> str:
-    """A file name or path safe to print and log: bytes that are not valid UTF-8 (kept by
-    Python as lone surrogates) shown as \\xNN escapes instead of crashing the output."""
+# control characters as \xNN: an ANSI escape in a file name recoloured or cleared the
+# user's terminal. A newline stays in a message (tracebacks in the log) unless one line
+# is asked for
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if c != 0x0a}
+_ONE_LINE = {**_CONTROLS, 0x0a: "\\n"}
+
+
+def printable(text: str | os.PathLike, one_line: bool = False) -> str:
+    """A file name, path or message safe to print and log: bytes that are not valid UTF-8
+    (kept by Python as lone surrogates) and control characters shown as \\xNN escapes
+    instead of crashing or steering the output; ``one_line`` escapes newlines too (a
+    class name with a newline split predict's one line a file)."""
     text = os.fspath(text)
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text.translate(_ONE_LINE if one_line else _CONTROLS)
 
 
 def os_reason(exc: OSError) -> str:

@@ -191,3 +191,16 @@ def test_counts_and_seeds_are_bounded_before_any_work(argv, said, tmp_path, monk
     assert main(argv) == 2
     assert said in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_while_the_data_loads_is_a_word_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import olsdesk.core.trainer as trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(trainer, "open_dataset", interrupted)
+    assert main(["train", "--data", "demo", "--runs-dir", str(tmp_path / "runs"),
+                 "--device", "cpu"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "olsdesk: stopped." and "Traceback" not in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

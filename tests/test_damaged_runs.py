@@ -126,14 +126,14 @@ def test_a_read_only_run_folder_is_one_sentence(base, monkeypatch, capsys):
     import olsdesk.core.runs as runs
 
     run = _damaged(base, "read-only", lambda run: None)
-    real_open = open
+    real_open = runs.open_regular
 
     def read_only(path, mode="r", *args, **kwargs):
         if str(path).startswith(str(run)) and any(c in mode for c in "wa+x"):
             raise OSError(errno.EROFS, "Read-only file system", str(path))
         return real_open(path, mode, *args, **kwargs)
 
-    monkeypatch.setattr(runs, "open", read_only, raising=False)
+    monkeypatch.setattr(runs, "open_regular", read_only)
     assert main(["train", "--resume", str(run), "--epochs", "3"]) == 2
     err = capsys.readouterr().err
     assert "read-only cannot be written (Read-only file system)" in err
@@ -146,3 +146,50 @@ def test_a_config_file_that_is_not_an_object_is_one_sentence(tmp_path, capsys):
                  str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "is not an olsdesk config.json" in err and "Traceback" not in err
+
+
+def _within(seconds, call):
+    """call()'s result or exception, or a failure if it is still blocked after seconds
+    (a daemon thread: a call stuck on a FIFO cannot hold the test run open)."""
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out["error"] = exc
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "blocked on a pipe"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+@pytest.mark.parametrize("name,read", [
+    ("metrics.jsonl", lambda store: store.metrics()),
+    ("config.json", lambda store: store.config()),
+    ("run.json", lambda store: store.info()),
+    (".lock", lambda store: store.lock()),
+])
+def test_a_pipe_in_place_of_a_run_file_is_a_sentence_not_a_hang(base, name, read):
+    """open() on a FIFO waits for the other end forever: the CLI and the app hung."""
+    import os
+
+    run = _damaged(base, f"fifo-{name.strip('.')}", lambda run: None)
+    (run / name).unlink(missing_ok=True)
+    os.mkfifo(run / name)
+    with pytest.raises(RunError, match="not a regular file"):
+        _within(10, lambda: read(RunStore(run)))
+
+
+def test_a_pipe_as_train_config_is_a_sentence_not_a_hang(tmp_path, capsys):
+    import os
+
+    os.mkfifo(tmp_path / "c.json")
+    assert _within(10, lambda: main(["train", "--config", str(tmp_path / "c.json"),
+                                     "--runs-dir", str(tmp_path / "runs")])) == 2
+    assert "c.json cannot be read (not a regular file" in capsys.readouterr().err

@@ -420,6 +420,19 @@ def open_test_split(predictor, data: str | None = None, split_csv: str | None = 
     return dataset.test, dataset.test_source or "the data's test split", warnings
 
 
+def _classes_without_test(labels: np.ndarray, class_names: tuple[str, ...],
+                          shown: int = 5) -> list[str]:
+    """A warning naming the classes the test images leave out: their recall and their
+    share of every average are not measured, which a table of numbers does not show."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    missing = [printable(n) for n, c in zip(class_names, counts, strict=False) if c == 0]
+    if not missing:
+        return []
+    return [f"{len(missing):,} of {len(class_names):,} classes have no test image, so "
+            f"their recall is not measured and the averages leave them out: "
+            f"{', '.join(missing[:shown])}{' …' if len(missing) > shown else ''}."]
+
+
 def _check_stored_folders(config, class_names: tuple[str, ...]) -> None:
     """DataError unless the folders the checkpoint names hold its class folders. The
     checkpoint is a file from outside: before its stored path is walked, one look at
@@ -493,6 +506,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                         "saved before olsdesk fitted one); --recalibration temperature works.")
     samples, source, warnings = (test + ([],) if test is not None
                                  else open_test_split(predictor, data, split_csv, test_data))
+    warnings = list(warnings) + _classes_without_test(samples.labels, predictor.class_names)
     loader = DataLoader(TorchSamples(samples, predictor.preprocessing, train=False),
                         batch_size=batch_size, collate_fn=collate,
                         num_workers=default_workers(samples, workers, predictor.device),

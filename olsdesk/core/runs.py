@@ -34,6 +34,7 @@ import numpy as np
 
 from olsdesk.config import RunConfig
 from olsdesk.core.archives import check_archive
+from olsdesk.core.files import open_regular, read_regular_bytes, read_regular_text
 from olsdesk.core.records import Checkpoint, RunInfo
 from olsdesk.core.report import ARRAY_FIELDS, EpochArraysError, EpochReport
 from olsdesk.errors import ConfigError, RunError, first_line, os_reason, printable
@@ -162,8 +163,8 @@ class RunStore:
     def config(self) -> RunConfig:
         """config.json, validated; RunError saying why when it cannot be used."""
         try:
-            return RunConfig.from_json((self.path / "config.json").read_text(
-                encoding="utf-8")).validated()
+            return RunConfig.from_json(read_regular_text(
+                self.path / "config.json")).validated()
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
             raise RunError(f"{self._name}/config.json cannot be read ({why}).") from None
@@ -183,8 +184,8 @@ class RunStore:
     def notes(self) -> str:
         """The user's notes on this run ("" when none)."""
         try:  # written by hand in another encoding: shown with what cannot be read marked
-            return (self.path / self.NOTES).read_text(encoding="utf-8", errors="replace")
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            return read_regular_text(self.path / self.NOTES, errors="replace")
+        except OSError:
             return ""
 
     def write_notes(self, text: str) -> None:
@@ -197,7 +198,7 @@ class RunStore:
     def info(self) -> RunInfo:
         """run.json; RunError when it is missing or damaged."""
         try:
-            return RunInfo.from_dict(json.loads((self.path / "run.json").read_text()))
+            return RunInfo.from_dict(json.loads(read_regular_text(self.path / "run.json")))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RunError(f"{self._name}/run.json cannot be read ({_why(exc)}).") from None
 
@@ -208,7 +209,7 @@ class RunStore:
         if not path.is_file():
             return None
         try:
-            names = json.loads(gzip.decompress(path.read_bytes()))
+            names = json.loads(gzip.decompress(read_regular_bytes(path)))
         except (OSError, ValueError, EOFError, gzip.BadGzipFile) as exc:
             raise RunError(f"{self._name}/{TRAIN_NAMES} cannot be read ({_why(exc)}); the "
                            "run's file is damaged.") from None
@@ -234,7 +235,7 @@ class RunStore:
     def requested(self) -> str:
         """The standing request: 'run' (none), 'pause' or 'stop'."""
         try:
-            what = (self.path / self.CONTROL).read_text(encoding="utf-8").strip()
+            what = read_regular_text(self.path / self.CONTROL).strip()
         except OSError:
             return "run"
         return what if what in self.REQUESTS else "run"
@@ -283,7 +284,7 @@ class RunStore:
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **report.arrays())
         atomic_write_bytes(self._epoch_file(report.epoch), buffer.getvalue())
-        with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
+        with open_regular(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
             fh.write(json.dumps(report.scalars(), allow_nan=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -293,7 +294,7 @@ class RunStore:
         RunError naming the line when one is not an epoch's record."""
         path = self.path / "metrics.jsonl"
         try:
-            data = path.read_bytes()
+            data = read_regular_bytes(path)
         except FileNotFoundError:
             return []
         except OSError as exc:
@@ -361,14 +362,17 @@ class RunStore:
 
     def embedding_features(self) -> np.ndarray | None:
         path = self.path / "embedding_features.npy"
-        return np.load(path).astype(np.float32) if path.exists() else None
+        if not path.exists():
+            return None
+        with open_regular(path, "rb") as fh:
+            return np.load(fh).astype(np.float32)
 
     def log(self, message: str) -> None:
         """Append a line; names that are not valid UTF-8 are written escaped, never lost."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         try:
-            with open(self.path / "log.txt", "a", encoding="utf-8",
-                      errors="backslashreplace") as fh:
+            with open_regular(self.path / "log.txt", "a", encoding="utf-8",
+                              errors="backslashreplace") as fh:
                 fh.write(f"{stamp} {printable(message)}\n")
         except OSError as exc:  # a full disk: the line is lost, not the training; what
             # matters (the epoch, its checkpoint) reports its own failure
@@ -417,8 +421,13 @@ class RunFollower:
             records, sizes = self.store.parse_metrics(chunk, self.count + 1)
             for scalars, length in zip(records, sizes, strict=True):
                 report = self._report(scalars)
-                if report is None:
-                    break  # its arrays are not there (yet)
+                if report is None:  # a line is written after its arrays: they were removed,
+                    if RunLock.holder(self.store.path) is None:  # unless a resume is at work
+                        raise RunError(
+                            f"{self.store._name}/epochs/{int(scalars['epoch']):04d}.npz is "
+                            f"missing although metrics.jsonl records epoch {scalars['epoch']}; "
+                            "the run's file is damaged.")
+                    break
                 reports.append(report)
                 self._offset += length
         self.count += len(reports)
@@ -431,7 +440,7 @@ class RunFollower:
         if self._names is None:
             self._names = self.store.class_names
         try:
-            with np.load(file, allow_pickle=False) as arrays:
+            with open_regular(file, "rb") as fh, np.load(fh, allow_pickle=False) as arrays:
                 return EpochReport.from_parts(scalars, {k: arrays[k] for k in ARRAY_FIELDS
                                                         if k in arrays}, self._names)
         except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -609,7 +618,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         try:
-            handle = open(self.folder / self.NAME, "a+", encoding="utf-8")
+            handle = open_regular(self.folder / self.NAME, "a+", encoding="utf-8")
         except OSError as exc:
             raise RunError(unwritable(self.folder, exc)) from None
         if not _try_lock(handle):
@@ -640,7 +649,7 @@ class RunLock:
         if not path.exists():
             return None
         try:
-            handle = open(path, encoding="utf-8")
+            handle = open_regular(path, encoding="utf-8")
         except OSError:
             return None
         with handle:

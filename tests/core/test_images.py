@@ -273,3 +273,47 @@ def test_a_large_16bit_dicom_is_reduced_before_it_is_held_as_floats(tmp_path):
     expected = full[:h, :h].reshape(h // factor, factor, h // factor, factor).mean(axis=(1, 3))
     assert out[0].shape == expected.shape and out[0].dtype == np.float32
     np.testing.assert_allclose(out[0], expected, atol=1e-6)
+
+
+def test_a_float_tiff_with_nan_and_inf_pixels_keeps_its_picture(tmp_path):
+    """One NaN pixel took the image's range with it: the whole image read as zeros."""
+    values = np.linspace(-5.0, 15.0, 64 * 64, dtype=np.float32).reshape(64, 64)
+    values[3, 4], values[10, 10], values[20, 20] = np.nan, np.inf, -np.inf
+    Image.fromarray(values, mode="F").save(tmp_path / "masked.tif")
+    got = read_image(tmp_path / "masked.tif")
+    finite = np.isfinite(values)
+    lo, hi = values[finite].min(), values[finite].max()
+    expected = (values - lo) / (hi - lo)
+    np.testing.assert_allclose(got[finite], expected[finite], atol=1e-6)
+    assert (got[3, 4], got[10, 10], got[20, 20]) == (0.0, 1.0, 0.0)
+    Image.fromarray(np.full((8, 8), np.nan, dtype=np.float32), mode="F").save(
+        tmp_path / "void.tif")
+    with pytest.raises(ImageReadError, match="void.tif could not be decoded .it holds no "
+                                             "finite pixel value"):
+        read_image(tmp_path / "void.tif")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_viewers_do(tmp_path, orientation):
+    """A JPEG stored sideways with its EXIF orientation was read sideways. Compared with
+    Pillow's own ImageOps.exif_transpose of the full-size file, at full size and reduced
+    at read time."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    pixels = np.kron(rng.integers(0, 255, (6, 9)), np.ones((40, 40))).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    path = tmp_path / "sideways.jpg"
+    image.save(path, quality=98, exif=exif)
+    with Image.open(path) as stored:
+        upright = np.asarray(ImageOps.exif_transpose(stored).convert("L"), np.float32) / 255
+    got = read_image(path)
+    assert got.shape == upright.shape
+    np.testing.assert_allclose(got, upright, atol=1e-6)
+    small = read_image(path, 60)  # reduced first, then turned
+    assert small.shape[0] / small.shape[1] == pytest.approx(upright.shape[0] / upright.shape[1],
+                                                            rel=0.05)
+    assert np.corrcoef(small.ravel(), np.asarray(Image.fromarray(
+        (upright * 255).astype(np.uint8)).resize(small.shape[::-1]), np.float32).ravel())[0, 1] > 0.9

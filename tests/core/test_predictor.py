@@ -362,3 +362,46 @@ def test_predict_recalibration_takes_the_calibrated_confidence_from_the_chosen_o
                  "--recalibration", "histogram"]) == 2
     err = capsys.readouterr().err
     assert "old.pt holds no histogram recalibration (only temperature)" in err
+
+
+def test_predict_prints_one_line_a_file_whatever_its_name_or_classes(checkpoint, tmp_path,
+                                                                     capsys):
+    """An ANSI escape in a file name reached the terminal raw (recolouring it), and a class
+    name with a newline split predict's one line a file."""
+    state = torch.load(checkpoint, weights_only=True)
+    names = list(state["class_names"])
+    names = [f"{n}\nsecond line\x1b[2J" for n in names]
+    edited = tmp_path / "newlines.pt"
+    torch.save({**state, "class_names": names}, edited)
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    sample = (SAMPLES / "CT_lung_nodule.png").read_bytes()
+    (folder / "red\x1b[31mscan.png").write_bytes(sample)
+    (folder / "plain.png").write_bytes(sample)
+    (folder / "broken\x1b[0m.png").write_bytes(b"not a png")
+    assert main(["predict", "--checkpoint", str(edited), "--device", "cpu", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    lines = [line for line in out.splitlines() if not line.startswith("  ")]
+    files = [line for line in lines if line.startswith(str(folder))]
+    assert len(files) == 3, out
+    assert any("red\\x1b[31mscan.png: " in line and "\\nsecond line\\x1b[2J" in line
+               for line in files)
+    assert any("broken\\x1b[0m.png: ERROR" in line for line in files)
+
+
+def test_evaluate_says_which_classes_have_no_test_image(checkpoint, predictor, tmp_path,
+                                                        capsys):
+    folder = tmp_path / "external"
+    sample = (SAMPLES / "CT_lung_nodule.png").read_bytes()
+    for name in predictor.class_names[:2]:
+        for i in range(3):
+            (folder / name).mkdir(parents=True, exist_ok=True)
+            (folder / name / f"{i}.png").write_bytes(sample)
+    assert main(["evaluate", "--checkpoint", str(checkpoint), "--test-data", str(folder),
+                 "--out", str(tmp_path / "out"), "--device", "cpu", "--resamples", "20"]) == 0
+    said = capsys.readouterr()
+    missing = len(predictor.class_names) - 2
+    assert (f"{missing} of {len(predictor.class_names)} classes have no test image, so their "
+            f"recall is not measured and the averages leave them out: "
+            f"{predictor.class_names[2]}, ") in said.out + said.err

@@ -105,6 +105,20 @@ def test_truncated_and_headerless_dicom_get_true_sentences(tmp_path):
     np.testing.assert_allclose(read_image(headerless), read_image(real("CT_small.dcm")))
 
 
+def test_12_bit_jpeg_extended_says_how_to_read_it():
+    """pydicom's JPGExtended.dcm (12-bit lossy, the usual CT/MR case): GDCM and Pillow
+    refuse 12-bit, and the reader that decodes it is GPL-3, so olsdesk cannot ship it;
+    the sentence names it, and the conversion that needs nothing more."""
+    import importlib.util
+
+    if importlib.util.find_spec("libjpeg") is not None:
+        assert read_image(real("JPGExtended.dcm")).shape == (1024, 256)
+        return
+    with pytest.raises(ImageReadError, match="12-bit JPEG Extended is read once "
+                                             "pylibjpeg-libjpeg is installed .*gdcmconv --raw"):
+        read_image(real("JPGExtended.dcm"))
+
+
 def test_a_fifo_is_neither_opened_nor_waited_for(tmp_path):
     from olsdesk.core.data.sources import scan_folder
 

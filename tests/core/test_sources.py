@@ -368,3 +368,26 @@ def test_ten_thousand_empty_folders_are_one_warning(tmp_path):
     (single / "c").mkdir()
     assert open_dataset(RunConfig(data=str(single))).warnings == (
         "the folder c holds no images, so it is not a class.",)
+
+
+def test_split_csv_rows_naming_files_outside_the_data_folder_are_said(tmp_path):
+    """A row of ``../../`` or an absolute path was read from outside the data folder
+    without a word."""
+    root = make_class_folder(tmp_path / "data", {"a": 4, "b": 4})
+    elsewhere = make_class_folder(tmp_path / "elsewhere", {"a": 1}, seed=3)
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    rows = [f"{f},{f.split('/')[0]}\n" for f in files[:3] + files[4:7]]
+    (splits / "x_val.csv").write_text("filename,label\n" + f"{files[3]},a\n{files[7]},b\n")
+    (splits / "x_train.csv").write_text("filename,label\n" + "".join(rows))
+    inside = open_dataset(RunConfig(data=str(root), split_csv=str(splits)))
+    assert not any("outside" in w for w in inside.warnings)
+    (splits / "x_train.csv").write_text("filename,label\n" + "".join(rows) + (
+        "../elsewhere/a/img000.png,a\n"
+        f"{elsewhere / 'a' / 'img000.png'},a\n"
+        "a/../a/img000.png,a\n"))  # climbs out and back in: inside
+    ds = open_dataset(RunConfig(data=str(root), split_csv=str(splits)))
+    said = [w for w in ds.warnings if "outside" in w]
+    assert said == [f"2 rows of the split files in {splits} name files outside {root} (e.g. "
+                    "../elsewhere/a/img000.png); they are read from there."]

@@ -36,6 +36,9 @@ DAMAGE = {
                       "line 1 of metrics-bytes/metrics.jsonl"),
     "garbage-npz": (lambda run: (run / "epochs" / "0001.npz").write_bytes(b"junk"),
                     "garbage-npz/epochs/0001.npz cannot be used"),
+    "missing-npz": (lambda run: (run / "epochs" / "0001.npz").unlink(),
+                    "missing-npz/epochs/0001.npz is missing although metrics.jsonl records "
+                    "epoch 1"),
     "wrong-shape": (_wrong_shape, "wrong-shape/epochs/0002.npz cannot be used (the "
                                   "embedding is not a list of points)"),
     "run-json-list": (lambda run: (run / "run.json").write_text("[]"),

@@ -125,6 +125,19 @@ def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
         raise ImageReadError(f"{printable(path.name)} could not be decoded ({detail}).") from None
 
 
+_EXIF_ORIENTATION = 0x0112
+
+
+def _orientations() -> dict:
+    """EXIF orientation -> the transpose that shows the picture upright (a phone's or a
+    scanner's JPEG is often stored sideways with orientation 6)."""
+    from PIL import Image
+
+    t = Image.Transpose
+    return {2: t.FLIP_LEFT_RIGHT, 3: t.ROTATE_180, 4: t.FLIP_TOP_BOTTOM, 5: t.TRANSPOSE,
+            6: t.ROTATE_270, 7: t.TRANSVERSE, 8: t.ROTATE_90}
+
+
 def _read_pil(path: Path, min_side: int | None) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -133,11 +146,14 @@ def _read_pil(path: Path, min_side: int | None) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                turn = _orientations().get(img.getexif().get(_EXIF_ORIENTATION, 1))
                 if min_side is not None and img.format == "JPEG":
                     img.draft(img.mode, (min_side, min_side))  # keeps both sides >= min_side
                 if min_side is not None and (factor := _reduction(img.size, min_side)) > 1:
                     img = _reducible(img).reduce(factor)
                 img.load()
+                if turn is not None:  # upright, as every viewer shows it
+                    img = img.transpose(turn)
                 return _pil_to_array(img)
     except UnidentifiedImageError as exc:
         raise ImageReadError(f"{name} is not an image olsdesk can read.") from exc
@@ -408,8 +424,18 @@ def _floats(pixels: np.ndarray) -> np.ndarray:
 
 
 def _stretch(values: np.ndarray) -> np.ndarray:
-    """``values`` stretched to [0, 1] by its own range, in place where it is float32."""
+    """``values`` stretched to [0, 1] by its own range, in place where it is float32. A
+    float image's NaN and infinite pixels (a masked region, a division by zero) do not
+    take the range with them (one NaN made the whole image zeros): the range is that of
+    the finite pixels, NaN and -inf show as its bottom, +inf as its top."""
     lo, hi = float(np.min(values)), float(np.max(values))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        finite = np.isfinite(values)
+        if not finite.any():
+            raise ValueError("it holds no finite pixel value")
+        lo, hi = float(values[finite].min()), float(values[finite].max())
+        np.clip(np.nan_to_num(values, copy=False, nan=lo, posinf=hi, neginf=lo), lo, hi,
+                out=values)
     if hi <= lo:
         return np.zeros(values.shape, dtype=np.float32)
     values -= lo
@@ -462,8 +488,15 @@ def _dicom_decode_message(ds, name: str, exc: Exception) -> str:
     detail = "; ".join(lines[1:] if len(lines) > 1 else lines) or type(exc).__name__
     if syntax is not None and getattr(syntax, "is_compressed", False):
         if _decoder_available(syntax):
+            hint = ""
+            if "12-bit precision" in detail and "pylibjpeg:" not in detail:
+                # pylibjpeg-libjpeg reads it (pydicom uses it once installed), but it is
+                # GPL-3 and olsdesk is MIT: the user can add it, olsdesk cannot ship it
+                hint = ("; 12-bit JPEG Extended is read once pylibjpeg-libjpeg is installed "
+                        "(pip install pylibjpeg pylibjpeg-libjpeg; GPL-3, so olsdesk does not "
+                        "ship it), or convert the file with gdcmconv --raw")
             return (f"{name} is compressed as {syntax_name} and could not be decoded by the "
-                    f"decoders olsdesk ships ({detail}).")
+                    f"decoders olsdesk ships ({detail}){hint}.")
         return f"{name} is compressed as {syntax_name}, which no decoder olsdesk has reads."
     return f"{name} has pixel data that cannot be decoded ({detail})."
 

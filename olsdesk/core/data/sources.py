@@ -586,10 +586,25 @@ def _open_csv_split(root: Path, csv_dir: Path) -> Dataset:
     warnings = () if test is not None else (
         f"{csv_dir} has no test CSV (e.g. RadiologyAI_test.csv), so the run has no held-out "
         "test split; evaluate it on an external folder with --test-data.",)
-    warnings += _groups_in_several_splits(rows)
+    warnings += _groups_in_several_splits(rows) + _outside_warning(base, rows, csv_dir)
     return Dataset(str(root), "folder", names, splits["train"], splits["val"],
                    _detect_channels(splits["train"]), warnings, test=test,
                    test_source=f"{found['test'].name}" if test is not None else "")
+
+
+def _outside_warning(base: Path, rows: dict, csv_dir: Path) -> tuple[str, ...]:
+    """A warning when split CSV rows name files outside the data folder (an absolute
+    path, or ``../`` climbing out of it): they are read from there, which a user who
+    points olsdesk at one folder would not expect without a word."""
+    inside = os.path.normpath(base)
+    outside = [f for split in rows.values() for f, _, _ in split
+               if (os.path.isabs(f) or ".." in Path(f).parts)
+               and os.path.commonpath([inside, os.path.normpath(base / f)]) != inside]
+    if not outside:
+        return ()
+    return (f"{len(outside):,} row{'s' if len(outside) != 1 else ''} of the split files in "
+            f"{printable(csv_dir)} name files outside {printable(base)} (e.g. "
+            f"{printable(outside[0])}); they are read from there.",)
 
 
 def _detect_channels(samples: FileSamples, probe: int = 16) -> int:
