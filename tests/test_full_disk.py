@@ -125,12 +125,12 @@ def test_a_full_runs_folder_leaves_no_empty_run_folder(tmp_path, monkeypatch):
 
 
 def test_logging_a_line_on_a_full_disk_does_not_stop_anything(tmp_path, monkeypatch, caplog):
-    import builtins
+    import olsdesk.core.runs as runs
 
     store = RunStore(tmp_path)
-    real = builtins.open
-    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: _full() if str(path).endswith(
-        "log.txt") else real(path, *a, **k))
+    real = runs.open_regular
+    monkeypatch.setattr(runs, "open_regular", lambda path, *a, **k: _full() if str(
+        path).endswith("log.txt") else real(path, *a, **k))
     store.log("skipped x.png: truncated")
     assert "log.txt" in caplog.text and "skipped x.png" in caplog.text
 

@@ -114,8 +114,9 @@ def test_12_bit_jpeg_extended_says_how_to_read_it():
     if importlib.util.find_spec("libjpeg") is not None:
         assert read_image(real("JPGExtended.dcm")).shape == (1024, 256)
         return
-    with pytest.raises(ImageReadError, match="12-bit JPEG Extended is read once "
-                                             "pylibjpeg-libjpeg is installed .*gdcmconv --raw"):
+    with pytest.raises(ImageReadError, match="12-bit JPEG Extended is read once the "
+                                             "packages pylibjpeg and pylibjpeg-libjpeg are "
+                                             "added .*gdcmconv --raw"):
         read_image(real("JPGExtended.dcm"))
 
 

@@ -492,9 +492,9 @@ def _dicom_decode_message(ds, name: str, exc: Exception) -> str:
             if "12-bit precision" in detail and "pylibjpeg:" not in detail:
                 # pylibjpeg-libjpeg reads it (pydicom uses it once installed), but it is
                 # GPL-3 and olsdesk is MIT: the user can add it, olsdesk cannot ship it
-                hint = ("; 12-bit JPEG Extended is read once pylibjpeg-libjpeg is installed "
-                        "(pip install pylibjpeg pylibjpeg-libjpeg; GPL-3, so olsdesk does not "
-                        "ship it), or convert the file with gdcmconv --raw")
+                hint = ("; 12-bit JPEG Extended is read once the packages pylibjpeg and "
+                        "pylibjpeg-libjpeg are added to olsdesk's Python environment (GPL-3, "
+                        "so olsdesk does not ship them), or convert the file with gdcmconv --raw")
             return (f"{name} is compressed as {syntax_name} and could not be decoded by the "
                     f"decoders olsdesk ships ({detail}){hint}.")
         return f"{name} is compressed as {syntax_name}, which no decoder olsdesk has reads."
