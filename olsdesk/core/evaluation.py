@@ -424,8 +424,9 @@ def _classes_without_test(labels: np.ndarray, class_names: tuple[str, ...],
                           shown: int = 5) -> list[str]:
     """A warning naming the classes the test images leave out: their recall and their
     share of every average are not measured, which a table of numbers does not show."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
-    missing = [printable(n) for n, c in zip(class_names, counts, strict=False) if c == 0]
+    from olsdesk.core.data.sources import missing_classes
+
+    missing = [printable(n) for n in missing_classes(labels, class_names)]
     if not missing:
         return []
     return [f"{len(missing):,} of {len(class_names):,} classes have no test image, so "
@@ -460,17 +461,13 @@ def _check_stored_folders(config, class_names: tuple[str, ...]) -> None:
 def _recorded_split(checkpoint: str, dataset):
     """``dataset`` split as the checkpoint's run recorded it (``keep_recorded_split``),
     with its sentence; as it is for a checkpoint outside a run folder."""
-    from olsdesk.core.data.sources import keep_recorded_split
     from olsdesk.core.runs import RunStore
 
     run = Path(checkpoint).parent.parent
     if not (run / "run.json").is_file():
         return dataset, None
     try:
-        store = RunStore(run)
-        info = store.info()
-        return keep_recorded_split(dataset, store.train_names(), info.validation_names,
-                                   info.test_names)
+        return RunStore(run).recorded_split(dataset)
     except RunError:
         return dataset, None
 

@@ -73,8 +73,8 @@ FILE_MODE = 0o666 & ~_process_umask()  # what open() would give: colleagues can 
 def check_run_name(name: str | None) -> None:
     """RunError unless ``name`` (None or "": a generated one) names a folder inside the
     runs folder: ``--name ../../x`` or an absolute name wrote the run elsewhere."""
-    if name and (not name.strip() or name in (".", "..") or "/" in name
-                             or "\\" in name or "\0" in name):
+    if name and (not name.strip() or name in (".", "..")
+                 or any(c in name for c in ("/", "\\", "\0"))):
         raise RunError(f"the run name {printable(name)!r} is not a folder name; give a name "
                        "without slashes (the run is made inside the runs folder).")
 
@@ -217,6 +217,15 @@ class RunStore:
             raise RunError(f"{self._name}/{TRAIN_NAMES} is not a list of file names; the "
                            "run's file is damaged.")
         return tuple(names)
+
+    def recorded_split(self, data, external_test: bool = False):
+        """``data`` (a Dataset) split as this run recorded it, and the sentence saying
+        what changed since (``keep_recorded_split``); RunError when a record is damaged."""
+        from olsdesk.core.data.sources import keep_recorded_split
+
+        info = self.info()
+        return keep_recorded_split(data, self.train_names(), info.validation_names,
+                                   info.test_names, external_test)
 
     def write_info(self, info: RunInfo) -> None:
         atomic_write_bytes(self.path / "run.json", json.dumps(info.to_dict(), indent=2).encode())

@@ -39,7 +39,7 @@ from olsdesk.core.data.loader import (
     default_workers,
     inverse_frequency,
 )
-from olsdesk.core.data.sources import Dataset, keep_recorded_split, open_dataset, sample_names
+from olsdesk.core.data.sources import Dataset, open_dataset, sample_names
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.core.device import choose_device, describe_device
 from olsdesk.core.distributed import Context, ShardSampler
@@ -254,12 +254,10 @@ class Trainer(Controlled):
         """The data split as the run recorded it when it started (files added since are
         left out, its held-out images stay held out), and a sentence when that differs
         from today's split."""
-        info = self.store.info()
-        if tuple(info.class_names) != data.class_names:
+        if tuple(self.store.info().class_names) != data.class_names:
             raise RunError("the run was trained on other classes than the data found now; "
                            "point --data at the run's dataset.")
-        return keep_recorded_split(data, self.store.train_names(), info.validation_names,
-                                   info.test_names, external_test=bool(self.config.test_data))
+        return self.store.recorded_split(data, external_test=bool(self.config.test_data))
 
     def _run_info(self) -> RunInfo:
         data = self.dataset

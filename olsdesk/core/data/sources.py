@@ -130,8 +130,7 @@ class Dataset:
 
     def all_warnings(self) -> tuple[str, ...]:
         """The reader's warnings, and every class the validation split does not cover."""
-        val = np.bincount(self.val.labels, minlength=self.num_classes)
-        missing = [n for n, v in zip(self.class_names, val, strict=True) if v == 0]
+        missing = missing_classes(self.val.labels, self.class_names)
         extra = ((f"{len(missing)} class(es) have no validation image, so their accuracy and "
                   f"calibration are not measured: {', '.join(missing[:5])}"
                   f"{' …' if len(missing) > 5 else ''}.",) if missing else ())
@@ -289,6 +288,12 @@ def _split(samples: Samples, fractions: tuple[float, float], seed: int,
                   stratified_group_split(samples.labels, groups, fractions[0], seed,
                                          fractions[1]))
     return samples.subset(tr), samples.subset(va), samples.subset(te) if len(te) else None
+
+
+def missing_classes(labels: np.ndarray, class_names: Sequence[str]) -> list[str]:
+    """The classes no label names (a split without any image of them)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(class_names))
+    return [n for n, c in zip(class_names, counts, strict=False) if c == 0]
 
 
 def sample_names(samples: Samples | None) -> tuple[str, ...]:
