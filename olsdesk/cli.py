@@ -328,7 +328,8 @@ class ProgressPrinter:
         skipped = f"  skipped {r.skipped_files}" if r.skipped_files else ""
         print(f"epoch {r.epoch}/{r.epochs}  train loss {r.train_loss:.4f} top1 {r.train_top1:.3f}"
               f"  val top1 {r.val_top1:.3f} top5 {r.val_top5:.3f} nll {r.val_nll:.3f}"
-              f" ece {r.ece:.3f}  {r.epoch_seconds:.1f}s {r.images_per_second:.0f} img/s{skipped}",
+              f" ece {r.ece:.3f}  {r.epoch_seconds:.1f}s + {r.analysis_seconds:.1f}s analysis"
+              f" {r.images_per_second:.0f} img/s{skipped}",
               file=self.out, flush=True)
 
 

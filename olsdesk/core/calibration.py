@@ -19,31 +19,75 @@ def _log_softmax(z: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
-def nll_at_temperature(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    logp = _log_softmax(np.asarray(logits, dtype=np.float64) / temperature)
-    return float(-logp[np.arange(len(labels)), labels].mean())
+_NEWTON_STEPS = 60  # at most; a fit takes 4-8 passes over the logits
+_NEWTON_TOLERANCE = 1e-6  # relative change of 1/T at which a fit stops (T to 1e-6)
 
 
-def fit_temperature(logits: np.ndarray, labels: np.ndarray, iterations: int = 80) -> float:
-    """The T in T_RANGE minimising validation NLL. The NLL is convex in 1/T, hence
-    unimodal in log T: a golden-section search on log T finds the minimum."""
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels).astype(np.int64)
-    lo, hi = np.log(T_RANGE[0]), np.log(T_RANGE[1])
-    ratio = (np.sqrt(5.0) - 1.0) / 2.0
-    c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fc = nll_at_temperature(logits, labels, np.exp(c))
-    fd = nll_at_temperature(logits, labels, np.exp(d))
-    for _ in range(iterations):
-        if fc < fd:
-            hi, d, fd = d, c, fc
-            c = hi - ratio * (hi - lo)
-            fc = nll_at_temperature(logits, labels, np.exp(c))
+def _shifted(logits: np.ndarray) -> np.ndarray:
+    """Each row minus its maximum, as float32: softmax(b z) is unchanged for any b > 0,
+    and exp(b z) of a value <= 0 cannot overflow. Floored at -1e4 (exp(b z) is 0 there
+    for every b in range), so that -inf or a huge gap cannot make z * z overflow."""
+    z = np.asarray(logits, dtype=np.float32)
+    return np.maximum(z - z.max(axis=1, keepdims=True), np.float32(-1e4))
+
+
+def _nll_slopes(z: np.ndarray, picked: np.ndarray, beta: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Per image at inverse temperature ``beta``, the NLL's first and second derivative
+    in beta: the mean of z under softmax(beta z) less z_y, and the variance of z. The
+    sums over a row's classes are float32 (rounding near 1e-6 of a row's, far below
+    the 1e-4 T is fitted to), what follows float64."""
+    e = np.multiply(z, np.float32(beta))
+    np.exp(e, out=e)
+    total = e.sum(axis=1).astype(np.float64)
+    first = np.einsum("ij,ij->i", e, z) / total
+    e *= z
+    second = np.einsum("ij,ij->i", e, z) / total - first**2
+    return first - picked, np.maximum(second, 0.0)
+
+
+def _fit_beta(z: np.ndarray, picked: np.ndarray, beta: float = 1.0) -> float:
+    """The inverse temperature in 1/T_RANGE minimising the mean NLL of softmax(beta z).
+
+    Newton's method on a convex function of beta, inside a bracket that every step's
+    slope narrows. A step that would leave the bracket, or that shrinks less than half
+    as fast as the one before (the NLL flattens exponentially when its minimum lies
+    beyond the range), tries the range's end on the downhill side once, and bisects
+    the bracket (in log beta) after that.
+    """
+    lo, hi = 1.0 / T_RANGE[1], 1.0 / T_RANGE[0]
+    beta = min(max(beta, lo), hi)
+    untried = {lo, hi}
+    last_step = hi - lo
+    for _ in range(_NEWTON_STEPS):
+        untried.discard(beta)
+        slope, curvature = _nll_slopes(z, picked, beta)
+        g, h = float(slope.mean()), float(curvature.mean())
+        if g == 0.0:  # the minimum, or every row flat (any T is as good)
+            return beta
+        if g > 0:
+            hi = beta
         else:
-            lo, c, fc = c, d, fd
-            d = lo + ratio * (hi - lo)
-            fd = nll_at_temperature(logits, labels, np.exp(d))
-    return float(np.exp((lo + hi) / 2.0))
+            lo = beta
+        if hi - lo <= _NEWTON_TOLERANCE * lo:
+            return beta
+        step = beta - g / h if h > 0 else np.nan
+        if not (lo < step < hi and 2.0 * abs(step - beta) <= last_step):
+            end = hi if g < 0 else lo
+            step = end if end in untried else float(np.sqrt(lo * hi))
+        if abs(step - beta) <= _NEWTON_TOLERANCE * beta:
+            return step
+        last_step, beta = abs(step - beta), step
+    return beta
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The T in T_RANGE minimising validation NLL. The NLL is convex in 1/T: a
+    safeguarded Newton solve on 1/T finds it in a few passes over the logits (at the
+    range's end when the minimum lies beyond)."""
+    z = _shifted(logits)
+    labels = np.asarray(labels).astype(np.int64)
+    return 1.0 / _fit_beta(z, z[np.arange(len(labels)), labels].astype(np.float64))
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -51,26 +95,35 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     return np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
 
 
-def cross_fitted_scaling(logits: np.ndarray, labels: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Temperature-scaled probabilities where no image is scaled by a T fitted on itself.
+def cross_fitted_confidence(logits: np.ndarray, labels: np.ndarray, seed: int = 0,
+                            temperature: float | None = None) -> np.ndarray:
+    """The top-label confidence after temperature scaling, where no image is scaled by a
+    T fitted on itself (the predicted class does not change with T).
 
     The images are split in two random halves; T fitted on one half scales the other,
     and the other way round. The calibration measured on the result is an honest
     estimate of what scaling does for new images (fitting and measuring on the same
-    images flatters it). With fewer than 4 images, the in-sample fit is used.
+    images flatters it). With fewer than 4 images, the in-sample fit is used. Each
+    half's fit starts from the whole set's (``temperature``, when already fitted), so
+    it takes two or three passes.
     """
-    logits = np.asarray(logits, dtype=np.float64)
+    z = _shifted(logits)
     labels = np.asarray(labels).astype(np.int64)
     n = len(labels)
+    picked = z[np.arange(n), labels].astype(np.float64)
+    beta = 1.0 / temperature if temperature else _fit_beta(z, picked)
     if n < 4:
-        return apply_temperature(logits, fit_temperature(logits, labels))
-    order = np.random.default_rng(seed).permutation(n)
-    halves = (order[: n // 2], order[n // 2:])
-    scaled = np.empty_like(logits)
-    for fit_on, apply_to in (halves, halves[::-1]):
-        t = fit_temperature(logits[fit_on], labels[fit_on])
-        scaled[apply_to] = apply_temperature(logits[apply_to], t)
-    return scaled
+        halves = [(np.arange(n), np.arange(n))]
+    else:
+        order = np.random.default_rng(seed).permutation(n)
+        halves = [(order[: n // 2], order[n // 2:]), (order[n // 2:], order[: n // 2])]
+    confidence = np.empty(n)
+    for fit_on, apply_to in halves:
+        half_beta = _fit_beta(z[fit_on], picked[fit_on], beta)
+        # the top class's z is 0, so its probability is 1 / sum(exp(beta z))
+        confidence[apply_to] = 1.0 / np.exp(np.float32(half_beta) * z[apply_to]).sum(
+            axis=1, dtype=np.float64)
+    return confidence
 
 
 # --- recalibrators beyond one temperature ------------------------------------------------
@@ -136,13 +189,20 @@ def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: f
     picked_sum = np.bincount(labels, weights=weight * picked, minlength=k)
     w0 = np.full(k, 1.0 / temperature)
 
+    rows_n = np.arange(n)
+
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:k], theta[k:]
-        logp = _log_softmax(z * w + b)
-        p = np.exp(logp) * weight[:, None]
-        nll = -(weight * logp[np.arange(n), labels]).sum() / total
-        grad_w = ((p * z).sum(axis=0) - picked_sum) / total
-        grad_b = (p.sum(axis=0) - per_class) / total
+        a = z * w
+        a += b
+        a -= a.max(axis=1, keepdims=True)
+        picked_a = a[rows_n, labels]
+        np.exp(a, out=a)  # one exp, in place: the softmax's numerators
+        row_total = a.sum(axis=1)
+        nll = -(weight * (picked_a - np.log(row_total))).sum() / total
+        a *= (weight / row_total)[:, None]  # the softmax, weighted
+        grad_w = (np.einsum("ij,ij->j", a, z) - picked_sum) / total
+        grad_b = (a.sum(axis=0) - per_class) / total
         penalty = 0.5 * ridge * (((w - w0) ** 2).sum() + (b**2).sum())
         return (nll + penalty, np.concatenate([grad_w + ridge * (w - w0), grad_b + ridge * b]))
 
@@ -163,16 +223,17 @@ def fit_histogram_binning(probs: np.ndarray, labels: np.ndarray,
     by the share of its images that are of the class, shrunk toward the class's
     frequency by one image's weight (so an empty or tiny bin is not 0 or 1). Returns
     (inner edges K x (n_bins - 1), bin values K x n_bins)."""
-    probs = np.asarray(probs, dtype=np.float64)
+    columns = np.ascontiguousarray(np.asarray(probs, dtype=np.float64).T)  # a class a row
     labels = np.asarray(labels).astype(np.int64)
-    n, k = probs.shape
-    edges = np.quantile(probs, np.arange(1, n_bins) / n_bins, axis=0).T  # K x (B - 1)
+    k, n = columns.shape
     prior = np.bincount(labels, minlength=k) / n
+    edges = np.empty((k, n_bins - 1))
     values = np.empty((k, n_bins))
-    for c in range(k):
-        b = np.searchsorted(edges[c], probs[:, c], side="right")
+    for c, column in enumerate(columns):
+        edges[c] = np.quantile(column, np.arange(1, n_bins) / n_bins)
+        b = np.searchsorted(edges[c], column, side="right")
         count = np.bincount(b, minlength=n_bins)
-        positive = np.bincount(b, weights=(labels == c).astype(np.float64), minlength=n_bins)
+        positive = np.bincount(b[labels == c], minlength=n_bins)
         values[c] = (positive + prior[c]) / (count + 1.0)
     return edges, values
 

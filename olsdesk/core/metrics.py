@@ -16,12 +16,18 @@ _EPS = 1e-12
 
 
 def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
-    """Fraction of samples whose label is among the k most probable classes."""
+    """Fraction of samples whose label is among the k most probable classes; of equal
+    probabilities the lower class index ranks first, as argmax does (so top-1 is the
+    share of argmax hits the reliability diagram counts)."""
     probs, labels = _check(probs, labels)
-    k = min(k, probs.shape[1])
-    # argpartition: O(NK) instead of a full sort; ties resolved arbitrarily, as in torch.topk.
-    top = np.argpartition(-probs, k - 1, axis=1)[:, :k]
-    return float(np.mean(np.any(top == labels[:, None], axis=1)))
+    if k <= 1:
+        return float(np.mean(probs.argmax(axis=1) == labels))
+    # the label's rank: classes more probable, and equally probable ones before it
+    # (two passes over N x K; no sort, no N x k index array)
+    true = probs[np.arange(len(labels)), labels][:, None]
+    ahead = np.count_nonzero(probs > true, axis=1) + np.count_nonzero(
+        (probs == true) & (np.arange(probs.shape[1]) < labels[:, None]), axis=1)
+    return float(np.mean(ahead < k))
 
 
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -34,9 +40,9 @@ def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:
 def brier_score(probs: np.ndarray, labels: np.ndarray) -> float:
     """Mean over samples of the squared distance to the one-hot label; in [0, 2]."""
     probs, labels = _check(probs, labels)
-    onehot = np.zeros_like(probs)
-    onehot[np.arange(len(labels)), labels] = 1.0
-    return float(np.mean(np.sum((probs - onehot) ** 2, axis=1)))
+    # sum_k (p_k - [k = y])^2 = sum_k p_k^2 - 2 p_y + 1: one pass, no one-hot copy
+    squares = np.einsum("ij,ij->i", probs, probs)
+    return float(np.mean(squares - 2.0 * probs[np.arange(len(labels)), labels] + 1.0))
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,13 @@ def _ece_from(counts: np.ndarray, acc: np.ndarray, conf: np.ndarray) -> float:
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """ECE: count-weighted mean |accuracy - confidence| over equal-width bins."""
     return reliability_bins(probs, labels, n_bins).ece
+
+
+def ece_of_confidence(conf: np.ndarray, hits: np.ndarray, n_bins: int = 15) -> float:
+    """ECE of top-label confidences against correctness (0/1): what
+    expected_calibration_error computes once the probabilities are reduced to these."""
+    return _ece_from(*_binned(np.asarray(conf, dtype=np.float64),
+                              np.asarray(hits, dtype=np.float64), n_bins))
 
 
 def maximum_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
@@ -306,9 +319,14 @@ def confidence_histogram(probs: np.ndarray, n_bins: int = 15) -> np.ndarray:
 def mean_prediction_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Row c: the mean predicted distribution over validation samples of true class c."""
     probs, labels = _check(probs, labels)
+    counts = np.bincount(labels, minlength=num_classes)
+    # rows grouped by class (a stable sort), each group summed at once
+    order = np.argsort(labels, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     sums = np.zeros((num_classes, probs.shape[1]))
-    np.add.at(sums, labels, probs)
-    counts = np.bincount(labels, minlength=num_classes)[:, None]
+    present = counts > 0
+    sums[present] = np.add.reduceat(probs[order], starts[present], axis=0)
+    counts = counts[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 

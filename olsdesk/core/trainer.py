@@ -25,7 +25,7 @@ from olsdesk.core import metrics
 from olsdesk.core.bootstrap import smooth_reliability_band
 from olsdesk.core.calibration import (
     apply_temperature,
-    cross_fitted_scaling,
+    cross_fitted_confidence,
     fit_recalibration,
     fit_temperature,
 )
@@ -505,9 +505,12 @@ class Trainer(Controlled):
         val = yield from self._validate(epoch)
         if val is None:
             return None
+        passes_seconds = self._since(started, paused_then)
         report = self._report(epoch, soft_labels, row_counts, lr, loss_sum / seen,
-                              top1 / seen, top5 / seen, val,
-                              self._since(started, paused_then), seen / train_seconds)
+                              top1 / seen, top5 / seen, val, passes_seconds,
+                              seen / train_seconds)
+        report = replace(report, analysis_seconds=self._since(started, paused_then)
+                         - passes_seconds)
         improved = report.val_top1 > self.best_top1
         self.best_top1 = max(self.best_top1, report.val_top1)
         try:
@@ -595,8 +598,10 @@ class Trainer(Controlled):
         # unfamiliar inputs: the embedded images' features (the embedding's sample)
         self.ood = fit_familiarity(val["energy"], val["features"], emb_labels, k,
                                    seed=cfg.split_seed).to_arrays()
-        scaled = cross_fitted_scaling(log_probs, labels, seed=cfg.split_seed)  # honest ECE
         conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
+        # honest ECE after scaling: no image scaled by a T fitted on itself
+        scaled = cross_fitted_confidence(log_probs, labels, seed=cfg.split_seed,
+                                         temperature=self.temperature)
         smooth = metrics.smooth_reliability(conf, hits)
         band = smooth_reliability_band(conf, hits, smooth.bandwidth, SMOOTH_BAND_RESAMPLES,
                                        seed=cfg.split_seed)
@@ -612,8 +617,8 @@ class Trainer(Controlled):
             classwise_ece=metrics.classwise_calibration_error(probs, labels,
                                                               cfg.calibration_bins),
             temperature=self.temperature,
-            ece_temperature_scaled=metrics.expected_calibration_error(scaled, labels,
-                                                                      cfg.calibration_bins),
+            ece_temperature_scaled=metrics.ece_of_confidence(scaled, hits,
+                                                             cfg.calibration_bins),
             silhouette=separation.silhouette, intra_inter_ratio=separation.intra_inter_ratio,
             lr=lr, epoch_seconds=seconds, images_per_second=images_per_second,
             skipped_files=len(self.skipped),

@@ -5,7 +5,30 @@ import numpy as np
 import pytest
 import torch
 
-from olsdesk.core.calibration import apply_temperature, fit_temperature, nll_at_temperature
+from olsdesk.core.calibration import T_RANGE, apply_temperature, fit_temperature
+
+
+def nll_at_temperature(logits, labels, temperature):
+    """The reference: float64 NLL of softmax(logits / T), by scipy."""
+    from scipy.special import log_softmax
+
+    logp = log_softmax(np.asarray(logits, dtype=np.float64) / temperature, axis=1)
+    return float(-logp[np.arange(len(labels)), labels].mean())
+
+
+def golden_section_temperature(logits, labels, iterations=80):
+    """olsdesk 0.3's fit, kept as the reference: a float64 golden-section search on log T
+    (the NLL is unimodal there)."""
+    lo, hi = np.log(T_RANGE[0]), np.log(T_RANGE[1])
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    for _ in range(iterations):
+        c, d = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        if nll_at_temperature(logits, labels, np.exp(c)) < nll_at_temperature(
+                logits, labels, np.exp(d)):
+            hi = d
+        else:
+            lo = c
+    return float(np.exp((lo + hi) / 2.0))
 
 
 def test_recovers_the_temperature_that_generated_the_labels():
@@ -36,9 +59,41 @@ def test_nll_matches_torch_and_log_probs_work_as_logits():
     assert fit_temperature(log_probs, labels) == pytest.approx(fit_temperature(logits, labels))
 
 
-def test_cross_fitted_scaling_never_scores_an_image_with_its_own_fit():
-    """Each half is scaled by the T fitted on the other half: recomputed by hand here."""
-    from olsdesk.core.calibration import cross_fitted_scaling
+@pytest.mark.parametrize("seed, scale, accuracy", [(4, 3.0, 0.6), (5, 8.0, 0.9), (6, 0.3, 0.2),
+                                                   (7, 1.0, 0.99)])
+def test_newton_fit_equals_the_golden_section_search_to_1e_4(seed, scale, accuracy):
+    """Over- and under-confident sets, 165 classes (RadImageNet's), from float32 input:
+    the same T as a float64 golden-section search of 80 steps."""
+    rng = np.random.default_rng(seed)
+    n, k = 3000, 165
+    logits = rng.normal(0, scale, (n, k))
+    labels = np.where(rng.random(n) < accuracy, logits.argmax(1), rng.integers(0, k, n))
+    expected = golden_section_temperature(logits, labels)
+    assert fit_temperature(logits.astype(np.float32), labels) == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_minimum_beyond_the_range_gives_the_range_end_and_flat_rows_do_not_hang():
+    # every image right with a margin: the NLL falls as T shrinks, down to the range's end
+    logits = np.array([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]] * 10)
+    labels = np.array([0, 1] * 10)
+    assert fit_temperature(logits, labels) == pytest.approx(T_RANGE[0])
+    # every image wrong and confident: the NLL falls as T grows
+    assert fit_temperature(logits, (labels + 1) % 3) == pytest.approx(T_RANGE[1])
+    # uniform predictions (an untrained model; log-probabilities all equal): any T is
+    # as good, and the fit returns one in range
+    assert T_RANGE[0] <= fit_temperature(np.zeros((20, 3)), labels) <= T_RANGE[1]
+    # log(0) = -inf in a row is a probability of 0, not a NaN
+    log_probs = np.log(np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0]] * 10))
+    with np.errstate(divide="ignore"):
+        t = fit_temperature(log_probs, labels)
+    expected = golden_section_temperature(np.maximum(log_probs, -1e4), labels)
+    assert t == pytest.approx(expected, rel=1e-4)
+
+
+def test_cross_fitted_confidence_never_scores_an_image_with_its_own_fit():
+    """Each half is scaled by the T fitted on the other half: recomputed by hand here,
+    with the reference fit; the confidence is the scaled top-class probability."""
+    from olsdesk.core.calibration import cross_fitted_confidence
 
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 3, (401, 5))
@@ -46,10 +101,11 @@ def test_cross_fitted_scaling_never_scores_an_image_with_its_own_fit():
     order = np.random.default_rng(7).permutation(401)
     a, b = order[:200], order[200:]
     expected = np.empty_like(logits)
-    expected[b] = apply_temperature(logits[b], fit_temperature(logits[a], labels[a]))
-    expected[a] = apply_temperature(logits[a], fit_temperature(logits[b], labels[b]))
-    scaled = cross_fitted_scaling(logits, labels, seed=7)
-    np.testing.assert_allclose(scaled, expected)
+    expected[b] = apply_temperature(logits[b], golden_section_temperature(logits[a], labels[a]))
+    expected[a] = apply_temperature(logits[a], golden_section_temperature(logits[b], labels[b]))
+    confidence = cross_fitted_confidence(logits, labels, seed=7)
+    np.testing.assert_allclose(confidence, expected.max(axis=1), rtol=1e-5)
+    np.testing.assert_array_equal(expected.argmax(axis=1), logits.argmax(axis=1))
 
 
 def _per_class_miscalibrated(n: int, k: int, seed: int):
@@ -68,7 +124,6 @@ def test_vector_scaling_starts_at_the_temperature_and_beats_it_where_classes_dif
         apply_vector_scaling,
         fit_temperature,
         fit_vector_scaling,
-        nll_at_temperature,
     )
 
     z, y = _per_class_miscalibrated(4000, 6, seed=0)

@@ -85,6 +85,20 @@ def test_against_torchmetrics_on_random_data(seed):
         assert m.topk_accuracy(probs, labels, k) == pytest.approx(ref, abs=1e-6)
 
 
+def test_topk_ranks_ties_by_class_index_as_argmax_does():
+    """Equal probabilities rank the lower class first, as a stable descending sort."""
+    probs = np.array([[0.4, 0.4, 0.2], [0.4, 0.4, 0.2], [0.2, 0.4, 0.4], [0.25, 0.25, 0.5]])
+    labels = np.array([0, 1, 2, 1])
+    # ranks by hand: 1, 2, 2, 3
+    assert m.topk_accuracy(probs, labels, 1) == 0.25
+    assert m.topk_accuracy(probs, labels, 2) == 0.75
+    assert m.topk_accuracy(probs, labels, 3) == 1.0
+    stable = np.argsort(-probs, axis=1, kind="stable")
+    for k in (1, 2):
+        assert m.topk_accuracy(probs, labels, k) == np.mean(
+            (stable[:, :k] == labels[:, None]).any(axis=1))
+
+
 def test_brier_and_nll_against_independent_formulas():
     rng = np.random.default_rng(3)
     probs, labels = _random_probs(rng, 200, 5)
