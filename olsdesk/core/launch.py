@@ -80,7 +80,7 @@ class ProcessRun(Controlled):
                 raise TrainingError(self._failure())
             time.sleep(0.1)
         self.store = RunStore(self.path)
-        return RunStarted(self.path, self.store.info(), 0, self.config.epochs)
+        return RunStarted(self.path, self.store.info(names=True), 0, self.config.epochs)
 
     def fit(self) -> Iterator[EpochReport]:
         """Each epoch's report as rank 0 writes it, until the processes end."""

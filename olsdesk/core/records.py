@@ -17,7 +17,7 @@ from olsdesk.config import MODEL_NAMES, RunConfig
 from olsdesk.core.data.transforms import Preprocessing
 from olsdesk.errors import ConfigError, RunError
 
-RUN_INFO_FORMAT = 1
+RUN_INFO_FORMAT = 2  # 2: the held-out file names live in split.json.gz, not in run.json
 CHECKPOINT_FORMAT = "olsdesk-checkpoint-1"
 STATUSES = ("created", "training", "finished", "stopped", "failed")
 
@@ -49,6 +49,8 @@ class RunInfo:
     class_names: tuple[str, ...]
     preprocessing: Preprocessing
     dataset: DatasetSummary
+    # the held-out file names: in memory only (RunStore.info(names=True) reads them from
+    # split.json.gz); format 1 (olsdesk 0.3) kept them in run.json
     validation_names: tuple[str, ...] = ()
     test_names: tuple[str, ...] = ()
     device: str = ""
@@ -73,10 +75,10 @@ class RunInfo:
         return replace(self, status=status)
 
     def to_dict(self) -> dict:
-        out = asdict(self)
+        out = asdict(replace(self, validation_names=(), test_names=()))
+        del out["validation_names"], out["test_names"]  # split.json.gz's
+        out["format"] = RUN_INFO_FORMAT  # rewritten (a status change): today's format
         out["class_names"] = list(self.class_names)
-        out["validation_names"] = list(self.validation_names)
-        out["test_names"] = list(self.test_names)
         out["dataset"]["per_class"] = {k: list(v) for k, v in self.dataset.per_class.items()}
         return out
 

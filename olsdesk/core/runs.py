@@ -2,7 +2,9 @@
 
 ```
 <run>/config.json        RunConfig
-<run>/run.json           class names, preprocessing, dataset summary, status
+<run>/run.json           class names, preprocessing, dataset summary, status (small)
+<run>/split.json.gz      the validation and test file names
+<run>/train_names.json.gz  the training file names, in their order
 <run>/metrics.jsonl      one line of scalars per epoch
 <run>/epochs/0001.npz    the epoch's arrays (soft labels, reliability, embedding, ...)
 <run>/checkpoints/latest.pt, best.pt
@@ -27,7 +29,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,12 @@ from olsdesk.errors import ConfigError, RunError, first_line, os_reason, printab
 
 LATEST = "latest.pt"
 BEST = "best.pt"
-TRAIN_NAMES = "train_names.json.gz"  # the training files, in their order: a resume keeps them
+# the held-out file names ({"validation", "test"}, in order: the app names validation
+# images by them) and the training ones (in order, so that a resume shuffles the same),
+# apart: opening a run reads only the first; a resume and evaluate keep the split; and
+# run.json, rewritten at every status change, stays small
+SPLIT = "split.json.gz"
+TRAIN_NAMES = "train_names.json.gz"
 log = logging.getLogger(__name__)
 
 
@@ -107,7 +114,8 @@ class RunStore:
     def create(cls, runs_dir: str | Path | None, config: RunConfig, info: RunInfo,
                name: str | None = None, train_names: Sequence[str] = ()) -> RunStore:
         """A new, uniquely named run directory holding ``config``, ``info`` and the names
-        of its training files (a resume keeps the split they record)."""
+        of its training files beside the held-out ones of ``info`` (a resume keeps the
+        split they record)."""
         check_run_name(name)
         runs_dir = ensure_runs_dir(runs_dir)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -127,8 +135,8 @@ class RunStore:
         store = cls(path)
         try:
             store.write_config(config)
-            atomic_write_bytes(path / TRAIN_NAMES,
-                               gzip.compress(json.dumps(list(train_names)).encode(), 6))
+            store._write_names(TRAIN_NAMES, train=train_names)
+            store._write_names(SPLIT, validation=info.validation_names, test=info.test_names)
             store.write_info(info.with_status("created"))
         except OSError as exc:  # a full disk: no empty run folder left behind
             shutil.rmtree(path, ignore_errors=True)
@@ -195,39 +203,66 @@ class RunStore:
         else:
             (self.path / self.NOTES).unlink(missing_ok=True)
 
-    def info(self) -> RunInfo:
-        """run.json; RunError when it is missing or damaged."""
+    def info(self, names: bool = False) -> RunInfo:
+        """run.json; with ``names``, its validation and test file names too (read from
+        split.json.gz: only what names images needs them). RunError when a file is
+        missing or damaged."""
         try:
-            return RunInfo.from_dict(json.loads(read_regular_text(self.path / "run.json")))
+            info = RunInfo.from_dict(json.loads(read_regular_text(self.path / "run.json")))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RunError(f"{self._name}/run.json cannot be read ({_why(exc)}).") from None
+        split = self.split_names() if names else None
+        if split is not None:
+            info = replace(info, validation_names=split["validation"],
+                           test_names=split["test"])
+        return info
+
+    def _names_file(self, name: str, keys: tuple[str, ...]) -> dict | None:
+        """A gzipped JSON object of file-name lists (None when the file is not there);
+        RunError when it is damaged."""
+        path = self.path / name
+        if not path.is_file():
+            return None
+        damaged = f"{self._name}/{name} is damaged: the run's split cannot be read"
+        try:
+            data = json.loads(gzip.decompress(read_regular_bytes(path)))
+        except (OSError, ValueError, EOFError, gzip.BadGzipFile) as exc:
+            raise RunError(f"{damaged} ({_why(exc)}).") from None
+        if not isinstance(data, dict) or not all(
+                isinstance(data.get(k), list) and all(isinstance(n, str) for n in data[k])
+                for k in keys):
+            raise RunError(f"{damaged} (it is not lists of file names).")
+        return {k: tuple(data[k]) for k in keys}
+
+    def split_names(self) -> dict[str, tuple[str, ...]] | None:
+        """split.json.gz: the validation and test file names; None when the run predates
+        the file (0.3's run.json holds them itself); RunError when it is damaged."""
+        return self._names_file(SPLIT, ("validation", "test"))
 
     def train_names(self) -> tuple[str, ...] | None:
         """The files the run trains on, as it recorded them when it started (None: the
         run predates olsdesk recording them); RunError when the file is damaged."""
-        path = self.path / TRAIN_NAMES
-        if not path.is_file():
-            return None
-        try:
-            names = json.loads(gzip.decompress(read_regular_bytes(path)))
-        except (OSError, ValueError, EOFError, gzip.BadGzipFile) as exc:
-            raise RunError(f"{self._name}/{TRAIN_NAMES} cannot be read ({_why(exc)}); the "
-                           "run's file is damaged.") from None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise RunError(f"{self._name}/{TRAIN_NAMES} is not a list of file names; the "
-                           "run's file is damaged.")
-        return tuple(names)
+        names = self._names_file(TRAIN_NAMES, ("train",))
+        return None if names is None else names["train"]
+
+    def _write_names(self, name: str, **lists: Sequence[str]) -> None:
+        data = json.dumps({k: list(v) for k, v in lists.items()}).encode()
+        atomic_write_bytes(self.path / name, gzip.compress(data, 6))
 
     def recorded_split(self, data, external_test: bool = False):
         """``data`` (a Dataset) split as this run recorded it, and the sentence saying
         what changed since (``keep_recorded_split``); RunError when a record is damaged."""
         from olsdesk.core.data.sources import keep_recorded_split
 
-        info = self.info()
+        info = self.info(names=True)
         return keep_recorded_split(data, self.train_names(), info.validation_names,
                                    info.test_names, external_test)
 
     def write_info(self, info: RunInfo) -> None:
+        """run.json, without the file names (split.json.gz holds them). A run from olsdesk
+        0.3 keeps its held-out names in run.json: they move to split.json.gz first."""
+        if (info.validation_names or info.test_names) and not (self.path / SPLIT).is_file():
+            self._write_names(SPLIT, validation=info.validation_names, test=info.test_names)
         atomic_write_bytes(self.path / "run.json", json.dumps(info.to_dict(), indent=2).encode())
 
     # --- requests to the process that trains it ---------------------------------------

@@ -346,7 +346,7 @@ class Trainer(Controlled):
     def started(self) -> RunStarted:
         """What the run is, once prepared: the message the app and the CLI start from."""
         self.prepare()
-        return RunStarted(self.store.path, self.store.info(), self.start_epoch,
+        return RunStarted(self.store.path, self.store.info(names=True), self.start_epoch,
                           self.config.epochs)
 
     # --- the loop ---------------------------------------------------------------

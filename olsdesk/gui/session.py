@@ -110,7 +110,7 @@ class RunSession(QObject):
         once), so a long run never blocks the window while it is read or followed."""
         store = RunStore.open(path)
         try:
-            info, status = store.info(), store.status
+            info, status = store.info(names=True), store.status
         except (OSError, ValueError, KeyError) as exc:
             raise RunError(f"{Path(path).name} cannot be read ({exc}).") from None
         self.stop_following()

@@ -241,8 +241,18 @@ def test_a_run_without_a_test_split_says_so(tmp_path):
         evaluate(trainer.store.checkpoint_path("best.pt"), device="cpu")
 
 
-def test_run_json_records_the_test_split(demo_run):
-    info = demo_run.store.info()
+def test_the_run_records_the_test_split_beside_a_small_run_json(demo_run):
+    """The names live in split.json.gz: run.json stays small at any dataset size (a
+    RadImageNet run's was 29 MB, rewritten at every status change)."""
+    import json
+
+    from olsdesk.core.runs import SPLIT
+
+    assert demo_run.store.info().test_names == ()  # run.json alone: no names
+    on_disk = json.loads((demo_run.store.path / "run.json").read_text())
+    assert "test_names" not in on_disk and "validation_names" not in on_disk
+    assert (demo_run.store.path / SPLIT).is_file()
+    info = demo_run.store.info(names=True)
     assert info.dataset.test_images == 24 and len(info.test_names) == 24
     assert info.dataset.test_source == "held out from the data"
     assert set(info.test_names).isdisjoint(info.validation_names)

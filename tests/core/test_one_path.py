@@ -85,7 +85,7 @@ def test_validation_and_prediction_feed_the_model_the_same_tensor(trained):
 def test_stored_validation_confidence_equals_olsdesk_predict(trained, capsys):
     store = RunStore(trained.store.path)
     report = store.load_reports()[-1]
-    names = store.info().validation_names
+    names = store.info(names=True).validation_names
     stored = {names[i]: float(c) for i, c in
               zip(report.embedding_indices, report.embedding_confidences, strict=True)}
     assert len(stored) == len(names) == 6

@@ -151,3 +151,29 @@ def test_a_killed_writer_frees_its_run_at_once_though_its_loader_workers_live_on
     finally:
         writer.kill()
         subprocess.run(["pkill", "-f", str(tmp_path)], check=False)
+
+
+@pytest.mark.parametrize("content", [b"not gzip", None, b'{"validation": [1, 2], "test": []}',
+                                     b'["a.png"]'])
+def test_a_damaged_split_file_is_one_sentence_and_run_json_alone_still_reads(tmp_path,
+                                                                            content):
+    import gzip
+
+    from olsdesk.core.data.transforms import Preprocessing
+    from olsdesk.core.records import DatasetSummary, RunInfo
+    from olsdesk.core.runs import SPLIT
+    from olsdesk.errors import RunError
+
+    info = RunInfo(("a", "b"), Preprocessing(), DatasetSummary("d", "folder", 1, 2, 1),
+                   validation_names=("a/1.png",), test_names=("b/2.png",))
+    store = RunStore.create(tmp_path, RunConfig(), info, name="r", train_names=["a/0.png"])
+    assert store.info(names=True).validation_names == ("a/1.png",)
+    (store.path / SPLIT).write_bytes(
+        gzip.compress(b"{") if content is None else
+        content if content == b"not gzip" else gzip.compress(content))
+    with pytest.raises(RunError, match=r"^r/split.json.gz is damaged: the run's split cannot "
+                                       r"be read \(.+\)\.$"):
+        store.info(names=True)
+    assert store.info().class_names == ("a", "b")  # what Compare and the follower read
+    store.set_status("stopped")  # a status change does not touch the names
+    assert store.info().status == "stopped"

@@ -294,14 +294,16 @@ def _split_of(trainer):
 def test_a_resumed_run_keeps_its_recorded_split_when_files_were_added(tmp_path):
     """Adding files between two sessions re-split the data: recorded test and validation
     images landed in training while run.json still named the old split."""
-    from olsdesk.core.runs import TRAIN_NAMES
+    import json
+
+    from olsdesk.core.runs import SPLIT, TRAIN_NAMES
 
     data = make_class_folder(tmp_path / "data", {"a": 12, "b": 12, "c": 12})
     config = RunConfig(**{**TINY, "epochs": 1, "batch_size": 8}, data=str(data))
     first = Trainer(config, runs_dir=tmp_path / "runs")
     run_all(first)
     recorded = _split_of(first)
-    info = first.store.info()
+    info = first.store.info(names=True)
     assert (info.validation_names, info.test_names) == recorded[1:]
     assert first.store.train_names() == recorded[0]
     # 5 new images a class: today the same seed splits the folder differently
@@ -328,14 +330,24 @@ def test_a_resumed_run_keeps_its_recorded_split_when_files_were_added(tmp_path):
     test, _, said = open_test_split(Predictor.from_checkpoint(
         resumed.store.checkpoint_path("latest.pt"), device="cpu"))
     assert sample_names(test) == recorded[2] and said[0].startswith(sentence)
-    # a run that did not record its training files: its held-out images stay held out,
-    # the files added since train with it, and the sentence says so
+    # a run of olsdesk 0.3 (format 1: run.json names the held-out images, nothing the
+    # training ones): its held-out images stay held out, the files added since train
+    # with it, and the sentence says so; the names move out of run.json
+    run_json = first.store.path / "run.json"
+    old = {**json.loads(run_json.read_text()), "format": 1,
+           "validation_names": list(recorded[1]), "test_names": list(recorded[2])}
+    run_json.write_text(json.dumps(old))
+    (first.store.path / SPLIT).unlink()
     (first.store.path / TRAIN_NAMES).unlink()
     older = Trainer.from_run(first.store.path, epochs=3)
     older.prepare()
     train, val, test = _split_of(older)
     older.close()
     assert (val, test) == recorded[1:]
+    first.store.set_status("stopped")  # its first rewrite of run.json
+    assert first.store.split_names() == {"validation": recorded[1], "test": recorded[2]}
+    assert first.store.train_names() is None
+    assert "validation_names" not in json.loads(run_json.read_text())
     assert set(train) == set(today.train.paths + today.val.paths + today.test.paths) - set(
         val + test)
     assert any("predates olsdesk recording its training files" in w

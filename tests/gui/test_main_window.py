@@ -223,7 +223,7 @@ def test_replay_a_run_and_export(qtbot, window, tmp_path):
                                last.soft_labels, atol=1e-6)
     with open(out / "validation_predictions.csv") as fh:
         predictions = list(csv.DictReader(fh))
-    info = RunStore(window.run_path).info()
+    info = RunStore(window.run_path).info(names=True)
     assert len(predictions) == len(info.validation_names) == len(last.embedding_indices)
     first = predictions[0]
     assert first["image"] == info.validation_names[int(first["validation_index"])]
