@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QStyleOptionViewItem, QTableWidgetItem
 
 from olsdesk.gui.panels.predict import NOTE, SET
 from olsdesk.gui.resources import resource
@@ -263,3 +263,29 @@ def test_an_image_unlike_the_training_data_is_marked_in_one_sentence(qtbot, wind
                if panel.table.item(r, 0).text() == "CT_small.dcm")
     panel.table.selectRow(row)
     assert "CT_small.dcm is unlike the training data" in panel.detail.text()
+
+
+def test_number_cells_sort_by_number_in_qt_and_show_their_text(qtbot):
+    """Cells sort by their value (NaN last) through Qt's own comparison, not a Python
+    one, and show and size by their formatted text."""
+
+    from olsdesk.gui.panels.common import NumberItem, row_table
+
+    table = row_table(["file", "confidence"], single=True)
+    qtbot.addWidget(table)
+    assert "__lt__" not in NumberItem.__dict__
+    values = [0.5, float("nan"), 0.05, 0.95, 0.123]
+    table.setSortingEnabled(False)  # as the panels fill a table
+    table.setRowCount(len(values))
+    for row, value in enumerate(values):
+        table.setItem(row, 0, QTableWidgetItem(f"f{row}"))
+        table.setItem(row, 1, NumberItem(value, "—" if value != value else f"{value:.1%}"))
+    table.setSortingEnabled(True)
+    table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
+    shown = [table.item(r, 1).text() for r in range(len(values))]
+    assert shown == ["5.0%", "12.3%", "50.0%", "95.0%", "—"]  # "5.0%" > "12.3%" as text
+    assert [table.item(r, 0).text() for r in range(len(values))] == ["f2", "f4", "f0", "f3",
+                                                                     "f1"]
+    option = QStyleOptionViewItem()
+    table.itemDelegate().initStyleOption(option, table.model().index(0, 1))
+    assert option.text == "5.0%"

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QSizePolicy,
+    QStyledItemDelegate,
     QTableWidget,
     QTableWidgetItem,
 )
@@ -197,18 +198,35 @@ def style_plot(plot: pg.PlotItem, title: str, left: str, bottom: str = "epoch") 
         plot.getAxis(axis).setStyle(maxTickLevel=1)
 
 
+TEXT_ROLE = Qt.ItemDataRole.UserRole + 7  # the text a NumberItem shows
+
+
 class NumberItem(QTableWidgetItem):
-    """A table cell that sorts by its number; NaN (a failed file, no value) sorts last."""
+    """A table cell that sorts by its number; NaN (a failed file, no value) sorts last.
+
+    The number is its display data, so that Qt compares cells itself (a Python ``__lt__``
+    made sorting 20,000 predictions take 0.2-0.6 s, at every addition); the text shown
+    is ``TEXT_ROLE``'s, drawn by the ``ShownText`` delegate that ``row_table`` sets."""
 
     def __init__(self, value: float, text: str) -> None:
-        super().__init__(text)
+        super().__init__()
         self.value = float(value)
+        self.setData(Qt.ItemDataRole.DisplayRole,
+                     math.inf if math.isnan(self.value) else self.value)
+        self.setData(TEXT_ROLE, text)
 
-    def __lt__(self, other) -> bool:
-        def key(v: float) -> float:
-            return math.inf if math.isnan(v) else v
+    def text(self) -> str:
+        return self.data(TEXT_ROLE)
 
-        return key(self.value) < key(getattr(other, "value", math.inf))
+
+class ShownText(QStyledItemDelegate):
+    """Draws (and sizes) a cell with its TEXT_ROLE text where it has one."""
+
+    def initStyleOption(self, option, index) -> None:  # noqa: N802 - Qt's name
+        super().initStyleOption(option, index)
+        text = index.data(TEXT_ROLE)
+        if text is not None:
+            option.text = text
 
 
 def row_table(columns, single: bool) -> QTableWidget:
@@ -220,6 +238,7 @@ def row_table(columns, single: bool) -> QTableWidget:
                            else QAbstractItemView.SelectionMode.ExtendedSelection)
     table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
     table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    table.setItemDelegate(ShownText(table))
     table.setSortingEnabled(True)
     return table
 

@@ -14,6 +14,7 @@ neither showing the tab nor selecting runs reads a run folder on the GUI thread.
 from __future__ import annotations
 
 import html
+import math
 from pathlib import Path
 
 import numpy as np
@@ -302,8 +303,10 @@ class ComparePanel(QWidget):
 
     def _damaged_row(self, row: int, name: QTableWidgetItem, listing: RunListing) -> None:
         red = QBrush(QColor("#b00020"))
-        cells = [name] + [NumberItem(-1, "—") if column == "epochs" else QTableWidgetItem("—")
-                          for column in RUN_COLUMNS[1:-2]]
+        numbers = {"epochs": -1.0, "lr": math.nan, "best top-1": math.nan,
+                   "final ECE": math.nan}  # sorted with the runs' numbers, last
+        cells = [name] + [NumberItem(numbers[column], "—") if column in numbers
+                          else QTableWidgetItem("—") for column in RUN_COLUMNS[1:-2]]
         cells += [QTableWidgetItem("damaged"), QTableWidgetItem(listing.problem)]
         for col, item in enumerate(cells):
             item.setForeground(red)

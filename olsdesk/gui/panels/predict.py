@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -73,6 +73,9 @@ def _explain_file(predictor: Predictor, path: str, index: int, class_index: int,
 
 
 class PredictPanel(QWidget):
+    FLUSH_MS = 250  # predictions reach the list at most four times a second
+    SORT_MS = 2000  # and a growing list is sorted again at most every 2 s (and at the end):
+    # Qt sorts 20,000 rows in 0.1-0.3 s
     predictions_finished = Signal(int)  # how many files were handled
     _progressed = Signal(int, int)  # done, total: from the worker thread, queued here
 
@@ -91,6 +94,13 @@ class PredictPanel(QWidget):
         self.queue: list[str] = []
         self._worker: Worker | None = None
         self._batch: list[Prediction] = []  # the predictions of the running drop
+        # arrived and not listed yet: the list takes them at most every FLUSH_MS (each
+        # addition sorts the table again)
+        self._pending: list[Prediction] = []
+        self._flush_timer = QTimer(self, singleShot=True, interval=self.FLUSH_MS)
+        self._flush_timer.timeout.connect(self._flush)
+        self._sort_timer = QTimer(self, singleShot=True, interval=self.SORT_MS)
+        self._sort_timer.timeout.connect(self._sort)
         self._already = 0  # files of the running drop listed already by this model
         self._name_width = 0  # the widest file name listed, in pixels
         self._cancel = threading.Event()
@@ -321,10 +331,25 @@ class PredictPanel(QWidget):
             self._already = item
             return
         self._batch.extend(item)
-        self._add(item)
+        self._pending.extend(item)
+        if not self._flush_timer.isActive():
+            self._flush_timer.start()
+
+    def _flush(self) -> None:
+        """List the predictions that arrived since the last time."""
+        self._flush_timer.stop()
+        results, self._pending = self._pending, []
+        if results:
+            self._add(results)
+
+    def _sort(self) -> None:
+        self._sort_timer.stop()
+        self.table.setSortingEnabled(True)  # sorts by the chosen column again
 
     def _done(self, _=None) -> None:
         """What this drop did, and what the whole list holds now."""
+        self._flush()
+        self._sort()
         results = self._batch
         failed = sum(not r.ok for r in results)
         cancelled = " (cancelled)" if self._cancel.is_set() else ""
@@ -338,6 +363,8 @@ class PredictPanel(QWidget):
         self.predictions_finished.emit(len(results))
 
     def _failed(self, message: str) -> None:
+        self._flush()  # what was predicted before stays listed
+        self._sort()
         self.status.setText(message)
         self.queue.clear()
         self.predictions_finished.emit(0)
@@ -353,12 +380,12 @@ class PredictPanel(QWidget):
     def _add(self, results: list[Prediction]) -> None:
         self.drop_hint.hide()
         self.table.setSortingEnabled(False)
-        for result in results:
+        first = self.table.rowCount()
+        self.table.setRowCount(first + len(results))  # one insertion, not one a row
+        for row, result in enumerate(results, start=first):
             self.predictions.append(result)
             self.models.append(self._running_model)
             self.calibration.append((self.predictor.temperature, self.predictor.class_names))
-            row = self.table.rowCount()
-            self.table.insertRow(row)
             name = QTableWidgetItem(Path(result.path).name)
             name.setToolTip(result.path)
             name.setData(Qt.ItemDataRole.UserRole, len(self.predictions) - 1)
@@ -373,9 +400,10 @@ class PredictPanel(QWidget):
                 for col in range(1, NOTE):
                     self.table.setItem(row, col, NumberItem(math.nan, "—"))
             self.table.setItem(row, NOTE, QTableWidgetItem(""))
-        self.table.setSortingEnabled(True)
+        self._style_rows(range(first, self.table.rowCount()))  # before sorting moves them
+        if not self._sort_timer.isActive():
+            self._sort_timer.start()
         self._fit_names(results)
-        self._refresh_notes()
         wanted = self._select_when_done
         if wanted is not None and any(r.path == wanted for r in results):
             self._select_when_done = None
@@ -411,9 +439,16 @@ class PredictPanel(QWidget):
             self.table.setColumnWidth(0, min(widest + 24, limit))
 
     def _refresh_notes(self) -> None:
+        """Every row's note and colours again (the threshold or the model changed)."""
+        self._style_rows(range(self.table.rowCount()))
+        self.repredict_button.setVisible(self.stale_rows() > 0)
+
+    def _style_rows(self, rows: range) -> None:
+        """These rows' notes and colours: greyed when another model predicted them, the
+        marks of unfamiliar and low-confidence images."""
         threshold = self.threshold.value()
         current = self.model_name
-        for row in range(self.table.rowCount()):
+        for row in rows:
             index = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
             result, model = self.predictions[index], self.models[index]
             note = self.table.item(row, NOTE)
@@ -439,7 +474,6 @@ class PredictPanel(QWidget):
                 note.setForeground(QColor("#b00020" if result.unfamiliar else "#b36b00"
                                           if marks[1] else "#333333"))
             note.setToolTip(result.unfamiliar_sentence or note.text())
-        self.repredict_button.setVisible(self.stale_rows() > 0)
 
     def low_confidence(self) -> list[Prediction]:
         return [p for p in self.predictions if p.ok and p.confidence < self.threshold.value()]
@@ -534,6 +568,9 @@ class PredictPanel(QWidget):
         return len(self.bars.opts["width"])
 
     def clear(self) -> None:
+        self._flush_timer.stop()
+        self._sort()
+        self._pending.clear()
         self._cam_stop.set()
         self.saliency.clear()
         self.predictions.clear()
