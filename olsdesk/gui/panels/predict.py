@@ -94,8 +94,8 @@ class PredictPanel(QWidget):
         self.queue: list[str] = []
         self._worker: Worker | None = None
         self._batch: list[Prediction] = []  # the predictions of the running drop
-        # arrived and not listed yet: the list takes them at most every FLUSH_MS (each
-        # addition sorts the table again)
+        # arrived and not listed yet: the list takes them at most every FLUSH_MS, in one
+        # insertion (one a batch of 32 made a 20,000-file drop freeze the window)
         self._pending: list[Prediction] = []
         self._flush_timer = QTimer(self, singleShot=True, interval=self.FLUSH_MS)
         self._flush_timer.timeout.connect(self._flush)
