@@ -81,13 +81,17 @@ def _fit_beta(z: np.ndarray, picked: np.ndarray, beta: float = 1.0) -> float:
     return beta
 
 
+def _with_picked(logits: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(the shifted logits, each image's shifted logit of its label, float64)."""
+    z = _shifted(logits)
+    return z, z[np.arange(len(labels)), np.asarray(labels).astype(np.int64)].astype(np.float64)
+
+
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The T in T_RANGE minimising validation NLL. The NLL is convex in 1/T: a
     safeguarded Newton solve on 1/T finds it in a few passes over the logits (at the
     range's end when the minimum lies beyond)."""
-    z = _shifted(logits)
-    labels = np.asarray(labels).astype(np.int64)
-    return 1.0 / _fit_beta(z, z[np.arange(len(labels)), labels].astype(np.float64))
+    return 1.0 / _fit_beta(*_with_picked(logits, labels))
 
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
@@ -107,10 +111,8 @@ def cross_fitted_confidence(logits: np.ndarray, labels: np.ndarray, seed: int = 
     half's fit starts from the whole set's (``temperature``, when already fitted), so
     it takes two or three passes.
     """
-    z = _shifted(logits)
-    labels = np.asarray(labels).astype(np.int64)
-    n = len(labels)
-    picked = z[np.arange(n), labels].astype(np.float64)
+    z, picked = _with_picked(logits, labels)
+    n = len(picked)
     beta = 1.0 / temperature if temperature else _fit_beta(z, picked)
     if n < 4:
         halves = [(np.arange(n), np.arange(n))]

@@ -569,7 +569,6 @@ class PredictPanel(QWidget):
 
     def clear(self) -> None:
         self._flush_timer.stop()
-        self._sort()
         self._pending.clear()
         self._cam_stop.set()
         self.saliency.clear()
@@ -579,6 +578,7 @@ class PredictPanel(QWidget):
         self.repredict_button.hide()
         self.bars_view.hide()
         self.table.setRowCount(0)
+        self._sort()  # sorting on again, with nothing left to sort
         self._name_width = 0
         self.preview.clear()  # nothing of a cleared file stays on screen
         self.preview.setToolTip("")
