@@ -391,3 +391,90 @@ def test_split_csv_rows_naming_files_outside_the_data_folder_are_said(tmp_path):
     said = [w for w in ds.warnings if "outside" in w]
     assert said == [f"2 rows of the split files in {splits} name files outside {root} (e.g. "
                     "../elsewhere/a/img000.png); they are read from there."]
+
+
+def _walk_reference(root: Path) -> tuple[list[str], list[str], list[str]]:
+    """The scan as os.walk and pathlib define it (how olsdesk 0.3 scanned), to hold the
+    string-based scan to."""
+    import os
+
+    from olsdesk.core.data.images import IMAGE_SUFFIXES, is_dicom
+    paths, classes, empty = [], [], []
+    root = root.resolve()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if here == root:
+            continue
+        rel = here.relative_to(root).as_posix()
+        found = 0
+        for name in sorted(filenames):
+            suffix = Path(name).suffix.lower()
+            if not name.startswith(".") and (suffix in IMAGE_SUFFIXES
+                                             or (suffix == "" and is_dicom(here / name))):
+                paths.append(str(here / name))
+                classes.append(rel)
+                found += 1
+        if not found and not dirnames:
+            empty.append(rel)
+    return paths, classes, empty
+
+
+def test_the_folder_scan_matches_os_walk_on_an_awkward_tree_and_a_scanner_export(tmp_path):
+    import os
+
+    from olsdesk.core.data.sources import scan_folder
+    root = tmp_path / "data"
+    write_png(root / "CT" / "lung" / "b.PNG", np.zeros((4, 4), np.uint8))
+    write_png(root / "CT" / "lung" / "a.png", np.zeros((4, 4), np.uint8))
+    write_png(root / "CT" / "abd" / "x.y.tif", np.zeros((4, 4), np.uint8))
+    (root / "MR" / "knee").mkdir(parents=True)
+    write_dicom(root / "MR" / "knee" / "IM0001", np.zeros((4, 4), np.uint16))  # extension-less DICOM, sniffed
+    (root / "MR" / "knee" / "notes.").write_text("a trailing dot")
+    (root / "MR" / "knee" / "README").write_text("extension-less, not DICOM")
+    (root / "MR" / ".hidden").mkdir(parents=True)
+    write_png(root / "MR" / ".hidden" / "c.png", np.zeros((4, 4), np.uint8))
+    write_png(root / "MR" / "knee" / ".d.png", np.zeros((4, 4), np.uint8))
+    (root / "US" / "empty").mkdir(parents=True)
+    write_png(root / "loose.png", np.zeros((4, 4), np.uint8))
+    os.symlink(root / "CT", root / "US" / "linked")  # listed as a folder, never followed
+    os.mkfifo(root / "MR" / "knee" / "pipe")  # never opened
+    got = scan_folder(root)
+    assert got == _walk_reference(root)
+    assert [Path(p).name for p in got[0]] == ["x.y.tif", "a.png", "b.PNG", "IM0001"]
+    assert got[1] == ["CT/abd", "CT/lung", "CT/lung", "MR/knee"]
+    assert got[2] == ["US/empty"]
+    import pydicom
+    bundled = Path(pydicom.__file__).parent
+    assert scan_folder(bundled) == _walk_reference(bundled)
+
+
+def test_packed_paths_read_back_slice_take_compare_and_pickle_as_the_list_they_hold():
+    import pickle
+
+    from olsdesk.core.data.sources import FileSamples, PathList
+    names = ["/data/CT/lung/a.png", "/data/Ünïcode/ß.png", "", "/x/\udcff.png",  # undecodable
+             "/data/MR/knee/IM0001"] * 3
+    packed = PathList(names)
+    assert len(packed) == 15 and list(packed) == names and packed == names
+    assert [packed[i] for i in range(-15, 15)] == names + names
+    with pytest.raises(IndexError):
+        packed[15]
+    assert list(packed[2:9:3]) == names[2:9:3]
+    order = np.array([14, 0, 3, 3, 7])
+    assert list(packed.take(order)) == [names[i] for i in order]
+    assert len(packed.take(np.array([], int))) == 0 and list(PathList([])) == []
+    assert pickle.loads(pickle.dumps(packed)) == packed
+    assert "/data/Ünïcode/ß.png" in packed and "/nope" not in packed
+    samples = FileSamples(names, np.arange(15))
+    part = samples.subset(np.array([4, 1]))
+    assert list(part.paths) == [names[4], names[1]] and list(part.labels) == [4, 1]
+    assert isinstance(samples.paths._data, np.ndarray)  # no Python object per path
+
+
+def test_packed_paths_take_crosses_its_chunks(monkeypatch):
+    from olsdesk.core.data.sources import PathList
+    monkeypatch.setattr(PathList, "_CHUNK", 3)
+    names = [f"/p/{i}" * (i % 4 + 1) for i in range(20)]
+    order = np.random.default_rng(0).permutation(20)
+    assert list(PathList(names).take(order)) == [names[i] for i in order]

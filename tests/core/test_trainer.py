@@ -348,8 +348,8 @@ def test_a_resumed_run_keeps_its_recorded_split_when_files_were_added(tmp_path):
     assert first.store.split_names() == {"validation": recorded[1], "test": recorded[2]}
     assert first.store.train_names() is None
     assert "validation_names" not in json.loads(run_json.read_text())
-    assert set(train) == set(today.train.paths + today.val.paths + today.test.paths) - set(
-        val + test)
+    everything = set(today.train.paths) | set(today.val.paths) | set(today.test.paths)
+    assert set(train) == everything - set(val + test)
     assert any("predates olsdesk recording its training files" in w
                for w in older.dataset.warnings)
 
