@@ -7,9 +7,10 @@ signatures with a few bytes after them: nothing here decodes an image, and a rea
 file would only make the tree slower to write. Every figure is printed beside a baseline
 measured in the same run:
 
-- opening the data: ``scan_folder`` (and all of ``open_dataset`` without the audit) against torchvision's ImageFolder scan of the same
-  root (``make_dataset``: one ``os.walk`` and a suffix test a file) and against olsdesk
-  0.3's scan (``os.walk`` with two pathlib objects a file), alternated, medians of 3;
+- opening the data: ``scan_folder`` (and all of ``open_dataset`` without the audit)
+  against torchvision's ImageFolder scan of the same root (``make_dataset``: one
+  ``os.walk`` and a suffix test a file) and against olsdesk 0.3's scan (``os.walk``
+  with two pathlib objects a file), alternated, medians of 3;
 - loader workers: the private memory a forked worker has after reading every training
   path once (what a DataLoader's ``__getitem__`` does with a path), with the paths as
   ``FileSamples`` holds them against a Python list of str (0.3).

@@ -109,7 +109,7 @@ class PathList(Sequence[str]):
             return (np.array_equal(self._ends, other._ends)
                     and np.array_equal(self._data, other._data))
         if isinstance(other, (list, tuple)):
-            return len(other) == len(self) and all(a == b for a, b in zip(self, other))
+            return len(other) == len(self) and all(a == b for a, b in zip(self, other, strict=True))
         return NotImplemented
 
     __hash__ = None  # mutable-looking like a list; never a dict key
