@@ -213,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="evaluate a checkpoint on its test split, with 95%% intervals",
         description="Evaluate a checkpoint on test images it has never seen: the run's "
         "held-out test split (from the data and split stored in the checkpoint), the test "
-        "split of --data, or an external --test-data folder. Writes predictions.csv, "
+        "split of --data, or an external --test-data folder. Writes predictions.csv "
+        "(and its numbers as predictions.npz), "
         "metrics.json, per_class.csv, confusion_matrix.csv, reliability.csv, "
         "reliability_smooth.csv, risk_coverage.csv and figures.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH",

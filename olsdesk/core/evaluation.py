@@ -4,8 +4,9 @@
 data's own test split, or an external folder) with the checkpoint's preprocessing,
 applies the temperature fitted on validation, and bootstraps every metric over images
 (``core.bootstrap``). ``write_evaluation`` writes what a paper or a reviewer needs:
-predictions.csv, metrics.json, per_class.csv, confusion_matrix.csv, reliability.csv and,
-with a renderer, the figures. ``olsdesk evaluate``, the study and the app all use it.
+predictions.csv (and its numbers as predictions.npz), metrics.json, per_class.csv,
+confusion_matrix.csv, reliability.csv and, with a renderer, the figures. ``olsdesk
+evaluate``, the study and the app all use it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +44,7 @@ from olsdesk.core.conformal import (
 )
 from olsdesk.core.ood import Familiarity, detection_metrics
 from olsdesk.core.outputs import output_folder
+from olsdesk.core.tables import ROWS, csv_field, float_row_blocks
 from olsdesk.errors import DataError, RunError, printable
 
 DEFAULT_RESAMPLES = 1000
@@ -609,7 +612,8 @@ def write_evaluation(ev: Evaluation, out: str | Path,
     why not; the folder is then as it was); figures only with a renderer."""
     folder = Path(out).expanduser()
     with output_folder(folder) as out:
-        names = [_write_predictions(ev, out / "predictions.csv").name]
+        names = [_write_predictions(ev, out / "predictions.csv").name,
+                 _write_predictions_npz(ev, out / "predictions.npz").name]
         (out / "metrics.json").write_text(json.dumps(ev.metrics_dict(), indent=2) + "\n",
                                           encoding="utf-8")
         names.append("metrics.json")
@@ -623,32 +627,93 @@ def write_evaluation(ev: Evaluation, out: str | Path,
     return [folder / name for name in names]
 
 
-def _write_predictions(ev: Evaluation, path: Path) -> Path:
+def _prediction_columns(ev: Evaluation) -> tuple[list[str], list[np.ndarray]]:
+    """predictions.csv's probability columns: (header, matrices), raw then scaled, then
+    the chosen recalibrator's when it is not the temperature."""
     names = ev.class_names
-    raw, scaled, pred = ev.probs, ev.scaled_probs, ev.predicted
-    columns = [raw, scaled]
+    columns = [ev.probs, ev.scaled_probs]
     header = [f"p_{n}" for n in names] + [f"q_{n}" for n in names]
     if ev.recalibration != "temperature":  # the chosen recalibrator's, to check it by
         columns.append(ev.recalibrated_probs(ev.recalibration))
         header += [f"r_{n}" for n in names]
-    values_all = np.concatenate(columns, axis=1)
-    row_format = ",".join(["%.8g"] * values_all.shape[1])
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "label", "prediction"] + header
-                        + ["prediction_set", "familiarity", "unfamiliar", "error"])
-        sets, familiar = ev.prediction_sets, ev.familiarity
-        marked = ev.detector.unfamiliar(familiar) if familiar is not None else None
-        for i, name in enumerate(ev.names):
-            values = row_format % tuple(values_all[i])
-            members = ("|".join(names[k] for k in np.flatnonzero(sets[i]))
-                       if sets is not None else "")
-            ood = [f"{familiar[i]:.8g}", bool(marked[i])] if familiar is not None else ["", ""]
-            writer.writerow([printable(name), names[ev.labels[i]], names[pred[i]]]
-                            + values.split(",") + [members, *ood, ""])
+    return header, columns
+
+
+def _write_predictions(ev: Evaluation, path: Path) -> Path:
+    """One row an image, as the csv module writes it (minimal quoting, CRLF), numbers
+    as "%.8g": formatted ``tables.ROWS`` rows at a time in numpy on every core while
+    the rest of each row is joined as text here; 200,000 x 165 several times faster than
+    the csv module, and in bounded memory."""
+    names = ev.class_names
+    header, columns = _prediction_columns(ev)
+    quoted = [csv_field(n) for n in names]
+    n = len(ev.names)
+    labels, pred = ev.labels.tolist(), ev.predicted.tolist()
+    sets, familiar = ev.prediction_sets, ev.familiarity
+    if familiar is not None:
+        ood = [f"{f:.8g},{m}" for f, m in zip(familiar.tolist(),
+                                              ev.detector.unfamiliar(familiar).tolist(),
+                                              strict=True)]
+    starts = range(0, n, ROWS)
+    blocks = (np.concatenate([c[at:at + ROWS] for c in columns], axis=1) for at in starts)
+    with open(path, "wb") as fh:
+        fh.write((",".join(csv_field(h) for h in ["path", "label", "prediction", *header,
+                                                   "prediction_set", "familiarity",
+                                                   "unfamiliar", "error"])
+                  + "\r\n").encode())
+        for at, numbers in zip(starts, float_row_blocks(blocks), strict=True):
+            stop = min(at + ROWS, n)
+            prefix = [f"{csv_field(printable(name))},{quoted[y]},{quoted[p]},".encode()
+                      for name, y, p in zip(ev.names[at:stop], labels[at:stop],
+                                            pred[at:stop], strict=True)]
+            members = _set_members(sets[at:stop], names) if sets is not None else [""] * (
+                stop - at)
+            marks = ood[at:stop] if familiar is not None else [","] * (stop - at)
+            suffix = [f",{m},{o},\r\n".encode() for m, o in zip(members, marks, strict=True)]
+            fh.write(b"".join(chain.from_iterable(zip(prefix, numbers, suffix, strict=True))))
+        blank = "," * len(header)
         for name, label, sentence in ev.unreadable:
-            writer.writerow([printable(name), label, ""] + [""] * len(header)
-                            + ["", "", "", sentence])
+            fh.write((f"{csv_field(printable(name))},{csv_field(label)},{blank},,,,"
+                      f"{csv_field(sentence)}\r\n").encode())
+    return path
+
+
+def _set_members(sets: np.ndarray, names: tuple[str, ...]) -> list[str]:
+    """Each row's prediction set as predictions.csv writes it: its class names joined
+    by "|", quoted where the csv module would."""
+    rows, classes = np.nonzero(sets)
+    ends = np.cumsum(np.bincount(rows, minlength=len(sets))).tolist()
+    classes = [names[k] for k in classes.tolist()]
+    out, start = [], 0
+    for end in ends:
+        out.append(csv_field("|".join(classes[start:end])))
+        start = end
+    return out
+
+
+def _write_predictions_npz(ev: Evaluation, path: Path) -> Path:
+    """predictions.csv's numbers in binary, for numpy and pandas users: the rows of the
+    readable images in the same order, the probabilities as float32 (``probs`` raw,
+    ``temperature_probs`` scaled and the chosen recalibrator's as ``<method>_probs``),
+    ``paths``, ``labels``, ``predicted``, ``class_names``, ``prediction_sets`` (bool)
+    and ``familiarity`` / ``unfamiliar`` where the checkpoint has them. ``np.load``
+    reads it without pickle."""
+    arrays = {"paths": np.array([printable(n) for n in ev.names], dtype=np.str_),
+              "class_names": np.array(ev.class_names, dtype=np.str_),
+              "labels": ev.labels.astype(np.int32), "predicted": ev.predicted.astype(np.int32),
+              "probs": ev.probs.astype(np.float32),
+              "temperature_probs": ev.scaled_probs.astype(np.float32),
+              "temperature": np.float64(ev.temperature)}
+    if ev.recalibration != "temperature":
+        arrays[f"{ev.recalibration}_probs"] = ev.recalibrated_probs(ev.recalibration).astype(
+            np.float32)
+    if ev.prediction_sets is not None:
+        arrays["prediction_sets"] = ev.prediction_sets.astype(bool)
+    if ev.familiarity is not None:
+        arrays["familiarity"] = ev.familiarity.astype(np.float32)
+        arrays["unfamiliar"] = ev.detector.unfamiliar(ev.familiarity).astype(bool)
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
     return path
 
 

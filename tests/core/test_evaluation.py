@@ -470,3 +470,60 @@ def test_head_medium_and_tail_by_training_frequency_match_a_hand_count(tmp_path,
             np.mean([hits[y[inside] == c].mean() for c in members]))
         # predictions.csv rounds the probabilities: agreement to its precision
         assert group["ece"] == pytest.approx(_binned_ece(p[inside], y[inside]), abs=1e-6)
+
+
+def _csv_module_predictions(ev, path):
+    """predictions.csv as the csv module writes it, row by row (olsdesk 0.3's writer):
+    the reference the fast writer must equal byte for byte."""
+    from olsdesk.errors import printable
+    names = ev.class_names
+    header = [f"p_{n}" for n in names] + [f"q_{n}" for n in names]
+    values_all = np.concatenate([ev.probs, ev.scaled_probs], axis=1)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "prediction"] + header
+                        + ["prediction_set", "familiarity", "unfamiliar", "error"])
+        sets, familiar = ev.prediction_sets, ev.familiarity
+        marked = ev.detector.unfamiliar(familiar) if familiar is not None else None
+        for i, name in enumerate(ev.names):
+            members = ("|".join(names[k] for k in np.flatnonzero(sets[i]))
+                       if sets is not None else "")
+            ood = [f"{familiar[i]:.8g}", bool(marked[i])] if familiar is not None else ["", ""]
+            writer.writerow([printable(name), names[ev.labels[i]], names[ev.predicted[i]]]
+                            + [f"{v:.8g}" for v in values_all[i]] + [members, *ood, ""])
+        for name, label, sentence in ev.unreadable:
+            writer.writerow([printable(name), label, ""] + [""] * len(header)
+                            + ["", "", "", sentence])
+
+
+def test_predictions_csv_is_the_csv_modules_byte_for_byte_and_the_npz_holds_its_numbers(
+        demo_run, tmp_path, monkeypatch):
+    import dataclasses
+
+    from olsdesk.core import evaluation as module
+    from olsdesk.core.evaluation import _write_predictions, _write_predictions_npz
+    monkeypatch.setattr(module, "ROWS", 5)  # several blocks, one short
+    ev = evaluate(demo_run.store.checkpoint_path("best.pt"), device="cpu", resamples=20)
+    names = list(ev.names)
+    names[0], names[1], names[2] = 'a,comma.png', 'say "cheese".png', "new\nline.png"
+    ev = dataclasses.replace(ev, names=names, unreadable=[
+        ("broken, really.png", "CT/lung", 'cannot be read: "truncated"'), ("b.png", "MR", "x")])
+    for familiar in (ev.familiarity, None):
+        ev = dataclasses.replace(ev, familiarity=familiar)
+        _write_predictions(ev, tmp_path / "fast.csv")
+        _csv_module_predictions(ev, tmp_path / "reference.csv")
+        assert (tmp_path / "fast.csv").read_bytes() == (tmp_path / "reference.csv").read_bytes()
+    ev = dataclasses.replace(ev, familiarity=evaluate(
+        demo_run.store.checkpoint_path("best.pt"), device="cpu", resamples=20).familiarity)
+    _write_predictions_npz(ev, tmp_path / "p.npz")
+    with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
+        assert list(z["paths"]) == names and tuple(z["class_names"]) == ev.class_names
+        np.testing.assert_array_equal(z["labels"], ev.labels)
+        np.testing.assert_array_equal(z["predicted"], ev.probs.argmax(1))
+        np.testing.assert_allclose(z["probs"], ev.probs, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(z["temperature_probs"], ev.scaled_probs, rtol=1e-6,
+                                   atol=1e-9)
+        np.testing.assert_array_equal(z["prediction_sets"], ev.prediction_sets)
+        assert z["probs"].dtype == np.float32 and float(z["temperature"]) == ev.temperature
+        np.testing.assert_allclose(z["familiarity"], ev.familiarity, rtol=1e-6)
+        np.testing.assert_array_equal(z["unfamiliar"], ev.detector.unfamiliar(ev.familiarity))
