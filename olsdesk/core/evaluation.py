@@ -271,8 +271,19 @@ class Evaluation:
         for name in self.recalibrated:
             self.recalibrated_probs(name)
         self.smooth_tables()
+        for name in {"none", "temperature", self.recalibration}:
+            self.reliability(name)
         _ = self.frequency
         return self
+
+    def reliability(self, method: str) -> metrics.ReliabilityBins:
+        """The reliability bins of the probabilities after ``method`` ("none": raw),
+        computed once (reliability.csv, the diagrams and the figures read them)."""
+        cache = self.__dict__.setdefault("_reliability", {})
+        if method not in cache:
+            cache[method] = metrics.reliability_bins(self.recalibrated_probs(method),
+                                                     self.labels, self.n_bins)
+        return cache[method]
 
     def rows(self, true: int | None = None, predicted: int | None = None,
              confidence_bin: int | None = None, scaled: bool = False,
@@ -766,8 +777,7 @@ def _write_confusion(ev: Evaluation, path: Path) -> Path:
 
 def reliability_tables(ev: Evaluation) -> tuple[metrics.ReliabilityBins, metrics.ReliabilityBins]:
     """The reliability bins of the raw and the temperature-scaled probabilities."""
-    return (metrics.reliability_bins(ev.probs, ev.labels, ev.n_bins),
-            metrics.reliability_bins(ev.scaled_probs, ev.labels, ev.n_bins))
+    return ev.reliability("none"), ev.reliability("temperature")
 
 
 def _write_reliability(ev: Evaluation, path: Path) -> Path:

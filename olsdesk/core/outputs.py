@@ -14,7 +14,7 @@ import errno
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -49,6 +49,47 @@ def check_output_folder(path: str | Path) -> Path:
     return folder
 
 
+class StagedFolder:
+    """A temporary folder beside ``path`` to write into, then moved into place: what
+    ``output_folder`` does, in two steps for work that starts on one thread (the app's
+    figures, drawn by Qt on the GUI thread) and ends on another (the tables, in a
+    worker). ``finish`` runs the rest, checks and moves; ``discard`` drops it all."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.folder = check_output_folder(path)
+        parent = self.folder.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{self.folder.name}.",
+                                             suffix=".partial"))
+        os.chmod(self.staging, FOLDER_MODE)  # mkdtemp's 0700 would hide the results
+
+    def failed(self, exc: OSError) -> OutputError:
+        return OutputError(f"the results could not be written to {printable(self.folder)} "
+                           f"({os_reason(exc)}); nothing in it was changed.")
+
+    def finish(self, write: Callable[[Path], list[Path]] | None = None) -> list[Path]:
+        """``write(staging)`` (the paths it wrote), then the files moved into the folder:
+        the paths they have there. OutputError says why not; the folder is then as it
+        was. The staging folder is gone afterwards either way."""
+        try:
+            try:
+                written = write(self.staging) if write is not None else []
+                _check_complete(self.staging)
+            except OSError as exc:
+                raise self.failed(exc) from None
+            try:
+                _move_into(self.staging, self.folder)
+            except OSError as exc:
+                raise OutputError(f"the results could not be moved into "
+                                  f"{printable(self.folder)} ({os_reason(exc)}).") from None
+            return [self.folder / path.relative_to(self.staging) for path in written]
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
 @contextmanager
 def output_folder(path: str | Path) -> Iterator[Path]:
     """A temporary folder to write into; when the block ends without an error its files
@@ -57,25 +98,15 @@ def output_folder(path: str | Path) -> Iterator[Path]:
     empty counts as a failed write (a full disk can let a writer close a 0-byte file
     without an error). On any failure nothing in ``path`` changes and OutputError says
     why; a KeyboardInterrupt leaves it unchanged too."""
-    folder = check_output_folder(path)
-    parent = folder.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=parent, prefix=f".{folder.name}.", suffix=".partial"))
-    os.chmod(staging, FOLDER_MODE)  # mkdtemp's own 0700 would hide the results from colleagues
+    staged = StagedFolder(path)
     try:
         try:
-            yield staging
-            _check_complete(staging)
+            yield staged.staging
         except OSError as exc:
-            raise OutputError(f"the results could not be written to {printable(folder)} "
-                              f"({os_reason(exc)}); nothing in it was changed.") from None
-        try:
-            _move_into(staging, folder)
-        except OSError as exc:
-            raise OutputError(f"the results could not be moved into {printable(folder)} "
-                              f"({os_reason(exc)}).") from None
+            raise staged.failed(exc) from None
+        staged.finish()
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        staged.discard()
 
 
 def _check_complete(staging: Path) -> None:

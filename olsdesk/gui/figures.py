@@ -20,7 +20,6 @@ from PySide6.QtCore import Qt, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QGridLayout, QHBoxLayout, QLabel, QWidget
 
 from olsdesk.config import RECALIBRATOR_LABELS
-from olsdesk.core import metrics
 from olsdesk.core.evaluation import Evaluation, reliability_tables
 from olsdesk.core.study import Histories, TestComparison, arm_label, seed_band
 from olsdesk.gui.panels.common import Canvas, class_color, style_plot, uncached
@@ -150,10 +149,10 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
         panel.set_title(f"Smoothed reliability (test, {RECALIBRATOR_LABELS[name]})")
         result = ev.results()[name]
         lo, hi = result.interval("smooth_ece")
-        probs = ev.recalibrated_probs(name)
-        bins = metrics.reliability_bins(probs, ev.labels, ev.n_bins)
+        bins = ev.reliability(name)  # computed by Evaluation.prepare, off this thread
         panel.show_bins(bins.counts, bins.accuracy, bins.confidence, result.value["top1"],
-                        float(probs.max(axis=1).mean()), "")
+                        float(np.nansum(bins.confidence * bins.counts) / bins.counts.sum()),
+                        "")
         panel.smoothed.setChecked(True)
         panel.smoothed.hide()  # a control, not part of the figure
         supported = table.supported

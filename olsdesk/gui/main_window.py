@@ -57,7 +57,12 @@ from olsdesk.gui.resources import resource
 from olsdesk.gui.session import RunSession
 from olsdesk.gui.training import TrainingController
 from olsdesk.gui.widgets import DialogFolders, EpochScrubber, TrainingStatus, WheelGuard
-from olsdesk.gui.workers import MainThreadGarbageCollector, shutdown_workers
+from olsdesk.gui.workers import (
+    MainThreadGarbageCollector,
+    Worker,
+    shutdown_workers,
+    start_worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +125,7 @@ class MainWindow(QMainWindow):
         # folder (checkpoints, exports) or the home folder (data, weights)
         self.folders = DialogFolders(self.settings, lambda: self.runs_dir)
         self._held_images: tempfile.TemporaryDirectory | None = None  # see _held_image_file
+        self._exporting: Worker | None = None  # File → Export, writing in a worker
         for panel in (self.experiment, self.predict, self.evaluation):
             panel.folders = self.folders
         self.setStatusBar(self.status)
@@ -543,35 +549,57 @@ class MainWindow(QMainWindow):
         if not self.reports:
             self.message.setText("Nothing to export yet: train or open a run first.")
             return
+        if self._exporting is not None:
+            self.message.setText("Still exporting; wait for it to finish.")
+            return
         folder = QFileDialog.getExistingDirectory(self, "Export to folder",
                                                   self.folders.start("export"))
         if folder:
             self.folders.remember("export", folder)
-            try:
-                written = self.export(folder)
-            except OlsdeskError as exc:  # a full disk, a folder that cannot be written
-                self.message.setText(str(exc))
-                return
-            self.message.setText(f"Exported {len(written)} files to {folder}.")
+            self.start_export(folder)
+
+    def start_export(self, folder: str | Path) -> Worker | None:
+        """File → Export: the figures drawn here (Qt), the tables and the report written
+        in a worker, so a big evaluation's predictions.csv never freezes the window."""
+        try:
+            staged, write = self._staged_export(folder)
+        except OlsdeskError as exc:  # a folder that cannot be written
+            self.message.setText(str(exc))
+            return None
+        except OSError as exc:
+            self.message.setText(f"the figures could not be drawn ({exc}).")
+            return None
+        self.message.setText(f"Exporting to {folder}…")
+        self._exporting = start_worker(
+            staged.finish, write,
+            returned=lambda written: self.message.setText(
+                f"Exported {len(written)} files to {folder}."),
+            errored=self.message.setText, finished=self._export_finished)
+        return self._exporting
+
+    def _export_finished(self) -> None:
+        self._exporting = None
 
     def export(self, folder: str | Path) -> list[Path]:
         """For a paper: each panel's plots alone as SVG and PNG, the shown epoch's
         soft-label and mean-prediction matrices and validation predictions as CSV, every
         epoch's metrics as CSV, the Evaluate tab's test evaluation when there is one, and
-        report.md tying them together. Written whole or not at all (``output_folder``):
-        OutputError says why not, and the folder is then as it was."""
-        from olsdesk.core.outputs import output_folder
+        report.md tying them together; here and now (``start_export`` is the app's way).
+        Written whole or not at all: OutputError says why not, and the folder is then as
+        it was."""
+        staged, write = self._staged_export(folder)
+        return staged.finish(write)
 
-        target = Path(folder)
-        with output_folder(target) as staging:
-            written = self._export_into(staging)
-        return [target / path.relative_to(staging) for path in written]
-
-    def _export_into(self, folder: Path) -> list[Path]:
+    def _staged_export(self, folder: str | Path):
+        """The export's figures drawn into a staging folder beside ``folder`` (Qt: on the
+        GUI thread), and the rest as a function of that folder for a worker, given what
+        it writes (the reports, the run's names) now: (StagedFolder, write)."""
         from olsdesk.core.evaluation import write_evaluation
+        from olsdesk.core.outputs import StagedFolder
         from olsdesk.gui.figures import export_plot, write_evaluation_figures
 
         report = self.session.selected or self.reports[-1]
+        reports = list(self.reports)
         names = report.class_names
         info, config = self.session.info, None
         store = self.session.run_store
@@ -580,33 +608,42 @@ class MainWindow(QMainWindow):
                 config = store.config()
             except (OSError, ValueError, OlsdeskError) as exc:
                 log.warning("export: the run's config.json cannot be read (%s)", exc)
-        written, figures = [], []
-        for name in self.PANELS:
-            panel = getattr(self, name)
-            panel.flush()  # a tab not shown since the last epoch draws it now
-            written += export_plot(panel.graphics, folder / name,
-                                   hidden=getattr(panel, "hover_labels", ()))
-            figures.append(f"{name}.png")
-        tables = [write_metrics_csv(self.reports, folder / "metrics.csv"),
-                  write_matrix_csv(report.soft_labels, names, folder / "soft_labels.csv"),
-                  write_matrix_csv(report.mean_prediction, names,
-                                   folder / "mean_prediction.csv"),
-                  write_validation_predictions_csv(
-                      report, info.validation_names if info is not None else (), names,
-                      folder / "validation_predictions.csv")]
         evaluation = self.run_evaluation()
-        if evaluation is not None:
-            test = write_evaluation(evaluation, folder / "test", write_evaluation_figures)
-            tables += [p for p in test if p.suffix == ".csv" or p.suffix == ".json"]
-            figures += [f"test/{p.name}" for p in test if p.suffix == ".png"]
-            written += [p for p in test if p not in tables]
-        written += tables
         run_name = self.session.path.name if self.session.path is not None else "run"
-        written.append(write_run_report_md(
-            folder / "report.md", run_name, config, info, self.reports, report, figures,
-            [str(p.relative_to(folder)) for p in tables],
-            evaluation.summary_lines() if evaluation is not None else ()))
-        return written
+        staged = StagedFolder(folder)
+        drawn, figures = [], []
+        try:
+            for name in self.PANELS:
+                panel = getattr(self, name)
+                panel.flush()  # a tab not shown since the last epoch draws it now
+                drawn += export_plot(panel.graphics, staged.staging / name,
+                                     hidden=getattr(panel, "hover_labels", ()))
+                figures.append(f"{name}.png")
+            if evaluation is not None:
+                test = staged.staging / "test"
+                test.mkdir()
+                drawn += [test / n for n in write_evaluation_figures(evaluation, test)]
+                figures += [f"test/{p.name}" for p in drawn if p.parent == test]
+        except BaseException:
+            staged.discard()
+            raise
+
+        def write(out: Path) -> list[Path]:
+            tables = [write_metrics_csv(reports, out / "metrics.csv"),
+                      write_matrix_csv(report.soft_labels, names, out / "soft_labels.csv"),
+                      write_matrix_csv(report.mean_prediction, names,
+                                       out / "mean_prediction.csv"),
+                      write_validation_predictions_csv(
+                          report, info.validation_names if info is not None else (), names,
+                          out / "validation_predictions.csv")]
+            if evaluation is not None:
+                tables += write_evaluation(evaluation, out / "test")
+            return drawn + tables + [write_run_report_md(
+                out / "report.md", run_name, config, info, reports, report, figures,
+                [str(p.relative_to(out)) for p in tables],
+                evaluation.summary_lines() if evaluation is not None else ())]
+
+        return staged, write
 
     def run_evaluation(self):
         """The test evaluation of the shown run's own checkpoint, or None: an export names

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
 
 from olsdesk.core.bootstrap import CLASS_METRICS, SUMMARY_METRICS
 from olsdesk.core.conformal import class_coverage
@@ -12,7 +13,7 @@ from tests.gui.conftest import train
 
 
 def test_the_evaluate_tab_shows_test_metrics_per_class_and_the_confusion_matrix(
-        qtbot, window, tmp_path):
+        qtbot, window, tmp_path, monkeypatch):
     assert train(qtbot, window) == "finished"
     panel = window.evaluation
     assert "best checkpoint" in panel.model_label.text()
@@ -56,6 +57,20 @@ def test_the_evaluate_tab_shows_test_metrics_per_class_and_the_confusion_matrix(
     assert {"predictions.csv", "metrics.json", "per_class.csv", "reliability.png",
             "reliability_smooth.png", "risk_coverage.png", "familiarity.png"} <= written
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["n_images"] == 12
+    # Save files…: the figures drawn here, the tables written in a worker, the same files
+    # (the staging folder beside the target is gone once it ends)
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        lambda *a, **k: str(tmp_path / "saved"))
+    qtbot.mouseClick(panel.save_button, Qt.MouseButton.LeftButton)
+    assert panel._saving is not None and not panel.save_button.isEnabled()
+    assert panel.status.text().startswith("Saving the evaluation to")
+    qtbot.waitUntil(lambda: panel._saving is None, timeout=60_000)
+    assert panel.status.text().startswith("Wrote predictions.csv, predictions.npz")
+    assert panel.save_button.isEnabled()
+    assert {p.name for p in (tmp_path / "saved").iterdir()} == written
+    assert ((tmp_path / "saved" / "predictions.csv").read_bytes()
+            == (tmp_path / "eval" / "predictions.csv").read_bytes())
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
 def test_evaluating_a_run_without_a_test_split_says_why(qtbot, window, tmp_path):

@@ -47,6 +47,7 @@ from olsdesk.core.evaluation import (
     iter_evaluate,
     write_evaluation,
 )
+from olsdesk.core.outputs import StagedFolder
 from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.core.study import arm_label
 from olsdesk.errors import OlsdeskError
@@ -70,6 +71,7 @@ class EvaluationPanel(QWidget):
         super().__init__(parent)
         self.state = state or AppState()  # the checkpoint and its evaluation: the window's
         self._worker: Worker | None = None
+        self._saving: Worker | None = None  # Save files…, writing in a worker
         self._evaluating: CheckpointRef | None = None  # the weights the worker evaluates
         self._stop = threading.Event()
         self.folders = DialogFolders()  # where its file dialogs open (the window's)
@@ -484,21 +486,62 @@ class EvaluationPanel(QWidget):
 
     # --- files -------------------------------------------------------------------------
     def choose_save(self) -> None:
+        if self._saving is not None:
+            self.status.setText("Still saving the evaluation; wait for it to finish.")
+            return
         folder = QFileDialog.getExistingDirectory(self, "Save the evaluation to a folder",
                                                   self.folders.start("evaluation"))
         if folder:
             self.folders.remember("evaluation", folder)
-            self.save(folder)
+            self.start_save(folder)
 
-    def save(self, folder: str | Path) -> list[Path]:
+    def _staged_save(self, folder: str | Path):
+        """The figures drawn into a staging folder beside ``folder`` (Qt: here, on the
+        GUI thread; a fraction of a second) and the rest of the files as a function of
+        that folder, which a worker can run: (StagedFolder, write)."""
         from olsdesk.gui.figures import write_evaluation_figures
 
+        ev = self.evaluation
+        staged = StagedFolder(folder)
         try:
-            written = write_evaluation(self.evaluation, folder, write_evaluation_figures)
+            figures = [staged.staging / n for n in write_evaluation_figures(ev, staged.staging)]
+        except BaseException:
+            staged.discard()
+            raise
+        return staged, lambda out: write_evaluation(ev, out) + figures
+
+    def start_save(self, folder: str | Path) -> Worker | None:
+        """Save files…: the tables (predictions.csv is the big one: seconds at 100,000
+        images) written in a worker, the window responsive; the status says when done."""
+        try:
+            staged, write = self._staged_save(folder)
+        except (OlsdeskError, OSError) as exc:
+            self.status.setText(str(exc) if isinstance(exc, OlsdeskError) else
+                                f"the figures could not be drawn ({exc}).")
+            return None
+        self.save_button.setEnabled(False)
+        self.status.setText(f"Saving the evaluation to {folder}…")
+        self._saving = start_worker(
+            staged.finish, write, returned=lambda written: self._saved(written, folder),
+            errored=self.status.setText, finished=self._save_finished)
+        return self._saving
+
+    def _saved(self, written: list[Path], folder) -> None:
+        self.status.setText(f"Wrote {', '.join(p.name for p in written)} to {folder}.")
+
+    def _save_finished(self) -> None:
+        self._saving = None
+        self.save_button.setEnabled(self.evaluation is not None)
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """What Save files… writes, here and now (the CLI's and the tests' way)."""
+        try:
+            staged, write = self._staged_save(folder)
+            written = staged.finish(write)
         except OlsdeskError as exc:  # a full disk: nothing half-written, one sentence
             self.status.setText(str(exc))
             return []
-        self.status.setText(f"Wrote {', '.join(p.name for p in written)} to {folder}.")
+        self._saved(written, folder)
         return written
 
 
