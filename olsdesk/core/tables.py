@@ -175,10 +175,3 @@ def float_row_blocks(blocks: Iterable[np.ndarray]) -> Iterator[list[bytes]]:
                 yield ahead.popleft().result()
         while ahead:
             yield ahead.popleft().result()
-
-
-def float_rows(matrix: np.ndarray) -> list[bytes]:
-    """Each row of ``matrix`` (N x C floats) as ``float_row_blocks`` writes it."""
-    matrix = np.asarray(matrix)
-    blocks = (matrix[at:at + ROWS] for at in range(0, len(matrix), ROWS))
-    return [row for rows in float_row_blocks(blocks) for row in rows]
