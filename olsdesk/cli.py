@@ -215,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         "held-out test split (from the data and split stored in the checkpoint), the test "
         "split of --data, or an external --test-data folder. Writes predictions.csv "
         "(and its numbers as predictions.npz), "
-        "metrics.json, per_class.csv, confusion_matrix.csv, reliability.csv, "
-        "reliability_smooth.csv, risk_coverage.csv and figures.")
+        "metrics.json, per_class.csv, confusion_matrix.csv, top_confusions.csv, "
+        "reliability.csv, reliability_smooth.csv, risk_coverage.csv and figures.")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH",
                           help="an olsdesk checkpoint (a run's checkpoints/best.pt)")
     evaluate.add_argument("--data", metavar="PATH",
@@ -572,6 +572,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                  if "accuracy" in g]
         print(f"  by training frequency (classes in thirds, most images first; imbalance "
               f"{frequency['imbalance_ratio']:.1f}x): " + "; ".join(parts))
+    confused = result.top_confusions(limit=5)
+    if confused:
+        names = result.class_names
+        print("  most confused (true -> predicted: images, share of the true class):")
+        for c in confused:
+            print(printable(f"    {names[c.true]} -> {names[c.predicted]}: {c.count} "
+                            f"({c.share_of_true:.1%})"))
     for warning in result.warnings:
         print(f"warning: {warning}")
     if note:

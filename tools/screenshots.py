@@ -3,6 +3,11 @@ and the smoothed reliability curve, risk-coverage and unfamiliar-input views.
 
 Run under a virtual display:  xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python
 tools/screenshots.py [--epochs 8] [--out docs/images] [--size 1024x700]
+
+With --radimagenet, the views at RadImageNet's 165 classes instead, at 1400 x 900: the
+Evaluate tab of a synthetic 20,000-image evaluation (bench/save_evaluation.py's, with
+mistakes within an anatomy, as a scan classifier makes them) over bench/radimagenet.py's
+class names.
 """
 
 from __future__ import annotations
@@ -25,10 +30,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--out", default="docs/images")
     parser.add_argument("--size", default="1400x880", help="the window's size, WxH")
+    parser.add_argument("--radimagenet", action="store_true",
+                        help="the 165-class views of a synthetic RadImageNet evaluation")
     args = parser.parse_args()
     app = QApplication(sys.argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.radimagenet:
+        return radimagenet_views(app, out)
     with tempfile.TemporaryDirectory() as tmp:
         window = isolated_window(tmp, args.epochs)
         window.resize(*(int(v) for v in args.size.split("x")))
@@ -81,6 +90,35 @@ def main() -> int:
         evaluation.views.setCurrentIndex(3)
         shoot("evaluation_unfamiliar")
         window.close()
+    return 0
+
+
+def settle(app) -> None:
+    for _ in range(20):
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def radimagenet_views(app, out: Path) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from radimagenet import class_names
+    from save_evaluation import synthetic
+
+    from olsdesk.core.state import AppState, CheckpointRef
+    from olsdesk.gui.panels.evaluation import EvaluationPanel
+
+    ev = synthetic(20_000, 0, 20, names=class_names())
+    state = AppState()
+    panel = EvaluationPanel(state)
+    state.set_checkpoint(CheckpointRef(ev.checkpoint, ev.epoch))
+    state.set_evaluation(ev)
+    panel.resize(1400, 900)
+    panel.show()
+    first = ev.top_confusions(limit=1)[0]
+    panel.browser.show_cell(first.true, first.predicted)
+    settle(app)
+    panel.grab().save(str(out / "evaluation_165.png"))
+    print("wrote", out / "evaluation_165.png")
     return 0
 
 

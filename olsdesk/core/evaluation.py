@@ -5,7 +5,8 @@ data's own test split, or an external folder) with the checkpoint's preprocessin
 applies the temperature fitted on validation, and bootstraps every metric over images
 (``core.bootstrap``). ``write_evaluation`` writes what a paper or a reviewer needs:
 predictions.csv (and its numbers as predictions.npz), metrics.json, per_class.csv,
-confusion_matrix.csv, reliability.csv and, with a renderer, the figures. ``olsdesk
+confusion_matrix.csv, top_confusions.csv, reliability.csv and, with a renderer, the
+figures. ``olsdesk
 evaluate``, the study and the app all use it.
 """
 
@@ -326,6 +327,10 @@ class Evaluation:
         k = len(self.class_names)
         return np.bincount(self.labels * k + self.predicted, minlength=k * k).reshape(k, k)
 
+    def top_confusions(self, limit: int | None = None) -> list[metrics.Confusion]:
+        """The test images' errors by (true, predicted) class pair, most images first."""
+        return metrics.top_confusions(self.confusion(), limit)
+
     def metrics_dict(self) -> dict:
         """metrics.json's contents."""
         return {
@@ -630,6 +635,7 @@ def write_evaluation(ev: Evaluation, out: str | Path,
         names.append("metrics.json")
         names.append(_write_per_class(ev, out / "per_class.csv").name)
         names.append(_write_confusion(ev, out / "confusion_matrix.csv").name)
+        names.append(_write_top_confusions(ev, out / "top_confusions.csv").name)
         names.append(_write_reliability(ev, out / "reliability.csv").name)
         names.append(_write_smooth_reliability(ev, out / "reliability_smooth.csv").name)
         names.append(_write_risk_coverage(ev, out / "risk_coverage.csv").name)
@@ -772,6 +778,19 @@ def _write_confusion(ev: Evaluation, path: Path) -> Path:
         writer.writerow(["true \\ predicted", *ev.class_names])
         for name, row in zip(ev.class_names, ev.confusion(), strict=True):
             writer.writerow([name, *map(int, row)])
+    return path
+
+
+def _write_top_confusions(ev: Evaluation, path: Path) -> Path:
+    """Every (true, predicted) pair the test images were confused as, most images first."""
+    names = ev.class_names
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["rank", "true", "predicted", "count", "share_of_true_class",
+                         "share_of_errors"])
+        for rank, c in enumerate(ev.top_confusions(), start=1):
+            writer.writerow([rank, names[c.true], names[c.predicted], c.count,
+                             f"{c.share_of_true:.6f}", f"{c.share_of_errors:.6f}"])
     return path
 
 

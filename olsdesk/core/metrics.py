@@ -332,6 +332,33 @@ def mean_prediction_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: i
 
 
 @dataclass(frozen=True)
+class Confusion:
+    """One off-diagonal cell of a confusion matrix: images of ``true`` predicted as
+    ``predicted``."""
+
+    true: int
+    predicted: int
+    count: int
+    share_of_true: float  # of the true class's images
+    share_of_errors: float  # of all misclassified images
+
+
+def top_confusions(counts: np.ndarray, limit: int | None = None) -> list[Confusion]:
+    """The confusion matrix's errors (rows true, columns predicted), most images first;
+    equal counts rank the larger share of the true class first, then by class order."""
+    counts = np.asarray(counts, dtype=np.int64)
+    errors = counts.copy()
+    np.fill_diagonal(errors, 0)
+    true, predicted = np.nonzero(errors)
+    n = errors[true, predicted]
+    share = n / counts.sum(axis=1)[true]
+    order = np.lexsort((predicted, true, -share, -n))[:limit]
+    total = int(n.sum())
+    return [Confusion(int(true[i]), int(predicted[i]), int(n[i]), float(share[i]),
+                      float(n[i]) / total) for i in order.tolist()]
+
+
+@dataclass(frozen=True)
 class Separation:
     """How well an embedding separates classes: higher silhouette and lower ratio are better."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections import Counter
 
 import calibration as kumar  # uncertainty-calibration (Kumar et al.), test-only
 import numpy as np
@@ -140,6 +141,21 @@ def test_demo_run_evaluation_files_match_an_independent_computation(demo_run, tm
         table = list(csv.reader(fh))
     assert table[0][1:] == classes
     assert np.array_equal(np.array([[int(x) for x in r[1:]] for r in table[1:]]), cm)
+
+    # every error pair once, most images first, from the predictions themselves
+    with open(tmp_path / "top_confusions.csv", newline="") as fh:
+        confused = list(csv.DictReader(fh))
+    pairs = Counter((classes[t], classes[int(np.argmax(pi))]) for t, pi in zip(y, p, strict=True)
+                    if int(np.argmax(pi)) != t)
+    assert pairs and {(r["true"], r["predicted"]): int(r["count"]) for r in confused} == dict(pairs)
+    assert [int(r["rank"]) for r in confused] == list(range(1, len(pairs) + 1))
+    assert [int(r["count"]) for r in confused] == sorted(pairs.values(), reverse=True)
+    for r in confused:
+        true = classes.index(r["true"])
+        assert float(r["share_of_true_class"]) == pytest.approx(
+            int(r["count"]) / np.sum(y == true), abs=1e-6)
+        assert float(r["share_of_errors"]) == pytest.approx(
+            int(r["count"]) / sum(pairs.values()), abs=1e-6)
 
     with open(tmp_path / "reliability.csv", newline="") as fh:
         bins = list(csv.DictReader(fh))
@@ -387,7 +403,14 @@ def test_ood_data_is_told_from_the_test_split_as_scikit_learn_computes_it(tmp_pa
 
     assert main(["evaluate", "--checkpoint", str(best), "--out", str(tmp_path / "cli"),
                  "--ood-data", str(digits), "--resamples", "20", "--device", "cpu"]) == 0
-    assert "AUROC" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "AUROC" in said
+    with open(tmp_path / "cli" / "top_confusions.csv", newline="") as fh:
+        confused = list(csv.DictReader(fh))[:5]
+    assert confused  # the demo's tiny model errs; the five largest, as the file ranks them
+    lines = said.split("most confused")[1].splitlines()[1:len(confused) + 1]
+    assert [line.split(":")[0].strip() for line in lines] == [
+        f"{r['true']} -> {r['predicted']}" for r in confused]
     assert main(["evaluate", "--checkpoint", str(best), "--out", str(tmp_path / "cli"),
                  "--ood-data", str(digits / "0.png"), "--device", "cpu"]) == 2
     assert "is not a folder" in capsys.readouterr().err

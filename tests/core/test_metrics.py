@@ -144,3 +144,29 @@ def test_silhouette_against_scikit_learn_on_random_clusters(seed):
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError):
         m.expected_calibration_error(np.ones((3, 2)) / 2, np.array([0, 1]))
+
+
+def test_top_confusions_against_a_hand_computed_matrix():
+    # rows true, columns predicted; 3 + 1 + 2 + 2 + 4 = 12 errors
+    counts = np.array([[10, 3, 1],
+                       [2, 20, 0],
+                       [4, 2, 6]])
+    found = m.top_confusions(counts)
+    assert [(c.true, c.predicted, c.count) for c in found] == [
+        (2, 0, 4), (0, 1, 3),
+        # two cells of 2: class 2's 2 of its 12 images ranks above class 1's 2 of 22
+        (2, 1, 2), (1, 0, 2), (0, 2, 1)]
+    assert found[0].share_of_true == pytest.approx(4 / 12)
+    assert found[0].share_of_errors == pytest.approx(4 / 12)
+    assert found[1].share_of_true == pytest.approx(3 / 14)
+    assert found[3].share_of_true == pytest.approx(2 / 22)
+    assert sum(c.share_of_errors for c in found) == pytest.approx(1.0)
+    assert [(c.true, c.predicted) for c in m.top_confusions(counts, limit=2)] == [(2, 0), (0, 1)]
+
+
+def test_top_confusions_ties_fall_back_to_the_class_order_and_no_errors_give_none():
+    counts = np.array([[5, 1, 1], [1, 5, 1], [1, 1, 5]])
+    assert [(c.true, c.predicted) for c in m.top_confusions(counts)] == [
+        (0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]
+    assert m.top_confusions(np.diag([3, 4, 5])) == []
+    assert m.top_confusions(np.zeros((2, 2), dtype=int)) == []

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QFileDialog
 from olsdesk.core.bootstrap import CLASS_METRICS, SUMMARY_METRICS
 from olsdesk.core.conformal import class_coverage
 from olsdesk.core.evaluation import RECALIBRATION_METRICS, format_interval
+from olsdesk.core.names import pair_name
 from tests.gui.conftest import train
 
 
@@ -93,6 +94,28 @@ def test_a_confusion_cell_click_opens_its_images_with_grad_cam(qtbot, window):
         panel.evaluate(resamples=50)
     ev, browser = panel.evaluation, panel.browser
     counts = ev.confusion()
+    # the most confused pairs, counted afresh from the predictions, largest first
+    table = panel.top_confusions
+    off = counts - np.diag(np.diag(counts))
+    assert table.rowCount() == np.count_nonzero(off) > 0
+    listed = [(table.item(r, 0).data(Qt.ItemDataRole.UserRole),
+               table.item(r, 0).data(Qt.ItemDataRole.UserRole + 1), int(table.item(r, 1).text()))
+              for r in range(table.rowCount())]
+    assert [n for *_, n in listed] == sorted(off[off > 0].tolist(), reverse=True)
+    assert all(off[t, p] == n for t, p, n in listed)
+    t, p, n = listed[0]
+    assert table.item(0, 0).toolTip() == f"{ev.class_names[t]} → {ev.class_names[p]}"
+    assert table.item(0, 0).text() == pair_name(ev.class_names[t], ev.class_names[p])
+    assert table.item(0, 2).text() == f"{n / counts[t].sum():.1%}"
+    assert f"of the {off.sum()} errors" in panel.top_note.text()
+    table.cellClicked.emit(0, 0)
+    assert browser.grid.count() == n and panel.state.selection.cell == (t, p)
+    qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
+    browser.show_cell(*listed[-1][:2])  # as a click on its matrix cell: its row is marked
+    assert {i.row() for i in table.selectedItems()} == {len(listed) - 1}
+    browser.show_cell(0, 0)  # a diagonal cell is no pair of the list
+    assert not table.selectedItems()
+    qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
     true, predicted = np.unravel_index(np.argmax(counts), counts.shape)
     # a real click on the cell's centre in the plot
     view = panel.confusion.plot.vb
@@ -102,6 +125,11 @@ def test_a_confusion_cell_click_opens_its_images_with_grad_cam(qtbot, window):
                      pos=QPoint(local.x(), local.y()))
     expected = ev.rows(int(true), int(predicted))
     assert browser.grid.count() == len(expected) == counts[true, predicted]
+    # the list marks the pair clicked in the matrix (none for a diagonal cell)
+    marked = {(table.item(r, 0).data(Qt.ItemDataRole.UserRole),
+               table.item(r, 0).data(Qt.ItemDataRole.UserRole + 1))
+              for r in {i.row() for i in table.selectedItems()}}
+    assert marked == ({(true, predicted)} if true != predicted else set())
     assert ev.class_names[true] in browser.title.text()
     qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
     assert len(browser.explained) == len(expected)

@@ -12,9 +12,10 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QGraphicsItem
 
+from olsdesk.core.names import short_names
 from olsdesk.core.runs import RunStore
 from olsdesk.gui.app import panel_is_blank
-from olsdesk.gui.panels.common import class_color, short_names
+from olsdesk.gui.panels.common import class_color
 from olsdesk.gui.panels.curves import PLOTS
 from tests.gui.conftest import open_run, train
 

@@ -1,4 +1,4 @@
-"""Small helpers the panels share: class-name shortening, class colours, plot styling."""
+"""Small helpers the panels share: class colours, plot styling, tables."""
 
 from __future__ import annotations
 
@@ -114,22 +114,6 @@ def class_color(index: int) -> QColor:
     # lightness levels, so neighbouring classes never get the same colour
     n = index - len(_PALETTE)
     return QColor.fromHsvF((n * 0.6180339887) % 1.0, 0.75, (1.0, 0.78, 0.56)[n % 3])
-
-
-def short_names(names: tuple[str, ...] | list[str], limit: int = 18) -> list[str]:
-    """The shortest path suffix that still tells classes apart: 'CT/lung/normal' becomes
-    'lung/normal' when another class ends in 'normal', else 'normal'."""
-    parts = [n.split("/") for n in names]
-    depth = [1] * len(names)
-    for _ in range(max((len(p) for p in parts), default=1)):
-        shown = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
-        clashes = {s for s in shown if shown.count(s) > 1}
-        if not clashes:
-            break
-        depth = [d + 1 if s in clashes and d < len(p) else d
-                 for s, d, p in zip(shown, depth, parts, strict=True)]
-    shown = ["/".join(p[-d:]) for p, d in zip(parts, depth, strict=True)]
-    return [s if len(s) <= limit else "…" + s[-(limit - 1):] for s in shown]
 
 
 class EpochAxis(pg.AxisItem):

@@ -25,8 +25,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from olsdesk.core.names import short_names
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, class_color, short_names
+from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, class_color
 from olsdesk.gui.workers import Worker, start_worker
 
 LEGEND_LIMIT = 24

@@ -5,9 +5,9 @@ test split or an external folder (and, with "Unfamiliar folder…", a folder of 
 the training data), then shows every metric with its interval (raw beside a recalibrator
 chosen from those fitted on validation), the recalibrators compared, the risk-coverage
 curves (after a comparison run in the window, also one a loss), the unfamiliar-input
-scores, the per-class table with each class's set coverage and size (sortable) and the
-confusion matrix (counts or rows normalised); Save files… writes what ``olsdesk evaluate``
-writes.
+scores, the per-class table with each class's set coverage and size (sortable), the
+confusion matrix (counts or rows normalised) and its most confused pairs as a list; Save
+files… writes what ``olsdesk evaluate`` writes.
 """
 
 from __future__ import annotations
@@ -47,11 +47,19 @@ from olsdesk.core.evaluation import (
     iter_evaluate,
     write_evaluation,
 )
+from olsdesk.core.names import pair_name
 from olsdesk.core.outputs import StagedFolder
 from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.core.study import arm_label
 from olsdesk.errors import OlsdeskError
-from olsdesk.gui.panels.common import Canvas, NumberItem, class_color, row_table, style_plot
+from olsdesk.gui.panels.common import (
+    Canvas,
+    NumberItem,
+    class_color,
+    plural,
+    row_table,
+    style_plot,
+)
 from olsdesk.gui.panels.errors import ErrorBrowser
 from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 from olsdesk.gui.widgets import DialogFolders
@@ -60,6 +68,8 @@ from olsdesk.gui.workers import Worker, start_worker
 CLASS_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv": "PPV",
                 "npv": "NPV", "f1": "F1", "auroc": "AUROC", "average_precision": "AP"}
 SET_COLUMNS = ("set coverage", "set size")  # per class, from the conformal sets
+TOP_CONFUSIONS = 100  # rows of the most-confused list; top_confusions.csv holds every pair
+CONFUSION_COLUMNS = ("true → predicted", "images", "of the true class", "of all errors")
 CURVE_COLOURS = {"raw": "#0072B2", "temperature_scaled": "#D55E00",
                  "negative_entropy": "#009E73", "max_logit": "#CC79A7"}
 
@@ -176,6 +186,23 @@ class EvaluationPanel(QWidget):
         self.confusion_choice.currentIndexChanged.connect(self._draw_confusion)
         confusion_box = _under_a_choice("Confusion matrix:", self.confusion_choice,
                                         self.confusion)
+        # the matrix's largest errors as a list: with 165 classes a cell is under 2 px
+        self.top_confusions = row_table(CONFUSION_COLUMNS, single=True)
+        self.top_confusions.cellClicked.connect(self._confusion_clicked)
+        self.top_confusions.setToolTip("Click a pair to see its test images below")
+        self.top_confusions.verticalHeader().setDefaultSectionSize(
+            self.top_confusions.fontMetrics().height() + 6)  # more pairs in its room
+        self.top_note = QLabel("")
+        self.top_note.setWordWrap(True)
+        confused_box = QWidget()
+        confused_layout = QVBoxLayout(confused_box)
+        confused_layout.setContentsMargins(0, 0, 0, 0)
+        confused_layout.addWidget(self.top_note)
+        confused_layout.addWidget(self.top_confusions, 1)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(confusion_box)
+        right.addWidget(confused_box)
+        right.setSizes([300, 170])
 
         # the images behind a cell, a class or a reliability bin
         self.browser = ErrorBrowser(self.state)
@@ -189,7 +216,7 @@ class EvaluationPanel(QWidget):
         left.addWidget(self.per_class)
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(left)
-        splitter.addWidget(confusion_box)
+        splitter.addWidget(right)
         splitter.setSizes([620, 520])
         whole = QSplitter(Qt.Orientation.Vertical)
         whole.addWidget(splitter)
@@ -203,6 +230,7 @@ class EvaluationPanel(QWidget):
         layout.addWidget(whole, 1)
         self.state.events.checkpoint.connect(self._checkpoint_changed)
         self.state.events.evaluation.connect(self._evaluation_changed)
+        self.state.events.selection.connect(self._mark_confusion)
 
     # --- which checkpoint ------------------------------------------------------------
     @property
@@ -330,6 +358,7 @@ class EvaluationPanel(QWidget):
         self._fill_frequency(None)
         self.per_class.setRowCount(0)
         self.confusion.clear_matrix()
+        self._fill_top_confusions(None)
         self.browser.set_evaluation(None)
         self.save_button.setEnabled(False)
         if not self.busy:
@@ -382,6 +411,7 @@ class EvaluationPanel(QWidget):
         self.per_class.resizeColumnsToContents()
         self.confusion.set_classes(ev.class_names)
         self._draw_confusion()
+        self._fill_top_confusions(ev)
         self.browser.set_evaluation(ev)
         warnings = "".join(f" ⚠ {w}" for w in ev.warnings)
         self.status.setText(
@@ -475,6 +505,59 @@ class EvaluationPanel(QWidget):
                 rates = np.nan_to_num(counts / counts.sum(axis=1, keepdims=True))
             self.confusion.show_matrix(rates, f"{len(ev.labels)} test images, rows sum to 1",
                                        "predicted class", "share of the row", values=rates)
+
+    def _fill_top_confusions(self, ev: Evaluation | None) -> None:
+        """The TOP_CONFUSIONS largest off-diagonal cells, short names shown, full names
+        on hover; sorted by rank until a header is clicked."""
+        table = self.top_confusions
+        table.setSortingEnabled(False)
+        table.setRowCount(0)
+        if ev is None:
+            self.top_note.setText("")
+            return
+        confused = ev.top_confusions()
+        shown = confused[:TOP_CONFUSIONS]
+        names = ev.class_names
+        table.setRowCount(len(shown))
+        for row, c in enumerate(shown):
+            pair = NumberItem(row, pair_name(names[c.true], names[c.predicted]))
+            pair.setData(Qt.ItemDataRole.UserRole, c.true)
+            pair.setData(Qt.ItemDataRole.UserRole + 1, c.predicted)
+            pair.setToolTip(f"{names[c.true]} → {names[c.predicted]}")
+            table.setItem(row, 0, pair)
+            table.setItem(row, 1, NumberItem(c.count, str(c.count)))
+            table.setItem(row, 2, NumberItem(c.share_of_true, f"{c.share_of_true:.1%}"))
+            table.setItem(row, 3, NumberItem(c.share_of_errors, f"{c.share_of_errors:.1%}"))
+        table.setSortingEnabled(True)
+        table.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        table.resizeColumnsToContents()
+        errors = sum(c.count for c in confused)
+        if not confused:
+            self.top_note.setText("Most confused: no test image was misclassified.")
+        else:
+            covered = sum(c.count for c in shown)
+            more = (f"the {len(shown)} largest of {len(confused)} pairs" if len(shown) < len(confused)
+                    else f"all {plural(len(confused), 'pair')}")
+            self.top_note.setText(f"Most confused (true → predicted): {more}, "
+                                  f"{covered / errors:.0%} of the {plural(errors, 'error')}.")
+
+    def _confusion_clicked(self, row: int, _column: int) -> None:
+        item = self.top_confusions.item(row, 0)
+        if item is not None:
+            self.browser.show_cell(item.data(Qt.ItemDataRole.UserRole),
+                                   item.data(Qt.ItemDataRole.UserRole + 1))
+
+    def _mark_confusion(self, selection) -> None:
+        """The list's row of the confusion cell picked (here or in the matrix), if listed."""
+        table = self.top_confusions
+        for row in range(table.rowCount()):
+            item = table.item(row, 0)
+            if (item.data(Qt.ItemDataRole.UserRole),
+                    item.data(Qt.ItemDataRole.UserRole + 1)) == selection.cell:
+                if table.currentRow() != row:
+                    table.selectRow(row)
+                return
+        table.clearSelection()
 
     def _class_clicked(self, row: int, _column: int) -> None:
         item = self.per_class.item(row, 0)

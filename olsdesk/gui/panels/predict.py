@@ -35,11 +35,12 @@ from PySide6.QtWidgets import (
 )
 
 from olsdesk.core.data.sources import FileSamples
+from olsdesk.core.names import short_names
 from olsdesk.core.predictor import Prediction, Predictor, expand_paths, write_predictions_csv
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.errors import OlsdeskError
-from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table, short_names
+from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table
 from olsdesk.gui.resources import resource
 from olsdesk.gui.widgets import DialogFolders
 from olsdesk.gui.workers import Worker, in_chunks, start_worker

@@ -13,8 +13,9 @@ from PySide6.QtCore import QCoreApplication, QEvent, Signal
 from PySide6.QtGui import QFont, QFontMetrics
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
+from olsdesk.core.names import short_names
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, short_names
+from olsdesk.gui.panels.common import Canvas, RedrawWhenShown
 
 MATRICES = (
     ("soft_labels", "Soft labels the loss trained against"),
@@ -195,9 +196,10 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         named_rows = [f"{i + 1} {s}" for i, s in enumerate(short)]
         # a narrow panel (the Evaluate tab's matrix at 1024 px) keeps its width for the
         # cells: numbers alone on both axes, the names in the hover read-out and in the
-        # per-class table beside it (whose row n is class n)
+        # per-class table beside it (whose row n is class n); names take up to 36 % (the
+        # demo's 'abdomen/cal…cation' at 520 px)
         numbers_only = (max(left_metrics.horizontalAdvance(r) for r in named_rows) + 34
-                        > 0.3 * max(self.graphics.width(), 1))
+                        > 0.36 * max(self.graphics.width(), 1))
         if numbered or numbers_only:
             numbered = True
             number_width = bottom_metrics.horizontalAdvance(str(k)) + 6

@@ -1,0 +1,60 @@
+"""Class names as the views show them: shortened one way for every class.
+
+RadImageNet's 165 classes are paths of modality, anatomy and finding
+(``MR/knee/bone_marrow_edema``). A view keeps the same trailing levels of every name,
+the fewest that still tell all classes apart, so a heatmap never labels one class
+``CT/abd/cyst`` and the next ``effusion``; names too long for the room keep their
+leading levels and both ends of their last one. The full name goes in the tooltip.
+"""
+
+from __future__ import annotations
+
+ELLIPSIS = "…"
+
+
+def short_names(names: tuple[str, ...] | list[str], limit: int = 18) -> list[str]:
+    """Each name at the same depth (finding; anatomy/finding; modality/anatomy/finding):
+    the smallest that tells every class apart; over ``limit`` characters cut in the
+    middle of the last level (``MR/knee/bon…_edema``), or of the whole name when the
+    leading levels leave no room. Two classes never look alike: names their cut would
+    confuse are kept whole."""
+    parts = [name.split("/") for name in names]
+    shown = list(names)
+    for depth in range(1, max((len(p) for p in parts), default=1) + 1):
+        shown = ["/".join(p[-depth:]) for p in parts]
+        if len(set(shown)) == len(shown):
+            break
+    cut = [_cut(s, limit) for s in shown]
+    seen: dict[str, int] = {}
+    for c in cut:
+        seen[c] = seen.get(c, 0) + 1
+    return [c if seen[c] == 1 else s for s, c in zip(shown, cut, strict=True)]
+
+
+def _cut(name: str, limit: int) -> str:
+    if len(name) <= limit:
+        return name
+    head, _, last = name.rpartition("/")
+    room = limit - len(head) - 1 if head else limit
+    if head and room >= 5:  # the leading levels whole, the finding cut in its middle
+        return f"{head}/{_middle(last, room)}"
+    return _middle(name, limit)
+
+
+def _middle(text: str, limit: int) -> str:
+    """``text`` in ``limit`` characters: a third from its start, the rest from its end."""
+    keep = limit - 1
+    start = keep // 3
+    return text[:start] + ELLIPSIS + text[len(text) - (keep - start):]
+
+
+def pair_name(true: str, predicted: str) -> str:
+    """A confusion pair with its shared leading levels said once:
+    ``US/spleen: normal → cyst``, ``CT/abd/cyst → MR/abd/cyst``."""
+    a, b = true.split("/"), predicted.split("/")
+    shared = 0
+    while shared < min(len(a), len(b)) - 1 and a[shared] == b[shared]:
+        shared += 1
+    if not shared:
+        return f"{true} → {predicted}"
+    return f"{'/'.join(a[:shared])}: {'/'.join(a[shared:])} → {'/'.join(b[shared:])}"
