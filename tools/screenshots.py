@@ -116,9 +116,17 @@ def radimagenet_views(app, out: Path) -> int:
     panel.show()
     first = ev.top_confusions(limit=1)[0]
     panel.browser.show_cell(first.true, first.predicted)
-    settle(app)
-    panel.grab().save(str(out / "evaluation_165.png"))
-    print("wrote", out / "evaluation_165.png")
+    shots = {"evaluation_165": None,
+             # zoomed in on MR's knee and shoulder (wheel or trackpad): the cells' counts
+             "evaluation_165_zoomed": ((47, 56), (47, 56))}
+    for name, zoom in shots.items():
+        panel.confusion_choice.setCurrentIndex(panel.confusion_choice.findData(
+            "counts" if zoom else "rates"))
+        if zoom:
+            panel.confusion.plot.setRange(xRange=zoom[0], yRange=zoom[1], padding=0)
+        settle(app)
+        panel.grab().save(str(out / f"{name}.png"))
+        print("wrote", out / f"{name}.png")
     return 0
 
 

@@ -160,6 +160,54 @@ def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):
     assert panel.hover.text().strip() == ""
 
 
+def test_a_165_class_matrix_zooms_to_readable_cells_and_parts_its_anatomies(qtbot):
+    import pyqtgraph as pg
+    from PySide6.QtCore import QPoint, Qt
+
+    from olsdesk.core.names import short_names
+    from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+
+    # RadImageNet's shape: CT 3 anatomies x 10 findings, MR 10 x 10, US 5 x 7
+    names = tuple(f"{m}/a{a}/finding_{j}" for m, anatomies, findings in
+                  (("CT", 3, 10), ("MR", 10, 10), ("US", 5, 7))
+                  for a in range(anatomies) for j in range(findings))
+    assert len(names) == 165
+    counts = np.random.default_rng(0).integers(0, 3, (165, 165)) * (
+        np.random.default_rng(1).random((165, 165)) < 0.3)
+    panel = SoftLabelsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(900, 700)
+    panel.show()
+    panel.set_classes(names)
+    panel.show_matrix(counts / counts.max(), "t", "predicted class", values=counts,
+                      value_format="{:d}")
+    qtbot.wait(50)
+    lines = [i for i in panel.group_items if isinstance(i, pg.InfiniteLine)]
+    thick = sorted({i.value() for i in lines if i.pen.width() == 2})
+    thin = sorted({i.value() for i in lines if i.pen.width() == 1})
+    assert thick == [30, 130]  # CT | MR | US
+    assert thin == [10, 20, *range(40, 130, 10), 137, 144, 151, 158]  # anatomies within
+    # 165 columns of 3 px: no values written, until zoomed to 10 x 10 cells
+    assert not panel.zoomed() and panel.cell_values() == {}
+    panel.plot.vb.setRange(xRange=(40, 50), yRange=(60, 70), padding=0)
+    assert panel.zoomed()
+    assert panel.cell_values() == {(r, c): str(counts[r, c]) for r in range(60, 70)
+                                   for c in range(40, 50) if counts[r, c]}
+    assert all(t.isVisible() for t in panel.cell_texts)  # 50 px cells: room for them
+    # every row and column in view named: 55 px a class is room for names
+    ticks = {axis: dict(panel.plot.getAxis(axis)._tickLevels[0]) for axis in ("left", "bottom")}
+    short = short_names(names)
+    assert all(ticks["left"][r + 0.5] == short[r] for r in range(60, 70))
+    assert all(ticks["bottom"][c + 0.5].replace("\n", "") == short[c] for c in range(40, 50))
+    assert panel.readout(63, 41) == f"true {names[63]} → {names[41]}: {counts[63, 41]}"
+    # a double-click shows the whole matrix again
+    centre = panel.graphics.viewport().rect().center()
+    for click in (qtbot.mouseDClick, qtbot.mouseRelease):  # a real one ends released
+        click(panel.graphics.viewport(), Qt.MouseButton.LeftButton,
+              pos=QPoint(centre.x(), centre.y()))
+    assert not panel.zoomed() and panel.cell_values() == {}
+
+
 def test_class_colours_stay_apart_and_misclassified_points_keep_theirs(qtbot):
     import itertools
 

@@ -54,6 +54,9 @@ def test_the_evaluate_tab_shows_test_metrics_per_class_and_the_confusion_matrix(
     panel.confusion_choice.setCurrentIndex(panel.confusion_choice.findData("counts"))
     counts = panel.shown_confusion() * ev.confusion().max()
     np.testing.assert_allclose(counts, ev.confusion())
+    # hovering a cell names both classes and gives its count (its rate when normalised)
+    names = ev.class_names
+    assert panel.confusion.readout(0, 1) == f"true {names[0]} → {names[1]}: {ev.confusion()[0, 1]}"
     written = {p.name for p in panel.save(tmp_path / "eval")}
     assert {"predictions.csv", "metrics.json", "per_class.csv", "reliability.png",
             "reliability_smooth.png", "risk_coverage.png", "familiarity.png"} <= written

@@ -207,7 +207,8 @@ class EvaluationPanel(QWidget):
         # the images behind a cell, a class or a reliability bin
         self.browser = ErrorBrowser(self.state)
         self.confusion.cell_clicked.connect(self.browser.show_cell)
-        self.confusion.setToolTip("Click a cell to see its test images below")
+        self.confusion.setToolTip("Click a cell to see its test images below; scroll to zoom, "
+                                  "drag to pan, double-click for the whole matrix")
         self.per_class.cellClicked.connect(self._class_clicked)
         self.per_class.setToolTip("Click a class to see its misclassified test images below")
 

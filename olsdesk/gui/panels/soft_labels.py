@@ -2,7 +2,10 @@
 
 Shows either the targets the loss trained against (OLS's evolving S) or the validation
 mean-prediction matrix, so CE and LS runs have a matrix worth looking at too. Hover
-reads "true CT/lung/nodule -> CT/lung/mass: 0.12".
+reads "true CT/lung/nodule -> CT/lung/mass: 0.12". Lines part the modalities (named along
+the top) and, thinner, the anatomies within one; the wheel zooms, a drag pans and a
+double-click shows the whole matrix again, and once few enough cells are in view (165
+classes zoomed to 24) each carries its value.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ SCALES = (
     ("off_diagonal", "off-diagonal range"),
 )
 LOG_FLOOR = 1e-3  # the log scale's bottom: smaller values (and 0) take its colour
-MAX_VALUE_CELLS = 24  # classes up to which cells carry their value as text
+MAX_VALUE_CELLS = 24  # rows and columns in view up to which cells carry their value
 
 
 class SoftLabelsPanel(RedrawWhenShown, QWidget):
@@ -110,11 +113,14 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.graphics.scene().sigMouseClicked.connect(self._clicked)
         self.plot.vb.sigResized.connect(lambda _view: (self._layout_ticks(),
                                                        self._fit_values()))
+        self.plot.vb.sigRangeChanged.connect(self._view_moved)
         self.graphics.leaveEvent = self._left  # the readout never outlives the pointer
         self.group_items: list = []  # lines and labels between groups of classes
         self.group_labels: list = []
-        self.cell_texts: list = []  # the values written on the cells
+        self.cell_texts: list = []  # the values written on the cells in view
         self._shown: np.ndarray | None = None  # the values drawn (before any log)
+        self._values = None  # (values, their format, the colours' values, levels) or None
+        self._written = None  # the (rows, columns) in view whose values are written
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -159,6 +165,9 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.plot.getAxis("bottom").setStyle(tickFont=font)
         k = len(names)
         grouped = self._draw_groups(names)
+        # zoomed in to a cell or two at most, out to the whole matrix (and the group names)
+        self.plot.vb.setLimits(xMin=-0.05 * k, xMax=1.05 * k, yMin=-0.3 * k, yMax=1.05 * k,
+                               minXRange=min(2, k), minYRange=min(2, k))
         # room above the first row for the group names
         self.plot.setRange(xRange=(0, k), yRange=(-0.06 * k if grouped else 0, k), padding=0.02)
         self._layout_ticks()
@@ -214,19 +223,42 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         line = QFontMetrics(left.font()).height()
         row_step = max(1, int(np.ceil(line * k / height)))
         left.setTicks([[(i + 0.5, rows[i]) for i in range(0, k, row_step)]])
-        # wide enough for every name: pyqtgraph silently drops labels that do not fit
-        left.setWidth(max(left_metrics.horizontalAdvance(r) for r in rows) + 34)
+        # wide enough for every name in view (all, unless zoomed in): pyqtgraph silently
+        # drops labels that do not fit
+        in_view = rows[max(0, int(np.floor(y0))):max(1, int(np.ceil(y1)))] or rows
+        left.setWidth(max(left_metrics.horizontalAdvance(r) for r in in_view) + 34)
         for label, columns_spanned in self.group_labels:  # a group's name over its columns
             label.setVisible(label.textItem.boundingRect().width() <= columns_spanned * width / k)
-        if self.group_labels and rect.height() > 50:
+        if self.group_labels and rect.height() > 50 and not self.zoomed():
             # room above the first row for the groups' names: a line of text, in rows
             needed = 1.04 * (line + 2) * k / max(rect.height() - 1.04 * (line + 2), 1.0)
             if abs(needed + y0 + 0.02 * (y1 - y0)) > 0.01 * k:  # not yet the room shown
                 self.plot.setYRange(-needed, k, padding=0.02)
 
+    def zoomed(self) -> bool:
+        """True while the view shows less than the whole matrix."""
+        k = len(self.class_names)
+        (x0, x1), (y0, y1) = self.plot.vb.viewRange()
+        return bool(k) and (x0 > 0.01 * k or x1 < 0.99 * k or y1 < 0.99 * k
+                            or y0 > 0.01 * k)
+
+    def show_all(self) -> None:
+        """The whole matrix in view again (a double-click does this)."""
+        k = len(self.class_names)
+        if k:
+            self.plot.setRange(xRange=(0, k), yRange=(0, k), padding=0.02)
+            self._layout_ticks()  # with room above again for the group names
+
+    def _view_moved(self, *_args) -> None:
+        """Zoomed or panned: the ticks of the classes in view, and their cells' values
+        once few enough are in view."""
+        self._layout_ticks()
+        self._place_values()
+
     def _draw_groups(self, names: tuple[str, ...]) -> bool:
         """Lines between classes of different parent folders (CT/…, MR/…, US/…), each
-        group named along the top, so a modality's block reads as one. True if drawn."""
+        group named along the top, so a modality's block reads as one; thinner lines
+        between the anatomies within one (MR/knee/…, MR/spine/…). True if drawn."""
         for item in self.group_items:
             self.plot.removeItem(item)
         self.group_items = []
@@ -235,6 +267,8 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         if len(set(parents)) < 2:
             return False
         pen = pg.mkPen("w", width=2)
+        thin = pg.mkPen(255, 255, 255, 150, width=1)
+        anatomies = ["/".join(n.split("/")[:2]) if n.count("/") >= 2 else "" for n in names]
         start = 0
         for i in range(1, len(names) + 1):
             if i < len(names) and parents[i] == parents[start]:
@@ -244,6 +278,12 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
                              pg.InfiniteLine(pos=i, angle=0, pen=pen)):
                     self.plot.addItem(line)
                     self.group_items.append(line)
+            for j in range(start + 1, i):  # the anatomies of this modality
+                if anatomies[j] != anatomies[j - 1]:
+                    for line in (pg.InfiniteLine(pos=j, angle=90, pen=thin),
+                                 pg.InfiniteLine(pos=j, angle=0, pen=thin)):
+                        self.plot.addItem(line)
+                        self.group_items.append(line)
             label = pg.TextItem(parents[start], color="#333333", anchor=(0.5, 1.0))
             label.setPos((start + i) / 2, 0)  # above the first row (the y axis is inverted)
             self.plot.addItem(label)
@@ -326,7 +366,10 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         if self.plot.getAxis("bottom").labelText != bottom_label:  # else it is drawn again
             self.plot.setLabel("bottom", bottom_label)
         self.title.setText(title)
-        self._write_values(values, value_format, drawn, levels)
+        self._values = None if values is None else (np.asarray(values), value_format, drawn,
+                                                    levels)
+        self._written = None
+        self._place_values()
         self._lay_out_now()
 
     def _scale(self, matrix: np.ndarray, scale_label: str):
@@ -362,18 +405,35 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.colorbar.axis.setTicks(ticks)  # its value axis
         self.colorbar.setLevels(levels)
 
-    def _write_values(self, values, value_format: str, drawn, levels) -> None:
+    def _place_values(self) -> None:
+        """Each non-zero cell in view carries its value while at most MAX_VALUE_CELLS rows
+        and columns are in view (all of a small matrix; a 165-class one zoomed in)."""
+        window = None
+        if self._values is not None:
+            rows, cols = self._values[0].shape
+            (x0, x1), (y0, y1) = self.plot.vb.viewRange()
+            r0, r1 = max(0, int(np.floor(y0))), min(rows, int(np.ceil(y1)))
+            c0, c1 = max(0, int(np.floor(x0))), min(cols, int(np.ceil(x1)))
+            if 0 < r1 - r0 <= MAX_VALUE_CELLS and 0 < c1 - c0 <= MAX_VALUE_CELLS:
+                window = (r0, r1, c0, c1)
+        if window == self._written:
+            self._fit_values()
+            return
         for item in self.cell_texts:
             self.plot.removeItem(item)
         self.cell_texts = []
-        if values is None or len(values) > MAX_VALUE_CELLS:
+        self._written = window
+        if window is None:
             return
+        values, value_format, drawn, levels = self._values
+        r0, r1, c0, c1 = window
         span = max(levels[1] - levels[0], 1e-12)
         font = QFont()
         font.setPointSize(8)
-        for (row, col), value in np.ndenumerate(values):
+        for (row, col), value in np.ndenumerate(values[r0:r1, c0:c1]):
             if not value:
                 continue
+            row, col = row + r0, col + c0
             # dark text on the bright (yellow) end of viridis, light text elsewhere
             level = (drawn[row, col] - levels[0]) / span if np.isfinite(drawn[row, col]) else 0
             text = pg.TextItem(value_format.format(value), anchor=(0.5, 0.5),
@@ -389,10 +449,14 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         hover read-out gives the value of a smaller cell)."""
         if not self.cell_texts:
             return
-        room = self.plot.vb.viewPixelSize()  # data units a pixel
-        cell_w, cell_h = 1 / max(room[0], 1e-9), 1 / max(room[1], 1e-9)
-        widest = max(t.textItem.boundingRect().width() for t in self.cell_texts)
-        fits = cell_w >= widest + 2 and cell_h >= 14
+        # pixels a cell, from the range (the view's transform lags behind a zoom)
+        rect = self.plot.vb.boundingRect()
+        (x0, x1), (y0, y1) = self.plot.vb.viewRange()
+        cell_w, cell_h = rect.width() / max(x1 - x0, 1e-9), rect.height() / max(y1 - y0, 1e-9)
+        # the text's own width (its item adds a 4 px margin each side, which may overlap)
+        metrics = QFontMetrics(self.cell_texts[0].textItem.font())
+        widest = max(metrics.horizontalAdvance(t.textItem.toPlainText()) for t in self.cell_texts)
+        fits = cell_w >= widest + 4 and cell_h >= metrics.height()
         for text in self.cell_texts:
             text.setVisible(fits)
 
@@ -405,16 +469,22 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         """Draw nothing (the matrix shown belonged to something no longer shown)."""
         self.image.clear()
         self._shown = None
-        self._write_values(None, "", None, (0, 1))
+        self._values = None
+        self._place_values()
         self.title.setText("")
         self.hover.setText(" ")
 
     def readout(self, row: int, col: int) -> str:
         """What hovering cell (row, col) says: 'true A → B: 0.120'."""
         matrix = self.current_matrix()
+        if matrix is None and self._shown is not None:  # a matrix given (the confusion)
+            matrix = self._shown
         if matrix is None or not (0 <= row < matrix.shape[0] and 0 <= col < matrix.shape[1]):
             return ""
-        text = f"true {self.class_names[row]} → {self.class_names[col]}: {matrix[row, col]:.3f}"
+        value = f"{matrix[row, col]:.3f}"
+        if self.report is None and self._values is not None:
+            value = self._values[1].format(self._values[0][row, col])
+        text = f"true {self.class_names[row]} → {self.class_names[col]}: {value}"
         counts = self.row_counts()
         if counts is not None:
             n = int(counts[row])
@@ -441,6 +511,9 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         return None
 
     def _clicked(self, event) -> None:
+        if event.double():
+            self.show_all()
+            return
         cell = self.cell_at(event.scenePos())
         if cell is not None:
             self.cell_clicked.emit(*cell)
@@ -450,7 +523,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.image.setToolTip("")
 
     def _hover(self, pos) -> None:
-        if self.report is None or not self.plot.sceneBoundingRect().contains(pos):
+        if self._shown is None or not self.plot.sceneBoundingRect().contains(pos):
             self.hover.setText(" ")
             return
         point = self.plot.vb.mapSceneToView(pos)
