@@ -127,7 +127,44 @@ def radimagenet_views(app, out: Path) -> int:
         settle(app)
         panel.grab().save(str(out / f"{name}.png"))
         print("wrote", out / f"{name}.png")
+    embedding_views(app, out, ev)
     return 0
+
+
+def embedding_views(app, out: Path, ev) -> None:
+    """The Embedding tab over the same 165 classes: coloured by anatomy, then one class
+    found. Points of a synthetic PCA, one cluster an anatomy, its classes side by side."""
+    from olsdesk.core.names import class_groups
+    from olsdesk.gui.panels.embedding import EmbeddingPanel
+
+    names = ev.class_names
+    rng = np.random.default_rng(0)
+    groups, of = class_groups(names, 2)
+    n = 3000
+    labels = rng.integers(0, len(names), n)
+    angle = 2 * np.pi * np.asarray(of)[labels] / len(groups)
+    offset = rng.normal(size=(len(names), 2)) * 0.6  # a class's place in its cluster
+    coords = np.c_[4 * np.cos(angle), 4 * np.sin(angle)] + offset[labels] + rng.normal(
+        size=(n, 2)) * 0.35
+    predicted = np.where(rng.random(n) < 0.15, rng.integers(0, len(names), n), labels)
+
+    class Report:
+        epoch, epochs, class_names = 12, 12, names
+        embedding, embedding_labels, embedding_predictions = coords, labels, predicted
+        embedding_indices = np.arange(n)
+        embedding_confidences = rng.uniform(0.3, 1.0, n)
+        silhouette, intra_inter_ratio = 0.21, 0.74
+
+    panel = EmbeddingPanel()
+    panel.resize(1400, 900)
+    panel.show()
+    panel.show_report(Report())
+    for name, find in (("embedding_165", ""), ("embedding_165_find", "MR/knee/tear")):
+        panel.find.setText(find)
+        panel.pick_class(find)
+        settle(app)
+        panel.grab().save(str(out / f"{name}.png"))
+        print("wrote", out / f"{name}.png")
 
 
 def unfamiliar_folder(folder: Path) -> str:

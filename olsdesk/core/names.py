@@ -58,3 +58,17 @@ def pair_name(true: str, predicted: str) -> str:
     if not shared:
         return f"{true} → {predicted}"
     return f"{'/'.join(a[:shared])}: {'/'.join(a[shared:])} → {'/'.join(b[shared:])}"
+
+
+def class_groups(names: tuple[str, ...] | list[str], level: int) -> tuple[list[str], list[int]]:
+    """The classes' groups at ``level`` leading levels (1: modality, 2: modality/anatomy),
+    in order of first appearance, and each class's group; a name with no more levels than
+    that is grouped by its parent folder (``US/cyst`` under ``US`` by anatomy), a name
+    with no folder by itself."""
+    groups: dict[str, int] = {}
+    of = []
+    for name in names:
+        parts = name.split("/")
+        group = "/".join(parts[:level] if len(parts) > level else parts[:-1]) or name
+        of.append(groups.setdefault(group, len(groups)))
+    return list(groups), of

@@ -1,6 +1,6 @@
 """Class names shortened one way for every class, checked against names written by hand."""
 
-from olsdesk.core.names import pair_name, short_names
+from olsdesk.core.names import class_groups, pair_name, short_names
 
 RADIMAGENET = ["CT/abd/normal", "CT/abd/cyst", "CT/lung/normal", "MR/knee/bone_marrow_edema",
                "MR/knee/bone_marrow_lesion", "MR/abd/cyst", "US/spleen/normal"]
@@ -40,3 +40,12 @@ def test_a_pair_names_its_shared_levels_once():
     assert pair_name("CT/abd/cyst", "CT/lung/nodule") == "CT: abd/cyst → lung/nodule"
     assert pair_name("CT/abd/cyst", "MR/abd/cyst") == "CT/abd/cyst → MR/abd/cyst"
     assert pair_name("normal", "cyst") == "normal → cyst"
+
+
+def test_classes_group_by_modality_or_anatomy_in_their_order():
+    assert class_groups(RADIMAGENET, 1) == (["CT", "MR", "US"], [0, 0, 0, 1, 1, 1, 2])
+    assert class_groups(RADIMAGENET, 2) == (
+        ["CT/abd", "CT/lung", "MR/knee", "MR/abd", "US/spleen"], [0, 0, 1, 2, 2, 3, 4])
+    # shallower names: their parent folder; no folder: the name itself
+    assert class_groups(["US/cyst", "US/liver/mass", "normal"], 2) == (
+        ["US", "US/liver", "normal"], [0, 1, 2])

@@ -160,6 +160,68 @@ def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):
     assert panel.hover.text().strip() == ""
 
 
+def radimagenet_shaped():
+    """165 names of RadImageNet's shape: CT 3 anatomies x 10 findings, MR 10 x 10, US 5 x 7."""
+    names = tuple(f"{m}/a{a}/finding_{j}" for m, anatomies, findings in
+                  (("CT", 3, 10), ("MR", 10, 10), ("US", 5, 7))
+                  for a in range(anatomies) for j in range(findings))
+    assert len(names) == 165
+    return names
+
+
+def test_the_embedding_at_165_classes_colours_by_anatomy_and_finds_one_class(qtbot):
+    from olsdesk.gui.panels.embedding import DIMMED, EmbeddingPanel
+
+    names = radimagenet_shaped()
+    rng = np.random.default_rng(0)
+    labels = np.arange(1650) % 165
+    predicted = np.where(rng.random(1650) < 0.1, (labels + 1) % 165, labels)
+
+    class Report:
+        epoch, class_names = 1, names
+        embedding = rng.normal(size=(1650, 2))
+        embedding_labels, embedding_predictions = labels, predicted
+        embedding_indices = np.arange(1650)
+        embedding_confidences = np.full(1650, 0.5)
+        silhouette, intra_inter_ratio = 0.1, 0.9
+
+    panel = EmbeddingPanel()
+    qtbot.addWidget(panel)
+    panel.resize(1400, 900)
+    panel.show()
+    panel.show_report(Report())
+    panel.flush()
+    assert panel.point_count() == 1650
+    # 165 colours cannot be told apart: by anatomy, a legend line each (18 of them)
+    assert panel.colour_by.currentData() == "anatomy"
+    entries = panel.legend_entries()
+    assert entries[:3] == ["● CT/a0 (10)", "● CT/a1 (10)", "● CT/a2 (10)"]
+    assert len(entries) == 18 + 1 and entries[-1] == "○ misclassified"
+    colours = [item.opts["brush"].color().name() for item in panel.class_items]
+    assert colours[0] == colours[9] != colours[10]  # one anatomy, one colour
+    panel.colour_by.setCurrentIndex(panel.colour_by.findData("modality"))
+    assert panel.legend_entries() == ["● CT (30)", "● MR (100)", "● US (35)", "○ misclassified"]
+    panel.colour_by.setCurrentIndex(panel.colour_by.findData("class"))
+    assert len({item.opts["brush"].color().name() for item in panel.class_items}) == 165
+    assert len(panel.legend_entries()) == 3  # a sentence, not 165 lines
+    # find a class: a part that names many says so; one class's name picks it out
+    assert not panel.pick_class("finding_3") and "classes hold" in panel.status.text()
+    panel.find.setText("mr/A4/finding_3")
+    panel.find.editingFinished.emit()
+    picked = names.index("MR/a4/finding_3")
+    assert panel.picked == picked
+    wrong = int(((labels == picked) & (predicted != labels)).sum())
+    assert panel.legend_entries()[0] == f"● MR/a4/finding_3: 10 points, {wrong} misclassified"
+    assert panel.class_items[picked].opts["size"] == 11
+    assert panel.class_items[picked].opts["brush"].color().alpha() == 255
+    assert all(item.opts["brush"].color().alpha() == DIMMED
+               for i, item in enumerate(panel.class_items) if i != picked)
+    assert panel.misclassified_count() == wrong  # its mistakes ringed, no others
+    panel.find.clear()  # all shown again
+    assert panel.picked is None and panel.misclassified_count() == int((predicted != labels).sum())
+    assert all(item.opts["brush"].color().alpha() == 255 for item in panel.class_items)
+
+
 def test_a_165_class_matrix_zooms_to_readable_cells_and_parts_its_anatomies(qtbot):
     import pyqtgraph as pg
     from PySide6.QtCore import QPoint, Qt
@@ -167,11 +229,7 @@ def test_a_165_class_matrix_zooms_to_readable_cells_and_parts_its_anatomies(qtbo
     from olsdesk.core.names import short_names
     from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
 
-    # RadImageNet's shape: CT 3 anatomies x 10 findings, MR 10 x 10, US 5 x 7
-    names = tuple(f"{m}/a{a}/finding_{j}" for m, anatomies, findings in
-                  (("CT", 3, 10), ("MR", 10, 10), ("US", 5, 7))
-                  for a in range(anatomies) for j in range(findings))
-    assert len(names) == 165
+    names = radimagenet_shaped()
     counts = np.random.default_rng(0).integers(0, 3, (165, 165)) * (
         np.random.default_rng(1).random((165, 165)) < 0.3)
     panel = SoftLabelsPanel()

@@ -3,7 +3,8 @@
 PCA arrives with every EpochReport; t-SNE of the latest epoch is computed on demand in a
 worker thread, never on the GUI thread. Misclassified points are ringed; hovering a point
 gives its class, prediction, confidence and file; clicking it opens the file in Predict,
-with its Grad-CAM.
+with its Grad-CAM. With many classes (RadImageNet's 165) points are coloured by anatomy or
+modality, the legend names the groups, and "Find a class" picks out one class's points.
 """
 
 from __future__ import annotations
@@ -15,22 +16,28 @@ from collections.abc import Callable
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QComboBox,
+    QCompleter,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QPushButton,
     QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
 
-from olsdesk.core.names import short_names
+from olsdesk.core.names import class_groups, short_names
 from olsdesk.core.report import EpochReport
 from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, class_color
 from olsdesk.gui.workers import Worker, start_worker
 
-LEGEND_LIMIT = 24
+LEGEND_LIMIT = 24  # classes up to which each has a colour and a legend line by default
+GROUP_LINES = 48  # groups named in the legend at most
+GROUP_LEVELS = {"anatomy": 2, "modality": 1}  # colour by: leading levels of a name
+DIMMED = 40  # alpha of the other classes' points while one class is picked out
 
 
 class EmbeddingPanel(RedrawWhenShown, QWidget):
@@ -58,10 +65,28 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
         # they are cut short when the window is narrow instead of widening it
         for label in (self.status, self.separation):
             label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.colour_by = QComboBox()
+        for mode in ("class", *GROUP_LEVELS):
+            self.colour_by.addItem(mode, mode)
+        self.colour_by.setToolTip("Colour the points by their class, or by their class's "
+                                  "anatomy or modality (the folders above it)")
+        self.colour_by.currentIndexChanged.connect(self._style)
+        self.find = QLineEdit()
+        self.find.setPlaceholderText("Find a class…")
+        self.find.setClearButtonEnabled(True)
+        self.find.setToolTip("Type part of a class's name: its points are picked out, the "
+                             "rest dimmed; clear it to see all")
+        self.find.setMaximumWidth(220)
+        self.find.editingFinished.connect(lambda: self.pick_class(self.find.text()))
+        self.find.textChanged.connect(lambda text: text or self.pick_class(""))
+        self.picked: int | None = None  # the class picked out, if any
         top = QHBoxLayout()
         top.addWidget(QLabel("Projection:"))
         top.addWidget(self.projection)
         top.addWidget(self.tsne_button)
+        top.addWidget(QLabel("Colour by:"))
+        top.addWidget(self.colour_by)
+        top.addWidget(self.find)
         top.addWidget(self.status, 1)
         top.addWidget(self.separation, 1)
         self.separation.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -143,32 +168,123 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
             return
         if report.class_names != self._legend_classes:
             self._build_legend(report.class_names)
+        elif self.picked is not None:  # its points of this epoch
+            self._write_legend(self.class_colours())
         self.separation.setText(f"separation: silhouette {report.silhouette:.3f} · "
                                 f"intra/inter distance {report.intra_inter_ratio:.3f}")
         self.draw_when_shown(self._draw)
 
     # --- drawing ----------------------------------------------------------------
     def _build_legend(self, names: tuple[str, ...]) -> None:
-        """One scatter item and legend line per class (legend capped at LEGEND_LIMIT)."""
+        """One scatter item per class; the colouring and the legend as ``_style`` sets."""
         for item in self.class_items:
             self.plot.removeItem(item)
         self._legend_classes = tuple(names)
         self.class_items = []
-        lines = []
-        for i, short in enumerate(short_names(names)):
-            item = pg.ScatterPlotItem(size=7, brush=pg.mkBrush(class_color(i)), pen=None,
-                                      hoverable=True, hoverSize=11,
+        for _ in names:
+            item = pg.ScatterPlotItem(size=7, pen=None, hoverable=True, hoverSize=11,
                                       hoverPen=pg.mkPen("k", width=2), tip=self._tip)
             item.sigClicked.connect(self._clicked)
             self.plot.addItem(item)
             self.class_items.append(item)
-            if i < LEGEND_LIMIT:
-                lines.append(f'<span style="color:{class_color(i).name()}">&#9679;</span> '
-                             f"{html.escape(short)}")
-        if len(names) > LEGEND_LIMIT:
-            lines.append(f"… {len(names) - LEGEND_LIMIT} more")
+        completer = QCompleter(list(names), self.find)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        completer.activated.connect(self.pick_class)
+        self.find.setCompleter(completer)
+        self.find.blockSignals(True)
+        self.find.clear()
+        self.find.blockSignals(False)
+        self.picked = None
+        # each class a colour while they can be told apart; else their anatomy's
+        depth = max((n.count("/") for n in names), default=0)
+        mode = ("class" if len(names) <= LEGEND_LIMIT or not depth
+                else "anatomy" if depth >= 2 else "modality")
+        for mode_item in range(1, self.colour_by.count()):  # groups need folders
+            self.colour_by.model().item(mode_item).setEnabled(depth > 0)
+        self.colour_by.blockSignals(True)
+        self.colour_by.setCurrentIndex(self.colour_by.findData(mode))
+        self.colour_by.blockSignals(False)
+        self._style()
+
+    def class_colours(self) -> list[QColor]:
+        """Each class's colour as drawn: its own, or its group's."""
+        names = self._legend_classes
+        mode = self.colour_by.currentData()
+        if mode == "class":
+            return [class_color(i) for i in range(len(names))]
+        return [class_color(g) for g in class_groups(names, GROUP_LEVELS[mode])[1]]
+
+    def _style(self) -> None:
+        """Brushes and legend for the colouring chosen and the class picked out."""
+        colours = self.class_colours()
+        for i, (item, colour) in enumerate(zip(self.class_items, colours, strict=True)):
+            picked = i == self.picked
+            shown = QColor(colour)
+            if self.picked is not None and not picked:
+                shown.setAlpha(DIMMED)
+            # a uniform style an item: pyqtgraph's fast path, no per-point brushes
+            item.setBrush(pg.mkBrush(shown))
+            item.setPen(pg.mkPen("k", width=1.5) if picked else None)
+            item.setSize(11 if picked else 7)
+            item.setZValue(4 if picked else 0)
+        self._write_legend(colours)
+
+    def _write_legend(self, colours: list[QColor]) -> None:
+        names = self._legend_classes
+        mode = self.colour_by.currentData()
+        lines = []
+        if self.picked is not None:
+            lines.append(f"<b>{_dot(colours[self.picked])} {html.escape(names[self.picked])}"
+                         f"</b>{self._picked_count()}")
+        if mode == "class" and len(names) <= LEGEND_LIMIT:
+            lines += [f"{_dot(c)} {html.escape(short)}"
+                      for c, short in zip(colours, short_names(names), strict=True)]
+        elif mode == "class":
+            lines.append(f"{len(names)} classes, a colour each:<br>hover a point, or find a "
+                         "class above")
+        else:
+            groups, of = class_groups(names, GROUP_LEVELS[mode])
+            sizes = np.bincount(of, minlength=len(groups))
+            lines += [f"{_dot(class_color(g))} {html.escape(group)} ({sizes[g]})"
+                      for g, group in enumerate(groups[:GROUP_LINES])]
+            if len(groups) > GROUP_LINES:
+                lines.append(f"… {len(groups) - GROUP_LINES} more")
         lines.append("&#9675; misclassified")
         self.legend.setText("<br>".join(lines), color="#222222")
+
+    def _picked_count(self) -> str:
+        report = self.report
+        if report is None or report.class_names != self._legend_classes:
+            return ""
+        mine = report.embedding_labels.astype(int) == self.picked
+        wrong = int((mine & (report.embedding_predictions != report.embedding_labels)).sum())
+        return f": {int(mine.sum())} points, {wrong} misclassified"
+
+    def pick_class(self, text: str) -> bool:
+        """Pick out the class named ``text`` (or the one class whose name holds it; case
+        aside); "" shows all again. False, with a sentence, when no one class matches."""
+        names = self._legend_classes
+        text = text.strip()
+        if not text:
+            found = None
+        else:
+            exact = [i for i, n in enumerate(names) if n.lower() == text.lower()]
+            holding = [i for i, n in enumerate(names) if text.lower() in n.lower()]
+            found = (exact or holding)[0] if len(exact or holding) == 1 else None
+            if found is None:
+                self.status.setText(f"{len(holding)} classes hold “{text}”: type more of one"
+                                    if holding else f"no class is named like “{text}”")
+                return False
+            self.status.setText(" ")
+        if found != self.picked:
+            self.picked = found
+            self._style()
+            report = self.report
+            if report is not None and report.class_names == self._legend_classes:
+                self._ring_wrong(self.coordinates()[0], report.embedding_labels.astype(int),
+                                 report.embedding_predictions != report.embedding_labels)
+        return True
 
     def legend_entries(self) -> list[str]:
         """The legend's lines as plain text ('● lung', …, '○ misclassified')."""
@@ -191,8 +307,7 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
         for c, item in enumerate(self.class_items):
             index = np.flatnonzero(labels == c)
             item.setData(x=coords[index, 0], y=coords[index, 1], data=index)
-        index = np.flatnonzero(wrong)
-        self.wrong_item.setData(x=coords[index, 0], y=coords[index, 1], data=index)
+        self._ring_wrong(coords, labels, wrong)
         if self.projection.currentData() == "tsne" and name == "PCA" and self.tsne_cache:
             done = ", ".join(str(e) for e in sorted(self.tsne_cache))
             self.status.setText(f"t-SNE is of epoch {done} only: epoch {report.epoch} is "
@@ -200,6 +315,13 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
         self.plot.setTitle(f"Validation embedding ({name}), epoch {report.epoch}: "
                            f"{len(labels)} images, {int(wrong.sum())} misclassified", size="11pt")
         self.plot.enableAutoRange()
+
+    def _ring_wrong(self, coords, labels, wrong) -> None:
+        """Rings on the misclassified points: those of the class picked out, if any."""
+        if self.picked is not None:
+            wrong = wrong & (labels == self.picked)
+        index = np.flatnonzero(wrong)
+        self.wrong_item.setData(x=coords[index, 0], y=coords[index, 1], data=index)
 
     def misclassified_count(self) -> int:
         """How many points are marked misclassified."""
@@ -273,3 +395,6 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
             self._draw()
         self.tsne_finished.emit(epoch)
 
+
+def _dot(colour: QColor) -> str:
+    return f'<span style="color:{colour.name()}">&#9679;</span>'
