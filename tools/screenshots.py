@@ -128,7 +128,34 @@ def radimagenet_views(app, out: Path) -> int:
         panel.grab().save(str(out / f"{name}.png"))
         print("wrote", out / f"{name}.png")
     embedding_views(app, out, ev)
+    compare_view(app, out)
     return 0
+
+
+def compare_view(app, out: Path) -> None:
+    """The Compare tab's curves of 50 runs (synthetic): the legend above, scrolling."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from olsdesk.gui.panels.compare import ComparePanel
+
+    rng = np.random.default_rng(0)
+    runs = {}
+    for i in range(50):
+        loss = ("ce", "ls", "tfkd", "ols")[i % 4]
+        top = 0.55 + 0.3 * (1 - np.exp(-np.arange(1, 21) / (4 + i % 7))) + rng.normal(0, 0.01, 20)
+        runs[f"resnet50-{loss}-seed{i // 4}"] = [
+            SimpleNamespace(epoch=e + 1, val_top1=float(top[e]),
+                            ece=float(0.12 * np.exp(-e / 8) + 0.02 + rng.normal(0, 0.004)))
+            for e in range(20)]
+    with tempfile.TemporaryDirectory() as tmp:
+        panel = ComparePanel(Path(tmp))
+        panel.resize(1400, 900)
+        panel.show()
+        panel._draw_curves(runs)
+        settle(app)
+        panel.grab().save(str(out / "compare_50.png"))
+        print("wrote", out / "compare_50.png")
 
 
 def embedding_views(app, out: Path, ev) -> None:

@@ -462,3 +462,29 @@ def test_the_data_summary_shows_a_few_warnings_and_counts_the_rest(qtbot):
     assert "warning number 7" in text and "warning number 8" not in text
     assert f"… and {5_000 - DatasetPreview.MAX_WARNINGS + len(data.all_warnings()):,} more " \
            "warnings" in text
+
+
+def test_the_compare_legend_of_50_runs_scrolls_above_the_plots(qtbot, tmp_path):
+    from types import SimpleNamespace
+
+    from olsdesk.gui.panels.compare import LEGEND_LINES, ComparePanel
+
+    panel = ComparePanel(tmp_path)
+    qtbot.addWidget(panel)
+    panel.resize(1400, 900)
+    panel.show()
+    runs = [SimpleNamespace(epoch=e, val_top1=0.5 + 0.01 * e, ece=0.05) for e in (1, 2, 3)]
+    panel._draw_curves({"ce-s1": runs, "ols-s1": runs})
+    qtbot.wait(20)
+    box = panel.legend_box
+    few = box.height()
+    assert few < 2.5 * panel.legend.fontMetrics().lineSpacing()  # two runs: one line
+    names = {f"resnet50-ols-alpha0.{i:02d}-seed{i}": runs for i in range(50)}
+    panel._draw_curves(names)
+    qtbot.wait(20)
+    assert panel.legend.text().count("━━") == 50 and panel.curve_count() == 50
+    # 50 names wrap to many lines: the box stays LEGEND_LINES high, the plots below
+    assert box.height() <= panel.legend.fontMetrics().lineSpacing() * LEGEND_LINES + 6
+    assert panel.legend.height() > box.height()  # the rest scrolls
+    assert box.geometry().bottom() <= panel.curves.geometry().top()
+    assert panel.curves.height() > 400

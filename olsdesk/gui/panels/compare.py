@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSpinBox,
     QSplitter,
@@ -171,7 +172,8 @@ class ComparePanel(QWidget):
         self.reliability_holder = QWidget()
         reliability_layout = QVBoxLayout(self.reliability_holder)
         reliability_layout.setContentsMargins(0, 0, 0, 0)
-        reliability_layout.addWidget(self.reliability_legend)
+        self.reliability_legend_box = LegendBox(self.reliability_legend)
+        reliability_layout.addWidget(self.reliability_legend_box)
         reliability_layout.addWidget(self.reliability, 1)
         self.metrics = QTableWidget()
         self.metrics.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -198,7 +200,8 @@ class ComparePanel(QWidget):
         curves_box = QWidget()
         curves_layout = QVBoxLayout(curves_box)
         curves_layout.setContentsMargins(0, 0, 0, 0)
-        curves_layout.addWidget(self.legend)
+        self.legend_box = LegendBox(self.legend)
+        curves_layout.addWidget(self.legend_box)
         curves_layout.addWidget(self.curves, 1)
         self.views.addTab(curves_box, "Curves")
         self.views.addTab(self.reliability_holder, "Reliability")
@@ -501,9 +504,9 @@ class ComparePanel(QWidget):
                                 symbol="o", symbolSize=5, symbolBrush=class_color(i))
             self.ece_plot.plot(epochs, [r.ece for r in runs], pen=pen, symbol="o",
                                symbolSize=5, symbolBrush=class_color(i))
-            names.append(f'<span style="color:{class_color(i).name()}">━━</span>&nbsp;'
-                         f"{html.escape(name)}")
+            names.append(_entry(class_color(i), html.escape(name)))
         self.legend.setText(" &nbsp; ".join(names))
+        self.legend_box.refit()
 
     def _draw_reliability(self, reports: dict) -> None:
         """Each run's bins (accuracy at the bin's mean confidence) over the dashed
@@ -526,10 +529,11 @@ class ComparePanel(QWidget):
             top = max(top, float(share.max(initial=0.0)))
             edges = np.linspace(0.0, 1.0, len(counts) + 1)
             self.shares.plot(edges, share, stepMode="center", pen=pg.mkPen(colour, width=2))
-            names.append(f'<span style="color:{colour.name()}">━━</span>&nbsp;'
-                         f"{html.escape(name)} (epoch {final.epoch}, ECE {final.ece:.4f})")
+            names.append(_entry(colour, f"{html.escape(name)} (epoch {final.epoch}, "
+                                        f"ECE {final.ece:.4f})"))
         self.shares.setYRange(0, max(top, 0.01) * 1.05, padding=0)
         self.reliability_legend.setText(" &nbsp; ".join(names))
+        self.reliability_legend_box.refit()
 
     def reliability_count(self) -> int:
         """How many runs the reliability diagram overlays (tests)."""
@@ -641,3 +645,45 @@ def _relative(path: Path, root: Path) -> str:
         return str(path.relative_to(root))
     except ValueError:
         return str(path)
+
+
+LEGEND_LINES = 4  # a legend above the plots scrolls past this many lines
+
+
+def _entry(colour: QColor, text: str) -> str:
+    """A legend entry, its line in the run's colour: lines break between entries, never
+    inside one ('resnet50-' / 'ls-seed2')."""
+    text = text.replace("-", "&#8209;").replace(" ", "&nbsp;")  # non-breaking
+    return f'<span style="color:{colour.name()}">━━</span>&nbsp;{text}'
+
+
+
+class LegendBox(QScrollArea):
+    """A wrapped label (a run a colour) above the plots, never over them: as high as its
+    lines up to LEGEND_LINES, then scrolling, so 50 runs' names leave the plots their
+    room."""
+
+    def __init__(self, label: QLabel) -> None:
+        super().__init__()
+        self.setWidget(label)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        label = self.widget()
+        lines = label.fontMetrics().lineSpacing()
+        needed = label.heightForWidth(max(self.viewport().width(), 1)) if label.text() else 0
+        return QSize(super().sizeHint().width(), min(max(needed, lines), lines * LEGEND_LINES))
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return self.sizeHint()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self.updateGeometry()  # the lines its text wraps to changed with the width
+
+    def refit(self) -> None:
+        """After the label's text changed."""
+        self.updateGeometry()
