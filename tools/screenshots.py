@@ -128,8 +128,37 @@ def radimagenet_views(app, out: Path) -> int:
         panel.grab().save(str(out / f"{name}.png"))
         print("wrote", out / f"{name}.png")
     embedding_views(app, out, ev)
+    soft_labels_view(app, out, ev.class_names)
     compare_view(app, out)
     return 0
+
+
+def soft_labels_view(app, out: Path, names) -> None:
+    """The Soft labels tab at 165 classes: a synthetic OLS matrix whose off-diagonal mass
+    sits within each anatomy, as OLS learns it on scans."""
+    from olsdesk.core.names import class_groups
+    from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+
+    of = np.asarray(class_groups(names, 2)[1])
+    rng = np.random.default_rng(0)
+    k = len(names)
+    off = np.where(of[:, None] == of[None, :], rng.uniform(0.01, 0.08, (k, k)),
+                   rng.uniform(0.0, 0.002, (k, k)))
+    np.fill_diagonal(off, 0)
+    matrix = 0.4 * off / off.sum(axis=1, keepdims=True) + 0.6 * np.eye(k)  # rows sum to 1
+
+    class Report:
+        epoch, epochs, class_names = 12, 30, tuple(names)
+        soft_labels = mean_prediction = matrix
+        soft_label_counts = rng.integers(40, 400, k)
+
+    panel = SoftLabelsPanel()
+    panel.resize(1400, 900)
+    panel.show()
+    panel.show_report(Report())
+    settle(app)
+    panel.grab().save(str(out / "soft_labels_165.png"))
+    print("wrote", out / "soft_labels_165.png")
 
 
 def compare_view(app, out: Path) -> None:

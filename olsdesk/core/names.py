@@ -15,9 +15,9 @@ ELLIPSIS = "…"
 def short_names(names: tuple[str, ...] | list[str], limit: int = 18) -> list[str]:
     """Each name at the same depth (finding; anatomy/finding; modality/anatomy/finding):
     the smallest that tells every class apart; over ``limit`` characters cut in the
-    middle of the last level (``MR/knee/bon…_edema``), or of the whole name when the
-    leading levels leave no room. Two classes never look alike: names their cut would
-    confuse are kept whole."""
+    middle of the last level (``MR/knee/bon…_edema``), with the levels between cut short
+    when they leave it no room (``MR/sho…/effusion``), else in the middle of the whole.
+    Two classes never look alike: names their cut would confuse are kept whole."""
     parts = [name.split("/") for name in names]
     shown = list(names)
     for depth in range(1, max((len(p) for p in parts), default=1) + 1):
@@ -38,6 +38,13 @@ def _cut(name: str, limit: int) -> str:
     room = limit - len(head) - 1 if head else limit
     if head and room >= 5:  # the leading levels whole, the finding cut in its middle
         return f"{head}/{_middle(last, room)}"
+    levels = head.split("/")
+    if len(levels) >= 2:  # no room: the levels between modality and finding cut short
+        head = "/".join([levels[0]] + [p if len(p) <= 4 else p[:3] + ELLIPSIS
+                                       for p in levels[1:]])
+        room = limit - len(head) - 1
+        if room >= 5:
+            return f"{head}/{last if len(last) <= room else _middle(last, room)}"
     return _middle(name, limit)
 
 

@@ -24,7 +24,11 @@ def test_a_long_name_keeps_its_leading_levels_and_both_ends_of_its_last():
     assert short[3] == "MR/knee/bon…_edema"
     assert short[4] == "MR/knee/bon…lesion"
     assert all(len(s) <= 18 for s in short) and len(set(short)) == len(short)
-    # no room for the finding beside its levels: the middle of the whole name goes
+    # no room for the finding beside its levels: the anatomy is cut short
+    assert short_names(["MR/shoulder/normal", "CT/shoulder/normal", "MR/shoulder/effusion",
+                        "MR/shoulder/degenerative_change"], limit=16) == [
+        "MR/sho…/normal", "CT/sho…/normal", "MR/sho…/effusion", "MR/sho…/de…hange"]
+    # nor beside one level: the middle of the whole name goes
     assert short_names(["alpha_modality/anatomy_long/x1", "beta_modality/anatomy_long/x1"],
                        limit=12) == ["alp…_long/x1", "bet…_long/x1"]
 

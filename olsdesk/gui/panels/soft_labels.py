@@ -18,7 +18,7 @@ from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QSizePolicy, QVBox
 
 from olsdesk.core.names import short_names
 from olsdesk.core.report import EpochReport
-from olsdesk.gui.panels.common import Canvas, RedrawWhenShown
+from olsdesk.gui.panels.common import Canvas, RedrawWhenShown, nice_step
 
 MATRICES = (
     ("soft_labels", "Soft labels the loss trained against"),
@@ -345,7 +345,15 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         brushes = [pg.mkBrush("#e08a00" if u else "#4a7fb0") for u in uniform]
         self.counts_bars.setOpts(x0=np.zeros(len(counts)), y=np.arange(len(counts)) + 0.5,
                                  height=0.8, width=np.maximum(counts, 0), brushes=brushes)
-        self.counts_plot.setXRange(0, max(float(counts.max()), 1.0), padding=0.05)
+        top = max(int(counts.max()), 1)
+        self.counts_plot.setXRange(0, top, padding=0.05)
+        # one tick near the middle fits its 70 px (pyqtgraph's own, 100 200 300, ran into
+        # each other; labels at its ends are dropped as overflowing)
+        mark = nice_step(top * 0.4)
+        ticks = [(mark, f"{mark:,.0f}")]
+        if getattr(self, "_count_ticks", None) != ticks:
+            self._count_ticks = ticks
+            self.counts_plot.getAxis("bottom").setTicks([ticks])
 
     def _uniform_rows(self) -> np.ndarray:
         matrix = np.asarray(self.report.soft_labels)
