@@ -50,6 +50,9 @@ def _quiet_offscreen(mode, context, message: str) -> None:
         print(message, file=sys.stderr)
 
 
+CELL_PIXELS = 18  # a class's pixels in a confusion_matrix.png of many classes
+
+
 def _save(widget, path: Path, size=SIZE) -> str:
     widget.setAttribute(Qt.WidgetAttribute.WA_DontShowOnScreen)  # no flash in the app
     widget.resize(*size)
@@ -183,8 +186,20 @@ def write_evaluation_figures(ev: Evaluation, out: str | Path) -> list[str]:
     panel.show_matrix(rates, f"Confusion matrix on {len(ev.labels)} test images: counts, "
                       "coloured by the share of the true class's images", "predicted class",
                       "share of the row", values=counts, value_format="{:d}")
-    written.append(_save(panel, out / "confusion_matrix.png", (1000, 800)))
+    written.append(_save(panel, out / "confusion_matrix.png", confusion_size(len(counts))))
     return written
+
+
+def confusion_size(k: int) -> tuple[int, int]:
+    """confusion_matrix.png's size: 1000 x 800 while every cell can carry its count
+    (MAX_VALUE_CELLS classes); beyond, CELL_PIXELS a class, so each row of RadImageNet's
+    165 is named and each cell can be read zoomed in (the counts are in
+    confusion_matrix.csv, the largest errors in top_confusions.csv)."""
+    from olsdesk.gui.panels.soft_labels import MAX_VALUE_CELLS
+
+    if k <= MAX_VALUE_CELLS:
+        return 1000, 800
+    return k * CELL_PIXELS + 500, k * CELL_PIXELS + 200
 
 
 def export_plot(graphics: pg.GraphicsLayoutWidget, base: str | Path,

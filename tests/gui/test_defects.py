@@ -488,3 +488,23 @@ def test_the_compare_legend_of_50_runs_scrolls_above_the_plots(qtbot, tmp_path):
     assert panel.legend.height() > box.height()  # the rest scrolls
     assert box.geometry().bottom() <= panel.curves.geometry().top()
     assert panel.curves.height() > 400
+
+
+def test_confusion_matrix_png_of_165_classes_names_every_row(qtbot):
+    from olsdesk.gui.figures import CELL_PIXELS, confusion_size
+    from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+
+    assert confusion_size(12) == (1000, 800)  # every cell can carry its count
+    names = radimagenet_shaped()
+    panel = SoftLabelsPanel()
+    qtbot.addWidget(panel)
+    panel.hide_controls()
+    panel.resize(*confusion_size(len(names)))
+    panel.show()
+    panel.set_classes(names)
+    panel.show_matrix(np.eye(165), "t", "predicted class")
+    qtbot.wait(50)
+    rows = panel.plot.getAxis("left")._tickLevels[0]
+    assert len(rows) == 165 and rows[40][1].endswith(names[40].split("/")[-1])
+    cell = panel.plot.vb.boundingRect().height() / 165
+    assert CELL_PIXELS * 0.9 <= cell <= CELL_PIXELS * 1.1

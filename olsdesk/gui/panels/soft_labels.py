@@ -203,12 +203,16 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         numbered = widest + 4 > width / k
         left_metrics = QFontMetrics(left.font())
         named_rows = [f"{i + 1} {s}" for i, s in enumerate(short)]
+        line = QFontMetrics(left.font()).height()
+        row_step = max(1, int(np.ceil(line * k / height)))
         # a narrow panel (the Evaluate tab's matrix at 1024 px) keeps its width for the
         # cells: numbers alone on both axes, the names in the hover read-out and in the
-        # per-class table beside it (whose row n is class n); names take up to 36 % (the
-        # demo's 'abdomen/cal…cation' at 520 px)
+        # per-class table beside it (whose row n is class n). Names take up to 36 % of
+        # the width when every row gets one (the demo's 'abdomen/cal…cation' at 520 px),
+        # 25 % when only every n-th does (165 classes in the Evaluate tab's 600 px)
+        share = 0.36 if row_step == 1 else 0.25
         numbers_only = (max(left_metrics.horizontalAdvance(r) for r in named_rows) + 34
-                        > 0.36 * max(self.graphics.width(), 1))
+                        > share * max(self.graphics.width(), 1))
         if numbered or numbers_only:
             numbered = True
             number_width = bottom_metrics.horizontalAdvance(str(k)) + 6
@@ -220,8 +224,6 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
             rows = short
         bottom.setTicks([columns])
         bottom.setHeight(40 if numbered else 60)
-        line = QFontMetrics(left.font()).height()
-        row_step = max(1, int(np.ceil(line * k / height)))
         left.setTicks([[(i + 0.5, rows[i]) for i in range(0, k, row_step)]])
         # wide enough for every name in view (all, unless zoomed in): pyqtgraph silently
         # drops labels that do not fit
