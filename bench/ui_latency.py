@@ -6,7 +6,10 @@ the same run. Prints the 95th percentile and the worst stall of each and their r
 Target: worst stall under 50 ms while training. Not a test: timings never fail a build.
 
 Usage: QT_QPA_PLATFORM=offscreen python bench/ui_latency.py [--epochs 3] [--idle 5]
-       [--tab embedding|soft_labels|reliability|curves] [--explain]
+       [--tab embedding|soft_labels|reliability|curves] [--explain] [--classes 165]
+
+--classes 165 trains a folder of RadImageNet's 165 class names (bench/radimagenet.py's,
+nested modality/anatomy/finding) instead of the demo, --per-class small real PNGs each.
 
 --explain lists the GUI-thread events that took over 15 ms while training (what stalled
 the window: a paint, a queued slot, a timer), with when they ran; it slows every event a
@@ -100,6 +103,9 @@ def main() -> int:
                         help="the tab showing while it trains (embedding: the heaviest)")
     parser.add_argument("--explain", action="store_true",
                         help="list the slow GUI-thread events while training")
+    parser.add_argument("--classes", type=int, default=0,
+                        help="train a folder of this many classes (165: RadImageNet's names)")
+    parser.add_argument("--per-class", type=int, default=12)
     args = parser.parse_args()
     app = TimedApplication(sys.argv) if args.explain else QApplication(sys.argv)
     from olsdesk.gui.app import isolated_window, wait_for
@@ -109,6 +115,12 @@ def main() -> int:
         window.resize(1400, 880)
         window.show()
         wait_for(app, lambda: window.experiment.dataset is not None)
+        if args.classes:
+            folder = class_folder(os.path.join(tmp, "data"), args.classes, args.per_class)
+            window.state.edit_config(image_size=32)
+            window.experiment.set_data(folder)
+            wait_for(app, lambda: window.experiment.dataset is not None
+                     and len(window.experiment.dataset.class_names) == args.classes)
         window.tabs.setCurrentWidget(getattr(window, args.tab))
         probe = LatencyProbe()
 
@@ -133,7 +145,8 @@ def main() -> int:
             worst = np.argsort(busy)[::-1][:6]
             print("  the worst stalls ended at: " + ", ".join(
                 f"{probe.at_ms[i] / 1000:.2f} s ({busy[i]:.0f} ms)" for i in sorted(worst)))
-    print(f"olsdesk window, offscreen; training {args.epochs} demo epochs "
+    data = f"{args.classes} classes x {args.per_class}" if args.classes else "demo"
+    print(f"olsdesk window, offscreen; training {args.epochs} epochs of {data} "
           f"({window.last_status}), {args.tab} tab showing")
     idle_p95, idle_worst = summary("idle", idle)
     busy_p95, busy_worst = summary("training", busy)
@@ -141,6 +154,30 @@ def main() -> int:
           f"{busy_worst / max(idle_worst, 0.1):.2f}; target worst stall < 50 ms: "
           f"{'met' if busy_worst < 50 else 'NOT met'}")
     return 0
+
+
+def class_folder(root: str, classes: int, per_class: int) -> str:
+    """``classes`` class folders (RadImageNet's names at 165) of 32 px gray PNGs, each
+    class a different brightness and stripe, so a model learns something."""
+    from PIL import Image
+
+    if classes == 165:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from radimagenet import class_names
+
+        names = class_names()
+    else:
+        names = [f"class{c:03d}" for c in range(classes)]
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(names):
+        folder = os.path.join(root, *name.split("/"))
+        os.makedirs(folder, exist_ok=True)
+        base = np.zeros((32, 32)) + 40 + 170 * c / classes
+        base[:, (c * 5) % 32] += 60
+        for i in range(per_class):
+            pixels = np.clip(base + rng.normal(0, 25, (32, 32)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(folder, f"{i:03d}.png"))
+    return root
 
 
 if __name__ == "__main__":

@@ -197,12 +197,14 @@ def test_the_embedding_at_165_classes_colours_by_anatomy_and_finds_one_class(qtb
     entries = panel.legend_entries()
     assert entries[:3] == ["● CT/a0 (10)", "● CT/a1 (10)", "● CT/a2 (10)"]
     assert len(entries) == 18 + 1 and entries[-1] == "○ misclassified"
-    colours = [item.opts["brush"].color().name() for item in panel.class_items]
+    styles = panel.drawn_styles()
+    assert all(len(styles[c]) == 1 for c in range(165))  # a class, one style
+    colours = [next(iter(styles[c]))[0] for c in range(165)]
     assert colours[0] == colours[9] != colours[10]  # one anatomy, one colour
     panel.colour_by.setCurrentIndex(panel.colour_by.findData("modality"))
     assert panel.legend_entries() == ["● CT (30)", "● MR (100)", "● US (35)", "○ misclassified"]
     panel.colour_by.setCurrentIndex(panel.colour_by.findData("class"))
-    assert len({item.opts["brush"].color().name() for item in panel.class_items}) == 165
+    assert len({next(iter(s))[0] for s in panel.drawn_styles().values()}) == 165
     assert len(panel.legend_entries()) == 3  # a sentence, not 165 lines
     # find a class: a part that names many says so; one class's name picks it out
     assert not panel.pick_class("finding_3") and "classes hold" in panel.status.text()
@@ -212,14 +214,18 @@ def test_the_embedding_at_165_classes_colours_by_anatomy_and_finds_one_class(qtb
     assert panel.picked == picked
     wrong = int(((labels == picked) & (predicted != labels)).sum())
     assert panel.legend_entries()[0] == f"● MR/a4/finding_3: 10 points, {wrong} misclassified"
-    assert panel.class_items[picked].opts["size"] == 11
-    assert panel.class_items[picked].opts["brush"].color().alpha() == 255
-    assert all(item.opts["brush"].color().alpha() == DIMMED
-               for i, item in enumerate(panel.class_items) if i != picked)
+    styles = panel.drawn_styles()
+    assert {(alpha, size) for _, alpha, size in styles[picked]} == {(255, 11)}
+    assert all({(alpha, size) for _, alpha, size in styles[c]} == {(DIMMED, 7)}
+               for c in range(165) if c != picked)
+    # drawn last, so on top of the dimmed ones
+    shown = [int(labels[int(p.data())]) for p in panel.points.points()]
+    assert set(shown[-10:]) == {picked}
     assert panel.misclassified_count() == wrong  # its mistakes ringed, no others
     panel.find.clear()  # all shown again
     assert panel.picked is None and panel.misclassified_count() == int((predicted != labels).sum())
-    assert all(item.opts["brush"].color().alpha() == 255 for item in panel.class_items)
+    assert all({(alpha, size) for _, alpha, size in s} == {(255, 7)}
+               for s in panel.drawn_styles().values())
 
 
 def test_a_165_class_matrix_zooms_to_readable_cells_and_parts_its_anatomies(qtbot):

@@ -194,7 +194,7 @@ def test_an_embedding_point_opens_its_file_in_predict_with_grad_cam(qtbot, windo
     panel = window.predict
     qtbot.waitUntil(lambda: "best checkpoint, epoch" in panel.model_label.text(), timeout=10_000)
     # the demo's images live in memory: the point's image is written to a PNG and opened
-    item = next(i for i in embedding.class_items if len(i.data))
+    item = embedding.points
     point = item.points()[0]
     embedding._clicked(item, [point])
     assert window.tabs.currentWidget() is panel
