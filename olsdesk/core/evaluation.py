@@ -421,6 +421,10 @@ def open_test_split(predictor, data: str | None = None, split_csv: str | None = 
         config = config.replace(data=data, split_csv=split_csv, test_data=None)
     else:
         _check_stored_folders(config, predictor.class_names)
+        if not config.test_data:
+            found = _recorded_test_files(predictor.source, config, predictor.class_names)
+            if found is not None:
+                return found
     # the audit is in run.json already; hashing again is needed only to drop the same
     # leaked copies training dropped
     dataset = open_dataset(config.replace(audit_data=config.drop_duplicates))
@@ -475,6 +479,33 @@ def _check_stored_folders(config, class_names: tuple[str, ...]) -> None:
             raise DataError(
                 f"the checkpoint's test folder {printable(config.test_data)} holds none of "
                 "its class folders; give --test-data FOLDER where the test images are now.")
+
+
+def _recorded_test_files(checkpoint: str, config, class_names: tuple[str, ...]):
+    """(samples, source, warnings) of the test files the checkpoint's run recorded in
+    its image folder, opened from that record (split.json.gz) without walking the folder
+    (1.35 M files at RadImageNet's size); None when there is no such record or the
+    data is not a folder (then it is opened and split as training split it)."""
+    from olsdesk.core.data.sources import HELD_OUT, data_kind, recorded_files
+    from olsdesk.core.runs import RunStore
+
+    run = Path(checkpoint).parent.parent
+    if (data_kind(config.data, config.split_csv) != "folder"
+            or not (run / "run.json").is_file()):
+        return None
+    try:
+        split = RunStore(run).split_names()
+    except RunError:
+        return None
+    if not split or not split["test"]:
+        return None
+    found = recorded_files(Path(config.data), split["test"], class_names)
+    if found is None:
+        return None
+    samples, gone = found
+    warnings = [f"{gone:,} of the run's {len(split['test']):,} test files are gone since it "
+                "recorded its split: they are left out."] if gone else []
+    return samples, HELD_OUT, warnings
 
 
 def _recorded_split(checkpoint: str, dataset):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections import Counter
 
@@ -202,6 +203,38 @@ def test_folder_run_evaluates_its_held_out_split_and_lists_unreadable_files(tmp_
     assert broken[0]["error"].startswith("img000.png is not an image")
     report = json.loads((out / "metrics.json").read_text())
     assert (report["n_images"], report["n_unreadable"]) == (3, 1)
+
+
+def test_a_folder_run_evaluates_its_recorded_test_files_without_walking_the_folder(
+        tmp_path, monkeypatch):
+    from olsdesk.core.data import sources
+
+    root = make_class_folder(tmp_path / "data", {"CT/lung/normal": 14, "MR/knee/tear": 14})
+    trainer = _train(RunConfig(data=str(root), **TINY), tmp_path / "runs")
+    test = [str(p) for p in trainer.dataset.test.paths]
+    labels = trainer.dataset.test.labels.tolist()
+    best = trainer.store.checkpoint_path("best.pt")
+    walked = []
+    monkeypatch.setattr(sources, "scan_folder", lambda root: walked.append(root) or 1 / 0)
+    # files added since the run started join no split of it: nothing walks the folder
+    for i in range(3):
+        write_png(root / "CT/lung/normal" / f"late{i}.png", np.zeros((24, 24), np.uint8))
+    ev = evaluate(best, device="cpu", resamples=20)
+    assert not walked
+    assert ev.names == test and ev.labels.tolist() == labels
+    assert ev.source == "held out from the data" and not ev.warnings
+    # a test file deleted since: left out, and said
+    os.unlink(test[0])
+    ev = evaluate(best, device="cpu", resamples=20)
+    assert ev.names == test[1:] and not walked
+    assert ev.warnings == [f"1 of the run's {len(test)} test files are gone since it recorded "
+                           "its split: they are left out."]
+    # --data elsewhere opens (walks) that folder, as before
+    moved = tmp_path / "moved"
+    shutil.copytree(root, moved)
+    monkeypatch.undo()
+    ev = evaluate(best, data=str(moved), device="cpu", resamples=20)
+    assert all(n.startswith(str(moved.resolve())) for n in ev.names)
 
 
 def test_medmnist_archive_evaluates_on_its_test_arrays(tmp_path):

@@ -442,8 +442,11 @@ def keep_recorded_split(data: Dataset, train: Sequence[str] | None, val: Sequenc
     return kept, sentence
 
 
+HELD_OUT = "held out from the data"  # a test split split off the data, in words
+
+
 def _held_out(test) -> str:
-    return "held out from the data" if test is not None else ""
+    return HELD_OUT if test is not None else ""
 
 
 def _open_demo(per_class: int, fractions: tuple[float, float], split_seed: int) -> Dataset:
@@ -550,6 +553,28 @@ def scan_folder(root: Path) -> tuple[list[str], list[str], list[str]]:
             if not entry.is_symlink():
                 stack.append((entry.path, f"{rel}/{entry.name}" if rel else entry.name))
     return paths, classes, empty
+
+
+def recorded_files(root: Path, names: Sequence[str], class_names: Sequence[str]
+                   ) -> tuple[FileSamples, int] | None:
+    """The files of a recorded split of the image folder ``root`` (full paths, as
+    ``scan_folder`` gives them), labelled by their folders as ``scan_folder`` labels
+    them, without walking the folder: (those still there, how many are gone). None
+    when a name is not a file of one of ``class_names``' folders under ``root`` (then
+    the folder must be opened as usual)."""
+    base = str(root.expanduser().resolve()) + os.sep
+    index = {c: i for i, c in enumerate(class_names)}
+    present, labels = [], []
+    for name in names:
+        if not name.startswith(base):
+            return None
+        label = index.get(os.path.dirname(name[len(base):]).replace(os.sep, "/"))
+        if label is None:
+            return None
+        if os.path.isfile(name):
+            present.append(name)
+            labels.append(label)
+    return FileSamples(present, np.array(labels, dtype=np.int64)), len(names) - len(present)
 
 
 def _open_folder(root: Path, fractions: tuple[float, float], split_seed: int,
