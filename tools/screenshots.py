@@ -4,10 +4,11 @@ and the smoothed reliability curve, risk-coverage and unfamiliar-input views.
 Run under a virtual display:  xvfb-run -s "-screen 0 1400x900x24" .venv/bin/python
 tools/screenshots.py [--epochs 8] [--out docs/images] [--size 1024x700]
 
-With --radimagenet, the views at RadImageNet's 165 classes instead, at 1400 x 900: the
-Evaluate tab of a synthetic 20,000-image evaluation (bench/save_evaluation.py's, with
-mistakes within an anatomy, as a scan classifier makes them) over bench/radimagenet.py's
-class names.
+With --radimagenet, the views at RadImageNet's 165 classes instead (bench/radimagenet.py's
+class names), at 1400 x 900, from synthetic data: the Evaluate tab of a 20,000-image
+evaluation (bench/save_evaluation.py's, with mistakes within an anatomy, as a scan
+classifier makes them), whole and zoomed in; the Embedding tab by anatomy and with one
+class found; the Soft labels tab; and Compare with 50 runs.
 """
 
 from __future__ import annotations

@@ -78,7 +78,7 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
                              "rest dimmed; clear it to see all")
         self.find.setMaximumWidth(220)
         self.find.editingFinished.connect(lambda: self.pick_class(self.find.text()))
-        self.find.textChanged.connect(lambda text: text or self.pick_class(""))
+        self.find.textChanged.connect(self._find_edited)
         self.picked: int | None = None  # the class picked out, if any
         top = QHBoxLayout()
         top.addWidget(QLabel("Projection:"))
@@ -262,6 +262,10 @@ class EmbeddingPanel(RedrawWhenShown, QWidget):
         mine = report.embedding_labels.astype(int) == self.picked
         wrong = int((mine & (report.embedding_predictions != report.embedding_labels)).sum())
         return f": {int(mine.sum())} points, {wrong} misclassified"
+
+    def _find_edited(self, text: str) -> None:
+        if not text:  # cleared (its clear button): every class shown again
+            self.pick_class("")
 
     def pick_class(self, text: str) -> bool:
         """Pick out the class named ``text`` (or the one class whose name holds it; case
