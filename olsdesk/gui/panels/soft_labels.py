@@ -121,6 +121,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self._shown: np.ndarray | None = None  # the values drawn (before any log)
         self._values = None  # (values, their format, the colours' values, levels) or None
         self._written = None  # the (rows, columns) in view whose values are written
+        self._count_ticks = None  # the correct-count axis's tick, as set
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -353,7 +354,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         # each other; labels at its ends are dropped as overflowing)
         mark = nice_step(top * 0.4)
         ticks = [(mark, f"{mark:,.0f}")]
-        if getattr(self, "_count_ticks", None) != ticks:
+        if self._count_ticks != ticks:
             self._count_ticks = ticks
             self.counts_plot.getAxis("bottom").setTicks([ticks])
 
