@@ -560,9 +560,15 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                         pin_memory=predictor.device.type == "cuda")
     if ood_data is not None and not Path(ood_data).expanduser().is_dir():
         raise DataError(f"--ood-data {printable(ood_data)} is not a folder.")
-    logits, labels, indices, failed, top_logits, familiar = [], [], [], [], [], []
+    failed, familiar = [], []
     detector = predictor.familiarity
     done, total = 0, len(samples)
+    # filled in place, a batch at a time: a list of batches and its concatenation held
+    # two copies of the N x K log-probabilities at once (528 MB at 200,000 x 165)
+    log_probs = np.empty((total, len(predictor.class_names)))
+    top_logit, labels_np = np.empty(total), np.empty(total, dtype=np.int64)
+    index = np.empty(total, dtype=np.int64)
+    kept = 0
     with torch.no_grad():
         for images, y, idx, bad in loader:
             if stop is not None and stop.is_set():
@@ -575,13 +581,14 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                 if detector is not None:
                     familiar.append(detector.score(out.float().cpu().numpy(),
                                                    features.float().cpu().numpy()))
-                logits.append(torch.log_softmax(out.double(), dim=1).cpu())
-                top_logits.append(out.double().max(dim=1).values.cpu())
-                labels.append(y)
-                indices.append(idx)
+                end = kept + len(y)
+                log_probs[kept:end] = torch.log_softmax(out.double(), dim=1).cpu().numpy()
+                top_logit[kept:end] = out.double().max(dim=1).values.cpu().numpy()
+                labels_np[kept:end], index[kept:end] = y.numpy(), idx.numpy()
+                kept = end
                 done += len(y)
             yield EvaluationProgress(done, total, "predict")
-    if not logits:
+    if not kept:
         raise DataError(f"none of the {total} test images could be read.")
     ood_scores, ood_unreadable = None, 0
     if ood_data is not None and detector is None:
@@ -602,9 +609,8 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
             raise DataError(f"no image in --ood-data {printable(ood_data)} could be read "
                             f"({ood_unreadable} files).")
         ood_scores = np.array(found)
-    index = torch.cat(indices).numpy()
-    labels_np = torch.cat(labels).numpy()
-    log_probs = torch.cat(logits).numpy()
+    log_probs, top_logit = log_probs[:kept], top_logit[:kept]  # less the unreadable
+    labels_np, index = labels_np[:kept], index[:kept]
     names = [samples.describe(int(i)) for i in index]
     n_bins = predictor.config.calibration_bins if predictor.config is not None else 15
     yield EvaluationProgress(total, total, "bootstrap")
@@ -632,7 +638,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
     yield Evaluation(str(checkpoint), predictor.epoch, predictor.class_names, source, names,
                      labels_np, log_probs, predictor.temperature, unreadable, raw, scaled,
                      resamples, seed, n_bins, warnings, samples, index,
-                     torch.cat(top_logits).numpy(), fitted, sets, conformal_samples,
+                     top_logit, fitted, sets, conformal_samples,
                      np.concatenate(familiar) if familiar else None, detector, ood_data,
                      ood_scores, ood_unreadable, predictor.recalibration, recalibrated,
                      recalibration, other_probs,
