@@ -169,3 +169,24 @@ def test_a_class_missing_from_a_resample_is_left_out_not_zero():
 def test_percentile_interval_ignores_undefined_resamples():
     assert percentile_ci(np.array([np.nan, 1.0, 2.0, 3.0]), level=0.5) == (1.5, 2.5)
     assert all(np.isnan(percentile_ci(np.array([np.nan]))))
+
+
+def test_the_scorer_prepares_in_row_chunks_with_the_same_numbers(monkeypatch):
+    """Its N x K temporaries (top-5, Brier, classwise bins) are made a block of rows at a
+    time: any block size gives the numbers of one block of all rows."""
+    from olsdesk.core import bootstrap
+
+    rng = np.random.default_rng(0)
+    n, k = 3000, 17
+    logits = rng.normal(size=(n, k)) * 2
+    labels = rng.integers(0, k, n)
+    logits[np.arange(n), labels] += 2
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    probs[5] = 1.0 / k  # a row of ties
+    whole = bootstrap.metric_samples(probs, labels, resamples=100, seed=1)
+    monkeypatch.setattr(bootstrap, "CHUNK_VALUES", 1000)  # 59 rows a block
+    chunked = bootstrap.metric_samples(probs, labels, resamples=100, seed=1)
+    assert chunked.value == whole.value
+    for field in ("class_value", "summary", "per_class"):
+        a, b = getattr(whole, field), getattr(chunked, field)
+        assert all(np.array_equal(a[m], b[m], equal_nan=True) for m in a), field
