@@ -108,6 +108,9 @@ def interval(metric: str, value: float, samples: np.ndarray,
     return (max(lo - shift, 0.0), max(hi - shift, 0.0))
 
 
+_INDEX = np.int32  # image indices kept for the resamples (test sets under 2**31 images)
+
+
 class _Groups:
     """Rows of a weight block summed by a per-image group id (class, bin...): one gather
     and one ``reduceat`` instead of a one-hot matrix product."""
@@ -115,7 +118,7 @@ class _Groups:
     def __init__(self, ids: np.ndarray, size: int) -> None:
         ids = np.asarray(ids, dtype=np.int64)
         self.size = size
-        self.order = np.argsort(ids, kind="stable")
+        self.order = np.argsort(ids, kind="stable").astype(_INDEX)
         sorted_ids = ids[self.order]
         self.present, self.starts = np.unique(sorted_ids, return_index=True)
 
@@ -148,17 +151,19 @@ class _RankCurves:
         self.u = np.unique(scores[positive])
         m = len(self.u)
         self.m = m
-        self.pos_idx = np.flatnonzero(positive)
-        self.pos_group = np.searchsorted(self.u, scores[self.pos_idx])
+        # indices kept as int32 (a class's are two of N; 165 classes' int64 were 528 MB
+        # at 200,000 images)
+        self.pos_idx = np.flatnonzero(positive).astype(_INDEX)
+        self.pos_group = np.searchsorted(self.u, scores[self.pos_idx]).astype(_INDEX)
         self.pos_groups = _Groups(self.pos_group, m)
-        neg_idx = np.flatnonzero(~positive)
+        neg_idx = np.flatnonzero(~positive).astype(_INDEX)
         self.all_neg_idx = neg_idx
         if m:
             i = np.searchsorted(self.u, scores[neg_idx], side="left")
             tie = (i < m) & (self.u[np.minimum(i, m - 1)] == scores[neg_idx])
-            self.segment = 2 * i + tie
+            self.segment = (2 * i + tie).astype(_INDEX)
         else:
-            self.segment = np.zeros(len(neg_idx), dtype=np.int64)
+            self.segment = np.zeros(len(neg_idx), dtype=_INDEX)
         above = self.segment > 0
         self.neg_idx = neg_idx[above]
         self.neg_groups = _Groups(self.segment[above], 2 * m + 1)
@@ -349,10 +354,18 @@ class _Scorer:
         self.rank_method = ("skipped" if not ranks else
                             "exact" if cost <= EXACT_RANK_BUDGET else "linearised")
         if self.rank_method == "linearised":
-            parts = _parallel(lambda c: c.influence(n), self.curves)
-            self.rank_value = np.array([[p[0] for p in parts], [p[1] for p in parts]])
-            self.rank_influence = (np.column_stack([p[2] for p in parts]).astype(np.float32),
-                                   np.column_stack([p[3] for p in parts]).astype(np.float32))
+            # each class's influences written into its column as it is computed (165
+            # classes' float64 pairs held at once were 528 MB at 200,000 images)
+            self.rank_value = np.empty((2, k))
+            self.rank_influence = (np.empty((n, k), np.float32, order="F"),
+                                   np.empty((n, k), np.float32, order="F"))
+
+            def influence(c: int) -> None:
+                auroc, ap, auroc_if, ap_if = self.curves[c].influence(n)
+                self.rank_value[:, c] = auroc, ap
+                self.rank_influence[0][:, c], self.rank_influence[1][:, c] = auroc_if, ap_if
+
+            _parallel(influence, range(k))
 
     def _rank_scores(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(AUROC, AP), classes x resamples (NaN when skipped)."""
