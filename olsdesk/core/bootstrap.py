@@ -564,6 +564,8 @@ def metric_samples(probs: np.ndarray, labels: np.ndarray, *, resamples: int = 10
                          f"{labels.shape}")
     scorer = _Scorer(probs, labels, n_bins, per_class=True, resamples=resamples, ranks=ranks)
     value, class_value = scorer.block(np.ones((scorer.n, 1)))
+    # the float64 copies served that one block; the resamples are scored in float32
+    del scorer.by_dtype[np.dtype(np.float64)]
     scorer.want_per_class = per_class
     n = scorer.n
     # each thread draws its block's weights and scores them: one block a thread in memory
