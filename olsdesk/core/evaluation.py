@@ -6,8 +6,7 @@ applies the temperature fitted on validation, and bootstraps every metric over i
 (``core.bootstrap``). ``write_evaluation`` writes what a paper or a reviewer needs:
 predictions.csv (and its numbers as predictions.npz), metrics.json, per_class.csv,
 confusion_matrix.csv, top_confusions.csv, reliability.csv and, with a renderer, the
-figures. ``olsdesk
-evaluate``, the study and the app all use it.
+figures. ``olsdesk evaluate``, the study and the app all use it.
 """
 
 from __future__ import annotations

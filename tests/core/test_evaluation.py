@@ -583,3 +583,19 @@ def test_predictions_csv_is_the_csv_modules_byte_for_byte_and_the_npz_holds_its_
         assert z["probs"].dtype == np.float32 and float(z["temperature"]) == ev.temperature
         np.testing.assert_allclose(z["familiarity"], ev.familiarity, rtol=1e-6)
         np.testing.assert_array_equal(z["unfamiliar"], ev.detector.unfamiliar(ev.familiarity))
+
+
+def test_a_recorded_test_file_outside_the_class_folders_is_never_trusted(tmp_path):
+    from olsdesk.core.data.sources import recorded_files
+
+    root = make_class_folder(tmp_path / "data", {"a": 2, "b": 2})
+    base = str(root.resolve())
+    inside = [f"{base}/a/img000.png", f"{base}/b/img001.png"]
+    found, gone = recorded_files(root, inside, ("a", "b"))
+    assert list(found.paths) == inside and found.labels.tolist() == [0, 1] and gone == 0
+    # a class the checkpoint names '..' or a name that climbs out: opened as usual
+    (tmp_path / "secret.png").write_bytes(b"x")
+    assert recorded_files(root, [f"{base}/a/../../secret.png"], ("a", "b")) is None
+    assert recorded_files(root, [f"{base}/../secret.png"], ("a", "..")) is None
+    assert recorded_files(root, [str(tmp_path / "secret.png")], ("a", "b")) is None
+    assert recorded_files(root, [f"{base}/c/img000.png"], ("a", "b")) is None

@@ -566,10 +566,10 @@ def recorded_files(root: Path, names: Sequence[str], class_names: Sequence[str]
     index = {c: i for i, c in enumerate(class_names)}
     present, labels = [], []
     for name in names:
-        if not name.startswith(base):
-            return None
-        label = index.get(os.path.dirname(name[len(base):]).replace(os.sep, "/"))
-        if label is None:
+        rel = name[len(base):] if name.startswith(base) else ""
+        # a file of a class folder, never a way out of the root ('../')
+        label = index.get(os.path.dirname(rel).replace(os.sep, "/"))
+        if label is None or ".." in rel.split(os.sep):
             return None
         if os.path.isfile(name):
             present.append(name)
