@@ -480,20 +480,27 @@ def _check_stored_folders(config, class_names: tuple[str, ...]) -> None:
                 "its class folders; give --test-data FOLDER where the test images are now.")
 
 
+def _run_of(checkpoint: str):
+    """The RunStore of the run folder holding ``checkpoint`` (<run>/checkpoints/x.pt),
+    or None for a checkpoint outside one."""
+    from olsdesk.core.runs import RunStore
+
+    run = Path(checkpoint).parent.parent
+    return RunStore(run) if (run / "run.json").is_file() else None
+
+
 def _recorded_test_files(checkpoint: str, config, class_names: tuple[str, ...]):
     """(samples, source, warnings) of the test files the checkpoint's run recorded in
     its image folder, opened from that record (split.json.gz) without walking the folder
     (1.35 M files at RadImageNet's size); None when there is no such record or the
     data is not a folder (then it is opened and split as training split it)."""
     from olsdesk.core.data.sources import HELD_OUT, data_kind, recorded_files
-    from olsdesk.core.runs import RunStore
 
-    run = Path(checkpoint).parent.parent
-    if (data_kind(config.data, config.split_csv) != "folder"
-            or not (run / "run.json").is_file()):
+    store = _run_of(checkpoint)
+    if store is None or data_kind(config.data, config.split_csv) != "folder":
         return None
     try:
-        split = RunStore(run).split_names()
+        split = store.split_names()
     except RunError:
         return None
     if not split or not split["test"]:
@@ -510,13 +517,11 @@ def _recorded_test_files(checkpoint: str, config, class_names: tuple[str, ...]):
 def _recorded_split(checkpoint: str, dataset):
     """``dataset`` split as the checkpoint's run recorded it (``keep_recorded_split``),
     with its sentence; as it is for a checkpoint outside a run folder."""
-    from olsdesk.core.runs import RunStore
-
-    run = Path(checkpoint).parent.parent
-    if not (run / "run.json").is_file():
+    store = _run_of(checkpoint)
+    if store is None:
         return dataset, None
     try:
-        return RunStore(run).recorded_split(dataset)
+        return store.recorded_split(dataset)
     except RunError:
         return dataset, None
 

@@ -30,7 +30,7 @@ from olsdesk.gui.panels.evaluation import (
     draw_risk_coverage,
 )
 from olsdesk.gui.panels.reliability import ReliabilityPanel
-from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
+from olsdesk.gui.panels.soft_labels import MAX_VALUE_CELLS, SoftLabelsPanel
 
 SIZE = (1200, 800)
 
@@ -195,8 +195,6 @@ def confusion_size(k: int) -> tuple[int, int]:
     (MAX_VALUE_CELLS classes); beyond, CELL_PIXELS a class, so each row of RadImageNet's
     165 is named and each cell can be read zoomed in (the counts are in
     confusion_matrix.csv, the largest errors in top_confusions.csv)."""
-    from olsdesk.gui.panels.soft_labels import MAX_VALUE_CELLS
-
     if k <= MAX_VALUE_CELLS:
         return 1000, 800
     return k * CELL_PIXELS + 500, k * CELL_PIXELS + 200

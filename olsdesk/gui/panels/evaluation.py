@@ -162,13 +162,7 @@ class EvaluationPanel(QWidget):
         self.frequency.setHorizontalHeaderLabels(list(FREQUENCY_COLUMNS))
         self.frequency.setVerticalHeaderLabels(list(FREQUENCY_GROUPS))
         self.frequency.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.frequency_note = QLabel("")
-        self.frequency_note.setWordWrap(True)
-        frequency_box = QWidget()
-        frequency_layout = QVBoxLayout(frequency_box)
-        frequency_layout.setContentsMargins(0, 0, 0, 0)
-        frequency_layout.addWidget(self.frequency_note)
-        frequency_layout.addWidget(self.frequency, 1)
+        self.frequency_note, frequency_box = _under_a_note(self.frequency)
         self.views = QTabWidget()
         self.views.addTab(metrics_box, "Metrics")
         self.views.addTab(self.compared, "Recalibrators")
@@ -192,13 +186,7 @@ class EvaluationPanel(QWidget):
         self.top_confusions.setToolTip("Click a pair to see its test images below")
         self.top_confusions.verticalHeader().setDefaultSectionSize(
             self.top_confusions.fontMetrics().height() + 6)  # more pairs in its room
-        self.top_note = QLabel("")
-        self.top_note.setWordWrap(True)
-        confused_box = QWidget()
-        confused_layout = QVBoxLayout(confused_box)
-        confused_layout.setContentsMargins(0, 0, 0, 0)
-        confused_layout.addWidget(self.top_note)
-        confused_layout.addWidget(self.top_confusions, 1)
+        self.top_note, confused_box = _under_a_note(self.top_confusions)
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(confusion_box)
         right.addWidget(confused_box)
@@ -508,8 +496,9 @@ class EvaluationPanel(QWidget):
                                        "predicted class", "share of the row", values=rates)
 
     def _fill_top_confusions(self, ev: Evaluation | None) -> None:
-        """The TOP_CONFUSIONS largest off-diagonal cells, short names shown, full names
-        on hover; sorted by rank until a header is clicked."""
+        """The TOP_CONFUSIONS largest off-diagonal cells, their shared levels said once
+        (``pair_name``), the full names on hover; sorted by rank until a header is
+        clicked."""
         table = self.top_confusions
         table.setSortingEnabled(False)
         table.setRowCount(0)
@@ -650,6 +639,18 @@ def _study_of(checkpoint: str):
 
     folder = study_folder_of(checkpoint)
     return checkpoint, folder, None if folder is None else read_test_comparison(folder)
+
+
+def _under_a_note(widget: QWidget) -> tuple[QLabel, QWidget]:
+    """(a wrapped note, ``widget`` under it in a box of their own)."""
+    note = QLabel("")
+    note.setWordWrap(True)
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(note)
+    layout.addWidget(widget, 1)
+    return note, box
 
 
 def _under_a_choice(label: str, choice: QComboBox, widget: QWidget) -> QWidget:
