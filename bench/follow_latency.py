@@ -44,7 +44,7 @@ def synthetic_report(template, epoch: int, k: int, m: int, rng) -> object:
     bins = len(template.reliability_counts)
     return dataclasses.replace(
         template, epoch=epoch, val_top1=0.5 + 0.4 * epoch / (epoch + 10),
-        soft_labels=soft, mean_prediction=soft,
+        soft_labels=soft, mean_prediction=soft, soft_label_counts=rng.integers(0, 50, k),
         reliability_counts=rng.integers(0, 200, bins),
         reliability_accuracy=rng.random(bins), reliability_confidence=rng.random(bins),
         confidence_histogram=rng.integers(0, 200, bins),

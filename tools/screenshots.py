@@ -170,19 +170,24 @@ def compare_view(app, out: Path) -> None:
     from olsdesk.gui.panels.compare import ComparePanel
 
     rng = np.random.default_rng(0)
+    bins = (np.arange(15) + 0.5) / 15
     runs = {}
     for i in range(50):
         loss = ("ce", "ls", "tfkd", "ols")[i % 4]
         top = 0.55 + 0.3 * (1 - np.exp(-np.arange(1, 21) / (4 + i % 7))) + rng.normal(0, 0.01, 20)
         runs[f"resnet50-{loss}-seed{i // 4}"] = [
             SimpleNamespace(epoch=e + 1, val_top1=float(top[e]),
-                            ece=float(0.12 * np.exp(-e / 8) + 0.02 + rng.normal(0, 0.004)))
+                            ece=float(0.12 * np.exp(-e / 8) + 0.02 + rng.normal(0, 0.004)),
+                            reliability_counts=np.full(15, 10), reliability_accuracy=bins,
+                            reliability_confidence=bins)
             for e in range(20)]
     with tempfile.TemporaryDirectory() as tmp:
         panel = ComparePanel(Path(tmp))
         panel.resize(1400, 900)
         panel.show()
-        panel._draw_curves(runs)
+        panel.draw(runs)
+        while panel.busy:
+            app.processEvents()
         settle(app)
         panel.grab().save(str(out / "compare_50.png"))
         print("wrote", out / "compare_50.png")

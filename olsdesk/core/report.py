@@ -81,6 +81,9 @@ ARRAY_FIELDS = (
     "embedding_confidences",
     "smooth_confidence", "smooth_accuracy", "smooth_band", "soft_label_counts",
 )
+# what a comparison of runs draws of an epoch beyond its scalars: the reliability bins
+RELIABILITY_FIELDS = ("reliability_counts", "reliability_accuracy", "reliability_confidence",
+                      "confidence_histogram")
 SMOOTH_POINTS = 101  # points of the smoothed reliability curve an epoch keeps
 
 
@@ -163,14 +166,18 @@ class EpochReport:
         return {name: getattr(self, name) for name in ARRAY_FIELDS}
 
     @classmethod
-    def from_parts(cls, scalars: dict, arrays: dict, class_names: tuple[str, ...]) -> EpochReport:
+    def from_parts(cls, scalars: dict, arrays: dict, class_names: tuple[str, ...],
+                   partial: bool = False) -> EpochReport:
         """A stored epoch; EpochArraysError when its arrays do not fit together or the
         run's classes (a file damaged or from another run: the views would index out of
-        them)."""
+        them). ``partial``: only some arrays were read (a comparison of runs reads the
+        scalars and the reliability bins); the others are empty."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in scalars.items() if k in known}
         values.update({k: arrays[k] for k in ARRAY_FIELDS if k in arrays})
         _check_arrays(values, len(class_names))
+        if partial:
+            values.update({k: np.zeros(0) for k in ARRAY_FIELDS if k not in values})
         try:
             return cls(**values, class_names=tuple(class_names))
         except TypeError as exc:  # a field missing

@@ -38,7 +38,7 @@ from olsdesk.config import RunConfig
 from olsdesk.core.archives import check_archive
 from olsdesk.core.files import open_regular, read_regular_bytes, read_regular_text
 from olsdesk.core.records import Checkpoint, RunInfo
-from olsdesk.core.report import ARRAY_FIELDS, EpochArraysError, EpochReport
+from olsdesk.core.report import ARRAY_FIELDS, RELIABILITY_FIELDS, EpochArraysError, EpochReport
 from olsdesk.errors import ConfigError, RunError, first_line, os_reason, printable
 
 LATEST = "latest.pt"
@@ -439,8 +439,14 @@ class RunFollower:
     followed on disk, a torchrun child and the Compare tab all read runs through it, so
     following a long run costs one epoch's read an epoch, not the whole run's."""
 
-    def __init__(self, store: RunStore) -> None:
+    def __init__(self, store: RunStore, arrays: tuple[str, ...] = ARRAY_FIELDS,
+                 last_only: bool = False) -> None:
+        """``arrays``: the epochs' arrays to read (the others are left empty);
+        ``last_only``: read them for the newest epoch of each read alone (a comparison of
+        runs draws the final epoch's bins; every epoch's scalars are read all the same)."""
         self.store = store
+        self.arrays = tuple(arrays)
+        self.last_only = last_only
         self.count = 0  # epochs read so far
         self._offset = 0  # bytes of metrics.jsonl taken in
         self._names: tuple[str, ...] | None = None
@@ -464,7 +470,7 @@ class RunFollower:
                 chunk = fh.read(size - self._offset)
             records, sizes = self.store.parse_metrics(chunk, self.count + 1)
             for scalars, length in zip(records, sizes, strict=True):
-                report = self._report(scalars)
+                report = self._report(scalars, not self.last_only)
                 if report is None:  # a line is written after its arrays: they were removed,
                     if RunLock.holder(self.store.path) is None:  # unless a resume is at work
                         raise RunError(
@@ -474,19 +480,26 @@ class RunFollower:
                     break
                 reports.append(report)
                 self._offset += length
+            if self.last_only and reports:  # the newest epoch read, with its arrays
+                reports[-1] = self._report(records[len(reports) - 1]) or reports[-1]
         self.count += len(reports)
         return RunUpdate(reports, reset, self.store.status if with_status else "")
 
-    def _report(self, scalars: dict) -> EpochReport | None:
+    def _report(self, scalars: dict, with_arrays: bool = True) -> EpochReport | None:
         file = self.store._epoch_file(int(scalars["epoch"]))
         if not file.exists():
             return None
         if self._names is None:
             self._names = self.store.class_names
+        wanted = self.arrays if with_arrays else ()
+        partial = wanted != ARRAY_FIELDS
         try:
+            if not wanted:
+                return EpochReport.from_parts(scalars, {}, self._names, partial)
+            # an npz reads an array when it is asked for: those not wanted stay on disk
             with open_regular(file, "rb") as fh, np.load(fh, allow_pickle=False) as arrays:
-                return EpochReport.from_parts(scalars, {k: arrays[k] for k in ARRAY_FIELDS
-                                                        if k in arrays}, self._names)
+                return EpochReport.from_parts(scalars, {k: arrays[k] for k in wanted
+                                                        if k in arrays}, self._names, partial)
         except (OSError, ValueError, TypeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             # never numpy's own words: a garbage file gets advice to load it with pickle
             why = str(exc) if isinstance(exc, EpochArraysError) else "not an epoch's arrays"
@@ -497,9 +510,14 @@ class RunFollower:
 class RunReader:
     """Several runs' epochs, each read once: one follower a run folder, so showing a
     run again reads only the epochs it gained. The Compare tab reads through it in a
-    worker; one caller at a time (it holds a lock)."""
+    worker; one caller at a time (it holds a lock). What it keeps of an epoch is what a
+    comparison draws: the scalars, and the reliability bins of each run's final epoch
+    (``arrays`` and ``last_only`` as RunFollower's), so the memory of the selected runs
+    grows with their epochs, not with their classes or validation images."""
 
-    def __init__(self) -> None:
+    def __init__(self, arrays: tuple[str, ...] = RELIABILITY_FIELDS,
+                 last_only: bool = True) -> None:
+        self.arrays, self.last_only = tuple(arrays), last_only
         self._followers: dict[Path, RunFollower] = {}
         self._reports: dict[Path, list[EpochReport]] = {}
         self._lock = threading.Lock()
@@ -511,7 +529,8 @@ class RunReader:
             for path in paths:
                 follower = self._followers.get(path)
                 if follower is None:
-                    follower = self._followers[path] = RunFollower(RunStore(path))
+                    follower = self._followers[path] = RunFollower(
+                        RunStore(path), self.arrays, self.last_only)
                 try:
                     update = follower.read(with_status=False)
                 except (RunError, OSError, ValueError, KeyError) as exc:

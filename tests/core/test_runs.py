@@ -2,6 +2,7 @@
 
 import sys
 
+import numpy as np
 import pytest
 
 from olsdesk.config import RunConfig
@@ -64,13 +65,26 @@ def test_the_reader_reads_each_epoch_once_and_lists_a_broken_run_as_damaged(tmp_
 
     loads = []
     real = RunFollower._report
-    monkeypatch.setattr(RunFollower, "_report",
-                        lambda self, scalars: loads.append(scalars["epoch"]) or real(self,
-                                                                                     scalars))
+
+    def counted(self, scalars, with_arrays=True):
+        loads.append((scalars["epoch"], with_arrays))
+        return real(self, scalars, with_arrays)
+
+    monkeypatch.setattr(RunFollower, "_report", counted)
     reader = RunReader()
+    first = reader.reports([path])[path]
+    assert [r.epoch for r in first] == [1, 2]
     assert [r.epoch for r in reader.reports([path])[path]] == [1, 2]
-    assert [r.epoch for r in reader.reports([path])[path]] == [1, 2]
-    assert loads == [1, 2]  # shown again: nothing read again
+    # every epoch's scalars, the final epoch's arrays; shown again: nothing read again
+    assert loads == [(1, False), (2, False), (2, True)]
+    whole = RunStore(path).load_reports()
+    assert [r.scalars() for r in first] == [r.scalars() for r in whole]
+    for name in ("reliability_counts", "reliability_accuracy", "reliability_confidence",
+                 "confidence_histogram"):  # what Compare draws of the final epoch
+        np.testing.assert_array_equal(getattr(first[-1], name), getattr(whole[-1], name))
+        assert getattr(first[0], name).size == 0
+    # nothing it does not draw: a run's memory does not grow with classes or images
+    assert first[-1].soft_labels.size == first[-1].embedding.size == 0
     RunStore(path).truncate_to(1)
     assert [r.epoch for r in reader.reports([path])[path]] == [1]
     assert reader.reports([broken]) == {broken: []}  # unreadable: nothing, no exception

@@ -479,15 +479,18 @@ def test_the_compare_legend_of_50_runs_scrolls_above_the_plots(qtbot, tmp_path):
     qtbot.addWidget(panel)
     panel.resize(1400, 900)
     panel.show()
-    runs = [SimpleNamespace(epoch=e, val_top1=0.5 + 0.01 * e, ece=0.05) for e in (1, 2, 3)]
-    panel._draw_curves({"ce-s1": runs, "ols-s1": runs})
-    qtbot.wait(20)
+    bins = {"reliability_counts": [3, 0, 5], "reliability_confidence": [0.2, 0.5, 0.9],
+            "reliability_accuracy": [0.1, 0.5, 0.8]}
+    runs = [SimpleNamespace(epoch=e, val_top1=0.5 + 0.01 * e, ece=0.05, **bins)
+            for e in (1, 2, 3)]
+    panel.draw({"ce-s1": runs, "ols-s1": runs})
+    qtbot.waitUntil(lambda: not panel.busy)
     box = panel.legend_box
     few = box.height()
     assert few < 2.5 * panel.legend.fontMetrics().lineSpacing()  # two runs: one line
     names = {f"resnet50-ols-alpha0.{i:02d}-seed{i}": runs for i in range(50)}
-    panel._draw_curves(names)
-    qtbot.wait(20)
+    panel.draw(names)
+    qtbot.waitUntil(lambda: not panel.busy)
     assert panel.legend.text().count("━━") == 50 and panel.curve_count() == 50
     # 50 names wrap to many lines: the box stays LEGEND_LINES high, the plots below
     assert box.height() <= panel.legend.fontMetrics().lineSpacing() * LEGEND_LINES + 6

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,10 @@ from olsdesk.gui.workers import start_worker
 RUN_COLUMNS = ("run", "data", "model", "loss", "α / ε", "epochs", "lr", "best top-1",
                "final ECE", "status", "notes")
 UNUSED = "not used"  # a setting the run's loss or optimiser ignores
+# past this many runs their curves are lines without dots: a dot an epoch is what costs
+# (200 runs with them: 1.8 s on the GUI thread), and a dozen dotted lines already blur
+DOTTED_RUNS = 12
+DRAW_BUDGET_S = 0.03  # the GUI thread's time for drawing runs between two events
 
 
 class NewComparisonDialog(QDialog):
@@ -95,6 +100,12 @@ class ComparePanel(QWidget):
         self._reading = None  # the worker reading the selected runs' epochs
         self._again = {"list": False, "read": False}  # asked for while one ran
         self._select_after: list[Path] | None = None
+        self._to_draw: list = []  # (position, (name, epochs)) of the runs not drawn yet
+        self._dotted = True
+        self._draw_timer = QTimer(self)
+        self._draw_timer.setSingleShot(True)
+        self._draw_timer.setInterval(0)
+        self._draw_timer.timeout.connect(self._draw_some)
         self.where = QLabel("")
         # a long runs folder takes the room left, never widens the window (1024 px)
         self.where.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -236,7 +247,8 @@ class ComparePanel(QWidget):
     @property
     def busy(self) -> bool:
         """Runs are being listed or read (tests wait for it)."""
-        return self._listing is not None or self._reading is not None
+        return (self._listing is not None or self._reading is not None
+                or self._draw_timer.isActive())
 
     def refresh(self, select: list[Path] | None = None) -> None:
         """List every run under the runs folder with its key settings and numbers, read
@@ -479,8 +491,7 @@ class ComparePanel(QWidget):
         reports = {listing.path.name: found[listing.path] for listing in listings
                    if found.get(listing.path)}
         self.reports = reports
-        self._draw_curves(reports)
-        self._draw_reliability(reports)
+        self.draw(reports)
         chosen = [listing for listing in listings if listing.path.name in reports]
         self._fill_metrics(reports, chosen)
         self.hint.setVisible(len(reports) < 2)
@@ -493,47 +504,74 @@ class ComparePanel(QWidget):
         """How many runs the Top-1 plot overlays."""
         return len(self.top1_plot.listDataItems())
 
-    def _draw_curves(self, reports: dict) -> None:
+    def draw(self, reports: dict) -> None:
+        """Overlay these runs (name -> epochs): validation Top-1 and ECE, and each run's
+        final-epoch bins (accuracy at the bin's mean confidence) over the dashed diagonal
+        with its confidence histogram as a share of its images, in its colour. The
+        legends at once; the lines a few runs at a time between events (``DRAW_BUDGET_S``
+        each), so 200 runs never freeze the window."""
+        self._to_draw = list(enumerate(reports.items()))
+        self._dotted = len(reports) <= DOTTED_RUNS
+        for plot in (self.top1_plot, self.ece_plot, self.diagram, self.shares):
+            plot.clear()
         for plot in (self.top1_plot, self.ece_plot):
-            plot.clear()
-        names = []
-        for i, (name, runs) in enumerate(reports.items()):
-            epochs = [r.epoch for r in runs]
-            pen = pg.mkPen(class_color(i), width=2)
-            self.top1_plot.plot(epochs, [r.val_top1 for r in runs], pen=pen, name=name,
-                                symbol="o", symbolSize=5, symbolBrush=class_color(i))
-            self.ece_plot.plot(epochs, [r.ece for r in runs], pen=pen, symbol="o",
-                               symbolSize=5, symbolBrush=class_color(i))
-            names.append(_entry(class_color(i), html.escape(name)))
-        self.legend.setText(" &nbsp; ".join(names))
-        self.legend_box.refit()
-
-    def _draw_reliability(self, reports: dict) -> None:
-        """Each run's bins (accuracy at the bin's mean confidence) over the dashed
-        diagonal, and its confidence histogram as a share of its images, in its colour."""
-        for plot in (self.diagram, self.shares):
-            plot.clear()
+            plot.disableAutoRange()  # fitted once, after the last run, not after each
         self.diagram.plot([0, 1], [0, 1], pen=pg.mkPen("#444", width=1.5,
                                                         style=Qt.PenStyle.DashLine))
-        names, top = [], 0.0
+        names, bins, top = [], [], 0.0
         for i, (name, runs) in enumerate(reports.items()):
             final = runs[-1]
-            counts = np.asarray(final.reliability_counts, dtype=float)
-            filled = counts > 0
             colour = class_color(i)
-            self.diagram.plot(np.asarray(final.reliability_confidence)[filled],
-                              np.asarray(final.reliability_accuracy)[filled],
-                              pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=6,
-                              symbolBrush=colour, name=name)
-            share = counts / max(counts.sum(), 1.0)
-            top = max(top, float(share.max(initial=0.0)))
-            edges = np.linspace(0.0, 1.0, len(counts) + 1)
-            self.shares.plot(edges, share, stepMode="center", pen=pg.mkPen(colour, width=2))
-            names.append(_entry(colour, f"{html.escape(name)} (epoch {final.epoch}, "
-                                        f"ECE {final.ece:.4f})"))
+            names.append(_entry(colour, html.escape(name)))
+            bins.append(_entry(colour, f"{html.escape(name)} (epoch {final.epoch}, "
+                                       f"ECE {final.ece:.4f})"))
+            counts = np.asarray(final.reliability_counts, dtype=float)
+            top = max(top, float((counts / max(counts.sum(), 1.0)).max(initial=0.0)))
         self.shares.setYRange(0, max(top, 0.01) * 1.05, padding=0)
-        self.reliability_legend.setText(" &nbsp; ".join(names))
+        self.legend.setText(" &nbsp; ".join(names))
+        self.legend_box.refit()
+        self.reliability_legend.setText(" &nbsp; ".join(bins))
         self.reliability_legend_box.refit()
+        for canvas in (self.curves, self.reliability):  # painted once, when all are in
+            canvas.setUpdatesEnabled(False)
+        self._draw_some()
+
+    def _draw_some(self) -> None:
+        started = time.perf_counter()
+        while self._to_draw and time.perf_counter() - started < DRAW_BUDGET_S:
+            i, (name, runs) = self._to_draw.pop(0)
+            self._draw_run(class_color(i), name, runs)
+        if self._to_draw:
+            self._draw_timer.start()
+            return
+        for plot in (self.top1_plot, self.ece_plot):
+            plot.enableAutoRange()
+        for canvas in (self.curves, self.reliability):
+            canvas.setUpdatesEnabled(True)
+
+    def _draw_run(self, colour: QColor, name: str, runs: list) -> None:
+        # many runs: hairlines (a wide pen is what makes painting hundreds of lines slow)
+        pen = pg.mkPen(colour, width=2 if self._dotted else 1)
+
+        def line(plot, x, y, size: int, **style) -> None:
+            if self._dotted:
+                plot.plot(x, y, pen=pen, symbol="o", symbolSize=size, symbolBrush=colour,
+                          **style)
+            else:  # one graphics item, not PlotDataItem's three
+                plot.addItem(pg.PlotCurveItem(np.asarray(x, dtype=float),
+                                              np.asarray(y, dtype=float), pen=pen, **style))
+
+        epochs = [r.epoch for r in runs]
+        line(self.top1_plot, epochs, [r.val_top1 for r in runs], 5, name=name)
+        line(self.ece_plot, epochs, [r.ece for r in runs], 5)
+        final = runs[-1]
+        counts = np.asarray(final.reliability_counts, dtype=float)
+        filled = counts > 0
+        line(self.diagram, np.asarray(final.reliability_confidence)[filled],
+             np.asarray(final.reliability_accuracy)[filled], 6, name=name)
+        edges = np.linspace(0.0, 1.0, len(counts) + 1)
+        self.shares.addItem(pg.PlotCurveItem(edges, counts / max(counts.sum(), 1.0),
+                                             stepMode="center", pen=pen))
 
     def reliability_count(self) -> int:
         """How many runs the reliability diagram overlays (tests)."""
