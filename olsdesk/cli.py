@@ -466,7 +466,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             top = "  ".join(f"{c} {p:.1%}" for c, p in
                             zip(prediction.top_classes, prediction.top_probabilities, strict=True))
             note = f", {prediction.note}" if prediction.note else ""
-            held = f"; set {prediction.set_text}" if prediction.set_text else ""
+            held = f"; set {prediction.set_summary()}" if prediction.set_text else ""
             print(printable(f"{name}: {top}  ({calibrated} {prediction.calibrated_confidence:.1%},"
                             f" entropy {prediction.entropy:.2f}{note}){held}", one_line=True),
                   flush=True)

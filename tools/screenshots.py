@@ -131,7 +131,45 @@ def radimagenet_views(app, out: Path) -> int:
     embedding_views(app, out, ev)
     soft_labels_view(app, out, ev.class_names)
     compare_view(app, out)
+    predict_view(app, out)
     return 0
+
+
+def predict_view(app, out: Path) -> None:
+    """The Predict tab with a model of RadImageNet's 165 classes (trained 10 epochs on 12
+    synthetic 32 px images a class) over images of eight classes and a digit it never saw
+    the like of: long names in the list and the details, its prediction set, the flag."""
+    from ui_latency import class_folder
+
+    from olsdesk.config import RunConfig
+    from olsdesk.core.runs import BEST
+    from olsdesk.core.state import AppState, CheckpointRef
+    from olsdesk.core.trainer import Trainer
+    from olsdesk.gui.panels.predict import PredictPanel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = class_folder(str(Path(tmp) / "data"), 165, 12)
+        trainer = Trainer(RunConfig(data=data, image_size=32, batch_size=64, epochs=10,
+                                    lr=0.05, device="cpu"), runs_dir=Path(tmp) / "runs")
+        list(trainer.fit())
+        state = AppState()
+        panel = PredictPanel(state)
+        state.set_checkpoint(CheckpointRef(str(trainer.store.checkpoint_path(BEST)), 10))
+        panel.resize(1400, 900)
+        panel.show()
+        files = sorted(Path(data).rglob("*.png"))
+        picked = [str(f) for f in files[::12][::40] + files[5::12][20:23]]
+        digit = unfamiliar_folder(Path(tmp) / "unfamiliar")
+        picked.append(str(next(Path(digit).rglob("*.png"))))
+        panel.predict_paths(picked)
+        while panel.busy:
+            app.processEvents()
+        panel.table.selectRow(0)
+        while panel.cam_busy:
+            app.processEvents()
+        settle(app)
+        panel.grab().save(str(out / "predict_165.png"))
+        print("wrote", out / "predict_165.png")
 
 
 def soft_labels_view(app, out: Path, names) -> None:

@@ -30,6 +30,7 @@ from olsdesk.core.runs import RunError, load_checkpoint
 from olsdesk.errors import PredictorError, printable
 
 log = logging.getLogger(__name__)
+SET_SHOWN = 10  # a prediction set's classes a line names; past them, how many more
 
 
 @dataclass(frozen=True)
@@ -114,9 +115,19 @@ class Prediction:
     @property
     def set_text(self) -> str:
         """The set as a reader sees it, "{A, B} at 90 %" ("" without one)."""
+        return self.set_summary(None)
+
+    def set_summary(self, most: int | None = SET_SHOWN) -> str:
+        """The set as a line shows it: past ``most`` classes, its first ``most`` (the most
+        probable first) and how many it holds: "{A, B, …, J, … 119 more: 129 classes} at
+        90%" (a doubtful image's set at 165 classes can name most of them)."""
         if self.prediction_set is None:
             return ""
-        return f"{{{', '.join(self.prediction_set)}}} at {self.set_coverage:.0%}"
+        names = list(self.prediction_set)
+        if most is not None and len(names) > most:
+            names = names[:most] + [f"… {len(self.prediction_set) - most} more: "
+                                    f"{len(self.prediction_set)} classes"]
+        return f"{{{', '.join(names)}}} at {self.set_coverage:.0%}"
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:

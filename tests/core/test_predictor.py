@@ -11,7 +11,7 @@ from PIL import Image
 
 from olsdesk.cli import main
 from olsdesk.config import RunConfig
-from olsdesk.core.predictor import Predictor, PredictorError
+from olsdesk.core.predictor import Prediction, Predictor, PredictorError
 from olsdesk.core.trainer import Trainer
 from olsdesk.gui.resources import resource
 from tests.helpers import truncate, write_dicom, write_png, write_zip_bomb
@@ -405,3 +405,17 @@ def test_evaluate_says_which_classes_have_no_test_image(checkpoint, predictor, t
     assert (f"{missing} of {len(predictor.class_names)} classes have no test image, so their "
             f"recall is not measured and the averages leave them out: "
             f"{predictor.class_names[2]}, ") in said.out + said.err
+
+
+def test_a_long_prediction_set_is_summed_up_in_a_line():
+    def with_set(classes):
+        return Prediction("x.png", prediction_set=tuple(classes), set_coverage=0.9)
+
+    assert with_set(["a", "b"]).set_summary() == "{a, b} at 90%"
+    many = with_set([f"c{i}" for i in range(129)])
+    assert many.set_summary(3) == "{c0, c1, c2, … 126 more: 129 classes} at 90%"
+    assert many.set_summary(None) == many.set_text  # the whole set, as the files keep it
+    assert many.set_text.count(",") == 128
+    assert with_set([f"c{i}" for i in range(10)]).set_summary() == (
+        "{" + ", ".join(f"c{i}" for i in range(10)) + "} at 90%")  # ten: all named
+    assert Prediction("x.png").set_summary() == ""

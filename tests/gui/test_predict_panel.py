@@ -10,6 +10,7 @@ from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication, QStyleOptionViewItem, QTableWidgetItem
 
+from olsdesk.core.names import short_names
 from olsdesk.gui.panels.predict import NOTE, SET
 from olsdesk.gui.resources import resource
 from tests.gui.conftest import train
@@ -69,9 +70,9 @@ def test_drop_on_the_window_predicts_good_files_and_explains_bad_ones(qtbot, win
     assert panel.preview.pixmap() is not None and not panel.preview.pixmap().isNull()
     assert panel.bars_shown() == 5
     first = panel.predictions[panel.table.item(0, 0).data(Qt.ItemDataRole.UserRole)]
-    assert first.prediction_set and first.set_text in panel.detail.text()
+    assert first.prediction_set and first.set_summary() in panel.detail.text()
     assert panel.table.item(0, SET).text() == str(len(first.prediction_set))
-    assert first.set_text in panel.table.item(0, SET).toolTip()
+    assert first.set_summary(30) in panel.table.item(0, SET).toolTip()
 
     # the low-confidence mark follows the threshold
     panel.threshold.setValue(1.0)
@@ -103,6 +104,22 @@ def test_a_folder_dropped_on_the_panel_itself(qtbot, window, tmp_path):
     assert panel.status.text().startswith("This drop: 0 predicted, 0 could not be read, "
                                           "1 listed already")
     assert f"The list: {len(files)} predicted, 0 unreadable" in panel.status.text()
+    # the top-1 column names classes as the other views do, the whole name on hover
+    top = panel.table.item(0, 1)
+    assert top.toolTip() in panel.predictor.class_names and top.text() == short_names(
+        panel.predictor.class_names, limit=24)[panel.predictor.class_names.index(top.toolTip())]
+    # files of one name in two folders (000.png in every class folder) are told apart
+    for folder in ("tear", "normal"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / files[0].name).write_bytes(files[0].read_bytes())
+    with qtbot.waitSignal(panel.predictions_finished, timeout=60_000):
+        drop(panel, [tmp_path / "tear", tmp_path / "normal"])
+    names = sorted(panel.table.item(r, 0).text() for r in range(panel.table.rowCount()))
+    assert names == sorted([f"{SAMPLES.name}/{files[0].name}", f"tear/{files[0].name}",
+                            f"normal/{files[0].name}"] + [f.name for f in files[1:]])
+    panel.table.selectRow(next(r for r in range(panel.table.rowCount())
+                               if panel.table.item(r, 0).text().startswith("tear/")))
+    assert f"<b>tear/{files[0].name}</b>" in panel.detail.text()
     # Clear leaves nothing of the files on screen
     panel.table.selectRow(0)
     assert not panel.preview.pixmap().isNull()

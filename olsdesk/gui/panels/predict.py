@@ -36,7 +36,13 @@ from PySide6.QtWidgets import (
 
 from olsdesk.core.data.sources import FileSamples
 from olsdesk.core.names import short_names
-from olsdesk.core.predictor import Prediction, Predictor, expand_paths, write_predictions_csv
+from olsdesk.core.predictor import (
+    SET_SHOWN,
+    Prediction,
+    Predictor,
+    expand_paths,
+    write_predictions_csv,
+)
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.errors import OlsdeskError
@@ -104,6 +110,8 @@ class PredictPanel(QWidget):
         self._sort_timer.timeout.connect(self._sort)
         self._already = 0  # files of the running drop listed already by this model
         self._name_width = 0  # the widest file name listed, in pixels
+        self._same_name: dict[str, list] = {}  # a file name -> (its items, their paths)
+        self._short_of: tuple[tuple, dict] = ((), {})  # class names -> as the list shows them
         self._cancel = threading.Event()
         self._progressed.connect(self._show_progress)
         self.folders = DialogFolders()  # where its file dialogs open (the window's)
@@ -146,7 +154,7 @@ class PredictPanel(QWidget):
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)  # fit to names
-        for column in range(2, NOTE):  # the numbers as wide as they are: room for the note
+        for column in range(1, NOTE):  # as wide as they are (class names shortened)
             header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(NOTE, QHeaderView.ResizeMode.Stretch)
         self.table.setColumnWidth(0, 160)
@@ -181,6 +189,7 @@ class PredictPanel(QWidget):
         # it shrinks with the side panel instead of being clipped by it (a clipped chart
         # loses its right end: the 0.9-1.0 range where confident predictions sit)
         self.bars_view.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Expanding)
+        self.bars_view.setMinimumHeight(170)  # five named bars, whatever the text above says
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.addWidget(self.cam_box)
@@ -389,10 +398,13 @@ class PredictPanel(QWidget):
             self.calibration.append((self.predictor.temperature, self.predictor.class_names))
             name = QTableWidgetItem(Path(result.path).name)
             name.setToolTip(result.path)
+            self._tell_apart(name, result.path)
             name.setData(Qt.ItemDataRole.UserRole, len(self.predictions) - 1)
             self.table.setItem(row, 0, name)
             if result.ok:
-                self.table.setItem(row, 1, QTableWidgetItem(result.top_classes[0]))
+                top = QTableWidgetItem(self._short(result.top_classes[0]))
+                top.setToolTip(result.top_classes[0])
+                self.table.setItem(row, 1, top)
                 for col, value in ((2, result.confidence), (3, result.calibrated_confidence)):
                     self.table.setItem(row, col, NumberItem(value, f"{value:.1%}"))
                 self.table.setItem(row, 4, NumberItem(result.entropy, f"{result.entropy:.2f}"))
@@ -424,16 +436,36 @@ class PredictPanel(QWidget):
             return item
         size = len(result.prediction_set)
         item = NumberItem(size, str(size))
-        item.setToolTip(f"prediction set: {result.set_text}: the classes that hold the true "
+        item.setToolTip(f"prediction set: {result.set_summary(3 * SET_SHOWN)}: the classes "
+                        "that hold the true "
                         f"one for {result.set_coverage:.0%} of validation-like images")
         return item
+
+    def _short(self, name: str) -> str:
+        """A class as the list shows it: the model's names shortened one way (as the other
+        views do, "MR/knee/bon…_edema"), the whole name on hover."""
+        names = self.predictor.class_names
+        if self._short_of[0] != names:
+            self._short_of = (names, dict(zip(names, short_names(names, limit=24),
+                                              strict=True)))
+        return self._short_of[1].get(name, name)
+
+    def _tell_apart(self, item: QTableWidgetItem, path: str) -> None:
+        """Files of one name (000.png in every class folder of a test split) are listed
+        with their folder, "tear/000.png", all of them as soon as a second arrives."""
+        same = self._same_name.setdefault(Path(path).name, [])
+        same.append((item, path))
+        if len(same) > 1:
+            for each, where in same:
+                each.setText(f"{Path(where).parent.name}/{Path(where).name}")
 
     def _fit_names(self, results: list[Prediction]) -> None:
         """The file column as wide as its widest name (up to half the table, or 280 px):
         names are whole, or lose their middle only when very long."""
         metrics = self.table.fontMetrics()
-        widest = max((metrics.horizontalAdvance(Path(r.path).name) for r in results),
-                     default=0)
+        widest = max((metrics.horizontalAdvance(self.table.item(row, 0).text())
+                      for row in range(self.table.rowCount() - len(results),
+                                       self.table.rowCount())), default=0)
         if widest > self._name_width:
             self._name_width = widest
             limit = max(self.table.viewport().width() // 2, 280)
@@ -495,11 +527,12 @@ class PredictPanel(QWidget):
             self.bars_view.hide()  # an empty chart only shows an upside-down axis
             return
         self.detail.setText(
-            f"<b>{html.escape(Path(result.path).name)}</b>: "
+            f"<b>{html.escape(self.table.item(rows[0].row(), 0).text())}</b>: "
             f"{html.escape(result.top_classes[0])}<br>confidence "
             f"{result.confidence:.1%}, calibrated {result.calibrated_confidence:.1%} "
             f"(T = {temperature:.2f}), entropy {result.entropy:.2f} nats<br>"
-            + (f"prediction set {html.escape(result.set_text)}<br>" if result.set_text else "")
+            + (f"prediction set {html.escape(result.set_summary())}<br>"
+               if result.set_text else "")
             + (f"<span style='color:#b00020'>⚠ {html.escape(result.unfamiliar_sentence)}"
                "</span><br>" if result.unfamiliar else "")
             + "<span style='color:#666'>chart: bars raw, red marks calibrated</span>"
@@ -581,6 +614,7 @@ class PredictPanel(QWidget):
         self.table.setRowCount(0)
         self._sort()  # sorting on again, with nothing left to sort
         self._name_width = 0
+        self._same_name.clear()
         self.preview.clear()  # nothing of a cleared file stays on screen
         self.preview.setToolTip("")
         self.detail.setText(" ")
