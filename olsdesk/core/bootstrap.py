@@ -65,9 +65,14 @@ def resample_block(n: int, resamples: int, seed: int, block: int) -> np.ndarray:
     size = _block_size(n)
     cols = min(size, resamples - block * size)
     rng = np.random.default_rng([seed, block])
-    draws = rng.integers(0, n, size=(cols, n)) + (np.arange(cols) * n)[:, None]
-    counts = np.bincount(draws.ravel(), minlength=cols * n).reshape(cols, n)
-    return np.ascontiguousarray(counts.T, dtype=np.float32)
+    # int32 draws are int64's, value for value (numpy draws both from 32-bit words below
+    # 2**32): half the memory, and each resample counted into its column, no int64
+    # cols x n counts (at 200,000 images a block's temporaries were 330 MB, now 130)
+    draws = rng.integers(0, n, size=(cols, n), dtype=np.int32)
+    weights = np.empty((n, cols), dtype=np.float32)
+    for col, drawn in enumerate(draws):
+        weights[:, col] = np.bincount(drawn, minlength=n)
+    return weights
 
 
 def _parallel(fn, items) -> list:
@@ -133,6 +138,15 @@ class _Groups:
                 picked *= values[self.order, None]
             out[self.present] = np.add.reduceat(picked, self.starts, axis=0)
         return out
+
+
+def exact_rank_cost(scores: np.ndarray, positive: np.ndarray) -> int:
+    """``_RankCurves(scores, positive).exact_cost`` without building the curves: the
+    positives, and the negatives scoring at least the lowest positive."""
+    if not positive.any():
+        return 0
+    lowest = scores[positive].min()
+    return int(positive.sum() + np.count_nonzero((scores >= lowest) & ~positive))
 
 
 class _RankCurves:
@@ -261,6 +275,16 @@ class BootstrapResult:
 CHUNK_VALUES = 2**22  # values of an N x K temporary at once (32 MB of float64)
 
 
+COLUMN_VALUES = 2**20  # values of an N x resamples temporary at once (4 MB of float32)
+
+
+def _column_chunks(w: np.ndarray) -> list[slice]:
+    """Slices of ``w``'s columns (resamples) of about COLUMN_VALUES values each: what
+    needs several N-long running sums a resample takes a few resamples at a time."""
+    step = max(1, COLUMN_VALUES // max(len(w), 1))
+    return [slice(at, at + step) for at in range(0, w.shape[1], step)]
+
+
 def _row_chunked(probs: np.ndarray, labels: np.ndarray, n_bins: int):
     """Per image: whether its label is among its top 5, its Brier score; per (image,
     class) whose probability falls above the first classwise bin: the image, the class
@@ -345,23 +369,27 @@ class _Scorer:
         # float64 for the values on the test images; float32 for the resamples (counts are
         # exact, sums carry ~1e-7 relative rounding, far below any interval's width, and
         # the products run twice as fast)
+        # (the probabilities as they are, N x K: the float64 ones are the caller's, no copy)
         self.by_dtype = {np.dtype(t): (grouped.astype(t), per_image.astype(t),
-                                       probs.T.astype(t)) for t in (np.float64, np.float32)}
-        self.curves = (_parallel(lambda c: _RankCurves(probs[:, c], labels == c), range(k))
-                       if ranks else [])
+                                       probs.astype(t, copy=False))
+                         for t in (np.float64, np.float32)}
         self.want_per_class = per_class
-        cost = sum(c.exact_cost for c in self.curves) * resamples
+        self.curves: list[_RankCurves] = []
+        cost = sum(exact_rank_cost(probs[:, c], labels == c) for c in range(k)) * resamples
         self.rank_method = ("skipped" if not ranks else
                             "exact" if cost <= EXACT_RANK_BUDGET else "linearised")
-        if self.rank_method == "linearised":
-            # each class's influences written into its column as it is computed (165
-            # classes' float64 pairs held at once were 528 MB at 200,000 images)
+        if self.rank_method == "exact":
+            self.curves = _parallel(lambda c: _RankCurves(probs[:, c], labels == c), range(k))
+        elif self.rank_method == "linearised":
+            # a class's curves built, its influences written into its column, the curves
+            # dropped: 165 classes' curves held at once were 4 int32 arrays of N each
+            # (528 MB at 200,000 images), their float64 influences as much again
             self.rank_value = np.empty((2, k))
             self.rank_influence = (np.empty((n, k), np.float32, order="F"),
                                    np.empty((n, k), np.float32, order="F"))
 
             def influence(c: int) -> None:
-                auroc, ap, auroc_if, ap_if = self.curves[c].influence(n)
+                auroc, ap, auroc_if, ap_if = _RankCurves(probs[:, c], labels == c).influence(n)
                 self.rank_value[:, c] = auroc, ap
                 self.rank_influence[0][:, c], self.rank_influence[1][:, c] = auroc_if, ap_if
 
@@ -376,7 +404,7 @@ class _Scorer:
             total = np.full(w.shape[1], float(self.n))  # every resample holds n images
             auroc, ap = zip(*(c.scores(w, total) for c in self.curves), strict=True)
             return np.vstack(auroc), np.vstack(ap)
-        shift = (w - 1.0).astype(np.float32)
+        shift = (w - 1.0).astype(np.float32, copy=False)  # float32 weights: one copy
         return tuple(value[:, None] + (influence.T @ shift).astype(np.float64)
                      for value, influence in zip(self.rank_value, self.rank_influence,
                                                  strict=True))
@@ -384,7 +412,7 @@ class _Scorer:
     def block(self, w: np.ndarray) -> tuple[dict, dict]:
         """Every metric on each column of ``w`` (float64 or float32 image weights)."""
         n, k, nb = self.n, self.k, self.n_bins
-        grouped, per_image, probs_t = self.by_dtype[w.dtype]
+        grouped, per_image, probs = self.by_dtype[w.dtype]
         summed = (grouped @ w).astype(np.float64)
         part = {name: summed[sl] for name, sl in self.slices.items()}
         summary: dict[str, np.ndarray] = {}
@@ -406,7 +434,7 @@ class _Scorer:
         # classwise ECE: the first bin of class c holds what the other bins do not
         cw_conf = part["cw_conf"].reshape(k, nb, -1).copy()
         cw_hit = part["cw_hit"].reshape(k, nb, -1).copy()
-        cw_conf[:, 0] = (probs_t @ w).astype(np.float64) - cw_conf[:, 1:].sum(axis=1)
+        cw_conf[:, 0] = (w.T @ probs).T.astype(np.float64) - cw_conf[:, 1:].sum(axis=1)
         cw_hit[:, 0] = support - cw_hit[:, 1:].sum(axis=1)
         summary["classwise_ece"] = np.abs(cw_hit - cw_conf).sum(axis=1).mean(axis=0) / n
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -434,7 +462,13 @@ class _Scorer:
         """(hits, confidence) summed in each equal-count bin (bins x resamples), as if
         each resample's images were listed in confidence order with repeats: a repeated
         image may straddle a bin edge, and then counts in both bins in proportion. Each
-        bin's weight is its share of n, the same in every resample."""
+        bin's weight is its share of n, the same in every resample. A few resamples at a
+        time: each needs six N-long running sums (a block's at once were 460 MB a thread
+        at 200,000 images)."""
+        parts = [self._equal_count_part(w[:, cols]) for cols in _column_chunks(w)]
+        return np.hstack([p[0] for p in parts]), np.hstack([p[1] for p in parts])
+
+    def _equal_count_part(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         order = self.conf_order
         hit, conf = self.hit[order], self.conf[order]
         ws = np.ascontiguousarray(w[order].T)  # resamples x N, in confidence order
@@ -503,13 +537,17 @@ class Selective:
             total = (rate * (weight * h[n] - span)).sum(axis=0)
             wrong = errors.sum(axis=0)
         else:
-            ws = w[self.order]
-            after = np.cumsum(ws, axis=0)[self.error_rows]  # exact: integer counts
-            weight = ws[self.error_rows]
-            ends = after.astype(np.int64)
-            span = g[ends] - g[ends - weight.astype(np.int64)]
-            wrong = weight.sum(axis=0, dtype=np.float64)
-            total = wrong * h[n] - span.sum(axis=0)
+            def part(cols: slice) -> tuple[np.ndarray, np.ndarray]:
+                ws = w[self.order, cols]
+                after = np.cumsum(ws, axis=0)[self.error_rows]  # exact: integer counts
+                weight = ws[self.error_rows]
+                ends = after.astype(np.int64)
+                span = g[ends] - g[ends - weight.astype(np.int64)]
+                wrong = weight.sum(axis=0, dtype=np.float64)
+                return wrong * h[n] - span.sum(axis=0), wrong
+
+            totals, wrongs = zip(*(part(cols) for cols in _column_chunks(w)), strict=True)
+            total, wrong = np.concatenate(totals), np.concatenate(wrongs)
         aurc = total / n
         # the best a score could do: every correct answer before every error
         right = np.rint(n - wrong).astype(np.int64)

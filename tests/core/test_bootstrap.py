@@ -100,6 +100,19 @@ def test_adaptive_ece_splits_a_repeated_image_across_a_bin_edge_as_the_plain_way
         assert result.summary["adaptive_ece"][r] == pytest.approx(expected, abs=1e-6)
 
 
+def test_a_resample_is_n_draws_with_replacement_from_the_seeded_stream():
+    """Column r counts how often each image was drawn in resample r: the n draws of
+    row r of numpy's seeded integers (the same resamples as olsdesk 0.4's, whatever the
+    memory the weights are built in)."""
+    n, resamples, seed = 1_001, 7, 4
+    w = resample_block(n, resamples, seed, 0)
+    draws = np.random.default_rng([seed, 0]).integers(0, n, size=(resamples, n))
+    assert w.dtype == np.float32 and w.shape == (n, resamples) and w.flags.c_contiguous
+    for r in range(resamples):
+        np.testing.assert_array_equal(w[:, r], np.bincount(draws[r], minlength=n))
+    assert (w.sum(axis=0) == n).all()
+
+
 def test_the_weights_are_seeded_and_do_not_depend_on_the_core_count(monkeypatch):
     p, y = _model(n=200)
     a = metric_samples(p, y, resamples=300, seed=7)
@@ -119,6 +132,20 @@ def test_top1_interval_matches_the_binomial_standard_error():
     half = 1.96 * np.sqrt(acc * (1 - acc) / len(y))
     assert lo < acc < hi
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.12)
+
+
+def test_the_exact_ways_cost_is_counted_without_building_the_curves():
+    """Which way AUROC and AP are resampled is chosen from this count, before any
+    class's curves exist (the linearised way then builds them a class at a time)."""
+    p, y = _model(n=500, k=4, round_to=2)  # rounded: ties at the lowest positive
+    y[y == 3] = 0  # a class without a positive
+    for c in range(4):
+        scores, positive = p[:, c], y == c
+        expected = bootstrap._RankCurves(scores, positive).exact_cost
+        assert bootstrap.exact_rank_cost(scores, positive) == expected
+    # by hand: positives 0.2 and 0.5; negatives 0.1 (below), 0.2 (tied), 0.9 (above)
+    assert bootstrap.exact_rank_cost(np.array([0.1, 0.2, 0.2, 0.5, 0.9]),
+                                     np.array([False, False, True, True, False])) == 4
 
 
 def test_first_order_auroc_and_ap_are_scikit_learns_weighted_derivatives():
@@ -190,3 +217,18 @@ def test_the_scorer_prepares_in_row_chunks_with_the_same_numbers(monkeypatch):
     for field in ("class_value", "summary", "per_class"):
         a, b = getattr(whole, field), getattr(chunked, field)
         assert all(np.array_equal(a[m], b[m], equal_nan=True) for m in a), field
+
+
+def test_resamples_scored_a_few_at_a_time_give_the_numbers_of_all_at_once(monkeypatch):
+    """Adaptive ECE, the debiased L2 error and AURC take their N-long running sums a few
+    resamples at a time; one at a time gives the same numbers (to float rounding: a
+    sum over one column may be added pairwise)."""
+    from olsdesk.core import bootstrap
+
+    p, y = _model(n=2000, k=5, seed=3)
+    whole = bootstrap.metric_samples(p, y, resamples=60, seed=2, per_class=False)
+    monkeypatch.setattr(bootstrap, "COLUMN_VALUES", 1)  # one resample a chunk
+    single = bootstrap.metric_samples(p, y, resamples=60, seed=2, per_class=False)
+    for metric in ("adaptive_ece", "l2_ce_debiased", "aurc", "eaurc"):
+        np.testing.assert_allclose(single.summary[metric], whole.summary[metric],
+                                   rtol=1e-12, atol=1e-15, err_msg=metric)
