@@ -9,6 +9,7 @@ loaded by then), against the baseline of one N x K float64 matrix (what the numb
 themselves take), and where the peak falls (predicting, scoring, writing).
 
     .venv/bin/python bench/evaluate_memory.py [--images 200000] [--resamples 1000]
+                                              [--explain]
 """
 
 from __future__ import annotations
@@ -61,11 +62,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=200_000)
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--explain", action="store_true",
+                        help="split the scoring's peak by bootstrap (raw, scaled, each "
+                             "recalibrator) and what runs between them")
     args = parser.parse_args()
 
     from ui_latency import class_folder
 
     from olsdesk.config import RunConfig
+    from olsdesk.core import evaluation
     from olsdesk.core.data.sources import ArraySamples
     from olsdesk.core.evaluation import (
         Evaluation,
@@ -91,6 +96,18 @@ def main() -> None:
         before = resident_mb()
         started = time.perf_counter()
         with Sampler() as sampler:
+            if args.explain:
+                scored = evaluation.metric_samples
+                names = iter(("raw", "scaled", *(f"recalibrator {i}" for i in range(1, 9))))
+
+                def metric_samples(*a, **kw):
+                    sampler.phase = f"score: {next(names)}"
+                    try:
+                        return scored(*a, **kw)
+                    finally:
+                        sampler.phase = "score: between"
+
+                evaluation.metric_samples = metric_samples
             sampler.phase = "predict"
             ev = None
             for item in iter_evaluate(best, test=test, device="cpu", resamples=args.resamples,
@@ -110,7 +127,7 @@ def main() -> None:
     print(f"  peak above that: {peak - before:,.0f} MB; one N x K float64 matrix (baseline) "
           f"{baseline:,.0f} MB: {(peak - before) / baseline:.1f}x")
     for phase, mb in sampler.peak.items():
-        print(f"  {phase:8s} peak {mb - before:8,.0f} MB above the start")
+        print(f"  {phase:16s} peak {mb - before:8,.0f} MB above the start")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,26 @@ import numpy as np
 T_RANGE = (0.05, 20.0)
 
 
+ROW_BLOCK_VALUES = 2**22  # values of an N x K temporary at once (32 MB of float64)
+
+
+def by_row_blocks(fn, array: np.ndarray) -> np.ndarray:
+    """``fn(array)`` for a function of each row alone (N x K in; N x ... out), computed a
+    block of rows at a time into one output: the same numbers, and its temporaries
+    (several N x K for a softmax, an entropy or a conformal set: over a GB at
+    200,000 x 165) take 32 MB."""
+    array = np.asarray(array)
+    step = max(1, ROW_BLOCK_VALUES // max(array.shape[-1], 1))
+    if array.ndim != 2 or len(array) <= step:
+        return fn(array)
+    first = fn(array[:step])
+    out = np.empty((len(array), *first.shape[1:]), dtype=first.dtype)
+    out[:step] = first
+    for at in range(step, len(array), step):
+        out[at:at + step] = fn(array[at:at + step])
+    return out
+
+
 def _log_softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
@@ -96,7 +116,8 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(logits / T) as probabilities."""
-    return np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / temperature))
+    return by_row_blocks(
+        lambda z: np.exp(_log_softmax(np.asarray(z, dtype=np.float64) / temperature)), logits)
 
 
 def cross_fitted_confidence(logits: np.ndarray, labels: np.ndarray, seed: int = 0,
@@ -215,7 +236,9 @@ def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: f
 
 def apply_vector_scaling(log_probs: np.ndarray, scale: np.ndarray,
                          bias: np.ndarray) -> np.ndarray:
-    return np.exp(_log_softmax(np.asarray(log_probs, dtype=np.float64) * scale + bias))
+    return by_row_blocks(
+        lambda z: np.exp(_log_softmax(np.asarray(z, dtype=np.float64) * scale + bias)),
+        log_probs)
 
 
 def fit_histogram_binning(probs: np.ndarray, labels: np.ndarray,
@@ -276,8 +299,9 @@ class Recalibration:
             return apply_temperature(log_probs, self.temperature)
         if method == "vector":
             return apply_vector_scaling(log_probs, self.vector_scale, self.vector_bias)
-        return apply_histogram_binning(np.exp(np.asarray(log_probs, dtype=np.float64)),
-                                       self.histogram_edges, self.histogram_values)
+        return by_row_blocks(lambda z: apply_histogram_binning(
+            np.exp(np.asarray(z, dtype=np.float64)), self.histogram_edges,
+            self.histogram_values), log_probs)
 
     def check(self, classes: int) -> None:
         """ValueError unless every array fits ``classes`` classes."""

@@ -35,7 +35,7 @@ from olsdesk.core.bootstrap import (
     percentile_ci,
     smooth_reliability_band,
 )
-from olsdesk.core.calibration import apply_temperature
+from olsdesk.core.calibration import apply_temperature, by_row_blocks
 from olsdesk.core.conformal import (
     DEFAULT_METHOD,
     ConformalSets,
@@ -193,10 +193,13 @@ class Evaluation:
 
     def scores(self) -> dict[str, np.ndarray]:
         """The confidence scores selective prediction ranks by (SCORES), each image's."""
-        p = np.clip(self.probs, 1e-300, 1.0)
+        def negative_entropy(probs: np.ndarray) -> np.ndarray:
+            p = np.clip(probs, 1e-300, 1.0)
+            return (p * np.log(p)).sum(axis=1)
+
         found = {"raw": self.probs.max(axis=1),
                  "temperature_scaled": self.scaled_probs.max(axis=1),
-                 "negative_entropy": (p * np.log(p)).sum(axis=1)}
+                 "negative_entropy": by_row_blocks(negative_entropy, self.probs)}
         if self.max_logit is not None:
             found["max_logit"] = self.max_logit
         return found

@@ -226,3 +226,23 @@ def test_a_recalibration_round_trips_and_refuses_what_does_not_fit():
         Recalibration(1.0).apply("vector", z)
     with pytest.raises(ValueError, match="does not fit 5 classes"):
         fitted.check(5)
+
+
+def test_recalibrated_probabilities_made_a_block_of_rows_at_a_time_are_the_same(monkeypatch):
+    """Temperature, vector scaling and histogram binning are functions of each row alone:
+    computed a few rows at a time (as at 200,000 x 165, to keep their temporaries small)
+    they are bit for bit those computed at once, and the temperature's are scipy's."""
+    from scipy.special import softmax
+
+    from olsdesk.core import calibration
+
+    rng = np.random.default_rng(2)
+    log_probs = calibration._log_softmax(rng.normal(size=(500, 7)) * 3)
+    labels = rng.integers(0, 7, 500)
+    fitted = calibration.fit_recalibration(log_probs, labels, 1.7)
+    whole = {m: fitted.apply(m, log_probs) for m in fitted.methods}
+    monkeypatch.setattr(calibration, "ROW_BLOCK_VALUES", 7 * 11)  # 11 rows a block
+    for method in fitted.methods:
+        np.testing.assert_array_equal(fitted.apply(method, log_probs), whole[method])
+    np.testing.assert_allclose(whole["temperature"], softmax(log_probs / 1.7, axis=1),
+                               rtol=1e-12)

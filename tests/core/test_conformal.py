@@ -88,6 +88,24 @@ def test_sets_match_a_plain_loop_reference(method):
                                   _reference_sets(probs[200:], fitted.thresholds[0], method))
 
 
+@pytest.mark.parametrize("method", ["lac", "aps", "raps"])
+def test_sets_made_a_block_of_images_at_a_time_are_the_sets_of_all_at_once(method,
+                                                                          monkeypatch):
+    from olsdesk.core import calibration
+
+    probs, labels = _model(400, seed=4)
+    fitted = fit_conformal(probs[:200], labels[:200], method, coverage=0.8)
+    per_class = fit_conformal(probs[:200], labels[:200], method, coverage=0.8,
+                              class_conditional=True)
+    whole, whole_per_class = fitted.sets(probs[200:]), per_class.sets(probs[200:])
+    monkeypatch.setattr(calibration, "ROW_BLOCK_VALUES", 3 * probs.shape[1])  # 3 rows
+    np.testing.assert_array_equal(fitted.sets(probs[200:]), whole)
+    np.testing.assert_array_equal(per_class.sets(probs[200:]), whole_per_class)
+    if method != "raps":  # the plain loop has no RAPS penalty
+        np.testing.assert_array_equal(whole, _reference_sets(probs[200:],
+                                                             fitted.thresholds[0], method))
+
+
 class _Given:
     """A fitted scikit-learn classifier whose probabilities are its input (MAPIE needs an
     estimator; the probabilities are the ones olsdesk's sets are made from)."""
