@@ -132,7 +132,27 @@ def radimagenet_views(app, out: Path) -> int:
     soft_labels_view(app, out, ev.class_names)
     compare_view(app, out)
     predict_view(app, out)
+    data_view(app, out)
     return 0
+
+
+def data_view(app, out: Path) -> None:
+    """The window with a 165-class folder opened: the data summary a line an anatomy."""
+    from ui_latency import class_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = class_folder(str(Path(tmp) / "data"), 165, 12)
+        window = isolated_window(str(Path(tmp) / "app"))
+        window.resize(1400, 900)
+        window.show()
+        wait_for(app, lambda: window.experiment.dataset is not None)
+        window.experiment.set_data(data)
+        wait_for(app, lambda: window.experiment.dataset is not None
+                 and window.experiment.dataset.num_classes == 165)
+        settle(app)
+        window.grab().save(str(out / "data_165.png"))
+        print("wrote", out / "data_165.png")
+        window.close()
 
 
 def predict_view(app, out: Path) -> None:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from olsdesk.core.data.sources import Dataset
 from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.names import class_groups
 from olsdesk.core.report import BatchProgress, RunStarted, eta_seconds, format_duration
 from olsdesk.errors import ImageReadError, printable
 from olsdesk.gui.panels.common import array_pixmap
@@ -194,17 +195,12 @@ class DatasetPreview(QWidget):
     def show_dataset(self, data: Dataset, thumbnails: list[tuple[str, np.ndarray]]) -> None:
         counts = data.per_class_counts()
         totals = [sum(c) for c in counts.values()]
-        rows = "".join(f"<tr><td>{html.escape(printable(name))}</td>"
-                       + "".join(f"<td align='right'>{x}</td>" for x in c) + "</tr>"
-                       for name, c in list(counts.items())[: self.MAX_ROWS])
-        more = (f"<br>… and {len(counts) - self.MAX_ROWS} more classes"
-                if len(counts) > self.MAX_ROWS else "")
+        table, more = self._class_rows(counts)
         self.summary.setText(
             f"<b>{sum(totals):,}</b> images, <b>{data.num_classes}</b> "
             f"classes ({_range_text(min(totals), max(totals))} a class), "
             f"{'grayscale' if data.channels == 1 else 'colour'}<br>"
-            f"<table cellspacing='0' cellpadding='1'><tr><th align='left'>class</th>"
-            f"<th>train</th><th>val</th><th>test</th></tr>{rows}</table>{more}"
+            f"<table cellspacing='0' cellpadding='1'>{table}</table>{more}"
             + _warning_lines(data.all_warnings(), self.MAX_WARNINGS)
             + (f"<br><span style='color:#2e7d32'>✓ audited: {html.escape(data.audit.lines()[0])}"
                "</span>" if data.audit is not None and data.audit.clean else ""))
@@ -214,6 +210,42 @@ class DatasetPreview(QWidget):
             thumb.setPixmap(array_pixmap(image, 48))  # four fit the column at 1024 px
             thumb.setToolTip(name)
             self.thumbs.addWidget(thumb, shown // 4, shown % 4)
+
+    def _class_rows(self, counts: dict[str, tuple[int, ...]]) -> tuple[str, str]:
+        """The table's rows: a class a row; past MAX_ROWS classes in folders (RadImageNet's
+        165), a modality/anatomy group a row with its classes' sums and range, and the
+        classes with the fewest training images below (those a run learns least of)."""
+        def row(name: str, values, note: str = "") -> str:
+            return (f"<tr><td>{html.escape(printable(name))}{note}</td>"
+                    + "".join(f"<td align='right'>{x:,}</td>" for x in values) + "</tr>")
+
+        head = "<tr><th align='left'>{}</th><th>train</th><th>val</th><th>test</th></tr>"
+        names = list(counts)
+        if len(names) <= self.MAX_ROWS:
+            return head.format("class") + "".join(row(n, counts[n]) for n in names), ""
+        for level in (2, 1):
+            groups, of = class_groups(names, level)
+            if 1 < len(groups) <= self.MAX_ROWS:
+                break
+        else:
+            return (head.format("class") + "".join(row(n, counts[n])
+                                                   for n in names[: self.MAX_ROWS]),
+                    f"<br>… and {len(names) - self.MAX_ROWS} more classes")
+        members: dict[int, list[str]] = {}
+        for name, group in zip(names, of, strict=True):
+            members.setdefault(group, []).append(name)
+        rows = []
+        for g, group in enumerate(groups):
+            inside = members[g]
+            train = [counts[n][0] for n in inside]
+            sums = [sum(counts[n][i] for n in inside) for i in range(3)]
+            rows.append(row(group, sums, f" <span style='color:#666'>({len(inside)} classes, "
+                                         f"{_range_text(min(train), max(train))} train a "
+                                         "class)</span>"))
+        fewest = sorted(names, key=lambda n: (counts[n][0], n))[:5]
+        least = ", ".join(f"{html.escape(printable(n))} {counts[n][0]:,}" for n in fewest)
+        return (head.format("group") + "".join(rows),
+                f"<br>Fewest training images: {least}")
 
     def _clear_thumbs(self) -> None:
         while self.thumbs.count():

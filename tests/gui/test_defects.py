@@ -451,6 +451,33 @@ def test_the_heatmap_says_how_many_correct_predictions_built_each_ols_row(qtbot)
     assert "correct prediction" not in panel.readout(0, 1)
 
 
+def test_the_data_summary_of_165_classes_is_a_line_an_anatomy_and_the_rarest(qtbot):
+    from types import SimpleNamespace
+
+    from olsdesk.gui.widgets import DatasetPreview
+
+    names = [f"{m}/{a}/finding{i}" for m, anatomies in (("CT", 3), ("MR", 8), ("US", 6))
+             for a in (f"organ{j}" for j in range(anatomies)) for i in range(10)][:165]
+    counts = {n: (100 + i, 20, 20) for i, n in enumerate(names)}
+    counts["US/organ5/finding4"] = (3, 1, 1)  # the rarest
+    data = SimpleNamespace(per_class_counts=lambda: counts, num_classes=len(names),
+                           channels=1, all_warnings=lambda: (), audit=None)
+    preview = DatasetPreview()
+    qtbot.addWidget(preview)
+    preview.show_dataset(data, [])
+    text = preview.summary.text()
+    assert text.count("<tr>") == 1 + 17  # the header, then CT's 3, MR's 8, US's 6 anatomies
+    first = [counts[n] for n in names[:10]]  # CT/organ0, summed by hand
+    assert (f"CT/organ0 <span style='color:#666'>(10 classes, 100–109 train a class)</span>"
+            f"</td><td align='right'>{sum(c[0] for c in first):,}</td>") in text
+    assert "Fewest training images: US/organ5/finding4 3, CT/organ0/finding0 100" in text
+    assert "more classes" not in text
+    few = dict(list(counts.items())[:12])  # a dozen classes: a class a row, as before
+    preview.show_dataset(SimpleNamespace(**{**data.__dict__, "per_class_counts": lambda: few,
+                                            "num_classes": 12}), [])
+    assert preview.summary.text().count("<tr>") == 13 and "Fewest" not in preview.summary.text()
+
+
 def test_the_data_summary_shows_a_few_warnings_and_counts_the_rest(qtbot):
     from dataclasses import replace
 
