@@ -53,8 +53,8 @@ from olsdesk.gui.workers import start_worker
 RUN_COLUMNS = ("run", "data", "model", "loss", "α / ε", "epochs", "lr", "best top-1",
                "final ECE", "status", "notes")
 UNUSED = "not used"  # a setting the run's loss or optimiser ignores
-# past this many runs their curves are lines without dots: a dot an epoch is what costs
-# (200 runs with them: 1.8 s on the GUI thread), and a dozen dotted lines already blur
+# past this many runs their curves are lines without dots: a dot an epoch was 40 % of
+# drawing 200 runs, and a dozen dotted lines already blur into one another
 DOTTED_RUNS = 12
 DRAW_BUDGET_S = 0.03  # the GUI thread's time for drawing runs between two events
 
@@ -246,7 +246,7 @@ class ComparePanel(QWidget):
 
     @property
     def busy(self) -> bool:
-        """Runs are being listed or read (tests wait for it)."""
+        """Runs are being listed, read or drawn (tests wait for it)."""
         return (self._listing is not None or self._reading is not None
                 or self._draw_timer.isActive())
 

@@ -455,9 +455,11 @@ class PredictPanel(QWidget):
         with their folder, "tear/000.png", all of them as soon as a second arrives."""
         same = self._same_name.setdefault(Path(path).name, [])
         same.append((item, path))
-        if len(same) > 1:
-            for each, where in same:
-                each.setText(f"{Path(where).parent.name}/{Path(where).name}")
+        # the first of the name renamed when the second comes, each later one as it comes
+        # (renaming every earlier one each time was quadratic in a 20,000-file drop)
+        renamed = same if len(same) == 2 else same[-1:] if len(same) > 2 else []
+        for each, where in renamed:
+            each.setText(f"{Path(where).parent.name}/{Path(where).name}")
 
     def _fit_names(self, results: list[Prediction]) -> None:
         """The file column as wide as its widest name (up to half the table, or 280 px):
