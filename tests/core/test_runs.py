@@ -92,6 +92,31 @@ def test_the_reader_reads_each_epoch_once_and_lists_a_broken_run_as_damaged(tmp_
     assert reader.reports([path])[path][0].epoch == 1  # forgotten, then read afresh
 
 
+def test_a_listing_whose_files_are_unchanged_is_kept_and_a_changed_one_read_again(tmp_path):
+    import dataclasses
+    import os
+
+    from olsdesk.core.runs import list_runs, read_listing
+
+    config = RunConfig(demo_per_class=4, image_size=32, batch_size=16, epochs=1, device="cpu")
+    trainer = Trainer(config, runs_dir=tmp_path)
+    list(trainer.fit())
+    path = trainer.store.path
+    first = {item.path: item for item in list_runs(tmp_path)}
+    again = {item.path: item for item in list_runs(tmp_path, first)}
+    assert again[path] is first[path]  # nothing changed: not read again
+    metrics = path / "metrics.jsonl"
+    line = metrics.read_text().splitlines()[0]
+    metrics.write_text(line + "\n" + line.replace('"epoch": 1', '"epoch": 2') + "\n")
+    os.utime(metrics, ns=(0, 1))  # even with an old time, the size differs
+    changed = {item.path: item for item in list_runs(tmp_path, again)}
+    assert changed[path] is not again[path] and changed[path].epochs_done == 2
+    # a run marked training is read every time: its lock frees with no file changing
+    training = dataclasses.replace(changed[path], status="training")
+    assert list_runs(tmp_path, {path: training})[0] is not training
+    assert read_listing(path).signature == ()  # read alone: no signature to trust
+
+
 def test_a_damaged_run_is_listed_as_damaged_with_its_sentence(tmp_path):
     import json
     import shutil

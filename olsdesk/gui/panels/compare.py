@@ -263,7 +263,9 @@ class ComparePanel(QWidget):
             return
         self.where.setText(f"Reading the runs in {self.runs_dir}…")
         folder = self.runs_dir
-        self._listing = start_worker(list_runs, folder,
+        # the runs listed before whose files have not changed are kept, not read again
+        known = {listing.path: listing for listing in self.listings}
+        self._listing = start_worker(list_runs, folder, known,
                                      returned=lambda found: self._listed(folder, found),
                                      errored=self._list_failed, finished=self._listed_end)
 
