@@ -23,6 +23,7 @@ from functools import cached_property
 import numpy as np
 from scipy import sparse
 
+from olsdesk.core import calibration
 from olsdesk.core.metrics import (
     SMOOTH_GRID,
     debiased_l2_from_bins,
@@ -272,9 +273,6 @@ class BootstrapResult:
         return [percentile_ci(row) for row in self.per_class[metric]]
 
 
-CHUNK_VALUES = 2**22  # values of an N x K temporary at once (32 MB of float64)
-
-
 COLUMN_VALUES = 2**20  # values of an N x resamples temporary at once (4 MB of float32)
 
 
@@ -291,7 +289,7 @@ def _row_chunked(probs: np.ndarray, labels: np.ndarray, n_bins: int):
     and the bin. Computed a block of rows at a time, so no N x K temporary is made
     (at 200,000 x 165 they were five of 252 MB each)."""
     n, k = probs.shape
-    step = max(1, CHUNK_VALUES // max(k, 1))
+    step = max(1, calibration.ROW_BLOCK_VALUES // max(k, 1))
     top5, brier = np.empty(n, dtype=bool), np.empty(n)
     found_i, found_k, found_bin = [], [], []
     for at in range(0, n, step):

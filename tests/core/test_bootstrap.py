@@ -211,7 +211,9 @@ def test_the_scorer_prepares_in_row_chunks_with_the_same_numbers(monkeypatch):
     probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     probs[5] = 1.0 / k  # a row of ties
     whole = bootstrap.metric_samples(probs, labels, resamples=100, seed=1)
-    monkeypatch.setattr(bootstrap, "CHUNK_VALUES", 1000)  # 59 rows a block
+    from olsdesk.core import calibration
+
+    monkeypatch.setattr(calibration, "ROW_BLOCK_VALUES", 1000)  # 59 rows a block
     chunked = bootstrap.metric_samples(probs, labels, resamples=100, seed=1)
     assert chunked.value == whole.value
     for field in ("class_value", "summary", "per_class"):
