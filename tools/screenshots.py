@@ -131,17 +131,18 @@ def radimagenet_views(app, out: Path) -> int:
     embedding_views(app, out, ev)
     soft_labels_view(app, out, ev.class_names)
     compare_view(app, out)
-    predict_view(app, out)
-    data_view(app, out)
+    from ui_latency import class_folder
+
+    with tempfile.TemporaryDirectory() as tmp:  # 12 synthetic 32 px images a class
+        data = class_folder(str(Path(tmp) / "data"), 165, 12)
+        predict_view(app, out, data)
+        data_view(app, out, data)
     return 0
 
 
-def data_view(app, out: Path) -> None:
+def data_view(app, out: Path, data: str) -> None:
     """The window with a 165-class folder opened: the data summary a line an anatomy."""
-    from ui_latency import class_folder
-
     with tempfile.TemporaryDirectory() as tmp:
-        data = class_folder(str(Path(tmp) / "data"), 165, 12)
         window = isolated_window(str(Path(tmp) / "app"))
         window.resize(1400, 900)
         window.show()
@@ -155,12 +156,10 @@ def data_view(app, out: Path) -> None:
         window.close()
 
 
-def predict_view(app, out: Path) -> None:
+def predict_view(app, out: Path, data: str) -> None:
     """The Predict tab with a model of RadImageNet's 165 classes (trained 10 epochs on 12
     synthetic 32 px images a class) over images of eight classes and a digit it never saw
     the like of: long names in the list and the details, its prediction set, the flag."""
-    from ui_latency import class_folder
-
     from olsdesk.config import RunConfig
     from olsdesk.core.runs import BEST
     from olsdesk.core.state import AppState, CheckpointRef
@@ -168,7 +167,6 @@ def predict_view(app, out: Path) -> None:
     from olsdesk.gui.panels.predict import PredictPanel
 
     with tempfile.TemporaryDirectory() as tmp:
-        data = class_folder(str(Path(tmp) / "data"), 165, 12)
         trainer = Trainer(RunConfig(data=data, image_size=32, batch_size=64, epochs=10,
                                     lr=0.05, device="cpu"), runs_dir=Path(tmp) / "runs")
         list(trainer.fit())

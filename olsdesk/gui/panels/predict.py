@@ -110,7 +110,7 @@ class PredictPanel(QWidget):
         self._sort_timer.timeout.connect(self._sort)
         self._already = 0  # files of the running drop listed already by this model
         self._name_width = 0  # the widest file name listed, in pixels
-        self._same_name: dict[str, list] = {}  # a file name -> (its items, their paths)
+        self._same_name: dict[str, tuple] = {}  # a file name -> its first (item, path)
         self._short_of: tuple[tuple, dict] = ((), {})  # class names -> as the list shows them
         self._cancel = threading.Event()
         self._progressed.connect(self._show_progress)
@@ -453,13 +453,10 @@ class PredictPanel(QWidget):
     def _tell_apart(self, item: QTableWidgetItem, path: str) -> None:
         """Files of one name (000.png in every class folder of a test split) are listed
         with their folder, "tear/000.png", all of them as soon as a second arrives."""
-        same = self._same_name.setdefault(Path(path).name, [])
-        same.append((item, path))
-        # the first of the name renamed when the second comes, each later one as it comes
-        # (renaming every earlier one each time was quadratic in a 20,000-file drop)
-        renamed = same if len(same) == 2 else same[-1:] if len(same) > 2 else []
-        for each, where in renamed:
-            each.setText(f"{Path(where).parent.name}/{Path(where).name}")
+        first = self._same_name.setdefault(Path(path).name, (item, path))
+        if first[0] is not item:  # the name seen before: the first and this one renamed
+            for each, where in (first, (item, path)):
+                each.setText(f"{Path(where).parent.name}/{Path(where).name}")
 
     def _fit_names(self, results: list[Prediction]) -> None:
         """The file column as wide as its widest name (up to half the table, or 280 px):
