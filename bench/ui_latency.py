@@ -82,8 +82,10 @@ class TimedApplication(QApplication):
         result = super().notify(receiver, event)
         took = (self.clock.nsecsElapsed() - start) / 1e6
         if took > self.SLOW_MS:
-            self.slow.append((start / 1e6, took, f"{type(receiver).__name__} "
-                              f"{event.type().name}"))
+            what = type(receiver).__name__
+            if what == "QWidget" and receiver.parent() is not None:  # a view's viewport
+                what = f"{type(receiver.parent()).__name__}'s QWidget"
+            self.slow.append((start / 1e6, took, f"{what} {event.type().name}"))
         return result
 
 

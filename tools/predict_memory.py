@@ -32,7 +32,7 @@ with tempfile.TemporaryDirectory() as tmp:
     if len(sys.argv) > 2:
         window.predict.predict_paths([sys.argv[2]])
         wait_for(app, lambda: not window.predict.busy, 1200)
-        assert window.predict.table.rowCount() > 0
+        assert window.predict.rows.rowCount() > 0
     window.close()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 
 from olsdesk.gui.app import isolated_window, wait_for
@@ -53,10 +54,10 @@ def main() -> int:
 
         window.predict.predict_paths([str(SAMPLES), get_testdata_file("CT_small.dcm")])
         wait_for(app, lambda: not window.predict.busy)
-        table = window.predict.table
-        table.sortItems(2)  # least confident first
-        table.selectRow(next(r for r in range(table.rowCount())
-                             if table.item(r, 0).text() == "CT_small.dcm"))
+        table, rows = window.predict.table, window.predict.rows
+        table.sortByColumn(2, Qt.SortOrder.AscendingOrder)  # least confident first
+        table.selectRow(next(r for r in range(rows.rowCount())
+                             if rows.index(r, 0).data() == "CT_small.dcm"))
         wait_for(app, lambda: not window.predict.cam_busy)
         evaluation = window.evaluation
         evaluation.evaluate()

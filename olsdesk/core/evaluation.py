@@ -604,7 +604,8 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
     elif ood_data is not None:
         found = []
         files = expand_paths([ood_data])
-        for i, prediction in enumerate(predictor.iter_predict(files, top_k=1, cancel=stop)):
+        for i, prediction in enumerate(predictor.iter_predict(files, top_k=1, cancel=stop,
+                                                              expanded=True)):
             if prediction.ok:
                 found.append(prediction.familiarity)
             else:

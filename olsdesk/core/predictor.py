@@ -131,23 +131,50 @@ class Prediction:
 
 
 def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
-    """Files as given, and every non-hidden file inside given folders (sorted); each file
-    once, however often it is named (a folder and a file inside it, dropped together)."""
+    """Files as given, and every non-hidden file inside given folders (sorted by their
+    path's parts, as sorted Paths are; links to folders not followed); each file once,
+    however often it is named (a folder and a file inside it, dropped together). Folders
+    are walked on strings: a Path per file and two more per test made a 20,000-file
+    folder cost 0.55 s of the worker's GIL, twice, while the window was drawing."""
     out: list[Path] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for raw in paths:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and
-                           not any(part.startswith(".") for part in p.relative_to(path).parts))
+            base = os.path.abspath(path)
+            found = sorted(_files_below(base))
+            files = [(f"{base}{os.sep}{os.sep.join(parts)}", parts) for parts in found]
+            files = [(key, path.joinpath(*parts)) for key, parts in files]
         else:
-            found = [path]
-        for file in found:
-            key = Path(os.path.abspath(file))
+            files = [(os.path.abspath(path), path)]
+        for key, file in files:
             if key not in seen:
                 seen.add(key)
                 out.append(file)
     return out
+
+
+def _files_below(base: str) -> Iterator[tuple[str, ...]]:
+    """The relative parts of every file under the folder ``base`` whose parts are none of
+    them hidden; links to files are files, links to folders are not walked."""
+    stack: list[tuple[str, tuple[str, ...]]] = [(base, ())]
+    while stack:
+        folder, parts = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError:  # unreadable: skipped, as Path.rglob does
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, (*parts, entry.name)))
+                elif entry.is_file():
+                    yield (*parts, entry.name)
+            except OSError:
+                continue
 
 
 class Predictor:
@@ -240,11 +267,12 @@ class Predictor:
     def iter_predict(self, paths: Iterable[str | Path], top_k: int = 5, batch_size: int = 32,
                      progress: Callable[[int, int], None] | None = None,
                      cancel: threading.Event | None = None,
-                     thumbnails: bool = False) -> Iterator[Prediction]:
+                     thumbnails: bool = False, expanded: bool = False) -> Iterator[Prediction]:
         """Predictions in file order, each as soon as its batch is done. One file's failure,
         whatever it is, is that file's ``error``; the others go on. With ``thumbnails``
-        each prediction keeps a small preview of its image (never the decoded image)."""
-        files = expand_paths(paths)
+        each prediction keeps a small preview of its image (never the decoded image).
+        ``expanded``: ``paths`` are ``expand_paths``'s list already (not looked at again)."""
+        files = list(paths) if expanded else expand_paths(paths)
         pending: list[Prediction | tuple[Path, np.ndarray | None, torch.Tensor,
                                  tuple[int, int] | None]] = []
 

@@ -419,3 +419,46 @@ def test_a_long_prediction_set_is_summed_up_in_a_line():
     assert with_set([f"c{i}" for i in range(10)]).set_summary() == (
         "{" + ", ".join(f"c{i}" for i in range(10)) + "} at 90%")  # ten: all named
     assert Prediction("x.png").set_summary() == ""
+
+
+def _expand_reference(paths):
+    """expand_paths as 0.3 wrote it (Path.rglob, a Path per test), the reference."""
+    import os
+
+    out, seen = [], set()
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and
+                           not any(part.startswith(".") for part in p.relative_to(path).parts))
+        else:
+            found = [path]
+        for file in found:
+            key = Path(os.path.abspath(file))
+            if key not in seen:
+                seen.add(key)
+                out.append(file)
+    return out
+
+
+def test_expand_paths_lists_what_rglob_listed_on_an_awkward_tree(tmp_path):
+    import os
+
+    from olsdesk.core.predictor import expand_paths
+
+    root = tmp_path / "drop"
+    for name in ("a.png", "a/z.png", "a/x/c.png", "a/x/B.png", "b.dcm", "noext", ".hidden.png",
+                 ".git/config", "a/.cache/x.png", "a/y./dot.png", "a b/é.png", "Z/1.png"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    (root / "linked").symlink_to(root / "a", target_is_directory=True)  # not walked
+    (root / "a" / "link.png").symlink_to(root / "b.dcm")  # a file
+    (root / "a" / "dangling.png").symlink_to(root / "gone.png")  # no file
+    os.mkfifo(root / "a" / "fifo")
+    (tmp_path / "empty").mkdir()
+    dropped = [root, root / "a" / "z.png", tmp_path / "empty", root / "a" / "x",
+               tmp_path / "missing.png"]
+    expected = _expand_reference(dropped)
+    assert len(expected) == 11
+    assert expand_paths(dropped) == expected
+    assert expand_paths([str(root / "a")]) == _expand_reference([str(root / "a")])

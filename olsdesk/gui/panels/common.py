@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QSizePolicy,
     QStyledItemDelegate,
+    QTableView,
     QTableWidget,
     QTableWidgetItem,
 )
@@ -217,14 +218,21 @@ def row_table(columns, single: bool) -> QTableWidget:
     """A read-only, sortable table that selects whole rows; the first column stretches."""
     table = QTableWidget(0, len(columns))
     table.setHorizontalHeaderLabels(list(columns))
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection if single
-                           else QAbstractItemView.SelectionMode.ExtendedSelection)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    rows_view(table, single)
     table.setItemDelegate(ShownText(table))
     table.setSortingEnabled(True)
     return table
+
+
+def rows_view(view: QTableView, single: bool) -> QTableView:
+    """``view`` read-only, selecting whole rows (one, or several), its first column
+    stretched: ``row_table``'s, or a QTableView over a model of a panel's own."""
+    view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+    view.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection if single
+                          else QAbstractItemView.SelectionMode.ExtendedSelection)
+    view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    view.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+    return view
 
 
 def array_pixmap(image: np.ndarray, size: int = 56) -> QPixmap:

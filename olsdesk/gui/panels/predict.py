@@ -10,15 +10,24 @@ its preview, its set and top-5 bars. Failures are rows too, with their one-sente
 from __future__ import annotations
 
 import html
-import math
 import threading
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QEvent,
+    QModelIndex,
+    Qt,
+    QTimer,
+    Signal,
+    Slot,
+)
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -29,7 +38,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSizePolicy,
     QSplitter,
-    QTableWidgetItem,
+    QTableView,
     QVBoxLayout,
     QWidget,
 )
@@ -46,7 +55,7 @@ from olsdesk.core.predictor import (
 from olsdesk.core.saliency import Explained, iter_explain
 from olsdesk.core.state import AppState, CheckpointRef
 from olsdesk.errors import OlsdeskError
-from olsdesk.gui.panels.common import NumberItem, array_pixmap, row_table
+from olsdesk.gui.panels.common import array_pixmap, rows_view
 from olsdesk.gui.resources import resource
 from olsdesk.gui.widgets import DialogFolders
 from olsdesk.gui.workers import Worker, in_chunks, start_worker
@@ -68,7 +77,7 @@ def _predict(predictor: Predictor | None, checkpoint: str, paths: list[str],
     new = [f for f in files if str(f) not in listed]
     yield len(files) - len(new)
     yield from in_chunks(predictor.iter_predict(new, progress=progress, cancel=cancel,
-                                                thumbnails=True), 32)
+                                                thumbnails=True, expanded=True), 32)
 
 
 def _explain_file(predictor: Predictor, path: str, index: int, class_index: int,
@@ -79,10 +88,218 @@ def _explain_file(predictor: Predictor, path: str, index: int, class_index: int,
     return done[0] if done else None
 
 
+class PredictionRows(QAbstractTableModel):
+    """The Predict list: a model over the panel's predictions, drawn by a QTableView.
+
+    A row's cells are computed when the view draws them (tens of rows, whatever the list
+    holds), so adding rows costs one insertion and a change of threshold or model one
+    repaint: a QTableWidget made a cell object for each of 20,000 rows x 7 columns and
+    restyled them all. Sorting (a header click, or ``sort``) orders the rows by numpy's
+    stable sort of the column's values, failed files last in either order, and keeps the
+    list sorted as rows arrive; column -1 is the order they arrived in."""
+
+    def __init__(self, predictions: list[Prediction], models: list[str], parent=None) -> None:
+        super().__init__(parent)
+        self.predictions, self.models = predictions, models  # the panel's lists
+        self.threshold = 0.5  # confidence below it is marked ("⚠ low confidence")
+        self.current = ""  # the model in use: rows of others are marked
+        self.cells: list[tuple[str, str, str]] = []  # a prediction's file name, folder, top-1
+        self.values = np.empty((0, NOTE - 2))  # confidence, calibrated, entropy, set size
+        self.order = np.empty(0, np.int64)  # view row -> prediction index
+        self.position = np.empty(0, np.int64)  # prediction index -> view row
+        self.same_name: Counter[str] = Counter()  # how often each file name is listed
+        self.first: dict[str, int] = {}  # a file name -> the first prediction of it
+        self.sort_column, self.sort_order = -1, Qt.SortOrder.AscendingOrder
+        self._short: dict[str, str] = {}  # a class name -> as the list shows it
+        self._short_of: tuple[str, ...] = ()
+
+    # --- what the view asks ----------------------------------------------------------------
+    def rowCount(self, parent=QModelIndex()) -> int:  # noqa: B008, N802 - Qt's names
+        return 0 if parent.isValid() else len(self.cells)
+
+    def columnCount(self, parent=QModelIndex()) -> int:  # noqa: B008, N802
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
+        if role not in _ROLES:
+            return None
+        return self._answer(self.order[index.row()].item(), index.column(), role)
+
+    def multiData(self, index: QModelIndex, roles) -> None:  # noqa: N802 - Qt's name
+        """All the roles a cell is drawn with, in one call (Qt's delegates ask for seven):
+        while the worker thread runs Python, each call from Qt waits for the GIL, and a
+        call a role made a repaint of the list take 200 ms instead of 10."""
+        i, column = self.order[index.row()].item(), index.column()
+        for wanted in roles:
+            role = wanted.role()
+            if role in _ROLES:
+                wanted.setData(self._answer(i, column, role))
+
+    def _answer(self, i: int, column: int, role):
+        """Prediction ``i``'s cell in ``column``: its ``role`` (one of _ROLES)."""
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self.text(i, column)
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if column == NOTE:
+                return _COLOURS[self._note(i)[2]]
+            # the palette's text colour (a dark theme's too), grey for an earlier model's
+            return _COLOURS["stale"] if column and self.models[i] != self.current else None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.tip(i, column)
+        return i
+
+    def text(self, i: int, column: int) -> str:
+        """Prediction ``i``'s cell in ``column``, as the list shows it."""
+        name, folder, top = self.cells[i]
+        if column == 0:  # 000.png of every class folder: "tear/000.png"
+            return f"{folder}/{name}" if self.same_name[name] > 1 else name
+        if column == NOTE:
+            return self._note(i)[0]
+        if column == 1:
+            return top
+        value = self.values[i, column - 2]
+        if value != value:  # a failed file (or a checkpoint without conformal sets)
+            return "—"
+        return f"{value:.1%}" if column < 4 else f"{value:.2f}" if column == 4 else \
+            str(int(value))
+
+    def tip(self, i: int, column: int) -> str | None:
+        result = self.predictions[i]
+        if column == 0:
+            return result.path
+        if column == 1 and result.ok:
+            return result.top_classes[0]
+        if column == SET and result.ok:
+            if result.prediction_set is None:
+                return ("the checkpoint keeps no conformal calibration (saved before "
+                        "olsdesk 0.4): no prediction set")
+            return (f"prediction set: {result.set_summary(3 * SET_SHOWN)}: the classes that "
+                    f"hold the true one for {result.set_coverage:.0%} of validation-like "
+                    "images")
+        if column == NOTE:
+            return self._note(i)[1]
+        return None
+
+    def _note(self, i: int) -> tuple[str, str, str]:
+        """The note of prediction ``i``, its tooltip and its colour's name: another model
+        predicted it, it could not be read, it is unfamiliar or of low confidence."""
+        result, model = self.predictions[i], self.models[i]
+        if model != self.current:
+            return ("⟲ earlier model", f"predicted with the previous model ({model}); press "
+                    "Re-predict to update", "earlier")
+        if not result.ok:
+            return result.error, result.error, "error"
+        low = self.values[i, 0] < self.threshold
+        marks = ("⚠ unlike the training data" if result.unfamiliar else "",
+                 "⚠ low confidence" if low else "", result.note)  # e.g. "frame 61 of 120"
+        text = " · ".join(filter(None, marks))
+        return (text, result.unfamiliar_sentence or text,
+                "error" if result.unfamiliar else "low" if low else "note")
+
+    def prediction(self, row: int) -> int:
+        """The index in the panel's predictions of the prediction on view row ``row``."""
+        return int(self.order[row])
+
+    # --- what the panel changes ---------------------------------------------------------
+    def add(self, results: list[Prediction], class_names: tuple[str, ...]) -> None:
+        """Rows for predictions just appended to the panel's list: one insertion, then
+        the list sorted again when it is sorted by a column."""
+        if class_names != self._short_of:
+            self._short_of = class_names
+            self._short = dict(zip(class_names, short_names(class_names, limit=24),
+                                   strict=True))
+        first = len(self.cells)
+        values = np.full((len(results), NOTE - 2), np.nan)
+        for row, result in enumerate(results):
+            path = Path(result.path)
+            self.same_name[path.name] += 1
+            self.first.setdefault(path.name, first + row)
+            top = self._short.get(result.top_classes[0], result.top_classes[0]) \
+                if result.ok else "—"
+            self.cells.append((path.name, path.parent.name, top))
+            if result.ok:
+                values[row, :3] = (result.confidence, result.calibrated_confidence,
+                                   result.entropy)
+                if result.prediction_set is not None:
+                    values[row, 3] = len(result.prediction_set)
+        self.beginInsertRows(QModelIndex(), first, len(self.cells) - 1)
+        self.values = np.concatenate([self.values, values])
+        self.order = np.concatenate([self.order, np.arange(first, len(self.cells))])
+        self.position = np.concatenate([self.position, np.arange(first, len(self.cells))])
+        self.endInsertRows()
+        if self.sort_column >= 0:
+            self._reorder()
+        elif any(self.same_name[Path(r.path).name] == 2 for r in results):
+            self._changed(0, 0)  # a first file of a name now shows its folder too
+
+    def restyle(self, threshold: float, current: str) -> None:
+        """Notes and colours for this low-confidence threshold and model in use."""
+        self.threshold, self.current = threshold, current
+        self._changed(1, NOTE)
+
+    def _changed(self, first: int, last: int) -> None:
+        """Draw these columns again."""
+        if self.cells:
+            self.dataChanged.emit(self.index(0, first), self.index(len(self.cells) - 1, last))
+            if first <= self.sort_column <= last:
+                self._reorder()
+
+    def clear(self) -> None:
+        """Nothing listed (the panel has emptied its lists)."""
+        self.beginResetModel()
+        self.cells.clear()
+        self.values = self.values[:0]
+        self.order = self.position = self.order[:0]
+        self.same_name.clear()
+        self.first.clear()
+        self.endResetModel()
+
+    def sort(self, column: int, order=Qt.SortOrder.AscendingOrder) -> None:
+        self.sort_column, self.sort_order = column, order
+        self._reorder()
+
+    def _reorder(self) -> None:
+        """The rows in the sort's order; selected rows stay selected."""
+        n = len(self.cells)
+        column, descending = self.sort_column, self.sort_order == Qt.SortOrder.DescendingOrder
+        if column < 0 or n == 0:
+            order = np.arange(n)
+        elif 2 <= column < NOTE:  # numbers; NaN (failed, no set) last either way
+            values = self.values[:, column - 2]
+            missing = np.isnan(values)
+            keys = np.where(missing, 0.0, -values if descending else values)
+            order = np.lexsort((keys, missing))  # stable: ties in the order they arrived
+        else:
+            texts = [self.text(i, column) for i in range(n)]
+            last = ([not r.ok for r in self.predictions] if column == 1 else [False] * n)
+            order = sorted(range(n), key=texts.__getitem__, reverse=descending)
+            order = np.array([i for i in order if not last[i]] + [i for i in order if last[i]],
+                             dtype=np.int64)
+        self.layoutAboutToBeChanged.emit()
+        kept = self.persistentIndexList()
+        was = [(int(self.order[ix.row()]), ix.column()) for ix in kept]
+        self.order = np.asarray(order, dtype=np.int64)
+        self.position = np.empty(n, np.int64)
+        self.position[self.order] = np.arange(n)
+        self.changePersistentIndexList(kept, [self.index(int(self.position[i]), c)
+                                              for i, c in was])
+        self.layoutChanged.emit()
+
+
+_ROLES = frozenset((Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ForegroundRole,
+                    Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.UserRole))
+_COLOURS = {name: QColor(colour) for name, colour in (
+    ("stale", "#999999"), ("earlier", "#777777"), ("error", "#b00020"),
+    ("low", "#b36b00"), ("note", "#333333"))}
+
+
 class PredictPanel(QWidget):
     FLUSH_MS = 250  # predictions reach the list at most four times a second
-    SORT_MS = 2000  # and a growing list is sorted again at most every 2 s (and at the end):
-    # Qt sorts 20,000 rows in 0.1-0.3 s
     predictions_finished = Signal(int)  # how many files were handled
     _progressed = Signal(int, int)  # done, total: from the worker thread, queued here
 
@@ -106,12 +323,8 @@ class PredictPanel(QWidget):
         self._pending: list[Prediction] = []
         self._flush_timer = QTimer(self, singleShot=True, interval=self.FLUSH_MS)
         self._flush_timer.timeout.connect(self._flush)
-        self._sort_timer = QTimer(self, singleShot=True, interval=self.SORT_MS)
-        self._sort_timer.timeout.connect(self._sort)
         self._already = 0  # files of the running drop listed already by this model
-        self._name_width = 0  # the widest file name listed, in pixels
-        self._same_name: dict[str, tuple] = {}  # a file name -> its first (item, path)
-        self._short_of: tuple[tuple, dict] = ((), {})  # class names -> as the list shows them
+        self._widths: list[int] = []  # the list's columns' widths that fit their texts
         self._cancel = threading.Event()
         self._progressed.connect(self._show_progress)
         self.folders = DialogFolders()  # where its file dialogs open (the window's)
@@ -149,16 +362,22 @@ class PredictPanel(QWidget):
         top.addWidget(self.model_label)
         top.addLayout(buttons)
 
-        self.table = row_table(COLUMNS, single=True)
+        self.rows = PredictionRows(self.predictions, self.models, self)
+        self.table = rows_view(QTableView(), single=True)
+        self.table.setModel(self.rows)
         # long names lose their middle, never their end: .dcm and .png stay apart
         self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.verticalHeader().hide()  # a sorted list's row numbers tell nothing
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         header = self.table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)  # fit to names
-        for column in range(1, NOTE):  # as wide as they are (class names shortened)
-            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        # columns fitted to what they hold as rows arrive (ResizeToContents would ask a
+        # thousand rows' cells at every addition), the note stretched
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(NOTE, QHeaderView.ResizeMode.Stretch)
-        self.table.setColumnWidth(0, 160)
-        self.table.itemSelectionChanged.connect(self._show_selected)
+        header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # as they arrive, at first
+        self.table.setSortingEnabled(True)
+        self._fit_columns([])
+        self.table.selectionModel().selectionChanged.connect(self._show_selected)
         self.drop_hint = QLabel("Drop images, DICOMs or folders anywhere on the window")
         self.drop_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.drop_hint.setStyleSheet("color: #666; border: 2px dashed #aaa; padding: 14px;")
@@ -252,7 +471,8 @@ class PredictPanel(QWidget):
 
     def stale_rows(self) -> int:
         """Rows predicted by another model than the current one."""
-        return sum(model != self.model_name for model in self.models)
+        current = self.model_name
+        return sum(model != current for model in self.models)
 
     def repredict(self) -> None:
         """Predict every listed file again with the current model."""
@@ -313,6 +533,9 @@ class PredictPanel(QWidget):
         self.progress.show()
         self.cancel_button.show()
         self.status.setText("Predicting…")
+        # the window laid out again for the progress bar now, before the worker competes
+        # for the GIL: later, a relayout's calls into Python each waited for it (45 ms)
+        QApplication.sendPostedEvents(None, QEvent.Type.LayoutRequest)
         self._running_model = self.model_name
         listed = frozenset(p.path for p, model in zip(self.predictions, self.models,
                                                       strict=True) if model == self.model_name)
@@ -352,14 +575,9 @@ class PredictPanel(QWidget):
         if results:
             self._add(results)
 
-    def _sort(self) -> None:
-        self._sort_timer.stop()
-        self.table.setSortingEnabled(True)  # sorts by the chosen column again
-
     def _done(self, _=None) -> None:
         """What this drop did, and what the whole list holds now."""
         self._flush()
-        self._sort()
         results = self._batch
         failed = sum(not r.ok for r in results)
         cancelled = " (cancelled)" if self._cancel.is_set() else ""
@@ -374,7 +592,6 @@ class PredictPanel(QWidget):
 
     def _failed(self, message: str) -> None:
         self._flush()  # what was predicted before stays listed
-        self._sort()
         self.status.setText(message)
         self.queue.clear()
         self.predictions_finished.emit(0)
@@ -389,123 +606,52 @@ class PredictPanel(QWidget):
     # --- the list ------------------------------------------------------------------------
     def _add(self, results: list[Prediction]) -> None:
         self.drop_hint.hide()
-        self.table.setSortingEnabled(False)
-        first = self.table.rowCount()
-        self.table.setRowCount(first + len(results))  # one insertion, not one a row
-        for row, result in enumerate(results, start=first):
-            self.predictions.append(result)
-            self.models.append(self._running_model)
-            self.calibration.append((self.predictor.temperature, self.predictor.class_names))
-            name = QTableWidgetItem(Path(result.path).name)
-            name.setToolTip(result.path)
-            self._tell_apart(name, result.path)
-            name.setData(Qt.ItemDataRole.UserRole, len(self.predictions) - 1)
-            self.table.setItem(row, 0, name)
-            if result.ok:
-                top = QTableWidgetItem(self._short(result.top_classes[0]))
-                top.setToolTip(result.top_classes[0])
-                self.table.setItem(row, 1, top)
-                for col, value in ((2, result.confidence), (3, result.calibrated_confidence)):
-                    self.table.setItem(row, col, NumberItem(value, f"{value:.1%}"))
-                self.table.setItem(row, 4, NumberItem(result.entropy, f"{result.entropy:.2f}"))
-                self.table.setItem(row, SET, self._set_item(result))
-            else:
-                for col in range(1, NOTE):
-                    self.table.setItem(row, col, NumberItem(math.nan, "—"))
-            self.table.setItem(row, NOTE, QTableWidgetItem(""))
-        self._style_rows(range(first, self.table.rowCount()))  # before sorting moves them
-        if not self._sort_timer.isActive():
-            self._sort_timer.start()
-        self._fit_names(results)
+        first = len(self.predictions)
+        self.predictions.extend(results)
+        self.models.extend([self._running_model] * len(results))
+        self.calibration.extend([(self.predictor.temperature, self.predictor.class_names)]
+                                * len(results))
+        self.rows.add(results, self.predictor.class_names)
+        self._fit_columns(range(first, len(self.predictions)))
         wanted = self._select_when_done
-        if wanted is not None and any(r.path == wanted for r in results):
-            self._select_when_done = None
-            for row in range(self.table.rowCount()):
-                index = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
-                if self.predictions[index].path == wanted:
-                    self.table.selectRow(row)
-                    break
+        if wanted is not None:
+            index = next((i for i in range(first, len(self.predictions))
+                          if self.predictions[i].path == wanted), None)
+            if index is not None:
+                self._select_when_done = None
+                self.table.selectRow(int(self.rows.position[index]))
 
-    @staticmethod
-    def _set_item(result: Prediction) -> QTableWidgetItem:
-        """The set's size (sorts: the most doubtful first), its classes on hover."""
-        if result.prediction_set is None:
-            item = NumberItem(math.nan, "—")
-            item.setToolTip("the checkpoint keeps no conformal calibration (saved before "
-                            "olsdesk 0.4): no prediction set")
-            return item
-        size = len(result.prediction_set)
-        item = NumberItem(size, str(size))
-        item.setToolTip(f"prediction set: {result.set_summary(3 * SET_SHOWN)}: the classes "
-                        "that hold the true "
-                        f"one for {result.set_coverage:.0%} of validation-like images")
-        return item
-
-    def _short(self, name: str) -> str:
-        """A class as the list shows it: the model's names shortened one way (as the other
-        views do, "MR/knee/bon…_edema"), the whole name on hover."""
-        names = self.predictor.class_names
-        if self._short_of[0] != names:
-            self._short_of = (names, dict(zip(names, short_names(names, limit=24),
-                                              strict=True)))
-        return self._short_of[1].get(name, name)
-
-    def _tell_apart(self, item: QTableWidgetItem, path: str) -> None:
-        """Files of one name (000.png in every class folder of a test split) are listed
-        with their folder, "tear/000.png", all of them as soon as a second arrives."""
-        first = self._same_name.setdefault(Path(path).name, (item, path))
-        if first[0] is not item:  # the name seen before: the first and this one renamed
-            for each, where in (first, (item, path)):
-                each.setText(f"{Path(where).parent.name}/{Path(where).name}")
-
-    def _fit_names(self, results: list[Prediction]) -> None:
-        """The file column as wide as its widest name (up to half the table, or 280 px):
-        names are whole, or lose their middle only when very long."""
+    def _fit_columns(self, added) -> None:
+        """Each column as wide as its header and the texts of the rows ``added`` (the
+        file names up to half the table, or 280 px): names are whole, or lose their
+        middle only when very long. Columns widen only, as rows arrive."""
         metrics = self.table.fontMetrics()
-        widest = max((metrics.horizontalAdvance(self.table.item(row, 0).text())
-                      for row in range(self.table.rowCount() - len(results),
-                                       self.table.rowCount())), default=0)
-        if widest > self._name_width:
-            self._name_width = widest
-            limit = max(self.table.viewport().width() // 2, 280)
-            self.table.setColumnWidth(0, min(widest + 24, limit))
+        if not self._widths:  # the headers (and their sort arrows), numbers at their widest
+            self._widths = [max(metrics.horizontalAdvance(header) + 32,
+                                metrics.horizontalAdvance(widest) + 24) for header, widest in
+                            zip(COLUMNS[:NOTE], ("", "", "100.0%", "100.0%", "10.00", "9999"),
+                                strict=True)]
+        widths = list(self._widths)
+        for i in added:
+            for column in (0, 1):
+                text = self.rows.text(i, column)
+                widths[column] = max(widths[column], metrics.horizontalAdvance(text) + 24)
+        # a file's name, once its folder is shown beside it (a second file of the name)
+        for i in added:
+            name = self.rows.cells[i][0]
+            if self.rows.same_name[name] > 1:
+                text = self.rows.text(self.rows.first[name], 0)
+                widths[0] = max(widths[0], metrics.horizontalAdvance(text) + 24)
+        widths[0] = min(widths[0], max(self.table.viewport().width() // 2, 280))
+        for column, width in enumerate(widths):
+            if width != self.table.columnWidth(column):
+                self.table.setColumnWidth(column, width)
+        self._widths = widths
 
     def _refresh_notes(self) -> None:
         """Every row's note and colours again (the threshold or the model changed)."""
-        self._style_rows(range(self.table.rowCount()))
+        self.rows.restyle(self.threshold.value(), self.model_name)
         self.repredict_button.setVisible(self.stale_rows() > 0)
-
-    def _style_rows(self, rows: range) -> None:
-        """These rows' notes and colours: greyed when another model predicted them, the
-        marks of unfamiliar and low-confidence images."""
-        threshold = self.threshold.value()
-        current = self.model_name
-        for row in rows:
-            index = self.table.item(row, 0).data(Qt.ItemDataRole.UserRole)
-            result, model = self.predictions[index], self.models[index]
-            note = self.table.item(row, NOTE)
-            stale = model != current
-            for col in range(1, NOTE):
-                cell = self.table.item(row, col)
-                if cell is not None:
-                    cell.setForeground(QColor("#999999" if stale else "#000000"))
-            if stale:
-                note.setText("⟲ earlier model")
-                note.setForeground(QColor("#777777"))
-                note.setToolTip(f"predicted with the previous model ({model}); press "
-                                "Re-predict to update")
-                continue
-            if not result.ok:
-                note.setText(result.error)
-                note.setForeground(QColor("#b00020"))
-            else:
-                marks = ("⚠ unlike the training data" if result.unfamiliar else "",
-                         "⚠ low confidence" if result.confidence < threshold else "",
-                         result.note)  # e.g. "frame 61 of 120"
-                note.setText(" · ".join(filter(None, marks)))
-                note.setForeground(QColor("#b00020" if result.unfamiliar else "#b36b00"
-                                          if marks[1] else "#333333"))
-            note.setToolTip(result.unfamiliar_sentence or note.text())
 
     def low_confidence(self) -> list[Prediction]:
         return [p for p in self.predictions if p.ok and p.confidence < self.threshold.value()]
@@ -514,7 +660,7 @@ class PredictPanel(QWidget):
         rows = self.table.selectionModel().selectedRows()
         if not rows:
             return
-        index = self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole)
+        index = self.rows.prediction(rows[0].row())
         result = self.predictions[index]
         temperature, names = self.calibration[index]
         self._show_preview(index)
@@ -526,7 +672,7 @@ class PredictPanel(QWidget):
             self.bars_view.hide()  # an empty chart only shows an upside-down axis
             return
         self.detail.setText(
-            f"<b>{html.escape(self.table.item(rows[0].row(), 0).text())}</b>: "
+            f"<b>{html.escape(self.rows.text(index, 0))}</b>: "
             f"{html.escape(result.top_classes[0])}<br>confidence "
             f"{result.confidence:.1%}, calibrated {result.calibrated_confidence:.1%} "
             f"(T = {temperature:.2f}), entropy {result.entropy:.2f} nats<br>"
@@ -585,8 +731,7 @@ class PredictPanel(QWidget):
             return
         self.saliency[explained.row] = explained
         rows = self.table.selectionModel().selectedRows()
-        if rows and self.table.item(rows[0].row(), 0).data(Qt.ItemDataRole.UserRole) == \
-                explained.row:
+        if rows and self.rows.prediction(rows[0].row()) == explained.row:
             self._show_preview(explained.row)
 
     def _cam_finished(self) -> None:
@@ -610,10 +755,9 @@ class PredictPanel(QWidget):
         self.calibration.clear()
         self.repredict_button.hide()
         self.bars_view.hide()
-        self.table.setRowCount(0)
-        self._sort()  # sorting on again, with nothing left to sort
-        self._name_width = 0
-        self._same_name.clear()
+        self.rows.clear()
+        self._widths = []  # narrow again
+        self._fit_columns([])
         self.preview.clear()  # nothing of a cleared file stays on screen
         self.preview.setToolTip("")
         self.detail.setText(" ")
