@@ -9,6 +9,8 @@ with its own loss, seed and curve. Then, in one process, a Compare panel at 1400
 - shown: the time from the tab being shown to its table holding every run, the first
   time and again (a tab switch), and the GUI thread's worst stall meanwhile; baseline:
   reading the same runs' files (config.json, run.json, metrics.jsonl, notes) in a loop;
+  the first time also without the runs' summary.json (every metrics.jsonl parsed, as
+  before the file), alternately with and without on fresh panels;
 - selecting 50 runs, then all of them: the time until their curves are drawn, the worst
   stall, the time to read them and the memory their epochs hold (tracemalloc's count of
   what the panel's reader keeps); baseline: the same runs read with every epoch's arrays,
@@ -39,6 +41,8 @@ from follow_latency import build_run  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 from ui_latency import LatencyProbe  # noqa: E402
 
+from olsdesk.core.runs import SUMMARY, RunStore  # noqa: E402
+
 LOSSES = ("ce", "ls", "ols", "tfkd", "focal")
 
 
@@ -55,7 +59,7 @@ def build_runs(root: Path, runs: int, epochs: int, k: int) -> list[Path]:
     for i in range(runs):
         folder = root / "runs" / f"radimagenet-r50-{LOSSES[i % len(LOSSES)]}-s{i:03d}"
         shutil.copytree(store.path, folder, copy_function=os.link)
-        for name in ("config.json", "run.json", "metrics.jsonl"):  # their own, not links
+        for name in ("config.json", "run.json", "metrics.jsonl", "summary.json"):  # their own
             text = (folder / name).read_text()
             (folder / name).unlink()
             (folder / name).write_text(text)
@@ -68,6 +72,7 @@ def build_runs(root: Path, runs: int, epochs: int, k: int) -> list[Path]:
             record["val_top1"] = min(1.0, record["val_top1"] + 0.001 * i)
             shifted.append(json.dumps(record))
         (folder / "metrics.jsonl").write_text("\n".join(shifted) + "\n")
+        RunStore(folder).write_summary()  # as write_epoch leaves it
         paths.append(folder)
     shutil.rmtree(root / "template")
     return paths
@@ -129,7 +134,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from olsdesk.core.report import ARRAY_FIELDS
-    from olsdesk.core.runs import RunReader, RunStore
+    from olsdesk.core.runs import RunReader
     from olsdesk.gui.panels.compare import ComparePanel
 
     app = QApplication.instance() or QApplication(sys.argv)
@@ -139,19 +144,39 @@ def main() -> int:
         print(f"{args.runs} runs of {args.epochs} epochs x {args.classes} classes built in "
               f"{time.perf_counter() - started:.0f} s")
         files_s = min(read_files(paths) for _ in range(3))
+        probe = LatencyProbe()
+        summaries = {path: (path / SUMMARY).read_bytes() for path in paths}
+
+        def shown(panel, when: str) -> None:
+            took, worst = timed(app, probe, panel.refresh,
+                                lambda: not panel.busy and panel.runs.rowCount() == args.runs)
+            print(f"shown ({when}): {took:.3f} s to list {args.runs} runs, worst stall "
+                  f"{worst:.0f} ms; baseline (reading their files) {files_s:.3f} s")
+
+        # a session's first showing, with each run's summary.json and (the runs of
+        # before, parsing every metrics.jsonl) without, alternately on fresh panels
+        for _ in range(2):
+            for with_summaries in (True, False):
+                for path in paths:
+                    if with_summaries:
+                        (path / SUMMARY).write_bytes(summaries[path])
+                    else:
+                        (path / SUMMARY).unlink()
+                panel = ComparePanel(Path(tmp) / "runs")
+                panel.resize(1400, 900)
+                panel.show()
+                app.processEvents()
+                shown(panel, "first time, " + ("with" if with_summaries else "without")
+                      + " summary.json")
+                panel.close()
+        for path in paths:
+            (path / SUMMARY).write_bytes(summaries[path])
         panel = ComparePanel(Path(tmp) / "runs")
         panel.resize(1400, 900)
         panel.show()
         app.processEvents()
-        probe = LatencyProbe()
-
-        def listed() -> bool:
-            return not panel.busy and panel.runs.rowCount() == args.runs
-
-        for when in ("first time", "again"):
-            took, worst = timed(app, probe, panel.refresh, listed)
-            print(f"shown ({when}): {took:.3f} s to list {args.runs} runs, worst stall "
-                  f"{worst:.0f} ms; baseline (reading their files) {files_s:.3f} s")
+        shown(panel, "first time")
+        shown(panel, "again")
 
         for count in (50, args.runs):
             chosen = paths[:count]

@@ -49,6 +49,10 @@ BEST = "best.pt"
 # run.json, rewritten at every status change, stays small
 SPLIT = "split.json.gz"
 TRAIN_NAMES = "train_names.json.gz"
+# what a list of runs shows of metrics.jsonl (epochs, best top-1, final ECE), rewritten
+# with each epoch: listing 200 runs of 100 epochs reads 200 of these instead of parsing
+# 20,000 lines; trusted only while metrics.jsonl has the size it records and is no newer
+SUMMARY = "summary.json"
 log = logging.getLogger(__name__)
 
 
@@ -324,14 +328,56 @@ class RunStore:
         return self.path / "epochs" / f"{epoch:04d}.npz"
 
     def write_epoch(self, report: EpochReport) -> None:
-        """The epoch's arrays, then its line in metrics.jsonl (so a line means complete)."""
+        """The epoch's arrays, then its line in metrics.jsonl (so a line means complete),
+        then the summary a list of runs shows."""
         buffer = io.BytesIO()
         np.savez_compressed(buffer, **report.arrays())
         atomic_write_bytes(self._epoch_file(report.epoch), buffer.getvalue())
+        try:
+            before = self.summary()
+        except RunError:  # a damaged metrics.jsonl: listed from the file, as damaged
+            before = None
+        scalars = report.scalars()
         with open_regular(self.path / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(report.scalars(), allow_nan=True) + "\n")
+            fh.write(json.dumps(scalars, allow_nan=True) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+            size = os.fstat(fh.fileno()).st_size
+        if before is None:
+            (self.path / SUMMARY).unlink(missing_ok=True)
+        else:
+            self._write_summary(before.then(scalars), size)
+
+    def write_summary(self) -> None:
+        """summary.json for metrics.jsonl as it is now (after metrics.jsonl was written
+        other than by ``write_epoch``); RunError when metrics.jsonl is damaged."""
+        try:
+            data = read_regular_bytes(self.path / "metrics.jsonl")
+        except FileNotFoundError:
+            data = b""
+        except OSError as exc:
+            raise RunError(f"{self._name}/metrics.jsonl cannot be read ({exc.strerror}).") from None
+        self._write_summary(RunSummary.of(self.parse_metrics(data)[0]), len(data))
+
+    def _write_summary(self, summary: RunSummary, metrics_bytes: int) -> None:
+        atomic_write_bytes(self.path / SUMMARY, json.dumps(
+            {**summary.__dict__, "metrics_bytes": metrics_bytes}, allow_nan=True).encode())
+
+    def summary(self) -> RunSummary:
+        """What a list of runs shows of metrics.jsonl: from summary.json while it still
+        describes the file (its recorded size, and written no earlier than the file was),
+        else parsed from metrics.jsonl itself (RunError when that is damaged)."""
+        try:
+            metrics = os.stat(self.path / "metrics.jsonl")
+        except FileNotFoundError:
+            return RunSummary.of([])
+        except OSError as exc:
+            raise RunError(f"{self._name}/metrics.jsonl cannot be read ({exc.strerror}).") from None
+        try:
+            summary = RunSummary.read(self.path / SUMMARY, metrics)
+        except (OSError, ValueError, KeyError, TypeError):
+            summary = None
+        return summary if summary is not None else RunSummary.of(self.metrics())
 
     def metrics(self) -> list[dict]:
         """The scalar lines written so far (a half-written last line is left for later);
@@ -369,8 +415,9 @@ class RunStore:
     def truncate_to(self, epoch: int) -> None:
         """Forget epochs after ``epoch`` (a resume restarts from that checkpoint)."""
         kept = [m for m in self.metrics() if m["epoch"] <= epoch]
-        text = "".join(json.dumps(m) + "\n" for m in kept)
-        atomic_write_bytes(self.path / "metrics.jsonl", text.encode())
+        text = "".join(json.dumps(m) + "\n" for m in kept).encode()
+        atomic_write_bytes(self.path / "metrics.jsonl", text)
+        self._write_summary(RunSummary.of(kept), len(text))
         for file in (self.path / "epochs").glob("*.npz"):
             if file.stem.isdigit() and int(file.stem) > epoch:  # not a stray file of the user's
                 file.unlink()
@@ -553,6 +600,44 @@ class RunReader:
                 self._reports.pop(path, None)
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """What a list of runs shows of a run's epochs (summary.json)."""
+
+    epochs: int
+    best_top1: float  # nan before the first epoch
+    final_ece: float
+
+    @classmethod
+    def of(cls, records: list[dict]) -> RunSummary:
+        """From metrics.jsonl's records."""
+        return cls(len(records), max((m["val_top1"] for m in records), default=float("nan")),
+                   records[-1]["ece"] if records else float("nan"))
+
+    def then(self, record: dict) -> RunSummary:
+        """With one more epoch's record."""
+        best = record["val_top1"] if self.epochs == 0 else max(self.best_top1,
+                                                               record["val_top1"])
+        return RunSummary(self.epochs + 1, best, record["ece"])
+
+    @classmethod
+    def read(cls, path: Path, metrics: os.stat_result) -> RunSummary | None:
+        """summary.json when it describes metrics.jsonl as ``metrics`` finds it: the size
+        it records, and written no earlier than metrics.jsonl was (a copy or edit of
+        metrics.jsonl after it, or a run from before the file: None)."""
+        with open_regular(path, "rb") as fh:
+            if os.fstat(fh.fileno()).st_mtime_ns < metrics.st_mtime_ns:
+                return None
+            data = json.loads(fh.read())
+        if data["metrics_bytes"] != metrics.st_size:
+            return None
+        epochs, best, ece = data["epochs"], data["best_top1"], data["final_ece"]
+        if type(epochs) is not int or epochs < 0 or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in (best, ece)):
+            return None
+        return cls(epochs, float(best), float(ece))
+
+
 @dataclass
 class RunListing:
     """A run as a list of runs shows it, read once (off the GUI thread)."""
@@ -560,7 +645,7 @@ class RunListing:
     store: RunStore
     config: RunConfig | None  # None for a damaged run
     status: str
-    metrics: list[dict]
+    summary: RunSummary
     notes: str
     problem: str = ""  # why the run is damaged, in one sentence ("" when it is not)
     signature: tuple = ()  # its files' modification times and sizes when they were read
@@ -571,15 +656,15 @@ class RunListing:
 
     @property
     def epochs_done(self) -> int:
-        return len(self.metrics)
+        return self.summary.epochs
 
     @property
     def best_top1(self) -> float:
-        return max((m["val_top1"] for m in self.metrics), default=float("nan"))
+        return self.summary.best_top1
 
     @property
     def final_ece(self) -> float:
-        return self.metrics[-1]["ece"] if self.metrics else float("nan")
+        return self.summary.final_ece
 
 
 def find_runs(root: Path, depth: int = 3) -> list[Path]:
@@ -656,11 +741,11 @@ def read_listing(path: Path) -> RunListing:
     try:
         config = store.config()
         status = store.status
-        metrics = store.metrics()
+        summary = store.summary()
     except RunError as exc:  # a damaged file is this run's sentence
         log.warning("run %s is damaged: %s", store.path, exc)
-        return RunListing(store, None, "damaged", [], notes, str(exc))
-    return RunListing(store, config, status, metrics, notes)
+        return RunListing(store, None, "damaged", RunSummary.of([]), notes, str(exc))
+    return RunListing(store, config, status, summary, notes)
 
 
 def _why(exc: BaseException) -> str:

@@ -117,6 +117,57 @@ def test_a_listing_whose_files_are_unchanged_is_kept_and_a_changed_one_read_agai
     assert read_listing(path).signature == ()  # read alone: no signature to trust
 
 
+def test_a_listing_reads_the_summary_while_it_describes_metrics_jsonl(tmp_path, monkeypatch):
+    import json
+    import os
+
+    from olsdesk.core.runs import SUMMARY, list_runs
+
+    config = RunConfig(demo_per_class=4, image_size=32, batch_size=16, epochs=3, device="cpu")
+    trainer = Trainer(config, runs_dir=tmp_path)
+    list(trainer.fit())
+    store = trainer.store
+    metrics = store.path / "metrics.jsonl"
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+
+    def expected(records):
+        return (len(records), max(r["val_top1"] for r in records), records[-1]["ece"])
+
+    def listed():
+        item = list_runs(tmp_path)[0]
+        assert item.problem == "", item.problem
+        return item.epochs_done, item.best_top1, item.final_ece
+
+    parsed = []
+    real = RunStore.parse_metrics
+    monkeypatch.setattr(RunStore, "parse_metrics",
+                        lambda self, *a, **k: parsed.append(1) or real(self, *a, **k))
+    assert listed() == expected(lines) and parsed == []  # summary.json alone, nothing parsed
+    # another tool appends an epoch: the size differs, metrics.jsonl is parsed
+    extra = {**lines[-1], "epoch": 4, "val_top1": 1.0, "ece": 0.5}
+    with open(metrics, "a") as fh:
+        fh.write(json.dumps(extra) + "\n")
+    assert listed() == expected(lines + [extra]) and parsed == [1]
+    # the same size, written after summary.json: parsed too
+    text = metrics.read_text()
+    metrics.write_text(text.replace('"val_top1": 1.0', '"val_top1": 0.0'))
+    future = os.stat(store.path / SUMMARY).st_mtime_ns + 10**9
+    os.utime(metrics, ns=(future, future))
+    assert listed() == expected(lines + [{**extra, "val_top1": 0.0}])
+    # cut back for a resume: the summary follows
+    store.truncate_to(1)
+    parsed.clear()
+    assert listed() == expected(lines[:1]) and parsed == []
+    # a damaged summary.json or none (a run from before it): metrics.jsonl, not damaged
+    (store.path / SUMMARY).write_text("{garbage")
+    assert listed() == expected(lines[:1]) and parsed == [1]
+    (store.path / SUMMARY).unlink()
+    assert listed() == expected(lines[:1])
+    store.write_summary()
+    parsed.clear()
+    assert listed() == expected(lines[:1]) and parsed == []
+
+
 def test_a_damaged_run_is_listed_as_damaged_with_its_sentence(tmp_path):
     import json
     import shutil
