@@ -43,6 +43,11 @@ def csv_field(text: str) -> str:
     return text
 
 
+# how near a scaled value's fraction must be to 0.5 to be rounded by Python: far above the
+# product's rounding error (a few units in the last place of numbers below 10^8, ~1e-8)
+_NEAR_TIE = 1e-6
+
+
 def _digits(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(8-digit mantissa, decimal exponent) of positive finite ``a``: a ≈ m·10^(e-7)."""
     e = np.floor(np.log10(a)).astype(np.int64)
@@ -51,6 +56,12 @@ def _digits(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if wrong.any():
             e[wrong] += step
             m[wrong] = np.rint(a[wrong] * _SCALE[7 - e[wrong] + 300]).astype(np.int64)
+    # within rounding of a tie (a 9th digit of 5), the scaled product may fall on the
+    # wrong side of it or on it: those few take Python's correctly rounded digits
+    scaled = a * _SCALE[7 - e + 300]
+    for i in np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < _NEAR_TIE).tolist():
+        digits, exponent = f"{a[i]:.7e}".split("e")
+        m[i], e[i] = int(digits.replace(".", "")), int(exponent)
     return m, e
 
 

@@ -24,6 +24,19 @@ def test_numbers_are_written_as_python_writes_percent_g8():
     assert _texts(values) == [f"{v:.8g}" for v in values]
 
 
+def test_a_ninth_digit_of_five_rounds_as_python_rounds_the_exact_value():
+    """Values whose 9th significant digit is a 5 lie within rounding of a tie: scaled by
+    a power of ten in floating point they can land on the tie itself (2.43856805e-06,
+    found writing 200,000 x 165 probabilities, scales to 24385680.5 and rounded to even),
+    where Python rounds the exact binary value, here just above it."""
+    rng = np.random.default_rng(2)
+    mantissas = rng.integers(10**7, 10**8, 20_000)
+    exponents = rng.integers(-12, 9, 20_000)
+    values = [2.43856805e-06] + [float(f"{m}5e{x}") for m, x in
+                                 zip(mantissas.tolist(), exponents.tolist(), strict=True)]
+    assert _texts(values) == [f"{v:.8g}" for v in values]
+
+
 @pytest.mark.parametrize("rows", [1, 3, 700])
 def test_rows_are_the_csv_modules_at_any_block_size(rows):
     import csv
