@@ -38,14 +38,15 @@ def synthetic(n: int, k: int) -> Evaluation:
         checkpoint="best.pt", epoch=1, class_names=names, source="synthetic",
         names=[f"/data/radimagenet/test/{names[y]}/img-{i:07d}.png"
                for i, y in enumerate(labels)],
-        labels=labels, log_probs=log_probs, temperature=1.3, unreadable=[], raw=None,
-        scaled=None, resamples=0, seed=0, n_bins=15, prediction_sets=sets)
+        labels=labels, logits=logits.astype(np.float32), temperature=1.3, unreadable=[],
+        raw=None, scaled=None, resamples=0, seed=0, n_bins=15, prediction_sets=sets)
 
 
 def write_03(ev: Evaluation, path: Path) -> None:
     """olsdesk 0.3's _write_predictions (without the columns this data has none of)."""
     names = ev.class_names
-    values_all = np.concatenate([ev.probs, ev.scaled_probs], axis=1)
+    values_all = np.concatenate([ev.probabilities("none"), ev.probabilities("temperature")],
+                                axis=1)
     row_format = ",".join(["%.8g"] * values_all.shape[1])
     header = [f"p_{n}" for n in names] + [f"q_{n}" for n in names]
     with open(path, "w", newline="", encoding="utf-8") as fh:
@@ -80,7 +81,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=165)
     args = parser.parse_args()
     ev = synthetic(args.images, args.classes)
-    ev.probs, ev.scaled_probs, ev.predicted  # noqa: B018 - computed before any timing
+    ev.predicted  # noqa: B018 - computed before any timing (each writer computes the
+    # probabilities from the logits as it writes them)
     print(f"{args.images:,} images x {args.classes} classes")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -88,7 +90,8 @@ def main() -> None:
         new = timed(lambda: _write_predictions(ev, tmp / "new.csv"))
         same = digest(tmp / "old.csv") == digest(tmp / "new.csv")
         npz = timed(lambda: _write_predictions_npz(ev, tmp / "predictions.npz"))
-        matrix = np.concatenate([ev.probs, ev.scaled_probs], axis=1)
+        matrix = np.concatenate([ev.probabilities("none"), ev.probabilities("temperature")],
+                                axis=1)
         save = timed(lambda: np.save(tmp / "matrix.npy", matrix))
         mb = {p.name: p.stat().st_size / 1e6 for p in tmp.iterdir()}
     print(f"predictions.csv   0.3 (csv module): {old:6.2f} s   numpy blocks: {new:6.2f} s"

@@ -65,7 +65,7 @@ def synthetic(n: int, k: int, resamples: int, names: list[str] | None = None):
     sets = apply_temperature(log_probs, temperature) > 0.05
     ev = Evaluation(
         checkpoint="/runs/big/checkpoints/best.pt", epoch=1, class_names=names,
-        source="synthetic", labels=labels, log_probs=log_probs, temperature=temperature,
+        source="synthetic", labels=labels, logits=logits.astype(np.float32), temperature=temperature,
         names=[f"/data/radimagenet/test/{names[y]}/img-{i:07d}.png"
                for i, y in enumerate(labels)],
         unreadable=[], raw=raw, scaled=scaled, resamples=resamples, seed=0, n_bins=15,

@@ -16,6 +16,7 @@ Definitions of the metrics: docs/ALGORITHMS.md.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -44,6 +45,9 @@ CALIBRATION_ERRORS = ("ece", "mce", "adaptive_ece", "classwise_ece", "smooth_ece
 # metrics of one class against the rest: per_class.csv
 CLASS_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1", "auroc", "average_precision")
 BLOCK_BYTES = 64 * 2**20  # memory of one block of resample weights
+# the blocks of resample weights scored at once hold at most this much: a thread scores
+# a block, and on 16 cores 16 blocks of 200,000 images' weights were 1 GB
+SCORING_BYTES = 256 * 2**20
 # AUROC and AP are resampled exactly while that gathers at most this many image rows in
 # all (images scoring above a class's lowest positive x classes x resamples, about 3 s
 # on 2 cores); beyond it, to first order (influence functions, as DeLong's variance)
@@ -59,6 +63,12 @@ def _block_size(n: int) -> int:
     return max(1, min(250, BLOCK_BYTES // (4 * max(n, 1))))
 
 
+def _block_threads(n: int) -> int:
+    """Threads that score blocks of resamples at once: as many as SCORING_BYTES holds
+    blocks of n images' weights (4 at 200,000 images; the core count caps it)."""
+    return max(1, SCORING_BYTES // (4 * max(n, 1) * _block_size(n)))
+
+
 def resample_block(n: int, resamples: int, seed: int, block: int) -> np.ndarray:
     """Block ``block`` of the resample weights: a float32 array (exact counts) of n rows
     (images) and one column per resample, each column the multiplicity of every image
@@ -67,21 +77,24 @@ def resample_block(n: int, resamples: int, seed: int, block: int) -> np.ndarray:
     cols = min(size, resamples - block * size)
     rng = np.random.default_rng([seed, block])
     # int32 draws are int64's, value for value (numpy draws both from 32-bit words below
-    # 2**32): half the memory, and each resample counted into its column, no int64
-    # cols x n counts (at 200,000 images a block's temporaries were 330 MB, now 130)
-    draws = rng.integers(0, n, size=(cols, n), dtype=np.int32)
+    # 2**32), drawn a resample at a time (the same stream as all at once) and counted
+    # into its column: no cols x n draws or counts held (at 200,000 images a block's
+    # temporaries were 330 MB as int64, 130 MB as int32 draws all at once)
     weights = np.empty((n, cols), dtype=np.float32)
-    for col, drawn in enumerate(draws):
-        weights[:, col] = np.bincount(drawn, minlength=n)
+    for col in range(cols):
+        weights[:, col] = np.bincount(rng.integers(0, n, size=n, dtype=np.int32),
+                                      minlength=n)
     return weights
 
 
-def _parallel(fn, items) -> list:
-    """``[fn(x) for x in items]`` on every core (numpy releases the GIL in the work)."""
+def _parallel(fn, items, threads: int | None = None) -> list:
+    """``[fn(x) for x in items]`` on every core, or on ``threads`` of them (numpy
+    releases the GIL in the work)."""
     items = list(items)
-    if _THREADS == 1 or len(items) < 2:
+    threads = _THREADS if threads is None else max(1, min(threads, _THREADS))
+    if threads == 1 or len(items) < 2:
         return [fn(x) for x in items]
-    with ThreadPoolExecutor(_THREADS, thread_name_prefix="bootstrap") as pool:
+    with ThreadPoolExecutor(threads, thread_name_prefix="bootstrap") as pool:
         return list(pool.map(fn, items))
 
 
@@ -402,13 +415,17 @@ class _Scorer:
             total = np.full(w.shape[1], float(self.n))  # every resample holds n images
             auroc, ap = zip(*(c.scores(w, total) for c in self.curves), strict=True)
             return np.vstack(auroc), np.vstack(ap)
-        shift = (w - 1.0).astype(np.float32, copy=False)  # float32 weights: one copy
+        # the weights' last use in ``block``: float32 ones (a resample block) shifted in
+        # place, not copied (64 MB a thread at 200,000 images)
+        shift = (np.subtract(w, 1.0, out=w) if w.dtype == np.float32
+                 else (w - 1.0).astype(np.float32))
         return tuple(value[:, None] + (influence.T @ shift).astype(np.float64)
                      for value, influence in zip(self.rank_value, self.rank_influence,
                                                  strict=True))
 
     def block(self, w: np.ndarray) -> tuple[dict, dict]:
-        """Every metric on each column of ``w`` (float64 or float32 image weights)."""
+        """Every metric on each column of ``w`` (float64 or float32 image weights; float32
+        ones are used up: their last use shifts them in place)."""
         n, k, nb = self.n, self.k, self.n_bins
         grouped, per_image, probs = self.by_dtype[w.dtype]
         summed = (grouped @ w).astype(np.float64)
@@ -526,26 +543,29 @@ class Selective:
         positions, so it adds its error rate times that. Only the errors' positions are
         needed: the rest of the sum is zero."""
         n, h, g = self.n, self.harmonic, self.g
-        if self.tied:
-            weight, errors = self._groups(w)
+
+        def tied(cols: slice) -> tuple[np.ndarray, np.ndarray]:
+            weight, errors = self._groups(w[:, cols])
             after = np.rint(np.cumsum(weight, axis=0)).astype(np.int64)
             with np.errstate(invalid="ignore", divide="ignore"):
                 rate = np.where(weight > 0, errors / weight, 0.0)
             span = g[after] - g[after - weight.astype(np.int64)]
-            total = (rate * (weight * h[n] - span)).sum(axis=0)
-            wrong = errors.sum(axis=0)
-        else:
-            def part(cols: slice) -> tuple[np.ndarray, np.ndarray]:
-                ws = w[self.order, cols]
-                after = np.cumsum(ws, axis=0)[self.error_rows]  # exact: integer counts
-                weight = ws[self.error_rows]
-                ends = after.astype(np.int64)
-                span = g[ends] - g[ends - weight.astype(np.int64)]
-                wrong = weight.sum(axis=0, dtype=np.float64)
-                return wrong * h[n] - span.sum(axis=0), wrong
+            return (rate * (weight * h[n] - span)).sum(axis=0), errors.sum(axis=0)
 
-            totals, wrongs = zip(*(part(cols) for cols in _column_chunks(w)), strict=True)
-            total, wrong = np.concatenate(totals), np.concatenate(wrongs)
+        def untied(cols: slice) -> tuple[np.ndarray, np.ndarray]:
+            ws = w[self.order, cols]
+            after = np.cumsum(ws, axis=0)[self.error_rows]  # exact: integer counts
+            weight = ws[self.error_rows]
+            ends = after.astype(np.int64)
+            span = g[ends] - g[ends - weight.astype(np.int64)]
+            wrong = weight.sum(axis=0, dtype=np.float64)
+            return wrong * h[n] - span.sum(axis=0), wrong
+
+        # a few resamples at a time: a tie group's sums are several groups x resamples
+        # float64 arrays (over 100 MB each for a block at 200,000 images)
+        part = tied if self.tied else untied
+        totals, wrongs = zip(*(part(cols) for cols in _column_chunks(w)), strict=True)
+        total, wrong = np.concatenate(totals), np.concatenate(wrongs)
         aurc = total / n
         # the best a score could do: every correct answer before every error
         right = np.rint(n - wrong).astype(np.int64)
@@ -588,32 +608,41 @@ def _nanmean(x: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, np.where(valid, x, 0.0).sum(axis=0) / counts, np.nan)
 
 
-def metric_samples(probs: np.ndarray, labels: np.ndarray, *, resamples: int = 1000,
-                   seed: int = 0, n_bins: int = 15, per_class: bool = True,
-                   ranks: bool = True) -> BootstrapResult:
+def metric_samples(probs: np.ndarray | Callable[[], np.ndarray], labels: np.ndarray, *,
+                   resamples: int = 1000, seed: int = 0, n_bins: int = 15,
+                   per_class: bool = True, ranks: bool = True) -> BootstrapResult:
     """Every metric on the images and on ``resamples`` bootstrap resamples of them;
-    without ``ranks``, AUROC and AP are left out (NaN): the dearest part at scale."""
-    probs = np.asarray(probs, dtype=np.float64)
-    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if probs.ndim != 2 or len(probs) != len(labels) or len(labels) == 0:
-        raise ValueError(f"probs must be N x K and labels N (N > 0); got {probs.shape} and "
-                         f"{labels.shape}")
-    scorer = _Scorer(probs, labels, n_bins, per_class=True, resamples=resamples, ranks=ranks)
+    without ``ranks``, AUROC and AP are left out (NaN): the dearest part at scale.
+    ``probs``: N x K probabilities, or a function that computes them: then nothing holds
+    them once the values on the images are scored, and the resamples run without them
+    (252 MB of float64 at 200,000 x 165)."""
+    scorer = _scorer(probs() if callable(probs) else probs, labels, n_bins, resamples, ranks)
     value, class_value = scorer.block(np.ones((scorer.n, 1)))
     # the float64 copies served that one block; the resamples are scored in float32
     del scorer.by_dtype[np.dtype(np.float64)]
     scorer.want_per_class = per_class
     n = scorer.n
-    # each thread draws its block's weights and scores them: one block a thread in memory
+    # each thread draws its block's weights and scores them: one block a thread in
+    # memory, and as many threads as SCORING_BYTES holds blocks
     summaries, classes = zip(*_parallel(
         lambda b: scorer.block(resample_block(n, resamples, seed, b)),
-        range(-(-resamples // _block_size(n)))), strict=True)
+        range(-(-resamples // _block_size(n))), _block_threads(n)), strict=True)
     summary = {m: np.concatenate([s[m] for s in summaries]) for m in SUMMARY_METRICS}
     per = ({m: np.concatenate([c[m] for c in classes], axis=1) for m in CLASS_METRICS}
            if per_class else {})
     return BootstrapResult({m: float(v[0]) for m, v in value.items()},
                            {m: v[:, 0] for m, v in class_value.items()}, summary, per,
                            scorer.rank_method)
+
+
+def _scorer(probs: np.ndarray, labels: np.ndarray, n_bins: int, resamples: int,
+            ranks: bool) -> _Scorer:
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if probs.ndim != 2 or len(probs) != len(labels) or len(labels) == 0:
+        raise ValueError(f"probs must be N x K and labels N (N > 0); got {probs.shape} and "
+                         f"{labels.shape}")
+    return _Scorer(probs, labels, n_bins, per_class=True, resamples=resamples, ranks=ranks)
 
 
 def mean_samples(values: np.ndarray, *, resamples: int = 1000,
@@ -625,7 +654,7 @@ def mean_samples(values: np.ndarray, *, resamples: int = 1000,
     flat = values.reshape(len(values), -1)
     n = len(flat)
     blocks = _parallel(lambda b: (resample_block(n, resamples, seed, b).T @ flat) / n,
-                       range(-(-resamples // _block_size(n))))
+                       range(-(-resamples // _block_size(n))), _block_threads(n))
     return flat.mean(axis=0).reshape(values.shape[1:]), np.concatenate(blocks).reshape(
         (resamples, *values.shape[1:]))
 
@@ -647,10 +676,16 @@ def smooth_reliability_band(conf: np.ndarray, hits: np.ndarray, bandwidth: float
     grid = np.linspace(0.0, 1.0, SMOOTH_GRID)
     curves = []
     for b in range(-(-resamples // _block_size(n))):
-        w = resample_block(n, resamples, seed, b).astype(np.float64)
+        w = resample_block(n, resamples, seed, b)
         cols = w.shape[1]
-        smoothed = smooth_rows(np.vstack([(spread @ (w * residual[:, None])).T,
-                                          (spread @ w).T]), bandwidth)
+        # a few resamples at a time in float64: a block's float64 weights and their
+        # product with the residuals were 256 MB at 200,000 images
+        spread_residual, spread_weight = np.empty((cols, SMOOTH_GRID)), np.empty((cols, SMOOTH_GRID))
+        for part in _column_chunks(w):
+            chunk = w[:, part].astype(np.float64)
+            spread_residual[part] = (spread @ (chunk * residual[:, None])).T
+            spread_weight[part] = (spread @ chunk).T
+        smoothed = smooth_rows(np.vstack([spread_residual, spread_weight]), bandwidth)
         r, m = smoothed[:cols], smoothed[cols:]
         with np.errstate(invalid="ignore", divide="ignore"):
             curves.append(np.where(m > 1e-12 * n, grid - r / m, np.nan))

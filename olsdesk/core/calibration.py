@@ -303,6 +303,15 @@ class Recalibration:
             np.exp(np.asarray(z, dtype=np.float64)), self.histogram_edges,
             self.histogram_values), log_probs)
 
+    def apply_to_logits(self, method: str, logits: np.ndarray) -> np.ndarray:
+        """Recalibrated probabilities from the model's logits, as prediction computes
+        them: the log of the raw probabilities (clipped where they underflow) recalibrated,
+        a block of rows at a time; the temperature straight from the logits."""
+        if method == "temperature":
+            return apply_temperature(logits, self.temperature)
+        return by_row_blocks(lambda z: self.apply(method, np.log(np.clip(
+            apply_temperature(z, 1.0), 1e-300, 1.0))), logits)
+
     def check(self, classes: int) -> None:
         """ValueError unless every array fits ``classes`` classes."""
         for name in ("vector_scale", "vector_bias", "histogram_edges", "histogram_values"):

@@ -15,9 +15,10 @@ import csv
 import json
 import math
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import chain
 from pathlib import Path
 
@@ -86,7 +87,9 @@ class Evaluation:
     source: str  # where the test images came from, in words
     names: list[str]  # readable test images, in order
     labels: np.ndarray  # (N,)
-    log_probs: np.ndarray  # (N, K) raw log-probabilities
+    # (N, K) float32: the model's outputs, from which every probability here is computed
+    # as prediction computes it (half the memory of float64 log-probabilities)
+    logits: np.ndarray
     temperature: float  # fitted on the validation split
     unreadable: list[tuple[str, str, str]]  # (name, label, sentence)
     raw: BootstrapResult
@@ -119,9 +122,6 @@ class Evaluation:
     recalibrators: object = field(default=None, repr=False)  # calibration.Recalibration
     recalibrated: dict[str, BootstrapResult] = field(default_factory=dict, repr=False)
     recalibration: str = "temperature"
-    # the chosen recalibrator's test probabilities, as its bootstrap scored them (any
-    # other is computed again when asked: ``recalibrated_probs``)
-    other_probs: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # each class's training images (from the run's run.json; None without one): what
     # the head / medium / tail groups are made of
     train_counts: np.ndarray | None = field(default=None, repr=False)
@@ -131,15 +131,43 @@ class Evaluation:
         others the checkpoint holds."""
         return {"none": self.raw, "temperature": self.scaled, **self.recalibrated}
 
-    def recalibrated_probs(self, method: str) -> np.ndarray:
-        """The test probabilities after ``method`` ("none": raw)."""
+    def _probs_of(self, method: str) -> Callable[[np.ndarray], np.ndarray]:
+        """Rows of logits -> their probabilities after ``method``, as prediction computes
+        them."""
         if method == "none":
-            return self.probs
+            return lambda z: apply_temperature(z, 1.0)
         if method == "temperature":
-            return self.scaled_probs
-        if method not in self.other_probs:
-            self.other_probs[method] = self.recalibrators.apply(method, self.log_probs)
-        return self.other_probs[method]
+            return lambda z: apply_temperature(z, self.temperature)
+        return partial(self.recalibrators.apply_to_logits, method)
+
+    def probabilities(self, method: str = "none", rows=slice(None),
+                      dtype=np.float64) -> np.ndarray:
+        """The test probabilities after ``method`` ("none": raw; "temperature", or any
+        recalibrator the checkpoint holds) of ``rows`` (a slice, indices or a mask),
+        computed from the logits a block of rows at a time. Not kept: at 200,000 x 165
+        each matrix is 252 MB of float64; what is read again (each row's confidence and
+        predicted class) ``top_label`` keeps."""
+        probs_of = self._probs_of(method)
+        return by_row_blocks(lambda z: probs_of(z).astype(dtype, copy=False),
+                             self.logits[rows])
+
+    def top_label(self, method: str = "none") -> tuple[np.ndarray, np.ndarray]:
+        """(confidence, predicted class) of every row after ``method``, computed once."""
+        cache = self.__dict__.setdefault("_top_label", {})
+        if method not in cache:
+            probs_of = self._probs_of(method)
+
+            def top(z: np.ndarray) -> np.ndarray:
+                p = probs_of(z)
+                return np.stack([p.max(axis=1), p.argmax(axis=1)], axis=1)
+
+            found = by_row_blocks(top, self.logits)
+            cache[method] = found[:, 0].copy(), found[:, 1].astype(np.int64)
+        return cache[method]
+
+    def hits(self, method: str = "none") -> np.ndarray:
+        """Whether each row's predicted class after ``method`` is its label."""
+        return self.top_label(method)[1] == self.labels
 
     def recalibration_dict(self) -> dict:
         """metrics.json's ``recalibration`` section: each recalibrator fitted on
@@ -154,8 +182,7 @@ class Evaluation:
         cache = self.__dict__.setdefault("_smooth_tables", {})
         for name in ("none", self.recalibration):
             if name not in cache:
-                probs = self.recalibrated_probs(name)
-                conf, hits = probs.max(axis=1), probs.argmax(axis=1) == self.labels
+                conf, hits = self.top_label(name)[0], self.hits(name)
                 table = metrics.smooth_reliability(conf, hits)
                 cache[name] = (table, smooth_reliability_band(
                     conf, hits, table.bandwidth, min(self.resamples, BAND_RESAMPLES),
@@ -197,9 +224,10 @@ class Evaluation:
             p = np.clip(probs, 1e-300, 1.0)
             return (p * np.log(p)).sum(axis=1)
 
-        found = {"raw": self.probs.max(axis=1),
-                 "temperature_scaled": self.scaled_probs.max(axis=1),
-                 "negative_entropy": by_row_blocks(negative_entropy, self.probs)}
+        found = {"raw": self.top_label("none")[0],
+                 "temperature_scaled": self.top_label("temperature")[0],
+                 "negative_entropy": by_row_blocks(
+                     lambda z: negative_entropy(apply_temperature(z, 1.0)), self.logits)}
         if self.max_logit is not None:
             found["max_logit"] = self.max_logit
         return found
@@ -219,7 +247,9 @@ class Evaluation:
             return None
         counts = np.asarray(self.train_counts)
         groups = frequency_groups(counts)
-        predicted, scaled = self.predicted, self.scaled_probs
+        predicted = self.predicted
+        raw, scaled = self.top_label("none")[0], self.top_label("temperature")[0]
+        raw_hits, scaled_hits = self.hits("none"), self.hits("temperature")
         out = {"definition": FREQUENCY_DEFINITION,
                "imbalance_ratio": float(counts.max() / max(counts[counts > 0].min(), 1))
                if (counts > 0).any() else math.nan, "groups": {}}
@@ -239,10 +269,9 @@ class Evaluation:
                 entry.update({
                     "accuracy": float(hits.mean()),
                     "balanced_accuracy": float(np.mean(right[seen > 0] / seen[seen > 0])),
-                    "ece": metrics.expected_calibration_error(self.probs[rows],
-                                                              self.labels[rows], self.n_bins),
-                    "ece_scaled": metrics.expected_calibration_error(
-                        scaled[rows], self.labels[rows], self.n_bins)})
+                    "ece": metrics.ece_of_confidence(raw[rows], raw_hits[rows], self.n_bins),
+                    "ece_scaled": metrics.ece_of_confidence(scaled[rows], scaled_hits[rows],
+                                                            self.n_bins)})
             out["groups"][name] = entry
         return out
 
@@ -272,7 +301,6 @@ class Evaluation:
         smooth reliability, the head / tail table), so that a GUI thread only draws."""
         for sel in self.selective.values():
             sel.curve()
-        self.recalibrated_probs(self.recalibration)
         self.smooth_tables()
         for name in {"none", "temperature", self.recalibration}:
             self.reliability(name)
@@ -284,8 +312,8 @@ class Evaluation:
         computed once (reliability.csv, the diagrams and the figures read them)."""
         cache = self.__dict__.setdefault("_reliability", {})
         if method not in cache:
-            cache[method] = metrics.reliability_bins(self.recalibrated_probs(method),
-                                                     self.labels, self.n_bins)
+            cache[method] = metrics.reliability_of_confidence(
+                self.top_label(method)[0], self.hits(method), self.n_bins)
         return cache[method]
 
     def rows(self, true: int | None = None, predicted: int | None = None,
@@ -296,7 +324,7 @@ class Evaluation:
         and, with ``wrong``, only the misclassified, sorted by that confidence: a
         confusion cell's images, a class's mistakes, or a reliability bin's, the most
         confident first."""
-        conf = (self.scaled_probs if scaled else self.probs).max(axis=1)
+        conf = self.top_label("temperature" if scaled else "none")[0]
         keep = np.ones(len(self.labels), dtype=bool)
         if true is not None:
             keep &= self.labels == true
@@ -310,19 +338,10 @@ class Evaluation:
         order = np.argsort(-conf[rows] if most_confident_first else conf[rows], kind="stable")
         return rows[order]
 
-    # computed once: predictions.csv, reliability.csv and the figures all read them
-    @cached_property
-    def probs(self) -> np.ndarray:
-        return apply_temperature(self.log_probs, 1.0)
-
-    @cached_property
-    def scaled_probs(self) -> np.ndarray:
-        return apply_temperature(self.log_probs, self.temperature)
-
     @cached_property
     def predicted(self) -> np.ndarray:
         """Each row's predicted class (temperature scaling does not change it)."""
-        return self.log_probs.argmax(axis=1)
+        return self.logits.argmax(axis=1)
 
     def confusion(self) -> np.ndarray:
         """Counts, rows = true class, columns = predicted class."""
@@ -571,9 +590,9 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
     detector = predictor.familiarity
     done, total = 0, len(samples)
     # filled in place, a batch at a time: a list of batches and its concatenation held
-    # two copies of the N x K log-probabilities at once (528 MB at 200,000 x 165)
-    log_probs = np.empty((total, len(predictor.class_names)))
-    top_logit, labels_np = np.empty(total), np.empty(total, dtype=np.int64)
+    # two copies of the N x K outputs at once
+    logits = np.empty((total, len(predictor.class_names)), dtype=np.float32)
+    labels_np = np.empty(total, dtype=np.int64)
     index = np.empty(total, dtype=np.int64)
     kept = 0
     with torch.no_grad():
@@ -589,8 +608,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
                     familiar.append(detector.score(out.float().cpu().numpy(),
                                                    features.float().cpu().numpy()))
                 end = kept + len(y)
-                log_probs[kept:end] = torch.log_softmax(out.double(), dim=1).cpu().numpy()
-                top_logit[kept:end] = out.double().max(dim=1).values.cpu().numpy()
+                logits[kept:end] = out.float().cpu().numpy()
                 labels_np[kept:end], index[kept:end] = y.numpy(), idx.numpy()
                 kept = end
                 done += len(y)
@@ -617,46 +635,43 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
             raise DataError(f"no image in --ood-data {printable(ood_data)} could be read "
                             f"({ood_unreadable} files).")
         ood_scores = np.array(found)
-    log_probs, top_logit = log_probs[:kept], top_logit[:kept]  # less the unreadable
+    logits = logits[:kept]  # less the unreadable
     labels_np, index = labels_np[:kept], index[:kept]
     names = [samples.describe(int(i)) for i in index]
     n_bins = predictor.config.calibration_bins if predictor.config is not None else 15
     yield EvaluationProgress(total, total, "bootstrap")
-    raw = metric_samples(np.exp(log_probs), labels_np, resamples=resamples, seed=seed,
-                         n_bins=n_bins)
-    scaled = metric_samples(apply_temperature(log_probs, predictor.temperature), labels_np,
-                            resamples=resamples, seed=seed, n_bins=n_bins, per_class=False)
-    # each other recalibrator scored in turn; only the chosen one's probabilities are
-    # kept (predictions.csv's r_ columns): 252 MB a recalibrator at 200,000 x 165
-    other_probs, recalibrated = {}, {}
-    for method in predictor.recalibration.methods:
-        if method != "temperature":
-            probs = predictor.recalibration.apply(method, log_probs)
-            recalibrated[method] = metric_samples(probs, labels_np, resamples=resamples,
-                                                  seed=seed, n_bins=n_bins, per_class=False,
-                                                  ranks=False)
-            if method == recalibration:
-                other_probs[method] = probs
-            del probs
+    # each scorer is given a function of the probabilities, not them: its float64 copy
+    # is dropped before the resamples (the Evaluation computes its own once scored)
+    raw = metric_samples(lambda: apply_temperature(logits, 1.0), labels_np,
+                         resamples=resamples, seed=seed, n_bins=n_bins)
+    scaled = metric_samples(lambda: apply_temperature(logits, predictor.temperature),
+                            labels_np, resamples=resamples, seed=seed, n_bins=n_bins,
+                            per_class=False)
+    # each other recalibrator scored in turn, on the same resamples
+    recalibrated = {method: metric_samples(
+        partial(predictor.recalibration.apply_to_logits, method, logits), labels_np,
+        resamples=resamples, seed=seed, n_bins=n_bins, per_class=False, ranks=False)
+        for method in predictor.recalibration.methods if method != "temperature"}
     unreadable = [(samples.describe(i), predictor.class_names[int(samples.labels[i])],
                    message.split("\n", 1)[0]) for i, message in failed]
     sets = conformal_samples = None
     predictor.use_sets(conformal, coverage, class_conditional)
     fitted = predictor.sets  # calibrated on validation, never on these images
     if fitted is not None:
-        sets = fitted.sets(apply_temperature(log_probs, predictor.temperature))
+        sets = by_row_blocks(lambda z: fitted.sets(apply_temperature(z, predictor.temperature)),
+                             logits)
         _, conformal_samples = mean_samples(np.stack(covered_and_size(sets, labels_np), 1),
                                             resamples=resamples, seed=seed)
     else:
         warnings = [*warnings, "the checkpoint holds no conformal calibration (it was saved "
                     "before olsdesk kept one): no prediction sets."]
     yield Evaluation(str(checkpoint), predictor.epoch, predictor.class_names, source, names,
-                     labels_np, log_probs, predictor.temperature, unreadable, raw, scaled,
+                     labels_np, logits, predictor.temperature, unreadable, raw, scaled,
                      resamples, seed, n_bins, warnings, samples, index,
-                     top_logit, fitted, sets, conformal_samples,
+                     logits.max(axis=1).astype(np.float64), fitted, sets, conformal_samples,
                      np.concatenate(familiar) if familiar else None, detector, ood_data,
                      ood_scores, ood_unreadable, predictor.recalibration, recalibrated,
-                     recalibration, other_probs,
+                     recalibration,
                      train_counts=_train_counts(checkpoint, predictor.class_names))
 
 
@@ -696,14 +711,15 @@ def write_evaluation(ev: Evaluation, out: str | Path,
     return [folder / name for name in names]
 
 
-def _prediction_columns(ev: Evaluation) -> tuple[list[str], list[np.ndarray]]:
-    """predictions.csv's probability columns: (header, matrices), raw then scaled, then
-    the chosen recalibrator's when it is not the temperature."""
+def _prediction_columns(ev: Evaluation) -> tuple[list[str], list[str]]:
+    """predictions.csv's probability columns: (header, the methods whose probabilities
+    they hold), raw then scaled, then the chosen recalibrator's when it is not the
+    temperature."""
     names = ev.class_names
-    columns = [ev.probs, ev.scaled_probs]
+    columns = ["none", "temperature"]
     header = [f"p_{n}" for n in names] + [f"q_{n}" for n in names]
     if ev.recalibration != "temperature":  # the chosen recalibrator's, to check it by
-        columns.append(ev.recalibrated_probs(ev.recalibration))
+        columns.append(ev.recalibration)
         header += [f"r_{n}" for n in names]
     return header, columns
 
@@ -724,7 +740,9 @@ def _write_predictions(ev: Evaluation, path: Path) -> Path:
                                               ev.detector.unfamiliar(familiar).tolist(),
                                               strict=True)]
     starts = range(0, n, ROWS)
-    blocks = (np.concatenate([c[at:at + ROWS] for c in columns], axis=1) for at in starts)
+    # each block's probabilities computed from its logits as it is written
+    blocks = (np.concatenate([ev.probabilities(method, slice(at, at + ROWS))
+                              for method in columns], axis=1) for at in starts)
     with open(path, "wb") as fh:
         fh.write((",".join(csv_field(h) for h in ["path", "label", "prediction", *header,
                                                    "prediction_set", "familiarity",
@@ -767,22 +785,29 @@ def _write_predictions_npz(ev: Evaluation, path: Path) -> Path:
     ``paths``, ``labels``, ``predicted``, ``class_names``, ``prediction_sets`` (bool)
     and ``familiarity`` / ``unfamiliar`` where the checkpoint has them. ``np.load``
     reads it without pickle."""
-    arrays = {"paths": np.array([printable(n) for n in ev.names], dtype=np.str_),
-              "class_names": np.array(ev.class_names, dtype=np.str_),
-              "labels": ev.labels.astype(np.int32), "predicted": ev.predicted.astype(np.int32),
-              "probs": ev.probs.astype(np.float32),
-              "temperature_probs": ev.scaled_probs.astype(np.float32),
-              "temperature": np.float64(ev.temperature)}
+    # each array made as it is written (np.savez takes them all at once: 126 MB of
+    # float32 a matrix at 200,000 x 165)
+    arrays = {"paths": lambda: np.array([printable(n) for n in ev.names], dtype=np.str_),
+              "class_names": lambda: np.array(ev.class_names, dtype=np.str_),
+              "labels": lambda: ev.labels.astype(np.int32),
+              "predicted": lambda: ev.predicted.astype(np.int32),
+              "probs": lambda: ev.probabilities("none", dtype=np.float32),
+              "temperature_probs": lambda: ev.probabilities("temperature", dtype=np.float32),
+              "temperature": lambda: np.float64(ev.temperature)}
     if ev.recalibration != "temperature":
-        arrays[f"{ev.recalibration}_probs"] = ev.recalibrated_probs(ev.recalibration).astype(
-            np.float32)
+        arrays[f"{ev.recalibration}_probs"] = lambda: ev.probabilities(ev.recalibration,
+                                                                       dtype=np.float32)
     if ev.prediction_sets is not None:
-        arrays["prediction_sets"] = ev.prediction_sets.astype(bool)
+        arrays["prediction_sets"] = lambda: ev.prediction_sets.astype(bool)
     if ev.familiarity is not None:
-        arrays["familiarity"] = ev.familiarity.astype(np.float32)
-        arrays["unfamiliar"] = ev.detector.unfamiliar(ev.familiarity).astype(bool)
-    with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
+        arrays["familiarity"] = lambda: ev.familiarity.astype(np.float32)
+        arrays["unfamiliar"] = lambda: ev.detector.unfamiliar(ev.familiarity).astype(bool)
+    # the layout np.savez writes (an uncompressed zip of .npy files), np.load's to read
+    with open(path, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED,
+                                                 allowZip64=True) as archive:
+        for name, make in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(make()), allow_pickle=False)
     return path
 
 

@@ -92,8 +92,14 @@ def _top_label(probs: np.ndarray, labels: np.ndarray):
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> ReliabilityBins:
     """The reliability diagram's data for top-label confidence."""
     probs, labels = _check(probs, labels)
-    conf, hits = _top_label(probs, labels)
-    counts, acc, mean_conf = _binned(conf, hits, n_bins)
+    return reliability_of_confidence(*_top_label(probs, labels), n_bins)
+
+
+def reliability_of_confidence(conf: np.ndarray, hits: np.ndarray,
+                              n_bins: int = 15) -> ReliabilityBins:
+    """``reliability_bins`` of top-label confidences against correctness (0/1)."""
+    counts, acc, mean_conf = _binned(np.asarray(conf, dtype=np.float64),
+                                     np.asarray(hits, dtype=np.float64), n_bins)
     return ReliabilityBins(np.linspace(0.0, 1.0, n_bins + 1), counts, acc, mean_conf)
 
 

@@ -322,8 +322,7 @@ class Predictor:
         probs = apply_temperature(logits[None], 1.0)[0]
         scaled = apply_temperature(logits[None], self.temperature)[0]
         calibrated = (scaled if self.recalibrator == "temperature" else
-                      self.recalibration.apply(self.recalibrator, np.log(
-                          np.clip(probs, 1e-300, 1.0))[None])[0])
+                      self.recalibration.apply_to_logits(self.recalibrator, logits[None])[0])
         order = np.argsort(-probs)[: max(1, min(top_k, len(probs)))]
         members = coverage = None
         if self.sets is not None:  # on the scaled probabilities, as it was calibrated

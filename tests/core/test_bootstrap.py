@@ -122,6 +122,8 @@ def test_the_weights_are_seeded_and_do_not_depend_on_the_core_count(monkeypatch)
     assert len(a.summary["top1"]) == 300
     c = metric_samples(p, y, resamples=300, seed=8)
     assert not np.array_equal(a.summary["top1"], c.summary["top1"])
+    # on many cores, only as many blocks are scored at once as SCORING_BYTES holds
+    assert bootstrap._block_threads(200_000) == 4 and bootstrap._block_threads(2_000) > 64
 
 
 def test_top1_interval_matches_the_binomial_standard_error():
@@ -234,3 +236,27 @@ def test_resamples_scored_a_few_at_a_time_give_the_numbers_of_all_at_once(monkey
     for metric in ("adaptive_ece", "l2_ce_debiased", "aurc", "eaurc"):
         np.testing.assert_allclose(single.summary[metric], whole.summary[metric],
                                    rtol=1e-12, atol=1e-15, err_msg=metric)
+
+
+def test_tied_scores_and_the_smooth_band_a_few_resamples_at_a_time_are_all_at_once(
+        monkeypatch):
+    """AURC over tied confidences (the tie groups' sums) and the smooth reliability band
+    (its float64 weights) take a few resamples at a time: one at a time gives the same
+    numbers (AURC to float rounding: a sum over one column may be added pairwise; the
+    band bit for bit)."""
+    from olsdesk.core import bootstrap
+
+    p, y = _model(n=2000, k=5, seed=4)
+    p = np.round(p, 2)  # many images share a confidence
+    p /= p.sum(axis=1, keepdims=True)
+    conf, hits = p.max(axis=1), p.argmax(axis=1) == y
+    whole = bootstrap.metric_samples(p, y, resamples=60, seed=2, per_class=False)
+    band = bootstrap.smooth_reliability_band(conf, hits, 0.05, 60, 2)
+    monkeypatch.setattr(bootstrap, "COLUMN_VALUES", 1)
+    single = bootstrap.metric_samples(p, y, resamples=60, seed=2, per_class=False)
+    assert bootstrap.Selective(conf, hits).tied
+    for metric in ("aurc", "eaurc"):
+        np.testing.assert_allclose(single.summary[metric], whole.summary[metric],
+                                   rtol=1e-12, atol=1e-15, err_msg=metric)
+    np.testing.assert_array_equal(bootstrap.smooth_reliability_band(conf, hits, 0.05, 60, 2),
+                                  band)

@@ -346,7 +346,7 @@ def test_prediction_sets_are_calibrated_on_validation_and_match_a_hand_computati
     ev = evaluate(best, device="cpu", resamples=200, conformal="lac", coverage=0.8)
     write_evaluation(ev, tmp_path)
     val = evaluate(best, device="cpu", resamples=10, test=(demo_run.dataset.val, "val"))
-    q_val = val.scaled_probs
+    q_val = val.probabilities("temperature")
     scores = np.sort(1 - q_val[np.arange(len(val.labels)), val.labels])
     n = len(scores)
     threshold = scores[int(np.ceil((n + 1) * 0.8)) - 1]
@@ -534,7 +534,7 @@ def _csv_module_predictions(ev, path):
     from olsdesk.errors import printable
     names = ev.class_names
     header = [f"p_{n}" for n in names] + [f"q_{n}" for n in names]
-    values_all = np.concatenate([ev.probs, ev.scaled_probs], axis=1)
+    values_all = np.concatenate([ev.probabilities(), ev.probabilities("temperature")], axis=1)
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "label", "prediction"] + header
@@ -575,10 +575,10 @@ def test_predictions_csv_is_the_csv_modules_byte_for_byte_and_the_npz_holds_its_
     with np.load(tmp_path / "p.npz", allow_pickle=False) as z:
         assert list(z["paths"]) == names and tuple(z["class_names"]) == ev.class_names
         np.testing.assert_array_equal(z["labels"], ev.labels)
-        np.testing.assert_array_equal(z["predicted"], ev.probs.argmax(1))
-        np.testing.assert_allclose(z["probs"], ev.probs, rtol=1e-6, atol=1e-9)
-        np.testing.assert_allclose(z["temperature_probs"], ev.scaled_probs, rtol=1e-6,
-                                   atol=1e-9)
+        np.testing.assert_array_equal(z["predicted"], ev.probabilities().argmax(1))
+        np.testing.assert_allclose(z["probs"], ev.probabilities(), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(z["temperature_probs"], ev.probabilities("temperature"),
+                                   rtol=1e-6, atol=1e-9)
         np.testing.assert_array_equal(z["prediction_sets"], ev.prediction_sets)
         assert z["probs"].dtype == np.float32 and float(z["temperature"]) == ev.temperature
         np.testing.assert_allclose(z["familiarity"], ev.familiarity, rtol=1e-6)
@@ -599,3 +599,26 @@ def test_a_recorded_test_file_outside_the_class_folders_is_never_trusted(tmp_pat
     assert recorded_files(root, [f"{base}/../secret.png"], ("a", "..")) is None
     assert recorded_files(root, [str(tmp_path / "secret.png")], ("a", "b")) is None
     assert recorded_files(root, [f"{base}/c/img000.png"], ("a", "b")) is None
+
+
+@pytest.mark.parametrize("method", ["vector", "histogram"])
+def test_an_evaluated_image_has_the_numbers_predict_shows_for_its_logits(demo_run, method):
+    """The Evaluation keeps the model's float32 logits and computes every probability from
+    them as Predictor does: raw, temperature-scaled and recalibrated, bit for bit."""
+    from olsdesk.core.predictor import Predictor
+
+    checkpoint = demo_run.store.checkpoint_path("best.pt")
+    ev = evaluate(checkpoint, device="cpu", resamples=20, recalibration=method)
+    assert ev.logits.dtype == np.float32
+    np.testing.assert_array_equal(ev.max_logit, ev.logits.max(axis=1))
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    predictor.use_recalibration(method)
+    for row in range(len(ev.labels)):
+        shown = predictor._prediction(ev.names[row], ev.logits[row], 3, None, None)
+        np.testing.assert_array_equal(shown.probabilities, ev.probabilities()[row])
+        np.testing.assert_array_equal(shown.calibrated_probabilities,
+                                      ev.probabilities(method)[row])
+        assert shown.top_classes[0] == ev.class_names[ev.predicted[row]]
+    predictor.use_recalibration("temperature")
+    shown = predictor._prediction(ev.names[0], ev.logits[0], 3, None, None)
+    np.testing.assert_array_equal(shown.calibrated_probabilities, ev.probabilities("temperature")[0])

@@ -137,7 +137,7 @@ def test_a_confusion_cell_click_opens_its_images_with_grad_cam(qtbot, window):
     qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
     assert len(browser.explained) == len(expected)
     assert all(not e.error and e.cam.shape == e.image.shape for e in browser.explained.values())
-    confidences = [ev.probs[browser.grid.item(i).data(Qt.ItemDataRole.UserRole)].max()
+    confidences = [ev.probabilities()[browser.grid.item(i).data(Qt.ItemDataRole.UserRole)].max()
                    for i in range(browser.grid.count())]
     assert confidences == sorted(confidences, reverse=True)  # most confident first
     assert not browser.picture_shown().isNull()
@@ -148,7 +148,7 @@ def test_a_confusion_cell_click_opens_its_images_with_grad_cam(qtbot, window):
     # least confident first, then a class's mistakes from the per-class table
     browser.order.setCurrentIndex(1)
     qtbot.waitUntil(lambda: not browser.busy, timeout=60_000)
-    flipped = [ev.probs[browser.grid.item(i).data(Qt.ItemDataRole.UserRole)].max()
+    flipped = [ev.probabilities()[browser.grid.item(i).data(Qt.ItemDataRole.UserRole)].max()
                for i in range(browser.grid.count())]
     assert flipped == sorted(confidences)
     wrong_class = int(np.argmax(counts.sum(axis=1) - np.diag(counts)))
@@ -213,7 +213,7 @@ def test_a_reliability_bin_opens_its_test_images_once_the_model_is_evaluated(qtb
     # the test images whose confidence lies in the top bin, in the Evaluate tab's browser
     assert window.tabs.currentWidget() is panel
     ev = panel.evaluation
-    top = ev.probs.max(axis=1)
+    top = ev.probabilities().max(axis=1)
     expected = int(((top > (n - 1) / n) & (top <= 1)).sum())
     assert panel.browser.grid.count() == len(ev.rows(confidence_bin=n - 1)) == expected
     assert "confidence" in panel.browser.title.text()

@@ -292,14 +292,15 @@ class ErrorBrowser(QWidget):
 
     def _caption(self, row: int) -> str:
         ev = self.evaluation
-        return f"{ev.probs[row].max():.1%} {Path(ev.names[row]).name}"
+        return f"{ev.top_label()[0][row]:.1%} {Path(ev.names[row]).name}"
 
     def _describe(self, row: int) -> str:
         ev = self.evaluation
         pred = int(ev.predicted[row])
+        raw, scaled = (ev.probabilities(method, [row])[0, pred]
+                       for method in ("none", "temperature"))
         return (f"{ev.names[row]}\ntrue {ev.class_names[int(ev.labels[row])]}, predicted "
-                f"{ev.class_names[pred]}\nconfidence {ev.probs[row, pred]:.1%}, calibrated "
-                f"{ev.scaled_probs[row, pred]:.1%}")
+                f"{ev.class_names[pred]}\nconfidence {raw:.1%}, calibrated {scaled:.1%}")
 
     def _show_current(self, current: QListWidgetItem | None, _previous=None) -> None:
         if current is None:
