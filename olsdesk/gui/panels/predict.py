@@ -215,8 +215,10 @@ class PredictionRows(QAbstractTableModel):
                                    strict=True))
         first = len(self.cells)
         values = np.full((len(results), NOTE - 2), np.nan)
+        names = []
         for row, result in enumerate(results):
             path = Path(result.path)
+            names.append(path.name)
             self.same_name[path.name] += 1
             self.first.setdefault(path.name, first + row)
             top = self._short.get(result.top_classes[0], result.top_classes[0]) \
@@ -234,7 +236,7 @@ class PredictionRows(QAbstractTableModel):
         self.endInsertRows()
         if self.sort_column >= 0:
             self._reorder()
-        elif any(self.same_name[Path(r.path).name] == 2 for r in results):
+        elif any(self.same_name[name] == 2 for name in names):
             self._changed(0, 0)  # a first file of a name now shows its folder too
 
     def restyle(self, threshold: float, current: str) -> None:
