@@ -227,7 +227,7 @@ class Evaluation:
         found = {"raw": self.top_label("none")[0],
                  "temperature_scaled": self.top_label("temperature")[0],
                  "negative_entropy": by_row_blocks(
-                     lambda z: negative_entropy(apply_temperature(z, 1.0)), self.logits)}
+                     lambda z: negative_entropy(self._probs_of("none")(z)), self.logits)}
         if self.max_logit is not None:
             found["max_logit"] = self.max_logit
         return found

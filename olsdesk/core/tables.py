@@ -51,14 +51,15 @@ _NEAR_TIE = 1e-6
 def _digits(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(8-digit mantissa, decimal exponent) of positive finite ``a``: a ≈ m·10^(e-7)."""
     e = np.floor(np.log10(a)).astype(np.int64)
-    m = np.rint(a * _SCALE[7 - e + 300]).astype(np.int64)
+    scaled = a * _SCALE[7 - e + 300]
+    m = np.rint(scaled).astype(np.int64)
     for wrong, step in ((m < 10**7, -1), (m >= 10**8, 1)):  # log10's floor off by one
         if wrong.any():
             e[wrong] += step
-            m[wrong] = np.rint(a[wrong] * _SCALE[7 - e[wrong] + 300]).astype(np.int64)
+            scaled[wrong] = a[wrong] * _SCALE[7 - e[wrong] + 300]
+            m[wrong] = np.rint(scaled[wrong]).astype(np.int64)
     # within rounding of a tie (a 9th digit of 5), the scaled product may fall on the
     # wrong side of it or on it: those few take Python's correctly rounded digits
-    scaled = a * _SCALE[7 - e + 300]
     for i in np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < _NEAR_TIE).tolist():
         digits, exponent = f"{a[i]:.7e}".split("e")
         m[i], e[i] = int(digits.replace(".", "")), int(exponent)
