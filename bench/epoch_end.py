@@ -12,16 +12,28 @@ ratio, and where the analysis's time goes (each function it calls, timed on the 
 
 ``--features``: the penultimate layer's width (ResNet-50's 2048; MobileNetV2's 1280),
 which the unfamiliar-input fit works on, for the embedded sample only.
+
+``--beside``: also ``Trainer.fit`` for ``--epochs`` epochs on a MedMNIST-shaped archive of
+``--train-images`` at 28 px and the same number of classes (smallcnn), its validation's
+predictions replaced by the 135,000 above, three ways in turn: the epoch end beside the
+next epoch's training (as the trainer runs it), the same run end held on the training
+thread (the trainer before), and a run whose epoch end works on its small real
+validation set (the baseline: what a bare loop's epoch end costs). Printed: each run's
+seconds and ratio to the baseline, and how long training waited at each epoch end (the
+host copy of the weights and any wait for the epoch before).
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import functools
 import statistics
+import tempfile
 import time
 import types
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -54,7 +66,7 @@ def report(val: dict, k: int) -> float:
         config=cfg, embed_mask=val["mask"], skipped=[],
         dataset=types.SimpleNamespace(num_classes=k, class_names=[f"c{i}" for i in range(k)]))
     started = time.perf_counter()
-    Trainer._report(stub, 0, np.eye(k), np.ones(k), 0.1, 2.0, 0.5, 0.8, val, 60.0, 100.0)
+    Trainer._report(stub, 0, np.eye(k), np.ones(k), 0.1, 2.0, 0.5, 0.8, val, 60.0, 100.0, 0)
     return time.perf_counter() - started
 
 
@@ -102,12 +114,101 @@ def breakdown(val: dict, k: int) -> dict[str, float]:
     return spent
 
 
+class InlineExecutor:
+    """What the trainer did before: each epoch end run at once on the training thread."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def submit(self, fn, *args):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self) -> None:
+        pass
+
+
+def archive(path: Path, n: int, k: int, seed: int = 0) -> Path:
+    """A MedMNIST-shaped archive: ``n`` training images of ``k`` classes, 28 px, and a
+    small validation and test split (two images a class)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, size in (("train", n), ("val", 2 * k), ("test", 2 * k)):
+        labels = np.arange(size) % k
+        images = rng.integers(0, 60, size=(size, 28, 28), dtype=np.uint8)
+        images[:, 4:24, 4:24] += (labels * 1.2).astype(np.uint8)[:, None, None]
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels[:, None]
+    np.savez(path, **arrays)
+    return path
+
+
+def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool) -> tuple[float, list]:
+    """One ``Trainer.fit``: its seconds, and what training waited at each epoch end."""
+    cfg = RunConfig(data=str(data), model="smallcnn", epochs=epochs, batch_size=64,
+                    device="cpu", num_workers=0)
+    waits: list[float] = []
+    with tempfile.TemporaryDirectory() as runs:
+        run = Trainer(cfg, runs_dir=runs)
+        run.prepare()
+        if val is not None:  # RadImageNet's validation predictions, not the small set's
+            run.embed_mask = val["mask"]
+            validate = run._validate
+
+            def substituted(epoch):
+                yield from validate(epoch)
+                return val
+
+            run._validate = substituted
+        collect = run._collect
+
+        def timed_collect(wait=True):
+            started = time.perf_counter()
+            yield from collect(wait)
+            if wait and run._pending is None:
+                waits.append(time.perf_counter() - started)
+
+        run._collect = timed_collect
+        saved = trainer.ThreadPoolExecutor
+        trainer.ThreadPoolExecutor = InlineExecutor if inline else saved
+        try:
+            started = time.perf_counter()
+            for _ in run.fit():
+                pass
+            return time.perf_counter() - started, waits
+        finally:
+            trainer.ThreadPoolExecutor = saved
+
+
+def beside(val: dict, k: int, images: int, epochs: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        data = archive(Path(folder) / "radimagenet_shaped.npz", images, k)
+        fit_seconds(data, 1, None, False)  # warm: imports, first allocations
+        runs = {"beside training": (val, False), "on the training thread": (val, True),
+                "baseline: small validation": (None, False)}
+        seconds = {name: fit_seconds(data, epochs, v, inline) for name, (v, inline)
+                   in runs.items()}
+    base = seconds["baseline: small validation"][0]
+    print(f"Trainer.fit, {epochs} epochs of {images:,} training images, {k} classes, "
+          f"{len(val['labels']):,} validation predictions at each epoch end:")
+    for name, (took, waits) in seconds.items():
+        waited = ", ".join(f"{w:.3f}" for w in waits)
+        print(f"  {name:28s} {took:7.2f} s  ratio {took / base:5.3f}   training waited at "
+              f"the epoch ends: {waited} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=135_000)
     parser.add_argument("--classes", type=int, default=165)
     parser.add_argument("--features", type=int, default=2048)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--beside", action="store_true")
+    parser.add_argument("--train-images", type=int, default=40_000)
+    parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
     val = validation(args.images, args.classes, RunConfig().embedding_samples, args.features)
     ours, base = [], []
@@ -125,6 +226,8 @@ def main() -> None:
     for name, seconds in sorted(spent.items(), key=lambda item: -item[1]):
         if seconds >= 0.01 * total:
             print(f"  {name:40s} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
+    if args.beside:
+        beside(val, args.classes, args.train_images, args.epochs)
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class EpochReport:
     silhouette: float
     intra_inter_ratio: float
     lr: float
-    epoch_seconds: float  # the training and validation passes (not the analysis after)
+    epoch_seconds: float  # the training and validation passes (not the epoch-end analysis)
     images_per_second: float
     skipped_files: int
     # K x K: the targets the loss trained against this epoch (OLS's S; fixed for the rest)
@@ -132,8 +132,8 @@ class EpochReport:
     smooth_ece: float = math.nan
     smooth_bandwidth: float = math.nan
     l2_ce_debiased: float = math.nan
-    # seconds of this epoch-end analysis (metrics, recalibration, embedding) after
-    # epoch_seconds; NaN in runs from before olsdesk measured it
+    # seconds of this epoch-end analysis (metrics, recalibration, embedding, on its own
+    # thread beside the next epoch's training); NaN in runs from before olsdesk measured it
     analysis_seconds: float = math.nan
     smooth_confidence: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     smooth_accuracy: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)

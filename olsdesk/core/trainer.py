@@ -5,14 +5,23 @@ tests. Stop and pause are ``threading.Event``s checked at every batch. Every epo
 ends with the analysis the panels show (metrics, calibration, soft labels, a PCA of
 the validation embedding), a line in the run directory and an atomic checkpoint, so a
 resumed run continues exactly where the last finished epoch left it.
+
+That epoch end runs on a thread of its own beside the next epoch's training (seconds at
+RadImageNet's validation size, while a GPU would wait): it works on a host copy of the
+weights and optimiser state taken when validation ended, writes the epoch's line and
+checkpoint, and its report is yielded at the first batch after it is done. One epoch end
+runs at a time; the last one is waited for before ``fit()`` ends, stopped or not.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -330,16 +339,13 @@ class Trainer(Controlled):
         self.store.truncate_to(self.start_epoch)
         self.store.log(f"resumed after epoch {self.start_epoch}")
 
-    def checkpoint(self, epoch: int) -> Checkpoint:
-        """What a checkpoint holds: enough to resume training and to predict."""
+    def checkpoint(self, epoch: int, states: dict) -> Checkpoint:
+        """What a checkpoint holds: enough to resume training and to predict. ``states``:
+        the model's, optimiser's, scheduler's, loss's and scaler's state dicts."""
         return Checkpoint(
             epoch=epoch, model_name=self.config.model, class_names=self.dataset.class_names,
             in_channels=self.dataset.channels, preprocessing=self.preprocessing,
-            config=self.config, model=self.model.state_dict(),
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
-            loss=self.loss_fn.state_dict(),
-            scaler=self.scaler.state_dict() if self.scaler.is_enabled() else {},
-            best_top1=self.best_top1, temperature=self.temperature,
+            config=self.config, **states, best_top1=self.best_top1, temperature=self.temperature,
             conformal=_tensors(self.conformal), ood=_tensors(self.ood),
             recalibration=_tensors(self.recalibration))
 
@@ -359,14 +365,15 @@ class Trainer(Controlled):
         self.store.clear_request()  # a request left from an earlier process is stale
         self.store.set_status("training")
         status = "stopped"
+        self._ending = ThreadPoolExecutor(1, thread_name_prefix="olsdesk-epoch-end")
+        self._pending: Future | None = None  # the last epoch's end, while it runs
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
-                report = yield from self._run_epoch(epoch)
-                if report is None:
+                if not (yield from self._run_epoch(epoch)):
                     break
-                yield report
             else:
                 status = "finished"
+            yield from self._collect()  # the last epoch's end: its report and checkpoint
         except (GeneratorExit, KeyboardInterrupt):
             raise  # closed by its consumer: a stop, not a failure
         except BaseException as exc:
@@ -374,6 +381,7 @@ class Trainer(Controlled):
             self.store.log(f"failed: {type(exc).__name__}: {exc}")
             raise
         finally:
+            self._settle_pending()
             self.stopped = status != "finished"
             try:
                 self.store.clear_request()
@@ -401,16 +409,41 @@ class Trainer(Controlled):
             self._paused_by_request = False
             self.pause_event.clear()
 
-    def _wait_if_paused(self) -> bool:
-        """Block while paused; True when a stop was requested."""
+    def _wait_if_paused(self):
+        """Block while paused (yielding the last epoch's report if its end finishes
+        meanwhile); True when a stop was requested."""
         self._read_requests()
         if self.pause_event.is_set():
             began = self.clock()
             while self.pause_event.is_set() and not self.stop_event.is_set():
                 self.stop_event.wait(0.05)
                 self._read_requests()
+                yield from self._collect(wait=False)
             self.paused_seconds += self.clock() - began
         return self.stop_event.is_set()
+
+    def _collect(self, wait: bool = True):
+        """Yield the last epoch's report once its end has run (waiting for it unless
+        ``wait`` is false); its failure is raised here, on the training thread."""
+        pending = self._pending
+        if pending is None or not (wait or pending.done()):
+            return
+        self._pending = None
+        yield pending.result()
+
+    def _settle_pending(self) -> None:
+        """When ``fit()`` ends without collecting it (closed, or failed): let the last
+        epoch's end finish writing, so its checkpoint is whole, then stop the thread."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                pending.result()
+            except Exception as exc:  # fit() is already ending: keep its own outcome
+                try:
+                    self.store.log(f"the last epoch's end failed: {first_line(str(exc))}")
+                except OSError:
+                    pass
+        self._ending.shutdown()
 
     def _since(self, started: float, paused_then: float) -> float:
         """Seconds of work since ``started``, less the pauses since then."""
@@ -455,7 +488,8 @@ class Trainer(Controlled):
         running_loss, seen = float("nan"), 0
         for step, (images, labels, _, failed) in enumerate(self.train_loader, start=1):
             self._note_failures(failed, self.dataset.train)
-            stop, empty = self._wait_if_paused(), images is None
+            stop = yield from self._wait_if_paused()
+            empty = images is None
             if not empty and len(images) == 1 and self.batch_norm:
                 # BatchNorm cannot normalise one image in training: the batch is left out
                 # (a last batch of one, or one that unreadable files shrank), and said so
@@ -465,7 +499,7 @@ class Trainer(Controlled):
             if self.dist.active:  # every process stops, or skips a batch, at the same step
                 stop, empty = self.dist.any_of((stop, empty), device)
             if stop:
-                return None
+                return False
             if empty:
                 continue
             images = images.to(device, non_blocking=True, memory_format=self.memory_format)
@@ -494,6 +528,7 @@ class Trainer(Controlled):
             yield BatchProgress(epoch + 1, cfg.epochs, "train", step, batches, running_loss,
                                 seen / max(elapsed, 1e-9),
                                 self._since(self.run_started, 0.0))
+            yield from self._collect(wait=False)
         train_seconds = self._since(started, paused_then)
         self._gather_failures()
         loss_sum, top1, top5, seen = self.dist.sum_(
@@ -504,19 +539,34 @@ class Trainer(Controlled):
         self.scheduler.step()
         val = yield from self._validate(epoch)
         if val is None:
-            return None
+            return False
         passes_seconds = self._since(started, paused_then)
-        report = self._report(epoch, soft_labels, row_counts, lr, loss_sum / seen,
-                              top1 / seen, top5 / seen, val, passes_seconds,
-                              seen / train_seconds)
-        report = replace(report, analysis_seconds=self._since(started, paused_then)
-                         - passes_seconds)
+        yield from self._collect()  # one epoch end at a time: the one before, if still running
+        # what the checkpoint holds of training, as it is now: the next epoch changes it
+        states = _host_copy({
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "loss": self.loss_fn.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}})
+        analyse = functools.partial(
+            self._report, epoch, soft_labels, row_counts, lr, loss_sum / seen, top1 / seen,
+            top5 / seen, val, passes_seconds, seen / train_seconds, len(self.skipped))
+        self._pending = self._ending.submit(self._end_epoch, epoch, states, analyse,
+                                            val["features"])
+        return True
+
+    def _end_epoch(self, epoch: int, states: dict, analyse: Callable[[], EpochReport],
+                   features: np.ndarray) -> EpochReport:
+        """The epoch's analysis, its line in the run and its checkpoint (on the epoch-end
+        thread, beside the next epoch's training)."""
+        started = self.clock()
+        report = analyse()
+        report = replace(report, analysis_seconds=self.clock() - started)
         improved = report.val_top1 > self.best_top1
         self.best_top1 = max(self.best_top1, report.val_top1)
         try:
             self.store.write_epoch(report)
-            self.store.save_checkpoint(self.checkpoint(epoch + 1), best=improved)
-            self.store.save_embedding_features(val["features"])
+            self.store.save_checkpoint(self.checkpoint(epoch + 1, states), best=improved)
+            self.store.save_embedding_features(features)
         except OSError as exc:
             what = os_reason(exc)
             where = printable(self.store.path)
@@ -541,7 +591,7 @@ class Trainer(Controlled):
         stopped = False
         for step, (images, y, idx, failed) in enumerate(self.val_loader, start=1):
             self._note_failures(failed, self.dataset.val)
-            if self._wait_if_paused():
+            if (yield from self._wait_if_paused()):
                 stopped = True  # shards differ in length: processes agree after the loop
                 break
             if images is None:
@@ -578,7 +628,7 @@ class Trainer(Controlled):
                 "embedded": index[self.embed_mask[index]]}
 
     def _report(self, epoch, soft_labels, row_counts, lr, train_loss, train_top1,
-                train_top5, val, seconds, images_per_second) -> EpochReport:
+                train_top5, val, seconds, images_per_second, skipped_files) -> EpochReport:
         cfg, k = self.config, self.dataset.num_classes
         probs, labels = val["probs"], val["labels"]
         probs = probs / probs.sum(axis=1, keepdims=True)
@@ -621,7 +671,7 @@ class Trainer(Controlled):
                                                              cfg.calibration_bins),
             silhouette=separation.silhouette, intra_inter_ratio=separation.intra_inter_ratio,
             lr=lr, epoch_seconds=seconds, images_per_second=images_per_second,
-            skipped_files=len(self.skipped),
+            skipped_files=skipped_files,
             soft_labels=soft_labels, soft_label_counts=row_counts,
             mean_prediction=metrics.mean_prediction_matrix(probs, labels, k),
             reliability_counts=bins.counts, reliability_accuracy=bins.accuracy,
@@ -649,3 +699,18 @@ def _tensors(arrays: dict) -> dict:
     """numpy arrays as tensors (what ``torch.load(weights_only=True)`` reads back)."""
     return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
             for k, v in arrays.items()}
+
+
+def _host_copy(state):
+    """A state dict's copy on the host, tensors and all (its ``_metadata`` kept, which
+    ``load_state_dict`` reads): what training goes on changing cannot reach it."""
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        out = type(state)((k, _host_copy(v)) for k, v in state.items())
+        if hasattr(state, "_metadata"):
+            out._metadata = copy.deepcopy(state._metadata)
+        return out
+    if isinstance(state, list | tuple):
+        return type(state)(_host_copy(v) for v in state)
+    return copy.deepcopy(state)
