@@ -36,6 +36,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from olsdesk.config import RunConfig
 from olsdesk.core import metrics, trainer
@@ -148,7 +149,7 @@ def archive(path: Path, n: int, k: int, seed: int = 0) -> Path:
 
 def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool) -> tuple[float, list]:
     """One ``Trainer.fit``: its seconds, and what training waited at each epoch end."""
-    cfg = RunConfig(data=str(data), model="smallcnn", epochs=epochs, batch_size=64,
+    cfg = RunConfig(data=str(data), model="smallcnn", image_size=28, epochs=epochs, batch_size=64,
                     device="cpu", num_workers=0)
     waits: list[float] = []
     with tempfile.TemporaryDirectory() as runs:
@@ -192,12 +193,28 @@ def beside(val: dict, k: int, images: int, epochs: int) -> None:
         seconds = {name: fit_seconds(data, epochs, v, inline) for name, (v, inline)
                    in runs.items()}
     base = seconds["baseline: small validation"][0]
+    copied = host_copy_seconds()
     print(f"Trainer.fit, {epochs} epochs of {images:,} training images, {k} classes, "
           f"{len(val['labels']):,} validation predictions at each epoch end:")
     for name, (took, waits) in seconds.items():
         waited = ", ".join(f"{w:.3f}" for w in waits)
         print(f"  {name:28s} {took:7.2f} s  ratio {took / base:5.3f}   training waited at "
               f"the epoch ends: {waited} s")
+    print("  (the last wait: the run's end, for its last epoch's end)")
+    print(f"the host copy of ResNet-50's weights and SGD momentum an epoch end takes: "
+          f"{copied:.3f} s")
+
+
+def host_copy_seconds() -> float:
+    from olsdesk.core.models import build_model
+
+    model = build_model("resnet50", 165, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.zeros(2, 3, 64, 64)).sum().backward()
+    optimizer.step()  # the momentum buffers exist from the first step
+    started = time.perf_counter()
+    trainer._host_copy({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    return time.perf_counter() - started
 
 
 def main() -> None:

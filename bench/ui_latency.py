@@ -12,17 +12,23 @@ Usage: QT_QPA_PLATFORM=offscreen python bench/ui_latency.py [--epochs 3] [--idle
 nested modality/anatomy/finding) instead of the demo, --per-class small real PNGs each.
 
 --explain lists the GUI-thread events that took over 15 ms while training (what stalled
-the window: a paint, a queued slot, a timer), with when they ran; it slows every event a
-little, so its stall figures are not the bench's.
+the window: a paint, a queued slot, a timer), with when they ran, and for each the
+olsdesk and library lines the GUI thread was at when a sampler thread looked (every 5 ms,
+once the event had run 10 ms: where a slot spends its time, or a GIL wait and what the
+other threads were doing then); it slows every event a little, so its stall figures are
+not the bench's.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import tempfile
+import threading
 import time
+import traceback
 
 import numpy as np
 
@@ -74,19 +80,52 @@ class TimedApplication(QApplication):
         self.clock.start()
         self.slow: list[tuple[float, float, str]] = []  # (at ms, took ms, what)
         self.recording = False
+        self.depth = 0  # nested notify()s: only the outermost event is timed
+        self.began = None  # perf_counter() when the outermost event began
+        self.seen: collections.Counter = collections.Counter()  # its sampled stacks
+        self.gui = threading.get_ident()
 
     def notify(self, receiver, event) -> bool:  # noqa: N802 - Qt's name
-        if not self.recording:
+        if not self.recording or self.depth:
             return super().notify(receiver, event)
         start = self.clock.nsecsElapsed()
-        result = super().notify(receiver, event)
+        self.depth, self.began = 1, time.perf_counter()
+        try:
+            result = super().notify(receiver, event)
+        finally:
+            self.depth, self.began = 0, None
         took = (self.clock.nsecsElapsed() - start) / 1e6
+        seen, self.seen = self.seen, collections.Counter()
         if took > self.SLOW_MS:
             what = type(receiver).__name__
             if what == "QWidget" and receiver.parent() is not None:  # a view's viewport
                 what = f"{type(receiver.parent()).__name__}'s QWidget"
-            self.slow.append((start / 1e6, took, f"{what} {event.type().name}"))
+            where = "".join(f"\n      {n}x {stack}" for stack, n in seen.most_common(4))
+            self.slow.append((start / 1e6, took, f"{what} {event.type().name}{where}"))
         return result
+
+    def sample(self) -> None:
+        """Every 5 ms: while an event has run over 10 ms, where each thread is."""
+        while True:
+            time.sleep(0.005)
+            began = self.began
+            if began is None or time.perf_counter() - began < 0.010:
+                continue
+            frames = sys._current_frames()
+            here = _where(frames.get(self.gui))
+            others = [_where(f) for t, f in frames.items()
+                      if t not in (self.gui, threading.get_ident())]
+            self.seen[f"GUI at {here}; others at " + " | ".join(o for o in others if o)] += 1
+
+
+def _where(frame) -> str:
+    """A thread's innermost three lines of olsdesk or a library, innermost first."""
+    if frame is None:
+        return ""
+    lines = [f"{os.path.basename(f.filename)}:{f.lineno} {f.name}"
+             for f in reversed(traceback.extract_stack(frame))
+             if "olsdesk" in f.filename or "site-packages" in f.filename]
+    return " < ".join(lines[:3])
 
 
 def summary(name: str, late: np.ndarray) -> tuple[float, float]:
@@ -110,6 +149,8 @@ def main() -> int:
     parser.add_argument("--per-class", type=int, default=12)
     args = parser.parse_args()
     app = TimedApplication(sys.argv) if args.explain else QApplication(sys.argv)
+    if args.explain:
+        threading.Thread(target=app.sample, daemon=True).start()
     from olsdesk.gui.app import isolated_window, wait_for
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,6 +19,8 @@ import copy
 import functools
 import math
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -365,7 +367,8 @@ class Trainer(Controlled):
         self.store.clear_request()  # a request left from an earlier process is stale
         self.store.set_status("training")
         status = "stopped"
-        self._ending = ThreadPoolExecutor(1, thread_name_prefix="olsdesk-epoch-end")
+        self._ending = ThreadPoolExecutor(1, thread_name_prefix="olsdesk-epoch-end",
+                                          initializer=_yield_the_cpu)
         self._pending: Future | None = None  # the last epoch's end, while it runs
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
@@ -699,6 +702,18 @@ def _tensors(arrays: dict) -> dict:
     """numpy arrays as tensors (what ``torch.load(weights_only=True)`` reads back)."""
     return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
             for k, v in arrays.items()}
+
+
+def _yield_the_cpu() -> None:
+    """The epoch-end thread at the lowest priority (Linux: a thread's own nice value):
+    it runs on what training leaves idle instead of taking a core from training's
+    threads (whose parallel regions would then wait for the one it took), and has the
+    CPU to itself when training waits for it. Elsewhere it runs at training's priority."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
 
 
 def _host_copy(state):

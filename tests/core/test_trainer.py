@@ -1,6 +1,8 @@
 """Trainer.fit(): reports, run directory, stop/pause, resume, unreadable files."""
 
 import json
+import os
+import sys
 import threading
 
 import numpy as np
@@ -370,9 +372,13 @@ class HeldEpochEnd:
 
     def __init__(self, monkeypatch) -> None:
         self.release = threading.Event()
+        self.threads: list[tuple[str, int]] = []  # (name, nice value) of each epoch end's
         report = Trainer._report
 
         def held(trainer, *args):
+            self.threads.append((threading.current_thread().name,
+                                 os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+                                 if sys.platform.startswith("linux") else 19))
             assert self.release.wait(30), "the test never released the epoch end"
             return report(trainer, *args)
 
@@ -394,12 +400,14 @@ def test_the_epoch_end_runs_beside_the_next_epoch_on_the_weights_it_ended_with(t
         if isinstance(item, BatchProgress) and item.phase == "validate" \
                 and item.batch == item.batches and item.epoch == 1:
             ended_with = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        if _train_steps(items, 2) == 3:
-            held.release.set()  # epoch 2 has trained three steps while epoch 1 ended
-        if isinstance(item, EpochReport):
-            trainer.request_stop()
+        if _train_steps(items, 2) == 3:  # epoch 2 trained three steps while epoch 1 ended
+            held.release.set()
+            trainer.request_stop()  # the run stops within epoch 2, after epoch 1's end
     reports = [i for i in items if isinstance(i, EpochReport)]
     assert [r.epoch for r in reports] == [1]
+    # on its own thread, at the lowest priority: training's threads go first for the CPU
+    (name, nice), = held.threads
+    assert name.startswith("olsdesk-epoch-end") and nice == 19
     assert items.index(reports[0]) > [i for i, x in enumerate(items)
                                       if isinstance(x, BatchProgress) and x.epoch == 2][2]
     assert trainer.stopped
