@@ -6,11 +6,12 @@ ends with the analysis the panels show (metrics, calibration, soft labels, a PCA
 the validation embedding), a line in the run directory and an atomic checkpoint, so a
 resumed run continues exactly where the last finished epoch left it.
 
-That epoch end runs on a thread of its own beside the next epoch's training (seconds at
-RadImageNet's validation size, while a GPU would wait): it works on a host copy of the
-weights and optimiser state taken when validation ended, writes the epoch's line and
-checkpoint, and its report is yielded at the first batch after it is done. One epoch end
-runs at a time; the last one is waited for before ``fit()`` ends, stopped or not.
+On a GPU that epoch end runs on a thread of its own beside the next epoch's training
+(seconds at RadImageNet's validation size, while the GPU would wait): it works on a host
+copy of the weights and optimiser state taken when validation ended, writes the epoch's
+line and checkpoint, and its report is yielded at the first batch after it is done. One
+epoch end runs at a time; the last one is waited for before ``fit()`` ends, stopped or
+not. On the CPU, whose cores training already keeps busy, it runs in line.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from olsdesk.core.runs import LATEST, RunStore, check_run_name, ensure_runs_dir,
 from olsdesk.errors import RunError, TrainingError, first_line, os_reason, printable
 
 SMOOTH_BAND_RESAMPLES = 100  # resamples behind an epoch's smoothed reliability band
+EPOCH_END_NICE = 10  # the epoch-end thread's priority below training's (Linux)
 
 
 def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -125,6 +127,8 @@ class Trainer(Controlled):
         self.ood: dict = {}  # ood.Familiarity's arrays, likewise
         self.recalibration: dict = {}  # calibration.Recalibration's arrays, likewise
         self.new_total = False  # a resumed run given more epochs: config.json says so
+        # each epoch end beside the next epoch's training; None: on a GPU, not on the CPU
+        self.epoch_end_beside: bool | None = None
 
     @classmethod
     def from_run(cls, run: str | Path, runs_dir: str | Path | None = None,
@@ -226,6 +230,8 @@ class Trainer(Controlled):
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
         self.num_workers = default_workers(data.train, cfg.num_workers, self.device)
+        if self.epoch_end_beside is None:  # where training leaves the CPU idle
+            self.epoch_end_beside = self.device.type != "cpu"
         self._build_loaders()
         rng = np.random.default_rng(cfg.split_seed)
         n_val = len(data.val)
@@ -368,7 +374,7 @@ class Trainer(Controlled):
         self.store.set_status("training")
         status = "stopped"
         self._ending = ThreadPoolExecutor(1, thread_name_prefix="olsdesk-epoch-end",
-                                          initializer=_yield_the_cpu)
+                                          initializer=_below_training)
         self._pending: Future | None = None  # the last epoch's end, while it runs
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
@@ -545,16 +551,18 @@ class Trainer(Controlled):
             return False
         passes_seconds = self._since(started, paused_then)
         yield from self._collect()  # one epoch end at a time: the one before, if still running
-        # what the checkpoint holds of training, as it is now: the next epoch changes it
-        states = _host_copy({
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "loss": self.loss_fn.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}})
+        states = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                  "scheduler": self.scheduler.state_dict(), "loss": self.loss_fn.state_dict(),
+                  "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {}}
         analyse = functools.partial(
             self._report, epoch, soft_labels, row_counts, lr, loss_sum / seen, top1 / seen,
             top5 / seen, val, passes_seconds, seen / train_seconds, len(self.skipped))
-        self._pending = self._ending.submit(self._end_epoch, epoch, states, analyse,
-                                            val["features"])
+        if not self.epoch_end_beside:
+            yield self._end_epoch(epoch, states, analyse, val["features"])
+            return True
+        # what the checkpoint holds of training, as it is now: the next epoch changes it
+        self._pending = self._ending.submit(self._end_epoch, epoch, _host_copy(states),
+                                            analyse, val["features"])
         return True
 
     def _end_epoch(self, epoch: int, states: dict, analyse: Callable[[], EpochReport],
@@ -704,14 +712,15 @@ def _tensors(arrays: dict) -> dict:
             for k, v in arrays.items()}
 
 
-def _yield_the_cpu() -> None:
-    """The epoch-end thread at the lowest priority (Linux: a thread's own nice value):
-    it runs on what training leaves idle instead of taking a core from training's
-    threads (whose parallel regions would then wait for the one it took), and has the
-    CPU to itself when training waits for it. Elsewhere it runs at training's priority."""
+def _below_training() -> None:
+    """The epoch-end thread at a lower priority than training (Linux: a thread's own nice
+    value, 10: about a tenth of a core that training's threads want): it runs mostly on
+    what training leaves idle instead of taking a core from its threads (whose parallel
+    regions would then wait for the one it took), and has the CPU to itself while
+    training waits for it. Elsewhere it runs at training's priority."""
     if sys.platform.startswith("linux"):
         try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), EPOCH_END_NICE)
         except OSError:
             pass
 
