@@ -134,7 +134,6 @@ def test_runs_trained_differently_are_named_as_such(tmp_path):
 
 def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):
     import numpy as np
-    import pyqtgraph as pg
     from PySide6.QtCore import QEvent
 
     from olsdesk.gui.panels.soft_labels import SoftLabelsPanel
@@ -148,8 +147,8 @@ def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):
     panel = SoftLabelsPanel()
     qtbot.addWidget(panel)
     panel.show_report(Report())
-    lines = [i for i in panel.group_items if isinstance(i, pg.InfiniteLine)]
-    assert sorted({i.value() for i in lines}) == [2, 3]  # CT | MR | US
+    thick, thin = group_lines(panel)
+    assert thick == [2, 3] and thin == []  # CT | MR | US
     assert panel.colour_levels == pytest.approx((0.001, 1.0))  # log scale by default
     panel.hover.setText(panel.readout(0, 1))
     assert panel.hover.text().startswith("true CT/lung/normal")
@@ -158,6 +157,21 @@ def test_the_heatmap_groups_modalities_and_its_readout_never_goes_stale(qtbot):
     panel.hover.setText("true …")
     panel.show_report(Report())  # another epoch
     assert panel.hover.text().strip() == ""
+
+
+def group_lines(panel) -> tuple[list[float], list[float]]:
+    """Where the heatmap draws its lines between modalities (2 px) and between anatomies
+    (1 px): each a column's line and a row's, at the same class boundary."""
+    import pyqtgraph as pg
+
+    found = {}
+    for item in panel.group_items:
+        if isinstance(item, pg.PlotCurveItem):
+            x, y = item.getData()
+            half = len(x) // 2  # the columns' lines, then the rows'
+            assert np.array_equal(x[:half], y[half:])  # each boundary on both axes
+            found[item.opts["pen"].width()] = sorted(set(x[:half].tolist()))
+    return found[2], found[1]
 
 
 def radimagenet_shaped():
@@ -229,7 +243,6 @@ def test_the_embedding_at_165_classes_colours_by_anatomy_and_finds_one_class(qtb
 
 
 def test_a_165_class_matrix_zooms_to_readable_cells_and_parts_its_anatomies(qtbot):
-    import pyqtgraph as pg
     from PySide6.QtCore import QPoint, Qt
 
     from olsdesk.core.names import short_names
@@ -246,9 +259,7 @@ def test_a_165_class_matrix_zooms_to_readable_cells_and_parts_its_anatomies(qtbo
     panel.show_matrix(counts / counts.max(), "t", "predicted class", values=counts,
                       value_format="{:d}")
     qtbot.wait(50)
-    lines = [i for i in panel.group_items if isinstance(i, pg.InfiniteLine)]
-    thick = sorted({i.value() for i in lines if i.pen.width() == 2})
-    thin = sorted({i.value() for i in lines if i.pen.width() == 1})
+    thick, thin = group_lines(panel)
     assert thick == [30, 130]  # CT | MR | US
     assert thin == [10, 20, *range(40, 130, 10), 137, 144, 151, 158]  # anatomies within
     # 165 columns of 3 px: no values written, until zoomed to 10 x 10 cells

@@ -122,6 +122,8 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self._values = None  # (values, their format, the colours' values, levels) or None
         self._written = None  # the (rows, columns) in view whose values are written
         self._count_ticks = None  # the correct-count axis's tick, as set
+        self._texts = None  # (classes and fonts, the axes' texts and widths) as measured
+        self._laying_out = False  # while the classes' ranges are set: ticks wait for the end
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -166,11 +168,16 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         self.plot.getAxis("bottom").setStyle(tickFont=font)
         k = len(names)
         grouped = self._draw_groups(names)
-        # zoomed in to a cell or two at most, out to the whole matrix (and the group names)
-        self.plot.vb.setLimits(xMin=-0.05 * k, xMax=1.05 * k, yMin=-0.3 * k, yMax=1.05 * k,
-                               minXRange=min(2, k), minYRange=min(2, k))
-        # room above the first row for the group names
-        self.plot.setRange(xRange=(0, k), yRange=(-0.06 * k if grouped else 0, k), padding=0.02)
+        self._laying_out = True  # the ticks once, for the range set last (not at each step)
+        try:
+            # zoomed in to a cell or two at most, out to the whole matrix (and group names)
+            self.plot.vb.setLimits(xMin=-0.05 * k, xMax=1.05 * k, yMin=-0.3 * k,
+                                   yMax=1.05 * k, minXRange=min(2, k), minYRange=min(2, k))
+            # room above the first row for the group names
+            self.plot.setRange(xRange=(0, k), yRange=(-0.06 * k if grouped else 0, k),
+                               padding=0.02)
+        finally:
+            self._laying_out = False
         self._layout_ticks()
         self._lay_out_now()
 
@@ -188,7 +195,7 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         text (165 classes), every n-th is named."""
         names = self.class_names
         k = len(names)
-        if not k:
+        if not k or self._laying_out:
             return
         left, bottom = self.plot.getAxis("left"), self.plot.getAxis("bottom")
         # pixels a class takes on each axis (a guess until the view is laid out)
@@ -196,15 +203,12 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         (x0, x1), (y0, y1) = self.plot.vb.viewRange()
         width = k * (rect.width() if rect.width() > 50 else 400.0) / max(x1 - x0, 1e-9)
         height = k * (rect.height() if rect.height() > 50 else 400.0) / max(y1 - y0, 1e-9)
-        short = short_names(names)
-        two_lines = [s.replace("/", "/\n").replace("_", "_\n") for s in short]
-        bottom_metrics = QFontMetrics(bottom.style["tickFont"] or QFont())
-        widest = max(max(bottom_metrics.horizontalAdvance(part) for part in s.split("\n"))
-                     for s in two_lines)
-        numbered = widest + 4 > width / k
-        left_metrics = QFontMetrics(left.font())
-        named_rows = [f"{i + 1} {s}" for i, s in enumerate(short)]
-        line = QFontMetrics(left.font()).height()
+        bottom_font, left_font = bottom.style["tickFont"] or QFont(), left.font()
+        texts = self._tick_texts(names, bottom_font, left_font)
+        short, two_lines, named_rows = texts["short"], texts["two_lines"], texts["named"]
+        bottom_metrics = QFontMetrics(bottom_font)
+        numbered = texts["widest column"] + 4 > width / k
+        line = QFontMetrics(left_font).height()
         row_step = max(1, int(np.ceil(line * k / height)))
         # a narrow panel (the Evaluate tab's matrix at 1024 px) keeps its width for the
         # cells: numbers alone on both axes, the names in the hover read-out and in the
@@ -212,24 +216,24 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         # the width when every row gets one (the demo's 'abdomen/cal…cation' at 520 px),
         # 25 % when only every n-th does (165 classes in the Evaluate tab's 600 px)
         share = 0.36 if row_step == 1 else 0.25
-        numbers_only = (max(left_metrics.horizontalAdvance(r) for r in named_rows) + 34
-                        > share * max(self.graphics.width(), 1))
+        numbers_only = (texts["named widths"].max() + 34 > share * max(self.graphics.width(), 1))
         if numbered or numbers_only:
             numbered = True
             number_width = bottom_metrics.horizontalAdvance(str(k)) + 6
             step = max(1, int(np.ceil(number_width * k / width)))
             columns = [(i + 0.5, str(i + 1)) for i in range(0, k, step)]
-            rows = [str(i + 1) for i in range(k)] if numbers_only else named_rows
+            rows, widths = ((texts["numbers"], texts["number widths"]) if numbers_only
+                            else (named_rows, texts["named widths"]))
         else:
             columns = [(i + 0.5, s) for i, s in enumerate(two_lines)]
-            rows = short
+            rows, widths = short, texts["short widths"]
         bottom.setTicks([columns])
         bottom.setHeight(40 if numbered else 60)
         left.setTicks([[(i + 0.5, rows[i]) for i in range(0, k, row_step)]])
         # wide enough for every name in view (all, unless zoomed in): pyqtgraph silently
         # drops labels that do not fit
-        in_view = rows[max(0, int(np.floor(y0))):max(1, int(np.ceil(y1)))] or rows
-        left.setWidth(max(left_metrics.horizontalAdvance(r) for r in in_view) + 34)
+        in_view = widths[max(0, int(np.floor(y0))):max(1, int(np.ceil(y1)))]
+        left.setWidth(int((in_view if len(in_view) else widths).max()) + 34)
         for label, columns_spanned in self.group_labels:  # a group's name over its columns
             label.setVisible(label.textItem.boundingRect().width() <= columns_spanned * width / k)
         if self.group_labels and rect.height() > 50 and not self.zoomed():
@@ -237,6 +241,30 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
             needed = 1.04 * (line + 2) * k / max(rect.height() - 1.04 * (line + 2), 1.0)
             if abs(needed + y0 + 0.02 * (y1 - y0)) > 0.01 * k:  # not yet the room shown
                 self.plot.setYRange(-needed, k, padding=0.02)
+
+    def _tick_texts(self, names: tuple[str, ...], bottom_font: QFont, left_font: QFont
+                    ) -> dict:
+        """The axes' texts for these classes and their widths in these fonts, measured
+        once (the ticks are laid out again at every zoom, pan and resize)."""
+        key = (names, bottom_font.key(), left_font.key())
+        if self._texts is not None and self._texts[0] == key:
+            return self._texts[1]
+        short = short_names(names)
+        two_lines = [s.replace("/", "/\n").replace("_", "_\n") for s in short]
+        column, row = QFontMetrics(bottom_font), QFontMetrics(left_font)
+        named = [f"{i + 1} {s}" for i, s in enumerate(short)]
+        numbers = [str(i + 1) for i in range(len(names))]
+
+        def widths(texts):
+            return np.array([row.horizontalAdvance(t) for t in texts])
+
+        texts = {"short": short, "two_lines": two_lines, "named": named, "numbers": numbers,
+                 "widest column": max(column.horizontalAdvance(part) for s in two_lines
+                                      for part in s.split("\n")),
+                 "short widths": widths(short), "named widths": widths(named),
+                 "number widths": widths(numbers)}
+        self._texts = (key, texts)
+        return texts
 
     def zoomed(self) -> bool:
         """True while the view shows less than the whole matrix."""
@@ -269,30 +297,34 @@ class SoftLabelsPanel(RedrawWhenShown, QWidget):
         parents = [n.split("/")[0] if "/" in n else "" for n in names]
         if len(set(parents)) < 2:
             return False
-        pen = pg.mkPen("w", width=2)
-        thin = pg.mkPen(255, 255, 255, 150, width=1)
         anatomies = ["/".join(n.split("/")[:2]) if n.count("/") >= 2 else "" for n in names]
+        thick, thin = [], []  # where a modality ends, and where an anatomy within one does
         start = 0
         for i in range(1, len(names) + 1):
             if i < len(names) and parents[i] == parents[start]:
                 continue
             if i < len(names):
-                for line in (pg.InfiniteLine(pos=i, angle=90, pen=pen),
-                             pg.InfiniteLine(pos=i, angle=0, pen=pen)):
-                    self.plot.addItem(line)
-                    self.group_items.append(line)
-            for j in range(start + 1, i):  # the anatomies of this modality
-                if anatomies[j] != anatomies[j - 1]:
-                    for line in (pg.InfiniteLine(pos=j, angle=90, pen=thin),
-                                 pg.InfiniteLine(pos=j, angle=0, pen=thin)):
-                        self.plot.addItem(line)
-                        self.group_items.append(line)
+                thick.append(i)
+            thin += [j for j in range(start + 1, i) if anatomies[j] != anatomies[j - 1]]
             label = pg.TextItem(parents[start], color="#333333", anchor=(0.5, 1.0))
             label.setPos((start + i) / 2, 0)  # above the first row (the y axis is inverted)
             self.plot.addItem(label)
             self.group_items.append(label)
             self.group_labels.append((label, i - start))
             start = i
+        # each kind of line one item (32 lines as items of their own took 11 ms to build
+        # and were most of the first paint at 165 classes), across the whole view's limits
+        k = len(names)
+        for where, pen in ((thick, pg.mkPen("w", width=2)),
+                           (thin, pg.mkPen(255, 255, 255, 150, width=1))):
+            at = np.repeat(np.asarray(where, dtype=float), 2)  # each line's two ends
+            across = np.tile([-0.05 * k, 1.05 * k], len(where))
+            down = np.tile([-0.3 * k, 1.05 * k], len(where))
+            # the columns' lines (x = at, top to bottom), then the rows' (y = at)
+            lines = pg.PlotCurveItem(np.concatenate([at, across]), np.concatenate([down, at]),
+                                     connect="pairs", pen=pen)
+            self.plot.addItem(lines, ignoreBounds=True)
+            self.group_items.append(lines)
         return True
 
     def shown_matrix(self) -> np.ndarray | None:
