@@ -104,14 +104,21 @@ def true_class_scores(probs: np.ndarray, labels: np.ndarray, method: str, lam: f
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
     _check(method)
-    p_true = probs[np.arange(len(labels)), labels]
     if method == "lac":
-        return 1.0 - p_true
+        return 1.0 - probs[np.arange(len(labels)), labels]
+    p_true, mass, rank = _true_class_mass(probs, labels)
+    return mass + p_true + _penalty(rank, method, lam, k_reg)
+
+
+def _true_class_mass(probs: np.ndarray, labels: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's (true class's probability, mass of the classes ranked above it, their
+    count): what APS and RAPS scores are made of."""
+    p_true = probs[np.arange(len(labels)), labels]
     columns = np.arange(probs.shape[1])[None, :]
     above = (probs > p_true[:, None]) | ((probs == p_true[:, None])
                                          & (columns < labels[:, None]))
-    mass, rank = np.where(above, probs, 0.0).sum(axis=1), above.sum(axis=1)
-    return mass + p_true + _penalty(rank, method, lam, k_reg)
+    return p_true, np.where(above, probs, 0.0).sum(axis=1), above.sum(axis=1)
 
 
 @dataclass(frozen=True)
@@ -202,11 +209,11 @@ def calibrate(probs: np.ndarray, labels: np.ndarray, seed: int = 0) -> Calibrati
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     lam, k_reg, keep = _tune_raps(probs, labels, seed)
+    p_true, mass, rank = _true_class_mass(probs, labels)  # once, for APS and RAPS
     raps = np.full(len(labels), np.nan)
-    raps[keep] = true_class_scores(probs[keep], labels[keep], "raps", lam, k_reg)
-    return Calibration(labels, {"lac": true_class_scores(probs, labels, "lac"),
-                                "aps": true_class_scores(probs, labels, "aps"),
-                                "raps": raps}, lam, k_reg)
+    raps[keep] = (mass + p_true + _penalty(rank, "raps", lam, k_reg))[keep]
+    return Calibration(labels, {"lac": 1.0 - p_true, "aps": mass + p_true, "raps": raps},
+                       lam, k_reg)
 
 
 def fit_conformal(probs: np.ndarray, labels: np.ndarray, method: str = DEFAULT_METHOD,
