@@ -212,6 +212,26 @@ def test_histogram_binning_by_hand():
     np.testing.assert_allclose(out[0], expected / expected.sum())
 
 
+def test_histogram_bins_hold_what_their_edges_say_with_ties_and_absent_classes():
+    """Each bin's count and positives, against binning every image by its edges
+    (searchsorted's "right": an image on an edge is in the bin above it), on probabilities
+    with many exact ties at the edges and a class no image has."""
+    from olsdesk.core.calibration import fit_histogram_binning
+
+    rng = np.random.default_rng(4)
+    logits = np.round(rng.normal(size=(2000, 6)) * 2, 0)  # few distinct values: ties
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.choice(5, size=2000)  # class 5 has no image
+    edges, values = fit_histogram_binning(probs, labels, n_bins=15)
+    for c in range(6):
+        np.testing.assert_array_equal(edges[c], np.quantile(probs[:, c], np.arange(1, 15) / 15))
+        b = np.searchsorted(edges[c], probs[:, c], side="right")
+        count = np.bincount(b, minlength=15)
+        positive = np.bincount(b[labels == c], minlength=15)
+        prior = np.mean(labels == c)
+        np.testing.assert_array_equal(values[c], (positive + prior) / (count + 1.0))
+
+
 def test_a_recalibration_round_trips_and_refuses_what_does_not_fit():
     from olsdesk.core.calibration import Recalibration, fit_recalibration
 

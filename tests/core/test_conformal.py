@@ -219,3 +219,24 @@ def test_bad_coverage_and_method_are_refused():
         fit_conformal(probs, labels, coverage=1.0)
     with pytest.raises(ValueError, match="unknown conformal method"):
         fit_conformal(probs, labels, method="naive")
+
+
+def test_calibration_scores_are_each_methods_own_scores_of_the_true_class():
+    """calibrate() computes APS's and RAPS's parts once for both: the same numbers as
+    each method's own score, RAPS's NaN on the images that tuned it."""
+    from olsdesk.core.conformal import calibrate
+
+    rng = np.random.default_rng(5)
+    logits = np.round(rng.normal(size=(1500, 9)) * 1.5, 1)  # ties among the classes
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 9, 1500)
+    cal = calibrate(probs, labels, seed=2)
+    for method in ("lac", "aps"):
+        np.testing.assert_array_equal(cal.scores[method],
+                                      true_class_scores(probs, labels, method))
+    kept = ~np.isnan(cal.scores["raps"])
+    assert 0.75 < kept.mean() < 0.85  # a fifth chose lam and k_reg
+    np.testing.assert_array_equal(
+        cal.scores["raps"][kept],
+        true_class_scores(probs[kept], labels[kept], "raps", cal.lam, cal.k_reg))
+
