@@ -26,6 +26,29 @@ def choose_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
+# where a run's ``amp`` setting turns mixed precision on (the CPU's bf16 is slower than
+# its float32 on most CPUs; tests turn it on there to check the one rule below)
+AMP_DEVICES = ("cuda",)
+
+
+def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    """The reduced precision a run's forward passes use on ``device``: bf16 (float16
+    where a GPU has no bf16), or None for float32. One rule for training, validation,
+    prediction and evaluation, so the confidences stored at validation are the ones a
+    prediction on the same kind of device computes."""
+    if not amp or device.type not in AMP_DEVICES:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def forward_precision(device: torch.device, amp: bool) -> torch.autocast:
+    """The autocast region a forward pass runs in under ``amp_dtype``'s rule."""
+    dtype = amp_dtype(device, amp)
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def describe_device(device: torch.device) -> str:
     """A short human name for a device, e.g. 'cuda (NVIDIA H100)'."""
     if device.type == "cuda":

@@ -602,8 +602,9 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
             failed += bad
             done += len(bad)
             if images is not None:
-                out, features = predictor.model.forward_with_features(
-                    images.to(predictor.device, non_blocking=True))
+                with predictor.precision():
+                    out, features = predictor.model.forward_with_features(
+                        images.to(predictor.device, non_blocking=True))
                 if detector is not None:
                     familiar.append(detector.score(out.float().cpu().numpy(),
                                                    features.float().cpu().numpy()))

@@ -24,7 +24,7 @@ from olsdesk.core.calibration import Recalibration, apply_temperature
 from olsdesk.core.conformal import DEFAULT_METHOD, ConformalSets
 from olsdesk.core.data.images import ImageReadError, source_frame
 from olsdesk.core.data.transforms import Preprocessing
-from olsdesk.core.device import choose_device
+from olsdesk.core.device import choose_device, forward_precision
 from olsdesk.core.models import build_model
 from olsdesk.core.runs import RunError, load_checkpoint
 from olsdesk.errors import PredictorError, printable
@@ -204,6 +204,12 @@ class Predictor:
         # from another thread must not run through it meanwhile
         self.lock = threading.RLock()
 
+    def precision(self) -> torch.autocast:
+        """The autocast region the model runs in: the run's own rule on this device
+        (``core.device.amp_dtype``), so on the kind of device that trained it, a
+        prediction computes what validation stored."""
+        return forward_precision(self.device, getattr(self.config, "amp", False))
+
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
         """Load an olsdesk checkpoint; PredictorError says in one sentence what is wrong."""
@@ -280,7 +286,7 @@ class Predictor:
             tensors = [item[2] for item in pending if not isinstance(item, Prediction)]
             logits = familiar = iter(())
             if tensors:
-                with torch.no_grad(), self.lock:
+                with torch.no_grad(), self.lock, self.precision():
                     out, features = self.model.forward_with_features(
                         torch.stack(tensors).to(self.device))
                     out = out.float().cpu().numpy()

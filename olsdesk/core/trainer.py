@@ -53,7 +53,7 @@ from olsdesk.core.data.loader import (
 )
 from olsdesk.core.data.sources import Dataset, open_dataset, sample_names
 from olsdesk.core.data.transforms import Preprocessing
-from olsdesk.core.device import choose_device, describe_device
+from olsdesk.core.device import amp_dtype, choose_device, describe_device, forward_precision
 from olsdesk.core.distributed import Context, ShardSampler
 from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
@@ -224,11 +224,9 @@ class Trainer(Controlled):
         epochs = cfg.epochs
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda e: _lr_factor(cfg.schedule, e, epochs))
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.amp_dtype = (torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported()
-                          else torch.float16)
+        # float16 (a GPU without bf16) needs its gradients scaled; bf16 and float32 do not
         self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+            "cuda", enabled=amp_dtype(self.device, cfg.amp) == torch.float16)
         self.num_workers = default_workers(data.train, cfg.num_workers, self.device)
         if self.epoch_end_beside is None:  # where training leaves the CPU idle
             self.epoch_end_beside = self.device.type != "cpu"
@@ -513,7 +511,7 @@ class Trainer(Controlled):
                 continue
             images = images.to(device, non_blocking=True, memory_format=self.memory_format)
             labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            with forward_precision(device, cfg.amp):
                 logits = self.forward(images)
             loss = self.loss_fn(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
@@ -608,7 +606,8 @@ class Trainer(Controlled):
             if images is None:
                 continue
             images = images.to(device, memory_format=self.memory_format)
-            with torch.autocast(device.type, dtype=self.amp_dtype, enabled=self.use_amp):
+            # as prediction and evaluate compute them (core.device's one rule)
+            with forward_precision(device, self.config.amp):
                 logits, features = self.model.forward_with_features(images)
             probs.append(torch.softmax(logits.float(), dim=1).cpu())
             energies.append(torch.logsumexp(logits.float(), dim=1).cpu())

@@ -113,3 +113,33 @@ def test_the_resize_is_the_antialiased_one_whatever_the_shortcut(shape):
                               mode="bilinear", antialias=True, align_corners=False)[0]
     reference = (reference[:, 16:240, 16:240] - 0.5) / 0.5
     assert torch.allclose(got, reference, atol=5e-7, rtol=0)
+
+
+def test_under_mixed_precision_validation_and_predict_compute_the_same_confidence(
+        scans, tmp_path, capsys, monkeypatch):
+    """#23 item 2: the trainer's validation and ``olsdesk predict`` follow one precision
+    rule (core.device.amp_dtype). Mixed precision is turned on for the CPU here (it is on
+    CUDA by default): the stored confidences, computed under bf16 autocast, are
+    predict's to 1e-5; a float32 pass over the same weights differs from them."""
+    import olsdesk.core.device as device
+
+    monkeypatch.setattr(device, "AMP_DEVICES", ("cuda", "cpu"))
+    config = RunConfig(data=str(scans), image_size=32, batch_size=4, epochs=1, device="cpu",
+                       val_fraction=0.5, num_workers=0, amp=True)
+    trainer = Trainer(config, runs_dir=tmp_path)
+    report = [r for r in trainer.fit() if hasattr(r, "val_top1")][-1]
+    store = RunStore(trainer.store.path)
+    names = store.info(names=True).validation_names
+    stored = {names[i]: float(c) for i, c in
+              zip(report.embedding_indices, report.embedding_confidences, strict=True)}
+    capsys.readouterr()
+    assert main(["predict", "--checkpoint", str(store.checkpoint_path()), *stored, "--json",
+                 "--device", "cpu"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    for row in rows:
+        assert row["top_probabilities"][0] == pytest.approx(stored[row["path"]], abs=1e-5)
+    monkeypatch.setattr(device, "AMP_DEVICES", ("cuda",))  # the same weights in float32
+    predictor = Predictor.from_checkpoint(store.checkpoint_path(), device="cpu")
+    full = {p.path: p.top_probabilities[0] for p in predictor.predict(list(stored))}
+    assert max(abs(full[name] - c) for name, c in stored.items()) > 1e-4
+
