@@ -2,6 +2,9 @@
 
     python bench/gpu_check.py train    # (a) Trainer.fit against a bare loop, ResNet-50 AMP
     python bench/gpu_check.py ols      # (b) OLS on CUDA against the CPU, same inputs
+    python bench/gpu_check.py compile  # (g) Trainer.fit with --compile against without
+    python bench/gpu_check.py profile  # (i) 20 training steps under torch.profiler, and
+                                       #     (k) the host-device synchronisations a step
 
 (a) trains ResNet-50 at 224 px with AMP (bf16 where the card has it) and channels-last,
 on synthetic in-memory images, through ``Trainer.fit`` (its loader, preprocessing and
@@ -13,6 +16,15 @@ preprocessing is what holds it back, not the training step.
 (b) runs the same logits and targets through ``OnlineLabelSmoothing`` on CUDA and on the
 CPU for a few epochs and prints the largest difference of the losses and matrices.
 
+(g) trains the same model and data through ``Trainer.fit`` with ``compile`` off and on,
+3 epochs each, then resumes the compiled run for one more, and prints each one's images
+per second after warm-up (its last epoch) and how many times dynamo compiled a frame again
+(``recompiles``: the goal is none after the first epoch).
+(i) runs 20 steps of ``Trainer.fit`` under ``torch.profiler`` and writes the top CPU and
+CUDA ops to ``profile.txt`` in ``--out`` (under ``$OUT`` on a lent machine); (k) counts, with
+``torch.cuda.set_sync_debug_mode("warn")``, the host-device synchronisations over an
+epoch's steps (the loss is read every 20 steps on CUDA: one sync per 20 is by design).
+
 Without CUDA it says so and exits 2, unless ``--allow-cpu`` (a dry run of the code path
 with tiny sizes, for testing this script on a machine without a GPU).
 """
@@ -20,9 +32,12 @@ with tiny sizes, for testing this script on a machine without a GPU).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
+import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,18 +67,14 @@ def synthetic_dataset(images: int, size: int, classes: int):
 
 
 def check_train(device: torch.device, tiny: bool, workers: int | None) -> None:
-    from olsdesk.config import RunConfig
     from olsdesk.core.device import describe_device
     from olsdesk.core.models import build_model
     from olsdesk.core.report import EpochReport
     from olsdesk.core.trainer import Trainer
 
-    model_name, size, batch, images, classes = (
-        ("smallcnn", 32, 8, 64, 4) if tiny else ("resnet50", 224, 128, 8192, 165))
-    data = synthetic_dataset(images, size, classes)
-    config = RunConfig(data="demo", model=model_name, image_size=size, batch_size=batch,
-                       epochs=2, device=device.type, num_workers=0 if tiny else workers,
-                       loss="ols", embedding_samples=256, test_fraction=0.0)
+    config, data = _config(device, tiny, workers)
+    model_name, size, batch = config.model, config.image_size, config.batch_size
+    images, classes = len(data.train), data.num_classes
     with tempfile.TemporaryDirectory() as runs:
         trainer = Trainer(config, runs_dir=runs, dataset=data)
         reports = [r for r in trainer.fit() if isinstance(r, EpochReport)]
@@ -132,9 +143,88 @@ def check_ols(device: torch.device, tiny: bool, workers: int | None) -> None:
           f"matrix {np.abs(cpu[1] - other[1]).max():.2e}")
 
 
+def _config(device: torch.device, tiny: bool, workers: int | None, **changes):
+    """(a)'s run, as a RunConfig, with its synthetic dataset."""
+    from olsdesk.config import RunConfig
+
+    model_name, size, batch, images, classes = (
+        ("smallcnn", 32, 8, 64, 4) if tiny else ("resnet50", 224, 128, 8192, 165))
+    config = RunConfig(data="demo", model=model_name, image_size=size, batch_size=batch,
+                       epochs=2, device=device.type, num_workers=0 if tiny else workers,
+                       loss="ols", embedding_samples=256, test_fraction=0.0)
+    return config.replace(**changes), synthetic_dataset(images, size, classes)
+
+
+def check_compile(device: torch.device, tiny: bool, workers: int | None) -> None:
+    import torch._dynamo
+
+    from olsdesk.core.report import EpochReport
+    from olsdesk.core.trainer import Trainer
+
+    with tempfile.TemporaryDirectory() as runs:
+        for compiled in (False, True):
+            torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            config, data = _config(device, tiny, workers, epochs=3, compile=compiled)
+            trainer = Trainer(config, runs_dir=runs, dataset=data, run_name=f"c{compiled:d}")
+            started = time.perf_counter()
+            reports = [r for r in trainer.fit() if isinstance(r, EpochReport)]
+            took = time.perf_counter() - started
+            again = sum(torch._dynamo.utils.counters["recompiles"].values())
+            line = (f"(g) compile {'on ' if compiled else 'off'}: epoch 3 "
+                    f"{reports[-1].images_per_second:.0f} img/s, epoch 1 "
+                    f"{reports[0].images_per_second:.0f} img/s, 3 epochs in {took:.1f} s, "
+                    f"recompiles {again}")
+            if compiled:  # a resume compiles once more, in its new process; then never
+                torch._dynamo.utils.counters.clear()
+                resumed = Trainer.from_run(trainer.store.path, epochs=4, dataset=data)
+                report = [r for r in resumed.fit() if isinstance(r, EpochReport)][-1]
+                line += (f"; resumed epoch 4 {report.images_per_second:.0f} img/s, "
+                         f"recompiles {sum(torch._dynamo.utils.counters['recompiles'].values())}")
+            print(line, flush=True)
+
+
+def check_profile(device: torch.device, tiny: bool, workers: int | None, out: Path) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    from olsdesk.core.trainer import Trainer
+
+    config, data = _config(device, tiny, workers, epochs=1)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if device.type == "cuda" else [])
+    with tempfile.TemporaryDirectory() as runs:
+        trainer = Trainer(config, runs_dir=runs, dataset=data)
+        fit = trainer.fit()
+        steps = [item for item, _ in zip(fit, range(5), strict=False)]  # warm
+        with profile(activities=activities) as prof:
+            steps = [item for item, _ in zip(fit, range(20), strict=False)]
+        syncs = 0
+        if device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("warn")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                steps = [item for item, _ in zip(fit, range(30), strict=False)]
+            torch.cuda.set_sync_debug_mode("default")
+            syncs = sum("synchroniz" in str(w.message) for w in caught)
+        fit.close()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=25)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.txt").write_text(table + "\n")
+    print(f"(i) 20 of fit's steps profiled: {out / 'profile.txt'}; the top ops:")
+    print("\n".join(table.splitlines()[:8]))
+    print(f"(k) host-device synchronisations over {len(steps)} steps: "
+          + (f"{syncs}" if device.type == "cuda" else "n/a on the CPU"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("check", choices=("train", "ols"))
+    parser.add_argument("check", choices=("train", "ols", "compile", "profile"))
+    parser.add_argument("--out", type=Path,
+                        default=Path(os.environ.get("OUT") or tempfile.gettempdir())
+                        / "olsdesk-gpu-check",
+                        help="(i)'s profile.txt goes in this folder (default: "
+                             "$OUT/olsdesk-gpu-check, else the temporary folder's)")
     parser.add_argument("--allow-cpu", action="store_true",
                         help="dry run on the CPU with tiny sizes (tests this script)")
     parser.add_argument("--workers", type=int, default=None,
@@ -142,7 +232,11 @@ def main() -> int:
     args = parser.parse_args()
     device = need_cuda(args.allow_cpu)
     tiny = device.type != "cuda"
-    {"train": check_train, "ols": check_ols}[args.check](device, tiny, args.workers)
+    if args.check == "profile":
+        check_profile(device, tiny, args.workers, args.out)
+    else:
+        {"train": check_train, "ols": check_ols, "compile": check_compile}[args.check](
+            device, tiny, args.workers)
     return 0
 
 

@@ -87,7 +87,8 @@ def test_a_rank_killed_mid_epoch_resumes_on_two_processes(tmp_path):
     assert store.status == "finished"
 
 
-def test_the_gpu_check_says_plainly_that_it_needs_cuda_and_its_code_path_runs_on_cpu():
+def test_the_gpu_check_says_plainly_that_it_needs_cuda_and_its_code_path_runs_on_cpu(
+        tmp_path):
     import torch
 
     root = Path(__file__).resolve().parent.parent
@@ -97,11 +98,16 @@ def test_the_gpu_check_says_plainly_that_it_needs_cuda_and_its_code_path_runs_on
     if torch.cuda.is_available():
         pytest.skip("a CUDA machine: run bench/gpu_check.sh itself")
     assert check.returncode == 2 and "no CUDA GPU" in check.stderr
-    for part in ("train", "ols"):
-        dry = subprocess.run([sys.executable, str(root / "bench" / "gpu_check.py"), part,
-                              "--allow-cpu"], capture_output=True, text=True, timeout=180)
-        assert dry.returncode == 0, dry.stderr
-        assert dry.stdout.startswith(f"({'a' if part == 'train' else 'b'})")
+    dry = subprocess.run(["bash", str(root / "bench" / "gpu_check.sh"), "--allow-cpu"],
+                         env={**env, "OUT": str(tmp_path)}, capture_output=True, text=True,
+                         timeout=600)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    lines = dry.stdout.splitlines()
+    for part in ("(a) smallcnn", "(b) OLS", "(g) ", "(i) 20 of fit's steps", "(k) "):
+        assert any(line.startswith(part) for line in lines), (part, dry.stdout)
+    assert any(line.startswith("(g) compile on") for line in lines) or \
+        "(g) skipped" in dry.stdout
+    assert "aten::" in (tmp_path / "olsdesk-gpu-check" / "profile.txt").read_text()
 
 
 def test_a_process_run_is_driven_like_a_trainer_and_stops_on_request(tmp_path):
