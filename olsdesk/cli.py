@@ -313,6 +313,11 @@ class ProgressPrinter:
         if not self.live:
             return
         now = time.monotonic()
+        if p.phase == "compile":
+            self.stream.write(f"\repoch {p.epoch}/{p.epochs}: compiling the model "
+                              "(torch.compile: the first steps take longer)… ")
+            self.stream.flush()
+            return
         if now - self.last < 0.1 and p.batch != p.batches:
             return
         self.last = now

@@ -37,7 +37,7 @@ class BatchProgress:
 
     epoch: int  # 1-based
     epochs: int
-    phase: str  # "train" or "validate"
+    phase: str  # "train" or "validate"; "compile" (batch 0) before torch.compile's first step
     batch: int  # 1-based, within the phase
     batches: int
     loss: float  # running mean over the epoch so far (train phase)
@@ -48,7 +48,7 @@ class BatchProgress:
     def fraction_of_epoch(self) -> float:
         """0..1 across the training and validation phases (training weighs 80 %)."""
         part = self.batch / max(self.batches, 1)
-        return 0.8 * part if self.phase == "train" else 0.8 + 0.2 * part
+        return 0.8 + 0.2 * part if self.phase == "validate" else 0.8 * part
 
     def fraction_of_run(self, start_epoch: int = 0) -> float:
         """0..1 of the epochs this session trains (from ``start_epoch`` on)."""

@@ -371,6 +371,7 @@ class Trainer(Controlled):
         self.store.clear_request()  # a request left from an earlier process is stale
         self.store.set_status("training")
         status = "stopped"
+        self._compiled = False  # torch.compile compiles at this session's first step
         self._ending = ThreadPoolExecutor(1, thread_name_prefix="olsdesk-epoch-end",
                                           initializer=_below_training)
         self._pending: Future | None = None  # the last epoch's end, while it runs
@@ -509,6 +510,10 @@ class Trainer(Controlled):
                 return False
             if empty:
                 continue
+            if cfg.compile and not self._compiled:  # the first step compiles: say so first
+                self._compiled = True
+                yield BatchProgress(epoch + 1, cfg.epochs, "compile", 0, batches, float("nan"),
+                                    0.0, self._since(self.run_started, 0.0))
             images = images.to(device, non_blocking=True, memory_format=self.memory_format)
             labels = labels.to(device, non_blocking=True)
             with forward_precision(device, cfg.amp):

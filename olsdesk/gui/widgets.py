@@ -146,11 +146,17 @@ class TrainingStatus(QStatusBar):
         eta = eta_seconds(p.elapsed_seconds, done)  # the trainer's clock: pauses excluded
         self.eta_label.setText(f"ETA {format_duration(eta)}")
         self.speed_label.setText(f"{p.images_per_second:,.0f} img/s")
-        if not paused:
-            phase = "training" if p.phase == "train" else "validating"
-            loss = "" if p.loss != p.loss else f", loss {p.loss:.4f}"
-            self.say(f"{prefix}Epoch {p.epoch}/{p.epochs}: {phase} batch {p.batch}/"
-                     f"{p.batches}{loss}")
+        if paused:
+            return
+        if p.phase == "compile":
+            self.speed_label.setText("")
+            self.say(f"{prefix}Epoch {p.epoch}/{p.epochs}: compiling the model "
+                     "(torch.compile: the first steps take longer)…")
+            return
+        phase = "training" if p.phase == "train" else "validating"
+        loss = "" if p.loss != p.loss else f", loss {p.loss:.4f}"
+        self.say(f"{prefix}Epoch {p.epoch}/{p.epochs}: {phase} batch {p.batch}/"
+                 f"{p.batches}{loss}")
 
     def show_epochs(self, done: int, epochs: int) -> None:
         """A run on disk: epochs done of its epochs on the run bar; no batch, speed or

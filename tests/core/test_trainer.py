@@ -473,3 +473,17 @@ def test_on_the_cpu_the_epoch_end_runs_in_line_before_the_next_epoch(tmp_path):
     assert all(i.epoch == 1 for i in items[:first])
     assert isinstance(items[first + 1], BatchProgress) and items[first + 1].epoch == 2
 
+
+
+def test_a_compiled_run_says_it_compiles_before_its_first_step(tmp_path, monkeypatch):
+    """#23 item 3: torch.compile's first step takes long (a minute for ResNet-50 on a
+    GPU): the trainer says "compile" before it, once a session."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compiled.append(fn) or fn)
+    trainer = Trainer(RunConfig(**{**TINY, "compile": True}), runs_dir=tmp_path)
+    items = list(trainer.fit())
+    assert len(compiled) == 1
+    phases = [i.phase for i in items if isinstance(i, BatchProgress)]
+    assert phases.count("compile") == 1 and phases[0] == "compile" and phases[1] == "train"
+    said = next(i for i in items if isinstance(i, BatchProgress))
+    assert said.batch == 0 and said.epoch == 1 and said.fraction_of_epoch == 0.0

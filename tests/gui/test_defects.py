@@ -555,3 +555,16 @@ def test_confusion_matrix_png_of_165_classes_names_every_row(qtbot):
     assert len(rows) == 165 and rows[40][1].endswith(names[40].split("/")[-1])
     cell = panel.plot.vb.boundingRect().height() / 165
     assert CELL_PIXELS * 0.9 <= cell <= CELL_PIXELS * 1.1
+
+
+def test_the_status_says_when_the_model_compiles(qtbot):
+    from olsdesk.core.report import BatchProgress
+    from olsdesk.gui.widgets import TrainingStatus
+
+    status = TrainingStatus()
+    qtbot.addWidget(status)
+    status.progressed(BatchProgress(1, 3, "compile", 0, 40, float("nan"), 0.0, 2.0))
+    assert "compiling the model" in status.message.text() and status.speed_label.text() == ""
+    assert status.epoch_progress.value() == 0
+    status.progressed(BatchProgress(1, 3, "train", 1, 40, 2.3, 50.0, 70.0))
+    assert status.message.text() == "Epoch 1/3: training batch 1/40, loss 2.3000"
