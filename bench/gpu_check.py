@@ -2,6 +2,8 @@
 
     python bench/gpu_check.py train    # (a) Trainer.fit against a bare loop, ResNet-50 AMP
     python bench/gpu_check.py ols      # (b) OLS on CUDA against the CPU, same inputs
+    python bench/gpu_check.py files    # (f) Trainer.fit from a PNG folder against a bare
+                                       #     loop fed by the same files
     python bench/gpu_check.py compile  # (g) Trainer.fit with --compile against without
     python bench/gpu_check.py profile  # (i) 20 training steps under torch.profiler, and
                                        #     (k) the host-device synchronisations a step
@@ -16,6 +18,10 @@ preprocessing is what holds it back, not the training step.
 (b) runs the same logits and targets through ``OnlineLabelSmoothing`` on CUDA and on the
 CPU for a few epochs and prints the largest difference of the losses and matrices.
 
+(f) writes a folder of 224-px grayscale PNGs (16 classes x 256) and trains it two ways,
+2 epochs each, the second one timed: ``Trainer.fit`` with its default loader, and a bare
+loop whose torch DataLoader (as many workers, pinned memory) decodes the same files with
+PIL and crops, flips and normalises them with torchvision, into the same model step.
 (g) trains the same model and data through ``Trainer.fit`` with ``compile`` off and on,
 3 epochs each, then resumes the compiled run for one more, and prints each one's images
 per second after warm-up (its last epoch) and how many times dynamo compiled a frame again
@@ -155,6 +161,103 @@ def _config(device: torch.device, tiny: bool, workers: int | None, **changes):
     return config.replace(**changes), synthetic_dataset(images, size, classes)
 
 
+def _write_png(job) -> None:
+    from PIL import Image
+
+    path, seed, size = job
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 255, (size // 16 + 1, size // 16 + 1)).astype(np.uint8)
+    image = np.kron(coarse, np.ones((16, 16), dtype=np.uint8))[:size, :size]
+    Image.fromarray(image).save(path)
+
+
+def png_folder(root: Path, classes: int, per_class: int, size: int) -> list[tuple[str, int]]:
+    """``classes`` folders of ``per_class`` PNGs of ``size`` px; their (path, class)."""
+    import multiprocessing
+
+    files = []
+    for c in range(classes):
+        (root / f"class{c:03d}").mkdir(parents=True, exist_ok=True)
+        files += [(str(root / f"class{c:03d}" / f"{i:04d}.png"), c) for i in range(per_class)]
+    with multiprocessing.get_context("fork").Pool() as pool:
+        pool.map(_write_png, [(path, i, size) for i, (path, _) in enumerate(files)],
+                 chunksize=64)
+    return files
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, files, transform) -> None:
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i):
+        from PIL import Image
+
+        path, label = self.files[i]
+        with Image.open(path) as image:
+            return self.transform(image.convert("L")), label
+
+
+def check_files(device: torch.device, tiny: bool, workers: int | None) -> None:
+    from torchvision import transforms
+
+    from olsdesk.config import RunConfig
+    from olsdesk.core.models import build_model
+    from olsdesk.core.report import EpochReport
+    from olsdesk.core.trainer import Trainer
+
+    model_name, classes, per_class, size, crop, batch = (
+        ("smallcnn", 4, 16, 40, 32, 8) if tiny else ("resnet50", 16, 256, 224, 224, 128))
+    with tempfile.TemporaryDirectory() as folder:
+        files = png_folder(Path(folder) / "data", classes, per_class, size)
+        config = RunConfig(data=str(Path(folder) / "data"), model=model_name,
+                           image_size=crop, batch_size=batch, epochs=2, device=device.type,
+                           num_workers=workers, loss="ce", embedding_samples=64,
+                           val_fraction=0.05, test_fraction=0.0)
+        trainer = Trainer(config, runs_dir=Path(folder) / "runs")
+        reports = [r for r in trainer.fit() if isinstance(r, EpochReport)]
+        trainer_rate, workers = reports[-1].images_per_second, trainer.num_workers
+        train_files = files[: len(trainer.dataset.train)]
+
+        transform = transforms.Compose([
+            transforms.RandomResizedCrop(crop, scale=(0.7, 1.0), antialias=True),
+            transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+            transforms.Normalize([0.5], [0.5])])
+        loader = torch.utils.data.DataLoader(
+            _Files(train_files, transform), batch_size=batch, shuffle=True,
+            num_workers=workers, pin_memory=device.type == "cuda",
+            persistent_workers=workers > 0, drop_last=False)
+        model = build_model(model_name, classes, 1).to(device)
+        fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+        model = model.to(memory_format=fmt).train()
+        dtype = torch.bfloat16 if device.type == "cuda" else None
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def epoch() -> float:
+            started, seen = time.perf_counter(), 0
+            for x, y in loader:
+                x = x.to(device, non_blocking=True, memory_format=fmt)
+                y = y.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=dtype or torch.float32,
+                                    enabled=dtype is not None):
+                    loss = torch.nn.functional.cross_entropy(model(x), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                seen += len(y)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return seen / (time.perf_counter() - started)
+
+        epoch()  # warm-up
+        bare_rate = epoch()
+    print(f"(f) {len(files)} PNGs of {size} px on disk, {model_name} at {crop} px, "
+          f"{workers} loader workers: Trainer.fit {trainer_rate:.0f} img/s, bare loop "
+          f"{bare_rate:.0f} img/s, ratio {trainer_rate / bare_rate:.2f}")
+
+
 def check_compile(device: torch.device, tiny: bool, workers: int | None) -> None:
     import torch._dynamo
 
@@ -219,7 +322,7 @@ def check_profile(device: torch.device, tiny: bool, workers: int | None, out: Pa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("check", choices=("train", "ols", "compile", "profile"))
+    parser.add_argument("check", choices=("train", "ols", "files", "compile", "profile"))
     parser.add_argument("--out", type=Path,
                         default=Path(os.environ.get("OUT") or tempfile.gettempdir())
                         / "olsdesk-gpu-check",
@@ -235,7 +338,8 @@ def main() -> int:
     if args.check == "profile":
         check_profile(device, tiny, args.workers, args.out)
     else:
-        {"train": check_train, "ols": check_ols, "compile": check_compile}[args.check](
+        {"train": check_train, "ols": check_ols, "files": check_files,
+         "compile": check_compile}[args.check](
             device, tiny, args.workers)
     return 0
 

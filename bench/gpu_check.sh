@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# The GPU check for a lent machine: one command, about 5 minutes on one H100.
+# The GPU check for a lent machine: one command, about 6 minutes on one H100.
 #   (a) ResNet-50, 224 px, AMP: Trainer.fit against a bare loop, images per second
 #   (b) OLS on CUDA against the CPU, same inputs
 #   (c) a one-process NCCL torchrun demo epoch through `olsdesk train`
 #   (d) the data loader with every core against torchvision's pipeline
 #   (e) `olsdesk evaluate` of (c)'s checkpoint on CUDA, 1,000 bootstrap resamples
+#   (f) a folder of 4,096 224-px PNGs: Trainer.fit against a bare loop fed by the same files
 #   (g) Trainer.fit with --compile against without, recompilations over 3 epochs and a resume
 #   (i) 20 training steps under torch.profiler ($OUT/olsdesk-gpu-check/profile.txt), and
 #   (k) the host-device synchronisations over 30 steps
 # Run from the repository root after `make test` (or with .venv set up):
 #   bash bench/gpu_check.sh            # prints the figures; record them in docs/PERFORMANCE.md
-#   bash bench/gpu_check.sh --allow-cpu   # a dry run of (a), (b), (g), (i) on the CPU, tiny
+#   bash bench/gpu_check.sh --allow-cpu   # a dry run of (a), (b), (f), (g), (i) on the CPU, tiny
 #   PYTHON=python3 bash bench/gpu_check.sh   # any Python with torch and olsdesk importable
 # Without a CUDA GPU (and without --allow-cpu) it says so and exits 2.
 set -euo pipefail
@@ -35,6 +36,8 @@ echo "== (a) Trainer.fit against a bare loop"
 timeout 240 "$PY" bench/gpu_check.py train "${ALLOW[@]}"
 echo "== (b) OLS on CUDA against the CPU"
 timeout 60 "$PY" bench/gpu_check.py ols "${ALLOW[@]}"
+echo "== (f) a PNG folder on disk: Trainer.fit against a bare loop fed by the same files"
+timeout 240 "$PY" bench/gpu_check.py files "${ALLOW[@]}"
 echo "== (g) --compile on and off"
 if [[ ${#ALLOW[@]} -gt 0 ]] && ! command -v c++ > /dev/null && ! command -v g++ > /dev/null; then
     echo "(g) skipped: torch.compile on the CPU needs a C++ compiler, and there is none here"
