@@ -4,6 +4,8 @@
     python bench/gpu_check.py ols      # (b) OLS on CUDA against the CPU, same inputs
     python bench/gpu_check.py files    # (f) Trainer.fit from a PNG folder against a bare
                                        #     loop fed by the same files
+    python bench/gpu_check.py ddp      # (h) DDP on every GPU against N x one GPU, and
+                                       #     the per-step all-reduce of the stop flags
     python bench/gpu_check.py compile  # (g) Trainer.fit with --compile against without
     python bench/gpu_check.py profile  # (i) 20 training steps under torch.profiler, and
                                        #     (k) the host-device synchronisations a step
@@ -22,6 +24,11 @@ CPU for a few epochs and prints the largest difference of the losses and matrice
 2 epochs each, the second one timed: ``Trainer.fit`` with its default loader, and a bare
 loop whose torch DataLoader (as many workers, pinned memory) decodes the same files with
 PIL and crops, flips and normalises them with torchvision, into the same model step.
+(h) on a machine with two or more GPUs: ``olsdesk train --gpus N`` (torchrun, NCCL) of
+ResNet-50 on a MedMNIST-shaped archive of 224-px images against ``--gpus 1``, the
+second epoch's images per second (all processes together) and N-GPU / (N x one GPU);
+then, under torchrun on every GPU, the mean time of the all-reduce the trainer does every
+step to agree on the stop and empty-batch flags (and the host read that follows it).
 (g) trains the same model and data through ``Trainer.fit`` with ``compile`` off and on,
 3 epochs each, then resumes the compiled run for one more, and prints each one's images
 per second after warm-up (its last epoch) and how many times dynamo compiled a frame again
@@ -258,6 +265,71 @@ def check_files(device: torch.device, tiny: bool, workers: int | None) -> None:
           f"{bare_rate:.0f} img/s, ratio {trainer_rate / bare_rate:.2f}")
 
 
+def check_ddp(device: torch.device, tiny: bool, workers: int | None) -> None:
+    import json
+    import subprocess
+
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 2  # dry run: gloo
+    if gpus < 2:
+        print(f"(h) {gpus} GPU here: DDP scaling needs two or more; not measured")
+        return
+    size, images, model_name, batch = (28, 256, "smallcnn", 16) if tiny else (
+        224, 8192, "resnet50", 128)
+    rng = np.random.default_rng(0)
+    rates = {}
+    with tempfile.TemporaryDirectory() as folder:
+        data = Path(folder) / "data.npz"
+        arrays = {}
+        for split, n in (("train", images), ("val", 256), ("test", 64)):
+            arrays[f"{split}_images"] = rng.integers(0, 255, (n, size, size), dtype=np.uint8)
+            arrays[f"{split}_labels"] = (np.arange(n) % 16)[:, None]
+        np.savez(data, **arrays)
+        for n in (1, gpus):
+            runs = Path(folder) / f"runs{n}"
+            command = [sys.executable, "-m", "olsdesk", "train", "--data", str(data),
+                       "--model", model_name, "--image-size", str(size), "--batch-size",
+                       str(batch), "--epochs", "2", "--device", device.type, "--runs-dir",
+                       str(runs), "--gpus", str(n)]
+            if workers is not None:
+                command += ["--workers", str(workers)]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                print(f"(h) olsdesk train --gpus {n} failed:\n{done.stderr[-2000:]}")
+                return
+            last = (next(runs.iterdir()) / "metrics.jsonl").read_text().splitlines()[-1]
+            rates[n] = json.loads(last)["images_per_second"]
+        reduce = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             "--nproc-per-node", str(gpus), str(Path(__file__)), "allreduce"]
+            + (["--allow-cpu"] if device.type != "cuda" else []),
+            capture_output=True, text=True, timeout=300)
+    print(f"(h) {model_name}, batch {batch} a process, on {device.type}: 1 process "
+          f"{rates[1]:.0f} img/s, {gpus} processes {rates[gpus]:.0f} img/s, scaling "
+          f"{rates[gpus] / (gpus * rates[1]):.2f} of {gpus} x one (goal >= 0.9); "
+          f"{reduce.stdout.strip() or reduce.stderr[-500:]}")
+
+
+def time_allreduce(device: torch.device) -> None:
+    """Under torchrun: the trainer's per-step agreement on its flags, timed."""
+    import torch.distributed as dist
+
+    from olsdesk.core.distributed import Context
+
+    context = Context.from_env(device.type)
+    where = context.device(device)
+    for _ in range(20):
+        context.any_of((False, False), where)
+    if where.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(500):
+        context.any_of((False, False), where)
+    took = (time.perf_counter() - started) / 500
+    if context.main:
+        print(f"the flags' all-reduce and read {1e6 * took:.0f} us a step")
+    dist.destroy_process_group()
+
+
 def check_compile(device: torch.device, tiny: bool, workers: int | None) -> None:
     import torch._dynamo
 
@@ -322,7 +394,8 @@ def check_profile(device: torch.device, tiny: bool, workers: int | None, out: Pa
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("check", choices=("train", "ols", "files", "compile", "profile"))
+    parser.add_argument("check", choices=("train", "ols", "files", "ddp", "compile",
+                                          "profile", "allreduce"))
     parser.add_argument("--out", type=Path,
                         default=Path(os.environ.get("OUT") or tempfile.gettempdir())
                         / "olsdesk-gpu-check",
@@ -337,8 +410,10 @@ def main() -> int:
     tiny = device.type != "cuda"
     if args.check == "profile":
         check_profile(device, tiny, args.workers, args.out)
+    elif args.check == "allreduce":  # (h)'s part under torchrun
+        time_allreduce(device)
     else:
-        {"train": check_train, "ols": check_ols, "files": check_files,
+        {"train": check_train, "ols": check_ols, "files": check_files, "ddp": check_ddp,
          "compile": check_compile}[args.check](
             device, tiny, args.workers)
     return 0

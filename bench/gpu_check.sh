@@ -7,11 +7,13 @@
 #   (e) `olsdesk evaluate` of (c)'s checkpoint on CUDA, 1,000 bootstrap resamples
 #   (f) a folder of 4,096 224-px PNGs: Trainer.fit against a bare loop fed by the same files
 #   (g) Trainer.fit with --compile against without, recompilations over 3 epochs and a resume
+#   (h) with two or more GPUs: `olsdesk train --gpus N` against N x one GPU, and the
+#       per-step all-reduce of the stop flags
 #   (i) 20 training steps under torch.profiler ($OUT/olsdesk-gpu-check/profile.txt), and
 #   (k) the host-device synchronisations over 30 steps
 # Run from the repository root after `make test` (or with .venv set up):
 #   bash bench/gpu_check.sh            # prints the figures; record them in docs/PERFORMANCE.md
-#   bash bench/gpu_check.sh --allow-cpu   # a dry run of (a), (b), (f), (g), (i) on the CPU, tiny
+#   bash bench/gpu_check.sh --allow-cpu   # a dry run of (a), (b), (f)-(i) on the CPU, tiny
 #   PYTHON=python3 bash bench/gpu_check.sh   # any Python with torch and olsdesk importable
 # Without a CUDA GPU (and without --allow-cpu) it says so and exits 2.
 set -euo pipefail
@@ -44,6 +46,8 @@ if [[ ${#ALLOW[@]} -gt 0 ]] && ! command -v c++ > /dev/null && ! command -v g++ 
 else
     timeout 300 "$PY" bench/gpu_check.py compile "${ALLOW[@]}"
 fi
+echo "== (h) DDP on every GPU against N x one (two or more GPUs; the dry run: 2 CPU processes)"
+timeout 600 "$PY" bench/gpu_check.py ddp "${ALLOW[@]}"
 echo "== (i) torch.profiler over 20 steps, (k) synchronisations a step"
 timeout 120 "$PY" bench/gpu_check.py profile "${ALLOW[@]}"
 if [[ ${#ALLOW[@]} -gt 0 ]] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then

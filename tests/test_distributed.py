@@ -103,8 +103,8 @@ def test_the_gpu_check_says_plainly_that_it_needs_cuda_and_its_code_path_runs_on
                          timeout=600)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     lines = dry.stdout.splitlines()
-    for part in ("(a) smallcnn", "(b) OLS", "(f) 64 PNGs", "(g) ", "(i) 20 of fit's steps",
-                 "(k) "):
+    for part in ("(a) smallcnn", "(b) OLS", "(f) 64 PNGs", "(g) ", "(h) smallcnn",
+                 "(i) 20 of fit's steps", "(k) "):
         assert any(line.startswith(part) for line in lines), (part, dry.stdout)
     assert any(line.startswith("(g) compile on") for line in lines) or \
         "(g) skipped" in dry.stdout
