@@ -18,6 +18,18 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+_FLAGS = None  # the gloo group for any_of's flags when the run's own group is NCCL
+
+
+def _flags_group():
+    """The group ``any_of`` reduces over: gloo, host to host, beside an NCCL run's group
+    (read back over NCCL, the flags made the host wait for the GPU's queued work at every
+    step). Made at the first ``any_of``, which every process reaches together."""
+    global _FLAGS
+    if _FLAGS is None and dist.get_backend() == "nccl":
+        _FLAGS = dist.new_group(backend="gloo")
+    return _FLAGS
+
 
 @dataclass(frozen=True)
 class Context:
@@ -60,13 +72,13 @@ class Context:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def any_of(self, flags, device: torch.device) -> tuple[bool, ...]:
+    def any_of(self, flags) -> tuple[bool, ...]:
         """Each flag, true on every process when it is true on any (a stop reaches all
-        ranks at the same batch)."""
+        ranks at the same batch). A host tensor over gloo: no wait for the GPU."""
         if not self.active:
             return tuple(bool(f) for f in flags)
-        t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        t = torch.tensor([1.0 if f else 0.0 for f in flags])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=_flags_group())
         return tuple(bool(x > 0) for x in t.tolist())
 
     def gather(self, obj):
@@ -90,8 +102,10 @@ class Context:
             dist.barrier()
 
     def close(self) -> None:
+        global _FLAGS
         if self.active and dist.is_initialized():
             dist.destroy_process_group()
+            _FLAGS = None
 
 
 class ShardSampler(torch.utils.data.Sampler):

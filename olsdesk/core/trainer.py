@@ -505,7 +505,7 @@ class Trainer(Controlled):
                 self.store.log(f"epoch {epoch + 1}, step {step}: a batch of one image was "
                                "left out (BatchNorm needs two in training)")
             if self.dist.active:  # every process stops, or skips a batch, at the same step
-                stop, empty = self.dist.any_of((stop, empty), device)
+                stop, empty = self.dist.any_of((stop, empty))
             if stop:
                 return False
             if empty:
@@ -624,7 +624,7 @@ class Trainer(Controlled):
             yield BatchProgress(epoch + 1, self.config.epochs, "validate", step, batches,
                                 float("nan"), done / max(self._since(started, paused_then), 1e-9),
                                 self._since(self.run_started, 0.0))
-        if self.dist.any_of((stopped,), device)[0]:
+        if self.dist.any_of((stopped,))[0]:
             return None
         self._gather_failures()
         shard = [torch.cat(x).numpy() if x else None
