@@ -385,6 +385,17 @@ class HeldEpochEnd:
         monkeypatch.setattr(Trainer, "_report", held)
 
 
+def _into_epoch_2(tmp_path):
+    """A 2-epoch run whose epoch end runs beside training, at epoch 2's first step."""
+    trainer = Trainer(RunConfig(**{**TINY, "batch_size": 4}), runs_dir=tmp_path)
+    trainer.epoch_end_beside = True
+    fit = trainer.fit()
+    items = []
+    while _train_steps(items, 2) < 1:
+        items.append(next(fit))
+    return trainer, fit
+
+
 def _train_steps(items, epoch):
     return sum(isinstance(i, BatchProgress) and i.phase == "train" and i.epoch == epoch
                for i in items)
@@ -427,12 +438,7 @@ def test_the_epoch_end_runs_beside_the_next_epoch_on_the_weights_it_ended_with(t
 
 def test_a_paused_run_still_shows_the_epoch_that_ended_before_the_pause(tmp_path, monkeypatch):
     held = HeldEpochEnd(monkeypatch)
-    trainer = Trainer(RunConfig(**{**TINY, "batch_size": 4}), runs_dir=tmp_path)
-    trainer.epoch_end_beside = True
-    fit = trainer.fit()
-    items = []
-    while _train_steps(items, 2) < 1:
-        items.append(next(fit))
+    trainer, fit = _into_epoch_2(tmp_path)
     trainer.pause()
     got = []
     worker = threading.Thread(target=lambda: got.append(next(fit)))
@@ -450,12 +456,7 @@ def test_a_paused_run_still_shows_the_epoch_that_ended_before_the_pause(tmp_path
 def test_closing_the_fit_waits_for_the_epoch_end_so_its_checkpoint_is_whole(tmp_path,
                                                                              monkeypatch):
     held = HeldEpochEnd(monkeypatch)
-    trainer = Trainer(RunConfig(**{**TINY, "batch_size": 4}), runs_dir=tmp_path)
-    trainer.epoch_end_beside = True
-    fit = trainer.fit()
-    items = []
-    while _train_steps(items, 2) < 1:
-        items.append(next(fit))
+    trainer, fit = _into_epoch_2(tmp_path)
     threading.Timer(0.3, held.release.set).start()
     fit.close()  # as the CLI does on Ctrl-C
     assert load_checkpoint(trainer.store.checkpoint_path("latest.pt")).epoch == 1
