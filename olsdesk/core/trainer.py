@@ -570,8 +570,8 @@ class Trainer(Controlled):
 
     def _end_epoch(self, epoch: int, states: dict, analyse: Callable[[], EpochReport],
                    features: np.ndarray) -> EpochReport:
-        """The epoch's analysis, its line in the run and its checkpoint (on the epoch-end
-        thread, beside the next epoch's training)."""
+        """The epoch's analysis, its line in the run and its checkpoint: in line on the
+        CPU, on the epoch-end thread beside the next epoch's training on a GPU."""
         started = self.clock()
         report = analyse()
         report = replace(report, analysis_seconds=self.clock() - started)
