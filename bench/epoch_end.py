@@ -128,10 +128,11 @@ def archive(path: Path, n: int, k: int, seed: int = 0) -> Path:
     return path
 
 
-def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool) -> tuple[float, list]:
+def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool,
+                device: str = "cpu") -> tuple[float, list]:
     """One ``Trainer.fit``: its seconds, and what training waited at each epoch end."""
     cfg = RunConfig(data=str(data), model="smallcnn", image_size=28, epochs=epochs, batch_size=64,
-                    device="cpu", num_workers=0)
+                    device=device, num_workers=0)
     waits: list[float] = []
     with tempfile.TemporaryDirectory() as runs:
         run = Trainer(cfg, runs_dir=runs)
@@ -161,17 +162,17 @@ def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool) -> tupl
         return time.perf_counter() - started, waits
 
 
-def beside(val: dict, k: int, images: int, epochs: int) -> None:
+def beside(val: dict, k: int, images: int, epochs: int, device: str) -> None:
     with tempfile.TemporaryDirectory() as folder:
         data = archive(Path(folder) / "radimagenet_shaped.npz", images, k)
-        fit_seconds(data, 1, None, False)  # warm: imports, first allocations
-        runs = {"beside training (GPU)": (val, False), "in line (CPU)": (val, True),
+        fit_seconds(data, 1, None, False, device)  # warm: imports, first allocations
+        runs = {"beside training (GPU's way)": (val, False), "in line (CPU's way)": (val, True),
                 "baseline: small validation": (None, True)}
-        seconds = {name: fit_seconds(data, epochs, v, inline) for name, (v, inline)
-                   in runs.items()}
+        seconds = {name: fit_seconds(data, epochs, v, inline, device)
+                   for name, (v, inline) in runs.items()}
     base = seconds["baseline: small validation"][0]
     copied = host_copy_seconds()
-    print(f"Trainer.fit, {epochs} epochs of {images:,} training images, {k} classes, "
+    print(f"Trainer.fit on {device}, {epochs} epochs of {images:,} training images, {k} classes, "
           f"{len(val['labels']):,} validation predictions at each epoch end:")
     for name, (took, waits) in seconds.items():
         waited = ", ".join(f"{w:.3f}" for w in waits)
@@ -203,6 +204,8 @@ def main() -> None:
     parser.add_argument("--beside", action="store_true")
     parser.add_argument("--train-images", type=int, default=40_000)
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="--beside's training device (cuda: "
+                        "the epoch end beside a GPU's training, as the trainer runs it there)")
     args = parser.parse_args()
     val = validation(args.images, args.classes, RunConfig().embedding_samples, args.features)
     ours, base = [], []
@@ -221,7 +224,7 @@ def main() -> None:
         if seconds >= 0.01 * total:
             print(f"  {name:40s} {seconds:7.3f} s  {100 * seconds / total:5.1f} %")
     if args.beside:
-        beside(val, args.classes, args.train_images, args.epochs)
+        beside(val, args.classes, args.train_images, args.epochs, args.device)
 
 
 if __name__ == "__main__":
