@@ -80,9 +80,34 @@ def synthetic_dataset(images: int, size: int, classes: int):
                    val, 1)
 
 
+def bare_step(model_name: str, classes: int, device: torch.device):
+    """The bare loop's training step, (step(x, y), memory format, AMP dtype or None):
+    the model channels-last on CUDA under bf16 autocast (float16 with a gradient scaler
+    on a card without bf16), AdamW; what the Trainer is measured against."""
+    from olsdesk.core.models import build_model
+
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = build_model(model_name, classes, 1).to(device).to(memory_format=fmt).train()
+    dtype = None
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=dtype or torch.float32,
+                            enabled=dtype is not None):
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step, fmt, dtype
+
+
 def check_train(device: torch.device, tiny: bool, workers: int | None) -> None:
     from olsdesk.core.device import describe_device
-    from olsdesk.core.models import build_model
     from olsdesk.core.report import EpochReport
     from olsdesk.core.trainer import Trainer
 
@@ -102,13 +127,7 @@ def check_train(device: torch.device, tiny: bool, workers: int | None) -> None:
             torch.cuda.synchronize()
         loader_rate = seen / (time.perf_counter() - started)
 
-    model = build_model(model_name, classes, 1).to(device)
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    model = model.to(memory_format=fmt).train()
-    amp = device.type == "cuda"
-    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and dtype == torch.float16)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step, fmt, dtype = bare_step(model_name, classes, device)
     x = torch.randn(batch, 1, size, size, device=device).to(memory_format=fmt)
     y = torch.randint(0, classes, (batch,), device=device)
     steps = images // batch
@@ -118,19 +137,14 @@ def check_train(device: torch.device, tiny: bool, workers: int | None) -> None:
             torch.cuda.synchronize()
         started = time.perf_counter()
         for _ in range(steps):
-            with torch.autocast(device.type, dtype=dtype, enabled=amp):
-                loss = torch.nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            step(x, y)
         if device.type == "cuda":
             torch.cuda.synchronize()
         return steps * batch / (time.perf_counter() - started)
 
     epoch()  # warm-up
     bare_rate = epoch()
-    print(f"(a) {model_name} {size} px, batch {batch}, AMP {dtype if amp else 'off'}, "
+    print(f"(a) {model_name} {size} px, batch {batch}, AMP {dtype or 'off'}, "
           f"{describe_device(device)}, {workers} loader workers: Trainer.fit "
           f"{trainer_rate:.0f} img/s, bare loop {bare_rate:.0f} img/s, ratio "
           f"{trainer_rate / bare_rate:.2f}; the Trainer's loader alone {loader_rate:.0f} img/s")
@@ -212,7 +226,6 @@ def check_files(device: torch.device, tiny: bool, workers: int | None) -> None:
     from torchvision import transforms
 
     from olsdesk.config import RunConfig
-    from olsdesk.core.models import build_model
     from olsdesk.core.report import EpochReport
     from olsdesk.core.trainer import Trainer
 
@@ -237,23 +250,13 @@ def check_files(device: torch.device, tiny: bool, workers: int | None) -> None:
             _Files(train_files, transform), batch_size=batch, shuffle=True,
             num_workers=workers, pin_memory=device.type == "cuda",
             persistent_workers=workers > 0, drop_last=False)
-        model = build_model(model_name, classes, 1).to(device)
-        fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-        model = model.to(memory_format=fmt).train()
-        dtype = torch.bfloat16 if device.type == "cuda" else None
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        step, fmt, _ = bare_step(model_name, classes, device)
 
         def epoch() -> float:
             started, seen = time.perf_counter(), 0
             for x, y in loader:
-                x = x.to(device, non_blocking=True, memory_format=fmt)
-                y = y.to(device, non_blocking=True)
-                with torch.autocast(device.type, dtype=dtype or torch.float32,
-                                    enabled=dtype is not None):
-                    loss = torch.nn.functional.cross_entropy(model(x), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                step(x.to(device, non_blocking=True, memory_format=fmt),
+                     y.to(device, non_blocking=True))
                 seen += len(y)
             if device.type == "cuda":
                 torch.cuda.synchronize()
