@@ -66,6 +66,7 @@ from olsdesk.errors import RunError, TrainingError, first_line, os_reason, print
 
 SMOOTH_BAND_RESAMPLES = 100  # resamples behind an epoch's smoothed reliability band
 EPOCH_END_NICE = 10  # the epoch-end thread's priority below training's (Linux)
+ANALYSIS_THREADS = min(8, os.cpu_count() or 1)  # the epoch end's fits, side by side
 
 
 def _lr_factor(schedule: str, epoch: int, epochs: int) -> float:
@@ -647,60 +648,74 @@ class Trainer(Controlled):
         cfg, k = self.config, self.dataset.num_classes
         probs, labels = val["probs"], val["labels"]
         probs = probs / probs.sum(axis=1, keepdims=True)
-        bins = metrics.reliability_bins(probs, labels, cfg.calibration_bins)
-        nll = metrics.negative_log_likelihood(probs, labels)
         embedded = self.embed_mask[val["indices"]]
         emb_probs, emb_labels = probs[embedded], labels[embedded]
-        separation = metrics.embedding_separation(val["features"], emb_labels)
         log_probs = np.log(np.clip(probs, 1e-12, None))
-        self.temperature = fit_temperature(log_probs, labels)  # for prediction: all of val
-        # the other recalibrators evaluate compares on test
-        self.recalibration = fit_recalibration(log_probs, labels, self.temperature,
-                                               cfg.calibration_bins).to_arrays()
-        # split conformal's calibration, on the probabilities prediction shows (scaled)
-        self.conformal = calibrate(apply_temperature(log_probs, self.temperature), labels,
-                                   seed=cfg.split_seed).to_arrays()
-        # unfamiliar inputs: the embedded images' features (the embedding's sample)
+        conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
+        n_bins = cfg.calibration_bins
+        # every fit below reads only these arrays, and numpy releases the GIL in its work:
+        # they run on the cores together (the temperature first: three fits start from it)
+        with ThreadPoolExecutor(ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
+            temperature = pool.submit(fit_temperature, log_probs, labels)  # all of val
+            t = temperature.result()
+            # the other recalibrators, which evaluate compares on test
+            recalibration = pool.submit(fit_recalibration, log_probs, labels, t, n_bins,
+                                        probs=probs)
+            # split conformal's calibration, on the probabilities prediction shows (scaled)
+            conformal = pool.submit(lambda: calibrate(apply_temperature(log_probs, t), labels,
+                                                      seed=cfg.split_seed).to_arrays())
+            # honest ECE after scaling: no image scaled by a T fitted on itself
+            scaled = pool.submit(cross_fitted_confidence, log_probs, labels, seed=cfg.split_seed,
+                                 temperature=t)
+            at = {name: pool.submit(fn, *args) for name, (fn, *args) in {  # longest first
+                "smooth": (_smooth_reliability, conf, hits, cfg.split_seed),
+                "classwise": (metrics.classwise_calibration_error, probs, labels, n_bins),
+                "separation": (metrics.embedding_separation, val["features"], emb_labels),
+                "pca": (pca_2d, val["features"]),
+                "mean": (metrics.mean_prediction_matrix, probs, labels, k),
+                "l2": (metrics.debiased_l2_calibration_error, probs, labels, n_bins),
+                "adaptive": (metrics.adaptive_calibration_error, probs, labels, n_bins),
+                "bins": (metrics.reliability_bins, probs, labels, n_bins),
+            }.items()}
+            nll = metrics.negative_log_likelihood(probs, labels)
+            top1, top5 = (metrics.topk_accuracy(probs, labels, n) for n in (1, 5))
+            brier = metrics.brier_score(probs, labels)
+            histogram = metrics.confidence_histogram(probs, n_bins)
+            at = {name: future.result() for name, future in at.items()}
+            self.temperature = t
+            self.recalibration = recalibration.result().to_arrays()
+            self.conformal = conformal.result()
+            scaled = scaled.result()
+        # unfamiliar inputs: the embedded images' features (the embedding's sample); alone,
+        # as its eigendecompositions run on every core already (beside the pool: 20 % slower)
         self.ood = fit_familiarity(val["energy"], val["features"], emb_labels, k,
                                    seed=cfg.split_seed).to_arrays()
-        conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
-        # honest ECE after scaling: no image scaled by a T fitted on itself
-        scaled = cross_fitted_confidence(log_probs, labels, seed=cfg.split_seed,
-                                         temperature=self.temperature)
-        smooth = metrics.smooth_reliability(conf, hits)
-        band = smooth_reliability_band(conf, hits, smooth.bandwidth, SMOOTH_BAND_RESAMPLES,
-                                       seed=cfg.split_seed)
+        bins, separation, (smooth, band) = at["bins"], at["separation"], at["smooth"]
         points = np.linspace(0.0, 1.0, SMOOTH_POINTS)
         return EpochReport(
             epoch=epoch + 1, epochs=cfg.epochs,
             train_loss=train_loss, train_top1=train_top1, train_top5=train_top5,
-            val_top1=metrics.topk_accuracy(probs, labels, 1),
-            val_top5=metrics.topk_accuracy(probs, labels, 5), val_nll=nll,
-            val_brier=metrics.brier_score(probs, labels),
-            ece=bins.ece, mce=bins.mce,
-            adaptive_ece=metrics.adaptive_calibration_error(probs, labels, cfg.calibration_bins),
-            classwise_ece=metrics.classwise_calibration_error(probs, labels,
-                                                              cfg.calibration_bins),
+            val_top1=top1, val_top5=top5, val_nll=nll, val_brier=brier,
+            ece=bins.ece, mce=bins.mce, adaptive_ece=at["adaptive"],
+            classwise_ece=at["classwise"],
             temperature=self.temperature,
-            ece_temperature_scaled=metrics.ece_of_confidence(scaled, hits,
-                                                             cfg.calibration_bins),
+            ece_temperature_scaled=metrics.ece_of_confidence(scaled, hits, n_bins),
             silhouette=separation.silhouette, intra_inter_ratio=separation.intra_inter_ratio,
             lr=lr, epoch_seconds=seconds, images_per_second=images_per_second,
             skipped_files=skipped_files,
             soft_labels=soft_labels, soft_label_counts=row_counts,
-            mean_prediction=metrics.mean_prediction_matrix(probs, labels, k),
+            mean_prediction=at["mean"],
             reliability_counts=bins.counts, reliability_accuracy=bins.accuracy,
             reliability_confidence=bins.confidence,
-            confidence_histogram=metrics.confidence_histogram(probs, cfg.calibration_bins),
-            embedding=pca_2d(val["features"]).astype(np.float32),
+            confidence_histogram=histogram,
+            embedding=at["pca"].astype(np.float32),
             embedding_indices=val["embedded"],
             embedding_labels=emb_labels,
             embedding_predictions=emb_probs.argmax(axis=1),
             embedding_confidences=emb_probs.max(axis=1).astype(np.float32),
             class_names=self.dataset.class_names,
             smooth_ece=smooth.value, smooth_bandwidth=smooth.bandwidth,
-            l2_ce_debiased=metrics.debiased_l2_calibration_error(probs, labels,
-                                                                 cfg.calibration_bins),
+            l2_ce_debiased=at["l2"],
             smooth_confidence=points,
             smooth_accuracy=np.interp(points, smooth.confidence,
                                       np.where(smooth.supported, smooth.accuracy, np.nan)),
@@ -708,6 +723,13 @@ class Trainer(Controlled):
                                              np.where(smooth.supported, b, np.nan))
                                    for b in band]),
         )
+
+
+def _smooth_reliability(conf: np.ndarray, hits: np.ndarray, seed: int):
+    """The smoothed reliability curve and its band of resamples."""
+    smooth = metrics.smooth_reliability(conf, hits)
+    return smooth, smooth_reliability_band(conf, hits, smooth.bandwidth,
+                                           SMOOTH_BAND_RESAMPLES, seed=seed)
 
 
 def _tensors(arrays: dict) -> dict:

@@ -488,3 +488,47 @@ def test_a_compiled_run_says_it_compiles_before_its_first_step(tmp_path, monkeyp
     assert phases.count("compile") == 1 and phases[0] == "compile" and phases[1] == "train"
     said = next(i for i in items if isinstance(i, BatchProgress))
     assert said.batch == 0 and said.epoch == 1 and said.fraction_of_epoch == 0.0
+
+
+def test_the_epoch_ends_fits_side_by_side_report_what_one_thread_reports(monkeypatch):
+    """The epoch end's fits share the validation arrays on a pool of threads: none may
+    write to them or to each other's state, so one thread and eight give the same report
+    and the same recalibrators, conformal calibration and unfamiliar-input detector."""
+    import types
+
+    from olsdesk.core import trainer as trainer_module
+
+    rng = np.random.default_rng(3)
+    n, k, width = 1500, 12, 32
+    labels = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k)) * 2.0
+    logits[np.arange(n), labels] += 2.5
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    mask = np.zeros(n, dtype=bool)
+    mask[rng.choice(n, 400, replace=False)] = True
+    val = {"probs": probs, "labels": labels, "indices": np.arange(n),
+           "energy": np.log(np.exp(logits).sum(1)), "embedded": np.flatnonzero(mask),
+           "features": rng.normal(size=(400, width)).astype(np.float32)}
+    results = []
+    for threads in (1, 8):
+        monkeypatch.setattr(trainer_module, "ANALYSIS_THREADS", threads)
+        stub = types.SimpleNamespace(config=RunConfig(), embed_mask=mask, dataset=types.SimpleNamespace(
+            num_classes=k, class_names=[f"c{i}" for i in range(k)]))
+        report = Trainer._report(stub, 0, np.eye(k), np.ones(k), 0.1, 2.0, 0.5, 0.8, val,
+                                 1.0, 10.0, 0)
+        results.append((vars(report), stub.temperature, stub.recalibration, stub.conformal,
+                        stub.ood))
+    assert np.isfinite(results[0][0]["ece_temperature_scaled"]) and results[0][1] > 0
+
+    def same(a, b):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys()
+            for key in a:
+                same(a[key], b[key])
+        elif isinstance(a, np.ndarray | float | int | np.floating):
+            np.testing.assert_array_equal(a, b)
+        else:
+            assert a == b
+
+    for one, eight in zip(*results, strict=True):
+        same(one, eight)
