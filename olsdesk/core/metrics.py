@@ -149,12 +149,18 @@ def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: in
 def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """Mean over classes k of the ECE of p_k against the indicator [y = k]."""
     probs, labels = _check(probs, labels)
-    errors = []
-    for k in range(probs.shape[1]):
-        conf = probs[:, k].astype(np.float64)
-        hits = (labels == k).astype(np.float64)
-        errors.append(_ece_from(*_binned(conf, hits, n_bins)))
-    return float(np.mean(errors))
+    n, k = probs.shape
+    # one pass over the matrix, not a strided one per class: image i's class-c probability
+    # counts in bin (c, its bin); each class's images are visited in row order, so every
+    # sum is the one its own column would give (the same numbers bit for bit)
+    idx = bin_index(probs, n_bins) + np.arange(k) * n_bins
+    counts = np.bincount(idx.ravel(), minlength=k * n_bins).reshape(k, n_bins)
+    conf_sum = np.bincount(idx.ravel(), weights=probs.ravel(),
+                           minlength=k * n_bins).reshape(k, n_bins)
+    hit_sum = np.bincount(idx[np.arange(n), labels], minlength=k * n_bins).reshape(k, n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc, conf = hit_sum / counts, conf_sum / counts
+    return float(np.mean([_ece_from(*bins) for bins in zip(counts, acc, conf, strict=True)]))
 
 
 # --- smooth ECE (Blasiok & Nakkiran, 2023) ------------------------------------------------

@@ -657,6 +657,10 @@ class Trainer(Controlled):
         # they run on the cores together (the temperature first: three fits start from it)
         with ThreadPoolExecutor(ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
             temperature = pool.submit(fit_temperature, log_probs, labels)  # all of val
+            nll = metrics.negative_log_likelihood(probs, labels)
+            top1, top5 = (metrics.topk_accuracy(probs, labels, n) for n in (1, 5))
+            brier = metrics.brier_score(probs, labels)
+            histogram = metrics.confidence_histogram(probs, n_bins)
             t = temperature.result()
             # the other recalibrators, which evaluate compares on test
             recalibration = pool.submit(fit_recalibration, log_probs, labels, t, n_bins,
@@ -677,10 +681,6 @@ class Trainer(Controlled):
                 "adaptive": (metrics.adaptive_calibration_error, probs, labels, n_bins),
                 "bins": (metrics.reliability_bins, probs, labels, n_bins),
             }.items()}
-            nll = metrics.negative_log_likelihood(probs, labels)
-            top1, top5 = (metrics.topk_accuracy(probs, labels, n) for n in (1, 5))
-            brier = metrics.brier_score(probs, labels)
-            histogram = metrics.confidence_histogram(probs, n_bins)
             at = {name: future.result() for name, future in at.items()}
             self.temperature = t
             self.recalibration = recalibration.result().to_arrays()

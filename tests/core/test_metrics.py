@@ -63,6 +63,20 @@ def test_classwise_ece_by_hand():
     assert m.classwise_calibration_error(probs, labels, 2) == pytest.approx(0.25)
 
 
+def test_classwise_ece_is_each_class_columns_ece_exactly():
+    """Computed in one pass over the matrix, it is the mean of each class's own ECE (its
+    column against [y = k]) bit for bit, with a class that has no images and
+    probabilities on the bins' edges."""
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet(np.full(9, 0.4), size=3000)
+    probs[:40] = np.eye(9)[rng.integers(0, 9, 40)]  # 0 and 1 exactly
+    probs[40:60, :3] = [[2 / 15, 1 / 15, 12 / 15]]  # on the edges of 15 bins
+    labels = rng.choice([0, 1, 2, 3, 4, 5, 6, 8], size=3000)  # class 7: no image
+    for n_bins in (15, 4):
+        each = [m.ece_of_confidence(probs[:, k], labels == k, n_bins) for k in range(9)]
+        assert m.classwise_calibration_error(probs, labels, n_bins) == float(np.mean(each))
+
+
 def _random_probs(rng, n, k, sharp=3.0):
     logits = rng.normal(size=(n, k)) * sharp
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
