@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check for a lent machine: one command, about 6 minutes on one H100.
+# The GPU check for a lent machine: one command, about 7 minutes on one H100.
 #   (a) ResNet-50, 224 px, AMP: Trainer.fit against a bare loop, images per second
 #   (b) OLS on CUDA against the CPU, same inputs
 #   (c) a one-process NCCL torchrun demo epoch through `olsdesk train`
@@ -11,6 +11,8 @@
 #       per-step all-reduce of the stop flags
 #   (i) 20 training steps under torch.profiler ($OUT/olsdesk-gpu-check/profile.txt), and
 #   (k) the host-device synchronisations over 30 steps
+#   (l) the epoch end at 135,000 x 165 on this machine's cores (the CPU only: its fits
+#       run side by side, so the cores decide whether it stays under 2 s)
 # Run from the repository root after `make test` (or with .venv set up):
 #   bash bench/gpu_check.sh            # prints the figures; record them in docs/PERFORMANCE.md
 #   bash bench/gpu_check.sh --allow-cpu   # a dry run of (a), (b), (f)-(i) on the CPU, tiny
@@ -69,3 +71,5 @@ timeout 120 "$PY" -m olsdesk evaluate --checkpoint "$(ls "$runs"/*/checkpoints/b
 echo "(e) finished in $(( $(date +%s) - start )) s"
 echo "== (d) data loader, 1 worker and every core"
 timeout 150 "$PY" bench/loader.py --files 2000 --rounds 3
+echo "== (l) the epoch end at 135,000 x 165 validation predictions, on this machine's cores"
+timeout 150 "$PY" bench/epoch_end.py --features 2048 --rounds 3
