@@ -68,12 +68,13 @@ def test_classwise_ece_is_each_class_columns_ece_exactly():
     column against [y = k]) bit for bit, with a class that has no images and
     probabilities on the bins' edges."""
     rng = np.random.default_rng(5)
-    probs = rng.dirichlet(np.full(9, 0.4), size=3000)
-    probs[:40] = np.eye(9)[rng.integers(0, 9, 40)]  # 0 and 1 exactly
-    probs[40:60, :3] = [[2 / 15, 1 / 15, 12 / 15]]  # on the edges of 15 bins
-    labels = rng.choice([0, 1, 2, 3, 4, 5, 6, 8], size=3000)  # class 7: no image
+    classes = 40  # more than one pass's classes: 16, 16 and 8
+    probs = rng.dirichlet(np.full(classes, 0.4), size=3000)
+    probs[:40] = np.eye(classes)[rng.integers(0, classes, 40)]  # 0 and 1 exactly
+    probs[40:60, 14:19] = [[2 / 15, 1 / 15, 12 / 15, 0.0, 1 / 15]]  # on the bins' edges
+    labels = rng.choice(np.delete(np.arange(classes), 17), size=3000)  # 17: no image
     for n_bins in (15, 4):
-        each = [m.ece_of_confidence(probs[:, k], labels == k, n_bins) for k in range(9)]
+        each = [m.ece_of_confidence(probs[:, k], labels == k, n_bins) for k in range(classes)]
         assert m.classwise_calibration_error(probs, labels, n_bins) == float(np.mean(each))
 
 
