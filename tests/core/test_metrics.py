@@ -64,9 +64,9 @@ def test_classwise_ece_by_hand():
 
 
 def test_classwise_ece_is_each_class_columns_ece_exactly():
-    """Computed in one pass over the matrix, it is the mean of each class's own ECE (its
-    column against [y = k]) bit for bit, with a class that has no images and
-    probabilities on the bins' edges."""
+    """Binned a few classes a pass, it is the mean of each class's own ECE (its column
+    against [y = k]) bit for bit, with a class that has no images and probabilities on
+    the bins' edges."""
     rng = np.random.default_rng(5)
     classes = 40  # more than one pass's classes: 16, 16 and 8
     probs = rng.dirichlet(np.full(classes, 0.4), size=3000)
