@@ -10,6 +10,10 @@
     python bench/gpu_check.py profile  # (i) 20 training steps under torch.profiler, and
                                        #     (k) the host-device synchronisations a step
 
+(a), (f) and (k) each run twice: with the preprocessing on the CPU (the loader workers
+finish every tensor) and on the GPU (``device_preprocessing``: the workers send the
+decoded uint8 images, the GPU resizes, crops, flips and scales each batch).
+
 (a) trains ResNet-50 at 224 px with AMP (bf16 where the card has it) and channels-last,
 on synthetic in-memory images, through ``Trainer.fit`` (its loader, preprocessing and
 per-batch bookkeeping; the epoch-end analysis is not in its images per second) and
@@ -114,18 +118,21 @@ def check_train(device: torch.device, tiny: bool, workers: int | None) -> None:
     config, data = _config(device, tiny, workers)
     model_name, size, batch = config.model, config.image_size, config.batch_size
     images, classes = len(data.train), data.num_classes
-    with tempfile.TemporaryDirectory() as runs:
-        trainer = Trainer(config, runs_dir=runs, dataset=data)
-        reports = [r for r in trainer.fit() if isinstance(r, EpochReport)]
-        trainer_rate = reports[-1].images_per_second  # epoch 2: warm
-        workers = trainer.num_workers
-        started, seen = time.perf_counter(), 0
-        for batch_images, _, _, _ in trainer.train_loader:
-            batch_images.to(device, non_blocking=True)
-            seen += len(batch_images)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        loader_rate = seen / (time.perf_counter() - started)
+    rates = {}  # device_preprocessing -> (Trainer.fit's rate, its loader's alone)
+    for staged in (False, True):
+        with tempfile.TemporaryDirectory() as runs:
+            trainer = Trainer(config.replace(device_preprocessing=staged), runs_dir=runs,
+                              dataset=data)
+            reports = [r for r in trainer.fit() if isinstance(r, EpochReport)]
+            workers = trainer.num_workers
+            started, seen = time.perf_counter(), 0
+            for batch_images, _, _, _ in trainer.train_loader:
+                trainer.preprocessing.finish(batch_images, device, trainer.memory_format)
+                seen += len(batch_images)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            # epoch 2's rate: warm
+            rates[staged] = reports[-1].images_per_second, seen / (time.perf_counter() - started)
 
     step, fmt, dtype = bare_step(model_name, classes, device)
     x = torch.randn(batch, 1, size, size, device=device).to(memory_format=fmt)
@@ -144,10 +151,12 @@ def check_train(device: torch.device, tiny: bool, workers: int | None) -> None:
 
     epoch()  # warm-up
     bare_rate = epoch()
-    print(f"(a) {model_name} {size} px, batch {batch}, AMP {dtype or 'off'}, "
-          f"{describe_device(device)}, {workers} loader workers: Trainer.fit "
-          f"{trainer_rate:.0f} img/s, bare loop {bare_rate:.0f} img/s, ratio "
-          f"{trainer_rate / bare_rate:.2f}; the Trainer's loader alone {loader_rate:.0f} img/s")
+    for staged, (trainer_rate, loader_rate) in rates.items():
+        print(f"(a) {model_name} {size} px, batch {batch}, AMP {dtype or 'off'}, "
+              f"{describe_device(device)}, {workers} loader workers, preprocessing on the "
+              f"{'GPU' if staged else 'CPU'}: Trainer.fit {trainer_rate:.0f} img/s, bare loop "
+              f"{bare_rate:.0f} img/s, ratio {trainer_rate / bare_rate:.2f}; the Trainer's "
+              f"loader alone {loader_rate:.0f} img/s")
 
 
 def check_ols(device: torch.device, tiny: bool, workers: int | None) -> None:
@@ -237,9 +246,12 @@ def check_files(device: torch.device, tiny: bool, workers: int | None) -> None:
                            image_size=crop, batch_size=batch, epochs=2, device=device.type,
                            num_workers=workers, loss="ce", embedding_samples=64,
                            val_fraction=0.05, test_fraction=0.0)
-        trainer = Trainer(config, runs_dir=Path(folder) / "runs")
-        reports = [r for r in trainer.fit() if isinstance(r, EpochReport)]
-        trainer_rate, workers = reports[-1].images_per_second, trainer.num_workers
+        trainer_rates = {}  # device_preprocessing -> Trainer.fit's epoch-2 rate
+        for staged in (False, True):
+            trainer = Trainer(config.replace(device_preprocessing=staged),
+                              runs_dir=Path(folder) / f"runs{staged:d}")
+            reports = [r for r in trainer.fit() if isinstance(r, EpochReport)]
+            trainer_rates[staged], workers = reports[-1].images_per_second, trainer.num_workers
         train_files = files[: len(trainer.dataset.train)]
 
         transform = transforms.Compose([
@@ -264,9 +276,11 @@ def check_files(device: torch.device, tiny: bool, workers: int | None) -> None:
 
         epoch()  # warm-up
         bare_rate = epoch()
-    print(f"(f) {len(files)} PNGs of {size} px on disk, {model_name} at {crop} px, "
-          f"{workers} loader workers: Trainer.fit {trainer_rate:.0f} img/s, bare loop "
-          f"{bare_rate:.0f} img/s, ratio {trainer_rate / bare_rate:.2f}")
+    for staged, trainer_rate in trainer_rates.items():
+        print(f"(f) {len(files)} PNGs of {size} px on disk, {model_name} at {crop} px, "
+              f"{workers} loader workers, preprocessing on the {'GPU' if staged else 'CPU'}: "
+              f"Trainer.fit {trainer_rate:.0f} img/s, bare loop {bare_rate:.0f} img/s, "
+              f"ratio {trainer_rate / bare_rate:.2f}")
 
 
 def check_ddp(device: torch.device, tiny: bool, workers: int | None) -> None:
@@ -377,23 +391,33 @@ def check_profile(device: torch.device, tiny: bool, workers: int | None, out: Pa
         steps = [item for item, _ in zip(fit, range(5), strict=False)]  # warm
         with profile(activities=activities) as prof:
             steps = [item for item, _ in zip(fit, range(20), strict=False)]
-        syncs = 0
-        if device.type == "cuda":
-            torch.cuda.set_sync_debug_mode("warn")
+        fit.close()
+    syncs = {}  # device_preprocessing -> synchronisations over 30 steps
+    for staged in (False, True):
+        with tempfile.TemporaryDirectory() as runs:
+            trainer = Trainer(config.replace(device_preprocessing=staged), runs_dir=runs,
+                              dataset=data)
+            fit = trainer.fit()
+            steps = [item for item, _ in zip(fit, range(5), strict=False)]  # warm
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 steps = [item for item, _ in zip(fit, range(30), strict=False)]
-            torch.cuda.set_sync_debug_mode("default")
-            syncs = sum("synchroniz" in str(w.message) for w in caught)
-        fit.close()
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
+            syncs[staged] = sum("synchroniz" in str(w.message) for w in caught)
+            fit.close()
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=key, row_limit=25)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.txt").write_text(table + "\n")
     print(f"(i) 20 of fit's steps profiled: {out / 'profile.txt'}; the top ops:")
     print("\n".join(table.splitlines()[:8]))
-    print(f"(k) host-device synchronisations over {len(steps)} steps: "
-          + (f"{syncs}" if device.type == "cuda" else "n/a on the CPU"))
+    for staged, count in syncs.items():
+        print(f"(k) host-device synchronisations over {len(steps)} steps, preprocessing on the "
+              f"{'GPU' if staged else 'CPU'}: "
+              + (f"{count}" if device.type == "cuda" else "n/a on the CPU"))
 
 
 def main() -> int:
@@ -412,6 +436,10 @@ def main() -> int:
     args = parser.parse_args()
     device = need_cuda(args.allow_cpu)
     tiny = device.type != "cuda"
+    if tiny:  # the dry run goes through the GPU's preprocessing code too, on the CPU
+        from olsdesk.core import trainer
+
+        trainer.STAGED_DEVICES = (*trainer.STAGED_DEVICES, "cpu")
     if args.check == "profile":
         check_profile(device, tiny, args.workers, args.out)
     elif args.check == "allreduce":  # (h)'s part under torchrun

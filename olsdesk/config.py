@@ -186,6 +186,11 @@ class RunConfig:
                             "BatchNorm statistics across them", label="Sync BatchNorm")
     compile: bool = setting(False, "compile the model with torch.compile (faster steps on a "
                             "GPU after a slow first one)", label="torch.compile")
+    device_preprocessing: bool = setting(
+        False, "on a GPU: loader workers send 8-bit images as decoded (uint8) and the GPU "
+        "resizes, crops, flips and scales each batch (less CPU work and a quarter of the "
+        "bytes a step; tensors equal to the CPU's to float rounding)",
+        label="Preprocess on the GPU")
     seed: int = setting(0, "seed of the weights, batches and augmentation", label="Seed",
                         group="main", bounds=(0, 2**32 - 1))
     split_seed: int = setting(0, "seed of the train/validation split", label="Split seed",

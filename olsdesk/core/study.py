@@ -127,7 +127,8 @@ def arm_of(path: Path, loss: str) -> str:
 
 # settings a study's run may change when it is continued: a new total of epochs, and
 # how the machine runs it (not what it computes)
-CONTINUE_MAY_CHANGE = {"epochs", "num_workers", "device", "compile"}
+CONTINUE_MAY_CHANGE = {"epochs", "num_workers", "device", "compile",
+                       "device_preprocessing"}
 
 
 def settings_changed(stored: RunConfig, planned: RunConfig) -> list[str]:

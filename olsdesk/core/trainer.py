@@ -66,6 +66,7 @@ from olsdesk.errors import RunError, TrainingError, first_line, os_reason, print
 
 SMOOTH_BAND_RESAMPLES = 100  # resamples behind an epoch's smoothed reliability band
 EPOCH_END_NICE = 10  # the epoch-end thread's priority below training's (Linux)
+STAGED_DEVICES = ("cuda", "mps")  # where device_preprocessing finishes the batches
 ANALYSIS_THREADS = min(8, os.cpu_count() or 1)  # the epoch end's fits, side by side
 
 
@@ -200,6 +201,8 @@ class Trainer(Controlled):
         self.memory_format = (torch.channels_last if self.device.type == "cuda"
                               else torch.contiguous_format)
         self.model.to(memory_format=self.memory_format)
+        # 8-bit images finished on the GPU (Preprocessing.finish); the CPU prepares its own
+        self.staged = cfg.device_preprocessing and self.device.type in STAGED_DEVICES
         self.forward = self.model  # what a training step calls: DDP and compile wrap it
         if self.dist.active:
             self.forward = torch.nn.parallel.DistributedDataParallel(
@@ -296,7 +299,8 @@ class Trainer(Controlled):
                       collate_fn=collate, pin_memory=self.device.type == "cuda",
                       persistent_workers=self.num_workers > 0)
         self.generator = torch.Generator()
-        train = TorchSamples(data.train, self.preprocessing, True, seed=cfg.seed)
+        train = TorchSamples(data.train, self.preprocessing, True, seed=cfg.seed,
+                             staged=self.staged)
         if cfg.sampling == "balanced":  # classes drawn alike; a shard a process
             order = BalancedSampler(data.train.labels, data.num_classes, cfg.seed,
                                     self.dist.rank, self.dist.world_size)
@@ -312,7 +316,7 @@ class Trainer(Controlled):
         # workers, once with them), so a resumed run would shuffle differently
         self.train_loader = DataLoader(train, sampler=self.train_sampler, **common)
         self.val_loader = DataLoader(
-            TorchSamples(data.val, self.preprocessing, False),
+            TorchSamples(data.val, self.preprocessing, False, staged=self.staged),
             sampler=ShardSampler(len(data.val), self.dist.rank, self.dist.world_size),
             **common)
 
@@ -495,7 +499,8 @@ class Trainer(Controlled):
         batches = len(self.train_loader)
         sync_every = 1 if device.type == "cpu" else 20
         running_loss, seen = float("nan"), 0
-        for step, (images, labels, _, failed) in enumerate(self.train_loader, start=1):
+        for step, (images, labels, _, failed) in enumerate(self._on_device(self.train_loader),
+                                                            start=1):
             self._note_failures(failed, self.dataset.train)
             stop = yield from self._wait_if_paused()
             empty = images is None
@@ -515,7 +520,6 @@ class Trainer(Controlled):
                 self._compiled = True
                 yield BatchProgress(epoch + 1, cfg.epochs, "compile", 0, batches, float("nan"),
                                     0.0, self._since(self.run_started, 0.0))
-            images = images.to(device, non_blocking=True, memory_format=self.memory_format)
             labels = labels.to(device, non_blocking=True)
             with forward_precision(device, cfg.amp):
                 logits = self.forward(images)
@@ -569,6 +573,33 @@ class Trainer(Controlled):
                                             analyse, val["features"])
         return True
 
+    def _on_device(self, loader):
+        """The loader's batches with their images on the device, in the layout the model
+        takes (``Preprocessing.finish``). Staged batches on CUDA (``device_preprocessing``)
+        are copied and finished one batch ahead on a side stream, so that work overlaps
+        the step before instead of waiting for it."""
+        def moved(batch):
+            images, *rest = batch
+            if images is None:
+                return batch
+            return (self.preprocessing.finish(images, self.device, self.memory_format), *rest)
+
+        if not (self.staged and self.device.type == "cuda"):
+            yield from map(moved, loader)
+            return
+        side, main = torch.cuda.Stream(self.device), torch.cuda.current_stream(self.device)
+        ahead = None
+        for batch in loader:
+            with torch.cuda.stream(side):
+                made = moved(batch)
+                done = torch.cuda.Event()
+                done.record(side)
+            if ahead is not None:
+                yield _handed_over(*ahead, main)
+            ahead = made, done
+        if ahead is not None:
+            yield _handed_over(*ahead, main)
+
     def _end_epoch(self, epoch: int, states: dict, analyse: Callable[[], EpochReport],
                    features: np.ndarray) -> EpochReport:
         """The epoch's analysis, its line in the run and its checkpoint: in line on the
@@ -604,14 +635,14 @@ class Trainer(Controlled):
         started, paused_then = self.clock(), self.paused_seconds
         done = 0
         stopped = False
-        for step, (images, y, idx, failed) in enumerate(self.val_loader, start=1):
+        for step, (images, y, idx, failed) in enumerate(self._on_device(self.val_loader),
+                                                        start=1):
             self._note_failures(failed, self.dataset.val)
             if (yield from self._wait_if_paused()):
                 stopped = True  # shards differ in length: processes agree after the loop
                 break
             if images is None:
                 continue
-            images = images.to(device, memory_format=self.memory_format)
             # as prediction and evaluate compute them (core.device's one rule)
             with forward_precision(device, self.config.amp):
                 logits, features = self.model.forward_with_features(images)
@@ -730,6 +761,15 @@ def _smooth_reliability(conf: np.ndarray, hits: np.ndarray, seed: int):
     smooth = metrics.smooth_reliability(conf, hits)
     return smooth, smooth_reliability_band(conf, hits, smooth.bandwidth,
                                            SMOOTH_BAND_RESAMPLES, seed=seed)
+
+
+def _handed_over(batch: tuple, done, stream) -> tuple:
+    """A batch made on a side stream, for ``stream``: it waits for the batch's work
+    (``done``), and the allocator keeps the images' memory until ``stream`` is through."""
+    stream.wait_event(done)
+    if batch[0] is not None:
+        batch[0].record_stream(stream)
+    return batch
 
 
 def _tensors(arrays: dict) -> dict:

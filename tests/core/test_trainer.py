@@ -532,3 +532,36 @@ def test_the_epoch_ends_fits_side_by_side_report_what_one_thread_reports(monkeyp
 
     for one, eight in zip(*results, strict=True):
         same(one, eight)
+
+
+def test_batches_finished_on_the_device_train_on_the_cpus_inputs(tmp_path, monkeypatch):
+    """``device_preprocessing`` (the batches finished by ``Preprocessing.finish``, as on
+    a GPU), run here on the CPU: every training and validation step's input is the CPU
+    path's to float rounding, so the run's numbers are the same to 1e-4. On the CPU
+    itself the setting changes nothing: its own path, bit for bit."""
+    from olsdesk.core import trainer as trainer_module
+
+    root = make_class_folder(tmp_path / "data", {"a": 10, "b": 10, "c": 10}, size=40)
+    base = dict(data=str(root), image_size=32, batch_size=4, epochs=1, device="cpu",
+                num_workers=0)
+
+    def inputs(name, **extra):
+        run = Trainer(RunConfig(**base, **extra), runs_dir=tmp_path / name)
+        run.prepare()
+        seen = []
+        run.model.register_forward_pre_hook(lambda _, args: seen.append(args[0].clone()))
+        reports, _ = run_all(run)
+        return run, seen, reports[0]
+
+    plain, cpu_inputs, cpu_report = inputs("plain")
+    ignored, same_inputs, _ = inputs("ignored", device_preprocessing=True)
+    assert not ignored.staged and not plain.staged
+    assert all(torch.equal(a, b) for a, b in zip(cpu_inputs, same_inputs, strict=True))
+    monkeypatch.setattr(trainer_module, "STAGED_DEVICES", ("cpu",))
+    staged, staged_inputs, staged_report = inputs("staged", device_preprocessing=True)
+    assert staged.staged and len(staged_inputs) == len(cpu_inputs) > 3
+    for a, b in zip(cpu_inputs, staged_inputs, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+        assert b.stride() == a.stride()  # the same layout: the same convolution algorithm
+    assert staged_report.train_loss == pytest.approx(cpu_report.train_loss, rel=1e-4)
+    assert staged_report.val_nll == pytest.approx(cpu_report.val_nll, rel=1e-4)

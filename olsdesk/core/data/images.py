@@ -92,8 +92,11 @@ def _check_file(path: Path) -> bytes:
         raise ImageReadError(f"{name} cannot be read ({exc.strerror}).") from None
 
 
-def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
-    """The image at ``path`` as float32 in [0, 1].
+def read_image(path: str | Path, min_side: int | None = None,
+               eight_bit: bool = False) -> np.ndarray:
+    """The image at ``path`` as float32 in [0, 1]; with ``eight_bit``, an image decoded
+    as 8-bit values (PNG, JPEG, BMP, most TIFFs) as those uint8 values instead, which
+    divided by 255 are the floats (a DICOM or a 16-bit image: floats either way).
 
     With ``min_side`` set, a large image is reduced at read time by the largest whole
     factor that keeps its shorter side at least ``min_side`` pixels (JPEG's DCT scaling,
@@ -109,6 +112,10 @@ def read_image(path: str | Path, min_side: int | None = None) -> np.ndarray:
                              "TIFF, BMP or DICOM).")
     try:
         image = _read_dicom(path) if dicom else _read_pil(path, min_side)
+        if image.dtype == np.uint8:
+            if eight_bit and (min_side is None or _reduction(image.shape, min_side) < 2):
+                return np.ascontiguousarray(image)
+            image = image.astype(np.float32) / 255.0
         if min_side is not None:
             image = _shrink(image, min_side)
         if not np.all(np.isfinite(image)):
@@ -181,14 +188,13 @@ def _reducible(img):
 
 
 def _pil_to_array(img) -> np.ndarray:
+    """An 8-bit image as its uint8 values (``read_image`` divides them by 255); any other
+    as float32 in [0, 1]."""
     mode = img.mode
     if mode in ("1", "L", "P", "LA", "PA", "RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"):
-        if mode == "1":
-            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-        if mode in ("L", "LA"):
-            return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
-        rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-        return _collapse_gray(rgb)
+        if mode in ("1", "L", "LA"):
+            return np.asarray(img.convert("L"), dtype=np.uint8)
+        return _collapse_gray(np.asarray(img.convert("RGB"), dtype=np.uint8))
     # 16-bit, 32-bit integer and float images: stretch to the image's own range.
     return _stretch(np.asarray(img, dtype=np.float64))
 

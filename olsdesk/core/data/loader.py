@@ -9,7 +9,7 @@ import os
 import numpy as np
 import torch
 
-from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.data.transforms import Preprocessing, Staged, StagedBatch
 from olsdesk.errors import ImageReadError
 
 
@@ -19,14 +19,18 @@ class TorchSamples(torch.utils.data.Dataset):
     A training sample's crop and flip are drawn from a generator seeded by (seed, epoch,
     index) when the key is an ``(index, epoch)`` pair (``EpochKeys``): the same image in
     the same epoch is augmented alike in any loader process, so a run resumed mid-way,
-    or run with another number of workers, trains on exactly the same inputs."""
+    or run with another number of workers, trains on exactly the same inputs.
+
+    ``staged``: 8-bit images are staged for ``Preprocessing.finish`` on the device
+    (``Preprocessing.stage``) instead of finished here."""
 
     def __init__(self, samples, preprocessing: Preprocessing, train: bool,
-                 seed: int = 0) -> None:
+                 seed: int = 0, staged: bool = False) -> None:
         self.samples = samples
         self.preprocessing = preprocessing
         self.train = train
         self.seed = seed
+        self.staged = staged
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -42,8 +46,9 @@ class TorchSamples(torch.utils.data.Dataset):
                 (self.seed * 1_000_003 + epoch) * 10_000_019 + index)
         try:
             _, tensor = self.preprocessing.prepare(
-                lambda: self.samples.load(index, self.preprocessing),
-                self.samples.describe(index), train=self.train, generator=generator)
+                lambda: self.samples.load(index, self.preprocessing, self.staged),
+                self.samples.describe(index), train=self.train, generator=generator,
+                staged=self.staged)
         except ImageReadError as exc:
             detail = getattr(exc, "detail", "")
             return None, str(exc) + (f"\n{detail}" if detail else ""), index
@@ -73,11 +78,15 @@ class EpochKeys(torch.utils.data.Sampler):
 
 
 def collate(batch):
+    """(images, labels, indices, failures): images stacked, or a ``StagedBatch`` when
+    the samples were staged for the device."""
     good = [b for b in batch if b[0] is not None]
     failed = [(index, message) for image, message, index in batch if image is None]
     if not good:
         return None, None, None, failed
-    images = torch.stack([b[0] for b in good])
+    items = [b[0] for b in good]
+    images = (StagedBatch(items) if any(isinstance(i, Staged) for i in items)
+              else torch.stack(items))
     labels = torch.tensor([b[1] for b in good], dtype=torch.long)
     indices = torch.tensor([b[2] for b in good], dtype=torch.long)
     return images, labels, indices, failed

@@ -145,9 +145,11 @@ class FileSamples:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, index: int, preprocessing: Preprocessing) -> np.ndarray:
-        """The image as ``preprocessing`` reads it (with its read-time reduction)."""
-        return preprocessing.read(self.paths[index])
+    def load(self, index: int, preprocessing: Preprocessing,
+             eight_bit: bool = False) -> np.ndarray:
+        """The image as ``preprocessing`` reads it (with its read-time reduction);
+        ``eight_bit``: as ``Preprocessing.read``."""
+        return preprocessing.read(self.paths[index], eight_bit)
 
     def describe(self, index: int) -> str:
         return self.paths[index]
@@ -168,8 +170,12 @@ class ArraySamples:
     def __len__(self) -> int:
         return len(self.images)
 
-    def load(self, index: int, preprocessing: Preprocessing | None = None) -> np.ndarray:
-        """The image in [0, 1]; held in memory, so there is nothing to reduce."""
+    def load(self, index: int, preprocessing: Preprocessing | None = None,
+             eight_bit: bool = False) -> np.ndarray:
+        """The image in [0, 1] (``eight_bit``: its uint8 values); held in memory, so
+        there is nothing to reduce."""
+        if eight_bit:
+            return self.images[index]
         return self.images[index].astype(np.float32) / 255.0
 
     def describe(self, index: int) -> str:

@@ -7,6 +7,14 @@ with a horizontal flip for training or the centre crop for evaluation, scaled to
 app's dataset preview, ``olsdesk predict`` and the Predict panel all go through
 ``Preprocessing.read``/``load``, so a model sees the same tensor for the same file
 wherever the file is read.
+
+On a GPU the path can be split at the decode (``device_preprocessing``): a loader
+worker stages an 8-bit image as it was decoded (``stage``: uint8, with the crop and flip
+it drew), and ``finish`` makes the batch's tensors on the device: the channels, the
+resize, the crop, the flip and the scaling, the same steps in the same order as
+``__call__``, so the tensors agree with the CPU's to float rounding. An image that is
+not 8-bit (a DICOM's windowed floats, a 16-bit PNG) is prepared in the worker as on the
+CPU and travels as floats.
 """
 
 from __future__ import annotations
@@ -75,29 +83,33 @@ class Preprocessing:
         need(isinstance(self.hflip, bool), "hflip must be true or false")
         return self
 
-    def read(self, path: str | Path) -> np.ndarray:
-        """The file as a [0, 1] array, reduced at read time; ImageReadError if unreadable."""
+    def read(self, path: str | Path, eight_bit: bool = False) -> np.ndarray:
+        """The file as a [0, 1] array, reduced at read time; ImageReadError if unreadable.
+        ``eight_bit``: an 8-bit image as its uint8 values instead (what ``stage`` takes)."""
         from olsdesk.core.data.images import read_image
 
-        return read_image(path, self.decode_min_side)
+        return read_image(path, self.decode_min_side, eight_bit=eight_bit)
 
     def load(self, path: str | Path) -> torch.Tensor:
         """The evaluation tensor for a file: exactly what validation feeds the model."""
         return self(self.read(path), train=False)
 
     def prepare(self, read: Callable[[], np.ndarray], name: str, train: bool = False,
-                generator: torch.Generator | None = None) -> tuple[np.ndarray, torch.Tensor]:
+                generator: torch.Generator | None = None, staged: bool = False
+                ) -> tuple[np.ndarray, torch.Tensor | Staged]:
         """The per-file firewall: ``read()`` (a file, or a sample of a dataset) and its
         model input. Whatever goes wrong for this one file becomes an ``ImageReadError``
         whose message is its sentence, with any unexpected traceback in ``detail`` (for
         the log); training skips the file, prediction, evaluation and Grad-CAM give it
         an error row, and the rest go on. Training, prediction, evaluation and Grad-CAM
-        all prepare files through here."""
+        all prepare files through here. ``staged``: an 8-bit image staged for
+        ``finish`` on the device instead (``stage``)."""
         from olsdesk.errors import ImageReadError, printable
 
         try:
             image = read()
-            return image, self(image, train=train, generator=generator)
+            prepare = self.stage if staged else self
+            return image, prepare(image, train=train, generator=generator)
         except ImageReadError:
             raise
         except Exception as exc:  # noqa: BLE001 - one file must never stop the others
@@ -118,20 +130,118 @@ class Preprocessing:
         shrinks = tensor.shape[1] > size or tensor.shape[2] > size
         tensor = F.interpolate(tensor[None], size=(size, size), mode="bilinear",
                                antialias=shrinks, align_corners=False)[0]
-        margin = self.resize_size - self.image_size
-        if train:
-            top, left = (
-                torch.randint(0, margin + 1, (2,), generator=generator).tolist()
-                if margin > 0 else (0, 0)
-            )
-            flip = self.hflip and bool(torch.rand((), generator=generator) < 0.5)
-        else:
-            top = left = margin // 2
-            flip = False
+        top, left, flip = self._placement(train, generator)
         tensor = tensor[:, top : top + self.image_size, left : left + self.image_size]
         if flip:
             tensor = tensor.flip(-1)
         return (tensor - self.mean) / self.std
+
+    def _placement(self, train: bool, generator: torch.Generator | None
+                   ) -> tuple[int, int, bool]:
+        """(top, left, flip) of the crop: drawn for training, the centre otherwise."""
+        margin = self.resize_size - self.image_size
+        if not train:
+            return margin // 2, margin // 2, False
+        top, left = (torch.randint(0, margin + 1, (2,), generator=generator).tolist()
+                     if margin > 0 else (0, 0))
+        return top, left, self.hflip and bool(torch.rand((), generator=generator) < 0.5)
+
+    def stage(self, image: np.ndarray, train: bool = False,
+              generator: torch.Generator | None = None) -> Staged | torch.Tensor:
+        """What a loader worker hands the device for ``image``: an 8-bit image as its
+        decoded uint8 values (C x H x W, alpha dropped) with the crop and flip drawn as
+        ``__call__`` draws them, for ``finish``; any other image's finished tensor."""
+        if np.asarray(image).dtype != np.uint8:
+            return self(image, train=train, generator=generator)
+        array = np.asarray(image)
+        if array.ndim == 2:
+            array = array[:, :, None]
+        if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+            raise ValueError(f"expected an H x W or H x W x C image, got shape {array.shape}")
+        pixels = torch.from_numpy(array[:, :, :3].transpose(2, 0, 1).copy())  # writable
+        return Staged(pixels, self._placement(train, generator))
+
+    def finish(self, batch: torch.Tensor | StagedBatch, device: torch.device,
+               memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+        """A batch's model input on ``device``: a batch of finished tensors copied there,
+        or a ``StagedBatch`` finished there (``__call__``'s steps, a group of images of
+        one decoded size at a time). The copies do not wait for the host (pinned)."""
+        if isinstance(batch, torch.Tensor):
+            return batch.to(device, non_blocking=True, memory_format=memory_format)
+        size = self.image_size
+        # in the layout asked for, with its standard strides (a layout taken from the
+        # crop's indexing is ambiguous for one channel, and a CPU convolution then takes
+        # another algorithm: another rounding)
+        out = torch.empty((len(batch), self.channels, size, size), device=device,
+                          memory_format=memory_format)
+        whole = len(batch.groups) == 1 and batch.finished is None  # one decoded size
+        steps = torch.arange(size, device=device)
+        for pixels, positions, placement in batch.groups:
+            x = pixels.to(device, non_blocking=True).float().div_(255.0)
+            if x.shape[1] == 3 and self.channels == 1:  # BT.601 luma, as _to_chw
+                red, green, blue = _LUMA
+                x = x[:, 0:1] * red + x[:, 1:2] * green + x[:, 2:3] * blue
+            elif x.shape[1] == 1 and self.channels == 3:
+                x = x.expand(-1, 3, -1, -1)
+            r = self.resize_size
+            x = F.interpolate(x, size=(r, r), mode="bilinear",
+                              antialias=x.shape[2] > r or x.shape[3] > r, align_corners=False)
+            top, left, flip = placement.to(device, non_blocking=True).unbind(1)
+            rows = top[:, None] + steps  # B x S, and the columns reversed where flipped
+            cols = left[:, None] + torch.where(flip[:, None] > 0, size - 1 - steps, steps)
+            picked = torch.arange(len(x), device=device)[:, None, None]
+            x = x[picked, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+            if whole:
+                return torch.div(x - self.mean, self.std, out=out)
+            out[positions.to(device, non_blocking=True)] = (x - self.mean) / self.std
+        if batch.finished is not None:
+            out[batch.finished_positions.to(device, non_blocking=True)] = batch.finished.to(
+                device, non_blocking=True)
+        return out
+
+
+# BT.601 luma's weights as float32 (what _to_chw multiplies by), as numbers: a tensor
+# would be copied to the device, and wait for it, at every batch
+_LUMA = tuple(float(w) for w in np.array([0.299, 0.587, 0.114], dtype=np.float32))
+
+
+@dataclass(frozen=True)
+class Staged:
+    """An 8-bit image as decoded (uint8, C x H x W) and its crop: (top, left, flip)."""
+
+    pixels: torch.Tensor
+    placement: tuple[int, int, bool]
+
+
+class StagedBatch:
+    """A loader batch for ``Preprocessing.finish``: the staged images stacked a decoded
+    size at a time (``groups``: pixels G x C x H x W, their places in the batch, their
+    crops G x 3), and the images the worker finished (not 8-bit) with their places."""
+
+    def __init__(self, items: list) -> None:
+        self.size = len(items)
+        by_shape: dict[tuple, list[int]] = {}
+        for i, item in enumerate(items):
+            if isinstance(item, Staged):
+                by_shape.setdefault(tuple(item.pixels.shape), []).append(i)
+        self.groups = [(torch.stack([items[i].pixels for i in at]),
+                        torch.tensor(at, dtype=torch.long),
+                        torch.tensor([items[i].placement for i in at], dtype=torch.long))
+                       for at in by_shape.values()]
+        done = [i for i, item in enumerate(items) if not isinstance(item, Staged)]
+        self.finished = torch.stack([items[i] for i in done]) if done else None
+        self.finished_positions = torch.tensor(done, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def pin_memory(self, device=None) -> StagedBatch:
+        """Its tensors in pinned memory (DataLoader's pin_memory calls this)."""
+        self.groups = [tuple(t.pin_memory() for t in group) for group in self.groups]
+        self.finished_positions = self.finished_positions.pin_memory()
+        if self.finished is not None:
+            self.finished = self.finished.pin_memory()
+        return self
 
 
 def _to_chw(image: np.ndarray, channels: int) -> torch.Tensor:
