@@ -240,3 +240,31 @@ def test_calibration_scores_are_each_methods_own_scores_of_the_true_class():
         cal.scores["raps"][kept],
         true_class_scores(probs[kept], labels[kept], "raps", cal.lam, cal.k_reg))
 
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_raps_tuning_chooses_what_ranking_every_class_chooses(seed):
+    """RAPS's lam and k_reg come from sorted values, not from each class's rank: the same
+    choice as ranking the classes (ties: the lower class first) and sizing each set from
+    its ranked classes, on probabilities with ties."""
+    from olsdesk.core.conformal import RAPS_LAMBDAS, _tune_raps
+
+    rng = np.random.default_rng(seed)
+    logits = np.round(rng.normal(size=(2000, 12)) * (0.5 + seed / 2), 0)  # many ties
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = rng.integers(0, 12, 2000)
+    lam, k_reg, keep = _tune_raps(probs, labels, seed=3)
+    p, y = probs[~keep], labels[~keep]
+    order = np.argsort(-p, axis=1, kind="stable")
+    ranked = np.take_along_axis(p, order, axis=1)
+    above = np.cumsum(ranked, axis=1) - ranked  # by rank
+    rank_true = np.argmax(order == y[:, None], axis=1)
+    assert k_reg == int(conformal_quantile(rank_true + 1, 0.9))
+    rows = np.arange(len(y))
+    sizes = []
+    for candidate in RAPS_LAMBDAS:
+        penalty = candidate * np.maximum(0, np.arange(12) + 1 - k_reg)
+        threshold = conformal_quantile(above[rows, rank_true] + p[rows, y]
+                                       + penalty[rank_true], 0.9)
+        sizes.append(((above + penalty) < threshold).sum(axis=1).mean())
+    assert lam == RAPS_LAMBDAS[int(np.argmin(sizes))]
