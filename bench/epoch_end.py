@@ -43,8 +43,9 @@ from olsdesk.core.trainer import Trainer
 
 
 def validation(n: int, k: int, embedded: int, width: int, seed: int = 0) -> dict:
-    """What ``Trainer._validate`` hands the epoch end: float32 softmax made float64, an
-    over-confident classifier of imbalanced classes (as RadImageNet's)."""
+    """What ``Trainer._validate`` hands the epoch end: float32 softmax made float64 (each
+    row divided by its sum), an over-confident classifier of imbalanced classes (as
+    RadImageNet's)."""
     rng = np.random.default_rng(seed)
     prior = rng.dirichlet(np.full(k, 0.3))
     labels = rng.choice(k, size=n, p=prior)
@@ -54,7 +55,9 @@ def validation(n: int, k: int, embedded: int, width: int, seed: int = 0) -> dict
     probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     embed = np.zeros(n, dtype=bool)
     embed[np.sort(rng.choice(n, min(embedded, n), replace=False))] = True
-    return {"probs": probs.astype(np.float64), "labels": labels, "indices": np.arange(n),
+    probs = probs.astype(np.float64)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return {"probs": probs, "labels": labels, "indices": np.arange(n),
             "energy": np.log(np.exp(logits).sum(1)), "embedded": np.flatnonzero(embed),
             "features": rng.normal(size=(int(embed.sum()), width)).astype(np.float32),
             "mask": embed}

@@ -7,7 +7,7 @@ enough. Beside it, vector scaling (a scale and a bias per class) and histogram b
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,7 +152,8 @@ def cross_fitted_confidence(logits: np.ndarray, labels: np.ndarray, seed: int = 
 
 # --- recalibrators beyond one temperature ------------------------------------------------
 VECTOR_RIDGE = 1e-3  # pull of each scale toward 1/T and each bias toward 0
-_VECTOR_STEPS = 200
+_VECTOR_STEPS = 50  # Newton steps at most (6-10 from the temperature)
+_VECTOR_TOLERANCE = 1e-14  # the Newton decrement at which a fit stops
 # vector scaling is fitted on at most this many validation images, every image of a class
 # with few and an equal share of each larger class, weighted back to the class counts
 # (the objective is then the full set's in expectation; docs/PERFORMANCE.md measures it)
@@ -199,23 +200,26 @@ def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: f
     b = 0 is temperature scaling, where the fit starts. A small ridge toward it keeps a
     class with few validation images from running off (b to minus infinity for a
     class never seen). Above VECTOR_FIT_IMAGES images the fit runs on a stratified
-    sample weighted back to the class counts (``stratified_sample``)."""
-    from scipy.optimize import minimize
+    sample weighted back to the class counts (``stratified_sample``).
 
+    The objective is convex in (w, b) (a log-sum-exp of functions linear in them) and
+    the ridge makes it strictly so: Newton's method with a backtracking line search
+    finds its one minimum in a few steps, each a pass over the sample for the gradient
+    and one matrix product for the 2K x 2K Hessian."""
     labels = np.asarray(labels).astype(np.int64)
     rows, weight = stratified_sample(labels, VECTOR_FIT_IMAGES)
     z = np.asarray(log_probs, dtype=np.float64)[rows]
     labels = labels[rows]
     n, k = len(labels), z.shape[1]
-    total = weight.sum()  # the full set's image count
+    weight = weight / weight.sum()  # over the full set's image count
     per_class = np.bincount(labels, weights=weight, minlength=k)
     picked = z[np.arange(n), labels]
     picked_sum = np.bincount(labels, weights=weight * picked, minlength=k)
     w0 = np.full(k, 1.0 / temperature)
-
     rows_n = np.arange(n)
 
-    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+    def softmax(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """(the objective, the softmax of every sampled row) at ``theta``."""
         w, b = theta[:k], theta[k:]
         a = z * w
         a += b
@@ -223,16 +227,44 @@ def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: f
         picked_a = a[rows_n, labels]
         np.exp(a, out=a)  # one exp, in place: the softmax's numerators
         row_total = a.sum(axis=1)
-        nll = -(weight * (picked_a - np.log(row_total))).sum() / total
-        a *= (weight / row_total)[:, None]  # the softmax, weighted
-        grad_w = (np.einsum("ij,ij->j", a, z) - picked_sum) / total
-        grad_b = (a.sum(axis=0) - per_class) / total
-        penalty = 0.5 * ridge * (((w - w0) ** 2).sum() + (b**2).sum())
-        return (nll + penalty, np.concatenate([grad_w + ridge * (w - w0), grad_b + ridge * b]))
+        a /= row_total[:, None]
+        nll = -(weight * (picked_a - np.log(row_total))).sum()
+        return nll + 0.5 * ridge * (((w - w0) ** 2).sum() + (b**2).sum()), a
 
-    found = minimize(objective, np.concatenate([w0, np.zeros(k)]), jac=True,
-                     method="L-BFGS-B", options={"maxiter": _VECTOR_STEPS, "ftol": 1e-7})
-    return found.x[:k].copy(), found.x[k:].copy()
+    theta = np.concatenate([w0, np.zeros(k)])
+    value, p = softmax(theta)
+    root = np.sqrt(weight)[:, None]
+    both = np.empty((n, 2 * k), dtype=np.float32)
+    for _ in range(_VECTOR_STEPS):
+        pw = p * weight[:, None]  # the softmax, weighted
+        pz = pw * z
+        gradient = np.concatenate([pz.sum(axis=0) - picked_sum + ridge * (theta[:k] - w0),
+                                   pw.sum(axis=0) - per_class + ridge * theta[k:]])
+        # the Hessian: each row's softmax covariance, in (w, b) through z and 1; its
+        # product in float32 (twice as fast), which moves where a step lands a little
+        # but not where the steps stop: that is where the float64 gradient is zero
+        np.multiply(p * z, root, out=both[:, :k])
+        np.multiply(p, root, out=both[:, k:])
+        hessian = -(both.T @ both).astype(np.float64)
+        diagonal = np.arange(k)
+        hessian[diagonal, diagonal] += (pz * z).sum(axis=0) + ridge
+        hessian[diagonal + k, diagonal + k] += pw.sum(axis=0) + ridge
+        hessian[diagonal, diagonal + k] += pz.sum(axis=0)
+        hessian[diagonal + k, diagonal] += pz.sum(axis=0)
+        step = -np.linalg.solve(hessian, gradient)
+        decrease = -(gradient @ step)  # the Newton decrement squared
+        if not decrease > _VECTOR_TOLERANCE:
+            break
+        size = 1.0
+        while size > 1e-8:  # backtracking (Armijo): a convex objective takes a full step soon
+            trial_value, trial_p = softmax(theta + size * step)
+            if trial_value <= value - 0.25 * size * decrease:
+                break
+            size *= 0.5
+        else:
+            break  # no step along it lowers the objective: at its minimum to rounding
+        theta, value, p = theta + size * step, trial_value, trial_p
+    return theta[:k].copy(), theta[k:].copy()
 
 
 def apply_vector_scaling(log_probs: np.ndarray, scale: np.ndarray,
@@ -242,6 +274,45 @@ def apply_vector_scaling(log_probs: np.ndarray, scale: np.ndarray,
         log_probs)
 
 
+_TOP_BITS = 1 << 16  # buckets of equal_count_edges: a float64's sign, exponent, 4 bits more
+_COLUMN_BLOCK = 16  # classes copied to rows at a time (17 MB at 135,000 images)
+
+
+def equal_count_edges(column: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+    """``np.quantile(column, quantiles)`` (its default, linear interpolation between the
+    two order statistics around (n - 1) q), bit for bit, for a contiguous float64
+    column: 4x faster (0.9 against 3.8 ms at 135,000 values), as it sorts only the
+    values near the quantiles. The values are bucketed by their top 16 bits (in that
+    order for values >= 0: sign, exponent, the mantissa's first 4 bits), one bincount;
+    the counts' running sum says which bucket holds each order statistic, and only those
+    buckets' values are sorted. Anything else (negative, infinite, NaN) goes to
+    ``np.quantile``."""
+    n = len(column)
+    if n == 0 or sys.byteorder != "little" or column.dtype != np.float64:
+        return np.quantile(column, quantiles)
+    keys = column.view(np.uint16)[3::4]  # each value's top 16 bits
+    counts = np.bincount(keys, minlength=_TOP_BITS)
+    if counts[0x7FF0:].any():  # the keys of inf, NaN and every negative value
+        return np.quantile(column, quantiles)
+    below = np.cumsum(counts) - counts  # values in the buckets below each bucket
+    virtual = (n - 1) * np.asarray(quantiles, dtype=np.float64)
+    lower = np.floor(virtual)
+    gamma = virtual - lower
+    ranks = np.concatenate([lower, np.minimum(lower + 1, n - 1)]).astype(np.int64)
+    bucket = np.searchsorted(below + counts, ranks, side="right")
+    needed = np.unique(bucket)
+    wanted = np.zeros(_TOP_BITS, dtype=bool)
+    wanted[needed] = True
+    near = np.sort(column[wanted[keys]])  # every value of the needed buckets, in order
+    at = np.searchsorted(needed, bucket)
+    offset = np.cumsum(counts[needed]) - counts[needed]  # in ``near``, where a bucket starts
+    order_statistic = near[offset[at] + ranks - below[bucket]]
+    a, b = order_statistic[:len(virtual)], order_statistic[len(virtual):]
+    # numpy's interpolation, as it computes it (from the nearer end)
+    step = b - a
+    return np.where(gamma >= 0.5, b - step * (1 - gamma), a + step * gamma)
+
+
 def fit_histogram_binning(probs: np.ndarray, labels: np.ndarray,
                           n_bins: int = 15) -> tuple[np.ndarray, np.ndarray]:
     """Histogram binning (Zadrozny & Elkan, 2001), one class against the rest: each
@@ -249,24 +320,27 @@ def fit_histogram_binning(probs: np.ndarray, labels: np.ndarray,
     by the share of its images that are of the class, shrunk toward the class's
     frequency by one image's weight (so an empty or tiny bin is not 0 or 1). Returns
     (inner edges K x (n_bins - 1), bin values K x n_bins)."""
-    columns = np.ascontiguousarray(np.asarray(probs, dtype=np.float64).T)  # a class a row
+    probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels).astype(np.int64)
-    k, n = columns.shape
+    n, k = probs.shape
     per_class = np.bincount(labels, minlength=k)
     prior = per_class / n
     by_class = np.split(np.argsort(labels, kind="stable"), np.cumsum(per_class)[:-1])
+    quantiles = np.arange(1, n_bins) / n_bins
     edges = np.empty((k, n_bins - 1))
     values = np.empty((k, n_bins))
-    for c, column in enumerate(columns):
-        edges[c] = np.quantile(column, np.arange(1, n_bins) / n_bins)
-        # an image falls in bin j when j edges are at or below it (searchsorted's
-        # "right"): the images in bins j and above are those not below edge j - 1,
-        # counted edge by edge (14 passes over the column, 10x faster than binning each)
-        at_or_above = n - np.array([np.count_nonzero(column < e) for e in edges[c]])
-        count = -np.diff(np.concatenate([[n], at_or_above, [0]]))
-        positive = np.bincount(np.searchsorted(edges[c], column[by_class[c]], side="right"),
-                               minlength=n_bins)
-        values[c] = (positive + prior[c]) / (count + 1.0)
+    for first in range(0, k, _COLUMN_BLOCK):
+        block = np.ascontiguousarray(probs[:, first:first + _COLUMN_BLOCK].T)  # a class a row
+        for c, column in enumerate(block, start=first):
+            edges[c] = equal_count_edges(column, quantiles)
+            # an image falls in bin j when j edges are at or below it (searchsorted's
+            # "right"): the images in bins j and above are those not below edge j - 1,
+            # counted edge by edge (14 passes over the column, 10x faster than binning each)
+            at_or_above = n - np.array([np.count_nonzero(column < e) for e in edges[c]])
+            count = -np.diff(np.concatenate([[n], at_or_above, [0]]))
+            positive = np.bincount(np.searchsorted(edges[c], column[by_class[c]],
+                                                   side="right"), minlength=n_bins)
+            values[c] = (positive + prior[c]) / (count + 1.0)
     return edges, values
 
 
@@ -341,16 +415,3 @@ class Recalibration:
     def from_arrays(cls, temperature: float, arrays: dict) -> Recalibration:
         return cls(float(temperature), **{k: np.asarray(v, dtype=np.float64)
                                           for k, v in arrays.items()})
-
-
-def fit_recalibration(log_probs: np.ndarray, labels: np.ndarray, temperature: float,
-                      n_bins: int = 15, probs: np.ndarray | None = None) -> Recalibration:
-    """Vector scaling and histogram binning on validation, beside the temperature (the two
-    side by side: numpy releases the GIL in their work). ``probs``: the probabilities
-    behind ``log_probs``, where the caller holds them (else their exp)."""
-    probs = np.exp(log_probs) if probs is None else probs
-    with ThreadPoolExecutor(1, thread_name_prefix="olsdesk-binning") as pool:
-        binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
-        scale, bias = fit_vector_scaling(log_probs, labels, temperature)
-        edges, values = binned.result()
-    return Recalibration(temperature, scale, bias, edges, values)

@@ -36,10 +36,12 @@ from olsdesk.config import RunConfig
 from olsdesk.core import metrics
 from olsdesk.core.bootstrap import smooth_reliability_band
 from olsdesk.core.calibration import (
+    Recalibration,
     apply_temperature,
     cross_fitted_confidence,
-    fit_recalibration,
+    fit_histogram_binning,
     fit_temperature,
+    fit_vector_scaling,
 )
 from olsdesk.core.conformal import calibrate
 from olsdesk.core.control import Controlled, JobControl
@@ -670,41 +672,46 @@ class Trainer(Controlled):
         order = np.argsort(index, kind="stable")
         embedded_order = np.argsort(index[self.embed_mask[index]], kind="stable")
         index = index[order]
-        return {"probs": prob[order].astype(np.float64), "labels": label[order],
+        prob = prob[order].astype(np.float64)
+        prob /= prob.sum(axis=1, keepdims=True)  # float32's rounding off each row's sum
+        return {"probs": prob, "labels": label[order],
                 "indices": index, "energy": energy[order], "features": feat[embedded_order],
                 "embedded": index[self.embed_mask[index]]}
 
     def _report(self, epoch, soft_labels, row_counts, lr, train_loss, train_top1,
                 train_top5, val, seconds, images_per_second, skipped_files) -> EpochReport:
         cfg, k = self.config, self.dataset.num_classes
-        probs, labels = val["probs"], val["labels"]
-        probs = probs / probs.sum(axis=1, keepdims=True)
+        probs, labels = val["probs"], val["labels"]  # rows that sum to 1 (``_validate``)
         embedded = self.embed_mask[val["indices"]]
         emb_probs, emb_labels = probs[embedded], labels[embedded]
-        log_probs = np.log(np.clip(probs, 1e-12, None))
-        conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
+        log_probs = np.clip(probs, 1e-12, None)
+        np.log(log_probs, out=log_probs)
         n_bins = cfg.calibration_bins
         # every fit below reads only these arrays, and numpy releases the GIL in its work:
-        # they run on the cores together (the temperature first: three fits start from it)
+        # they run on the cores together, what needs no temperature beside its fit (three
+        # fits start from it), the longest first
         with ThreadPoolExecutor(ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
             temperature = pool.submit(fit_temperature, log_probs, labels)  # all of val
+            # one of the recalibrators, which evaluate compares on test
+            binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
+            conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
+            at = {name: pool.submit(fn, *args) for name, (fn, *args) in {
+                "smooth": (_smooth_reliability, conf, hits, cfg.split_seed),
+                "classwise": (metrics.classwise_calibration_error, probs, labels, n_bins),
+            }.items()}
             nll = metrics.negative_log_likelihood(probs, labels)
             top1, top5 = (metrics.topk_accuracy(probs, labels, n) for n in (1, 5))
             brier = metrics.brier_score(probs, labels)
             histogram = metrics.confidence_histogram(probs, n_bins)
             t = temperature.result()
-            # the other recalibrators, which evaluate compares on test
-            recalibration = pool.submit(fit_recalibration, log_probs, labels, t, n_bins,
-                                        probs=probs)
+            vector = pool.submit(fit_vector_scaling, log_probs, labels, t)
             # split conformal's calibration, on the probabilities prediction shows (scaled)
             conformal = pool.submit(lambda: calibrate(apply_temperature(log_probs, t), labels,
                                                       seed=cfg.split_seed).to_arrays())
             # honest ECE after scaling: no image scaled by a T fitted on itself
             scaled = pool.submit(cross_fitted_confidence, log_probs, labels, seed=cfg.split_seed,
                                  temperature=t)
-            at = {name: pool.submit(fn, *args) for name, (fn, *args) in {  # longest first
-                "smooth": (_smooth_reliability, conf, hits, cfg.split_seed),
-                "classwise": (metrics.classwise_calibration_error, probs, labels, n_bins),
+            at |= {name: pool.submit(fn, *args) for name, (fn, *args) in {
                 "separation": (metrics.embedding_separation, val["features"], emb_labels),
                 "pca": (pca_2d, val["features"]),
                 "mean": (metrics.mean_prediction_matrix, probs, labels, k),
@@ -714,7 +721,7 @@ class Trainer(Controlled):
             }.items()}
             at = {name: future.result() for name, future in at.items()}
             self.temperature = t
-            self.recalibration = recalibration.result().to_arrays()
+            self.recalibration = Recalibration(t, *vector.result(), *binned.result()).to_arrays()
             self.conformal = conformal.result()
             scaled = scaled.result()
         # unfamiliar inputs: the embedded images' features (the embedding's sample); alone,

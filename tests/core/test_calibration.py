@@ -141,6 +141,39 @@ def test_vector_scaling_starts_at_the_temperature_and_beats_it_where_classes_dif
     np.testing.assert_allclose(bias - bias.mean(), 0.0, atol=0.1)
 
 
+@pytest.mark.parametrize("limit", [None, 1500])
+def test_vector_scaling_finds_the_minimum_a_general_optimiser_finds(monkeypatch, limit):
+    """The Newton fit against scipy's BFGS run to a tight tolerance on the same objective,
+    written out here (the ridged, weighted NLL of softmax(w z + b)) with finite-difference
+    gradients: the same scales and biases, on every image and on a weighted sample."""
+    from scipy.optimize import minimize
+
+    from olsdesk.core import calibration
+
+    z, y = _per_class_miscalibrated(4000, 6, seed=5)
+    t = calibration.fit_temperature(z, y)
+    if limit:
+        monkeypatch.setattr(calibration, "VECTOR_FIT_IMAGES", limit)
+    rows, weight = calibration.stratified_sample(y, limit or len(y))
+    assert len(rows) < len(y) if limit else len(rows) == len(y)
+    zs, ys, weight = z[rows], y[rows], weight / weight.sum()
+
+    def objective(theta):
+        a = zs * theta[:6] + theta[6:]
+        log_softmax = a - np.log(np.exp(a - a.max(1, keepdims=True)).sum(1, keepdims=True)) \
+            - a.max(1, keepdims=True)
+        ridge = calibration.VECTOR_RIDGE / 2 * (((theta[:6] - 1 / t) ** 2).sum()
+                                                + (theta[6:] ** 2).sum())
+        return -(weight * log_softmax[np.arange(len(ys)), ys]).sum() + ridge
+
+    start = np.r_[np.full(6, 1 / t), np.zeros(6)]
+    expected = minimize(objective, start, method="BFGS", options={"gtol": 1e-9}).x
+    scale, bias = calibration.fit_vector_scaling(z, y, t)
+    np.testing.assert_allclose(np.r_[scale, bias], expected, atol=1e-4)
+    assert objective(np.r_[scale, bias]) <= objective(expected) + 1e-10
+    assert objective(np.r_[scale, bias]) < objective(start) - 0.01
+
+
 def test_the_stratified_sample_keeps_rare_classes_and_weights_back_to_the_counts():
     from olsdesk.core.calibration import stratified_sample
 
@@ -212,6 +245,34 @@ def test_histogram_binning_by_hand():
     np.testing.assert_allclose(out[0], expected / expected.sum())
 
 
+def test_equal_count_edges_are_numpys_quantiles_bit_for_bit():
+    """The bucketed selection against ``np.quantile`` itself on what a class's column can
+    hold: softmax outputs over many scales, exact ties, zeros and ones, every value in
+    one bucket, 1 to 3 values, other bin counts; and what it hands to np.quantile
+    (negative, infinite, NaN, float32)."""
+    from olsdesk.core.calibration import equal_count_edges
+
+    rng = np.random.default_rng(11)
+    logits = rng.normal(size=(20_000, 40)) * np.linspace(0.5, 8, 40)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    columns = list(np.ascontiguousarray(probs.T))
+    columns += [np.round(rng.random(5000), 2), np.zeros(300), np.ones(300),
+                np.r_[np.zeros(100), np.ones(100)], 1.0 + rng.random(4000) * 1e-9,
+                rng.random(1), rng.random(2), rng.random(3), rng.random(3000) ** 30,
+                np.r_[-rng.random(50), rng.random(50)], np.r_[rng.random(9), np.inf],
+                np.r_[rng.random(9), np.nan]]
+    for column in columns:
+        column = np.ascontiguousarray(column, dtype=np.float64)
+        for bins in (2, 10, 15, 64):
+            q = np.arange(1, bins) / bins
+            with np.errstate(invalid="ignore"):  # numpy's own interpolation at inf
+                np.testing.assert_array_equal(equal_count_edges(column, q),
+                                              np.quantile(column, q))
+    short = rng.random(1000).astype(np.float32)
+    np.testing.assert_array_equal(equal_count_edges(short, q), np.quantile(short, q))
+
+
 def test_histogram_bins_hold_what_their_edges_say_with_ties_and_absent_classes():
     """Each bin's count and positives, against binning every image by its edges
     (searchsorted's "right": an image on an edge is in the bin above it), on probabilities
@@ -232,11 +293,20 @@ def test_histogram_bins_hold_what_their_edges_say_with_ties_and_absent_classes()
         np.testing.assert_array_equal(values[c], (positive + prior) / (count + 1.0))
 
 
+def _fitted(log_probs, labels, temperature):
+    """Every recalibrator fitted, as the epoch end fits them."""
+    from olsdesk.core import calibration
+
+    return calibration.Recalibration(
+        temperature, *calibration.fit_vector_scaling(log_probs, labels, temperature),
+        *calibration.fit_histogram_binning(np.exp(log_probs), labels))
+
+
 def test_a_recalibration_round_trips_and_refuses_what_does_not_fit():
-    from olsdesk.core.calibration import Recalibration, fit_recalibration
+    from olsdesk.core.calibration import Recalibration
 
     z, y = _per_class_miscalibrated(600, 4, seed=4)
-    fitted = fit_recalibration(z, y, 1.3)
+    fitted = _fitted(z, y, 1.3)
     again = Recalibration.from_arrays(1.3, fitted.to_arrays())
     for method in ("temperature", "vector", "histogram"):
         np.testing.assert_array_equal(again.apply(method, z), fitted.apply(method, z))
@@ -259,7 +329,7 @@ def test_recalibrated_probabilities_made_a_block_of_rows_at_a_time_are_the_same(
     rng = np.random.default_rng(2)
     log_probs = calibration._log_softmax(rng.normal(size=(500, 7)) * 3)
     labels = rng.integers(0, 7, 500)
-    fitted = calibration.fit_recalibration(log_probs, labels, 1.7)
+    fitted = _fitted(log_probs, labels, 1.7)
     whole = {m: fitted.apply(m, log_probs) for m in fitted.methods}
     monkeypatch.setattr(calibration, "ROW_BLOCK_VALUES", 7 * 11)  # 11 rows a block
     for method in fitted.methods:
