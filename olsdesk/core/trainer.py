@@ -16,6 +16,7 @@ not. On the CPU, whose cores training already keeps busy, it runs in line.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import math
@@ -33,11 +34,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from olsdesk.config import RunConfig
-from olsdesk.core import metrics
+from olsdesk.core import metrics, ood
 from olsdesk.core.bootstrap import smooth_reliability_band
 from olsdesk.core.calibration import (
     Recalibration,
-    apply_temperature,
     cross_fitted_confidence,
     fit_histogram_binning,
     fit_temperature,
@@ -690,12 +690,21 @@ class Trainer(Controlled):
         # every fit below reads only these arrays, and numpy releases the GIL in its work:
         # they run on the cores together, what needs no temperature beside its fit (three
         # fits start from it), the longest first
-        with ThreadPoolExecutor(ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
+        features = val["features"]
+        # unfamiliar inputs, from the embedded images' features (the embedding's sample):
+        # in the pool where its eigendecompositions are small (features at most RANK wide);
+        # wider, they gain from every core's BLAS threads and it runs alone after the pool
+        familiarity = functools.partial(fit_familiarity, val["energy"], features, emb_labels,
+                                        k, seed=cfg.split_seed)
+        alone = features is not None and min(features.shape) > ood.RANK
+        with _one_blas_thread(), ThreadPoolExecutor(
+                ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
             temperature = pool.submit(fit_temperature, log_probs, labels)  # all of val
             # one of the recalibrators, which evaluate compares on test
             binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
             conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
             at = {name: pool.submit(fn, *args) for name, (fn, *args) in {
+                **({} if alone else {"familiarity": (familiarity,)}),
                 "smooth": (_smooth_reliability, conf, hits, cfg.split_seed),
                 "classwise": (metrics.classwise_calibration_error, probs, labels, n_bins),
             }.items()}
@@ -706,14 +715,14 @@ class Trainer(Controlled):
             t = temperature.result()
             vector = pool.submit(fit_vector_scaling, log_probs, labels, t)
             # split conformal's calibration, on the probabilities prediction shows (scaled)
-            conformal = pool.submit(lambda: calibrate(apply_temperature(log_probs, t), labels,
-                                                      seed=cfg.split_seed).to_arrays())
+            conformal = pool.submit(lambda: calibrate(log_probs, labels, seed=cfg.split_seed,
+                                                      temperature=t).to_arrays())
             # honest ECE after scaling: no image scaled by a T fitted on itself
             scaled = pool.submit(cross_fitted_confidence, log_probs, labels, seed=cfg.split_seed,
                                  temperature=t)
             at |= {name: pool.submit(fn, *args) for name, (fn, *args) in {
-                "separation": (metrics.embedding_separation, val["features"], emb_labels),
-                "pca": (pca_2d, val["features"]),
+                "separation": (metrics.embedding_separation, features, emb_labels),
+                "pca": (pca_2d, features),
                 "mean": (metrics.mean_prediction_matrix, probs, labels, k),
                 "l2": (metrics.debiased_l2_calibration_error, probs, labels, n_bins),
                 "adaptive": (metrics.adaptive_calibration_error, probs, labels, n_bins),
@@ -724,10 +733,7 @@ class Trainer(Controlled):
             self.recalibration = Recalibration(t, *vector.result(), *binned.result()).to_arrays()
             self.conformal = conformal.result()
             scaled = scaled.result()
-        # unfamiliar inputs: the embedded images' features (the embedding's sample); alone,
-        # as its eigendecompositions run on every core already (beside the pool: 20 % slower)
-        self.ood = fit_familiarity(val["energy"], val["features"], emb_labels, k,
-                                   seed=cfg.split_seed).to_arrays()
+        self.ood = (familiarity() if alone else at["familiarity"]).to_arrays()
         bins, separation, (smooth, band) = at["bins"], at["separation"], at["smooth"]
         points = np.linspace(0.0, 1.0, SMOOTH_POINTS)
         return EpochReport(
@@ -783,6 +789,31 @@ def _tensors(arrays: dict) -> dict:
     """numpy arrays as tensors (what ``torch.load(weights_only=True)`` reads back)."""
     return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
             for k, v in arrays.items()}
+
+
+_blas = threading.Lock()
+_blas_limit = {"users": 0, "limit": None}  # one limit while any epoch end's pool runs
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """numpy's BLAS on one thread while the epoch end's fits share the cores: its threads
+    would take the cores from the other fits and spin while they wait (vector scaling's
+    Hessian products, 0.30 s of CPU alone, took 0.56 s beside them). Counted, so that two
+    trainers' epoch ends at once give the threads back once, when the last one is done."""
+    from threadpoolctl import threadpool_limits
+
+    with _blas:
+        if not _blas_limit["users"]:
+            _blas_limit["limit"] = threadpool_limits(1, user_api="blas")
+        _blas_limit["users"] += 1
+    try:
+        yield
+    finally:
+        with _blas:
+            _blas_limit["users"] -= 1
+            if not _blas_limit["users"]:
+                _blas_limit.pop("limit").restore_original_limits()
 
 
 def _below_training() -> None:

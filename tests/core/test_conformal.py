@@ -242,6 +242,26 @@ def test_calibration_scores_are_each_methods_own_scores_of_the_true_class():
 
 
 
+def test_calibration_from_logits_and_a_temperature_is_that_of_the_scaled_probabilities(
+        monkeypatch):
+    """``calibrate(logits, temperature=T)`` scales a block of rows at a time as it scores
+    them: bit for bit the calibration of ``apply_temperature(logits, T)``, with blocks of
+    a few rows (the last one short) and in one block."""
+    from olsdesk.core import conformal
+    from olsdesk.core.calibration import apply_temperature
+
+    rng = np.random.default_rng(8)
+    logits = np.round(rng.normal(size=(1003, 9)) * 2, 1)  # ties among the classes
+    labels = rng.integers(0, 9, 1003)
+    expected = conformal.calibrate(apply_temperature(logits, 1.7), labels, seed=4).to_arrays()
+    for block in (9 * 10, 2**18):
+        monkeypatch.setattr(conformal, "_BLOCK_VALUES", block)
+        got = conformal.calibrate(logits, labels, seed=4, temperature=1.7).to_arrays()
+        assert got.keys() == expected.keys()
+        for key, value in expected.items():
+            np.testing.assert_array_equal(got[key], value)
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_raps_tuning_chooses_what_ranking_every_class_chooses(seed):
     """RAPS's lam and k_reg come from sorted values, not from each class's rank: the same
@@ -253,7 +273,7 @@ def test_raps_tuning_chooses_what_ranking_every_class_chooses(seed):
     logits = np.round(rng.normal(size=(2000, 12)) * (0.5 + seed / 2), 0)  # many ties
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     labels = rng.integers(0, 12, 2000)
-    lam, k_reg, keep = _tune_raps(probs, labels, seed=3)
+    lam, k_reg, keep = _tune_raps(lambda rows: probs[rows], 12, labels, seed=3)
     p, y = probs[~keep], labels[~keep]
     order = np.argsort(-p, axis=1, kind="stable")
     ranked = np.take_along_axis(p, order, axis=1)

@@ -565,3 +565,24 @@ def test_batches_finished_on_the_device_train_on_the_cpus_inputs(tmp_path, monke
         assert b.stride() == a.stride()  # the same layout: the same convolution algorithm
     assert staged_report.train_loss == pytest.approx(cpu_report.train_loss, rel=1e-4)
     assert staged_report.val_nll == pytest.approx(cpu_report.val_nll, rel=1e-4)
+
+
+def test_the_epoch_end_holds_blas_to_one_thread_and_gives_the_threads_back():
+    """The fits share the cores with numpy's BLAS on one thread; a second epoch end that
+    starts and ends inside the first (two trainers in one process) leaves the limit in
+    force until the first ends, and then every BLAS has its threads back."""
+    from threadpoolctl import threadpool_info
+
+    from olsdesk.core.trainer import _one_blas_thread
+
+    def blas_threads():
+        return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before  # numpy's own OpenBLAS at least
+    with _one_blas_thread():
+        assert set(blas_threads()) == {1}
+        with _one_blas_thread():
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}
+    assert blas_threads() == before
