@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from olsdesk.config import RunConfig
-from olsdesk.core import metrics, ood
+from olsdesk.core import metrics
 from olsdesk.core.bootstrap import smooth_reliability_band
 from olsdesk.core.calibration import (
     Recalibration,
@@ -59,7 +59,7 @@ from olsdesk.core.device import amp_dtype, choose_device, describe_device, forwa
 from olsdesk.core.distributed import Context, ShardSampler
 from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
-from olsdesk.core.ood import fit_familiarity
+from olsdesk.core.ood import familiarity_parts
 from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
 from olsdesk.core.report import SMOOTH_POINTS, BatchProgress, EpochReport, RunStarted
@@ -687,24 +687,23 @@ class Trainer(Controlled):
         log_probs = np.clip(probs, 1e-12, None)
         np.log(log_probs, out=log_probs)
         n_bins = cfg.calibration_bins
-        # every fit below reads only these arrays, and numpy releases the GIL in its work:
-        # they run on the cores together, what needs no temperature beside its fit (three
-        # fits start from it), the longest first
         features = val["features"]
         # unfamiliar inputs, from the embedded images' features (the embedding's sample):
-        # in the pool where its eigendecompositions are small (features at most RANK wide);
-        # wider, they gain from every core's BLAS threads and it runs alone after the pool
-        familiarity = functools.partial(fit_familiarity, val["energy"], features, emb_labels,
-                                        k, seed=cfg.split_seed)
-        alone = features is not None and min(features.shape) > ood.RANK
+        # six eigendecompositions (five held-out folds and the full fit), one a thread
+        familiarity, familiar = familiarity_parts(val["energy"], features, emb_labels, k,
+                                                  seed=cfg.split_seed)
+        # every fit below reads only these arrays, and numpy releases the GIL in its work:
+        # they run on the cores together, the temperature first and beside it what needs
+        # none (three fits start from it), the longest first
         with _one_blas_thread(), ThreadPoolExecutor(
                 ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
             temperature = pool.submit(fit_temperature, log_probs, labels)  # all of val
+            familiarity = [pool.submit(part) for part in familiarity]
             # one of the recalibrators, which evaluate compares on test
             binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
             conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
             at = {name: pool.submit(fn, *args) for name, (fn, *args) in {
-                **({} if alone else {"familiarity": (familiarity,)}),
+                "pca": (pca_2d, features),  # 0.8 s on one core at 2,048 features
                 "smooth": (_smooth_reliability, conf, hits, cfg.split_seed),
                 "classwise": (metrics.classwise_calibration_error, probs, labels, n_bins),
             }.items()}
@@ -722,7 +721,6 @@ class Trainer(Controlled):
                                  temperature=t)
             at |= {name: pool.submit(fn, *args) for name, (fn, *args) in {
                 "separation": (metrics.embedding_separation, features, emb_labels),
-                "pca": (pca_2d, features),
                 "mean": (metrics.mean_prediction_matrix, probs, labels, k),
                 "l2": (metrics.debiased_l2_calibration_error, probs, labels, n_bins),
                 "adaptive": (metrics.adaptive_calibration_error, probs, labels, n_bins),
@@ -733,7 +731,7 @@ class Trainer(Controlled):
             self.recalibration = Recalibration(t, *vector.result(), *binned.result()).to_arrays()
             self.conformal = conformal.result()
             scaled = scaled.result()
-        self.ood = (familiarity() if alone else at["familiarity"]).to_arrays()
+            self.ood = familiar([part.result() for part in familiarity]).to_arrays()
         bins, separation, (smooth, band) = at["bins"], at["separation"], at["smooth"]
         points = np.linspace(0.0, 1.0, SMOOTH_POINTS)
         return EpochReport(
