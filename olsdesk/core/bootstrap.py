@@ -691,7 +691,18 @@ def smooth_reliability_band(conf: np.ndarray, hits: np.ndarray, bandwidth: float
             curves.append(np.where(m > 1e-12 * n, grid - r / m, np.nan))
     curves = np.vstack(curves)
     tail = (1.0 - level) / 2.0 * 100.0
-    band = np.full((2, SMOOTH_GRID), np.nan)
-    seen = np.isfinite(curves).any(axis=0)
-    band[:, seen] = np.nanpercentile(curves[:, seen], [tail, 100.0 - tail], axis=0)
-    return band
+    return column_percentiles(curves, [tail, 100.0 - tail])
+
+
+def column_percentiles(values: np.ndarray, q) -> np.ndarray:
+    """``np.nanpercentile(values, q, axis=0)`` (len(q) x columns), NaN for a column of
+    NaN alone, without its warning. nanpercentile works a column at a time (2,049 of
+    them for a band: 0.12 s); the columns with no NaN, most of them, take the vectorised
+    percentile, which gives the same numbers."""
+    finite = np.isfinite(values)
+    out = np.full((len(q), values.shape[1]), np.nan)
+    for columns, percentile in ((finite.all(axis=0), np.percentile),
+                                (finite.any(axis=0) & ~finite.all(axis=0), np.nanpercentile)):
+        if columns.any():
+            out[:, columns] = percentile(values[:, columns], q, axis=0)
+    return out
