@@ -690,15 +690,15 @@ class Trainer(Controlled):
         features = val["features"]
         # unfamiliar inputs, from the embedded images' features (the embedding's sample):
         # six eigendecompositions (five held-out folds and the full fit), one a thread
-        familiarity, familiar = familiarity_parts(val["energy"], features, emb_labels, k,
-                                                  seed=cfg.split_seed)
+        parts, familiar = familiarity_parts(val["energy"], features, emb_labels, k,
+                                            seed=cfg.split_seed)
         # every fit below reads only these arrays, and numpy releases the GIL in its work:
         # they run on the cores together, the temperature first and beside it what needs
         # none (three fits start from it), the longest first
         with _one_blas_thread(), ThreadPoolExecutor(
                 ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
             temperature = pool.submit(fit_temperature, log_probs, labels)  # all of val
-            familiarity = [pool.submit(part) for part in familiarity]
+            familiarity = [pool.submit(part) for part in parts]
             # one of the recalibrators, which evaluate compares on test
             binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
             conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
