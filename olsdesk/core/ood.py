@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -29,7 +30,6 @@ import numpy as np
 METHODS = ("mahalanobis", "energy")
 DEFAULT_METHOD = "mahalanobis"  # by measurement: docs/PERFORMANCE.md, unfamiliar inputs
 KEEP = 0.95  # the share of validation images the threshold calls familiar
-RANK = 1024  # feature directions kept exactly (the rest share one variance; bench/ood.py)
 MIN_SPREAD = 10  # images beyond one a class, for a covariance about the class means
 
 
@@ -50,7 +50,12 @@ def ledoit_wolf_shrinkage(centred: np.ndarray, gram: np.ndarray | None = None
     n, d = x.shape
     if gram is None:
         gram = x @ x.T if n <= d else x.T @ x
-    row_sq = (x ** 2).sum(axis=1)
+    return _shrinkage((x ** 2).sum(axis=1), gram, d)
+
+
+def _shrinkage(row_sq: np.ndarray, gram: np.ndarray, d: int) -> tuple[float, float]:
+    """``ledoit_wolf_shrinkage`` from each row's squared norm and X X' or X' X."""
+    n = len(row_sq)
     mu = row_sq.sum() / (n * d)  # trace(S) / D
     delta_ = (gram ** 2).sum() / n**2  # ||S||_F^2
     beta_ = (row_sq ** 2).sum()  # sum over rows of ||x||^4
@@ -60,86 +65,225 @@ def ledoit_wolf_shrinkage(centred: np.ndarray, gram: np.ndarray | None = None
     return (0.0 if beta <= 0 else float(beta / delta)), float(mu)
 
 
-def _top_eigen(x: np.ndarray, gram: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the largest ``rank`` eigenvalues of S = X'X / n, their eigenvectors D x r), from
-    the smaller Gram matrix; directions of no variance are left out."""
-    n, d = x.shape
-    m = len(gram)
-    r = min(rank, m)
-    # all of them (LAPACK's divide and conquer: faster than a subset's driver), in numpy,
-    # which lets go of the GIL while it works: scipy.linalg.eigh held it, freezing the
-    # window for 112 ms at 165 classes while the training thread fitted this
-    values, vectors = np.linalg.eigh(gram)
-    values, vectors = values[::-1][:r], vectors[:, ::-1][:, :r]
-    keep = values > max(values[0], 0.0) * 1e-10
-    values, vectors = values[keep], vectors[:, keep]
-    if n <= d:  # gram = X X': the eigenvectors of X'X are X' u / sigma
-        vectors = x.T @ vectors / np.sqrt(values)
-    return values / n, vectors
-
-
 @dataclass(frozen=True)
 class FeatureDensity:
-    """Class means and a shrunk shared covariance of the penultimate features, kept as
-    its top ``RANK`` eigenvectors with their (shrunk) variances and one variance for the
-    directions left (exact when the features span no more than RANK directions)."""
+    """Class means and the precision (inverse) of the shrunk covariance shared by the
+    classes, as ``isotropic`` I + directions diag(weights) directions' (D x r directions):
+    fewer images than features give r = n directions (the precision's part beyond the
+    isotropic), more give a D x D Cholesky factor. Either is the exact inverse."""
 
     means: np.ndarray = field(repr=False)  # K x D (NaN rows: a class with no image)
-    basis: np.ndarray = field(repr=False)  # D x r, orthonormal columns
-    variances: np.ndarray = field(repr=False)  # r
-    rest: float = 1.0  # the variance of every direction outside the basis
+    directions: np.ndarray = field(repr=False)  # D x r
+    weights: np.ndarray = field(repr=False)  # r
+    isotropic: float = 0.0
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Minus the smallest squared Mahalanobis distance to a class mean (high: familiar)."""
         f = np.asarray(features, dtype=np.float64)
         means = np.asarray(self.means, dtype=np.float64)
-        present = np.isfinite(means).all(axis=1)
-        means = means[present]
-        basis = np.asarray(self.basis, dtype=np.float64)
-
-        def squared(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # N x K, no N x K x D
-            return (x ** 2).sum(1)[:, None] - 2 * x @ y.T + (y ** 2).sum(1)[None, :]
-
-        f_in, m_in = f @ basis, means @ basis  # coordinates in the kept directions
-        scale = 1 / np.sqrt(self.variances)
-        outside = np.maximum(squared(f, means) - squared(f_in, m_in), 0.0)
-        distance = np.maximum(squared(f_in * scale, m_in * scale), 0.0) + outside / self.rest
-        return -distance.min(axis=1)
+        means = means[np.isfinite(means).all(axis=1)]
+        directions = np.asarray(self.directions, dtype=np.float64)
+        return _score(f @ directions, means @ directions, self.weights, self.isotropic,
+                      lambda: _squared(f, means))
 
     def to_arrays(self) -> dict:
-        return {"means": self.means.astype(np.float32), "basis": self.basis.astype(np.float32),
-                "variances": self.variances.astype(np.float64), "rest": float(self.rest)}
+        return {"means": self.means.astype(np.float32),
+                "directions": self.directions.astype(np.float32),
+                "weights": self.weights.astype(np.float64), "isotropic": float(self.isotropic)}
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> FeatureDensity:
-        means, basis = np.asarray(arrays["means"]), np.asarray(arrays["basis"])
-        variances = np.asarray(arrays["variances"], dtype=np.float64)
-        if means.ndim != 2 or basis.shape != (means.shape[1], len(variances)):
-            raise ValueError("the feature density's means and basis do not fit together")
-        if not (variances > 0).all() or not float(arrays["rest"]) > 0:
-            raise ValueError("the feature density's variances must be positive")
-        return cls(means, basis, variances, float(arrays["rest"]))
+        if "basis" in arrays:  # olsdesk 0.3: orthonormal directions, their variances, and
+            # one variance ("rest") for every other direction
+            variances, rest = np.asarray(arrays["variances"], dtype=np.float64), \
+                float(arrays["rest"])
+            if not (variances > 0).all() or not rest > 0:
+                raise ValueError("the feature density's variances must be positive")
+            arrays = {"means": arrays["means"], "directions": arrays["basis"],
+                      "weights": 1 / variances - 1 / rest, "isotropic": 1 / rest}
+        means, directions = np.asarray(arrays["means"]), np.asarray(arrays["directions"])
+        weights = np.asarray(arrays["weights"], dtype=np.float64)
+        isotropic = float(arrays["isotropic"])
+        if means.ndim != 2 or directions.shape != (means.shape[1], len(weights)):
+            raise ValueError("the feature density's means and directions do not fit together")
+        if not (np.isfinite(weights).all() and math.isfinite(isotropic) and isotropic >= 0):
+            raise ValueError("the feature density's weights must be finite numbers")
+        return cls(means, directions, weights, isotropic)
+
+
+def _squared(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """sum_j w_j (x_j - y_j)^2 of every row pair, N x K: no N x K x D array."""
+    if w is None:
+        return (x ** 2).sum(1)[:, None] - 2 * x @ y.T + (y ** 2).sum(1)[None, :]
+    return ((x ** 2) @ w)[:, None] - 2 * (x * w) @ y.T + ((y ** 2) @ w)[None, :]
+
+
+def _score(f_in: np.ndarray, m_in: np.ndarray, weights: np.ndarray, isotropic: float,
+           apart: Callable[[], np.ndarray]) -> np.ndarray:
+    """Minus the smallest of (f - mu)' P (f - mu) over the class means mu, with
+    P = isotropic I + V diag(weights) V', from the coordinates ``f_in`` and ``m_in`` of the
+    images and the means along V and ``apart()``, their squared distances (N x K)."""
+    distance = _squared(f_in, m_in, np.asarray(weights, dtype=np.float64))
+    if isotropic:
+        distance += isotropic * apart()
+    return -np.maximum(distance, 0.0).min(axis=1)
+
+
+def _solve_lower(lower: np.ndarray, b: np.ndarray, block: int = 256) -> np.ndarray:
+    """L^-1 b for a lower triangular L, a block of rows at a time: numpy's products,
+    which let go of the GIL, do nearly all the work, and scipy's triangular solve, which
+    holds it (0.2 s at 2,000 x 2,048, a frozen window), only a block's (a few ms)."""
+    from scipy.linalg import solve_triangular
+
+    x = np.array(b, dtype=np.float64)
+    for start in range(0, len(x), block):
+        end = min(start + block, len(x))
+        if start:
+            x[start:end] -= lower[start:end, :start] @ x[:start]
+        x[start:end] = solve_triangular(lower[start:end, start:end], x[start:end],
+                                        lower=True, check_finite=False)
+    return x
+
+
+def _ridge(shrinkage: float, mu: float, n: int) -> tuple[float, float]:
+    """(a, b) of the Ledoit-Wolf covariance a I + b X'X, b = (1 - shrinkage) / n."""
+    # constant features: a variance, not a division by 0
+    return max(shrinkage * mu, max(mu, 1e-12) * 1e-6), (1 - shrinkage) / n
+
+
+def _class_means(f: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    members = np.eye(num_classes)[labels]  # n x K, one-hot
+    with np.errstate(invalid="ignore", divide="ignore"):  # a class without images: NaN
+        return (members.T @ f) / members.sum(axis=0)[:, None]
+
+
+def _sample_gram(features: np.ndarray) -> np.ndarray:
+    """F F' of the features about their overall mean (n x n)."""
+    f = np.asarray(features, dtype=np.float64)
+    f = f - f.mean(axis=0)
+    return f @ f.T
+
+
+class _Gram:
+    """The sample's ``_sample_gram``, computed once, by the first fit that asks for it:
+    every fit on fewer images than features works from it (its Gram matrix about its own
+    class means, and the products that score held-out images), so the full fit and five
+    folds cost one product of the features, not six."""
+
+    def __init__(self, features: np.ndarray):
+        self._features, self._lock, self._value = features, threading.Lock(), None
+
+    def __call__(self) -> np.ndarray:
+        with self._lock:
+            if self._value is None:
+                self._value = _sample_gram(self._features)
+            return self._value
+
+
+@dataclass(frozen=True)
+class _FromGram:
+    """A fit on the images ``rows`` of a sample, from the sample's Gram matrix g = F F'
+    (F about the sample's mean): m_k the class means of those images, X their features
+    about them, P = (I - X' (L L')^-1 X) / a with L L' = a/b I + X X'."""
+
+    lower: np.ndarray | None  # L (None when b = 0: P = I / a)
+    a: float
+    fm: np.ndarray  # n x K': f_i . m_k for every image of the sample, present classes only
+    mm: np.ndarray  # K' x K': m_k . m_l
+    own: np.ndarray  # each row's class among the present ones
+    present: np.ndarray  # K, the classes with an image among the rows
+
+    @classmethod
+    def fit(cls, g: np.ndarray, labels: np.ndarray, num_classes: int, rows: np.ndarray,
+            d: int) -> _FromGram:
+        y = labels[rows]
+        members = np.eye(num_classes)[y]
+        counts = members.sum(axis=0)
+        present = counts > 0
+        members, counts = members[:, present], counts[present]
+        own = np.cumsum(present)[y] - 1
+        fm = g[:, rows] @ members / counts
+        mm = members.T @ fm[rows] / counts[:, None]
+        cross = fm[rows][:, own]  # f_i . m_(y_j)
+        gram = g[np.ix_(rows, rows)] - cross - cross.T + mm[np.ix_(own, own)]  # X X'
+        a, b = _ridge(*_shrinkage(np.diag(gram).copy(), gram, d), len(y))
+        if b <= 0:
+            return cls(None, a, fm, mm, own, present)
+        gram[np.diag_indices(len(y))] += a / b
+        return cls(np.linalg.cholesky(gram), a, fm, mm, own, present)
+
+    def project(self, xb: np.ndarray) -> np.ndarray:
+        """The coordinates L^-1 X b' of points b, from X b' (rows x N)."""
+        if self.lower is None:
+            return np.zeros((xb.shape[1], 0))
+        return _solve_lower(self.lower, xb).T
+
+    def held_out_score(self, g: np.ndarray, rows: np.ndarray, held: np.ndarray) -> np.ndarray:
+        """The scores of the sample's ``held`` images."""
+        fm_held = self.fm[held]
+        x_held = g[np.ix_(rows, held)] - fm_held[:, self.own].T  # X f'
+        x_means = self.fm[rows] - self.mm[self.own]  # X m'
+        n = 0 if self.lower is None else len(self.lower)
+
+        def apart() -> np.ndarray:  # |f - m_k|^2
+            return (np.diag(g)[held][:, None] - 2 * fm_held + np.diag(self.mm)[None, :])
+
+        return _score(self.project(x_held), self.project(x_means), np.full(n, -1 / self.a),
+                      1 / self.a, apart)
+
+
+def _covariance_factor(f: np.ndarray, labels: np.ndarray, num_classes: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(class means, the lower Cholesky factor of the Ledoit-Wolf covariance), for more
+    images than features: the distance is |L^-1 (f - m_k)|^2."""
+    n, d = f.shape
+    means = _class_means(f, labels, num_classes)
+    centred = f - means[labels]
+    gram = centred.T @ centred
+    a, b = _ridge(*_shrinkage((centred ** 2).sum(axis=1), gram, d), n)
+    gram *= b
+    gram[np.diag_indices(d)] += a
+    return means, np.linalg.cholesky(gram)
 
 
 def fit_density(features: np.ndarray, labels: np.ndarray, num_classes: int,
-                rank: int | None = None) -> FeatureDensity:
-    """Class means and the Ledoit-Wolf shrunk covariance of the features about them."""
+                gram: np.ndarray | None = None) -> FeatureDensity:
+    """Class means and the Ledoit-Wolf shrunk covariance of the features about them.
+    ``gram``: the features' ``_sample_gram``, where it is at hand."""
     f = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.int64)
     n, d = f.shape
-    members = np.eye(num_classes)[labels]  # n x K, one-hot
-    with np.errstate(invalid="ignore", divide="ignore"):  # a class without images: NaN
-        means = (members.T @ f) / members.sum(axis=0)[:, None]
-    centred = f - means[labels]
-    gram = centred @ centred.T if n <= d else centred.T @ centred
-    shrinkage, mu = ledoit_wolf_shrinkage(centred, gram)
-    eig, basis = _top_eigen(centred, gram, RANK if rank is None else rank)
-    left = d - len(eig)
-    rest_eig = max(mu * d - eig.sum(), 0.0) / left if left else 0.0
-    floor = max(mu, 1e-12) * 1e-6  # constant features: a variance, not a division by 0
-    variances = np.maximum((1 - shrinkage) * eig + shrinkage * mu, floor)
-    rest = max((1 - shrinkage) * rest_eig + shrinkage * mu, floor)
-    return FeatureDensity(means, basis, variances, float(rest))
+    if n > d:  # the inverse is L^-T L^-1
+        means, lower = _covariance_factor(f, labels, num_classes)
+        return FeatureDensity(means, _solve_lower(lower, np.eye(d)).T, np.ones(d), 0.0)
+    fit = _FromGram.fit(_sample_gram(f) if gram is None else gram, labels, num_classes,
+                        np.ones(n, dtype=bool), d)
+    means = _class_means(f, labels, num_classes)
+    if fit.lower is None:
+        return FeatureDensity(means, np.zeros((d, 0)), np.zeros(0), 1 / fit.a)
+    # Woodbury: the inverse is (I - W'W) / a with W = L^-1 X (n x D)
+    w = _solve_lower(fit.lower, f - means[labels])
+    return FeatureDensity(means, w.T, np.full(n, -1 / fit.a), 1 / fit.a)
+
+
+def _held_out_score(features: np.ndarray, labels: np.ndarray, num_classes: int,
+                    held: np.ndarray, gram: Callable[[], np.ndarray] | None = None
+                    ) -> np.ndarray:
+    """The scores of the ``held`` images under the density of the others, without its
+    D x r directions: from the sample's Gram matrix (``gram()``, computed here when not
+    given) for fewer images than features, else from the others' covariance factor."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rows = ~held
+    d = features.shape[1]
+    if rows.sum() <= d:
+        g = _sample_gram(features) if gram is None else gram()
+        return _FromGram.fit(g, labels, num_classes, rows, d).held_out_score(g, rows, held)
+    means, lower = _covariance_factor(np.asarray(features[rows], dtype=np.float64),
+                                      labels[rows], num_classes)
+    means = means[np.isfinite(means).all(axis=1)]
+    f = np.asarray(features[held], dtype=np.float64)
+    return _score(_solve_lower(lower, f.T).T, _solve_lower(lower, means.T).T, np.ones(d),
+                  0.0, lambda: _squared(f, means))
 
 
 @dataclass(frozen=True)
@@ -193,8 +337,8 @@ def familiarity_parts(energy: np.ndarray, features: np.ndarray | None, labels: n
     """``fit_familiarity``'s work as independent parts, and what makes the detector of
     their results (in the parts' order): for Mahalanobis, the density fitted on every
     image, then one fitted on each fold's complement that scores the fold. Each part is
-    an eigendecomposition (0.6-1.2 s on one core at 2,048 features), so the epoch end
-    runs them side by side with its other fits."""
+    a Gram matrix and its Cholesky factor (0.3-0.6 s on one core at 2,048 features and
+    2,000 images), so the epoch end runs them side by side with its other fits."""
     if method not in METHODS:
         raise ValueError(f"unknown unfamiliar-input score {method!r}; one of "
                          f"{', '.join(METHODS)}")
@@ -203,11 +347,11 @@ def familiarity_parts(energy: np.ndarray, features: np.ndarray | None, labels: n
         return [], lambda _: Familiarity("energy", _threshold(energy, keep), None, keep)
     n = len(labels)
     fold = np.random.default_rng(seed).permutation(n) % folds
+    gram = _Gram(features)
 
     def held_out(k: int) -> tuple[np.ndarray, np.ndarray]:
         held = fold == k
-        return held, fit_density(features[~held], labels[~held], num_classes).score(
-            features[held])
+        return held, _held_out_score(features, labels, num_classes, held, gram)
 
     def finish(results: list) -> Familiarity:
         scores = np.empty(n)  # each image's score from a density that did not see it
@@ -215,8 +359,11 @@ def familiarity_parts(energy: np.ndarray, features: np.ndarray | None, labels: n
             scores[held] = score
         return Familiarity(method, _threshold(scores, keep), results[0], keep)
 
-    parts = [functools.partial(held_out, k) for k in range(folds)]
-    return [functools.partial(fit_density, features, labels, num_classes), *parts], finish
+    def full() -> FeatureDensity:
+        return fit_density(features, labels, num_classes,
+                           gram() if n <= features.shape[1] else None)
+
+    return [full, *(functools.partial(held_out, k) for k in range(folds))], finish
 
 
 def fit_familiarity(energy: np.ndarray, features: np.ndarray | None, labels: np.ndarray,

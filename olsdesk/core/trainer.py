@@ -689,7 +689,7 @@ class Trainer(Controlled):
         n_bins = cfg.calibration_bins
         features = val["features"]
         # unfamiliar inputs, from the embedded images' features (the embedding's sample):
-        # six eigendecompositions (five held-out folds and the full fit), one a thread
+        # six fits of a shrunk covariance (the full one and five held-out folds), one a thread
         parts, familiar = familiarity_parts(val["energy"], features, emb_labels, k,
                                             seed=cfg.split_seed)
         # every fit below reads only these arrays, and numpy releases the GIL in its work:

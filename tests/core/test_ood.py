@@ -28,7 +28,8 @@ def full_distance(features, labels, k, queries):
     return np.einsum("nkd,de,nke->nk", diffs, inv, diffs).min(axis=1)
 
 
-@pytest.mark.parametrize("n, d", [(200, 12), (40, 64)])  # more images than features, and fewer
+# more images than features, fewer, and both beyond the 1,024 directions olsdesk 0.3 kept
+@pytest.mark.parametrize("n, d", [(200, 12), (40, 64), (1100, 1050), (1050, 1100)])
 def test_mahalanobis_matches_a_full_matrix_computation(n, d):
     features, labels = blobs(n, d)
     centred = features - np.stack([features[labels == c].mean(0) for c in range(3)])[labels]
@@ -38,6 +39,16 @@ def test_mahalanobis_matches_a_full_matrix_computation(n, d):
     density = ood.fit_density(features, labels, 3)
     assert -density.score(queries) == pytest.approx(full_distance(features, labels, 3, queries),
                                                     rel=1e-6)
+
+
+# the others' covariance, and (fewer images than features) the sample's Gram matrix
+@pytest.mark.parametrize("n, d", [(200, 12), (40, 64)])
+def test_a_held_out_fold_scores_as_the_density_fitted_without_it(n, d):
+    features, labels = blobs(n, d, k=4)
+    held = (np.arange(n) % 5 == 2) | (labels == 3)  # class 3: none among the others
+    density = ood.fit_density(features[~held], labels[~held], 4)
+    assert ood._held_out_score(features, labels, 4, held) == pytest.approx(
+        density.score(features[held]), rel=1e-9)
 
 
 def test_a_class_without_images_is_no_mean_to_be_near():
@@ -86,9 +97,45 @@ def test_round_trip_and_damaged_arrays():
     assert energy.method == "energy" and energy.threshold == pytest.approx(np.quantile(
         np.arange(100.0), 0.05))
     with pytest.raises(ValueError, match="do not fit"):
-        ood.Familiarity.from_arrays({**fam.to_arrays(), "density_basis": np.zeros((3, 3))})
+        ood.Familiarity.from_arrays({**fam.to_arrays(), "density_directions": np.zeros((3, 3))})
     with pytest.raises(ValueError, match="unknown"):
         ood.Familiarity.from_arrays({**fam.to_arrays(), "method": "msp"})
+
+
+def test_a_detector_saved_by_olsdesk_0_3_scores_as_it_did():
+    """0.3 kept the top eigen-directions of the covariance with their variances and one
+    variance for every other direction; its score, written out here, is what it gave."""
+    features, labels = blobs(300, d=20)
+    queries, _ = blobs(40, d=20, seed=3, shift=0.5)
+    means = np.stack([features[labels == c].mean(0) for c in range(3)])
+    cov, _ = ledoit_wolf(features - means[labels], assume_centered=True)
+    values, vectors = np.linalg.eigh(cov)
+    basis, variances = vectors[:, -8:], values[-8:]  # 8 of 20 kept
+    rest = values[:-8].mean()
+    diffs = queries[:, None, :] - means[None]  # N x K x D
+    inside = diffs @ basis
+    then = ((inside ** 2) / variances).sum(-1) + ((diffs ** 2).sum(-1)
+                                                  - (inside ** 2).sum(-1)) / rest
+    saved = {"method": "mahalanobis", "threshold": -30.0, "keep": 0.95,
+             "density_means": means.astype(np.float32),
+             "density_basis": basis.astype(np.float32),
+             "density_variances": variances, "density_rest": rest}
+    fam = ood.Familiarity.from_arrays(saved)
+    assert -fam.score(None, queries) == pytest.approx(then.min(axis=1), rel=1e-5)
+    with pytest.raises(ValueError, match="positive"):
+        ood.Familiarity.from_arrays({**saved, "density_rest": 0.0})
+
+
+def test_the_blockwise_triangular_solve_is_scipys():
+    from scipy.linalg import solve_triangular
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(300, 300))
+    lower = np.linalg.cholesky(a @ a.T + 300 * np.eye(300))
+    b = rng.normal(size=(300, 7))
+    for block in (1, 64, 256, 300, 1000):  # ending mid-block, one block, and none left
+        assert ood._solve_lower(lower, b, block) == pytest.approx(
+            solve_triangular(lower, b, lower=True), rel=1e-10, abs=1e-12)
 
 
 def test_one_image_a_class_is_no_covariance_and_falls_back_to_energy():
