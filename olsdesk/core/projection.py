@@ -5,14 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 
-def pca_2d(features: np.ndarray) -> np.ndarray:
+def pca_2d(features: np.ndarray, gram: np.ndarray | None = None) -> np.ndarray:
     """The first two principal components (M x 2), signs fixed so that epochs line up:
-    each axis points the way its largest-magnitude loading is positive."""
+    each axis points the way its largest-magnitude loading is positive. ``gram``: the
+    features' Gram matrix about their mean (M x M), where one is at hand (the
+    unfamiliar-input fit's): with fewer images than features, its top two eigenvectors
+    give the components without a product of the features in each Lanczos step."""
     x = np.asarray(features, dtype=np.float64)
     if len(x) < 2:
         return np.zeros((len(x), 2))
     x = x - x.mean(axis=0)
-    axes = _top_axes(x)
+    axes = _top_axes(x, gram)
     signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])
     coords = x @ (axes * signs[:, None]).T
     if coords.shape[1] < 2:
@@ -20,19 +23,26 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
     return coords
 
 
-def _top_axes(x: np.ndarray) -> np.ndarray:
+def _top_axes(x: np.ndarray, gram: np.ndarray | None = None) -> np.ndarray:
     """The two leading right singular vectors (rows). A full SVD of a 2000 x 2048
     embedding sample takes 2.5 s; Lanczos (ARPACK, from a fixed start so that epochs
-    repeat) finds the two in a few dozen products with x. Small or low-rank input: the
-    full SVD."""
+    repeat) finds the two in a few dozen products with x, or with ``gram`` = x x' (0.16
+    s against 0.37 at 2000 x 2048). Small or low-rank input: the full SVD."""
     if min(x.shape) > 16:
-        from scipy.sparse.linalg import svds
+        from scipy.sparse.linalg import eigsh, svds
 
         start = np.random.default_rng(0).standard_normal(min(x.shape))
         try:
-            _, sigma, vt = svds(x, k=2, v0=start, solver="arpack")
-            if sigma.min() > 1e-9 * sigma.max():  # two directions of variance
-                return vt[np.argsort(sigma)[::-1]]
+            if gram is not None and len(x) <= x.shape[1]:
+                values, vectors = eigsh(gram, k=2, v0=start)  # values: sigma^2
+                sigma = np.sqrt(np.maximum(values, 0.0))
+                if sigma.min() > 1e-9 * sigma.max():
+                    vt = (x.T @ (vectors / sigma)).T  # v = x' u / sigma
+                    return vt[np.argsort(sigma)[::-1]]
+            else:
+                _, sigma, vt = svds(x, k=2, v0=start, solver="arpack")
+                if sigma.min() > 1e-9 * sigma.max():  # two directions of variance
+                    return vt[np.argsort(sigma)[::-1]]
         except Exception:  # ARPACK did not converge: the exact route below
             pass
     return np.linalg.svd(x, full_matrices=False)[2][:2]

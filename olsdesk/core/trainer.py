@@ -59,7 +59,7 @@ from olsdesk.core.device import amp_dtype, choose_device, describe_device, forwa
 from olsdesk.core.distributed import Context, ShardSampler
 from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
-from olsdesk.core.ood import familiarity_parts
+from olsdesk.core.ood import SampleGram, familiarity_parts
 from olsdesk.core.projection import pca_2d
 from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
 from olsdesk.core.report import SMOOTH_POINTS, BatchProgress, EpochReport, RunStarted
@@ -689,9 +689,11 @@ class Trainer(Controlled):
         n_bins = cfg.calibration_bins
         features = val["features"]
         # unfamiliar inputs, from the embedded images' features (the embedding's sample):
-        # six fits of a shrunk covariance (the full one and five held-out folds), one a thread
+        # six fits of a shrunk covariance (the full one and five held-out folds), one a
+        # thread, from one Gram matrix of the sample, which the PCA shares
+        gram = SampleGram(features)
         parts, familiar = familiarity_parts(val["energy"], features, emb_labels, k,
-                                            seed=cfg.split_seed)
+                                            seed=cfg.split_seed, gram=gram)
         # every fit below reads only these arrays, and numpy releases the GIL in its work:
         # they run on the cores together, the temperature first and beside it what needs
         # none (three fits start from it), the longest first
@@ -703,7 +705,7 @@ class Trainer(Controlled):
             binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
             conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
             at = {name: pool.submit(fn, *args) for name, (fn, *args) in {
-                "pca": (pca_2d, features),  # 0.8 s on one core at 2,048 features
+                "pca": (lambda: pca_2d(features, gram() if gram.wide else None),),
                 "smooth": (_smooth_reliability, conf, hits, cfg.split_seed),
                 "classwise": (metrics.classwise_calibration_error, probs, labels, n_bins),
             }.items()}

@@ -21,6 +21,13 @@ def test_pca_matches_svd_up_to_sign_and_fixes_signs():
     np.testing.assert_allclose(pca_2d(x[order]), coords[order], atol=1e-9)
 
 
+def test_pca_from_the_gram_matrix_is_pca_from_the_features():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(60, 80)) * np.linspace(4, 1, 80) + 3.0  # fewer images than features
+    centred = x - x.mean(axis=0)
+    np.testing.assert_allclose(pca_2d(x, centred @ centred.T), pca_2d(x), atol=1e-9)
+
+
 def test_pca_of_tiny_inputs():
     assert pca_2d(np.zeros((1, 4))).shape == (1, 2)
     assert pca_2d(np.random.default_rng(0).normal(size=(5, 1))).shape == (5, 2)
