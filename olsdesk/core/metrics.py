@@ -389,22 +389,26 @@ class Separation:
     intra_inter_ratio: float  # mean intra-class distance / mean inter-class distance
 
 
-def _pairwise_distances(x: np.ndarray) -> np.ndarray:
-    squared = np.einsum("ij,ij->i", x, x)
-    d2 = squared[:, None] + squared[None, :] - 2.0 * (x @ x.T)
+def _pairwise_distances(x: np.ndarray, gram: np.ndarray | None = None) -> np.ndarray:
+    """Euclidean distances between the rows; ``gram``: x x' of the rows about any point."""
+    gram = x @ x.T if gram is None else gram
+    squared = np.diag(gram)
+    d2 = squared[:, None] + squared[None, :] - 2.0 * gram
     np.fill_diagonal(d2, 0.0)
     return np.sqrt(np.maximum(d2, 0.0))
 
 
-def embedding_separation(features: np.ndarray, labels: np.ndarray) -> Separation:
+def embedding_separation(features: np.ndarray, labels: np.ndarray,
+                         gram: np.ndarray | None = None) -> Separation:
     """Silhouette score (Rousseeuw 1987, Euclidean; singletons score 0, as scikit-learn)
-    and the intra/inter mean-distance ratio of an embedding."""
+    and the intra/inter mean-distance ratio of an embedding. ``gram``: the features'
+    Gram matrix about any point (their mean, say), where one is at hand."""
     x = np.asarray(features, dtype=np.float64)
     _, labels = np.unique(np.asarray(labels), return_inverse=True)
     k = labels.max() + 1 if len(labels) else 0
     if k < 2 or len(labels) < 3:
         return Separation(float("nan"), float("nan"))
-    dist = _pairwise_distances(x)
+    dist = _pairwise_distances(x, gram)
     onehot = np.eye(k)[labels]
     sums = dist @ onehot  # N x K: summed distance from each point to each class
     counts = onehot.sum(axis=0)

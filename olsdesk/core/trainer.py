@@ -690,7 +690,7 @@ class Trainer(Controlled):
         features = val["features"]
         # unfamiliar inputs, from the embedded images' features (the embedding's sample):
         # six fits of a shrunk covariance (the full one and five held-out folds), one a
-        # thread, from one Gram matrix of the sample, which the PCA shares
+        # thread, from one Gram matrix of the sample, which the PCA and separation share
         gram = SampleGram(features)
         parts, familiar = familiarity_parts(val["energy"], features, emb_labels, k,
                                             seed=cfg.split_seed, gram=gram)
@@ -722,7 +722,8 @@ class Trainer(Controlled):
             scaled = pool.submit(cross_fitted_confidence, log_probs, labels, seed=cfg.split_seed,
                                  temperature=t)
             at |= {name: pool.submit(fn, *args) for name, (fn, *args) in {
-                "separation": (metrics.embedding_separation, features, emb_labels),
+                "separation": (lambda: metrics.embedding_separation(features, emb_labels,
+                                                                     gram()),),
                 "mean": (metrics.mean_prediction_matrix, probs, labels, k),
                 "l2": (metrics.debiased_l2_calibration_error, probs, labels, n_bins),
                 "adaptive": (metrics.adaptive_calibration_error, probs, labels, n_bins),

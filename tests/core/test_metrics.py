@@ -154,6 +154,10 @@ def test_silhouette_against_scikit_learn_on_random_clusters(seed):
     feats = rng.normal(size=(300, 16)) + labels[:, None] * 0.7
     sep = m.embedding_separation(feats, labels)
     assert sep.silhouette == pytest.approx(silhouette_score(feats, labels), abs=1e-9)
+    centred = feats - feats.mean(axis=0)  # the epoch end's shared Gram matrix
+    shared = m.embedding_separation(feats, labels, centred @ centred.T)
+    assert shared.silhouette == pytest.approx(silhouette_score(feats, labels), abs=1e-9)
+    assert shared.intra_inter_ratio == pytest.approx(sep.intra_inter_ratio, rel=1e-9)
 
 
 def test_bad_shapes_are_rejected():
