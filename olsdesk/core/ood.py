@@ -168,7 +168,8 @@ class SampleGram:
     """The sample's ``_sample_gram``, computed once, by the first fit that asks for it:
     every fit on fewer images than features works from it (its Gram matrix about its own
     class means, and the products that score held-out images), so the full fit and five
-    folds cost one product of the features, not six; the epoch end's PCA uses it too."""
+    folds cost one product of the features, not six; the epoch end's PCA and separation
+    use it too."""
 
     def __init__(self, features: np.ndarray):
         self._features, self._lock, self._value = features, threading.Lock(), None
@@ -192,7 +193,6 @@ class _FromGram:
     fm: np.ndarray  # n x K': f_i . m_k for every image of the sample, present classes only
     mm: np.ndarray  # K' x K': m_k . m_l
     own: np.ndarray  # each row's class among the present ones
-    present: np.ndarray  # K, the classes with an image among the rows
 
     @classmethod
     def fit(cls, g: np.ndarray, labels: np.ndarray, num_classes: int, rows: np.ndarray,
@@ -209,9 +209,9 @@ class _FromGram:
         gram = g[np.ix_(rows, rows)] - cross - cross.T + mm[np.ix_(own, own)]  # X X'
         a, b = _ridge(*_shrinkage(np.diag(gram).copy(), gram, d), len(y))
         if b <= 0:
-            return cls(None, a, fm, mm, own, present)
+            return cls(None, a, fm, mm, own)
         gram[np.diag_indices(len(y))] += a / b
-        return cls(np.linalg.cholesky(gram), a, fm, mm, own, present)
+        return cls(np.linalg.cholesky(gram), a, fm, mm, own)
 
     def project(self, xb: np.ndarray) -> np.ndarray:
         """The coordinates L^-1 X b' of points b, from X b' (rows x N)."""
