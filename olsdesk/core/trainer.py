@@ -40,8 +40,8 @@ from olsdesk.core.calibration import (
     Recalibration,
     cross_fitted_confidence,
     fit_histogram_binning,
-    fit_temperature,
     fit_vector_scaling,
+    temperature_fit,
 )
 from olsdesk.core.conformal import calibrate
 from olsdesk.core.control import Controlled, JobControl
@@ -699,7 +699,7 @@ class Trainer(Controlled):
         # none (three fits start from it), the longest first
         with _one_blas_thread(), ThreadPoolExecutor(
                 ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
-            temperature = pool.submit(fit_temperature, log_probs, labels)  # all of val
+            temperature = pool.submit(temperature_fit, log_probs, labels)  # all of val
             familiarity = [pool.submit(part) for part in parts]
             # one of the recalibrators, which evaluate compares on test
             binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
@@ -713,14 +713,14 @@ class Trainer(Controlled):
             top1, top5 = (metrics.topk_accuracy(probs, labels, n) for n in (1, 5))
             brier = metrics.brier_score(probs, labels)
             histogram = metrics.confidence_histogram(probs, n_bins)
-            t = temperature.result()
+            fitted = temperature.result()
+            t = fitted.temperature
             vector = pool.submit(fit_vector_scaling, log_probs, labels, t)
             # split conformal's calibration, on the probabilities prediction shows (scaled)
             conformal = pool.submit(lambda: calibrate(log_probs, labels, seed=cfg.split_seed,
                                                       temperature=t).to_arrays())
             # honest ECE after scaling: no image scaled by a T fitted on itself
-            scaled = pool.submit(cross_fitted_confidence, log_probs, labels, seed=cfg.split_seed,
-                                 temperature=t)
+            scaled = pool.submit(cross_fitted_confidence, fitted, seed=cfg.split_seed)
             at |= {name: pool.submit(fn, *args) for name, (fn, *args) in {
                 "separation": (lambda: metrics.embedding_separation(features, emb_labels,
                                                                      gram()),),

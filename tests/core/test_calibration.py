@@ -72,6 +72,30 @@ def test_newton_fit_equals_the_golden_section_search_to_1e_4(seed, scale, accura
     assert fit_temperature(logits.astype(np.float32), labels) == pytest.approx(expected, rel=1e-4)
 
 
+def test_a_large_set_starts_from_a_sample_and_ends_at_the_same_temperature(monkeypatch):
+    """Above four times the warm start's rows the fit starts from a strided sample's:
+    the same T as the golden-section search, in fewer passes over every image."""
+    from olsdesk.core import calibration
+
+    rng = np.random.default_rng(8)
+    n, k = 70_000, 10
+    logits = rng.normal(0, 3.0, (n, k))
+    labels = np.where(rng.random(n) < 0.7, logits.argmax(1), rng.integers(0, k, n))
+    assert n // calibration._WARM_START_ROWS >= 4
+    expected = golden_section_temperature(logits, labels)
+    rows = []
+    slopes = calibration._nll_slopes
+
+    def counted(z, picked, beta):
+        rows.append(len(z))
+        return slopes(z, picked, beta)
+
+    monkeypatch.setattr(calibration, "_nll_slopes", counted)
+    fitted = calibration.temperature_fit(logits.astype(np.float32), labels)
+    assert fitted.temperature == pytest.approx(expected, rel=1e-4)
+    assert rows.count(n) <= 3 and min(rows) < n / 3  # the sample's passes, then the full
+
+
 def test_a_minimum_beyond_the_range_gives_the_range_end_and_flat_rows_do_not_hang():
     # every image right with a margin: the NLL falls as T shrinks, down to the range's end
     logits = np.array([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]] * 10)
@@ -93,7 +117,7 @@ def test_a_minimum_beyond_the_range_gives_the_range_end_and_flat_rows_do_not_han
 def test_cross_fitted_confidence_never_scores_an_image_with_its_own_fit():
     """Each half is scaled by the T fitted on the other half: recomputed by hand here,
     with the reference fit; the confidence is the scaled top-class probability."""
-    from olsdesk.core.calibration import cross_fitted_confidence
+    from olsdesk.core.calibration import cross_fitted_confidence, temperature_fit
 
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 3, (401, 5))
@@ -103,7 +127,7 @@ def test_cross_fitted_confidence_never_scores_an_image_with_its_own_fit():
     expected = np.empty_like(logits)
     expected[b] = apply_temperature(logits[b], golden_section_temperature(logits[a], labels[a]))
     expected[a] = apply_temperature(logits[a], golden_section_temperature(logits[b], labels[b]))
-    confidence = cross_fitted_confidence(logits, labels, seed=7)
+    confidence = cross_fitted_confidence(temperature_fit(logits, labels), seed=7)
     np.testing.assert_allclose(confidence, expected.max(axis=1), rtol=1e-5)
     np.testing.assert_array_equal(expected.argmax(axis=1), logits.argmax(axis=1))
 
