@@ -132,7 +132,9 @@ def _score(f_in: np.ndarray, m_in: np.ndarray, weights: np.ndarray, isotropic: f
 def _solve_lower(lower: np.ndarray, b: np.ndarray, block: int = 256) -> np.ndarray:
     """L^-1 b for a lower triangular L, a block of rows at a time: numpy's products,
     which let go of the GIL, do nearly all the work, and scipy's triangular solve, which
-    holds it (0.2 s at 2,000 x 2,048, a frozen window), only a block's (a few ms)."""
+    holds it (0.2 s at 2,000 x 2,048, a frozen window), only a block's (a few ms). For a
+    b of more columns than a block has rows, scipy inverts the block and a product
+    applies it (35 % faster than scipy's solve of the block's rows of b)."""
     from scipy.linalg import solve_triangular
 
     x = np.array(b, dtype=np.float64)
@@ -140,8 +142,14 @@ def _solve_lower(lower: np.ndarray, b: np.ndarray, block: int = 256) -> np.ndarr
         end = min(start + block, len(x))
         if start:
             x[start:end] -= lower[start:end, :start] @ x[:start]
-        x[start:end] = solve_triangular(lower[start:end, start:end], x[start:end],
-                                        lower=True, check_finite=False)
+        diagonal = lower[start:end, start:end]
+        if x.shape[1] > end - start:  # many columns: the block's inverse, then a product
+            inverse = solve_triangular(diagonal, np.eye(end - start), lower=True,
+                                       check_finite=False)
+            x[start:end] = inverse @ x[start:end]
+        else:
+            x[start:end] = solve_triangular(diagonal, x[start:end], lower=True,
+                                            check_finite=False)
     return x
 
 
@@ -197,16 +205,25 @@ class _FromGram:
     @classmethod
     def fit(cls, g: np.ndarray, labels: np.ndarray, num_classes: int, rows: np.ndarray,
             d: int) -> _FromGram:
-        y = labels[rows]
-        members = np.eye(num_classes)[y]
-        counts = members.sum(axis=0)
+        r = np.flatnonzero(rows)
+        y = labels[r]
+        counts = np.bincount(y, minlength=num_classes)
         present = counts > 0
-        members, counts = members[:, present], counts[present]
         own = np.cumsum(present)[y] - 1
-        fm = g[:, rows] @ members / counts
-        mm = members.T @ fm[rows] / counts[:, None]
-        cross = fm[rows][:, own]  # f_i . m_(y_j)
-        gram = g[np.ix_(rows, rows)] - cross - cross.T + mm[np.ix_(own, own)]  # X X'
+        counts = counts[present]
+        # sums over each class's images: of g's rows (g is symmetric: f_i . m_k for every
+        # image i of the sample), then of those, contiguous rows at a time (a product with
+        # a one-hot matrix took 35 ms of a fold's 120)
+        grouped = r[np.argsort(own, kind="stable")]
+        starts = np.cumsum(counts) - counts
+        fm = np.ascontiguousarray((np.add.reduceat(g[grouped], starts, axis=0)
+                                   / counts[:, None]).T)
+        mm = np.add.reduceat(fm[grouped], starts, axis=0) / counts[:, None]
+        # X X' = g - f_i . m_(y_j) - f_j . m_(y_i) + m_(y_i) . m_(y_j) = g - v - v',
+        # v_ij = f_i . m_(y_j) - m_(y_i) . m_(y_j) / 2: no gather of a K x K matrix to n x n
+        v = np.take(fm[r] - 0.5 * mm[own], own, axis=1)
+        gram = g - v if len(r) == len(g) else np.take(np.take(g, r, axis=0), r, axis=1) - v
+        gram -= v.T
         a, b = _ridge(*_shrinkage(np.diag(gram).copy(), gram, d), len(y))
         if b <= 0:
             return cls(None, a, fm, mm, own)

@@ -132,10 +132,11 @@ def test_the_blockwise_triangular_solve_is_scipys():
     rng = np.random.default_rng(0)
     a = rng.normal(size=(300, 300))
     lower = np.linalg.cholesky(a @ a.T + 300 * np.eye(300))
-    b = rng.normal(size=(300, 7))
-    for block in (1, 64, 256, 300, 1000):  # ending mid-block, one block, and none left
-        assert ood._solve_lower(lower, b, block) == pytest.approx(
-            solve_triangular(lower, b, lower=True), rel=1e-10, abs=1e-12)
+    for columns in (7, 400):  # fewer columns than a block's rows, and more (its inverse)
+        b = rng.normal(size=(300, columns))
+        for block in (1, 64, 256, 300, 1000):  # ending mid-block, one block, none left
+            assert ood._solve_lower(lower, b, block) == pytest.approx(
+                solve_triangular(lower, b, lower=True), rel=1e-10, abs=1e-12)
 
 
 def test_one_image_a_class_is_no_covariance_and_falls_back_to_energy():
