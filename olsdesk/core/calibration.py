@@ -201,6 +201,7 @@ def cross_fitted_confidence(fit: TemperatureFit, seed: int = 0) -> np.ndarray:
 VECTOR_RIDGE = 1e-3  # pull of each scale toward 1/T and each bias toward 0
 _VECTOR_STEPS = 50  # Newton steps at most (6-10 from the temperature)
 _VECTOR_TOLERANCE = 1e-14  # the Newton decrement at which a fit stops
+_VECTOR_ACCEPT = 1e-8  # a full Newton step of a decrement this small is the last
 # vector scaling is fitted on at most this many validation images, every image of a class
 # with few and an equal share of each larger class, weighted back to the class counts
 # (the objective is then the full set's in expectation; docs/PERFORMANCE.md measures it)
@@ -282,22 +283,23 @@ def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: f
     value, p = softmax(theta)
     root = np.sqrt(weight)[:, None]
     both = np.empty((n, 2 * k), dtype=np.float32)
+    diagonal = np.arange(k)
     for _ in range(_VECTOR_STEPS):
-        pw = p * weight[:, None]  # the softmax, weighted
-        pz = pw * z
-        gradient = np.concatenate([pz.sum(axis=0) - picked_sum + ridge * (theta[:k] - w0),
-                                   pw.sum(axis=0) - per_class + ridge * theta[k:]])
+        pz = p * z
+        p_sum, pz_sum = weight @ p, weight @ pz  # weighted sums over the images
+        gradient = np.concatenate([pz_sum - picked_sum + ridge * (theta[:k] - w0),
+                                   p_sum - per_class + ridge * theta[k:]])
         # the Hessian: each row's softmax covariance, in (w, b) through z and 1; its
         # product in float32 (twice as fast), which moves where a step lands a little
         # but not where the steps stop: that is where the float64 gradient is zero
-        np.multiply(p * z, root, out=both[:, :k])
+        np.multiply(pz, root, out=both[:, :k])
         np.multiply(p, root, out=both[:, k:])
         hessian = -(both.T @ both).astype(np.float64)
-        diagonal = np.arange(k)
-        hessian[diagonal, diagonal] += (pz * z).sum(axis=0) + ridge
-        hessian[diagonal + k, diagonal + k] += pw.sum(axis=0) + ridge
-        hessian[diagonal, diagonal + k] += pz.sum(axis=0)
-        hessian[diagonal + k, diagonal] += pz.sum(axis=0)
+        pz *= z
+        hessian[diagonal, diagonal] += weight @ pz + ridge
+        hessian[diagonal + k, diagonal + k] += p_sum + ridge
+        hessian[diagonal, diagonal + k] += pz_sum
+        hessian[diagonal + k, diagonal] += pz_sum
         step = -np.linalg.solve(hessian, gradient)
         decrease = -(gradient @ step)  # the Newton decrement squared
         if not decrease > _VECTOR_TOLERANCE:
@@ -311,6 +313,8 @@ def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: f
         else:
             break  # no step along it lowers the objective: at its minimum to rounding
         theta, value, p = theta + size * step, trial_value, trial_p
+        if size == 1.0 and decrease <= _VECTOR_ACCEPT:
+            break  # the next decrement would be about 25 decrease^2: nothing left to gain
     return theta[:k].copy(), theta[k:].copy()
 
 
