@@ -36,9 +36,13 @@ def by_row_blocks(fn, array: np.ndarray) -> np.ndarray:
     return out
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+def _softmax(a: np.ndarray) -> np.ndarray:
+    """The softmax of each row of ``a`` (a float64 array of its own), made in place: four
+    passes over it."""
+    a -= a.max(axis=1, keepdims=True)
+    np.exp(a, out=a)
+    a /= a.sum(axis=1, keepdims=True)
+    return a
 
 
 _NEWTON_STEPS = 60  # at most; a fit takes 2-5 passes over the logits
@@ -163,7 +167,7 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(logits / T) as probabilities."""
     return by_row_blocks(
-        lambda z: np.exp(_log_softmax(np.asarray(z, dtype=np.float64) / temperature)), logits)
+        lambda z: _softmax(np.divide(z, temperature, dtype=np.float64)), logits)
 
 
 def cross_fitted_confidence(fit: TemperatureFit, seed: int = 0) -> np.ndarray:
@@ -320,9 +324,12 @@ def fit_vector_scaling(log_probs: np.ndarray, labels: np.ndarray, temperature: f
 
 def apply_vector_scaling(log_probs: np.ndarray, scale: np.ndarray,
                          bias: np.ndarray) -> np.ndarray:
-    return by_row_blocks(
-        lambda z: np.exp(_log_softmax(np.asarray(z, dtype=np.float64) * scale + bias)),
-        log_probs)
+    def scaled(z: np.ndarray) -> np.ndarray:
+        a = np.multiply(z, scale, dtype=np.float64)
+        a += bias
+        return _softmax(a)
+
+    return by_row_blocks(scaled, log_probs)
 
 
 _TOP_BITS = 1 << 16  # buckets of equal_count_edges: a float64's sign, exponent, 4 bits more

@@ -115,10 +115,13 @@ def _true_class_mass(probs: np.ndarray, labels: np.ndarray
     """Each image's (true class's probability, mass of the classes ranked above it, their
     count): what APS and RAPS scores are made of."""
     p_true = probs[np.arange(len(labels)), labels]
-    columns = np.arange(probs.shape[1])[None, :]
-    above = (probs > p_true[:, None]) | ((probs == p_true[:, None])
-                                         & (columns < labels[:, None]))
-    return p_true, np.where(above, probs, 0.0).sum(axis=1), above.sum(axis=1)
+    above = probs > p_true[:, None]
+    tied_before = probs == p_true[:, None]
+    tied_before &= np.arange(probs.shape[1])[None, :] < labels[:, None]
+    above |= tied_before  # in place: a third faster than one expression
+    # a product with the mask, not np.where: the same addends (p or 0) in the same
+    # order, so the same sums, 3x faster
+    return p_true, (probs * above).sum(axis=1), np.count_nonzero(above, axis=1)
 
 
 @dataclass(frozen=True)
@@ -222,12 +225,21 @@ def calibrate(probs: np.ndarray, labels: np.ndarray, seed: int = 0,
                                                                          temperature)
 
     n, k = probs.shape
-    lam, k_reg, keep = _tune_raps(scaled, k, labels, seed)
+    tune = _tuning_rows(n, seed)  # RAPS's lam and k_reg from these, its threshold the rest
+    tuned = np.empty((int(tune.sum()), k))  # their probabilities, kept on the way
     p_true, mass, rank = np.empty(n), np.empty(n), np.empty(n, dtype=np.int64)
     step = max(1, _BLOCK_VALUES // max(k, 1))
+    taken = 0
     for at in range(0, n, step):  # once, for APS and RAPS
         rows = slice(at, at + step)
-        p_true[rows], mass[rows], rank[rows] = _true_class_mass(scaled(rows), labels[rows])
+        p = scaled(rows)
+        p_true[rows], mass[rows], rank[rows] = _true_class_mass(p, labels[rows])
+        picked = p[tune[rows]]
+        tuned[taken:taken + len(picked)] = picked
+        taken += len(picked)
+    lam, k_reg = (_tune_raps(tuned, p_true[tune], rank[tune], k) if tune.any()
+                  else (RAPS_LAMBDAS[1], 1))
+    keep = ~tune
     raps = np.full(n, np.nan)
     raps[keep] = (mass + p_true + _penalty(rank, "raps", lam, k_reg))[keep]
     return Calibration(labels, {"lac": 1.0 - p_true, "aps": mass + p_true, "raps": raps},
@@ -242,23 +254,26 @@ def fit_conformal(probs: np.ndarray, labels: np.ndarray, method: str = DEFAULT_M
                                               num_classes=np.asarray(probs).shape[1])
 
 
-def _tune_raps(scaled, classes: int, labels, seed, coverage: float = RAPS_TUNING_COVERAGE
-               ) -> tuple[float, int, np.ndarray]:
-    """RAPS's lam and k_reg from a random fifth of the calibration images (k_reg: the
-    coverage quantile of the true class's rank; lam: the candidate with the smallest mean
-    set size there, at ``coverage``), and the images left for the threshold.
-    ``scaled(rows)``: those rows' probabilities."""
-    n = len(labels)
+def _tuning_rows(n: int, seed: int) -> np.ndarray:
+    """The random fifth of n calibration images that chooses RAPS's lam and k_reg (a
+    mask; none when it or the rest would hold fewer than 2 images)."""
     tune = np.zeros(n, dtype=bool)
     tune[np.random.default_rng(seed).permutation(n)[: int(round(RAPS_TUNING_SHARE * n))]] = True
     if tune.sum() < 2 or (~tune).sum() < 2:
-        return RAPS_LAMBDAS[1], 1, np.ones(n, dtype=bool)
-    p, y = scaled(tune), labels[tune]
+        tune[:] = False
+    return tune
+
+
+def _tune_raps(p: np.ndarray, p_true: np.ndarray, rank_true: np.ndarray, classes: int,
+               coverage: float = RAPS_TUNING_COVERAGE) -> tuple[float, int]:
+    """RAPS's (lam, k_reg) from the tuning images' probabilities ``p``, and each one's
+    true-class probability and rank (``_true_class_mass``): k_reg the coverage quantile
+    of the true class's rank, lam the candidate with the smallest mean set size there,
+    at ``coverage``."""
     # a set's size needs each rank's mass above it, not which class holds the rank: the
     # values sorted (10x faster than ranking the classes), once for every candidate
     descending = np.sort(p, axis=1)[:, ::-1]
     above = np.cumsum(descending, axis=1) - descending  # by rank
-    p_true, _, rank_true = _true_class_mass(p, y)
     above_true = np.take_along_axis(above, rank_true[:, None], axis=1)[:, 0]
     quantile = conformal_quantile(rank_true + 1, coverage)
     k_reg = int(quantile) if math.isfinite(quantile) else classes
@@ -267,10 +282,11 @@ def _tune_raps(scaled, classes: int, labels, seed, coverage: float = RAPS_TUNING
     for lam in RAPS_LAMBDAS:
         threshold = conformal_quantile(
             above_true + p_true + _penalty(rank_true, "raps", lam, k_reg), coverage)
-        size = ((above + _penalty(ranks, "raps", lam, k_reg)) < threshold).sum(axis=1).mean()
+        size = np.count_nonzero(above + _penalty(ranks, "raps", lam, k_reg) < threshold,
+                                axis=1).mean()
         if best is None or size < best[0]:
             best = (size, lam)
-    return best[1], k_reg, ~tune
+    return best[1], k_reg
 
 
 def covered_and_size(sets: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -267,14 +267,22 @@ def test_raps_tuning_chooses_what_ranking_every_class_chooses(seed):
     """RAPS's lam and k_reg come from sorted values, not from each class's rank: the same
     choice as ranking the classes (ties: the lower class first) and sizing each set from
     its ranked classes, on probabilities with ties."""
-    from olsdesk.core.conformal import RAPS_LAMBDAS, _tune_raps
+    from olsdesk.core.conformal import (
+        RAPS_LAMBDAS,
+        _true_class_mass,
+        _tune_raps,
+        _tuning_rows,
+    )
 
     rng = np.random.default_rng(seed)
     logits = np.round(rng.normal(size=(2000, 12)) * (0.5 + seed / 2), 0)  # many ties
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     labels = rng.integers(0, 12, 2000)
-    lam, k_reg, keep = _tune_raps(lambda rows: probs[rows], 12, labels, seed=3)
-    p, y = probs[~keep], labels[~keep]
+    tune = _tuning_rows(2000, seed=3)
+    assert tune.sum() == 400
+    p, y = probs[tune], labels[tune]
+    p_true, _, rank = _true_class_mass(p, y)
+    lam, k_reg = _tune_raps(p, p_true, rank, 12)
     order = np.argsort(-p, axis=1, kind="stable")
     ranked = np.take_along_axis(p, order, axis=1)
     above = np.cumsum(ranked, axis=1) - ranked  # by rank
