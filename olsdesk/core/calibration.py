@@ -55,6 +55,7 @@ _NEWTON_ACCEPT = 1e-4
 # a fit on more images starts from the fit on a strided sample of about this many: a
 # fraction of a pass each, and the full passes start within about 1 % of the minimum
 _WARM_START_ROWS = 16_384
+_SLOPE_ROWS = 4096  # rows of the logits a pass of the fit works on at once
 _CONFIDENCE_ROWS = 4096  # rows scaled at once for the cross-fit's confidences
 
 
@@ -66,19 +67,29 @@ def _shifted(logits: np.ndarray) -> np.ndarray:
     return np.maximum(z - z.max(axis=1, keepdims=True), np.float32(-1e4))
 
 
-def _nll_slopes(z: np.ndarray, picked: np.ndarray, beta: float
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _nll_slopes(z: np.ndarray, picked: np.ndarray, beta: float,
+                rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per image at inverse temperature ``beta``, the NLL's first and second derivative
     in beta: the mean of z under softmax(beta z) less z_y, and the variance of z. The
     sums over a row's classes are float32 (rounding near 1e-6 of a row's, far below
-    the 1e-4 T is fitted to), what follows float64."""
-    e = np.multiply(z, np.float32(beta))
-    np.exp(e, out=e)
-    total = e.sum(axis=1).astype(np.float64)
-    first = np.einsum("ij,ij->i", e, z) / total
-    e *= z
-    second = np.einsum("ij,ij->i", e, z) / total - first**2
-    return first - picked, np.maximum(second, 0.0)
+    the 1e-4 T is fitted to), what follows float64. ``rows``: those images alone.
+    A block of rows at a time, whose temporaries stay in the cache: the same numbers,
+    a third faster than the whole matrix at once."""
+    n = len(z) if rows is None else len(rows)
+    slope, curvature = np.empty(n), np.empty(n)
+    b = np.float32(beta)
+    for at in range(0, n, _SLOPE_ROWS):
+        block = slice(at, at + _SLOPE_ROWS)
+        zb = z[block] if rows is None else z[rows[block]]
+        e = np.multiply(zb, b)
+        np.exp(e, out=e)
+        total = e.sum(axis=1).astype(np.float64)
+        first = np.einsum("ij,ij->i", e, zb) / total
+        e *= zb
+        second = np.einsum("ij,ij->i", e, zb) / total - first**2
+        slope[block] = first - (picked[block] if rows is None else picked[rows[block]])
+        curvature[block] = np.maximum(second, 0.0)
+    return slope, curvature
 
 
 @dataclass(frozen=True)
@@ -192,7 +203,7 @@ def cross_fitted_confidence(fit: TemperatureFit, seed: int = 0) -> np.ndarray:
     confidence = np.empty(n)
     for fit_on, apply_to in halves:
         half_beta, _ = _fit_beta(
-            lambda b, rows=fit_on: _nll_slopes(z[rows], picked[rows], b),
+            lambda b, rows=fit_on: _nll_slopes(z, picked, b, rows),
             start=_Pass(last.beta, last.slope[fit_on], last.curvature[fit_on]))
         beta = np.float32(half_beta)
         for at in range(0, len(apply_to), _CONFIDENCE_ROWS):  # the top class's z is 0: its

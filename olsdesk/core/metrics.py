@@ -339,16 +339,24 @@ def confidence_histogram(probs: np.ndarray, n_bins: int = 15) -> np.ndarray:
     return np.bincount(bin_index(conf, n_bins), minlength=n_bins)
 
 
+_GROUP_ROWS = 8192  # rows of a block that mean_prediction_matrix sums by class
+
+
 def mean_prediction_matrix(probs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """Row c: the mean predicted distribution over validation samples of true class c."""
     probs, labels = _check(probs, labels)
     counts = np.bincount(labels, minlength=num_classes)
-    # rows grouped by class (a stable sort), each group summed at once
+    # rows in class order (a stable sort), a block at a time, each class's run in a block
+    # summed at once: no copy of the whole matrix in that order (178 MB at 135,000 x
+    # 165, whose fresh pages made it 0.26 s of an epoch end beside the other fits)
     order = np.argsort(labels, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ranked = labels[order]
     sums = np.zeros((num_classes, probs.shape[1]))
-    present = counts > 0
-    sums[present] = np.add.reduceat(probs[order], starts[present], axis=0)
+    for at in range(0, len(order), _GROUP_ROWS):
+        block = ranked[at:at + _GROUP_ROWS]
+        starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+        sums[block[starts]] += np.add.reduceat(probs[order[at:at + _GROUP_ROWS]], starts,
+                                               axis=0)
     counts = counts[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)

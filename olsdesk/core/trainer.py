@@ -684,8 +684,6 @@ class Trainer(Controlled):
         probs, labels = val["probs"], val["labels"]  # rows that sum to 1 (``_validate``)
         embedded = self.embed_mask[val["indices"]]
         emb_probs, emb_labels = probs[embedded], labels[embedded]
-        log_probs = np.clip(probs, 1e-12, None)
-        np.log(log_probs, out=log_probs)
         n_bins = cfg.calibration_bins
         features = val["features"]
         # unfamiliar inputs, from the embedded images' features (the embedding's sample):
@@ -699,7 +697,7 @@ class Trainer(Controlled):
         # none (three fits start from it), the longest first
         with _one_blas_thread(), ThreadPoolExecutor(
                 ANALYSIS_THREADS, thread_name_prefix="olsdesk-analysis") as pool:
-            temperature = pool.submit(temperature_fit, log_probs, labels)  # all of val
+            temperature = pool.submit(_logs_and_temperature, probs, labels)  # all of val
             familiarity = [pool.submit(part) for part in parts]
             # one of the recalibrators, which evaluate compares on test
             binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
@@ -708,12 +706,13 @@ class Trainer(Controlled):
                 "pca": (lambda: pca_2d(features, gram() if gram.wide else None),),
                 "smooth": (_smooth_reliability, conf, hits, cfg.split_seed),
                 "classwise": (metrics.classwise_calibration_error, probs, labels, n_bins),
+                "mean": (metrics.mean_prediction_matrix, probs, labels, k),
             }.items()}
             nll = metrics.negative_log_likelihood(probs, labels)
-            top1, top5 = (metrics.topk_accuracy(probs, labels, n) for n in (1, 5))
+            top1, top5 = float(hits.mean()), metrics.topk_accuracy(probs, labels, 5)
             brier = metrics.brier_score(probs, labels)
             histogram = metrics.confidence_histogram(probs, n_bins)
-            fitted = temperature.result()
+            log_probs, fitted = temperature.result()
             t = fitted.temperature
             vector = pool.submit(fit_vector_scaling, log_probs, labels, t)
             # split conformal's calibration, on the probabilities prediction shows (scaled)
@@ -724,7 +723,6 @@ class Trainer(Controlled):
             at |= {name: pool.submit(fn, *args) for name, (fn, *args) in {
                 "separation": (lambda: metrics.embedding_separation(features, emb_labels,
                                                                      gram()),),
-                "mean": (metrics.mean_prediction_matrix, probs, labels, k),
                 "l2": (metrics.debiased_l2_calibration_error, probs, labels, n_bins),
                 "adaptive": (metrics.adaptive_calibration_error, probs, labels, n_bins),
                 "bins": (metrics.reliability_bins, probs, labels, n_bins),
@@ -768,6 +766,14 @@ class Trainer(Controlled):
                                              np.where(smooth.supported, b, np.nan))
                                    for b in band]),
         )
+
+
+def _logs_and_temperature(probs: np.ndarray, labels: np.ndarray):
+    """(the log-probabilities, clipped where they underflow; the temperature's fit on
+    them): the first task of the epoch end's pool, so the other core starts at once."""
+    log_probs = np.clip(probs, 1e-12, None)
+    np.log(log_probs, out=log_probs)
+    return log_probs, temperature_fit(log_probs, labels)
 
 
 def _smooth_reliability(conf: np.ndarray, hits: np.ndarray, seed: int):

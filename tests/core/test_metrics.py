@@ -134,6 +134,14 @@ def test_mean_prediction_matrix():
     probs = np.array([[0.8, 0.2], [0.6, 0.4], [0.1, 0.9]])
     mat = m.mean_prediction_matrix(probs, np.array([0, 0, 1]), 2)
     np.testing.assert_allclose(mat, [[0.7, 0.3], [0.1, 0.9]])
+    # many blocks of rows, classes running across them, one class without images
+    rng = np.random.default_rng(9)
+    probs, labels = _random_probs(rng, 30_000, 6)
+    labels[labels == 4] = 5
+    mat = m.mean_prediction_matrix(probs, labels, 6)
+    for c in (0, 1, 2, 3, 5):
+        np.testing.assert_allclose(mat[c], probs[labels == c].mean(axis=0), rtol=1e-12)
+    assert np.isnan(mat[4]).all()
 
 
 def test_embedding_separation():
