@@ -63,8 +63,9 @@ def _shifted(logits: np.ndarray) -> np.ndarray:
     """Each row minus its maximum, as float32: softmax(b z) is unchanged for any b > 0,
     and exp(b z) of a value <= 0 cannot overflow. Floored at -1e4 (exp(b z) is 0 there
     for every b in range), so that -inf or a huge gap cannot make z * z overflow."""
-    z = np.asarray(logits, dtype=np.float32)
-    return np.maximum(z - z.max(axis=1, keepdims=True), np.float32(-1e4))
+    z = np.array(logits, dtype=np.float32)  # a copy of its own, then shifted in place
+    z -= z.max(axis=1, keepdims=True)
+    return np.maximum(z, np.float32(-1e4), out=z)
 
 
 def _nll_slopes(z: np.ndarray, picked: np.ndarray, beta: float,

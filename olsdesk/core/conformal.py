@@ -273,17 +273,19 @@ def _tune_raps(p: np.ndarray, p_true: np.ndarray, rank_true: np.ndarray, classes
     # a set's size needs each rank's mass above it, not which class holds the rank: the
     # values sorted (10x faster than ranking the classes), once for every candidate
     descending = np.sort(p, axis=1)[:, ::-1]
-    above = np.cumsum(descending, axis=1) - descending  # by rank
+    above = np.cumsum(descending, axis=1)
+    above -= descending  # by rank
     above_true = np.take_along_axis(above, rank_true[:, None], axis=1)[:, 0]
     quantile = conformal_quantile(rank_true + 1, coverage)
     k_reg = int(quantile) if math.isfinite(quantile) else classes
     ranks = np.arange(classes)[None, :]
+    placed = np.empty_like(above)  # one buffer for every candidate's placements
     best = None
     for lam in RAPS_LAMBDAS:
         threshold = conformal_quantile(
             above_true + p_true + _penalty(rank_true, "raps", lam, k_reg), coverage)
-        size = np.count_nonzero(above + _penalty(ranks, "raps", lam, k_reg) < threshold,
-                                axis=1).mean()
+        np.add(above, _penalty(ranks, "raps", lam, k_reg), out=placed)
+        size = np.count_nonzero(placed < threshold, axis=1).mean()
         if best is None or size < best[0]:
             best = (size, lam)
     return best[1], k_reg

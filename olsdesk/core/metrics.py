@@ -83,16 +83,20 @@ def _binned(conf: np.ndarray, hits: np.ndarray, n_bins: int):
         return counts, acc_sum / counts, conf_sum / counts
 
 
-def _top_label(probs: np.ndarray, labels: np.ndarray):
-    conf = probs.max(axis=1)
-    hits = (probs.argmax(axis=1) == labels).astype(np.float64)
-    return conf.astype(np.float64), hits
+def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(each image's top-label confidence, whether that label is its own: 0/1), float64:
+    what the reliability diagram, ECE, AdaECE, L2 and the histogram reduce the
+    probabilities to (the ``*_of_confidence`` functions take them). One pass over
+    the probabilities: the maximum read where argmax found it."""
+    predicted = probs.argmax(axis=1)
+    conf = probs[np.arange(len(probs)), predicted].astype(np.float64)
+    return conf, (predicted == labels).astype(np.float64)
 
 
 def reliability_bins(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> ReliabilityBins:
     """The reliability diagram's data for top-label confidence."""
     probs, labels = _check(probs, labels)
-    return reliability_of_confidence(*_top_label(probs, labels), n_bins)
+    return reliability_of_confidence(*top_label(probs, labels), n_bins)
 
 
 def reliability_of_confidence(conf: np.ndarray, hits: np.ndarray,
@@ -141,7 +145,12 @@ def rms_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 1
 def adaptive_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """ECE over equal-count bins: the sorted confidences split into n_bins groups."""
     probs, labels = _check(probs, labels)
-    conf, hits = _top_label(probs, labels)
+    return adaptive_of_confidence(*top_label(probs, labels), n_bins)
+
+
+def adaptive_of_confidence(conf: np.ndarray, hits: np.ndarray, n_bins: int = 15) -> float:
+    """``adaptive_calibration_error`` of top-label confidences against correctness."""
+    conf, hits = np.asarray(conf, dtype=np.float64), np.asarray(hits, dtype=np.float64)
     count, hit_sum, conf_sum = _equal_count_bins(conf, hits, n_bins)
     return float(np.abs(hit_sum - conf_sum).sum() / len(conf))
 
@@ -298,7 +307,7 @@ def smooth_reliability(conf: np.ndarray, hits: np.ndarray,
 def smooth_ece(probs: np.ndarray, labels: np.ndarray) -> float:
     """Smooth ECE of the top-label confidence (Blasiok & Nakkiran, 2023)."""
     probs, labels = _check(probs, labels)
-    return smooth_reliability(*_top_label(probs, labels)).value
+    return smooth_reliability(*top_label(probs, labels)).value
 
 
 # --- debiased L2 calibration error (Kumar, Liang & Ma, 2019) -----------------------------
@@ -328,15 +337,24 @@ def debiased_l2_calibration_error(probs: np.ndarray, labels: np.ndarray,
     noise subtracted (Kumar et al., 2019): far less biased than the plug-in on small
     test sets."""
     probs, labels = _check(probs, labels)
-    conf, hits = _top_label(probs, labels)
+    return debiased_l2_of_confidence(*top_label(probs, labels), n_bins)
+
+
+def debiased_l2_of_confidence(conf: np.ndarray, hits: np.ndarray, n_bins: int = 15) -> float:
+    """``debiased_l2_calibration_error`` of top-label confidences against correctness."""
+    conf, hits = np.asarray(conf, dtype=np.float64), np.asarray(hits, dtype=np.float64)
     count, hit_sum, conf_sum = _equal_count_bins(conf, hits, n_bins)
     return float(debiased_l2_from_bins(count, hit_sum, conf_sum, len(conf)))
 
 
 def confidence_histogram(probs: np.ndarray, n_bins: int = 15) -> np.ndarray:
     """Counts of top-label confidence in the same equal-width bins as the diagram."""
-    conf = np.asarray(probs, dtype=np.float64).max(axis=1)
-    return np.bincount(bin_index(conf, n_bins), minlength=n_bins)
+    return histogram_of_confidence(np.asarray(probs, dtype=np.float64).max(axis=1), n_bins)
+
+
+def histogram_of_confidence(conf: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """``confidence_histogram`` of top-label confidences."""
+    return np.bincount(bin_index(np.asarray(conf, dtype=np.float64), n_bins), minlength=n_bins)
 
 
 _GROUP_ROWS = 8192  # rows of a block that mean_prediction_matrix sums by class

@@ -701,7 +701,7 @@ class Trainer(Controlled):
             familiarity = [pool.submit(part) for part in parts]
             # one of the recalibrators, which evaluate compares on test
             binned = pool.submit(fit_histogram_binning, probs, labels, n_bins)
-            conf, hits = probs.max(axis=1), probs.argmax(axis=1) == labels
+            conf, hits = metrics.top_label(probs, labels)  # for every top-label measure
             at = {name: pool.submit(fn, *args) for name, (fn, *args) in {
                 "pca": (lambda: pca_2d(features, gram() if gram.wide else None),),
                 "smooth": (_smooth_reliability, conf, hits, cfg.split_seed),
@@ -711,7 +711,7 @@ class Trainer(Controlled):
             nll = metrics.negative_log_likelihood(probs, labels)
             top1, top5 = float(hits.mean()), metrics.topk_accuracy(probs, labels, 5)
             brier = metrics.brier_score(probs, labels)
-            histogram = metrics.confidence_histogram(probs, n_bins)
+            histogram = metrics.histogram_of_confidence(conf, n_bins)
             log_probs, fitted = temperature.result()
             t = fitted.temperature
             vector = pool.submit(fit_vector_scaling, log_probs, labels, t)
@@ -723,9 +723,9 @@ class Trainer(Controlled):
             at |= {name: pool.submit(fn, *args) for name, (fn, *args) in {
                 "separation": (lambda: metrics.embedding_separation(features, emb_labels,
                                                                      gram()),),
-                "l2": (metrics.debiased_l2_calibration_error, probs, labels, n_bins),
-                "adaptive": (metrics.adaptive_calibration_error, probs, labels, n_bins),
-                "bins": (metrics.reliability_bins, probs, labels, n_bins),
+                "l2": (metrics.debiased_l2_of_confidence, conf, hits, n_bins),
+                "adaptive": (metrics.adaptive_of_confidence, conf, hits, n_bins),
+                "bins": (metrics.reliability_of_confidence, conf, hits, n_bins),
             }.items()}
             at = {name: future.result() for name, future in at.items()}
             self.temperature = t
