@@ -344,11 +344,21 @@ def apply_vector_scaling(log_probs: np.ndarray, scale: np.ndarray,
     return by_row_blocks(scaled, log_probs)
 
 
-_TOP_BITS = 1 << 16  # buckets of equal_count_edges: a float64's sign, exponent, 4 bits more
+_TOP_BITS = 1 << 16  # buckets of _quantiles: a float64's sign, exponent, 4 bits more
 _COLUMN_BLOCK = 16  # classes copied to rows at a time (17 MB at 135,000 images)
 
 
-def equal_count_edges(column: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
+def edges_and_counts_below(column: np.ndarray, quantiles: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """(``np.quantile(column, quantiles)``, how many values lie below each)."""
+    edges, below = _quantiles(column, quantiles)
+    if below is None:  # a pass over the column an edge
+        below = np.array([np.count_nonzero(column < e) for e in edges], dtype=np.int64)
+    return edges, below
+
+
+def _quantiles(column: np.ndarray, quantiles: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray | None]:
     """``np.quantile(column, quantiles)`` (its default, linear interpolation between the
     two order statistics around (n - 1) q), bit for bit, for a contiguous float64
     column: 4x faster (0.9 against 3.8 ms at 135,000 values), as it sorts only the
@@ -356,14 +366,15 @@ def equal_count_edges(column: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     order for values >= 0: sign, exponent, the mantissa's first 4 bits), one bincount;
     the counts' running sum says which bucket holds each order statistic, and only those
     buckets' values are sorted. Anything else (negative, infinite, NaN) goes to
-    ``np.quantile``."""
+    ``np.quantile``. Beside the quantiles, how many values lie below each, from the same
+    buckets (None where they did not serve)."""
     n = len(column)
     if n == 0 or sys.byteorder != "little" or column.dtype != np.float64:
-        return np.quantile(column, quantiles)
+        return np.quantile(column, quantiles), None
     keys = column.view(np.uint16)[3::4]  # each value's top 16 bits
     counts = np.bincount(keys, minlength=_TOP_BITS)
     if counts[0x7FF0:].any():  # the keys of inf, NaN and every negative value
-        return np.quantile(column, quantiles)
+        return np.quantile(column, quantiles), None
     below = np.cumsum(counts) - counts  # values in the buckets below each bucket
     virtual = (n - 1) * np.asarray(quantiles, dtype=np.float64)
     lower = np.floor(virtual)
@@ -380,7 +391,17 @@ def equal_count_edges(column: np.ndarray, quantiles: np.ndarray) -> np.ndarray:
     a, b = order_statistic[:len(virtual)], order_statistic[len(virtual):]
     # numpy's interpolation, as it computes it (from the nearer end)
     step = b - a
-    return np.where(gamma >= 0.5, b - step * (1 - gamma), a + step * gamma)
+    edges = np.where(gamma >= 0.5, b - step * (1 - gamma), a + step * gamma)
+    # below an edge: every value of the buckets below its own and those of its own
+    # bucket before it (in ``near``); a bucket that holds no order statistic holds no
+    # value between the two an edge lies between, so an edge in one has none of its own
+    edge_keys = np.ascontiguousarray(edges).view(np.uint16)[3::4]
+    if (edge_keys >= 0x7FF0).any():  # -0.0 would be one
+        return edges, None
+    slot = np.minimum(np.searchsorted(needed, edge_keys), len(needed) - 1)
+    own = needed[slot] == edge_keys
+    in_bucket = np.searchsorted(near, edges, side="left") - offset[slot]
+    return edges, below[edge_keys] + np.where(own, in_bucket, 0)
 
 
 def fit_histogram_binning(probs: np.ndarray, labels: np.ndarray,
@@ -402,11 +423,10 @@ def fit_histogram_binning(probs: np.ndarray, labels: np.ndarray,
     for first in range(0, k, _COLUMN_BLOCK):
         block = np.ascontiguousarray(probs[:, first:first + _COLUMN_BLOCK].T)  # a class a row
         for c, column in enumerate(block, start=first):
-            edges[c] = equal_count_edges(column, quantiles)
+            edges[c], below = edges_and_counts_below(column, quantiles)
             # an image falls in bin j when j edges are at or below it (searchsorted's
-            # "right"): the images in bins j and above are those not below edge j - 1,
-            # counted edge by edge (14 passes over the column, 10x faster than binning each)
-            at_or_above = n - np.array([np.count_nonzero(column < e) for e in edges[c]])
+            # "right"): the images in bins j and above are those not below edge j - 1
+            at_or_above = n - below
             count = -np.diff(np.concatenate([[n], at_or_above, [0]]))
             positive = np.bincount(np.searchsorted(edges[c], column[by_class[c]],
                                                    side="right"), minlength=n_bins)

@@ -269,12 +269,13 @@ def test_histogram_binning_by_hand():
     np.testing.assert_allclose(out[0], expected / expected.sum())
 
 
-def test_equal_count_edges_are_numpys_quantiles_bit_for_bit():
+def test_equal_count_edges_are_numpys_quantiles_bit_for_bit_with_the_counts_below():
     """The bucketed selection against ``np.quantile`` itself on what a class's column can
     hold: softmax outputs over many scales, exact ties, zeros and ones, every value in
     one bucket, 1 to 3 values, other bin counts; and what it hands to np.quantile
-    (negative, infinite, NaN, float32)."""
-    from olsdesk.core.calibration import equal_count_edges
+    (negative, infinite, NaN, float32). The count below each edge, read off the same
+    buckets, is the count of a pass over the column."""
+    from olsdesk.core.calibration import edges_and_counts_below
 
     rng = np.random.default_rng(11)
     logits = rng.normal(size=(20_000, 40)) * np.linspace(0.5, 8, 40)
@@ -291,10 +292,11 @@ def test_equal_count_edges_are_numpys_quantiles_bit_for_bit():
         for bins in (2, 10, 15, 64):
             q = np.arange(1, bins) / bins
             with np.errstate(invalid="ignore"):  # numpy's own interpolation at inf
-                np.testing.assert_array_equal(equal_count_edges(column, q),
-                                              np.quantile(column, q))
+                edges, below = edges_and_counts_below(column, q)
+                np.testing.assert_array_equal(edges, np.quantile(column, q))
+            np.testing.assert_array_equal(below, [np.count_nonzero(column < e) for e in edges])
     short = rng.random(1000).astype(np.float32)
-    np.testing.assert_array_equal(equal_count_edges(short, q), np.quantile(short, q))
+    np.testing.assert_array_equal(edges_and_counts_below(short, q)[0], np.quantile(short, q))
 
 
 def test_histogram_bins_hold_what_their_edges_say_with_ties_and_absent_classes():
