@@ -63,17 +63,20 @@ def test_classwise_ece_by_hand():
     assert m.classwise_calibration_error(probs, labels, 2) == pytest.approx(0.25)
 
 
-def test_classwise_ece_is_each_class_columns_ece_exactly():
-    """Binned a few classes a pass, it is the mean of each class's own ECE (its column
-    against [y = k]) bit for bit, with a class that has no images and probabilities on
-    the bins' edges."""
+@pytest.mark.parametrize("rows", [2048, 7])
+def test_classwise_ece_is_each_class_columns_ece_exactly(monkeypatch, rows):
+    """Binned a block of rows at a time (one block and many), only the values beyond the
+    first bin binned, it is the mean of each class's own ECE (its column against
+    [y = k]) bit for bit, with a class that has no images and probabilities on the bins'
+    edges."""
+    monkeypatch.setattr(m, "_CLASSWISE_ROWS", rows)
     rng = np.random.default_rng(5)
     classes = 40  # more than one pass's classes: 16, 16 and 8
     probs = rng.dirichlet(np.full(classes, 0.4), size=3000)
     probs[:40] = np.eye(classes)[rng.integers(0, classes, 40)]  # 0 and 1 exactly
     probs[40:60, 14:19] = [[2 / 15, 1 / 15, 12 / 15, 0.0, 1 / 15]]  # on the bins' edges
     labels = rng.choice(np.delete(np.arange(classes), 17), size=3000)  # 17: no image
-    for n_bins in (15, 4):
+    for n_bins in (15, 4, 1):
         each = [m.ece_of_confidence(probs[:, k], labels == k, n_bins) for k in range(classes)]
         assert m.classwise_calibration_error(probs, labels, n_bins) == float(np.mean(each))
 
