@@ -258,7 +258,10 @@ class _FromGram:
         def apart() -> np.ndarray:  # |f - m_k|^2
             return (np.diag(g)[held][:, None] - 2 * fm_held + np.diag(self.mm)[None, :])
 
-        return _score(self.project(x_held), self.project(x_means), np.full(n, -1 / self.a),
+        # one solve for both (more columns than a block's rows: the blocks' inverses)
+        both = self.project(np.hstack([x_held, x_means]))
+        held_count = x_held.shape[1]
+        return _score(both[:held_count], both[held_count:], np.full(n, -1 / self.a),
                       1 / self.a, apart)
 
 
