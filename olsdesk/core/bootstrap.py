@@ -670,9 +670,13 @@ def smooth_reliability_band(conf: np.ndarray, hits: np.ndarray, bandwidth: float
     n = len(conf)
     lower, lo_share, hi_share = smooth_grid_weights(conf)
     images = np.arange(n)
-    spread = sparse.csr_matrix((np.r_[lo_share, hi_share],
-                                (np.r_[lower, lower + 1], np.r_[images, images])),
-                               shape=(SMOOTH_GRID, n))
+    # the weights' spread onto the grid above, the residuals' below: one product a chunk
+    # of resamples gives both, with no N-long product of the residuals and the weights
+    spread = sparse.csr_matrix((np.r_[lo_share, hi_share, lo_share * residual,
+                                      hi_share * residual],
+                                (np.r_[lower, lower + 1, lower + SMOOTH_GRID,
+                                       lower + 1 + SMOOTH_GRID], np.tile(images, 4))),
+                               shape=(2 * SMOOTH_GRID, n))
     grid = np.linspace(0.0, 1.0, SMOOTH_GRID)
     curves = []
     for b in range(-(-resamples // _block_size(n))):
@@ -682,9 +686,9 @@ def smooth_reliability_band(conf: np.ndarray, hits: np.ndarray, bandwidth: float
         # product with the residuals were 256 MB at 200,000 images
         spread_residual, spread_weight = np.empty((cols, SMOOTH_GRID)), np.empty((cols, SMOOTH_GRID))
         for part in _column_chunks(w):
-            chunk = w[:, part].astype(np.float64)
-            spread_residual[part] = (spread @ (chunk * residual[:, None])).T
-            spread_weight[part] = (spread @ chunk).T
+            both = (spread @ w[:, part].astype(np.float64)).T
+            spread_weight[part], spread_residual[part] = both[:, :SMOOTH_GRID], \
+                both[:, SMOOTH_GRID:]
         smoothed = smooth_rows(np.vstack([spread_residual, spread_weight]), bandwidth)
         r, m = smoothed[:cols], smoothed[cols:]
         with np.errstate(invalid="ignore", divide="ignore"):
