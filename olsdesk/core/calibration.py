@@ -55,8 +55,9 @@ _NEWTON_ACCEPT = 1e-4
 # a fit on more images starts from the fit on a strided sample of about this many: a
 # fraction of a pass each, and the full passes start within about 1 % of the minimum
 _WARM_START_ROWS = 16_384
-_SLOPE_ROWS = 4096  # rows of the logits a pass of the fit works on at once
-_CONFIDENCE_ROWS = 4096  # rows scaled at once for the cross-fit's confidences
+# rows of the shifted logits worked on at once (a pass of the fit, the cross-fit's
+# confidences): their temporaries stay in the cache
+_PASS_ROWS = 4096
 
 
 def _shifted(logits: np.ndarray) -> np.ndarray:
@@ -79,8 +80,8 @@ def _nll_slopes(z: np.ndarray, picked: np.ndarray, beta: float,
     n = len(z) if rows is None else len(rows)
     slope, curvature = np.empty(n), np.empty(n)
     b = np.float32(beta)
-    for at in range(0, n, _SLOPE_ROWS):
-        block = slice(at, at + _SLOPE_ROWS)
+    for at in range(0, n, _PASS_ROWS):
+        block = slice(at, at + _PASS_ROWS)
         zb = z[block] if rows is None else z[rows[block]]
         e = np.multiply(zb, b)
         np.exp(e, out=e)
@@ -207,8 +208,8 @@ def cross_fitted_confidence(fit: TemperatureFit, seed: int = 0) -> np.ndarray:
             lambda b, rows=fit_on: _nll_slopes(z, picked, b, rows),
             start=_Pass(last.beta, last.slope[fit_on], last.curvature[fit_on]))
         beta = np.float32(half_beta)
-        for at in range(0, len(apply_to), _CONFIDENCE_ROWS):  # the top class's z is 0: its
-            rows = apply_to[at:at + _CONFIDENCE_ROWS]  # probability is 1 / sum(exp(beta z))
+        for at in range(0, len(apply_to), _PASS_ROWS):  # the top class's z is 0: its
+            rows = apply_to[at:at + _PASS_ROWS]  # probability is 1 / sum(exp(beta z))
             confidence[rows] = 1.0 / np.exp(beta * z[rows]).sum(axis=1, dtype=np.float64)
     return confidence
 

@@ -15,7 +15,7 @@ from scipy import fft
 _EPS = 1e-12
 
 
-_CLASSWISE_ROWS = 2048  # rows of the probabilities top-k and classwise ECE take at once
+_BLOCK_ROWS = 2048  # rows of the probabilities top-k and classwise ECE take at once
 
 
 def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
@@ -29,14 +29,14 @@ def topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     # sort, no N x k index array), a block of rows at a time (its masks stay in the cache)
     ahead = np.empty(len(labels), dtype=np.int64)
     columns = np.arange(probs.shape[1])[None, :]
-    for at in range(0, len(labels), _CLASSWISE_ROWS):
-        p, y = probs[at:at + _CLASSWISE_ROWS], labels[at:at + _CLASSWISE_ROWS]
+    for at in range(0, len(labels), _BLOCK_ROWS):
+        p, y = probs[at:at + _BLOCK_ROWS], labels[at:at + _BLOCK_ROWS]
         true = p[np.arange(len(y)), y][:, None]
         above = p > true
         tied_before = p == true
         tied_before &= columns < y[:, None]
         above |= tied_before
-        ahead[at:at + _CLASSWISE_ROWS] = np.count_nonzero(above, axis=1)
+        ahead[at:at + _BLOCK_ROWS] = np.count_nonzero(above, axis=1)
     return float(np.mean(ahead < k))
 
 
@@ -165,8 +165,6 @@ def adaptive_of_confidence(conf: np.ndarray, hits: np.ndarray, n_bins: int = 15)
     return float(np.abs(hit_sum - conf_sum).sum() / len(conf))
 
 
-
-
 def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = 15) -> float:
     """Mean over classes k of the ECE of p_k against the indicator [y = k]."""
     probs, labels = _check(probs, labels)
@@ -178,8 +176,8 @@ def classwise_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: i
     # column's bincount does: the same numbers bit for bit, 4x faster than binning all
     first_sum = np.zeros(k)
     found_rows, found_cells, found_values = [], [], []
-    for at in range(0, n, _CLASSWISE_ROWS):
-        p = probs[at:at + _CLASSWISE_ROWS]
+    for at in range(0, n, _BLOCK_ROWS):
+        p = probs[at:at + _BLOCK_ROWS]
         beyond = p * n_bins > 1.0 if n_bins > 1 else np.zeros(p.shape, dtype=bool)
         # the running sums go on from the last block's (not a block's sum added to them)
         first_sum = np.add.reduce(np.vstack([first_sum[None], np.where(beyond, 0.0, p)]),

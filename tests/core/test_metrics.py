@@ -69,7 +69,7 @@ def test_classwise_ece_is_each_class_columns_ece_exactly(monkeypatch, rows):
     first bin binned, it is the mean of each class's own ECE (its column against
     [y = k]) bit for bit, with a class that has no images and probabilities on the bins'
     edges."""
-    monkeypatch.setattr(m, "_CLASSWISE_ROWS", rows)
+    monkeypatch.setattr(m, "_BLOCK_ROWS", rows)
     rng = np.random.default_rng(5)
     classes = 40  # more than one pass's classes: 16, 16 and 8
     probs = rng.dirichlet(np.full(classes, 0.4), size=3000)
