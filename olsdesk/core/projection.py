@@ -41,13 +41,12 @@ def _top_axes(x: np.ndarray, gram: np.ndarray | None = None) -> np.ndarray:
             if gram is not None and len(x) <= x.shape[1]:
                 values, vectors = eigsh(gram, k=2, v0=start, tol=LANCZOS_TOLERANCE)  # sigma^2
                 sigma = np.sqrt(np.maximum(values, 0.0))
-                if sigma.min() > 1e-9 * sigma.max():
+                with np.errstate(invalid="ignore", divide="ignore"):  # sigma 0: refused below
                     vt = (x.T @ (vectors / sigma)).T  # v = x' u / sigma
-                    return vt[np.argsort(sigma)[::-1]]
             else:
                 _, sigma, vt = svds(x, k=2, v0=start, solver="arpack", tol=LANCZOS_TOLERANCE)
-                if sigma.min() > 1e-9 * sigma.max():  # two directions of variance
-                    return vt[np.argsort(sigma)[::-1]]
+            if sigma.min() > 1e-9 * sigma.max():  # two directions of variance
+                return vt[np.argsort(sigma)[::-1]]
         except Exception:  # ARPACK did not converge: the exact route below
             pass
     return np.linalg.svd(x, full_matrices=False)[2][:2]
