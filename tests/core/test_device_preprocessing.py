@@ -182,6 +182,27 @@ def test_through_the_loader_the_batch_keeps_its_order_and_failures(pictures, tmp
             assert len(failed) == 1 and "corrupt.png" in failed[0][1]
 
 
+def test_a_sample_that_cannot_be_prepared_is_named_and_only_a_failure_asks_its_name():
+    """The loader names a sample only when it fails (naming every sample cost training
+    5 us an image); the failure's sentence names it as before."""
+    asked = []
+
+    class Samples(ArraySamples):
+        def describe(self, index):
+            asked.append(index)
+            return f"scan_{index:02d}.png"
+
+    images = np.zeros((3, 28, 28), np.uint8)
+    samples = Samples(images, np.arange(3), "archive")
+    samples.images = [images[0], np.zeros((2, 2, 2, 2), np.uint8), images[2]]  # 4-D: no image
+    loaded = TorchSamples(samples, Preprocessing.for_size(28, 1), train=True, seed=0)
+    good, bad = loaded[(0, 0)], loaded[(1, 0)]
+    assert good[0].shape == (1, 28, 28) and good[1:] == (0, 0)
+    assert bad[0] is None and bad[2] == 1
+    assert bad[1].startswith("scan_01.png could not be prepared for the model")
+    assert asked == [1]
+
+
 def test_a_staged_batch_pins_its_tensors_where_pinning_is_possible(pictures):
     preprocessing = Preprocessing.for_size(32, 1)
     items = [preprocessing.stage(preprocessing.read(p, eight_bit=True)) for p in pictures]

@@ -47,7 +47,7 @@ class TorchSamples(torch.utils.data.Dataset):
         try:
             _, tensor = self.preprocessing.prepare(
                 lambda: self.samples.load(index, self.preprocessing, self.staged),
-                self.samples.describe(index), train=self.train, generator=generator,
+                lambda: self.samples.describe(index), train=self.train, generator=generator,
                 staged=self.staged)
         except ImageReadError as exc:
             detail = getattr(exc, "detail", "")

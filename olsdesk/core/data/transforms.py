@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from olsdesk.errors import ImageReadError, printable
+
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -94,18 +96,18 @@ class Preprocessing:
         """The evaluation tensor for a file: exactly what validation feeds the model."""
         return self(self.read(path), train=False)
 
-    def prepare(self, read: Callable[[], np.ndarray], name: str, train: bool = False,
-                generator: torch.Generator | None = None, staged: bool = False
-                ) -> tuple[np.ndarray, torch.Tensor | Staged]:
+    def prepare(self, read: Callable[[], np.ndarray], name: str | Callable[[], str],
+                train: bool = False, generator: torch.Generator | None = None,
+                staged: bool = False) -> tuple[np.ndarray, torch.Tensor | Staged]:
         """The per-file firewall: ``read()`` (a file, or a sample of a dataset) and its
         model input. Whatever goes wrong for this one file becomes an ``ImageReadError``
         whose message is its sentence, with any unexpected traceback in ``detail`` (for
         the log); training skips the file, prediction, evaluation and Grad-CAM give it
         an error row, and the rest go on. Training, prediction, evaluation and Grad-CAM
-        all prepare files through here. ``staged``: an 8-bit image staged for
-        ``finish`` on the device instead (``stage``)."""
-        from olsdesk.errors import ImageReadError, printable
-
+        all prepare files through here. ``name``: the file's name for that sentence, or
+        what gives it (only a failure asks: a loader's sample is not named otherwise).
+        ``staged``: an 8-bit image staged for ``finish`` on the device instead
+        (``stage``)."""
         try:
             image = read()
             prepare = self.stage if staged else self
@@ -113,6 +115,7 @@ class Preprocessing:
         except ImageReadError:
             raise
         except Exception as exc:  # noqa: BLE001 - one file must never stop the others
+            name = name() if callable(name) else name
             error = ImageReadError(
                 f"{printable(Path(name).name)} could not be prepared for the model "
                 f"({type(exc).__name__}: {exc}).")
