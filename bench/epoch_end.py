@@ -160,22 +160,41 @@ def fit_config(data: Path, epochs: int, device: str) -> RunConfig:
 
 
 def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool | None,
-                device: str = "cpu") -> tuple[float, list]:
-    """One ``Trainer.fit``: its seconds, and what training waited at each epoch end
-    (``inline`` None: where the trainer runs the epoch end on ``device``)."""
+                device: str = "cpu") -> tuple[float, list, dict]:
+    """One ``Trainer.fit``: its seconds, what training waited at each epoch end
+    (``inline`` None: where the trainer runs the epoch end on ``device``), and its parts'
+    seconds summed over the epochs: the training passes, the validation passes and the
+    epoch ends (wherever they ran)."""
     waits: list[float] = []
+    parts: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory() as runs:
         run = Trainer(fit_config(data, epochs, device), runs_dir=runs)
         run.prepare()
-        if val is not None:  # RadImageNet's validation predictions, not the run's own
+        run_epoch, validate, end_epoch = run._run_epoch, run._validate, run._end_epoch
+        began = [0.0]
+
+        def timed_epoch(epoch):
+            began[0] = time.perf_counter()
+            return (yield from run_epoch(epoch))
+
+        def timed_validate(epoch):
+            started = time.perf_counter()
+            parts["train"] += started - began[0]
+            out = yield from validate(epoch)
+            parts["validate"] += time.perf_counter() - started
+            # RadImageNet's validation predictions, not the run's own
+            return out if val is None or out is None else val
+
+        def timed_end(*args):
+            started = time.perf_counter()
+            try:
+                return end_epoch(*args)
+            finally:
+                parts["epoch end"] += time.perf_counter() - started
+
+        if val is not None:
             run.embed_mask = val["mask"]
-            validate = run._validate
-
-            def substituted(epoch):
-                yield from validate(epoch)
-                return val
-
-            run._validate = substituted
+        run._run_epoch, run._validate, run._end_epoch = timed_epoch, timed_validate, timed_end
         collect = run._collect
 
         def timed_collect(wait=True):
@@ -189,12 +208,13 @@ def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool | None,
         started = time.perf_counter()
         for _ in run.fit():
             pass
-        return time.perf_counter() - started, waits
+        return time.perf_counter() - started, waits, parts
 
 
-def bare_seconds(data: Path, epochs: int) -> tuple[float, list]:
+def bare_seconds(data: Path, epochs: int) -> tuple[float, list, dict]:
     config = fit_config(data, epochs, "cpu")
-    return bare_loop(config, open_dataset(config)), []
+    parts: dict[str, float] = {}
+    return bare_loop(config, open_dataset(config), parts), [], parts
 
 
 def beside(val: dict, k: int, images: int, epochs: int, device: str, inline: bool | None,
@@ -227,6 +247,9 @@ def beside(val: dict, k: int, images: int, epochs: int, device: str, inline: boo
                 print(f"  round {r + 1}, {name}: Trainer.fit {took[0][0]:.2f} s, baseline "
                       f"{took[1][0]:.2f} s, ratio {took[0][0] / took[1][0]:.3f}{waited}",
                       flush=True)
+                for who, (_, _, parts) in zip(("Trainer.fit", "baseline"), took, strict=True):
+                    print(f"    {who}: " + ", ".join(f"{part} {seconds:.2f} s"
+                                                    for part, seconds in parts.items()))
     way = {None: "the trainer's way", True: "in line", False: "beside training"}[inline]
     print(f"Trainer.fit on {device} ({way}), {epochs} epochs of {images:,} training images, "
           f"{k} classes, {n:,} validation predictions at each epoch end, {rounds} rounds:")

@@ -41,7 +41,10 @@ class PlainSet(torch.utils.data.Dataset):
         return self.prep(self.samples.load(i, self.prep), train=self.train), int(self.samples.labels[i])
 
 
-def bare_loop(config: RunConfig, dataset) -> float:
+def bare_loop(config: RunConfig, dataset, parts: dict | None = None) -> float:
+    """The bare loop's seconds; ``parts`` (if given) gathers its training and validation
+    passes' seconds, summed over the epochs."""
+    parts = {} if parts is None else parts
     torch.manual_seed(config.seed)
     prep = Preprocessing.for_size(config.effective_image_size, dataset.channels)
     model = build_model(config.model, dataset.num_classes, dataset.channels)
@@ -53,6 +56,7 @@ def bare_loop(config: RunConfig, dataset) -> float:
     val = DataLoader(PlainSet(dataset.val, prep, False), config.batch_size)
     start = time.perf_counter()
     for _ in range(config.epochs):
+        began = time.perf_counter()
         model.train()
         loss_fn.train()
         for x, y in train:
@@ -61,11 +65,14 @@ def bare_loop(config: RunConfig, dataset) -> float:
             loss.backward()
             opt.step()
         loss_fn.next_epoch()
+        trained = time.perf_counter()
         model.eval()
         correct = 0
         with torch.no_grad():
             for x, y in val:
                 correct += (model(x).argmax(1) == y).sum().item()
+        parts["train"] = parts.get("train", 0.0) + trained - began
+        parts["validate"] = parts.get("validate", 0.0) + time.perf_counter() - trained
     return time.perf_counter() - start
 
 
