@@ -31,6 +31,8 @@ both sides:
    with its small split's epoch end. This leaves out the validation pass, which both pay
    at that size, so its ratio bounds the first comparison's from above.
 
+``--comparison bare`` or ``small`` runs only the first or the second.
+
 Printed: each round's seconds and ratios, each comparison's medians and the median of
 its per-round ratios, how long training waited at each epoch end, and what the host copy
 of ResNet-50's weights and optimiser state costs.
@@ -218,20 +220,21 @@ def bare_seconds(data: Path, epochs: int) -> tuple[float, list, dict]:
 
 
 def beside(val: dict, k: int, images: int, epochs: int, device: str, inline: bool | None,
-           rounds: int) -> None:
+           rounds: int, which: str = "both") -> None:
     n = len(val["labels"])
     with tempfile.TemporaryDirectory() as folder:
         small = archive(Path(folder) / "small_validation.npz", images, k)
         fit_seconds(small, 1, None, inline, device)  # warm: imports, first allocations
         comparisons = {}  # name: (the trainer's run, its baseline)
-        if device == "cpu":  # the bare loop has no device code
+        if device == "cpu" and which != "small":  # the bare loop has no device code
             whole = archive(Path(folder) / "whole_validation.npz", images, k, val=n)
             comparisons[f"validating {n:,} images, against the bare loop"] = (
                 lambda: fit_seconds(whole, epochs, val, inline, device),
                 lambda: bare_seconds(whole, epochs))
-        comparisons[f"a small validation split, the epoch end on {n:,} (stricter)"] = (
-            lambda: fit_seconds(small, epochs, val, inline, device),
-            lambda: fit_seconds(small, epochs, None, inline, device))
+        if which != "bare" or device != "cpu":
+            comparisons[f"a small validation split, the epoch end on {n:,} (stricter)"] = (
+                lambda: fit_seconds(small, epochs, val, inline, device),
+                lambda: fit_seconds(small, epochs, None, inline, device))
         seconds = {name: ([], []) for name in comparisons}
         for r in range(rounds):
             for name, runs in comparisons.items():
@@ -293,6 +296,9 @@ def main() -> None:
     parser.add_argument("--way", choices=("trainer", "inline", "beside"), default="trainer",
                         help="where --beside's epoch end runs (default: the trainer's way "
                         "on --device)")
+    parser.add_argument("--comparison", choices=("both", "bare", "small"), default="both",
+                        help="--beside's comparisons: against the bare loop (1, the CPU "
+                        "only), the small split's (2), or both")
     args = parser.parse_args()
     val = validation(args.images, args.classes, RunConfig().embedding_samples, args.features)
     ours, base = [], []
@@ -313,7 +319,7 @@ def main() -> None:
     if args.beside:
         inline = {"trainer": None, "inline": True, "beside": False}[args.way]
         beside(val, args.classes, args.train_images, args.epochs, args.device, inline,
-               args.fit_rounds)
+               args.fit_rounds, args.comparison)
 
 
 if __name__ == "__main__":
