@@ -183,8 +183,8 @@ def test_through_the_loader_the_batch_keeps_its_order_and_failures(pictures, tmp
 
 
 def test_a_sample_that_cannot_be_prepared_is_named_and_only_a_failure_asks_its_name():
-    """The loader names a sample only when it fails (naming every sample cost training
-    5 us an image); the failure's sentence names it as before."""
+    """The loader names a sample only when it fails (naming every sample cost 5-7 us
+    an image); the failure's sentence names it as before."""
     asked = []
 
     class Samples(ArraySamples):
