@@ -33,9 +33,11 @@ both sides:
 
 ``--comparison bare`` or ``small`` runs only the first or the second.
 
-Printed: each round's seconds and ratios, each comparison's medians and the median of
-its per-round ratios, how long training waited at each epoch end, and what the host copy
-of ResNet-50's weights and optimiser state costs.
+Printed: each round's seconds and ratios, each side's parts (training passes, validation
+passes, epoch ends) and its validation passes' median batch time in each sixth of the
+pass (a side slower throughout, or only in stretches), each comparison's medians and the
+median of its per-round ratios, how long training waited at each epoch end, and what the
+host copy of ResNet-50's weights and optimiser state costs.
 """
 
 from __future__ import annotations
@@ -162,12 +164,14 @@ def fit_config(data: Path, epochs: int, device: str) -> RunConfig:
 
 
 def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool | None,
-                device: str = "cpu") -> tuple[float, list, dict]:
+                device: str = "cpu") -> tuple[float, list, dict, list]:
     """One ``Trainer.fit``: its seconds, what training waited at each epoch end
-    (``inline`` None: where the trainer runs the epoch end on ``device``), and its parts'
-    seconds summed over the epochs: the training passes, the validation passes and the
-    epoch ends (wherever they ran)."""
+    (``inline`` None: where the trainer runs the epoch end on ``device``), its parts'
+    seconds summed over the epochs (the training passes, the validation passes and the
+    epoch ends, wherever they ran), and each validation batch's seconds (from one
+    progress report to the next), a list an epoch."""
     waits: list[float] = []
+    batches: list[list[float]] = []
     parts: dict[str, float] = defaultdict(float)
     with tempfile.TemporaryDirectory() as runs:
         run = Trainer(fit_config(data, epochs, device), runs_dir=runs)
@@ -179,8 +183,10 @@ def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool | None,
             began[0] = time.perf_counter()
             return (yield from run_epoch(epoch))
 
+        began_validating = [0.0]
+
         def timed_validate(epoch):
-            started = time.perf_counter()
+            started = began_validating[0] = time.perf_counter()
             parts["train"] += started - began[0]
             out = yield from validate(epoch)
             parts["validate"] += time.perf_counter() - started
@@ -207,16 +213,30 @@ def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool | None,
 
         run._collect = timed_collect
         run.epoch_end_beside = None if inline is None else not inline
-        started = time.perf_counter()
-        for _ in run.fit():
-            pass
-        return time.perf_counter() - started, waits, parts
+        started = last = time.perf_counter()
+        for progress in run.fit():
+            now = time.perf_counter()
+            if getattr(progress, "phase", None) == "validate":
+                if progress.batch == 1:
+                    batches.append([])
+                    last = began_validating[0]
+                batches[-1].append(now - last)
+            last = now
+        return time.perf_counter() - started, waits, parts, batches
 
 
-def bare_seconds(data: Path, epochs: int) -> tuple[float, list, dict]:
+def bare_seconds(data: Path, epochs: int) -> tuple[float, list, dict, list]:
     config = fit_config(data, epochs, "cpu")
     parts: dict[str, float] = {}
-    return bare_loop(config, open_dataset(config), parts), [], parts
+    batches: list[list[float]] = []
+    return bare_loop(config, open_dataset(config), parts, batches), [], parts, batches
+
+
+def by_sixth(batches: list[float]) -> str:
+    """A validation pass's median batch, in milliseconds, in each sixth of the pass: a
+    side slower throughout, or only in some stretches (the machine's busy moments)."""
+    sixths = np.array_split(np.asarray(batches) * 1e3, 6)
+    return " ".join(f"{np.median(part):.1f}" for part in sixths if len(part))
 
 
 def beside(val: dict, k: int, images: int, epochs: int, device: str, inline: bool | None,
@@ -250,9 +270,13 @@ def beside(val: dict, k: int, images: int, epochs: int, device: str, inline: boo
                 print(f"  round {r + 1}, {name}: Trainer.fit {took[0][0]:.2f} s, baseline "
                       f"{took[1][0]:.2f} s, ratio {took[0][0] / took[1][0]:.3f}{waited}",
                       flush=True)
-                for who, (_, _, parts) in zip(("Trainer.fit", "baseline"), took, strict=True):
+                for who, (_, _, parts, batches) in zip(("Trainer.fit", "baseline"), took,
+                                                       strict=True):
                     print(f"    {who}: " + ", ".join(f"{part} {seconds:.2f} s"
                                                     for part, seconds in parts.items()))
+                    for epoch, times in enumerate(batches, start=1):
+                        print(f"      validation {epoch}, {len(times)} batches, median ms a "
+                              f"batch by sixth: {by_sixth(times)}")
     way = {None: "the trainer's way", True: "in line", False: "beside training"}[inline]
     print(f"Trainer.fit on {device} ({way}), {epochs} epochs of {images:,} training images, "
           f"{k} classes, {n:,} validation predictions at each epoch end, {rounds} rounds:")

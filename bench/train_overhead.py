@@ -41,10 +41,13 @@ class PlainSet(torch.utils.data.Dataset):
         return self.prep(self.samples.load(i, self.prep), train=self.train), int(self.samples.labels[i])
 
 
-def bare_loop(config: RunConfig, dataset, parts: dict | None = None) -> float:
+def bare_loop(config: RunConfig, dataset, parts: dict | None = None,
+              batches: list | None = None) -> float:
     """The bare loop's seconds; ``parts`` (if given) gathers its training and validation
-    passes' seconds, summed over the epochs."""
+    passes' seconds, summed over the epochs, and ``batches`` (if given) each validation
+    batch's seconds, a list an epoch."""
     parts = {} if parts is None else parts
+    batches = [] if batches is None else batches
     torch.manual_seed(config.seed)
     prep = Preprocessing.for_size(config.effective_image_size, dataset.channels)
     model = build_model(config.model, dataset.num_classes, dataset.channels)
@@ -68,9 +71,14 @@ def bare_loop(config: RunConfig, dataset, parts: dict | None = None) -> float:
         trained = time.perf_counter()
         model.eval()
         correct = 0
+        batches.append([])
         with torch.no_grad():
+            last = time.perf_counter()
             for x, y in val:
                 correct += (model(x).argmax(1) == y).sum().item()
+                now = time.perf_counter()
+                batches[-1].append(now - last)
+                last = now
         parts["train"] = parts.get("train", 0.0) + trained - began
         parts["validate"] = parts.get("validate", 0.0) + time.perf_counter() - trained
     return time.perf_counter() - start
