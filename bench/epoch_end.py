@@ -17,9 +17,13 @@ which the unfamiliar-input fit works on, for the embedded sample only.
 ``--train-images`` at 28 px and the same number of classes (smallcnn), its validation's
 predictions replaced by the 135,000 above, the epoch end run as the trainer runs it on
 ``--device`` (in line on the CPU, beside the next epoch's training on a GPU; ``--way``
-forces one). Two comparisons, each run ``--fit-rounds`` times in alternating order so
-that the training's own run-to-run spread (several seconds on a shared VM) falls on
-both sides:
+forces one). Two comparisons, each run ``--fit-rounds`` times, who goes first
+alternating. Within a round the two sides take turns of ``--turn`` batches (default 50,
+about a second), each side's steps timed alone, so that this VM's busy stretches (its
+speed moves 10-20 % for seconds to a minute) fall on both sides alike; ``--turn 0`` runs
+each side whole, one after the other, as the bench did before. Where the epoch end runs
+beside training its thread would go on during the other side's turn, so there the sides
+run one after the other whatever ``--turn`` says:
 
 1. against the bare loop of ``bench/train_overhead.py`` (the same training, and a plain
    validation pass computing top-1), both validating a split of as many images as
@@ -43,21 +47,24 @@ host copy of ResNet-50's weights and optimiser state costs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import statistics
 import tempfile
 import time
 import types
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-from train_overhead import bare_loop
+from train_overhead import bare_steps
 
 from olsdesk.config import RunConfig
 from olsdesk.core import metrics, ood, trainer
 from olsdesk.core.data.sources import open_dataset
+from olsdesk.core.report import BatchProgress
 from olsdesk.core.trainer import Trainer
 
 
@@ -163,73 +170,86 @@ def fit_config(data: Path, epochs: int, device: str) -> RunConfig:
                      batch_size=64, device=device, num_workers=0)
 
 
-def fit_seconds(data: Path, epochs: int, val: dict | None, inline: bool | None,
-                device: str = "cpu") -> tuple[float, list, dict, list]:
-    """One ``Trainer.fit``: its seconds, what training waited at each epoch end
-    (``inline`` None: where the trainer runs the epoch end on ``device``), its parts'
-    seconds summed over the epochs (the training passes, the validation passes and the
-    epoch ends, wherever they ran), and each validation batch's seconds (from one
-    progress report to the next), a list an epoch."""
+def trainer_side(stack: contextlib.ExitStack, data: Path, epochs: int, val: dict | None,
+                 inline: bool | None, device: str = "cpu") -> tuple[Iterator[str], list]:
+    """A prepared ``Trainer`` (its run folder in ``stack``): its ``fit()`` as the phase of
+    each step ("train", "validate", or "epoch end" for the step that yields a report: the
+    validation pass's close, and on the CPU the epoch end itself), and a list that gets
+    what training waited at each epoch end (``inline`` None: where the trainer runs the
+    epoch end on ``device``). ``val``: the predictions the epoch end gets instead of the
+    run's own."""
     waits: list[float] = []
-    batches: list[list[float]] = []
-    parts: dict[str, float] = defaultdict(float)
-    with tempfile.TemporaryDirectory() as runs:
-        run = Trainer(fit_config(data, epochs, device), runs_dir=runs)
-        run.prepare()
-        run_epoch, validate, end_epoch = run._run_epoch, run._validate, run._end_epoch
-        began = [0.0]
+    runs = stack.enter_context(tempfile.TemporaryDirectory())
+    run = Trainer(fit_config(data, epochs, device), runs_dir=runs)
+    run.prepare()
+    validate, collect = run._validate, run._collect
 
-        def timed_epoch(epoch):
-            began[0] = time.perf_counter()
-            return (yield from run_epoch(epoch))
+    def replaced(epoch):
+        out = yield from validate(epoch)
+        # RadImageNet's validation predictions, not the run's own
+        return out if val is None or out is None else val
 
-        began_validating = [0.0]
+    def timed_collect(wait=True):
+        started = time.perf_counter()
+        yield from collect(wait)
+        if wait and run._pending is None:
+            waits.append(time.perf_counter() - started)
 
-        def timed_validate(epoch):
-            started = began_validating[0] = time.perf_counter()
-            parts["train"] += started - began[0]
-            out = yield from validate(epoch)
-            parts["validate"] += time.perf_counter() - started
-            # RadImageNet's validation predictions, not the run's own
-            return out if val is None or out is None else val
-
-        def timed_end(*args):
-            started = time.perf_counter()
-            try:
-                return end_epoch(*args)
-            finally:
-                parts["epoch end"] += time.perf_counter() - started
-
-        if val is not None:
-            run.embed_mask = val["mask"]
-        run._run_epoch, run._validate, run._end_epoch = timed_epoch, timed_validate, timed_end
-        collect = run._collect
-
-        def timed_collect(wait=True):
-            started = time.perf_counter()
-            yield from collect(wait)
-            if wait and run._pending is None:
-                waits.append(time.perf_counter() - started)
-
-        run._collect = timed_collect
-        run.epoch_end_beside = None if inline is None else not inline
-        started = last = time.perf_counter()
-        for progress in run.fit():
-            now = time.perf_counter()
-            if getattr(progress, "phase", None) == "validate":
-                if progress.batch == 1:
-                    batches.append([])
-                    last = began_validating[0]
-                batches[-1].append(now - last)
-            last = now
-        return time.perf_counter() - started, waits, parts, batches
+    if val is not None:
+        run.embed_mask = val["mask"]
+    run._validate, run._collect = replaced, timed_collect
+    run.epoch_end_beside = None if inline is None else not inline
+    steps = (item.phase if isinstance(item, BatchProgress) else "epoch end"
+             for item in run.fit())
+    return steps, waits
 
 
-def bare_seconds(data: Path, epochs: int) -> tuple[float, list, dict, list]:
+def bare_side(stack: contextlib.ExitStack, data: Path, epochs: int) -> tuple[Iterator[str], list]:
     config = fit_config(data, epochs, "cpu")
-    parts: dict[str, float] = {}
-    batches: list[list[float]] = []
-    return bare_loop(config, open_dataset(config), parts, batches), [], parts, batches
+    steps = bare_steps(config, open_dataset(config))
+    next(steps)  # built
+    return steps, []
+
+
+class Tally:
+    """One side's seconds: in all, by phase, and each validation batch's, a list a pass."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.parts: dict[str, float] = defaultdict(float)
+        self.batches: list[list[float]] = []
+        self._last = None
+
+    def add(self, phase: str | None, seconds: float) -> None:
+        self.seconds += seconds
+        if phase is None:  # the run's own end, after its last step
+            return
+        self.parts[phase] += seconds
+        if phase == "validate":
+            if self._last != "validate":
+                self.batches.append([])
+            self.batches[-1].append(seconds)
+        self._last = phase
+
+
+def in_turns(sides: list[Iterator[str]], turn: int) -> list[Tally]:
+    """Each side's steps timed, the sides taking turns of ``turn`` steps each (0: each
+    side whole, one after the other). In turns, a busy stretch of the machine (this VM's
+    last seconds to a minute) falls on both sides alike instead of on whichever ran then."""
+    tallies = [Tally() for _ in sides]
+    live = list(range(len(sides)))
+    while live:
+        for i in list(live):
+            taken = 0
+            while not turn or taken < turn:
+                started = time.perf_counter()
+                phase = next(sides[i], None)
+                tallies[i].add(phase, time.perf_counter() - started)
+                if phase is None:
+                    live.remove(i)
+                    break
+                taken += 1
+    return tallies
 
 
 def by_sixth(batches: list[float]) -> str:
@@ -240,46 +260,52 @@ def by_sixth(batches: list[float]) -> str:
 
 
 def beside(val: dict, k: int, images: int, epochs: int, device: str, inline: bool | None,
-           rounds: int, which: str = "both") -> None:
+           rounds: int, which: str = "both", turn: int = 50) -> None:
     n = len(val["labels"])
+    if inline is False or (inline is None and device != "cpu"):
+        turn = 0  # the epoch-end thread would work on through the other side's turns
     with tempfile.TemporaryDirectory() as folder:
         small = archive(Path(folder) / "small_validation.npz", images, k)
-        fit_seconds(small, 1, None, inline, device)  # warm: imports, first allocations
-        comparisons = {}  # name: (the trainer's run, its baseline)
+        with contextlib.ExitStack() as stack:  # warm: imports, first allocations
+            in_turns([trainer_side(stack, small, 1, None, inline, device)[0]], 0)
+        comparisons = {}  # name: (the trainer's run, its baseline), each (stack) -> side
         if device == "cpu" and which != "small":  # the bare loop has no device code
             whole = archive(Path(folder) / "whole_validation.npz", images, k, val=n)
             comparisons[f"validating {n:,} images, against the bare loop"] = (
-                lambda: fit_seconds(whole, epochs, val, inline, device),
-                lambda: bare_seconds(whole, epochs))
+                lambda stack: trainer_side(stack, whole, epochs, val, inline, device),
+                lambda stack: bare_side(stack, whole, epochs))
         if which != "bare" or device != "cpu":
             comparisons[f"a small validation split, the epoch end on {n:,} (stricter)"] = (
-                lambda: fit_seconds(small, epochs, val, inline, device),
-                lambda: fit_seconds(small, epochs, None, inline, device))
+                lambda stack: trainer_side(stack, small, epochs, val, inline, device),
+                lambda stack: trainer_side(stack, small, epochs, None, inline, device))
         seconds = {name: ([], []) for name in comparisons}
         for r in range(rounds):
-            for name, runs in comparisons.items():
+            for name, makers in comparisons.items():
                 order = (0, 1) if r % 2 == 0 else (1, 0)  # who goes first alternates
-                took = [None, None]
-                for side in order:
-                    took[side] = runs[side]()
-                    seconds[name][side].append(took[side][0])
-                waits = took[0][1]  # none in line: there the epoch end is training's own time
+                with contextlib.ExitStack() as stack:
+                    made = [makers[side](stack) for side in (0, 1)]
+                    tallies = in_turns([made[side][0] for side in order], turn)
+                took = [tallies[order.index(side)] for side in (0, 1)]
+                for side in (0, 1):
+                    seconds[name][side].append(took[side].seconds)
+                waits = made[0][1]  # none in line: there the epoch end is training's own time
                 waited = (f"; training waited at the epoch ends: "
                           f"{', '.join(f'{w:.2f}' for w in waits)} s"
                           if max(waits, default=0) > 0.005 else "")
-                print(f"  round {r + 1}, {name}: Trainer.fit {took[0][0]:.2f} s, baseline "
-                      f"{took[1][0]:.2f} s, ratio {took[0][0] / took[1][0]:.3f}{waited}",
-                      flush=True)
-                for who, (_, _, parts, batches) in zip(("Trainer.fit", "baseline"), took,
-                                                       strict=True):
-                    print(f"    {who}: " + ", ".join(f"{part} {seconds:.2f} s"
-                                                    for part, seconds in parts.items()))
-                    for epoch, times in enumerate(batches, start=1):
+                print(f"  round {r + 1}, {name}: Trainer.fit {took[0].seconds:.2f} s, baseline "
+                      f"{took[1].seconds:.2f} s, ratio {took[0].seconds / took[1].seconds:.3f}"
+                      f"{waited}", flush=True)
+                for who, tally in zip(("Trainer.fit", "baseline"), took, strict=True):
+                    print(f"    {who}: " + ", ".join(f"{part} {s:.2f} s"
+                                                    for part, s in tally.parts.items()))
+                    for epoch, times in enumerate(tally.batches, start=1):
                         print(f"      validation {epoch}, {len(times)} batches, median ms a "
                               f"batch by sixth: {by_sixth(times)}")
     way = {None: "the trainer's way", True: "in line", False: "beside training"}[inline]
+    taking = (f"in turns of {turn} steps" if turn else "one after the other")
     print(f"Trainer.fit on {device} ({way}), {epochs} epochs of {images:,} training images, "
-          f"{k} classes, {n:,} validation predictions at each epoch end, {rounds} rounds:")
+          f"{k} classes, {n:,} validation predictions at each epoch end, {rounds} rounds, "
+          f"the two sides {taking}:")
     for name, (ours, base) in seconds.items():
         ratios = [a / b for a, b in zip(ours, base, strict=True)]
         print(f"  {name}: median {statistics.median(ours):.2f} s against "
@@ -323,6 +349,10 @@ def main() -> None:
     parser.add_argument("--comparison", choices=("both", "bare", "small"), default="both",
                         help="--beside's comparisons: against the bare loop (1, the CPU "
                         "only), the small split's (2), or both")
+    parser.add_argument("--turn", type=int, default=50,
+                        help="--beside's two sides run in turns of this many steps (batches), "
+                        "so that the machine's busy stretches fall on both; 0: each whole, "
+                        "one after the other")
     args = parser.parse_args()
     val = validation(args.images, args.classes, RunConfig().embedding_samples, args.features)
     ours, base = [], []
@@ -343,7 +373,7 @@ def main() -> None:
     if args.beside:
         inline = {"trainer": None, "inline": True, "beside": False}[args.way]
         beside(val, args.classes, args.train_images, args.epochs, args.device, inline,
-               args.fit_rounds, args.comparison)
+               args.fit_rounds, args.comparison, args.turn)
 
 
 if __name__ == "__main__":

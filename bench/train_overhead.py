@@ -18,6 +18,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader
@@ -41,13 +42,9 @@ class PlainSet(torch.utils.data.Dataset):
         return self.prep(self.samples.load(i, self.prep), train=self.train), int(self.samples.labels[i])
 
 
-def bare_loop(config: RunConfig, dataset, parts: dict | None = None,
-              batches: list | None = None) -> float:
-    """The bare loop's seconds; ``parts`` (if given) gathers its training and validation
-    passes' seconds, summed over the epochs, and ``batches`` (if given) each validation
-    batch's seconds, a list an epoch."""
-    parts = {} if parts is None else parts
-    batches = [] if batches is None else batches
+def bare_steps(config: RunConfig, dataset) -> Iterator[str]:
+    """The bare loop a batch at a time: it yields "ready" once built, then "train" or
+    "validate" after each batch (so that a bench can time it in turns with another run)."""
     torch.manual_seed(config.seed)
     prep = Preprocessing.for_size(config.effective_image_size, dataset.channels)
     model = build_model(config.model, dataset.num_classes, dataset.channels)
@@ -57,9 +54,8 @@ def bare_loop(config: RunConfig, dataset, parts: dict | None = None,
     train = DataLoader(PlainSet(dataset.train, prep, True), config.batch_size, shuffle=True,
                        generator=gen)
     val = DataLoader(PlainSet(dataset.val, prep, False), config.batch_size)
-    start = time.perf_counter()
+    yield "ready"
     for _ in range(config.epochs):
-        began = time.perf_counter()
         model.train()
         loss_fn.train()
         for x, y in train:
@@ -67,20 +63,23 @@ def bare_loop(config: RunConfig, dataset, parts: dict | None = None,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            yield "train"
         loss_fn.next_epoch()
-        trained = time.perf_counter()
         model.eval()
         correct = 0
-        batches.append([])
-        with torch.no_grad():
-            last = time.perf_counter()
-            for x, y in val:
+        for x, y in val:
+            with torch.no_grad():  # a batch at a time: grad mode is the other run's between
                 correct += (model(x).argmax(1) == y).sum().item()
-                now = time.perf_counter()
-                batches[-1].append(now - last)
-                last = now
-        parts["train"] = parts.get("train", 0.0) + trained - began
-        parts["validate"] = parts.get("validate", 0.0) + time.perf_counter() - trained
+            yield "validate"
+
+
+def bare_loop(config: RunConfig, dataset) -> float:
+    """The bare loop's seconds, once built."""
+    steps = bare_steps(config, dataset)
+    next(steps)
+    start = time.perf_counter()
+    for _ in steps:
+        pass
     return time.perf_counter() - start
 
 
