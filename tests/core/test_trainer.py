@@ -476,6 +476,63 @@ def test_on_the_cpu_the_epoch_end_runs_in_line_before_the_next_epoch(tmp_path):
 
 
 
+def test_a_validation_pass_refills_the_last_ones_array_only_once_its_epoch_end_is_done(
+        tmp_path, monkeypatch):
+    """The probabilities' array (135,000 x 165 float64 is 178 MB, its first touch up to
+    0.5 s an epoch) is the last pass's again when that epoch's end is done: every epoch
+    in line on the CPU. An epoch end still reading it beside training keeps it whole:
+    the next pass gets a new one."""
+    release = threading.Event()
+    seen = []  # each epoch end's: (its array, its values on entry, its values when it reads)
+    report = Trainer._report
+
+    def watched(trainer, epoch, *args):
+        probs = args[6]["probs"]
+        on_entry = probs.copy()
+        if trainer.epoch_end_beside and epoch == 0:  # held while epoch 2 validates
+            assert release.wait(30), "the test never released the epoch end"
+        seen.append((probs, on_entry, probs.copy()))
+        return report(trainer, epoch, *args)
+
+    monkeypatch.setattr(Trainer, "_report", watched)
+    in_line = Trainer(RunConfig(**{**TINY, "epochs": 3}), runs_dir=tmp_path / "in line")
+    run_all(in_line)
+    assert np.shares_memory(seen[0][0], seen[1][0]) and np.shares_memory(seen[1][0], seen[2][0])
+    assert not np.array_equal(seen[0][2], seen[2][2])  # refilled: the model learnt meanwhile
+    assert in_line._last_probabilities is None  # let go with the run
+    seen.clear()
+    beside = Trainer(RunConfig(**{**TINY, "epochs": 3}), runs_dir=tmp_path / "beside")
+    beside.epoch_end_beside = True
+    for item in beside.fit():
+        if isinstance(item, BatchProgress) and (item.epoch, item.phase) == (2, "validate") \
+                and item.batch == item.batches:
+            release.set()  # epoch 2 validated while epoch 1's end was held
+    assert release.is_set() and len(seen) == 3
+    assert not np.shares_memory(seen[1][0], seen[0][0])
+    assert np.array_equal(seen[0][1], seen[0][2])  # epoch 1's, untouched while it was read
+
+
+def test_validation_softmax_in_blocks_is_bit_for_bit_a_batch_at_a_time():
+    """The validation pass's logits go through softmax and log-sum-exp in blocks of rows
+    once it is done: the same bits as a batch at a time (as prediction computes them),
+    across blocks and a short last one."""
+    from olsdesk.core.trainer import SOFTMAX_ROWS, _softmax
+
+    logits = (np.random.default_rng(3).normal(size=(2 * SOFTMAX_ROWS + 100, 165)) * 6
+              ).astype(np.float32)
+    probs = logits.astype(np.float64)  # one process's: float64 from the start
+    energy = _softmax(probs)
+    for start in range(0, len(logits), 64):
+        batch = torch.from_numpy(logits[start:start + 64])
+        want = torch.softmax(batch, dim=1).numpy().astype(np.float64)
+        want /= want.sum(axis=1, keepdims=True)
+        assert np.array_equal(probs[start:start + 64], want)
+        assert np.array_equal(energy[start:start + 64], torch.logsumexp(batch, dim=1).numpy())
+    shard = logits.copy()  # one of several processes': float32
+    assert np.array_equal(_softmax(shard), energy)
+    assert np.array_equal(shard, torch.softmax(torch.from_numpy(logits), dim=1).numpy())
+
+
 def test_a_compiled_run_says_it_compiles_before_its_first_step(tmp_path, monkeypatch):
     """#23 item 3: torch.compile's first step takes long (a minute for ResNet-50 on a
     GPU): the trainer says "compile" before it, once a session."""
