@@ -384,7 +384,6 @@ class Trainer(Controlled):
         self._compiled = False  # torch.compile compiles at this session's first step
         self._ending = ThreadPoolExecutor(1, thread_name_prefix="olsdesk-epoch-end",
                                           initializer=_below_training)
-        self._pending = None
         try:
             for epoch in range(self.start_epoch, self.config.epochs):
                 if not (yield from self._run_epoch(epoch)):
