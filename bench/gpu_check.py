@@ -86,11 +86,13 @@ def synthetic_dataset(images: int, size: int, classes: int):
 
 def bare_step(model_name: str, classes: int, device: torch.device):
     """The bare loop's training step, (step(x, y), memory format, AMP dtype or None):
-    the model channels-last on CUDA under bf16 autocast (float16 with a gradient scaler
-    on a card without bf16), AdamW; what the Trainer is measured against."""
+    the model in the trainer's layout (channels-last), under bf16 autocast on CUDA
+    (float16 with a gradient scaler on a card without bf16), AdamW; what the Trainer is
+    measured against."""
+    from olsdesk.core.device import memory_format
     from olsdesk.core.models import build_model
 
-    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    fmt = memory_format(device)  # the trainer's layout
     model = build_model(model_name, classes, 1).to(device).to(memory_format=fmt).train()
     dtype = None
     if device.type == "cuda":

@@ -3,7 +3,9 @@
 1. The same model, data and seed trained for a few epochs through ``Trainer.fit()``
    (with all its epoch-end analysis: metrics, calibration, PCA, separation, run files,
    checkpoints) and through a bare loop (the same forward, backward and optimiser step,
-   plus a plain validation pass computing top-1), alternating, in one run.
+   plus a plain validation pass computing top-1), alternating, in one run. The bare
+   loop's model and batches take the trainer's layout (``core.device.memory_format``):
+   the ratio is olsdesk's own cost, not the layout's gain (bench/memory_format.py).
    Target: Trainer / bare <= 1.05.
 2. One training step (forward, loss, backward, step) with OLS against the same with
    CE, alternating. Target: OLS / CE <= 1.03.
@@ -26,6 +28,7 @@ from torch.utils.data import DataLoader
 from olsdesk.config import RunConfig
 from olsdesk.core.data.sources import open_dataset
 from olsdesk.core.data.transforms import Preprocessing
+from olsdesk.core.device import memory_format
 from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
 from olsdesk.core.trainer import Trainer
@@ -47,7 +50,9 @@ def bare_steps(config: RunConfig, dataset) -> Iterator[str]:
     "validate" after each batch (so that a bench can time it in turns with another run)."""
     torch.manual_seed(config.seed)
     prep = Preprocessing.for_size(config.effective_image_size, dataset.channels)
-    model = build_model(config.model, dataset.num_classes, dataset.channels)
+    layout = memory_format(torch.device("cpu"))  # as the trainer's on the CPU
+    model = build_model(config.model, dataset.num_classes, dataset.channels).to(
+        memory_format=layout)
     loss_fn = build_loss(config.loss, dataset.num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
@@ -59,7 +64,7 @@ def bare_steps(config: RunConfig, dataset) -> Iterator[str]:
         model.train()
         loss_fn.train()
         for x, y in train:
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(x.to(memory_format=layout)), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -69,7 +74,7 @@ def bare_steps(config: RunConfig, dataset) -> Iterator[str]:
         correct = 0
         for x, y in val:
             with torch.no_grad():  # a batch at a time: grad mode is the other run's between
-                correct += (model(x).argmax(1) == y).sum().item()
+                correct += (model(x.to(memory_format=layout)).argmax(1) == y).sum().item()
             yield "validate"
 
 

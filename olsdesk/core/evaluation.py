@@ -604,7 +604,7 @@ def iter_evaluate(checkpoint: str | Path, *, data: str | None = None,
             if images is not None:
                 with predictor.precision():
                     out, features = predictor.model.forward_with_features(
-                        images.to(predictor.device, non_blocking=True))
+                        predictor.inputs(images))
                 if detector is not None:
                     familiar.append(detector.score(out.float().cpu().numpy(),
                                                    features.float().cpu().numpy()))

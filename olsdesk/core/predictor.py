@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from olsdesk.core.calibration import Recalibration, apply_temperature
 from olsdesk.core.conformal import DEFAULT_METHOD, ConformalSets
 from olsdesk.core.data.images import ImageReadError, source_frame
 from olsdesk.core.data.transforms import Preprocessing
-from olsdesk.core.device import choose_device, forward_precision
+from olsdesk.core.device import choose_device, forward_precision, memory_format
 from olsdesk.core.models import build_model
 from olsdesk.core.runs import RunError, load_checkpoint
 from olsdesk.errors import PredictorError, printable
@@ -186,7 +186,8 @@ class Predictor:
                  epoch: int | None = None, config=None, calibration=None,
                  familiarity=None, recalibration: Recalibration | None = None) -> None:
         self.device = device or torch.device("cpu")
-        self.model = model.to(self.device).eval()
+        self.memory_format = memory_format(self.device)  # as training's (core.device)
+        self.model = model.to(self.device, memory_format=self.memory_format).eval()
         self.class_names = tuple(class_names)
         self.preprocessing = preprocessing
         self.temperature = float(temperature)
@@ -203,6 +204,13 @@ class Predictor:
         # one pass through the model at a time: Grad-CAM hooks a layer, and a prediction
         # from another thread must not run through it meanwhile
         self.lock = threading.RLock()
+
+    def inputs(self, batch: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """A batch (or its images' tensors) on the device, in the model's layout: as
+        validation's batches, so the model computes what validation stored."""
+        if not isinstance(batch, torch.Tensor):
+            batch = torch.stack(list(batch))
+        return self.preprocessing.finish(batch, self.device, self.memory_format)
 
     def precision(self) -> torch.autocast:
         """The autocast region the model runs in: the run's own rule on this device
@@ -287,8 +295,7 @@ class Predictor:
             logits = familiar = iter(())
             if tensors:
                 with torch.no_grad(), self.lock, self.precision():
-                    out, features = self.model.forward_with_features(
-                        torch.stack(tensors).to(self.device))
+                    out, features = self.model.forward_with_features(self.inputs(tensors))
                     out = out.float().cpu().numpy()
                 if self.familiarity is not None:
                     familiar = iter(self.familiarity.score(out, features.float().cpu().numpy()))

@@ -119,7 +119,7 @@ def iter_explain(predictor, samples, items: Sequence[tuple[int, int, int]],
     time; an unreadable image is an ``Explained`` with its sentence in ``error``."""
     from olsdesk.core.data.images import ImageReadError
 
-    model, device = predictor.model, predictor.device
+    model = predictor.model
     layer = cam_layer(model)
     for start in range(0, len(items), batch_size):
         if stop is not None and stop.is_set():
@@ -136,7 +136,7 @@ def iter_explain(predictor, samples, items: Sequence[tuple[int, int, int]],
         maps = []
         if good:
             with predictor.lock:
-                maps = grad_cam(model, torch.stack(tensors).to(device),
+                maps = grad_cam(model, predictor.inputs(tensors),
                                 [c for _, _, c in good], layer)[0]
         done = iter(zip(tensors, maps, strict=True))
         for row, _, class_index in chunk:

@@ -55,7 +55,13 @@ from olsdesk.core.data.loader import (
 )
 from olsdesk.core.data.sources import Dataset, open_dataset, sample_names
 from olsdesk.core.data.transforms import Preprocessing
-from olsdesk.core.device import amp_dtype, choose_device, describe_device, forward_precision
+from olsdesk.core.device import (
+    amp_dtype,
+    choose_device,
+    describe_device,
+    forward_precision,
+    memory_format,
+)
 from olsdesk.core.distributed import Context, ShardSampler
 from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
@@ -201,11 +207,8 @@ class Trainer(Controlled):
                               for m in self.model.modules())
         if cfg.sync_bn and self.dist.active:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        self.model.to(self.device)
-        # channels-last feeds the tensor cores of a GPU; a CPU gains nothing from it
-        self.memory_format = (torch.channels_last if self.device.type == "cuda"
-                              else torch.contiguous_format)
-        self.model.to(memory_format=self.memory_format)
+        self.memory_format = memory_format(self.device)
+        self.model.to(self.device, memory_format=self.memory_format)
         # 8-bit images finished on the GPU (Preprocessing.finish); the CPU prepares its own
         self.staged = cfg.device_preprocessing and self.device.type in STAGED_DEVICES
         self.forward = self.model  # what a training step calls: DDP and compile wrap it

@@ -82,6 +82,29 @@ def test_validation_and_prediction_feed_the_model_the_same_tensor(trained):
         assert torch.equal(predictor.preprocessing.load(path), fed_in_validation[path]), path
 
 
+def test_training_validation_prediction_and_grad_cam_run_the_model_in_one_layout(trained):
+    """core.device.memory_format: channels-last on the CPU (a CPU convolution in another
+    layout takes another algorithm, so another rounding), for the weights and for every
+    batch, with its standard strides (a one-channel batch's are ambiguous)."""
+    from olsdesk.core.saliency import iter_explain
+
+    layout = torch.channels_last
+    val = trained.dataset.val
+    images = next(trained._on_device(trained.val_loader))[0]
+    standard = torch.empty(images.shape, memory_format=layout).stride()
+    assert images.stride() == standard
+    predictor = Predictor.from_checkpoint(trained.store.checkpoint_path(), device="cpu")
+    for model in (trained.model, predictor.model):
+        weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert weights and all(w.is_contiguous(memory_format=layout) for w in weights)
+    fed = []
+    predictor.model.backbone.register_forward_pre_hook(
+        lambda module, args: fed.append(args[0].stride()))
+    predictor.predict(val.paths[:4], batch_size=4)  # also what evaluate feeds it
+    list(iter_explain(predictor, val, [(i, i, 0) for i in range(4)], batch_size=4))
+    assert fed == [standard, standard]
+
+
 def test_stored_validation_confidence_equals_olsdesk_predict(trained, capsys):
     store = RunStore(trained.store.path)
     report = store.load_reports()[-1]
@@ -120,7 +143,8 @@ def test_under_mixed_precision_validation_and_predict_compute_the_same_confidenc
     """#23 item 2: the trainer's validation and ``olsdesk predict`` follow one precision
     rule (core.device.amp_dtype). Mixed precision is turned on for the CPU here (it is on
     CUDA by default): the stored confidences, computed under bf16 autocast, are
-    predict's to 1e-5; a float32 pass over the same weights differs from them."""
+    predict's to 1e-5; a float32 pass over the same weights misses them by more than
+    that (the check above would catch a pass in the other precision)."""
     import olsdesk.core.device as device
 
     monkeypatch.setattr(device, "AMP_DEVICES", ("cuda", "cpu"))
@@ -141,5 +165,5 @@ def test_under_mixed_precision_validation_and_predict_compute_the_same_confidenc
     monkeypatch.setattr(device, "AMP_DEVICES", ("cuda",))  # the same weights in float32
     predictor = Predictor.from_checkpoint(store.checkpoint_path(), device="cpu")
     full = {p.path: p.top_probabilities[0] for p in predictor.predict(list(stored))}
-    assert max(abs(full[name] - c) for name, c in stored.items()) > 1e-4
+    assert max(abs(full[name] - c) for name, c in stored.items()) > 3e-5
 
