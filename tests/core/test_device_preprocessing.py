@@ -212,3 +212,19 @@ def test_a_staged_batch_pins_its_tensors_where_pinning_is_possible(pictures):
     pinned = batch.pin_memory()  # pragma: no cover - on a lent GPU machine
     assert all(t.is_pinned() for group in pinned.groups for t in group)
     assert pinned.finished is None or pinned.finished.is_pinned()
+
+
+def test_a_training_image_is_augmented_by_its_seed_alone_whatever_came_before():
+    """The loader seeds one generator anew for each (image, epoch) key: each draws the
+    crop and flip a new generator of that seed would, in any order of keys."""
+    images = np.random.default_rng(0).integers(0, 255, (4, 40, 40), dtype=np.uint8)
+    samples = ArraySamples(images, np.arange(4), "archive")
+    preprocessing = Preprocessing.for_size(28, 1)
+    loaded = TorchSamples(samples, preprocessing, train=True, seed=3)
+    keys = [(2, 1), (0, 1), (2, 1), (3, 5), (0, 1)]
+    for index, epoch in keys:
+        fresh = torch.Generator().manual_seed((3 * 1_000_003 + epoch) * 10_000_019 + index)
+        expected = preprocessing(samples.load(index, preprocessing), train=True,
+                                 generator=fresh)
+        assert torch.equal(loaded[(index, epoch)][0], expected), (index, epoch)
+    assert not torch.equal(loaded[(2, 1)][0], loaded[(2, 2)][0])  # another epoch's draw

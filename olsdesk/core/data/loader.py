@@ -31,6 +31,9 @@ class TorchSamples(torch.utils.data.Dataset):
         self.train = train
         self.seed = seed
         self.staged = staged
+        # one generator, seeded anew for each training image: it then draws what a new
+        # one of that seed would (building one was 1 of the 2 us an image took)
+        self._generator = torch.Generator()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -42,7 +45,7 @@ class TorchSamples(torch.utils.data.Dataset):
         index, epoch = key if isinstance(key, tuple) else (key, None)
         generator = None
         if self.train and epoch is not None:
-            generator = torch.Generator().manual_seed(
+            generator = self._generator.manual_seed(
                 (self.seed * 1_000_003 + epoch) * 10_000_019 + index)
         try:
             _, tensor = self.preprocessing.prepare(
