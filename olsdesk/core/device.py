@@ -44,10 +44,10 @@ def amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
 
 
 # where models and their inputs are channels-last (N x H x W x C in memory): a GPU's tensor
-# cores take it, and so do the CPU's oneDNN kernels (on this project's 2-core x86 VM the
-# models' steps took 0.58-0.94 of their time in the default layout, max pooling's
-# scalar loop most of the small CNN's difference: bench/memory_format.py). Apple's MPS
-# is unmeasured: it keeps the default
+# cores take it, and so do the CPU's oneDNN kernels (on this project's 2-core x86 VM
+# every model's batches took 0.54-0.96 of their time in the default layout, the small
+# CNN's max pooling most of its difference: bench/memory_format.py). Apple's MPS is
+# unmeasured: it keeps the default
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
 
 

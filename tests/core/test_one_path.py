@@ -144,7 +144,7 @@ def test_under_mixed_precision_validation_and_predict_compute_the_same_confidenc
     rule (core.device.amp_dtype). Mixed precision is turned on for the CPU here (it is on
     CUDA by default): the stored confidences, computed under bf16 autocast, are
     predict's to 1e-5; a float32 pass over the same weights misses them by more than
-    that (the check above would catch a pass in the other precision)."""
+    three times that (the check above would catch a pass in the other precision)."""
     import olsdesk.core.device as device
 
     monkeypatch.setattr(device, "AMP_DEVICES", ("cuda", "cpu"))
