@@ -39,7 +39,8 @@ run one after the other whatever ``--turn`` says:
 
 Printed: each round's seconds and ratios, each side's parts (training passes, validation
 passes, epoch ends) and its validation passes' median batch time in each sixth of the
-pass (a side slower throughout, or only in stretches), each comparison's medians and the
+pass (a side slower throughout, or only in stretches) and its mean (where a side's
+median batch is no slower, the mean shows its slow batches), each comparison's medians and the
 median of its per-round ratios, how long training waited at each epoch end, and what the
 host copy of ResNet-50's weights and optimiser state costs.
 """
@@ -299,8 +300,9 @@ def beside(val: dict, k: int, images: int, epochs: int, device: str, inline: boo
                     print(f"    {who}: " + ", ".join(f"{part} {s:.2f} s"
                                                     for part, s in tally.parts.items()))
                     for epoch, times in enumerate(tally.batches, start=1):
-                        print(f"      validation {epoch}, {len(times)} batches, median ms a "
-                              f"batch by sixth: {by_sixth(times)}")
+                        print(f"      validation {epoch}, {len(times)} batches, mean "
+                              f"{1e3 * statistics.fmean(times):.2f} ms a batch; median by "
+                              f"sixth: {by_sixth(times)}")
     way = {None: "the trainer's way", True: "in line", False: "beside training"}[inline]
     taking = (f"in turns of {turn} steps" if turn else "one after the other")
     print(f"Trainer.fit on {device} ({way}), {epochs} epochs of {images:,} training images, "
