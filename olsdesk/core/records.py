@@ -7,6 +7,7 @@ the app never rebuild string-keyed dicts of their own.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -20,6 +21,30 @@ from olsdesk.errors import ConfigError, RunError
 RUN_INFO_FORMAT = 2  # 2: the held-out file names live in split.json.gz, not in run.json
 CHECKPOINT_FORMAT = "olsdesk-checkpoint-1"
 STATUSES = ("created", "training", "finished", "stopped", "failed")
+
+
+def map_tensors(state, tensor, other=lambda value: value):
+    """A state dict (nested dicts, lists and tuples) with ``tensor(t)`` for each tensor in
+    it and ``other(v)`` for every other value; a dict's ``_metadata``, which
+    ``load_state_dict`` reads, kept."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return tensor(state)
+    if isinstance(state, dict):
+        out = type(state)((k, map_tensors(v, tensor, other)) for k, v in state.items())
+        if hasattr(state, "_metadata"):
+            out._metadata = copy.deepcopy(state._metadata)
+        return out
+    if isinstance(state, list | tuple):
+        return type(state)(map_tensors(v, tensor, other) for v in state)
+    return other(state)
+
+
+def _standard_layout(tensor):
+    import torch
+
+    return tensor.contiguous(memory_format=torch.contiguous_format)
 
 
 @dataclass(frozen=True)
@@ -171,7 +196,12 @@ class Checkpoint:
             "num_classes": self.num_classes, "in_channels": self.in_channels,
             "class_names": list(self.class_names),
             "preprocessing": self.preprocessing.to_dict(), "config": self.config.to_dict(),
-            "model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+            # training may hold its weights and their optimiser state channels-last
+            # (core.device.memory_format); the file holds them in the standard layout,
+            # the same whatever the device, so that a script's .view() of a weight works
+            "model": map_tensors(self.model, _standard_layout),
+            "optimizer": map_tensors(self.optimizer, _standard_layout),
+            "scheduler": self.scheduler,
             "loss_name": self.config.loss, "loss": self.loss, "scaler": self.scaler,
             "best_top1": self.best_top1, "temperature": self.temperature,
             "conformal": self.conformal, "ood": self.ood,

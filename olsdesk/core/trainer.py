@@ -67,7 +67,7 @@ from olsdesk.core.losses import build_loss
 from olsdesk.core.models import build_model
 from olsdesk.core.ood import SampleGram, familiarity_parts
 from olsdesk.core.projection import pca_2d
-from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo
+from olsdesk.core.records import Checkpoint, DatasetSummary, RunInfo, map_tensors
 from olsdesk.core.report import SMOOTH_POINTS, BatchProgress, EpochReport, RunStarted
 from olsdesk.core.runs import LATEST, RunStore, check_run_name, ensure_runs_dir, load_checkpoint
 from olsdesk.errors import RunError, TrainingError, first_line, os_reason, printable
@@ -884,15 +884,6 @@ def _below_training() -> None:
 
 
 def _host_copy(state):
-    """A state dict's copy on the host, tensors and all (its ``_metadata`` kept, which
-    ``load_state_dict`` reads): what training goes on changing cannot reach it."""
-    if isinstance(state, torch.Tensor):
-        return state.detach().to("cpu", copy=True)
-    if isinstance(state, dict):
-        out = type(state)((k, _host_copy(v)) for k, v in state.items())
-        if hasattr(state, "_metadata"):
-            out._metadata = copy.deepcopy(state._metadata)
-        return out
-    if isinstance(state, list | tuple):
-        return type(state)(_host_copy(v) for v in state)
-    return copy.deepcopy(state)
+    """A state dict's copy on the host, tensors and all: what training goes on changing
+    cannot reach it."""
+    return map_tensors(state, lambda t: t.detach().to("cpu", copy=True), copy.deepcopy)

@@ -105,6 +105,32 @@ def test_training_validation_prediction_and_grad_cam_run_the_model_in_one_layout
     assert fed == [standard, standard]
 
 
+def test_a_checkpoint_holds_its_tensors_in_the_standard_layout(trained):
+    """Training ran channels-last, the file does not: the same layout whatever the device,
+    and a script's .view() of a loaded weight works. (Loading copies the weights into the
+    model's own layout: the predictor's are channels-last, the test above; a resume goes
+    on as if never interrupted, tests/core/test_trainer.py.)"""
+    trained_weights = [m.weight for m in trained.model.modules()
+                       if isinstance(m, torch.nn.Conv2d)]
+    assert not all(w.is_contiguous() for w in trained_weights)  # channels-last in training
+    state = torch.load(trained.store.checkpoint_path(), map_location="cpu", weights_only=True)
+    weights = [t for t in _tensors(state["model"]) if t.dim() == 4]
+    moments = [t for t in _tensors(state["optimizer"]) if t.dim() == 4]  # Adam's two a weight
+    assert len(weights) == len(trained_weights) and len(moments) == 2 * len(weights)
+    assert all(t.is_contiguous() for part in ("model", "optimizer")
+               for t in _tensors(state[part]))
+    for weight in weights:
+        weight.view(-1)  # fails on a channels-last tensor
+
+
+def _tensors(state) -> list:
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        state = list(state.values())
+    return [t for value in state for t in _tensors(value)] if isinstance(state, list) else []
+
+
 def test_stored_validation_confidence_equals_olsdesk_predict(trained, capsys):
     store = RunStore(trained.store.path)
     report = store.load_reports()[-1]
