@@ -267,8 +267,11 @@ def beside(val: dict, k: int, images: int, epochs: int, device: str, inline: boo
         turn = 0  # the epoch-end thread would work on through the other side's turns
     with tempfile.TemporaryDirectory() as folder:
         small = archive(Path(folder) / "small_validation.npz", images, k)
-        with contextlib.ExitStack() as stack:  # warm: imports, first allocations
-            in_turns([trainer_side(stack, small, 1, None, inline, device)[0]], 0)
+        # warm (imports, first allocations) on a few thousand images: an epoch of the
+        # whole training set would add minutes at RadImageNet's 945,000
+        warm = archive(Path(folder) / "warm.npz", min(images, 4096), k)
+        with contextlib.ExitStack() as stack:
+            in_turns([trainer_side(stack, warm, 1, None, inline, device)[0]], 0)
         comparisons = {}  # name: (the trainer's run, its baseline), each (stack) -> side
         if device == "cpu" and which != "small":  # the bare loop has no device code
             whole = archive(Path(folder) / "whole_validation.npz", images, k, val=n)
