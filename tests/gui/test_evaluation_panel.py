@@ -110,6 +110,8 @@ def test_a_confusion_cell_click_opens_its_images_with_grad_cam(qtbot, window):
     assert table.item(0, 0).toolTip() == f"{ev.class_names[t]} → {ev.class_names[p]}"
     assert table.item(0, 0).text() == pair_name(ev.class_names[t], ev.class_names[p])
     assert table.item(0, 2).text() == f"{n / counts[t].sum():.1%}"
+    assert table.horizontalHeaderItem(2).text() == "of class"  # short: the names keep the room
+    assert table.horizontalHeaderItem(2).toolTip() == "their share of the true class's test images"
     assert f"of the {off.sum()} errors" in panel.top_note.text()
     table.cellClicked.emit(0, 0)
     assert browser.grid.count() == n and panel.state.selection.cell == (t, p)

@@ -69,7 +69,12 @@ CLASS_LABELS = {"sensitivity": "sensitivity", "specificity": "specificity", "ppv
                 "npv": "NPV", "f1": "F1", "auroc": "AUROC", "average_precision": "AP"}
 SET_COLUMNS = ("set coverage", "set size")  # per class, from the conformal sets
 TOP_CONFUSIONS = 100  # rows of the most-confused list; top_confusions.csv holds every pair
-CONFUSION_COLUMNS = ("true → predicted", "images", "of the true class", "of all errors")
+# short number headers, so that the pair's names keep the room (a header's tooltip says
+# it whole): at 1400 x 900 the longer ones left "MR/brain: ..." of each pair
+CONFUSION_COLUMNS = {"true → predicted": "the true class → the class predicted instead",
+                     "images": "test images of the true class predicted as the other",
+                     "of class": "their share of the true class's test images",
+                     "of errors": "their share of all misclassified test images"}
 CURVE_COLOURS = {"raw": "#0072B2", "temperature_scaled": "#D55E00",
                  "negative_entropy": "#009E73", "max_logit": "#CC79A7"}
 
@@ -182,6 +187,8 @@ class EvaluationPanel(QWidget):
                                         self.confusion)
         # the matrix's largest errors as a list: with 165 classes a cell is under 2 px
         self.top_confusions = row_table(CONFUSION_COLUMNS, single=True)
+        for column, tip in enumerate(CONFUSION_COLUMNS.values()):
+            self.top_confusions.horizontalHeaderItem(column).setToolTip(tip)
         self.top_confusions.cellClicked.connect(self._confusion_clicked)
         self.top_confusions.setToolTip("Click a pair to see its test images below")
         self.top_confusions.verticalHeader().setDefaultSectionSize(
