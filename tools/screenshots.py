@@ -220,31 +220,39 @@ def soft_labels_view(app, out: Path, names) -> None:
 
 
 def compare_view(app, out: Path) -> None:
-    """The Compare tab's curves of 50 runs (synthetic): the legend above, scrolling."""
+    """The Compare tab with 50 real run folders (bench/compare_runs.py's, 165 classes, 20
+    epochs), each given a curve of its own, all selected: the list, the legend above the
+    curves, scrolling."""
+    import json
     import tempfile
-    from types import SimpleNamespace
 
+    from compare_runs import build_runs
+
+    from olsdesk.core.runs import RunStore
     from olsdesk.gui.panels.compare import ComparePanel
 
     rng = np.random.default_rng(0)
-    bins = (np.arange(15) + 0.5) / 15
-    runs = {}
-    for i in range(50):
-        loss = ("ce", "ls", "tfkd", "ols")[i % 4]
-        top = 0.55 + 0.3 * (1 - np.exp(-np.arange(1, 21) / (4 + i % 7))) + rng.normal(0, 0.01, 20)
-        runs[f"resnet50-{loss}-seed{i // 4}"] = [
-            SimpleNamespace(epoch=e + 1, val_top1=float(top[e]),
-                            ece=float(0.12 * np.exp(-e / 8) + 0.02 + rng.normal(0, 0.004)),
-                            reliability_counts=np.full(15, 10), reliability_accuracy=bins,
-                            reliability_confidence=bins)
-            for e in range(20)]
     with tempfile.TemporaryDirectory() as tmp:
-        panel = ComparePanel(Path(tmp))
+        paths = build_runs(Path(tmp), 50, 20, 165)
+        for i, folder in enumerate(paths):
+            top = (0.55 + 0.3 * (1 - np.exp(-np.arange(1, 21) / (4 + i % 7)))
+                   + rng.normal(0, 0.01, 20))
+            records = [json.loads(line) for line in
+                       (folder / "metrics.jsonl").read_text().splitlines()]
+            for e, record in enumerate(records):
+                record["val_top1"] = float(top[e])
+                record["ece"] = float(0.12 * np.exp(-e / 8) + 0.02 + rng.normal(0, 0.004))
+            (folder / "metrics.jsonl").write_text(
+                "".join(json.dumps(r) + "\n" for r in records))
+            config = json.loads((folder / "config.json").read_text())
+            (folder / "config.json").write_text(json.dumps({**config, "epochs": 20}))
+            RunStore(folder).write_summary()  # the list's numbers, from the new curve
+        panel = ComparePanel(Path(tmp) / "runs")
         panel.resize(1400, 900)
         panel.show()
-        panel.draw(runs)
-        while panel.busy:
-            app.processEvents()
+        panel.refresh(select=paths)
+        wait_for(app, lambda: not panel.busy and len(panel.selected_listings()) == 50)
+        panel.runs.scrollToTop()
         settle(app)
         panel.grab().save(str(out / "compare_50.png"))
         print("wrote", out / "compare_50.png")
