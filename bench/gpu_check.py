@@ -3,7 +3,8 @@
     python bench/gpu_check.py train    # (a) Trainer.fit against a bare loop, ResNet-50 AMP
     python bench/gpu_check.py ols      # (b) OLS on CUDA against the CPU, same inputs
     python bench/gpu_check.py files    # (f) Trainer.fit from a PNG folder against a bare
-                                       #     loop fed by the same files
+                                       #     loop fed by the same files, and (m) the
+                                       #     stored confidences against the predictor's
     python bench/gpu_check.py ddp      # (h) DDP on every GPU against N x one GPU, and
                                        #     the per-step all-reduce of the stop flags
     python bench/gpu_check.py compile  # (g) Trainer.fit with --compile against without
@@ -28,6 +29,10 @@ CPU for a few epochs and prints the largest difference of the losses and matrice
 2 epochs each, the second one timed: ``Trainer.fit`` with its default loader, and a bare
 loop whose torch DataLoader (as many workers, pinned memory) decodes the same files with
 PIL and crops, flips and normalises them with torchvision, into the same model step.
+(m) then takes each of (f)'s two runs' last epoch: the confidence it stored for each
+embedded validation image against ``Predictor.predict``'s from that epoch's checkpoint on
+the same device (#23's calibration numbers equal between training and prediction on the
+GPU), their largest difference against the goal of 1e-5.
 (h) on a machine with two or more GPUs: ``olsdesk train --gpus N`` (torchrun, NCCL) of
 ResNet-50 on a MedMNIST-shaped archive of 224-px images against ``--gpus 1``, the
 second epoch's images per second (all processes together) and N-GPU / (N x one GPU);
@@ -249,11 +254,13 @@ def check_files(device: torch.device, tiny: bool, workers: int | None) -> None:
                            num_workers=workers, loss="ce", embedding_samples=64,
                            val_fraction=0.05, test_fraction=0.0)
         trainer_rates = {}  # device_preprocessing -> Trainer.fit's epoch-2 rate
+        apart = {}  # device_preprocessing -> (m)'s largest confidence difference, images
         for staged in (False, True):
             trainer = Trainer(config.replace(device_preprocessing=staged),
                               runs_dir=Path(folder) / f"runs{staged:d}")
             reports = [r for r in trainer.fit() if isinstance(r, EpochReport)]
             trainer_rates[staged], workers = reports[-1].images_per_second, trainer.num_workers
+            apart[staged] = stored_against_predicted(trainer, reports[-1], device)
         train_files = files[: len(trainer.dataset.train)]
 
         transform = transforms.Compose([
@@ -283,6 +290,24 @@ def check_files(device: torch.device, tiny: bool, workers: int | None) -> None:
               f"{workers} loader workers, preprocessing on the {'GPU' if staged else 'CPU'}: "
               f"Trainer.fit {trainer_rate:.0f} img/s, bare loop {bare_rate:.0f} img/s, "
               f"ratio {trainer_rate / bare_rate:.2f}")
+    for staged, (difference, count) in apart.items():
+        print(f"(m) preprocessing on the {'GPU' if staged else 'CPU'}: the stored validation "
+              f"confidence against the predictor's on {device.type} ({count} images): "
+              f"largest difference {difference:.2e} (goal <= 1e-5)")
+
+
+def stored_against_predicted(trainer, report, device: torch.device) -> tuple[float, int]:
+    """(m): the confidences the last epoch stored for its embedded validation images
+    against ``Predictor.predict``'s from that epoch's checkpoint (latest.pt) on the same
+    device: their largest difference, and how many images."""
+    from olsdesk.core.predictor import Predictor
+
+    names = trainer.store.info(names=True).validation_names
+    paths = [names[i] for i in report.embedding_indices]
+    predictor = Predictor.from_checkpoint(trainer.store.checkpoint_path("latest.pt"),
+                                          device=device.type)
+    shown = np.array([p.top_probabilities[0] for p in predictor.predict(paths)])
+    return float(np.abs(shown - report.embedding_confidences).max()), len(paths)
 
 
 def check_ddp(device: torch.device, tiny: bool, workers: int | None) -> None:

@@ -7,7 +7,8 @@
 #   (c) a one-process NCCL torchrun demo epoch through `olsdesk train`
 #   (d) the data loader with every core against torchvision's pipeline
 #   (e) `olsdesk evaluate` of (c)'s checkpoint on CUDA, 1,000 bootstrap resamples
-#   (f) a folder of 4,096 224-px PNGs: Trainer.fit against a bare loop fed by the same files
+#   (f) a folder of 4,096 224-px PNGs: Trainer.fit against a bare loop fed by the same files,
+#       and (m) the confidences its runs stored against the predictor's on the GPU
 #   (g) Trainer.fit with --compile against without, recompilations over 3 epochs and a resume
 #   (h) with two or more GPUs: `olsdesk train --gpus N` against N x one GPU, and the
 #       per-step all-reduce of the stop flags
@@ -42,7 +43,7 @@ echo "== (a) Trainer.fit against a bare loop"
 timeout 330 "$PY" bench/gpu_check.py train "${ALLOW[@]}"
 echo "== (b) OLS on CUDA against the CPU"
 timeout 60 "$PY" bench/gpu_check.py ols "${ALLOW[@]}"
-echo "== (f) a PNG folder on disk: Trainer.fit against a bare loop fed by the same files"
+echo "== (f) a PNG folder on disk: Trainer.fit against a bare loop fed by the same files; (m)"
 timeout 330 "$PY" bench/gpu_check.py files "${ALLOW[@]}"
 echo "== (g) --compile on and off"
 if [[ ${#ALLOW[@]} -gt 0 ]] && ! command -v c++ > /dev/null && ! command -v g++ > /dev/null; then
