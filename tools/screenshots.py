@@ -252,7 +252,6 @@ def compare_view(app, out: Path) -> None:
         panel.show()
         panel.refresh(select=paths)
         wait_for(app, lambda: not panel.busy and len(panel.selected_listings()) == 50)
-        panel.runs.scrollToTop()
         settle(app)
         panel.grab().save(str(out / "compare_50.png"))
         print("wrote", out / "compare_50.png")

@@ -182,3 +182,39 @@ def test_the_runs_table_shows_settings_filters_diffs_and_keeps_notes(qtbot, tmp_
     panel.select_runs([broken, paths["ols"]])  # selecting it draws the others, raises nothing
     qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
     assert panel.curve_count() == 1
+
+
+def test_selecting_runs_shows_the_first_and_a_refresh_keeps_the_scroll(qtbot, tmp_path):
+    """Each selected row scrolled the list on to the last of them: a comparison's runs
+    are shown from their first, and a refresh (each time the tab is shown) leaves the
+    list where the user scrolled it."""
+    import shutil
+
+    from olsdesk.config import RunConfig
+    from olsdesk.core.trainer import Trainer
+    from olsdesk.gui.panels.compare import ComparePanel
+
+    runs = tmp_path / "runs"
+    trainer = Trainer(RunConfig(demo_per_class=4, image_size=32, batch_size=24, epochs=1,
+                                device="cpu", num_workers=0), runs_dir=tmp_path / "one")
+    for _ in trainer.fit():
+        pass
+    for i in range(40):
+        shutil.copytree(trainer.store.path, runs / f"run-{i:02d}")
+    panel = ComparePanel(runs)
+    qtbot.addWidget(panel)
+    panel.resize(900, 600)
+    panel.show()
+    chosen = [runs / f"run-{i:02d}" for i in range(20, 26)]
+    panel.refresh(select=chosen)  # as "New comparison…" does when its runs are done
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
+    table = panel.runs
+    rows = sorted({i.row() for i in table.selectedIndexes()})
+    assert len(rows) == 6 and rows[-1] - rows[0] == 5
+    assert table.rowAt(0) == rows[0]  # the first of them at the top, the rest below it
+    assert table.rowAt(table.viewport().height() - 1) < 39  # the list does scroll here
+    table.verticalScrollBar().setValue(0)  # the user scrolls back to the top
+    panel.refresh()  # the tab shown again: the selection kept, the scroll too
+    qtbot.waitUntil(lambda: not panel.busy, timeout=20_000)
+    assert sorted({i.row() for i in table.selectedIndexes()}) == rows
+    assert table.verticalScrollBar().value() == 0

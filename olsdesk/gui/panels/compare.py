@@ -100,6 +100,7 @@ class ComparePanel(QWidget):
         self._reading = None  # the worker reading the selected runs' epochs
         self._again = {"list": False, "read": False}  # asked for while one ran
         self._select_after: list[Path] | None = None
+        self._show_selected = False  # scroll to _select_after's first run once listed
         self._to_draw: list = []  # (position, (name, epochs)) of the runs not drawn yet
         self._dotted = True
         self._draw_timer = QTimer(self)
@@ -254,10 +255,11 @@ class ComparePanel(QWidget):
         """List every run under the runs folder with its key settings and numbers, read
         in a worker; the selection is kept (or becomes ``select``)."""
         self.save_notes()
-        if select is not None:
-            self._select_after = list(select)
-        elif self._select_after is None:
+        if select is not None:  # shown: the list scrolls to the first of them
+            self._select_after, self._show_selected = list(select), True
+        elif self._select_after is None:  # kept: where the list was scrolled stays
             self._select_after = [listing.path for listing in self.selected_listings()]
+            self._show_selected = False
         if self._listing is not None:
             self._again["list"] = True
             return
@@ -314,7 +316,7 @@ class ComparePanel(QWidget):
         self.runs.blockSignals(False)
         self._apply_filter()
         wanted, self._select_after = self._select_after or [], None
-        self.select_runs(wanted)
+        self.select_runs(wanted, show=self._show_selected)
         if not wanted:
             self._selection_changed()
 
@@ -362,9 +364,13 @@ class ComparePanel(QWidget):
     def selected_stores(self) -> list[RunStore]:
         return [listing.store for listing in self.selected_listings()]
 
-    def select_runs(self, paths: list[Path]) -> None:
-        """Select these runs (one selection change, however many)."""
+    def select_runs(self, paths: list[Path], show: bool = True) -> None:
+        """Select these runs (one selection change, however many). ``show``: the list
+        scrolled to the first of them, else left where it was (each selected row would
+        scroll it on to the last)."""
         wanted = {Path(p).resolve() for p in paths}
+        bar = self.runs.verticalScrollBar()
+        kept, first = bar.value(), None
         self.runs.blockSignals(True)
         self.runs.clearSelection()
         mode = self.runs.selectionMode()
@@ -373,7 +379,13 @@ class ComparePanel(QWidget):
             listing = self.listings[self.runs.item(row, 0).data(Qt.ItemDataRole.UserRole)]
             if listing.path.resolve() in wanted:
                 self.runs.selectRow(row)
+                first = row if first is None else first
         self.runs.setSelectionMode(mode)
+        if show and first is not None:
+            self.runs.scrollToItem(self.runs.item(first, 0),
+                                   QAbstractItemView.ScrollHint.PositionAtTop)
+        else:
+            bar.setValue(kept)
         self.runs.blockSignals(False)
         self._selection_changed()
 
