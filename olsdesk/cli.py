@@ -570,7 +570,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                      f"{ood['folder_unfamiliar']:.1%} marked")
         print(line)
     frequency = result.frequency
-    if frequency is not None:
+    if frequency is not None and frequency["equal_classes"]:
+        each = frequency["groups"]["head"]["train_images"][0]
+        print(f"  by training frequency: every class has {each:,} training images, so "
+              "there is no head or tail")
+    elif frequency is not None:
         parts = [f"{name} ({g['classes']} classes, {g['train_images'][0]:,}-"
                  f"{g['train_images'][1]:,} training images): accuracy {g['accuracy']:.3f}, "
                  f"ECE {g['ece']:.3f}" for name, g in frequency["groups"].items()

@@ -241,8 +241,9 @@ class Evaluation:
     def frequency(self) -> dict | None:
         """metrics.json's ``frequency``: accuracy, balanced accuracy and ECE (raw and
         temperature-scaled) of the head, medium and tail classes (FREQUENCY_GROUPS: the
-        classes in thirds by training images, most first), with the imbalance ratio;
-        None without the training counts."""
+        classes in thirds by training images, most first), with the imbalance ratio
+        and whether every class has as many (``equal_classes``: then the thirds say
+        nothing); None without the training counts."""
         if self.train_counts is None:
             return None
         counts = np.asarray(self.train_counts)
@@ -252,7 +253,9 @@ class Evaluation:
         raw_hits, scaled_hits = self.hits("none"), self.hits("temperature")
         out = {"definition": FREQUENCY_DEFINITION,
                "imbalance_ratio": float(counts.max() / max(counts[counts > 0].min(), 1))
-               if (counts > 0).any() else math.nan, "groups": {}}
+               if (counts > 0).any() else math.nan,
+               # every class as large: the thirds then follow the class order, no frequency
+               "equal_classes": bool(counts.min() == counts.max()), "groups": {}}
         for g, name in enumerate(FREQUENCY_GROUPS):
             classes = np.flatnonzero(groups == g)
             rows = np.isin(self.labels, classes)

@@ -514,6 +514,7 @@ def test_head_medium_and_tail_by_training_frequency_match_a_hand_count(tmp_path,
     counts = trainer.dataset.per_class_counts()
     train = np.array([counts[c][0] for c in trainer.dataset.class_names])
     assert found["imbalance_ratio"] == pytest.approx(train.max() / train.min())
+    assert not found["equal_classes"]
     rows, classes, p, _, y = _read_predictions(out / "predictions.csv")
     for name, members in (("head", [0, 1]), ("medium", [2, 3]), ("tail", [4, 5])):
         group = found["groups"][name]
@@ -526,6 +527,24 @@ def test_head_medium_and_tail_by_training_frequency_match_a_hand_count(tmp_path,
             np.mean([hits[y[inside] == c].mean() for c in members]))
         # predictions.csv rounds the probabilities: agreement to its precision
         assert group["ece"] == pytest.approx(_binned_ece(p[inside], y[inside]), abs=1e-6)
+
+
+def test_with_equal_classes_there_is_no_head_or_tail(tmp_path, capsys):
+    """Classes of equal size: the thirds would follow the class order, which says
+    nothing about frequency, and the summary says so instead of listing them."""
+    root = make_class_folder(tmp_path / "data", {"a": 16, "b": 16, "c": 16})
+    trainer = _train(RunConfig(data=str(root), test_fraction=0.25, **TINY), tmp_path / "runs")
+    counts = trainer.dataset.per_class_counts()
+    each = {counts[c][0] for c in trainer.dataset.class_names}
+    assert len(each) == 1
+    out = tmp_path / "ev"
+    assert main(["evaluate", "--checkpoint", str(trainer.store.checkpoint_path("best.pt")),
+                 "--out", str(out), "--resamples", "20", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert (f"by training frequency: every class has {each.pop()} training images, so there "
+            "is no head or tail") in printed and "classes in thirds" not in printed
+    found = json.loads((out / "metrics.json").read_text())["frequency"]
+    assert found["equal_classes"] and found["imbalance_ratio"] == 1.0
 
 
 def _csv_module_predictions(ev, path):

@@ -428,10 +428,16 @@ class EvaluationPanel(QWidget):
                                         "classes' training images are not known.")
             return
         balanced = ev.raw.value["balanced_accuracy"]
+        if found["equal_classes"]:
+            each = found["groups"]["head"]["train_images"][0]
+            split = (f"Every class has {each:,} training images, so there is no head or "
+                     "tail: the thirds below follow the class order.")
+        else:
+            split = (f"Classes in thirds by training images (most first); the largest "
+                     f"class has {found['imbalance_ratio']:.1f}× the images of the "
+                     "smallest.")
         self.frequency_note.setText(
-            f"Classes in thirds by training images (most first); the largest class has "
-            f"{found['imbalance_ratio']:.1f}× the images of the smallest. Balanced accuracy "
-            f"over all classes: {balanced:.3f}.")
+            f"{split} Balanced accuracy over all classes: {balanced:.3f}.")
         for row, name in enumerate(FREQUENCY_GROUPS):
             group = found["groups"][name]
             low, high = group["train_images"]
